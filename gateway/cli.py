@@ -1,0 +1,107 @@
+"""``credit-gateway``: run the gateway, the demo, and the PKI and token tools.
+
+    credit-gateway serve --config gateway.toml
+    credit-gateway demo                         # scripted queries, then exit 0
+    credit-gateway demo --serve --workdir DIR   # keep the federation running
+    credit-gateway certs init DIR               # development PKI
+    credit-gateway token issue ...              # mint an agency token
+
+Errors of the gateway's own hierarchy print one line and exit 2; a traceback
+means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gateway.errors import GatewayError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="credit-gateway", description="Federated credit-query gateway."
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway from a TOML configuration")
+    serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+
+    demo = sub.add_parser("demo", help="run the whole federation on generated data")
+    demo.add_argument("--serve", action="store_true", help="keep running until interrupted")
+    demo.add_argument(
+        "--workdir", type=Path, help="folder for data, keys and demo.json (default: temporary)"
+    )
+    demo.add_argument(
+        "--subjects", type=int, default=10_000, help="synthetic subjects (default 10000)"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="data generator seed (default 1)")
+
+    certs = sub.add_parser("certs", help="development PKI", add_help=False)
+    certs.add_argument("args", nargs=argparse.REMAINDER)
+    token = sub.add_parser("token", help="agency tokens", add_help=False)
+    token.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    from gateway.logs import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args.config))
+        if args.command == "demo":
+            from gateway.demo import run_demo
+
+            return asyncio.run(
+                run_demo(
+                    workdir=args.workdir, serve=args.serve, subjects=args.subjects, seed=args.seed
+                )
+            )
+        if args.command == "certs":
+            from gateway.pki import certs_main
+
+            return certs_main(args.args)
+        if args.command == "token":
+            from gateway.auth.tokens import token_main
+
+            return token_main(args.args)
+    except GatewayError as exc:
+        print(f"credit-gateway: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)  # argparse allows no other
+
+
+async def _serve(config_path: Path) -> int:
+    from gateway.assembly import build_gateway
+    from gateway.config import load_config
+
+    gateway = await build_gateway(load_config(config_path))
+    await gateway.start()
+    print(f"credit-gateway serving on {gateway.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger(__name__).info("draining")
+    await gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""What a query may see: the decision model and the catalog-only decider.
+
+A :class:`Decision` says, per department, which fields of which datasets may
+be asked for, and which are withheld and why. Deciders implement
+:class:`Decider`. :class:`CatalogDecider` is the policy-free baseline: every
+catalog field except state secrets and prohibited items. The Casbin decider
+(``gateway.policy``) replaces it with per-agency grants; the pipeline does not
+change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.catalog import Catalog, Dataset, Tier
+from protos.credit.v1 import query_pb2
+
+__all__ = [
+    "CatalogDecider",
+    "Decider",
+    "Decision",
+    "DepartmentDecision",
+    "QueryFacts",
+    "Withheld",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    dataset: str
+    field: str
+    reason: query_pb2.WithholdReason.ValueType
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentDecision:
+    #: dataset -> fields that may be asked for; never an empty tuple.
+    allowed: Mapping[str, tuple[str, ...]]
+    withheld: tuple[Withheld, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    policy_version: str
+    departments: Mapping[str, DepartmentDecision]
+    consent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFacts:
+    """What a decider may look at: who asks, about what kind of subject, why.
+
+    The subject's identifier is deliberately absent except for the one
+    comparison a self-query needs (``is_self``), so decisions cache well.
+    """
+
+    agency_id: str
+    agency_kind: str
+    subject_type: str
+    purpose: str
+    mode: int  # query_pb2.QueryMode
+    datasets: tuple[Dataset, ...]
+    today: dt.date
+    is_self: bool = False
+    consent_token: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Decider(Protocol):
+    def decide(self, facts: QueryFacts) -> Decision: ...
+
+
+def _legal_block(
+    catalog_field_tier: Tier, prohibited: bool
+) -> tuple[query_pb2.WithholdReason.ValueType, str] | None:
+    """Rules no policy can override (DOMAIN.md): state secrets never leave;
+    Art. 14 prohibited items are never returned."""
+    if prohibited:
+        return query_pb2.WITHHOLD_REASON_PROHIBITED_ITEM, "Art. 14 prohibited item"
+    if catalog_field_tier is Tier.STATE_SECRET:
+        return query_pb2.WITHHOLD_REASON_STATE_SECRET, "state secret never leaves the department"
+    return None
+
+
+class CatalogDecider:
+    """Everything in the catalog but what the law forbids. For development and
+    the federation tests; production uses the Casbin decider."""
+
+    def __init__(self, catalog: Catalog, policy_version: str = "catalog-only") -> None:
+        self._catalog = catalog
+        self._version = policy_version
+        self._cache: dict[tuple[tuple[str, str], ...], Decision] = {}
+
+    def decide(self, facts: QueryFacts) -> Decision:
+        key = tuple((d.department, d.name) for d in facts.datasets)
+        decision = self._cache.get(key)
+        if decision is None:
+            decision = self._cache[key] = self._compute(facts.datasets)
+        return decision
+
+    def _compute(self, datasets: tuple[Dataset, ...]) -> Decision:
+        allowed: dict[str, dict[str, tuple[str, ...]]] = {}
+        withheld: dict[str, list[Withheld]] = {}
+        for ds in datasets:
+            fields: list[str] = []
+            for f in ds.fields.values():
+                block = _legal_block(f.tier, f.prohibited)
+                if block is None:
+                    fields.append(f.name)
+                else:
+                    withheld.setdefault(ds.department, []).append(Withheld(ds.name, f.name, *block))
+            if fields:
+                allowed.setdefault(ds.department, {})[ds.name] = tuple(fields)
+        depts = {
+            d: DepartmentDecision(allowed.get(d, {}), tuple(withheld.get(d, ())))
+            for d in allowed.keys() | withheld.keys()
+        }
+        return Decision(self._version, depts)

@@ -1,0 +1,117 @@
+"""The gateway's client for one department adapter.
+
+:meth:`DepartmentClient.lookup` is the one normalising seam (python-tuf's
+fetcher pattern): whatever goes wrong on the wire comes out as one of our own
+errors, :class:`~gateway.errors.DepartmentTimeoutError`,
+:class:`~gateway.errors.DepartmentUnavailableError` or
+:class:`~gateway.errors.DepartmentError`, never as ``grpc.aio.AioRpcError``.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from gateway.errors import (
+    DepartmentError,
+    DepartmentTimeoutError,
+    DepartmentUnavailableError,
+    UpstreamError,
+)
+from gateway.federation.breaker import CircuitBreaker
+from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc
+
+# Keep the channel warm and notice a dead peer between queries rather than
+# during one; reconnect quickly after a department restarts.
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+_UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+
+class DepartmentClient:
+    """One reused channel to one department, guarded by a circuit breaker."""
+
+    def __init__(
+        self,
+        department: str,
+        address: str,
+        *,
+        credentials: grpc.ChannelCredentials | None,
+        timeout_s: float = 2.0,
+        breaker: CircuitBreaker | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        self.department = department
+        self.address = address
+        self.timeout_s = timeout_s
+        self.breaker = breaker or CircuitBreaker()
+        options = list(_CHANNEL_OPTIONS)
+        if server_name:
+            # Departments' certificates name the department, not the address we dial.
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        self._stub = adapter_pb2_grpc.DepartmentAdapterStub(self._channel)
+
+    async def describe(self, timeout_s: float | None = None) -> adapter_pb2.DescribeResponse:
+        """The department's datasets and fields. Raises an :class:`UpstreamError`."""
+        try:
+            return await self._stub.Describe(
+                adapter_pb2.DescribeRequest(),
+                timeout=timeout_s or self.timeout_s,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from None
+
+    async def lookup(
+        self, request: adapter_pb2.LookupRequest, timeout_s: float
+    ) -> adapter_pb2.LookupResponse:
+        """Ask the department; raises an :class:`UpstreamError` on any failure.
+
+        An open circuit fails at once with :class:`DepartmentUnavailableError`.
+        """
+        breaker = self.breaker
+        if not breaker.allow():
+            raise DepartmentUnavailableError(
+                f"department {self.department} is failing; circuit open, "
+                f"next trial in {breaker.retry_in_s():.1f}s",
+                reason="CIRCUIT_OPEN",
+            )
+        try:
+            response: adapter_pb2.LookupResponse = await self._stub.Lookup(
+                request, timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            err = self._translate(exc)
+            # A department that refuses a well-formed request is not down; only
+            # outages and timeouts trip the breaker.
+            if isinstance(err, DepartmentUnavailableError | DepartmentTimeoutError):
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+            raise err from None
+        breaker.record_success()
+        return response
+
+    def _translate(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
+        code = exc.code()
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DepartmentTimeoutError(f"department {self.department} did not answer in time")
+        if code in _UNAVAILABLE_CODES:
+            return DepartmentUnavailableError(f"department {self.department} is unavailable")
+        # The department's own words stay in our log, not in the agency's answer.
+        return DepartmentError(
+            f"department {self.department} failed with {code.name}",
+            metadata={"department_code": code.name},
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()

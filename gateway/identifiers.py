@@ -1,0 +1,158 @@
+"""Validation of the two subject identifiers the gateway accepts.
+
+* Unified social credit code (统一社会信用代码, GB 32100-2015): 18 characters
+  over a 31-symbol alphabet, the last one a check character (mod 31).
+* Resident identity number (居民身份证号码, GB 11643-1999): 17 digits (address
+  code, birth date, sequence) and an ISO 7064 MOD 11-2 check character.
+
+>>> validate_uscc("91110000600037341L")
+'91110000600037341L'
+>>> validate_resident_id("11010519491231002x")
+'11010519491231002X'
+
+Every failure raises :class:`~gateway.errors.InvalidIdentifierError` whose
+message names the problem: wrong length, bad character at position N, wrong
+check character, impossible birth date. Messages never repeat the identifier
+itself: it is personal data and error messages end up in logs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Final
+
+from gateway.errors import InvalidIdentifierError
+
+__all__ = [
+    "RESIDENT_ID_WEIGHTS",
+    "USCC_ALPHABET",
+    "USCC_WEIGHTS",
+    "resident_id_check_char",
+    "uscc_check_char",
+    "validate_resident_id",
+    "validate_subject",
+    "validate_uscc",
+]
+
+USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
+#: 3^(i-1) mod 31 for positions 1..17.
+USCC_WEIGHTS: Final = tuple(pow(3, i, 31) for i in range(17))
+
+#: 2^(18-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2).
+RESIDENT_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_RESIDENT_CHECK: Final = "10X98765432"
+
+_FIELD = "subject.id"
+
+
+def uscc_check_char(body: str) -> str:
+    """The check character for the first 17 characters of a USCC.
+
+    Raises :class:`InvalidIdentifierError` if ``body`` is not 17 alphabet characters.
+    """
+    if len(body) != 17:
+        raise InvalidIdentifierError(
+            _FIELD, f"expected 17 characters before the check, got {len(body)}"
+        )
+    total = 0
+    for pos, (ch, weight) in enumerate(zip(body, USCC_WEIGHTS, strict=True), start=1):
+        value = _USCC_VALUE.get(ch)
+        if value is None:
+            raise InvalidIdentifierError(
+                _FIELD,
+                f"bad character at position {pos}: {_describe(ch)} is not in the GB 32100 alphabet",
+            )
+        total += value * weight
+    return USCC_ALPHABET[(31 - total % 31) % 31]
+
+
+def validate_uscc(code: str) -> str:
+    """Return ``code`` (upper-cased) if it is a valid unified social credit code.
+
+    Raises :class:`InvalidIdentifierError` naming the problem.
+    """
+    code = code.strip().upper()
+    if len(code) != 18:
+        raise InvalidIdentifierError(
+            _FIELD, f"wrong length: a unified social credit code has 18 characters, got {len(code)}"
+        )
+    expected = uscc_check_char(code[:17])
+    if code[17] not in _USCC_VALUE:
+        raise InvalidIdentifierError(
+            _FIELD,
+            f"bad character at position 18: {_describe(code[17])} is not in the GB 32100 alphabet",
+        )
+    if code[17] != expected:
+        raise InvalidIdentifierError(
+            _FIELD, f"wrong check character at position 18: expected {expected}, got {code[17]}"
+        )
+    return code
+
+
+def resident_id_check_char(body: str) -> str:
+    """The check character for the first 17 digits of a resident identity number.
+
+    Raises :class:`InvalidIdentifierError` if ``body`` is not 17 ASCII digits.
+    """
+    if len(body) != 17:
+        raise InvalidIdentifierError(
+            _FIELD, f"expected 17 digits before the check, got {len(body)}"
+        )
+    total = 0
+    for pos, (ch, weight) in enumerate(zip(body, RESIDENT_ID_WEIGHTS, strict=True), start=1):
+        if not ("0" <= ch <= "9"):
+            raise InvalidIdentifierError(
+                _FIELD, f"bad character at position {pos}: {_describe(ch)} is not a digit"
+            )
+        total += (ord(ch) - 48) * weight
+    return _RESIDENT_CHECK[total % 11]
+
+
+def validate_resident_id(number: str) -> str:
+    """Return ``number`` (with a lower-case x upper-cased) if it is a valid
+    GB 11643 resident identity number with a real birth date.
+
+    Raises :class:`InvalidIdentifierError` naming the problem.
+    """
+    number = number.strip().upper()
+    if len(number) != 18:
+        raise InvalidIdentifierError(
+            _FIELD, f"wrong length: a resident identity number has 18 characters, got {len(number)}"
+        )
+    expected = resident_id_check_char(number[:17])
+    if number[17] not in _RESIDENT_CHECK:
+        raise InvalidIdentifierError(
+            _FIELD, f"bad character at position 18: {_describe(number[17])} is not a digit or X"
+        )
+    birth = number[6:14]
+    try:
+        born = _dt.date(int(birth[:4]), int(birth[4:6]), int(birth[6:]))
+    except ValueError:
+        raise InvalidIdentifierError(
+            _FIELD, "impossible birth date in positions 7-14: not a calendar date"
+        ) from None
+    if born.year < 1900 or born > _dt.date.today():
+        raise InvalidIdentifierError(
+            _FIELD, "impossible birth date in positions 7-14: before 1900 or in the future"
+        )
+    if number[17] != expected:
+        raise InvalidIdentifierError(
+            _FIELD, f"wrong check character at position 18: expected {expected}, got {number[17]}"
+        )
+    return number
+
+
+def validate_subject(subject_type: str, subject_id: str) -> str:
+    """Validate ``subject_id`` for ``subject_type`` ("enterprise" or "person")."""
+    if subject_type == "enterprise":
+        return validate_uscc(subject_id)
+    if subject_type == "person":
+        return validate_resident_id(subject_id)
+    raise InvalidIdentifierError("subject.type", "must be enterprise or person")
+
+
+def _describe(ch: str) -> str:
+    # Printable ASCII is shown; anything else by code point, so a message
+    # never carries control characters into a terminal or a log.
+    return repr(ch) if ch.isascii() and ch.isprintable() else f"U+{ord(ch):04X}"

@@ -1,0 +1,215 @@
+"""The gateway process: a grpc.aio server running the query pipeline.
+
+    gw = Gateway(load_config(Path("gateway.toml")))
+    await gw.start()            # connects departments, checks their Describe
+    print(gw.address)           # "127.0.0.1:8443"
+    await gw.stop()             # drains queries in flight
+
+:meth:`Gateway.start` raises :class:`~gateway.errors.ConfigError` when the
+configuration, the catalog or a department's ``Describe`` is wrong, naming the
+key or field. Standard gRPC health checking and server reflection are served
+beside the query service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway import __version__
+from gateway.catalog import Catalog, load_catalog
+from gateway.config import Config
+from gateway.decision import CatalogDecider, Decider
+from gateway.errors import ConfigError, UpstreamError
+from gateway.federation import CircuitBreaker, DepartmentClient
+from gateway.identity import Authenticator, InsecureDevAuthenticator
+from gateway.metrics import Metrics
+from gateway.purposes import load_purposes
+from gateway.service import AuditSink, QueryService
+from gateway.validation import Validator
+from protos.credit.v1 import query_pb2, query_pb2_grpc
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+QUERY_SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
+class Gateway:
+    """One gateway process. Collaborators not given are built from the config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        authenticator: Authenticator | None = None,
+        decider: Decider | None = None,
+        audit: AuditSink | None = None,
+        catalog: Catalog | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog or load_catalog(config.catalog)
+        self.metrics = metrics or Metrics()
+        self.metrics.build.info({"version": __version__})
+        self._authenticator = authenticator
+        self._decider = decider
+        self._audit = audit
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.clients: dict[str, DepartmentClient] = {}
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def _department_credentials(self) -> grpc.ChannelCredentials | None:
+        fed = self.config.federation
+        if fed.ca is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(fed.ca),
+            private_key=_read(fed.client_key),
+            certificate_chain=_read(fed.client_cert),
+        )
+
+    async def _connect_departments(self) -> None:
+        fed = self.config.federation
+        creds = self._department_credentials()
+        for dept_id in self.catalog.departments:
+            if dept_id not in self.config.departments:
+                raise ConfigError(
+                    f"departments.{dept_id}", "in the catalog but no address is configured"
+                )
+        for dept_id, dept in self.config.departments.items():
+            if dept_id not in self.catalog.departments:
+                raise ConfigError(f"departments.{dept_id}", "not in the catalog")
+            timeout_ms = dept.timeout_ms or fed.timeout_ms
+            self.clients[dept_id] = DepartmentClient(
+                dept_id,
+                dept.address,
+                credentials=creds,
+                timeout_s=timeout_ms / 1000,
+                breaker=CircuitBreaker(
+                    failure_threshold=fed.breaker_failures,
+                    reset_after_s=fed.breaker_reset_ms / 1000,
+                ),
+                server_name=dept.server_name,
+            )
+
+        async def check(dept_id: str, client: DepartmentClient) -> None:
+            try:
+                described = await client.describe(fed.describe_timeout_ms / 1000)
+            except UpstreamError as exc:
+                raise ConfigError(
+                    f"departments.{dept_id}", f"Describe failed at {client.address}: {exc.message}"
+                ) from None
+            if described.department != dept_id:
+                raise ConfigError(
+                    f"departments.{dept_id}.address",
+                    f"{client.address} is department {described.department!r}, not {dept_id!r}",
+                )
+            self.catalog.check_describe(described)
+
+        await asyncio.gather(*(check(d, c) for d, c in self.clients.items()))
+
+    async def start(self) -> None:
+        """Connect departments, check them against the catalog, start serving.
+
+        Raises :class:`ConfigError` and leaves nothing running on failure.
+        """
+        try:
+            await self._connect_departments()
+            purposes = load_purposes(self.config.purposes)
+            if self._authenticator is None:
+                if not self.config.insecure_dev_plaintext:
+                    raise ConfigError("tls", "no authenticator configured")
+                self._authenticator = InsecureDevAuthenticator()
+            service = QueryService(
+                catalog=self.catalog,
+                validator=Validator(self.catalog, purposes),
+                decider=self._decider or CatalogDecider(self.catalog),
+                authenticator=self._authenticator,
+                clients=self.clients,
+                metrics=self.metrics,
+                audit=self._audit,
+                default_timeout_s=self.config.default_timeout_ms / 1000,
+            )
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            reflection.enable_server_reflection(
+                (QUERY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+            self.port = self._bind(server)
+            await server.start()
+            self._server = server
+        except BaseException:
+            await self._close_clients()
+            raise
+        for name in ("", QUERY_SERVICE):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gateway serving", extra={"address": self.address})
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        tls = self.config.tls
+        try:
+            if tls is None:
+                log.warning(
+                    "INSECURE: agency-facing listener is plaintext (insecure_dev_plaintext)"
+                )
+                port = server.add_insecure_port(self.config.listen)
+            else:
+                creds = grpc.ssl_server_credentials(
+                    [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                    root_certificates=tls.client_ca.read_bytes(),
+                    require_client_auth=True,
+                )
+                port = server.add_secure_port(self.config.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigError(
+                "gateway.listen", f"cannot listen on {self.config.listen}: {exc}"
+            ) from None
+        if port == 0:
+            raise ConfigError("gateway.listen", f"cannot listen on {self.config.listen}")
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking queries, let those in flight finish (up to ``grace``
+        seconds), then close department channels."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.drain_grace_s if grace is None else grace)
+            self._server = None
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients.values()))
+        self.clients.clear()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.address} departments={sorted(self.clients)}>"
+
+    # For tests and the demo: what a caller needs to know.
+    def describe(self) -> dict[str, Any]:
+        return {
+            "gateway_address": self.address,
+            "departments": {d: c.address for d, c in self.clients.items()},
+        }

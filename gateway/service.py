@@ -1,0 +1,272 @@
+"""The agency-facing ``QueryService``: a thin servicer running the pipeline.
+
+    1 authenticate   the caller (certificate + token; gateway.identity seam)
+    2 validate       identifier, purpose, mode, datasets, request id
+    3 decide         which departments, datasets and fields (a Decider)
+    4 meter          reserve the price of what was granted (a Meter)
+    5 fan out        ask only for the allowed fields, concurrently
+    6 filter         drop what was not asked, age out old negatives
+    7 settle         charge what was delivered, release the rest
+    8 audit          append the record durably before answering
+    9 respond
+
+Every failure is a :class:`~gateway.errors.GatewayError` and leaves through
+:func:`~gateway.errors.abort`; anything else is logged with its traceback and
+reaches the client as a bare INTERNAL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from gateway.catalog import Catalog
+from gateway.decision import Decider, Decision, QueryFacts
+from gateway.disclosure import ageing_cutoff, filter_records
+from gateway.errors import GatewayError, InternalError, abort
+from gateway.federation import DepartmentClient, fan_out
+from gateway.identity import Authenticator, Caller
+from gateway.metrics import Metrics
+from gateway.validation import Validator, ValidQuery
+from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2, query_pb2_grpc
+
+__all__ = ["AuditSink", "QueryService", "Receipt"]
+
+log = logging.getLogger("credit_gateway.query")
+
+#: Time kept back from the caller's deadline for filtering, audit and reply.
+_DEADLINE_RESERVE_S = 0.05
+
+_SUBJECT_TYPE = {
+    "enterprise": common_pb2.SUBJECT_TYPE_ENTERPRISE,
+    "person": common_pb2.SUBJECT_TYPE_PERSON,
+}
+_STATUS_NAMES: dict[query_pb2.SectionStatus.ValueType, str] = {
+    v: k.removeprefix("SECTION_STATUS_").lower() for k, v in query_pb2.SectionStatus.items()
+}
+_REASON_NAMES: dict[query_pb2.WithholdReason.ValueType, str] = {
+    v: k.removeprefix("WITHHOLD_REASON_").lower() for k, v in query_pb2.WithholdReason.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    origin: str
+    index: int
+    leaf_hash: bytes
+
+
+class AuditSink(Protocol):
+    """Step 8: must return only once the record is durable."""
+
+    async def append_query(
+        self,
+        query: ValidQuery | None,
+        caller: Caller | None,
+        request: query_pb2.QueryRequest,
+        response: query_pb2.QueryResponse | None,
+        error: GatewayError | None,
+    ) -> Receipt | None: ...
+
+
+class QueryService(query_pb2_grpc.QueryServiceServicer):
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        validator: Validator,
+        decider: Decider,
+        authenticator: Authenticator,
+        clients: Mapping[str, DepartmentClient],
+        metrics: Metrics,
+        audit: AuditSink | None = None,
+        default_timeout_s: float = 3.0,
+        today: Callable[[], dt.date] = dt.date.today,
+    ) -> None:
+        self._catalog = catalog
+        self._validator = validator
+        self._decider = decider
+        self._auth = authenticator
+        self._clients = clients
+        self._metrics = metrics
+        self._audit = audit
+        self._default_timeout_s = default_timeout_s
+        self._today = today
+        self._dept_order = {d: i for i, d in enumerate(catalog.departments)}
+        # Label children bound once: the hot path only increments.
+        self._m_dept = {
+            (d, s): metrics.department_requests.labels(d, name)
+            for d in catalog.departments
+            for s, name in _STATUS_NAMES.items()
+        }
+        self._m_dept_latency = {
+            d: metrics.department_latency.labels(d) for d in catalog.departments
+        }
+        self._m_dropped = {d: metrics.unrequested_fields.labels(d) for d in catalog.departments}
+        self._m_aged = {d: metrics.aged_out_records.labels(d) for d in catalog.departments}
+        self._m_withheld = {r: metrics.withheld_fields.labels(n) for r, n in _REASON_NAMES.items()}
+
+    async def Query(
+        self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> query_pb2.QueryResponse:
+        started = time.perf_counter()
+        caller: Caller | None = None
+        error: GatewayError
+        try:
+            caller = self._auth.authenticate(context)
+            response, outcome = await self._run(caller, request, context)
+        except GatewayError as exc:
+            error = exc
+        except Exception:
+            log.exception("query failed", extra={"request_id": request.request_id[:64]})
+            error = InternalError("internal error")
+        else:
+            self._finish(caller, outcome, started, request.request_id)
+            return response
+        self._finish(caller, error.reason.lower(), started, request.request_id)
+        return await abort(context, error)
+
+    def _finish(self, caller: Caller | None, outcome: str, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        agency = caller.agency_id if caller else "unauthenticated"
+        self._metrics.queries.labels(agency, outcome).inc()
+        self._metrics.query_latency.observe(elapsed)
+        log.info(
+            "query",
+            extra={
+                "request_id": request_id[:64],
+                "agency": agency,
+                "outcome": outcome,
+                "latency_ms": round(elapsed * 1000, 2),
+            },
+        )
+
+    async def _run(
+        self,
+        caller: Caller,
+        request: query_pb2.QueryRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> tuple[query_pb2.QueryResponse, str]:
+        query = self._validator.validate(request)
+        today = self._today()
+        decision = self._decider.decide(
+            QueryFacts(
+                agency_id=caller.agency_id,
+                agency_kind=caller.kind,
+                subject_type=query.subject_type,
+                purpose=query.purpose,
+                mode=query.mode,
+                datasets=query.datasets,
+                today=today,
+                is_self=bool(caller.subject_id) and caller.subject_id == query.subject_id,
+                consent_token=request.consent_token,
+            )
+        )
+        lookups = self._lookups(caller, query, decision)
+        remaining = context.time_remaining()
+        budget = self._default_timeout_s
+        if remaining is not None:
+            budget = min(budget, max(remaining - _DEADLINE_RESERVE_S, 0.001))
+        outcomes = await fan_out(self._clients, lookups, timeout_s=budget) if lookups else {}
+
+        response = query_pb2.QueryResponse(
+            request_id=query.request_id,
+            policy_version=decision.policy_version,
+            catalog_version=self._catalog.version,
+            query_date=today.isoformat(),
+        )
+        cutoff = ageing_cutoff(today)
+        partial = False
+        for dept in sorted(
+            decision.departments.keys() | outcomes.keys(), key=self._dept_order.__getitem__
+        ):
+            dd = decision.departments.get(dept)
+            section = response.sections.add(department=dept)
+            if dd is not None:
+                for w in dd.withheld:
+                    section.withheld.add(
+                        dataset=w.dataset, field=w.field, reason=w.reason, detail=w.detail
+                    )
+                    self._m_withheld[w.reason].inc()
+                partial = partial or bool(dd.withheld)
+            outcome = outcomes.get(dept)
+            if outcome is None:
+                section.status = query_pb2.SECTION_STATUS_WITHHELD
+                section.detail = "nothing of this department may be shown for this query"
+                continue
+            section.status = outcome.status
+            section.detail = outcome.detail
+            section.latency_ms = int(outcome.latency_s * 1000)
+            self._m_dept[(dept, outcome.status)].inc()
+            self._m_dept_latency[dept].observe(outcome.latency_s)
+            if outcome.response is None:
+                partial = True
+                continue
+            assert dd is not None  # a department was asked only if something was allowed
+            self._disclose(dept, dd.allowed, outcome.response, section, cutoff)
+        # Steps 7-8 (settle, audit) slot in here; the audit record must be
+        # durable before the response leaves.
+        if self._audit is not None:
+            receipt = await self._audit.append_query(query, caller, request, response, None)
+            if receipt is not None:
+                response.receipt.origin = receipt.origin
+                response.receipt.log_index = receipt.index
+                response.receipt.leaf_hash = receipt.leaf_hash
+        return response, ("partial" if partial else "ok")
+
+    def _lookups(
+        self, caller: Caller, query: ValidQuery, decision: Decision
+    ) -> dict[str, adapter_pb2.LookupRequest]:
+        lookups: dict[str, adapter_pb2.LookupRequest] = {}
+        for dept, dd in decision.departments.items():
+            if not dd.allowed:
+                continue  # data minimisation: a department with nothing granted is not called
+            req = adapter_pb2.LookupRequest(
+                request_id=query.request_id, agency_id=caller.agency_id, purpose=query.purpose
+            )
+            req.subject.type = _SUBJECT_TYPE[query.subject_type]
+            req.subject.id = query.subject_id
+            for dataset, fields in dd.allowed.items():
+                req.wanted.add(dataset=dataset, fields=fields)
+            lookups[dept] = req
+        return lookups
+
+    def _disclose(
+        self,
+        dept: str,
+        allowed: Mapping[str, tuple[str, ...]],
+        lookup: adapter_pb2.LookupResponse,
+        section: query_pb2.DepartmentSection,
+        cutoff: str,
+    ) -> None:
+        dropped = 0
+        aged_total = 0
+        for result in lookup.results:
+            fields = allowed.get(result.dataset)
+            if fields is None:
+                # A whole dataset nobody asked for: drop it, count its fields.
+                dropped += sum(len(r.fields) for r in result.records)
+                continue
+            ds = self._catalog.dataset(dept, result.dataset)
+            negative = ds is not None and ds.negative
+            kept, n_dropped, n_aged = filter_records(
+                result.records, fields, negative=negative, cutoff=cutoff
+            )
+            dropped += n_dropped
+            aged_total += n_aged
+            out = section.datasets.add(dataset=result.dataset, aged_out=n_aged)
+            out.records.extend(kept)
+        if dropped:
+            log.warning(
+                "department returned fields it was not asked for; dropped",
+                extra={"department": dept, "fields_dropped": dropped},
+            )
+            self._m_dropped[dept].inc(dropped)
+        if aged_total:
+            self._m_aged[dept].inc(aged_total)

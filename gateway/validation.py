@@ -1,0 +1,89 @@
+"""Step 2 of the pipeline: turn a ``QueryRequest`` into a checked
+:class:`ValidQuery`, or raise :class:`~gateway.errors.InvalidArgumentError`
+naming the field."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.catalog import Catalog, Dataset
+from gateway.errors import InvalidArgumentError
+from gateway.identifiers import validate_resident_id, validate_uscc
+from gateway.purposes import Purpose
+from protos.credit.v1 import common_pb2, query_pb2
+
+__all__ = ["ValidQuery", "Validator"]
+
+_SUBJECT_TYPES = {
+    common_pb2.SUBJECT_TYPE_ENTERPRISE: ("enterprise", validate_uscc),
+    common_pb2.SUBJECT_TYPE_PERSON: ("person", validate_resident_id),
+}
+_MODES = frozenset({query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID})
+_MAX_TEXT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ValidQuery:
+    request_id: str
+    subject_type: str
+    subject_id: str
+    purpose: str
+    mode: int
+    datasets: tuple[Dataset, ...]
+
+
+class Validator:
+    def __init__(self, catalog: Catalog, purposes: Mapping[str, Purpose]) -> None:
+        self._catalog = catalog
+        self._purposes = purposes
+        # "All datasets" per subject type, computed once.
+        self._all: dict[str, tuple[Dataset, ...]] = {
+            st: tuple(d for d in catalog.datasets() if st in d.subject_types)
+            for st in ("enterprise", "person")
+        }
+
+    def validate(self, request: query_pb2.QueryRequest) -> ValidQuery:
+        try:
+            request_id = str(uuid.UUID(request.request_id))
+        except ValueError:
+            raise InvalidArgumentError("request_id", "must be a UUID") from None
+        kind = _SUBJECT_TYPES.get(request.subject.type)
+        if kind is None:
+            raise InvalidArgumentError("subject.type", "must be ENTERPRISE or PERSON")
+        subject_type, check = kind
+        subject_id = check(request.subject.id)
+        if request.purpose not in self._purposes:
+            raise InvalidArgumentError(
+                "purpose", f"unknown purpose {request.purpose[:64]!r}; see policies/purposes.toml"
+            )
+        if request.mode not in _MODES:
+            raise InvalidArgumentError("mode", "must be FREE or PAID")
+        for name in ("case_reference", "officer_id", "represented_party"):
+            if len(getattr(request, name)) > _MAX_TEXT:
+                raise InvalidArgumentError(name, f"longer than {_MAX_TEXT} characters")
+        if not request.datasets:
+            datasets = self._all[subject_type]
+        else:
+            picked: list[Dataset] = []
+            seen: set[tuple[str, str]] = set()
+            for i, ref in enumerate(request.datasets):
+                ds = self._catalog.dataset(ref.department, ref.dataset)
+                if ds is None:
+                    raise InvalidArgumentError(
+                        f"datasets[{i}]",
+                        f"{ref.department[:64]}/{ref.dataset[:64]} is not in the catalog",
+                    )
+                if subject_type not in ds.subject_types:
+                    raise InvalidArgumentError(
+                        f"datasets[{i}]",
+                        f"{ds.department}/{ds.name} holds no {subject_type} subjects",
+                    )
+                if (ds.department, ds.name) not in seen:
+                    seen.add((ds.department, ds.name))
+                    picked.append(ds)
+            datasets = tuple(picked)
+        return ValidQuery(
+            request_id, subject_type, subject_id, request.purpose, request.mode, datasets
+        )
