@@ -10,6 +10,12 @@ A minimal file::
     key = "certs/gateway/server.key"
     client_ca = "certs/ca.pem"
 
+    [auth]                      # certificate-bound agency tokens
+    audience = "credit-gateway"
+    [[auth.issuers]]
+    issuer = "urn:credit-gateway:dev:agency-token-issuer"
+    jwks = "certs/issuers/agency-token/jwks.json"
+
     [federation]                # the gateway's side of every department hop
     ca = "certs/ca.pem"
     client_cert = "certs/gateway/federation.pem"
@@ -35,9 +41,11 @@ from typing import Any
 from gateway.errors import ConfigError
 
 __all__ = [
+    "AuthConfig",
     "Config",
     "DepartmentConfig",
     "FederationConfig",
+    "IssuerConfig",
     "TlsConfig",
     "load_config",
     "parse_config",
@@ -49,6 +57,21 @@ class TlsConfig:
     cert: Path
     key: Path
     client_ca: Path
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    issuer: str
+    jwks: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Who may call: the agency registry and the trusted token issuers."""
+
+    audience: str
+    issuers: tuple[IssuerConfig, ...]
+    registry: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +103,7 @@ class Config:
     purposes: Path | None = None
     metrics_listen: str | None = None
     tls: TlsConfig | None = None
+    auth: AuthConfig | None = None
     #: Serve agencies over plaintext with header identities. Development only.
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -102,7 +126,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     """Build a :class:`Config` from parsed TOML. Raises :class:`ConfigError`."""
-    known = {"gateway", "tls", "federation", "departments", "audit", "billing", "policy", "metrics"}
+    known = {"gateway", "tls", "auth", "federation", "departments", "audit", "billing", "policy"}
     for key in doc:
         if key not in known:
             raise ConfigError(key, f"unknown section; expected one of {', '.join(sorted(known))}")
@@ -140,6 +164,9 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
             "missing: agencies must connect over mutual TLS "
             "(set gateway.insecure_dev_plaintext = true only for development)",
         )
+    auth = _parse_auth(doc.get("auth"), base)
+    if tls is not None and auth is None:
+        raise ConfigError("auth", "missing: with TLS, name the token audience and trusted issuers")
     fed_raw = _section(doc, "federation")
     _no_unknown(
         fed_raw,
@@ -207,7 +234,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     drain = gw.get("drain_grace_s", 5.0)
     if not isinstance(drain, int | float) or isinstance(drain, bool) or drain < 0:
         raise ConfigError("gateway.drain_grace_s", "must be a number of seconds >= 0")
-    extra = {k: v for k, v in doc.items() if k in {"audit", "billing", "policy", "metrics"}}
+    extra = {k: v for k, v in doc.items() if k in {"audit", "billing", "policy"}}
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -216,11 +243,39 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         purposes=_path(gw, "gateway", "purposes", base),
         metrics_listen=metrics_listen,
         tls=tls,
+        auth=auth,
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
         extra=extra,
     )
+
+
+def _parse_auth(raw: Any, base: Path) -> AuthConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("auth", "must be a table")
+    _no_unknown(raw, "auth", {"audience", "registry", "issuers"})
+    audience = raw.get("audience")
+    if not isinstance(audience, str) or not audience:
+        raise ConfigError("auth.audience", "missing: the aud claim tokens must carry")
+    issuers_raw = raw.get("issuers")
+    if not isinstance(issuers_raw, list) or not issuers_raw:
+        raise ConfigError(
+            "auth.issuers", "missing: at least one [[auth.issuers]] with issuer and jwks"
+        )
+    issuers = []
+    for i, item in enumerate(issuers_raw):
+        key = f"auth.issuers[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(key, "must be a table with issuer and jwks")
+        _no_unknown(item, key, {"issuer", "jwks"})
+        iss = item.get("issuer")
+        if not isinstance(iss, str) or not iss:
+            raise ConfigError(f"{key}.issuer", "missing")
+        issuers.append(IssuerConfig(iss, _required_path(item, key, "jwks", base)))
+    return AuthConfig(audience, tuple(issuers), _path(raw, "auth", "registry", base))
 
 
 def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:

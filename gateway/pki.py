@@ -4,9 +4,9 @@
 
     DIR/
       pki.json                      manifest: names, subjects, issuers and kids (read by load_pki)
-      ca/ca.pem  ca/ca.key          the development CA (ECDSA P-256, self-signed)
+      ca.pem  ca.key                the development CA (ECDSA P-256, self-signed)
       gateway/server.pem|key        the gateway's TLS server certificate (CN credit-gateway)
-      gateway/client.pem|key        the certificate the gateway presents to departments
+      gateway/federation.pem|key    the client certificate the gateway presents to departments
                                     (CN credit-gateway, OU credit-gateway-federation)
       departments/<id>.pem|key      each department adapter's server certificate
                                     (CN <id>.department, O department)
@@ -40,7 +40,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ ROLE_ORGANIZATIONS: dict[str, str] = {
 # Long enough for a demo machine to live with, short enough to be obviously not production.
 _CA_DAYS = 3650
 _LEAF_DAYS = 825
+# Client certificates carry SAN URI urn:credit-gateway:<O>:<id> (informative; see _issue_leaf).
+_URI_PREFIX = "urn:credit-gateway:"
 # Issued a little in the past so that a peer whose clock runs slightly behind still accepts it.
 _BACKDATE = dt.timedelta(minutes=5)
 
@@ -145,15 +147,14 @@ class Pki:
     principals: dict[str, tuple[str, ...]]  # role directory -> ids
     agency_token: IssuerKeys
     consent: IssuerKeys
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ca_cert(self) -> Path:
-        return self.root / "ca" / "ca.pem"
+        return self.root / "ca.pem"
 
     @property
     def ca_key(self) -> Path:
-        return self.root / "ca" / "ca.key"
+        return self.root / "ca.key"
 
     @property
     def gateway_server_cert(self) -> Path:
@@ -165,11 +166,11 @@ class Pki:
 
     @property
     def gateway_client_cert(self) -> Path:
-        return self.root / "gateway" / "client.pem"
+        return self.root / "gateway" / "federation.pem"
 
     @property
     def gateway_client_key(self) -> Path:
-        return self.root / "gateway" / "client.key"
+        return self.root / "gateway" / "federation.key"
 
     def department_cert(self, dept: str) -> Path:
         return self._member("departments", dept, ".pem", self.departments)
@@ -295,6 +296,7 @@ def _issue_leaf(
     *,
     server: bool,
     now: dt.datetime,
+    client_uri: str | None = None,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -343,6 +345,13 @@ def _issue_leaf(
                     x509.IPAddress(ipaddress.IPv6Address("::1")),
                 ]
             ),
+            critical=False,
+        )
+    elif client_uri is not None:
+        # RFC 5280 profiles (and strict verifiers such as cryptography's) want a SAN on every
+        # end-entity certificate; the gateway itself identifies clients by subject CN and O.
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(client_uri)]),
             critical=False,
         )
     return key, builder.sign(ca.key, hashes.SHA256())
@@ -489,18 +498,23 @@ def _build(
     agency_token_issuer: str,
     consent_issuer: str,
 ) -> dict[str, Any]:
-    (root / "ca").mkdir()
     ca = _make_ca(now)
-    _write_public(root / "ca" / "ca.pem", ca.cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(root / "ca" / "ca.key", ca.key)
+    _write_public(root / "ca.pem", ca.cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(root / "ca.key", ca.key)
 
     gw = root / "gateway"
     gw.mkdir()
     _write_leaf(gw, "server", *_issue_leaf(ca, _name(GATEWAY_CN), server=True, now=now))
     _write_leaf(
         gw,
-        "client",
-        *_issue_leaf(ca, _name(GATEWAY_CN, ou=GATEWAY_FEDERATION_OU), server=False, now=now),
+        "federation",
+        *_issue_leaf(
+            ca,
+            _name(GATEWAY_CN, ou=GATEWAY_FEDERATION_OU),
+            server=False,
+            now=now,
+            client_uri=f"{_URI_PREFIX}gateway:{GATEWAY_FEDERATION_OU}",
+        ),
     )
 
     (root / "departments").mkdir()
@@ -511,8 +525,10 @@ def _build(
     for role_dir, ids in principals.items():
         (root / role_dir).mkdir()
         for ident in ids:
-            subject = _name(ident, o=ROLE_ORGANIZATIONS[role_dir])
-            _write_leaf(root / role_dir, ident, *_issue_leaf(ca, subject, server=False, now=now))
+            org = ROLE_ORGANIZATIONS[role_dir]
+            uri = f"{_URI_PREFIX}{org}:{ident}"
+            leaf = _issue_leaf(ca, _name(ident, o=org), server=False, now=now, client_uri=uri)
+            _write_leaf(root / role_dir, ident, *leaf)
 
     issuers = {}
     for label, iss in (("agency-token", agency_token_issuer), ("consent", consent_issuer)):

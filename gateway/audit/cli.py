@@ -1,0 +1,296 @@
+"""``credit-audit``: the auditors' tool for the gateway's audit log.
+
+It needs only the standard library and ``cryptography``, so it can run on an
+auditor's machine against a copy of the log (the SQLite file or an export
+folder) and the log's public key::
+
+    credit-audit keygen --name gateway.example/audit --private audit.key --public audit.pub
+    credit-audit verify audit.db --key audit.pub [--checkpoint kept.note]
+    credit-audit export audit.db --key audit.pub --out exported/
+    credit-audit prove audit.db --key audit.pub 42 [--size 512] > entry42.tlog-proof
+    credit-audit check-proof entry42.tlog-proof --key audit.pub --leaf entry42.json
+    credit-audit history audit.db --key audit.pub --subject-type person \\
+        --subject 11010519491231002X --pseudonym-key pseudonym.key
+    credit-audit who audit.db --key audit.pub --agency bank-001 --since 2025-01-01
+
+Exit status: 0 success, 1 verification failed (the one line printed names the
+first bad index and why), 2 usage or I/O error. ``history`` and ``who`` verify
+the whole log first and answer only from a log that verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.checkpoint import TlogProof, open_checkpoint, verify_tlog_proof
+from gateway.audit.errors import (
+    AuditError,
+    KeyFormatError,
+    LogIntegrityError,
+    NoteError,
+    ProofError,
+    StorageError,
+)
+from gateway.audit.note import generate_key, load_verifiers, write_key_files
+from gateway.audit.records import (
+    SUBJECT_TYPES,
+    generate_pseudonym_key,
+    load_pseudonym_key,
+    pseudonymize,
+    write_pseudonym_key,
+)
+from gateway.audit.store import LogReader, open_reader
+from gateway.audit.verify import VerifyReport, verify_log
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _UsageError(Exception):
+    """Bad arguments found after parsing (exit 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="credit-audit",
+        description="Verify, export and query the credit-gateway audit log.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_log(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("log", metavar="LOG", help="the SQLite log file or an export folder")
+        p.add_argument("--key", required=True, metavar="FILE", help="verifier key file")
+        return p
+
+    p = sub.add_parser("keygen", help="create a log signing key pair")
+    p.add_argument("--name", required=True, help="key name = the log's origin")
+    p.add_argument("--private", required=True, metavar="FILE", help="signer key (mode 0600)")
+    p.add_argument("--public", required=True, metavar="FILE", help="verifier key")
+    p.add_argument("--pseudonym-key", metavar="FILE", help="also create a pseudonym key")
+
+    p = with_log("verify", "check every record, hash, checkpoint and signature")
+    p.add_argument("--checkpoint", metavar="KEPT_FILE", help="a signed checkpoint kept earlier")
+    p.add_argument("--strict", action="store_true", help="also check each record is canonical JSON")
+
+    p = with_log("export", "verify, then write records, checkpoints and key to a folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder")
+
+    p = with_log("prove", "write a c2sp.org/tlog-proof of one entry")
+    p.add_argument("index", type=int, metavar="INDEX")
+    p.add_argument("--size", type=int, metavar="N", help="checkpoint size (default: latest)")
+    p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    p = sub.add_parser("check-proof", help="check a tlog-proof against a leaf and the key")
+    p.add_argument("proof", metavar="PROOF_FILE")
+    p.add_argument("--key", required=True, metavar="FILE", help="verifier key file")
+    p.add_argument("--leaf", required=True, metavar="LEAF_FILE", help="the exact record bytes")
+
+    p = with_log("history", "who queried one subject, when, for what purpose")
+    p.add_argument("--subject-type", required=True, choices=SUBJECT_TYPES)
+    p.add_argument("--subject", required=True, metavar="ID", help="credit code or ID number")
+    p.add_argument("--pseudonym-key", required=True, metavar="FILE")
+
+    p = with_log("who", "list one agency's queries")
+    p.add_argument("--agency", required=True, metavar="AGENCY_ID")
+    p.add_argument("--since", metavar="ISO8601", help="only queries at or after this time")
+    return parser
+
+
+def _verified(args: argparse.Namespace, reader: LogReader, **kw: Any) -> VerifyReport:
+    kept = None
+    if getattr(args, "checkpoint", None):
+        kept = Path(args.checkpoint).read_text(encoding="utf-8")
+    strict = bool(getattr(args, "strict", False))
+    return verify_log(reader, load_verifiers(args.key), kept=kept, strict=strict, **kw)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    skey, vkey = generate_key(args.name)
+    write_key_files(skey, vkey, args.private, args.public)
+    if args.pseudonym_key:
+        write_pseudonym_key(args.pseudonym_key, generate_pseudonym_key())
+    print(vkey)
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace, reader: LogReader) -> int:
+    report = _verified(args, reader)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    root = base64.b64encode(report.latest.root_hash).decode() if report.latest else "-"
+    print(
+        f"OK: {report.size} entries, {report.checkpoints} checkpoints verified; "
+        f"latest checkpoint: size {report.verified_size}, root {root}"
+    )
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace, reader: LogReader) -> int:
+    report = _verified(args, reader)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise _UsageError(f"{out}: folder is not empty")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    with (out / "records.jsonl").open("wb") as f:
+        for entry in reader.iter_entries():
+            # Canonical JSON escapes every control character, so a leaf never
+            # contains a raw newline and one line is exactly one leaf.
+            f.write(entry.leaf + b"\n")
+    for cp in reader.checkpoints():
+        (out / "checkpoints" / f"{cp.seq:08d}.note").write_text(cp.note, encoding="utf-8")
+    (out / "verifier.key").write_text(Path(args.key).read_text(encoding="utf-8"), "utf-8")
+    (out / "origin").write_text((report.origin or "") + "\n", encoding="utf-8")
+    print(f"exported {report.size} records and {report.checkpoints} checkpoints to {out}")
+    return EXIT_OK
+
+
+def _cmd_prove(args: argparse.Namespace, reader: LogReader) -> int:
+    report = _verified(args, reader)
+    verifiers = load_verifiers(args.key)
+    # The checkpoints were all verified above; pick the one to prove against.
+    chosen = None
+    for row in reversed(reader.checkpoints()):
+        cp = open_checkpoint(row.note, verifiers)
+        if (args.size is None and cp.size > args.index) or cp.size == args.size:
+            chosen = (row.note, cp)
+            break
+    if chosen is None:
+        want = f"of size {args.size}" if args.size is not None else "covering it"
+        raise _UsageError(f"entry {args.index}: no signed checkpoint {want}")
+    note, cp = chosen
+    if not 0 <= args.index < cp.size:
+        raise _UsageError(f"entry {args.index} is not in the checkpoint of size {cp.size}")
+    proof = TlogProof(args.index, tuple(report.tree.inclusion_proof(args.index, cp.size)), note)
+    if args.out:
+        Path(args.out).write_text(proof.text(), encoding="utf-8")
+    else:
+        sys.stdout.write(proof.text())
+    return EXIT_OK
+
+
+def _cmd_check_proof(args: argparse.Namespace) -> int:
+    text = Path(args.proof).read_text(encoding="utf-8")
+    leaf = Path(args.leaf).read_bytes()
+    # A leaf copied out of records.jsonl keeps its line end; canonical JSON
+    # never ends in a newline, so dropping one is unambiguous.
+    leaf = leaf.removesuffix(b"\n")
+    cp = verify_tlog_proof(text, leaf, load_verifiers(args.key))
+    index = TlogProof.parse(text).index
+    print(f"OK: entry {index} is in {cp.origin} at tree size {cp.size}")
+    return EXIT_OK
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    # Naive times are read as UTC, the log's own convention.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _queries(reader: LogReader, args: argparse.Namespace) -> list[tuple[int, dict[str, Any]]]:
+    found: list[tuple[int, dict[str, Any]]] = []
+
+    def collect(index: int, record: dict[str, Any]) -> None:
+        if record.get("kind") == "query":
+            found.append((index, record))
+
+    _verified(args, reader, on_record=collect)
+    return found
+
+
+def _print_queries(rows: Sequence[tuple[int, dict[str, Any]]], what: str) -> None:
+    print(f"{len(rows)} {what}")
+    if rows:
+        print("index\ttime\tagency_id\tpurpose")
+    for index, r in rows:
+        print(f"{index}\t{r.get('time', '')}\t{r.get('agency_id', '')}\t{r.get('purpose', '')}")
+
+
+def _cmd_history(args: argparse.Namespace, reader: LogReader) -> int:
+    key = load_pseudonym_key(args.pseudonym_key)
+    try:
+        pseudonym = pseudonymize(key, args.subject_type, args.subject)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+    rows = [(i, r) for i, r in _queries(reader, args) if r.get("subject_pseudonym") == pseudonym]
+    _print_queries(rows, f"queries about this {args.subject_type}")
+    return EXIT_OK
+
+
+def _cmd_who(args: argparse.Namespace, reader: LogReader) -> int:
+    try:
+        since = _parse_time(args.since) if args.since else None
+    except ValueError:
+        raise _UsageError(f"--since {args.since!r} is not an ISO 8601 time") from None
+    rows = []
+    for index, record in _queries(reader, args):
+        if record.get("agency_id") != args.agency:
+            continue
+        if since is not None:
+            try:
+                if _parse_time(str(record.get("time", ""))) < since:
+                    continue
+            except ValueError:
+                pass  # a record without a readable time is listed, not hidden
+        rows.append((index, record))
+    _print_queries(rows, f"queries by {args.agency}")
+    return EXIT_OK
+
+
+_LOG_COMMANDS = {
+    "verify": _cmd_verify,
+    "export": _cmd_export,
+    "prove": _cmd_prove,
+    "history": _cmd_history,
+    "who": _cmd_who,
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        return _cmd_keygen(args)
+    if args.command == "check-proof":
+        return _cmd_check_proof(args)
+    load_verifiers(args.key)  # a bad key file is a usage error, before any reading
+    reader = open_reader(args.log)
+    try:
+        return _LOG_COMMANDS[args.command](args, reader)
+    finally:
+        reader.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``credit-audit`` with ``argv`` (default: the command line); returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help and on bad usage
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        return _run(args)
+    except LogIntegrityError as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+    except (ProofError, NoteError) as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+    except (StorageError, KeyFormatError, _UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except AuditError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

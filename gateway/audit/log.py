@@ -1,0 +1,381 @@
+"""The gateway's durable, signed, append-only audit log (asyncio, group commit).
+
+>>> import asyncio, tempfile, pathlib
+>>> from gateway.audit.note import Ed25519Signer, generate_key
+>>> async def demo(path):
+...     skey, vkey = generate_key("gateway.example/audit")
+...     log = await AuditLog.open(path, Ed25519Signer.from_key_string(skey))
+...     receipt = await log.append({"kind": "query", "agency_id": "a1"})
+...     await log.close()
+...     return receipt.index
+>>> asyncio.run(demo(pathlib.Path(tempfile.mkdtemp()) / "audit.db"))
+0
+
+How it works. :meth:`AuditLog.append` encodes the record (canonical JSON with
+``"v"`` and ``"seq"``), gives it the next index and queues it. One writer
+task drains the queue and hands the whole batch to a worker thread, which
+hashes the leaves, extends the in-memory Merkle tree, signs any checkpoint
+that is due and writes entries and checkpoints in ONE SQLite transaction with
+``synchronous=FULL``; only then are all the batch's callers released together
+(group commit: one fsync for many requests, and the event loop never waits
+for the disk). A checkpoint is written at least every ``checkpoint_every``
+(256) entries and, while entries are waiting for one, at least every
+``checkpoint_interval`` (1 s).
+
+Fail closed: if a batch cannot be written, every waiter of that batch, every
+queued append and every later append raises
+:class:`~gateway.errors.AuditUnavailableError`. The log stays unavailable
+until reopened, because after an I/O error the file's state is unknown and
+:meth:`AuditLog.open` re-verifies it against its last signed checkpoint.
+
+This module imports :mod:`gateway.errors` (and so gRPC); the auditors' tool
+never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, RecordError
+from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
+from gateway.audit.note import Signer, Verifier, open_note
+from gateway.audit.records import encode_record
+from gateway.audit.store import AuditStore, SQLiteStore
+from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
+
+__all__ = ["AuditLog", "Receipt"]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof of logging handed back to the caller (``AuditReceipt`` in query.proto)."""
+
+    index: int
+    leaf_hash: bytes
+    origin: str
+
+
+@dataclass
+class _Pending:
+    index: int
+    leaf: bytes
+    future: asyncio.Future[Receipt]
+
+
+_CLOSE = object()
+
+
+class AuditLog:
+    """A signed append-only log; create with :meth:`open`, never directly."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        signer: Signer,
+        origin: str,
+        tree: MerkleTree,
+        latest: tuple[int, str],
+        *,
+        checkpoint_interval: float,
+        checkpoint_every: int,
+        max_batch: int,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self.origin = origin
+        self._tree = tree
+        self._size = tree.size  # committed and durable
+        self._next_index = tree.size  # handed out to appends
+        self._cp_size, self._cp_note = latest
+        self._cp_time = time.monotonic()
+        self._interval = checkpoint_interval
+        self._every = checkpoint_every
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
+        self._failure: str | None = None
+        self._closing = False
+        self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+
+    # --- opening ---------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str] | None,
+        signer: Signer,
+        origin: str | None = None,
+        *,
+        trusted_keys: Sequence[str] = (),
+        store: AuditStore | None = None,
+        checkpoint_interval: float = 1.0,
+        checkpoint_every: int = 256,
+        max_batch: int = 2048,
+    ) -> AuditLog:
+        """Open (or create) the log at ``path`` and start its writer task.
+
+        ``origin`` defaults to, and must equal, ``signer.key_name``.
+        ``trusted_keys`` are verifier key strings besides the signer's own that
+        may have signed the last checkpoint (the previous key, after a key
+        rotation). ``store`` replaces the SQLite file at ``path`` (e.g. a
+        :class:`~gateway.audit.store.MemoryStore` in tests).
+
+        The stored entries are re-hashed and the tree rebuilt; it must match
+        the last checkpoint, and if entries follow it (after a crash) or it
+        was signed by another key, a fresh checkpoint is signed at once.
+
+        Raises ConfigError for a bad origin or options and AuditUnavailableError
+        if the log cannot be opened or does not match its last checkpoint.
+        """
+        origin = signer.key_name if origin is None else origin
+        if origin != signer.key_name:
+            raise ConfigError("audit.origin", f"{origin!r} differs from the key name")
+        if checkpoint_interval <= 0 or checkpoint_every < 1 or max_batch < 1:
+            raise ConfigError("audit", "checkpoint interval, checkpoint size and batch must be > 0")
+        if store is None and path is None:
+            raise ConfigError("audit.path", "a path or a store is needed")
+        try:
+            verifiers = [Verifier.from_key_string(signer.verifier_key())]
+            verifiers += [Verifier.from_key_string(k) for k in trusted_keys]
+        except AuditError as err:
+            raise ConfigError("audit.key", str(err)) from None
+        try:
+            if store is None:
+                assert path is not None
+                store = await asyncio.to_thread(SQLiteStore, path)
+            tree, latest = await asyncio.to_thread(cls._load, store, signer, origin, verifiers)
+        except AuditError as err:
+            if store is not None:
+                store.close()
+            raise AuditUnavailableError(f"audit log refused to open: {err}") from err
+        return cls(
+            store,
+            signer,
+            origin,
+            tree,
+            latest,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_every=checkpoint_every,
+            max_batch=max_batch,
+        )
+
+    @staticmethod
+    def _load(
+        store: AuditStore, signer: Signer, origin: str, verifiers: list[Verifier]
+    ) -> tuple[MerkleTree, tuple[int, str]]:
+        """Rebuild the tree and check it against the last checkpoint (worker thread)."""
+        stored_origin = store.origin()
+        if stored_origin is None:
+            if store.size() or store.checkpoints():
+                raise LogIntegrityError("the store has entries but no origin")
+            note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), [signer])
+            store.create(origin, note)
+            return MerkleTree(), (0, note)
+        if stored_origin != origin:
+            raise LogIntegrityError(f"the log's origin is {stored_origin!r}, not {origin!r}")
+        tree = MerkleTree()
+        for entry in store.iter_entries():
+            if entry.index != tree.size:
+                raise LogIntegrityError(f"entry {tree.size} is missing")
+            if entry.leaf_hash is not None and leaf_hash(entry.leaf) != entry.leaf_hash:
+                raise LogIntegrityError(f"entry {entry.index} does not match its leaf hash")
+            tree.append(leaf_hash(entry.leaf))
+        last = store.latest_checkpoint()
+        if last is None:
+            raise LogIntegrityError("the log has no checkpoint")
+        cp = open_checkpoint(last.note, verifiers, origin=origin)
+        if cp.size > tree.size:
+            raise LogIntegrityError(
+                f"the last checkpoint covers {cp.size} entries but only {tree.size} are stored"
+            )
+        if tree.root(cp.size) != cp.root_hash:
+            raise LogIntegrityError(f"the entries do not match the checkpoint of size {cp.size}")
+        # A tail written after the last checkpoint (a crash), or a checkpoint
+        # by the previous key (a rotation): vouch for the log with our key now.
+        if tree.size > cp.size or not _signs(last.note, verifiers[0]):
+            note = sign_checkpoint(Checkpoint(origin, tree.size, tree.root()), [signer])
+            store.append(tree.size, [], [(tree.size, note)])
+            return tree, (tree.size, note)
+        return tree, (cp.size, last.note)
+
+    # --- the public API -----------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of committed (durable) entries."""
+        return self._size
+
+    async def append(self, record: Mapping[str, Any]) -> Receipt:
+        """Append ``record`` and return once it is committed and fsynced.
+
+        Raises InternalError if the record cannot be encoded (a float, a
+        reserved field "v"/"seq"...) and AuditUnavailableError if the log is
+        closed or the write failed. Cancelling the caller does not withdraw a
+        queued record: it is logged all the same.
+        """
+        if self._failure is not None:
+            raise AuditUnavailableError(f"audit log unavailable: {self._failure}")
+        if self._closing:
+            raise AuditUnavailableError("audit log is closed")
+        index = self._next_index
+        try:
+            leaf = encode_record(record, seq=index)
+        except RecordError as err:
+            raise InternalError(f"audit record rejected: {err}") from err
+        self._next_index = index + 1
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(index, leaf, future))
+        # shield: a cancelled caller must not cancel the shared future.
+        return await asyncio.shield(future)
+
+    def latest_checkpoint(self) -> str:
+        """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
+        return self._cp_note
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """RFC 6962 inclusion proof of entry ``index`` in the tree of ``tree_size``.
+
+        Raises NotFoundError unless ``0 <= index < tree_size <= size``.
+        """
+        if tree_size > self._size:
+            raise NotFoundError(f"tree size {tree_size} is beyond the log ({self._size})")
+        try:
+            return self._tree.inclusion_proof(index, tree_size)
+        except ProofError as err:
+            raise NotFoundError(str(err)) from None
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 6962 consistency proof from tree size ``old`` to ``new``.
+
+        Raises NotFoundError unless ``0 < old <= new <= size``.
+        """
+        if new > self._size:
+            raise NotFoundError(f"tree size {new} is beyond the log ({self._size})")
+        try:
+            return self._tree.consistency_proof(old, new)
+        except ProofError as err:
+            raise NotFoundError(str(err)) from None
+
+    def root(self, tree_size: int | None = None) -> bytes:
+        """Root hash at ``tree_size`` (default: all committed entries)."""
+        size = self._size if tree_size is None else tree_size
+        if not 0 <= size <= self._size:
+            raise NotFoundError(f"tree size {size} is beyond the log ({self._size})")
+        return self._tree.root(size)
+
+    async def close(self) -> None:
+        """Write everything queued, sign a final checkpoint and close the store.
+
+        Raises AuditUnavailableError if the log had failed or the final writes
+        fail (the store is closed regardless). Closing twice is harmless.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(_CLOSE)
+        await self._writer
+        await asyncio.to_thread(self._store.close)
+        if self._failure is not None:
+            raise AuditUnavailableError(f"audit log closed after a failure: {self._failure}")
+
+    # --- the writer ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            timeout = None
+            if self._size > self._cp_size:
+                timeout = max(0.0, self._cp_time + self._interval - time.monotonic())
+            try:
+                async with asyncio.timeout(timeout):
+                    first = await queue.get()
+            except TimeoutError:
+                if not await self._write([]):
+                    return
+                continue
+            batch: list[_Pending] = []
+            closing = first is _CLOSE
+            if isinstance(first, _Pending):
+                batch.append(first)
+            while not closing and len(batch) < self._max_batch and not queue.empty():
+                item = queue.get_nowait()
+                if item is _CLOSE:
+                    closing = True
+                elif isinstance(item, _Pending):
+                    batch.append(item)
+            if (batch or closing) and not await self._write(batch, final=closing):
+                return
+            if closing:
+                return
+
+    async def _write(self, batch: list[_Pending], *, final: bool = False) -> bool:
+        """Commit one batch; False (and the log failed) if it could not be written."""
+        try:
+            hashes, cp = await asyncio.to_thread(
+                self._commit, [p.leaf for p in batch], time.monotonic(), final
+            )
+        except Exception as err:  # any failure at all must fail closed
+            self._fail(batch, f"{type(err).__name__}: {err}")
+            return False
+        self._size += len(batch)
+        if cp is not None:
+            self._cp_size, self._cp_note = cp
+            self._cp_time = time.monotonic()
+        for p, h in zip(batch, hashes, strict=True):
+            if not p.future.done():
+                p.future.set_result(Receipt(p.index, h, self.origin))
+        return True
+
+    def _commit(
+        self, leaves: list[bytes], now: float, final: bool
+    ) -> tuple[list[bytes], tuple[int, str] | None]:
+        """Hash, extend the tree, sign due checkpoints, write (worker thread)."""
+        tree = self._tree
+        start = tree.size
+        hashes = [leaf_hash(leaf) for leaf in leaves]
+        tree.extend(hashes)
+        sizes = []
+        last = self._cp_size
+        # At most checkpoint_every entries between two checkpoints, even
+        # inside one large batch: roots of past sizes are cheap to get.
+        while tree.size - last >= self._every:
+            last += self._every
+            sizes.append(last)
+        if tree.size > last and (final or now - self._cp_time >= self._interval):
+            sizes.append(tree.size)
+        notes = [
+            (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root(s)), [self._signer]))
+            for s in sizes
+        ]
+        if leaves or notes:
+            self._store.append(start, list(zip(leaves, hashes, strict=True)), notes)
+        return hashes, (notes[-1] if notes else None)
+
+    def _fail(self, batch: list[_Pending], reason: str) -> None:
+        self._failure = reason
+        err = AuditUnavailableError(f"audit log write failed: {reason}")
+        waiting = list(batch)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Pending):
+                waiting.append(item)
+        for p in waiting:
+            if not p.future.done():
+                p.future.set_exception(err)
+                # Mark as retrieved: a waiter that was cancelled never reads it,
+                # and an unretrieved exception would be logged as a warning.
+                p.future.exception()
+
+
+def _signs(note: str, verifier: Verifier) -> bool:
+    """Whether ``verifier`` has a valid signature line on ``note``."""
+    try:
+        open_note(note, [verifier])
+    except AuditError:
+        return False
+    return True

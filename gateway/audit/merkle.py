@@ -1,0 +1,288 @@
+"""RFC 6962 / RFC 9162 Merkle trees: hashes, proofs and their verification.
+
+Leaves are hashed as ``SHA-256(0x00 || leaf)`` and interior nodes as
+``SHA-256(0x01 || left || right)``; the root of the empty tree is
+``SHA-256("")``. Verification follows RFC 9162 sections 2.1.3.2 (inclusion)
+and 2.1.4.2 (consistency) step by step and raises
+:class:`~gateway.audit.errors.ProofError` on any mismatch.
+
+>>> tree = MerkleTree()
+>>> for leaf in (b"a", b"b", b"c"):
+...     _ = tree.append(leaf_hash(leaf))
+>>> proof = tree.inclusion_proof(1, 3)
+>>> verify_inclusion(leaf_hash(b"b"), 1, 3, proof, tree.root(3))
+>>> verify_consistency(2, 3, tree.consistency_proof(2, 3), tree.root(2), tree.root(3))
+
+:class:`MerkleTree` keeps, for every level, the hashes of the complete
+subtrees at that level in one contiguous ``bytearray`` (32 bytes per hash,
+about 64 bytes per leaf in all). Appending is amortised O(1) hashing and any
+root or proof for any size up to the current one costs O(log n) hashes, so
+proofs stay fast without storing interior nodes on disk; the tree is rebuilt
+from the stored leaf hashes when a log is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from gateway.audit.errors import ProofError
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "MerkleTree",
+    "leaf_hash",
+    "node_hash",
+    "root_from_leaf_hashes",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+_sha256 = hashlib.sha256
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    """RFC 6962 leaf hash: ``SHA-256(0x00 || leaf)``."""
+    return _sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 6962 interior node hash: ``SHA-256(0x01 || left || right)``."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly smaller than ``n`` (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """MTH(D[0:n]) of RFC 6962 over already hashed leaves (the root of a range)."""
+    n = len(hashes)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return hashes[0]
+    k = _split(n)
+    return node_hash(root_from_leaf_hashes(hashes[:k]), root_from_leaf_hashes(hashes[k:]))
+
+
+class MerkleTree:
+    """An append-only RFC 6962 tree over leaf hashes, with proofs for past sizes.
+
+    ``_levels[k]`` holds, back to back, the hashes of the complete subtrees of
+    2**k leaves in order (``size >> k`` of them). Methods are not thread-safe
+    against a concurrent :meth:`append`, except that reads below the size at
+    the time of the read are never disturbed by later appends.
+    """
+
+    __slots__ = ("_levels", "_size")
+
+    def __init__(self, hashes: Iterable[bytes] = ()) -> None:
+        self._levels: list[bytearray] = [bytearray()]
+        self._size = 0
+        self.extend(hashes)
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return self._size
+
+    def append(self, hash_: bytes) -> int:
+        """Append a leaf hash; returns its index. Raises ValueError on a bad length."""
+        if len(hash_) != HASH_SIZE:
+            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, not {len(hash_)}")
+        index = self._size
+        levels = self._levels
+        levels[0] += hash_
+        node, i, level = hash_, index, 0
+        # Each time the new node is a right child, its parent is now complete.
+        while i & 1:
+            lower = levels[level]
+            node = _sha256(b"\x01" + lower[(i - 1) * HASH_SIZE : i * HASH_SIZE] + node).digest()
+            level += 1
+            i >>= 1
+            if level == len(levels):
+                levels.append(bytearray())
+            levels[level] += node
+        self._size = index + 1
+        return index
+
+    def extend(self, hashes: Iterable[bytes]) -> None:
+        """Append several leaf hashes."""
+        for h in hashes:
+            self.append(h)
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at ``index``. Raises IndexError if out of range."""
+        if not 0 <= index < self._size:
+            raise IndexError(f"leaf index {index} outside tree of size {self._size}")
+        return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+
+    def _range(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi), 0 <= lo < hi <= size, using stored complete subtrees."""
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            level = n.bit_length() - 1
+            j = lo >> level
+            return bytes(self._levels[level][j * HASH_SIZE : (j + 1) * HASH_SIZE])
+        k = _split(n)
+        return node_hash(self._range(lo, lo + k), self._range(lo + k, hi))
+
+    def range_hash(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi]): the root of the range of leaves ``[lo, hi)``.
+
+        Raises ProofError if the range is empty or beyond the tree.
+        """
+        if not 0 <= lo < hi <= self._size:
+            raise ProofError(f"range [{lo}, {hi}) is not inside a tree of size {self._size}")
+        return self._range(lo, hi)
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root hash of the tree of the first ``size`` leaves (default: all)."""
+        size = self._size if size is None else size
+        if size == 0:
+            return EMPTY_ROOT
+        return self.range_hash(0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 6962 PATH(index, D[0:size]), leaf's sibling first.
+
+        Raises ProofError unless ``0 <= index < size <= self.size``.
+        """
+        if not 0 <= index < size <= self._size:
+            raise ProofError(f"no inclusion proof for index {index} in a tree of size {size}")
+        proof: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                proof.append(self._range(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._range(lo, lo + k))
+                lo += k
+        proof.reverse()  # built root-down; RFC order is leaf-up
+        return proof
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 6962 PROOF(old, D[0:new]).
+
+        Raises ProofError unless ``0 < old <= new <= self.size`` (a proof from
+        the empty tree is meaningless, RFC 9162 section 2.1.4).
+        """
+        if not 0 < old <= new <= self._size:
+            raise ProofError(f"no consistency proof from size {old} to {new}")
+        proof: list[bytes] = []
+        lo, hi, m, complete = 0, new, old, True
+        # SUBPROOF(m, D[lo:hi], complete), unrolled.
+        while m != hi - lo:
+            k = _split(hi - lo)
+            if m <= k:
+                proof.append(self._range(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._range(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        if not complete:
+            proof.append(self._range(lo, hi))
+        proof.reverse()
+        return proof
+
+
+def _check_hash(value: bytes, what: str) -> None:
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes, not {HASH_SIZE}")
+
+
+def verify_inclusion(
+    leaf_hash_: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Check that ``leaf_hash_`` is at ``index`` in the tree of ``size`` with ``root``.
+
+    RFC 9162 section 2.1.3.2. Raises ProofError if it is not.
+    """
+    if not 0 <= index < size:
+        raise ProofError(f"index {index} is not inside a tree of size {size}")
+    _check_hash(leaf_hash_, "leaf hash")
+    _check_hash(root, "root hash")
+    fn, sn, r = index, size - 1, leaf_hash_
+    for p in proof:
+        _check_hash(p, "proof hash")
+        if sn == 0:
+            raise ProofError("inclusion proof is too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("inclusion proof is too short")
+    if r != root:
+        raise ProofError("inclusion proof does not lead to the root hash")
+
+
+def verify_consistency(
+    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
+) -> None:
+    """Check that the tree of ``size2``/``root2`` extends that of ``size1``/``root1``.
+
+    RFC 9162 section 2.1.4.2 for ``0 < size1 < size2``. Equal sizes need an
+    empty proof and equal roots. A proof from size 0 is refused: the empty
+    tree is a prefix of every tree, so such a "proof" would prove nothing.
+    Raises ProofError.
+    """
+    if size1 < 0 or size2 < size1:
+        raise ProofError(f"size2 ({size2}) is smaller than size1 ({size1})")
+    if size1 == 0:
+        raise ProofError("a consistency proof from the empty tree proves nothing")
+    if size1 == size2:
+        # Like transparency-dev/merkle: equal trees need no proof, only equal roots.
+        if proof:
+            raise ProofError("sizes are equal but the proof is not empty")
+        if root1 != root2:
+            raise ProofError("sizes are equal but the roots differ")
+        return
+    _check_hash(root1, "first root hash")
+    _check_hash(root2, "second root hash")
+    if not proof:
+        raise ProofError("consistency proof is empty")
+    for p in proof:
+        _check_hash(p, "proof hash")
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("consistency proof is too short")
+    if fr != root1:
+        raise ProofError("consistency proof does not lead to the first root")
+    if sr != root2:
+        raise ProofError("consistency proof does not lead to the second root")

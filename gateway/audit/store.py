@@ -1,0 +1,362 @@
+"""Storage of the audit log behind a small interface.
+
+:class:`AuditStore` is what :class:`gateway.audit.log.AuditLog` needs: append a
+batch of entries together with any checkpoints in one durable transaction,
+and read entries and checkpoints back. :class:`SQLiteStore` is the embedded
+default (WAL, ``synchronous=FULL``); :class:`MemoryStore` is a fake with the
+same behaviour minus durability, for tests; a PostgreSQL store can follow.
+:class:`LogReader` is the read-only half, which the auditors' tool uses and
+which :class:`ExportReader` implements over an exported folder.
+
+>>> store = MemoryStore()
+>>> store.append(0, [(b'{"seq":0,"v":1}', bytes(32))], [(1, "note")])
+>>> store.size(), store.checkpoints()[0].size
+(1, 1)
+
+Methods are synchronous: the log calls them from a worker thread so that
+the event loop never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.errors import StorageError
+
+__all__ = [
+    "AuditStore",
+    "ExportReader",
+    "LogReader",
+    "MemoryStore",
+    "SQLiteStore",
+    "StoredCheckpoint",
+    "StoredEntry",
+    "open_reader",
+]
+
+
+@dataclass(slots=True)  # not frozen: frozen __init__ is slow, and verify makes one per entry
+class StoredEntry:
+    """One log entry as stored; ``leaf_hash`` is None where the store keeps none."""
+
+    index: int
+    leaf: bytes
+    leaf_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """One signed checkpoint note as stored, in the order it was written."""
+
+    seq: int
+    size: int
+    note: str
+
+
+class LogReader(ABC):
+    """Read access to a stored log."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """One more than the highest stored index (0 when empty)."""
+
+    @abstractmethod
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """Entries from index ``start`` upwards, in index order, as stored (gaps included)."""
+
+    @abstractmethod
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, oldest first."""
+
+    @abstractmethod
+    def origin(self) -> str | None:
+        """The origin recorded when the log was created, if any."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release resources."""
+
+
+class AuditStore(LogReader):
+    """A writable log store."""
+
+    @abstractmethod
+    def create(self, origin: str, checkpoint_note: str) -> None:
+        """Record the origin and the first (size 0) checkpoint of a new log."""
+
+    @abstractmethod
+    def append(
+        self,
+        first_index: int,
+        entries: Sequence[tuple[bytes, bytes]],
+        checkpoints: Sequence[tuple[int, str]],
+    ) -> None:
+        """Store ``(leaf, leaf_hash)`` pairs from ``first_index`` and checkpoint
+        ``(size, note)`` pairs in one transaction, durable when this returns.
+
+        Raises StorageError; on error nothing of the batch is stored.
+        """
+
+    def entry(self, index: int) -> StoredEntry | None:
+        """The entry at ``index``, or None."""
+        for entry in self.iter_entries(index):
+            return entry if entry.index == index else None
+        return None
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The most recently stored checkpoint, or None."""
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY,
+    leaf BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    note TEXT NOT NULL
+);
+-- Append-only by construction. This stops mistakes, not an attacker with the
+-- file (who can drop triggers): that is what signed checkpoints are for.
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+"""
+
+
+class SQLiteStore(AuditStore):
+    """An audit log in one SQLite file (WAL mode, fsync on every commit).
+
+    ``read_only=True`` opens the file without ever writing to it (the
+    auditors' tool). Raises StorageError if the file cannot be opened or is
+    not an audit log.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if read_only:
+                if not self.path.is_file():
+                    raise StorageError(f"{self.path}: no such file")
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
+                # batch is exactly one transaction.
+                self._conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StorageError(f"{self.path}: cannot switch to WAL mode ({mode})")
+                # FULL: the WAL is fsynced at every commit, so a returned
+                # append survives power loss, not only a process crash.
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.executescript(_SCHEMA)
+            self._conn.execute("SELECT count(*) FROM entries, checkpoints LIMIT 1").fetchone()
+        except sqlite3.Error as err:
+            raise StorageError(f"{self.path}: not a readable audit log ({err})") from None
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise StorageError(f"{self.path}: {err}") from None
+
+    def size(self) -> int:
+        row = self._query("SELECT COALESCE(MAX(idx), -1) + 1 FROM entries")[0]
+        return int(row[0])
+
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        # Read in chunks: a steady memory footprint for logs of any length,
+        # and no lock held between chunks.
+        chunk = 10_000
+        while True:
+            rows = self._query(
+                "SELECT idx, leaf, leaf_hash FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (start, chunk),
+            )
+            for idx, leaf, lh in rows:
+                yield StoredEntry(int(idx), bytes(leaf), bytes(lh))
+            if len(rows) < chunk:
+                return
+            start = int(rows[-1][0]) + 1
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self._query("SELECT seq, size, note FROM checkpoints ORDER BY seq")
+        return [StoredCheckpoint(int(s), int(z), str(n)) for s, z, n in rows]
+
+    def origin(self) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = 'origin'")
+        return str(rows[0][0]) if rows else None
+
+    def _transaction(
+        self,
+        meta: Sequence[tuple[str, str]],
+        first_index: int,
+        entries: Sequence[tuple[bytes, bytes]],
+        checkpoints: Sequence[tuple[int, str]],
+    ) -> None:
+        conn = self._conn
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if meta:
+                    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta)
+                conn.executemany(
+                    "INSERT INTO entries (idx, leaf, leaf_hash) VALUES (?, ?, ?)",
+                    [(first_index + i, leaf, lh) for i, (leaf, lh) in enumerate(entries)],
+                )
+                conn.executemany("INSERT INTO checkpoints (size, note) VALUES (?, ?)", checkpoints)
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                if conn.in_transaction:
+                    # The original error is the one to report.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise StorageError(f"{self.path}: write failed: {err}") from None
+
+    def create(self, origin: str, checkpoint_note: str) -> None:
+        self._transaction(
+            [("origin", origin), ("format", "credit-gateway-audit/1")],
+            0,
+            [],
+            [(0, checkpoint_note)],
+        )
+
+    def append(
+        self,
+        first_index: int,
+        entries: Sequence[tuple[bytes, bytes]],
+        checkpoints: Sequence[tuple[int, str]],
+    ) -> None:
+        self._transaction((), first_index, entries, checkpoints)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class MemoryStore(AuditStore):
+    """An in-memory store with the same semantics as :class:`SQLiteStore`, for tests.
+
+    ``fail_writes`` makes every later write raise StorageError, to exercise the
+    fail-closed path of callers.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[StoredEntry] = []
+        self._checkpoints: list[StoredCheckpoint] = []
+        self._origin: str | None = None
+        self._lock = threading.Lock()
+        self.fail_writes = False
+
+    def size(self) -> int:
+        return len(self._entries)
+
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        yield from list(self._entries[start:])
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        return list(self._checkpoints)
+
+    def origin(self) -> str | None:
+        return self._origin
+
+    def create(self, origin: str, checkpoint_note: str) -> None:
+        with self._lock:
+            if self._origin is not None:
+                raise StorageError("log already created")
+            self._origin = origin
+        self.append(0, [], [(0, checkpoint_note)])
+
+    def append(
+        self,
+        first_index: int,
+        entries: Sequence[tuple[bytes, bytes]],
+        checkpoints: Sequence[tuple[int, str]],
+    ) -> None:
+        with self._lock:
+            if self.fail_writes:
+                raise StorageError("memory store: writes are failing (fail_writes=True)")
+            if first_index != len(self._entries):
+                raise StorageError(f"append at {first_index}, but the log has {len(self._entries)}")
+            for i, (leaf, lh) in enumerate(entries):
+                self._entries.append(StoredEntry(first_index + i, leaf, lh))
+            for size, note in checkpoints:
+                self._checkpoints.append(StoredCheckpoint(len(self._checkpoints) + 1, size, note))
+
+
+class ExportReader(LogReader):
+    """Read an exported log folder (``credit-audit export``) for verification.
+
+    Layout: ``records.jsonl`` (exact leaf bytes, one per line),
+    ``checkpoints/NNNNNNNN.note`` and ``origin``. Raises StorageError if the
+    folder is not an export.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._records = self.folder / "records.jsonl"
+        if not self._records.is_file() or not (self.folder / "checkpoints").is_dir():
+            raise StorageError(f"{self.folder}: not an exported audit log")
+
+    def size(self) -> int:
+        return sum(1 for _ in self.iter_entries())
+
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        try:
+            with self._records.open("rb") as f:
+                for i, line in enumerate(f):
+                    if i >= start:
+                        yield StoredEntry(i, line.removesuffix(b"\n"), None)
+        except OSError as err:
+            raise StorageError(f"{self._records}: {err}") from None
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        out = []
+        try:
+            for path in sorted((self.folder / "checkpoints").glob("*.note")):
+                note = path.read_text(encoding="utf-8")
+                size_line = note.split("\n")[1] if note.count("\n") > 1 else ""
+                size = int(size_line) if size_line.isdigit() else -1
+                out.append(StoredCheckpoint(int(path.stem), size, note))
+        except (OSError, ValueError) as err:
+            raise StorageError(f"{self.folder}: bad checkpoint file ({err})") from None
+        return out
+
+    def origin(self) -> str | None:
+        path = self.folder / "origin"
+        try:
+            return path.read_text(encoding="utf-8").strip() if path.exists() else None
+        except OSError as err:
+            raise StorageError(f"{path}: {err}") from None
+
+
+def open_reader(location: str | os.PathLike[str]) -> LogReader:
+    """A read-only view of a log: an export folder or a SQLite file.
+
+    Raises StorageError if it is neither.
+    """
+    if Path(location).is_dir():
+        return ExportReader(location)
+    return SQLiteStore(location, read_only=True)

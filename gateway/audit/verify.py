@@ -1,0 +1,212 @@
+"""Offline verification of a whole audit log, for auditors.
+
+:func:`verify_log` reads every entry and checkpoint of a
+:class:`~gateway.audit.store.LogReader` and checks, in one pass:
+
+* indexes are contiguous from 0 and each record's own ``seq`` equals its index;
+* each record is canonical JSON and its RFC 6962 leaf hash matches the stored one;
+* every checkpoint is signed by a trusted key, names the log's origin, never
+  shrinks, and its root equals the root recomputed from the entries; successive
+  checkpoints are linked by a verified consistency proof;
+* optionally, a checkpoint kept from earlier is consistent with the log now
+  (this is what catches a log truncated, or rewritten, after it was seen).
+
+The first problem raises :class:`~gateway.audit.errors.LogIntegrityError`
+naming the first bad index.
+
+>>> from gateway.audit.store import MemoryStore
+>>> report = verify_log(MemoryStore(), [], allow_empty=True)
+>>> report.size
+0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.errors import LogIntegrityError, NoteError, ProofError, RecordError
+from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash, verify_consistency
+from gateway.audit.note import Verifier
+from gateway.audit.records import decode_record
+from gateway.audit.store import LogReader, StoredCheckpoint
+
+__all__ = ["VerifyReport", "iter_records", "verify_log"]
+
+
+@dataclass
+class VerifyReport:
+    """What a successful verification established."""
+
+    origin: str | None
+    size: int
+    checkpoints: int
+    latest: Checkpoint | None
+    #: Entries above this index are stored but not yet covered by a checkpoint.
+    verified_size: int
+    warnings: list[str] = field(default_factory=list)
+    tree: MerkleTree = field(default_factory=MerkleTree, repr=False)
+
+
+def _open_all(
+    stored: Sequence[StoredCheckpoint], verifiers: Sequence[Verifier], origin: str | None
+) -> list[tuple[StoredCheckpoint, Checkpoint]]:
+    """Verify the signature of every checkpoint, in storage order."""
+    out: list[tuple[StoredCheckpoint, Checkpoint]] = []
+    trusted_size = 0
+    for row in stored:
+        try:
+            cp = open_checkpoint(row.note, verifiers, origin=origin)
+        except NoteError as err:
+            # The entries this checkpoint would vouch for are the ones in doubt.
+            first = trusted_size if row.size > trusted_size else max(row.size - 1, 0)
+            raise LogIntegrityError(
+                f"checkpoint #{row.seq} (size {row.size}) is not acceptable: {err}", index=first
+            ) from None
+        if origin is None:
+            origin = cp.origin
+        if cp.size < trusted_size:
+            raise LogIntegrityError(
+                f"checkpoint #{row.seq} goes back from size {trusted_size} to {cp.size}",
+                index=cp.size,
+            )
+        trusted_size = cp.size
+        out.append((row, cp))
+    return out
+
+
+def verify_log(
+    reader: LogReader,
+    verifiers: Sequence[Verifier],
+    *,
+    kept: str | None = None,
+    allow_empty: bool = False,
+    strict: bool = False,
+    on_record: Callable[[int, dict[str, Any]], None] | None = None,
+) -> VerifyReport:
+    """Verify every entry and checkpoint of the log in ``reader``.
+
+    ``kept`` is a signed checkpoint note saved earlier (by an auditor, a
+    receipt or a witness); the log must still contain and agree with it.
+    ``strict`` also checks that each record is byte-for-byte canonical JSON.
+    ``on_record`` is called with each verified record (used by ``history``).
+    Raises LogIntegrityError on the first problem, and StorageError if the
+    log cannot be read.
+    """
+    origin = reader.origin()
+    checkpoints = _open_all(reader.checkpoints(), verifiers, origin)
+    if not checkpoints and not allow_empty:
+        raise LogIntegrityError("the log has no checkpoint at all", index=0)
+    if origin is None and checkpoints:
+        origin = checkpoints[0][1].origin
+    tree = MerkleTree()
+    pending = iter(checkpoints)
+    nxt = next(pending, None)
+    prev: Checkpoint | None = None
+
+    def settle() -> None:
+        """Check every checkpoint whose size the tree has now reached."""
+        nonlocal nxt, prev
+        while nxt is not None and nxt[1].size == tree.size:
+            row, cp = nxt
+            first_bad = prev.size if prev is not None else 0
+            if tree.root() != cp.root_hash:
+                where = f"somewhere in indexes {first_bad}..{cp.size - 1}" if cp.size else ""
+                raise LogIntegrityError(
+                    f"entries differ from signed checkpoint #{row.seq} (size {cp.size}) {where}",
+                    index=first_bad,
+                )
+            if prev is not None and prev.size > 0:
+                try:
+                    proof = tree.consistency_proof(prev.size, cp.size)
+                    verify_consistency(prev.size, cp.size, proof, prev.root_hash, cp.root_hash)
+                except ProofError as err:
+                    raise LogIntegrityError(
+                        f"checkpoint #{row.seq} is not consistent with the one before: {err}",
+                        index=first_bad,
+                    ) from None
+            prev = cp
+            nxt = next(pending, None)
+
+    settle()
+    for expected, entry in enumerate(reader.iter_entries()):
+        if entry.index != expected:
+            raise LogIntegrityError(
+                f"entry is missing (the next stored index is {entry.index})", index=expected
+            )
+        h = leaf_hash(entry.leaf)
+        if entry.leaf_hash is not None and entry.leaf_hash != h:
+            raise LogIntegrityError(
+                "record bytes do not match the stored leaf hash", index=expected
+            )
+        try:
+            record = decode_record(entry.leaf, canonical=strict)
+        except RecordError as err:
+            raise LogIntegrityError(f"record is malformed: {err}", index=expected) from None
+        if record["seq"] != expected:
+            raise LogIntegrityError(
+                f"record says seq {record['seq']}: moved, copied, or a record before it is gone",
+                index=expected,
+            )
+        tree.append(h)
+        if nxt is not None and nxt[1].size == expected + 1:
+            settle()
+        if on_record is not None:
+            on_record(expected, record)
+    if nxt is not None:
+        row, cp = nxt
+        raise LogIntegrityError(
+            f"entry is missing: the log ends at {tree.size} entries, but signed checkpoint "
+            f"#{row.seq} covers {cp.size} (log truncated)",
+            index=tree.size,
+        )
+    verified = prev.size if prev is not None else 0
+    report = VerifyReport(origin, tree.size, len(checkpoints), prev, verified, tree=tree)
+    if tree.size > verified:
+        report.warnings.append(
+            f"entries {verified}..{tree.size - 1} are not yet covered by a signed checkpoint"
+        )
+    if kept is not None:
+        _check_kept(kept, verifiers, origin, report)
+    return report
+
+
+def _check_kept(
+    kept: str, verifiers: Sequence[Verifier], origin: str | None, report: VerifyReport
+) -> None:
+    try:
+        cp = open_checkpoint(kept, verifiers, origin=origin)
+    except NoteError as err:
+        raise LogIntegrityError(f"the kept checkpoint is not acceptable: {err}") from None
+    tree = report.tree
+    if cp.size > tree.size:
+        raise LogIntegrityError(
+            f"entry is missing: the log has {tree.size} entries but the kept checkpoint "
+            f"covers {cp.size} (log truncated)",
+            index=tree.size,
+        )
+    root = tree.root(cp.size) if cp.size else EMPTY_ROOT
+    if root != cp.root_hash:
+        raise LogIntegrityError(
+            f"the log was rewritten: it disagrees with the kept checkpoint (size {cp.size}) "
+            f"somewhere in indexes 0..{cp.size - 1}",
+            index=0,
+        )
+    latest = report.latest
+    if latest is not None and 0 < cp.size <= latest.size:
+        try:
+            proof = tree.consistency_proof(cp.size, latest.size)
+            verify_consistency(cp.size, latest.size, proof, cp.root_hash, latest.root_hash)
+        except ProofError as err:
+            raise LogIntegrityError(f"kept checkpoint is not consistent: {err}") from None
+
+
+def iter_records(reader: LogReader) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, record) for every decodable record, without verification."""
+    for entry in reader.iter_entries():
+        try:
+            yield entry.index, decode_record(entry.leaf)
+        except RecordError:
+            continue

@@ -1,0 +1,238 @@
+"""A whole federation on one machine: development PKI, synthetic departments
+in their own processes over mutual TLS, and a gateway. Used by the demo, the
+integration tests and the benchmarks.
+
+    async with DevStack.create(workdir, subjects=2_000) as stack:
+        client = stack.client("procurement")
+        response = await client.query(enterprise=..., purpose="government_procurement")
+
+Nothing here is for production; every piece it starts is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from gateway.assembly import build_gateway
+from gateway.auth import Role, issue_token, load_registry
+from gateway.catalog import load_catalog
+from gateway.client import QueryClient
+from gateway.config import load_config
+from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.server import Gateway
+
+__all__ = ["AUDIENCE", "DepartmentProcess", "DevStack"]
+
+AUDIENCE = "credit-gateway"
+_ROOT = Path(__file__).resolve().parent.parent
+_SAMPLES = _ROOT / "adapters" / "samples"
+_FEDERATION_CN = "credit-gateway"
+
+
+@dataclass(slots=True)
+class DepartmentProcess:
+    id: str
+    process: asyncio.subprocess.Process
+    address: str
+
+    def kill(self) -> None:
+        """SIGKILL: the department dies mid-run, as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.kill()
+                await self.process.wait()
+
+
+async def start_department(
+    dept: str, pki: Pki, data_dir: Path, *, mapping: Path | None = None, timeout_s: float = 30.0
+) -> DepartmentProcess:
+    """Start one sample department process over mutual TLS; wait until it listens."""
+    args = [
+        sys.executable, "-m", "adapters", "serve",
+        "--mapping", str(mapping or _SAMPLES / f"{dept}.toml"),
+        "--db", str(data_dir / f"{dept}.sqlite"),
+        "--listen", "127.0.0.1:0",
+        "--tls-cert", str(pki.department_cert(dept)),
+        "--tls-key", str(pki.department_key(dept)),
+        "--client-ca", str(pki.ca_cert),
+        "--allow-client", _FEDERATION_CN,
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=_ROOT
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(timeout_s):
+            while line := (await proc.stdout.readline()).decode():
+                if line.startswith("listening on "):
+                    return DepartmentProcess(dept, proc, line.split()[-1])
+    except TimeoutError:
+        pass
+    proc.kill()
+    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    raise RuntimeError(f"department {dept} did not start: {err.strip()[-500:]}")
+
+
+@dataclass
+class DevStack:
+    workdir: Path
+    pki: Pki
+    data_dir: Path
+    config_path: Path
+    departments: dict[str, DepartmentProcess]
+    gateway: Gateway
+    tokens: dict[str, Path]
+    subjects: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def create(
+        cls,
+        workdir: Path,
+        *,
+        subjects: int = 10_000,
+        seed: int = 1,
+        today: dt.date | None = None,
+        departments: Sequence[str] | None = None,
+    ) -> DevStack:
+        """Generate everything under ``workdir`` and start the federation."""
+        from adapters import synth  # the department side is only needed here
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        catalog = load_catalog()
+        dept_ids = list(departments or catalog.departments)
+        registry = load_registry()
+        pki = await asyncio.to_thread(
+            init_pki,
+            workdir / "pki",
+            departments=list(catalog.departments),
+            agencies=registry.ids(Role.AGENCY),
+            officers=registry.ids(Role.OFFICER),
+            auditors=registry.ids(Role.AUDITOR),
+            finance=registry.ids(Role.FINANCE),
+            force=True,
+        )
+        data_dir = workdir / "data"
+        summary = await asyncio.to_thread(
+            synth.generate, data_dir, seed=seed, subjects=subjects, reference_date=today or dt.date.today()
+        )
+        procs = await asyncio.gather(*(start_department(d, pki, data_dir) for d in dept_ids))
+        started = {p.id: p for p in procs}
+        try:
+            config_path = workdir / "gateway.toml"
+            config_path.write_text(_gateway_toml(pki, started), encoding="utf-8")
+            gateway = await build_gateway(load_config(config_path))
+            await gateway.start()
+        except BaseException:
+            await asyncio.gather(*(p.stop() for p in started.values()))
+            raise
+        tokens = _mint_tokens(pki, workdir / "tokens", registry.ids(Role.AGENCY))
+        stack = cls(workdir, pki, data_dir, config_path, started, gateway, tokens)
+        stack.subjects = json.loads(summary.subjects_file.read_text(encoding="utf-8"))["subjects"]
+        return stack
+
+    def client(self, agency: str) -> QueryClient:
+        """A client acting as ``agency``, with its certificate and token."""
+        return QueryClient.connect(
+            self.gateway.address,
+            ca=self.pki.ca_cert.read_bytes(),
+            cert=self.pki.agency_cert(agency).read_bytes(),
+            key=self.pki.agency_key(agency).read_bytes(),
+            token=self.tokens[agency].read_text(encoding="utf-8").strip(),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs, as written to ``demo.json``."""
+        return {
+            "gateway_address": self.gateway.address,
+            "departments": {d: p.address for d, p in self.departments.items()},
+            "ca_cert": str(self.pki.ca_cert),
+            "agencies": {
+                a: {
+                    "cert": str(self.pki.agency_cert(a)),
+                    "key": str(self.pki.agency_key(a)),
+                    "token_file": str(path),
+                }
+                for a, path in self.tokens.items()
+            },
+            "config": str(self.config_path),
+        }
+
+    async def close(self) -> None:
+        await self.gateway.stop(grace=2)
+        await asyncio.gather(*(p.stop() for p in self.departments.values()))
+
+    async def __aenter__(self) -> DevStack:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _gateway_toml(pki: Pki, departments: dict[str, DepartmentProcess]) -> str:
+    lines = [
+        "# Written by credit-gateway's development stack.",
+        "[gateway]",
+        'listen = "127.0.0.1:0"',
+        "",
+        "[tls]",
+        f'cert = "{pki.gateway_server_cert}"',
+        f'key = "{pki.gateway_server_key}"',
+        f'client_ca = "{pki.ca_cert}"',
+        "",
+        "[auth]",
+        f'audience = "{AUDIENCE}"',
+        "[[auth.issuers]]",
+        f'issuer = "{pki.agency_token.issuer}"',
+        f'jwks = "{pki.agency_token.jwks}"',
+        "",
+        "[federation]",
+        f'ca = "{pki.ca_cert}"',
+        f'client_cert = "{pki.gateway_client_cert}"',
+        f'client_key = "{pki.gateway_client_key}"',
+        "timeout_ms = 2000",
+        "",
+    ]
+    for dept, proc in departments.items():
+        lines += [f"[departments.{dept}]", f'address = "{proc.address}"', ""]
+    return "\n".join(lines)
+
+
+def _mint_tokens(pki: Pki, out: Path, agencies: Sequence[str]) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    tokens: dict[str, Path] = {}
+    for agency in agencies:
+        token = issue_token(
+            pki.agency_token.key(),
+            pki.agency_token.signing_kid,
+            issuer=DEV_AGENCY_ISSUER,
+            audience=AUDIENCE,
+            subject=agency,
+            cert_thumbprint=cert_thumbprint_pem(pki.agency_cert(agency).read_bytes()),
+        )
+        path = out / f"{agency}.jwt"
+        path.write_text(token + "\n", encoding="utf-8")
+        os.chmod(path, 0o600)
+        tokens[agency] = path
+    return tokens
