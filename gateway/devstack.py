@@ -18,11 +18,11 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.assembly import build_gateway
 from gateway.auth import Role, issue_token, load_registry
@@ -31,6 +31,9 @@ from gateway.client import QueryClient
 from gateway.config import load_config
 from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
 from gateway.server import Gateway
+
+if TYPE_CHECKING:
+    from adapters.sdk import Store
 
 __all__ = ["AUDIENCE", "DepartmentProcess", "DevStack"]
 
@@ -43,15 +46,23 @@ _FEDERATION_CN = "credit-gateway"
 @dataclass(slots=True)
 class DepartmentProcess:
     id: str
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None
     address: str
+    #: For a department served in-process from a fake store (tests).
+    server: Any = None
 
     def kill(self) -> None:
         """SIGKILL: the department dies mid-run, as a crash would."""
+        if self.process is None:
+            raise TypeError("an in-process department cannot be killed; stop it")
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGKILL)
 
     async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+            return
+        assert self.process is not None
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
@@ -93,6 +104,21 @@ async def start_department(
     raise RuntimeError(f"department {dept} did not start: {err.strip()[-500:]}")
 
 
+async def serve_fake(dept: str, store: Store, pki: Pki) -> DepartmentProcess:
+    """Serve a fake store in this process, over the same mutual TLS as a real one."""
+    from adapters.sdk import bound_port, mtls_server_credentials, serve
+
+    creds = mtls_server_credentials(
+        pki.department_cert(dept).read_bytes(),
+        pki.department_key(dept).read_bytes(),
+        pki.ca_cert.read_bytes(),
+    )
+    server = await serve(
+        store, "127.0.0.1:0", server_credentials=creds, allowed_clients=frozenset({_FEDERATION_CN})
+    )
+    return DepartmentProcess(dept, None, f"127.0.0.1:{bound_port(server)}", server)
+
+
 @dataclass
 class DevStack:
     workdir: Path
@@ -113,13 +139,19 @@ class DevStack:
         seed: int = 1,
         today: dt.date | None = None,
         departments: Sequence[str] | None = None,
+        fakes: Mapping[str, Store] | None = None,
     ) -> DevStack:
-        """Generate everything under ``workdir`` and start the federation."""
+        """Generate everything under ``workdir`` and start the federation.
+
+        ``fakes`` replaces some departments' processes with stores served in
+        this process (``adapters.testing.InMemoryStore`` and its knobs).
+        """
         from adapters import synth  # the department side is only needed here
 
         workdir.mkdir(parents=True, exist_ok=True)
         catalog = load_catalog()
-        dept_ids = list(departments or catalog.departments)
+        fakes = fakes or {}
+        dept_ids = [d for d in departments or catalog.departments if d not in fakes]
         registry = load_registry()
         pki = await asyncio.to_thread(
             init_pki,
@@ -133,9 +165,16 @@ class DevStack:
         )
         data_dir = workdir / "data"
         summary = await asyncio.to_thread(
-            synth.generate, data_dir, seed=seed, subjects=subjects, reference_date=today or dt.date.today()
+            synth.generate,
+            data_dir,
+            seed=seed,
+            subjects=subjects,
+            reference_date=today or dt.date.today(),
         )
-        procs = await asyncio.gather(*(start_department(d, pki, data_dir) for d in dept_ids))
+        procs = await asyncio.gather(
+            *(start_department(d, pki, data_dir) for d in dept_ids),
+            *(serve_fake(d, store, pki) for d, store in fakes.items()),
+        )
         started = {p.id: p for p in procs}
         try:
             config_path = workdir / "gateway.toml"
@@ -185,7 +224,10 @@ class DevStack:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
