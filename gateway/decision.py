@@ -67,6 +67,8 @@ class QueryFacts:
     today: dt.date
     is_self: bool = False
     consent_token: str = ""
+    #: Only for checking a consent's binding to the subject; never a cache key.
+    subject_id: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 

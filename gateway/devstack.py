@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -148,7 +147,8 @@ class DevStack:
         """
         from adapters import synth  # the department side is only needed here
 
-        workdir.mkdir(parents=True, exist_ok=True)
+        # Start-up work; nothing else runs on this loop yet.
+        workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         catalog = load_catalog()
         fakes = fakes or {}
         dept_ids = [d for d in departments or catalog.departments if d not in fakes]
@@ -275,6 +275,6 @@ def _mint_tokens(pki: Pki, out: Path, agencies: Sequence[str]) -> dict[str, Path
         )
         path = out / f"{agency}.jwt"
         path.write_text(token + "\n", encoding="utf-8")
-        os.chmod(path, 0o600)
+        path.chmod(0o600)
         tokens[agency] = path
     return tokens

@@ -183,6 +183,8 @@ def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
             file=out,
         )
         for ds in section.datasets:
+            if not ds.records and not ds.aged_out:
+                continue  # an empty dataset says nothing a reader needs
             aged = f", {ds.aged_out} aged out" if ds.aged_out else ""
             print(f"  {ds.dataset}: {len(ds.records)} record(s){aged}", file=out)
             for rec in ds.records:

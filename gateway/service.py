@@ -166,6 +166,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 today=today,
                 is_self=bool(caller.subject_id) and caller.subject_id == query.subject_id,
                 consent_token=request.consent_token,
+                subject_id=query.subject_id,
             )
         )
         lookups = self._lookups(caller, query, decision)

@@ -35,7 +35,8 @@ def statuses(response: query_pb2.QueryResponse) -> dict[str, int]:
 async def test_query_across_all_enterprise_departments(stack: DevStack) -> None:
     async with stack.client("ndrc") as client:
         response = await client.query(
-            enterprise=subject(stack, "enterprise_all_departments"), purpose="supervision_inspection"
+            enterprise=subject(stack, "enterprise_all_departments"),
+            purpose="supervision_inspection",
         )
     enterprise_depts = {
         ds.department for ds in load_catalog().datasets() if "enterprise" in ds.subject_types
@@ -55,7 +56,8 @@ async def test_query_across_all_enterprise_departments(stack: DevStack) -> None:
 async def test_negative_records_age_out_and_disputes_are_marked(stack: DevStack) -> None:
     async with stack.client("ndrc") as client:
         response = await client.query(
-            enterprise=subject(stack, "enterprise_all_departments"), purpose="supervision_inspection"
+            enterprise=subject(stack, "enterprise_all_departments"),
+            purpose="supervision_inspection",
         )
     datasets = [d for s in response.sections for d in s.datasets]
     assert sum(d.aged_out for d in datasets) >= 1
@@ -71,7 +73,9 @@ async def test_negative_records_age_out_and_disputes_are_marked(stack: DevStack)
 
 async def test_subject_no_department_knows(stack: DevStack) -> None:
     async with stack.client("ndrc") as client:
-        response = await client.query(person=subject(stack, "person_unknown"), purpose="supervision_inspection")
+        response = await client.query(
+            person=subject(stack, "person_unknown"), purpose="supervision_inspection"
+        )
     assert response.sections
     assert set(statuses(response).values()) == {NOT_FOUND}
 
@@ -88,7 +92,9 @@ async def test_subject_no_department_knows(stack: DevStack) -> None:
         ("person", "1101051949123100A1", "bad character at position 17"),
     ],
 )
-async def test_malformed_identifiers(stack: DevStack, kind: str, identifier: str, words: str) -> None:
+async def test_malformed_identifiers(
+    stack: DevStack, kind: str, identifier: str, words: str
+) -> None:
     async with stack.client("ndrc") as client:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await client.query(**{kind: identifier}, purpose="supervision_inspection")
@@ -112,7 +118,9 @@ async def test_malformed_identifiers(stack: DevStack, kind: str, identifier: str
         ({"datasets": ["agriculture/household_ratings"]}, "datasets[0]"),  # persons only
     ],
 )
-async def test_bad_requests_name_the_field(stack: DevStack, change: dict[str, object], field: str) -> None:
+async def test_bad_requests_name_the_field(
+    stack: DevStack, change: dict[str, object], field: str
+) -> None:
     args: dict[str, object] = {
         "enterprise": subject(stack, "enterprise_clean"),
         "purpose": "supervision_inspection",
@@ -148,7 +156,9 @@ async def test_department_killed_mid_run(tmp_path: Path) -> None:
             await stack.departments["tax"].process.wait()  # type: ignore[union-attr]
             for _ in range(4):  # enough failures to open the circuit
                 started = time.perf_counter()
-                after = await client.query(enterprise=enterprise, purpose="supervision_inspection", timeout=3)
+                after = await client.query(
+                    enterprise=enterprise, purpose="supervision_inspection", timeout=3
+                )
                 elapsed = time.perf_counter() - started
                 assert statuses(after)["tax"] == UNAVAILABLE
                 assert {d: s for d, s in statuses(after).items() if d != "tax"} == {
@@ -157,7 +167,9 @@ async def test_department_killed_mid_run(tmp_path: Path) -> None:
                 assert elapsed < 3
             tax = next(s for s in after.sections if s.department == "tax")
             assert "circuit open" in tax.detail
-            open_cost = await _time(client.query(enterprise=enterprise, purpose="supervision_inspection"))
+            open_cost = await _time(
+                client.query(enterprise=enterprise, purpose="supervision_inspection")
+            )
             assert open_cost < 1.0  # an open circuit costs nothing like a timeout
         breaker = stack.gateway.metrics.registry.get_sample_value(
             "credit_gateway_department_circuit_state", {"department": "tax"}
@@ -173,15 +185,19 @@ async def _time(coro: object) -> float:
 
 async def test_hanging_department_times_out_within_the_callers_deadline(tmp_path: Path) -> None:
     hung = InMemoryStore.from_catalog(load_catalog(), "food_drug", delay_s=30)
-    async with await DevStack.create(tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": hung}) as stack:
-        async with stack.client("ndrc") as client:
-            started = time.perf_counter()
-            response = await client.query(
-                enterprise=subject(stack, "enterprise_all_departments"),
-                purpose="supervision_inspection",
-                timeout=1.5,
-            )
-            elapsed = time.perf_counter() - started
+    async with (
+        await DevStack.create(
+            tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": hung}
+        ) as stack,
+        stack.client("ndrc") as client,
+    ):
+        started = time.perf_counter()
+        response = await client.query(
+            enterprise=subject(stack, "enterprise_all_departments"),
+            purpose="supervision_inspection",
+            timeout=1.5,
+        )
+        elapsed = time.perf_counter() - started
     assert elapsed < 1.5
     found = statuses(response)
     assert found.pop("food_drug") == TIMED_OUT
@@ -200,10 +216,14 @@ async def test_department_returning_unasked_fields(tmp_path: Path) -> None:
         {enterprise: {"licences": [record]}},
         extra_fields={"owner_home_address": "厦门市某路1号", "religion": "x"},
     )
-    async with await DevStack.create(tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": leaky}) as stack:
+    async with await DevStack.create(
+        tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": leaky}
+    ) as stack:
         async with stack.client("ndrc") as client:
             response = await client.query(
-                enterprise=enterprise, purpose="supervision_inspection", datasets=["food_drug/licences"]
+                enterprise=enterprise,
+                purpose="supervision_inspection",
+                datasets=["food_drug/licences"],
             )
         dropped = stack.gateway.metrics.registry.get_sample_value(
             "credit_gateway_unrequested_fields_dropped_total", {"department": "food_drug"}
@@ -229,10 +249,14 @@ async def test_catalog_mismatch_refuses_start(tmp_path: Path) -> None:
 
 async def test_shutdown_drains_queries_in_flight(tmp_path: Path) -> None:
     slow = InMemoryStore.from_catalog(load_catalog(), "food_drug", delay_s=0.8)
-    async with await DevStack.create(tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": slow}) as stack:
+    async with await DevStack.create(
+        tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": slow}
+    ) as stack:
         client = stack.client("ndrc")
         query = asyncio.ensure_future(
-            client.query(enterprise=subject(stack, "enterprise_clean"), purpose="supervision_inspection")
+            client.query(
+                enterprise=subject(stack, "enterprise_clean"), purpose="supervision_inspection"
+            )
         )
         await asyncio.sleep(0.3)
         await stack.gateway.stop(grace=5)

@@ -59,6 +59,13 @@ def test_minimal_development_config(tmp_path: Path) -> None:
         ),
         ({**DEV, "federation": {"ca": "x"}}, "federation.ca", "file not found"),
         ({**DEV, "extra": {}}, "extra", "unknown section"),
+        ({**DEV, "auth": {"issuers": []}}, "auth.audience", "missing"),
+        ({**DEV, "auth": {"audience": "gw"}}, "auth.issuers", "missing"),
+        (
+            {**DEV, "auth": {"audience": "gw", "issuers": [{"issuer": "i"}]}},
+            "auth.issuers[0].jwks",
+            "missing",
+        ),
     ],
 )
 def test_bad_config_names_key(tmp_path: Path, doc: dict[str, object], key: str, words: str) -> None:
@@ -83,6 +90,7 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         '[tls]\ncert = "c.pem"\nkey = "c.key"\nclient_ca = "ca.pem"\n'
+        '[auth]\naudience = "gw"\n[[auth.issuers]]\nissuer = "i"\njwks = "ca.pem"\n'
         '[federation]\nca = "ca.pem"\nclient_cert = "c.pem"\nclient_key = "c.key"\n'
         '[departments.tax]\naddress = "localhost:50061"\n',
         encoding="utf-8",
@@ -90,3 +98,4 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     config = load_config(cfg)
     assert config.tls is not None and config.tls.cert == tmp_path / "c.pem"
     assert config.federation.ca == tmp_path / "ca.pem"
+    assert config.auth is not None and config.auth.issuers[0].jwks == tmp_path / "ca.pem"

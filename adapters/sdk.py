@@ -1,0 +1,517 @@
+"""A small SDK to serve the department adapter API over any store.
+
+A department implements :class:`Store` (or uses :class:`adapters.sql.SqlStore`)
+and calls :func:`serve`::
+
+    server = await serve(store, "0.0.0.0:7443",
+                         server_credentials=creds, allowed_clients=frozenset({"gateway"}))
+    print(bound_port(server))
+    await server.wait_for_termination()
+
+The SDK does the parts every department must get right, so that no department
+gets them wrong:
+
+* it validates each request: the subject identifier (GB 32100 / GB 11643 check
+  characters), and every dataset and field against the store's schema; anything
+  unknown is refused with ``INVALID_ARGUMENT`` naming it;
+* it returns only the fields asked for: data minimisation is enforced on the
+  department's side too, not only by the gateway;
+* it converts the store's Python values to typed ``FieldValue`` messages and
+  refuses values that do not fit the declared type (money is integer fen,
+  never a float);
+* with TLS it requires a client certificate from the configured CA *and* that
+  its common name is on an allow-list ("department adapters accept only the
+  gateway's certificate"); anyone else gets ``PERMISSION_DENIED``;
+* it serves standard gRPC health checking and server reflection.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import inspect
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias, cast
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from gateway.errors import (
+    ConfigError,
+    DepartmentError,
+    GatewayError,
+    InternalError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    abort,
+)
+from gateway.identifiers import validate_resident_id, validate_uscc
+from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
+
+__all__ = [
+    "SERVICE_NAME",
+    "AdapterServicer",
+    "FieldTypeValue",
+    "LookupResult",
+    "Store",
+    "StoreFailure",
+    "StoredRecord",
+    "SubjectType",
+    "Value",
+    "bound_port",
+    "field_value",
+    "mtls_server_credentials",
+    "serve",
+    "shutdown",
+]
+
+log = logging.getLogger(__name__)
+
+#: The full name of the adapter service, as health checking knows it.
+SERVICE_NAME: Final = adapter_pb2.DESCRIPTOR.services_by_name["DepartmentAdapter"].full_name
+
+SubjectType: TypeAlias = Literal["enterprise", "person"]
+#: What a store may put in a record's field. ``None`` means "no value" (SQL
+#: NULL): the field is left out of the record rather than sent empty.
+Value: TypeAlias = str | int | bool | dt.date | None
+FieldTypeValue: TypeAlias = common_pb2.FieldType.ValueType
+
+_SUBJECT_TYPES: Final[Mapping[int, SubjectType]] = {
+    common_pb2.SUBJECT_TYPE_ENTERPRISE: "enterprise",
+    common_pb2.SUBJECT_TYPE_PERSON: "person",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One record as a store holds it, before the SDK types and trims it."""
+
+    #: Department-local, stable across queries (objections refer to it).
+    record_id: str
+    fields: Mapping[str, Value]
+    #: Negative information: when the bad act or event ended; ``None`` while
+    #: it is ongoing or for datasets that are not negative.
+    event_end_date: dt.date | str | None = None
+    #: An objection is pending against the record (Art. 25).
+    disputed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """What a store found about one subject."""
+
+    #: dataset -> records. Datasets with nothing may be left out.
+    records: Mapping[str, Sequence[StoredRecord]] = field(default_factory=dict)
+    #: False only when the department holds nothing at all about the subject,
+    #: in any dataset, asked for or not.
+    subject_known: bool = False
+
+
+class StoreFailure(DepartmentError):
+    """A store could not answer; the RPC fails with ``code``.
+
+    Stores raise it for failures they understand (database locked, a backend
+    down: ``UNAVAILABLE``). Any other exception is a bug and becomes
+    ``INTERNAL`` with a generic message.
+    """
+
+    def __init__(
+        self, message: str, *, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    ) -> None:
+        super().__init__(message, reason="STORE_FAILURE")
+        # An instance attribute shadows the class default, so one exception
+        # type can carry whichever status the store needs.
+        self.code = code
+
+
+class Store(abc.ABC):
+    """Where a department's credit data lives. Implement two methods.
+
+    ``lookup`` may return more than was asked (a whole row, say): the SDK
+    trims every record to the wanted fields before anything leaves the
+    process. It must not block the event loop: run blocking I/O in a thread.
+    """
+
+    #: The department id, as in the catalog (``market``, ``tax``...).
+    department: str
+
+    #: Whether the SDK trims records to the fields asked for. Always true in
+    #: production; only the test fake (:class:`adapters.testing.InMemoryStore`
+    #: with ``extra_fields``) turns it off, to prove that the gateway drops
+    #: what it did not ask for.
+    sdk_minimises: bool = True
+
+    @abc.abstractmethod
+    def schema(self) -> Mapping[str, Mapping[str, FieldTypeValue]]:
+        """dataset -> field -> ``common_pb2.FieldType``. Must not change while serving."""
+
+    @abc.abstractmethod
+    async def lookup(
+        self, subject_type: SubjectType, subject_id: str, wanted: Mapping[str, Sequence[str]]
+    ) -> LookupResult:
+        """Records of one subject in the ``wanted`` datasets (dataset -> fields).
+
+        ``subject_id`` has been validated and normalised; ``wanted`` names only
+        datasets and fields of :meth:`schema`, each with at least one field.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Release resources (connections, threads). Default: nothing to do."""
+
+
+def field_value(value: str | int | bool | dt.date, ftype: FieldTypeValue) -> common_pb2.FieldValue:
+    """Convert a Python value to a ``FieldValue`` of the declared type.
+
+    Raises ``ValueError`` when the value does not fit: it is the department's
+    data that is wrong, and sending it anyway would mislead the gateway.
+    """
+    if ftype == common_pb2.FIELD_TYPE_TEXT:
+        if isinstance(value, str):
+            return common_pb2.FieldValue(text=value)
+    elif ftype == common_pb2.FIELD_TYPE_INTEGER:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return common_pb2.FieldValue(integer=value)
+    elif ftype == common_pb2.FIELD_TYPE_BOOLEAN:
+        # SQLite has no boolean type: 0 and 1 are how it stores one.
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return common_pb2.FieldValue(boolean=bool(value))
+    elif ftype == common_pb2.FIELD_TYPE_DATE:
+        return common_pb2.FieldValue(date=_iso_date(value))
+    elif ftype == common_pb2.FIELD_TYPE_MONEY_FEN:
+        if isinstance(value, float):
+            raise ValueError("money must be integer fen, never a float")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return common_pb2.FieldValue(money_fen=value)
+    else:
+        raise ValueError(f"unknown field type {ftype}")
+    raise ValueError(
+        f"a {type(value).__name__} does not fit type {common_pb2.FieldType.Name(ftype)}"
+    )
+
+
+def _iso_date(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        raise ValueError("a date field needs a date, not a timestamp")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise ValueError("a date must be YYYY-MM-DD")
+
+
+def _infer_type(value: str | int | bool | dt.date) -> FieldTypeValue:
+    # Only for fields outside the schema, which only the leaky test fake sends.
+    if isinstance(value, bool):
+        return common_pb2.FIELD_TYPE_BOOLEAN
+    if isinstance(value, int):
+        return common_pb2.FIELD_TYPE_INTEGER
+    if isinstance(value, dt.date):
+        return common_pb2.FIELD_TYPE_DATE
+    return common_pb2.FIELD_TYPE_TEXT
+
+
+def _shown(name: str) -> str:
+    # Names in error messages come from the caller: bounded and repr()-quoted
+    # so that a message never carries control characters or a novel.
+    return repr(name[:64] + ("..." if len(name) > 64 else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    subject_type: SubjectType
+    subject_id: str
+    wanted: dict[str, tuple[str, ...]]
+
+
+class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
+    """The ``DepartmentAdapter`` service over one :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        # A snapshot: the schema is fixed while serving, and copying it once
+        # keeps validation a pair of dict look-ups per field.
+        self._schema: dict[str, dict[str, FieldTypeValue]] = {
+            ds: dict(fields) for ds, fields in store.schema().items()
+        }
+        self._describe = adapter_pb2.DescribeResponse(
+            department=store.department,
+            datasets=[
+                adapter_pb2.DatasetSchema(
+                    name=ds,
+                    fields=[adapter_pb2.FieldSchema(name=f, type=t) for f, t in fields.items()],
+                )
+                for ds, fields in self._schema.items()
+            ],
+        )
+
+    async def Describe(
+        self,
+        request: adapter_pb2.DescribeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> adapter_pb2.DescribeResponse:
+        """The datasets and fields this department serves."""
+        return self._describe
+
+    async def Lookup(
+        self,
+        request: adapter_pb2.LookupRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> adapter_pb2.LookupResponse:
+        """Validate, ask the store, return only the fields asked for."""
+        try:
+            req = self._validate(request)
+            result = await self._store.lookup(req.subject_type, req.subject_id, req.wanted)
+            response = self._response(result, req.wanted)
+        except InternalError as err:
+            log.error("lookup failed (request_id=%r): %s", request.request_id, err.message)
+            await abort(context, err)
+        except GatewayError as err:
+            await abort(context, err)
+        except Exception:
+            # A bug in the store or bad data in it: the traceback stays in the
+            # department's log, the gateway sees a generic INTERNAL.
+            log.exception("lookup failed (request_id=%r)", request.request_id)
+            await abort(context, InternalError("the department's store failed"))
+        # Joinable with the gateway's audit log by request id (as X-Road does);
+        # the subject's identifier is personal data and is not logged.
+        log.info(
+            "lookup request_id=%r agency=%r purpose=%r datasets=%s known=%s",
+            request.request_id,
+            request.agency_id,
+            request.purpose,
+            ",".join(req.wanted),
+            result.subject_known,
+        )
+        return response
+
+    def _validate(self, request: adapter_pb2.LookupRequest) -> _Request:
+        subject_type = _SUBJECT_TYPES.get(request.subject.type)
+        if subject_type is None:
+            raise InvalidArgumentError(
+                "subject.type", "must be SUBJECT_TYPE_ENTERPRISE or SUBJECT_TYPE_PERSON"
+            )
+        if subject_type == "enterprise":
+            subject_id = validate_uscc(request.subject.id)
+        else:
+            subject_id = validate_resident_id(request.subject.id)
+        wanted: dict[str, tuple[str, ...]] = {}
+        for i, item in enumerate(request.wanted):
+            fields = self._schema.get(item.dataset)
+            if fields is None:
+                raise InvalidArgumentError(
+                    f"wanted[{i}].dataset",
+                    f"unknown dataset {_shown(item.dataset)}: department "
+                    f"{self._store.department} serves {', '.join(self._schema)}",
+                    reason="UNKNOWN_DATASET",
+                )
+            if item.dataset in wanted:
+                raise InvalidArgumentError(
+                    f"wanted[{i}].dataset", f"dataset {_shown(item.dataset)} is named twice"
+                )
+            if not item.fields:
+                raise InvalidArgumentError(
+                    f"wanted[{i}].fields",
+                    f"no fields for dataset {_shown(item.dataset)}: ask only for what is granted",
+                )
+            for j, name in enumerate(item.fields):
+                if name not in fields:
+                    raise InvalidArgumentError(
+                        f"wanted[{i}].fields[{j}]",
+                        f"unknown field {_shown(name)} in dataset {_shown(item.dataset)}",
+                        reason="UNKNOWN_FIELD",
+                    )
+            # dict.fromkeys: de-duplicated, order kept.
+            wanted[item.dataset] = tuple(dict.fromkeys(item.fields))
+        return _Request(subject_type, subject_id, wanted)
+
+    def _response(
+        self, result: LookupResult, wanted: Mapping[str, Sequence[str]]
+    ) -> adapter_pb2.LookupResponse:
+        minimise = self._store.sdk_minimises
+        response = adapter_pb2.LookupResponse(subject_known=result.subject_known)
+        # Only the datasets asked for, in the order asked for.
+        datasets = list(wanted) if minimise else list(dict.fromkeys([*wanted, *result.records]))
+        for ds in datasets:
+            out = response.results.add(dataset=ds)
+            types = self._schema.get(ds, {})
+            for stored in result.records.get(ds, ()):
+                rec = out.records.add(record_id=stored.record_id, disputed=stored.disputed)
+                if stored.event_end_date is not None:
+                    rec.event_end_date = _iso_date(stored.event_end_date)
+                names = wanted.get(ds, ()) if minimise else stored.fields
+                for name in names:
+                    value = stored.fields.get(name)
+                    if value is None:
+                        continue
+                    ftype = types.get(name)
+                    try:
+                        rec.fields[name].CopyFrom(
+                            field_value(value, ftype if ftype is not None else _infer_type(value))
+                        )
+                    except ValueError as exc:
+                        # Names only: the value may be personal data.
+                        raise InternalError(f"{ds}.{name}: {exc}") from exc
+        return response
+
+
+# --- mutual TLS: only the gateway's certificate --------------------------------
+
+
+class _AllowedClients(grpc.aio.ServerInterceptor):
+    """Refuse every RPC whose client certificate's CN is not allowed.
+
+    The TLS handshake already proved the client holds a certificate from the
+    configured CA; this narrows it to the named clients (the gateway), so that
+    another holder of a certificate from the same CA (an agency, a sibling
+    department) cannot ask a department directly. Applies to every service,
+    health and reflection included.
+    """
+
+    def __init__(self, allowed: frozenset[str]) -> None:
+        self._allowed = allowed
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        # grpc's handlers are namedtuples: swap in guarded behaviours.
+        replaced: dict[str, Any] = {}
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, kind, None)
+            if behaviour is not None:
+                replaced[kind] = self._guard(behaviour)
+        return cast("grpc.RpcMethodHandler[Any, Any]", cast(Any, handler)._replace(**replaced))
+
+    def _guard(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        check = self._check
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def guarded_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                await check(context)
+                async for item in behaviour(request, context):
+                    yield item
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: Any) -> Any:
+            await check(context)
+            return await behaviour(request, context)
+
+        return guarded
+
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        names = [
+            raw.decode("utf-8", "replace")
+            for raw in context.auth_context().get("x509_common_name", ())
+        ]
+        if not any(name in self._allowed for name in names):
+            log.warning("refused a client certificate with CN %r: not allowed", names[:1])
+            await abort(
+                context,
+                PermissionDeniedError(
+                    "this department adapter accepts only the gateway's certificate"
+                ),
+            )
+
+
+# --- serving ------------------------------------------------------------------
+
+# Per-server facts that grpc.aio.Server has no place for; weak, so a stopped
+# and dropped server takes its entry with it.
+_PORTS: weakref.WeakKeyDictionary[grpc.aio.Server, int] = weakref.WeakKeyDictionary()
+_HEALTH: weakref.WeakKeyDictionary[grpc.aio.Server, Any] = weakref.WeakKeyDictionary()
+
+
+async def serve(
+    store: Store,
+    listen: str,
+    *,
+    server_credentials: grpc.ServerCredentials | None,
+    allowed_clients: frozenset[str] | None,
+) -> grpc.aio.Server:
+    """Start serving ``store`` on ``listen`` (``HOST:PORT``; port 0 picks one).
+
+    ``server_credentials`` must require client certificates (see
+    :func:`mtls_server_credentials`); ``allowed_clients`` names the client
+    certificate common names let in. ``server_credentials=None`` serves
+    plaintext, for development only, and then ``allowed_clients`` must be
+    ``None``: without TLS there is no certificate to check.
+
+    Returns the started server; :func:`bound_port` tells the port. Stop it
+    with :func:`shutdown` (health turns NOT_SERVING first, then a drain).
+    Raises :class:`ConfigError` for a bad combination or an address in use.
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if server_credentials is not None:
+        if not allowed_clients:
+            raise ConfigError(
+                "allowed_clients", "with TLS, name the client certificate CN(s) to accept"
+            )
+        interceptors.append(_AllowedClients(allowed_clients))
+    elif allowed_clients:
+        raise ConfigError("allowed_clients", "a client allow-list needs TLS")
+
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        # Two adapters on one port would split the traffic silently.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    adapter_pb2_grpc.add_DepartmentAdapterServicer_to_server(AdapterServicer(store), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
+    )
+    try:
+        if server_credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, server_credentials)
+    except RuntimeError as exc:  # grpc raises this when the bind fails
+        raise ConfigError("listen", f"cannot listen on {listen}: {exc}") from None
+    if port == 0:
+        raise ConfigError("listen", f"cannot listen on {listen}")
+    await server.start()
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    _PORTS[server] = port
+    _HEALTH[server] = health
+    return server
+
+
+def bound_port(server: grpc.aio.Server) -> int:
+    """The port a server returned by :func:`serve` listens on."""
+    return _PORTS[server]
+
+
+async def shutdown(server: grpc.aio.Server, grace: float = 5.0) -> None:
+    """Stop gracefully: report NOT_SERVING (load balancers stop sending), let
+    in-flight RPCs finish within ``grace`` seconds, then stop."""
+    health = _HEALTH.get(server)
+    if health is not None:
+        await health.enter_graceful_shutdown()
+    await server.stop(grace)
+
+
+def mtls_server_credentials(
+    cert_chain_pem: bytes, private_key_pem: bytes, client_ca_pem: bytes
+) -> grpc.ServerCredentials:
+    """Server credentials that *require* a client certificate issued by ``client_ca_pem``."""
+    return grpc.ssl_server_credentials(
+        [(private_key_pem, cert_chain_pem)],
+        root_certificates=client_ca_pem,
+        require_client_auth=True,
+    )

@@ -1,0 +1,19 @@
+"""One development PKI shared by the auth unit tests (made once: key generation is the cost)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.pki import Pki, init_pki
+
+
+@pytest.fixture(scope="session")
+def auth_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return init_pki(
+        tmp_path_factory.mktemp("auth-pki") / "pki",
+        departments=["tax", "court"],
+        agencies=["ndrc", "bank", "suspended_agency", "stranger"],
+        officers=["officer_a"],
+        auditors=["auditor"],
+        finance=["finance"],
+    )
