@@ -41,6 +41,7 @@ from typing import Any
 from gateway.errors import ConfigError
 
 __all__ = [
+    "AuditConfig",
     "AuthConfig",
     "Config",
     "DepartmentConfig",
@@ -75,6 +76,17 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The signed audit log: where it lives and the keys it is kept with."""
+
+    path: Path
+    key: Path
+    pseudonym_key: Path
+    #: Verifier keys of earlier signing keys (rotation overlap).
+    trusted_keys: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FederationConfig:
     ca: Path | None = None
     client_cert: Path | None = None
@@ -104,6 +116,7 @@ class Config:
     metrics_listen: str | None = None
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
+    audit: AuditConfig | None = None
     #: Serve agencies over plaintext with header identities. Development only.
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -234,7 +247,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     drain = gw.get("drain_grace_s", 5.0)
     if not isinstance(drain, int | float) or isinstance(drain, bool) or drain < 0:
         raise ConfigError("gateway.drain_grace_s", "must be a number of seconds >= 0")
-    extra = {k: v for k, v in doc.items() if k in {"audit", "billing", "policy"}}
+    audit = _parse_audit(doc.get("audit"), base)
+    extra = {k: v for k, v in doc.items() if k in {"billing", "policy"}}
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -244,10 +258,37 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         metrics_listen=metrics_listen,
         tls=tls,
         auth=auth,
+        audit=audit,
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
         extra=extra,
+    )
+
+
+def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("audit", "must be a table")
+    _no_unknown(raw, "audit", {"path", "key", "pseudonym_key", "trusted_keys"})
+    path = raw.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
+    log_path = base / path if not Path(path).is_absolute() else Path(path)
+    if not log_path.parent.is_dir():
+        raise ConfigError("audit.path", f"folder not found: {log_path.parent}")
+    trusted = raw.get("trusted_keys", [])
+    if not isinstance(trusted, list):
+        raise ConfigError("audit.trusted_keys", "must be a list of verifier key files")
+    return AuditConfig(
+        path=log_path,
+        key=_required_path(raw, "audit", "key", base),
+        pseudonym_key=_required_path(raw, "audit", "pseudonym_key", base),
+        trusted_keys=tuple(
+            _required_path({"k": t}, f"audit.trusted_keys[{i}]", "k", base)
+            for i, t in enumerate(trusted)
+        ),
     )
 
 

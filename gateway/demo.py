@@ -61,7 +61,8 @@ async def run_demo(*, workdir: Path | None, serve: bool, subjects: int, seed: in
         _say(
             f"generating {subjects} synthetic subjects, a development PKI, starting departments..."
         )
-        async with await DevStack.create(workdir, subjects=subjects, seed=seed) as stack:
+        stack = await DevStack.create(workdir, subjects=subjects, seed=seed)
+        try:
             _say(
                 f"federation up in {time.perf_counter() - started:.1f}s: "
                 f"gateway {stack.gateway.address}, "
@@ -70,6 +71,9 @@ async def run_demo(*, workdir: Path | None, serve: bool, subjects: int, seed: in
             if serve:
                 return await _serve(stack, workdir)
             await _script(stack)
+        finally:
+            await stack.close()  # the gateway's final checkpoint is signed here
+        await _verify_audit(stack)
         _say()
         _say("demo finished: every department process stopped, nothing kept.")
     return 0
@@ -108,6 +112,23 @@ async def _script(stack: DevStack) -> None:
         enterprise=ent["id"][:-1] + ("0" if ent["id"][-1] != "0" else "1"),
         purpose="supervision_inspection",
     )
+
+
+async def _verify_audit(stack: DevStack) -> None:
+    """The auditors' view: the log the demo wrote, checked offline by credit-audit."""
+    log_path, key = stack.audit["log"], stack.audit["verifier_key"]
+    _banner(
+        "5. An auditor verifies the signed audit log offline\n"
+        f"  credit-audit verify {log_path} --key {key}"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.audit.cli", "verify", str(log_path), "--key", str(key),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    _say(out.decode().strip())
+    if proc.returncode != 0:
+        raise SystemExit(f"audit verification failed (exit {proc.returncode})")
 
 
 async def _serve(stack: DevStack, workdir: Path) -> int:

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from gateway.assembly import build_gateway
+from gateway.audit import generate_key, generate_pseudonym_key, write_key_files, write_pseudonym_key
 from gateway.auth import Role, issue_token, load_registry
 from gateway.catalog import load_catalog
 from gateway.client import QueryClient
@@ -127,6 +128,7 @@ class DevStack:
     departments: dict[str, DepartmentProcess]
     gateway: Gateway
     tokens: dict[str, Path]
+    audit: dict[str, Path]
     subjects: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -178,14 +180,15 @@ class DevStack:
         started = {p.id: p for p in procs}
         try:
             config_path = workdir / "gateway.toml"
-            config_path.write_text(_gateway_toml(pki, started), encoding="utf-8")
+            audit = ensure_audit_keys(workdir / "audit")
+            config_path.write_text(_gateway_toml(pki, started, audit), encoding="utf-8")
             gateway = await build_gateway(load_config(config_path))
             await gateway.start()
         except BaseException:
             await asyncio.gather(*(p.stop() for p in started.values()))
             raise
         tokens = _mint_tokens(pki, workdir / "tokens", registry.ids(Role.AGENCY))
-        stack = cls(workdir, pki, data_dir, config_path, started, gateway, tokens)
+        stack = cls(workdir, pki, data_dir, config_path, started, gateway, tokens, audit)
         stack.subjects = json.loads(summary.subjects_file.read_text(encoding="utf-8"))["subjects"]
         return stack
 
@@ -214,6 +217,10 @@ class DevStack:
                 for a, path in self.tokens.items()
             },
             "config": str(self.config_path),
+            "audit": {
+                "log": str(self.audit["log"]),
+                "verifier_key": str(self.audit["verifier_key"]),
+            },
         }
 
     async def close(self) -> None:
@@ -232,7 +239,9 @@ class DevStack:
         await self.close()
 
 
-def _gateway_toml(pki: Pki, departments: dict[str, DepartmentProcess]) -> str:
+def _gateway_toml(
+    pki: Pki, departments: dict[str, DepartmentProcess], audit: dict[str, Path]
+) -> str:
     lines = [
         "# Written by credit-gateway's development stack.",
         "[gateway]",
@@ -249,6 +258,11 @@ def _gateway_toml(pki: Pki, departments: dict[str, DepartmentProcess]) -> str:
         f'issuer = "{pki.agency_token.issuer}"',
         f'jwks = "{pki.agency_token.jwks}"',
         "",
+        "[audit]",
+        f'path = "{audit["log"]}"',
+        f'key = "{audit["key"]}"',
+        f'pseudonym_key = "{audit["pseudonym_key"]}"',
+        "",
         "[federation]",
         f'ca = "{pki.ca_cert}"',
         f'client_cert = "{pki.gateway_client_cert}"',
@@ -259,6 +273,26 @@ def _gateway_toml(pki: Pki, departments: dict[str, DepartmentProcess]) -> str:
     for dept, proc in departments.items():
         lines += [f"[departments.{dept}]", f'address = "{proc.address}"', ""]
     return "\n".join(lines)
+
+
+AUDIT_ORIGIN = "credit-gateway.dev/audit"
+
+
+def ensure_audit_keys(folder: Path, origin: str = AUDIT_ORIGIN) -> dict[str, Path]:
+    """The log's Ed25519 note key pair and the pseudonym key, created once."""
+    paths = {
+        "key": folder / "log.key",
+        "verifier_key": folder / "log.vkey",
+        "pseudonym_key": folder / "pseudonym.key",
+        "log": folder / "audit.sqlite",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    if not paths["key"].exists():
+        skey, vkey = generate_key(origin)
+        write_key_files(skey, vkey, paths["key"], paths["verifier_key"])
+    if not paths["pseudonym_key"].exists():
+        write_pseudonym_key(paths["pseudonym_key"], generate_pseudonym_key())
+    return paths
 
 
 def _mint_tokens(pki: Pki, out: Path, agencies: Sequence[str]) -> dict[str, Path]:

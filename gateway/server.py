@@ -14,6 +14,7 @@ beside the query service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,23 +24,26 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway import __version__
+from gateway.auditing import AuditServicer, QueryAuditor
+from gateway.auth import Authenticator as AuthIdentityAuthenticator
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import Config
 from gateway.decision import CatalogDecider, Decider
-from gateway.errors import ConfigError, UpstreamError
+from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.identity import Authenticator, InsecureDevAuthenticator
 from gateway.metrics import Metrics
 from gateway.purposes import load_purposes
-from gateway.service import AuditSink, QueryService
+from gateway.service import QueryService
 from gateway.validation import Validator
-from protos.credit.v1 import query_pb2, query_pb2_grpc
+from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2, query_pb2_grpc
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
 QUERY_SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -55,7 +59,8 @@ class Gateway:
         *,
         authenticator: Authenticator | None = None,
         decider: Decider | None = None,
-        audit: AuditSink | None = None,
+        audit: QueryAuditor | None = None,
+        audit_authenticator: AuthIdentityAuthenticator | None = None,
         catalog: Catalog | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -66,6 +71,7 @@ class Gateway:
         self._authenticator = authenticator
         self._decider = decider
         self._audit = audit
+        self._audit_auth = audit_authenticator
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.clients: dict[str, DepartmentClient] = {}
@@ -151,14 +157,21 @@ class Gateway:
             server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            reflection.enable_server_reflection(
-                (QUERY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-            )
+            services = [QUERY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+            if self._audit is not None:
+                audit_pb2_grpc.add_AuditServiceServicer_to_server(
+                    AuditServicer(self._audit.log, self._audit_auth), server
+                )
+                services.append(AUDIT_SERVICE)
+            reflection.enable_server_reflection(services, server)
             self.port = self._bind(server)
             await server.start()
             self._server = server
         except BaseException:
             await self._close_clients()
+            if self._audit is not None:
+                with contextlib.suppress(GatewayError):
+                    await self._audit.log.close()
             raise
         for name in ("", QUERY_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -195,6 +208,13 @@ class Gateway:
             await self._server.stop(self.config.drain_grace_s if grace is None else grace)
             self._server = None
         await self._close_clients()
+        if self._audit is not None:
+            # Flushes the queue and signs a final checkpoint. A log that had
+            # failed already refused every query since; say so and go on.
+            try:
+                await self._audit.log.close()
+            except GatewayError as exc:
+                log.error("audit log closed after a failure", extra={"reason": exc.message})
 
     async def _close_clients(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients.values()))

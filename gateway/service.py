@@ -17,6 +17,7 @@ reaches the client as a bare INTERNAL.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -29,7 +30,7 @@ import grpc
 from gateway.catalog import Catalog
 from gateway.decision import Decider, Decision, QueryFacts
 from gateway.disclosure import ageing_cutoff, filter_records
-from gateway.errors import GatewayError, InternalError, abort
+from gateway.errors import AuditUnavailableError, GatewayError, InternalError, abort
 from gateway.federation import DepartmentClient, fan_out
 from gateway.identity import Authenticator, Caller
 from gateway.metrics import Metrics
@@ -60,6 +61,8 @@ class Receipt:
     origin: str
     index: int
     leaf_hash: bytes
+    #: SHA-256 of the response as recorded (its receipt left empty).
+    response_digest: bytes = b""
 
 
 class AuditSink(Protocol):
@@ -129,8 +132,26 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         else:
             self._finish(caller, outcome, started, request.request_id)
             return response
+        await self._audit_refusal(caller, request, error)
         self._finish(caller, error.reason.lower(), started, request.request_id)
         return await abort(context, error)
+
+    async def _audit_refusal(
+        self, caller: Caller | None, request: query_pb2.QueryRequest, error: GatewayError
+    ) -> None:
+        """Refusals are on the record too. Nothing is disclosed by a refusal, so
+        a log failure here is logged and the caller still gets its error."""
+        if self._audit is None or isinstance(error, AuditUnavailableError):
+            return
+        query = None
+        with contextlib.suppress(GatewayError):
+            query = self._validator.validate(request)
+        try:
+            await self._audit.append_query(query, caller, request, None, error)
+        except GatewayError:
+            log.exception(
+                "could not audit a refusal", extra={"request_id": request.request_id[:64]}
+            )
 
     def _finish(self, caller: Caller | None, outcome: str, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
@@ -214,11 +235,13 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         # Steps 7-8 (settle, audit) slot in here; the audit record must be
         # durable before the response leaves.
         if self._audit is not None:
+            # No audit, no data: if this raises, the response is never sent.
             receipt = await self._audit.append_query(query, caller, request, response, None)
             if receipt is not None:
                 response.receipt.origin = receipt.origin
                 response.receipt.log_index = receipt.index
                 response.receipt.leaf_hash = receipt.leaf_hash
+                response.receipt.response_digest = receipt.response_digest
         return response, ("partial" if partial else "ok")
 
     def _lookups(

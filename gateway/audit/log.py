@@ -233,6 +233,13 @@ class AuditLog:
         # shield: a cancelled caller must not cancel the shared future.
         return await asyncio.shield(future)
 
+    async def read_leaf(self, index: int) -> bytes | None:
+        """The stored record bytes at ``index`` (durable entries only), or None."""
+        if not 0 <= index < self._size:
+            return None
+        entry = await asyncio.to_thread(self._store.entry, index)
+        return None if entry is None else entry.leaf
+
     def latest_checkpoint(self) -> str:
         """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
         return self._cp_note

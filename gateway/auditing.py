@@ -1,0 +1,244 @@
+"""Step 8 of the pipeline: every decision becomes a signed audit record, and
+auditors read the log back through ``AuditService``.
+
+:class:`QueryAuditor` turns a query (answered, partly withheld, refused or
+failed) into one canonical record and appends it durably before the answer
+leaves; :class:`AuditServicer` serves checkpoints and proofs.
+
+What a query record holds, and what it deliberately does not:
+
+* the subject as a keyed pseudonym (HMAC-SHA256 under the pseudonym key),
+  never the identifier;
+* ``request_hmac``: HMAC-SHA256 of the request under the same key, not a plain
+  SHA-256. A request's only secret is an 18-character identifier with roughly
+  thirty bits of entropy, so a plain digest next to the logged request id could
+  be inverted by brute force; a keyed one cannot, and an auditor holding the
+  key still proves what was asked;
+* ``response_sha256``: SHA-256 of the response sent (its receipt left empty),
+  which the agency can recompute from what it received.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from gateway.audit.log import AuditLog
+from gateway.audit.records import pseudonymize
+from gateway.auth import Authenticator, Role
+from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, abort
+from gateway.identity import Caller
+from gateway.service import Receipt
+from gateway.validation import ValidQuery
+from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
+
+__all__ = ["AuditServicer", "QueryAuditor", "response_digest"]
+
+log = logging.getLogger(__name__)
+
+_STATUS = {v: k.removeprefix("SECTION_STATUS_").lower() for k, v in query_pb2.SectionStatus.items()}
+_REASON = {
+    v: k.removeprefix("WITHHOLD_REASON_").lower() for k, v in query_pb2.WithholdReason.items()
+}
+_MODE = {v: k.removeprefix("QUERY_MODE_").lower() for k, v in query_pb2.QueryMode.items()}
+_SUBJECT = {1: "enterprise", 2: "person"}
+
+
+def response_digest(response: query_pb2.QueryResponse) -> bytes:
+    """SHA-256 of the deterministic serialization, receipt left empty."""
+    if response.HasField("receipt"):
+        response = query_pb2.QueryResponse.FromString(response.SerializeToString())
+        response.ClearField("receipt")
+    return hashlib.sha256(response.SerializeToString(deterministic=True)).digest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class QueryAuditor:
+    """Implements :class:`gateway.service.AuditSink` over an :class:`AuditLog`."""
+
+    def __init__(self, audit_log: AuditLog, pseudonym_key: bytes, *, gateway_origin: str) -> None:
+        self.log = audit_log
+        self._key = pseudonym_key
+        self._origin = gateway_origin
+
+    def pseudonym(self, subject_type: str, subject_id: str) -> str:
+        return pseudonymize(self._key, subject_type, subject_id)
+
+    async def append_query(
+        self,
+        query: ValidQuery | None,
+        caller: Caller | None,
+        request: query_pb2.QueryRequest,
+        response: query_pb2.QueryResponse | None,
+        error: GatewayError | None,
+        *,
+        consent_id: str = "",
+        charge_fen: int = 0,
+    ) -> Receipt | None:
+        """Append one query record; returns its receipt once durable.
+
+        Raises :class:`~gateway.errors.AuditUnavailableError` if the log cannot
+        be written: the caller must then disclose nothing.
+        """
+        record: dict[str, Any] = {
+            "kind": "query",
+            "time": _now(),
+            "gateway": self._origin,
+            "request_id": request.request_id[:64],
+            "agency_id": caller.agency_id if caller else "",
+            "cert_thumbprint": caller.cert_thumbprint if caller else "",
+            "officer_id": request.officer_id[:256],
+            "represented_party": request.represented_party[:256],
+            "case_reference": request.case_reference[:256],
+            "purpose": request.purpose[:64],
+            "mode": _MODE.get(request.mode, "unspecified"),
+            "consent_id": consent_id,
+            "request_hmac": hmac.new(
+                self._key, request.SerializeToString(deterministic=True), hashlib.sha256
+            ).hexdigest(),
+            "charge_fen": charge_fen,
+        }
+        if query is not None:
+            record["subject_type"] = query.subject_type
+            record["subject_pseudonym"] = self.pseudonym(query.subject_type, query.subject_id)
+        else:
+            # The identifier did not validate: log its type only, never the text.
+            record["subject_type"] = _SUBJECT.get(request.subject.type, "unspecified")
+            record["subject_pseudonym"] = ""
+        if error is not None:
+            record["outcome"] = error.reason.lower()
+            record["error"] = error.message[:300]
+        digest = b""
+        if response is not None:
+            digest = response_digest(response)
+            record["outcome"] = "ok"
+            record["policy_version"] = response.policy_version
+            record["catalog_version"] = response.catalog_version
+            record["departments"] = _sections(response)
+            record["response_sha256"] = digest.hex()
+            if any(
+                s["withheld"] or s["status"] not in ("ok", "not_found")
+                for s in record["departments"].values()
+            ):
+                record["outcome"] = "partial"
+        receipt = await self.log.append(record)
+        return Receipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
+
+    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
+        """Append a policy, admin or billing event. Raises AuditUnavailableError."""
+        receipt = await self.log.append(
+            {"kind": kind, "time": _now(), "gateway": self._origin, **fields}
+        )
+        return Receipt(receipt.origin, receipt.index, receipt.leaf_hash)
+
+
+def _sections(response: query_pb2.QueryResponse) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in response.sections:
+        fields = {d.dataset: sorted({f for r in d.records for f in r.fields}) for d in s.datasets}
+        out[s.department] = {
+            "status": _STATUS.get(s.status, "unspecified"),
+            "datasets": [d.dataset for d in s.datasets],
+            "records": sum(len(d.records) for d in s.datasets),
+            "fields": fields,
+            "aged_out": sum(d.aged_out for d in s.datasets),
+            "withheld": [
+                {
+                    "dataset": w.dataset,
+                    "field": w.field,
+                    "reason": _REASON.get(w.reason, "unspecified"),
+                }
+                for w in s.withheld
+            ],
+        }
+    return out
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    """Checkpoints and proofs for auditors; an agency sees its own entries."""
+
+    def __init__(self, audit_log: AuditLog, authenticator: Authenticator | None) -> None:
+        self._log = audit_log
+        self._auth = authenticator
+
+    def _who(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Role, str]:
+        if self._auth is None:  # insecure development mode
+            return Role.AUDITOR, "development"
+        ident = self._auth.authenticate(context)
+        return ident.role, ident.principal_id
+
+    async def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.Checkpoint:
+        try:
+            self._who(context)
+            note = self._log.latest_checkpoint()
+        except GatewayError as exc:
+            return await abort(context, exc)
+        size, root = _parse_checkpoint(note)
+        return audit_pb2.Checkpoint(note=note, tree_size=size, root_hash=root)
+
+    async def GetInclusionProof(
+        self,
+        request: audit_pb2.GetInclusionProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.InclusionProof:
+        try:
+            role, principal = self._who(context)
+            note = self._log.latest_checkpoint()
+            cp_size, _ = _parse_checkpoint(note)
+            size = request.tree_size or cp_size
+            leaf = await self._log.read_leaf(request.index)
+            if leaf is None or request.index >= size:
+                raise NotFoundError(f"no entry {request.index} in a tree of size {size}")
+            if role is not Role.AUDITOR and _agency_of(leaf) != principal:
+                raise PermissionDeniedError("an agency may only prove entries of its own queries")
+            hashes = self._log.inclusion_proof(request.index, size)
+        except GatewayError as exc:
+            return await abort(context, exc)
+        return audit_pb2.InclusionProof(
+            index=request.index,
+            tree_size=size,
+            hashes=hashes,
+            leaf=leaf,
+            leaf_hash=hashlib.sha256(b"\x00" + leaf).digest(),
+            checkpoint=note if size == cp_size else "",
+        )
+
+    async def GetConsistencyProof(
+        self,
+        request: audit_pb2.GetConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.ConsistencyProof:
+        try:
+            self._who(context)
+            hashes = self._log.consistency_proof(request.old_size, request.new_size)
+        except GatewayError as exc:
+            return await abort(context, exc)
+        return audit_pb2.ConsistencyProof(
+            old_size=request.old_size, new_size=request.new_size, hashes=hashes
+        )
+
+
+def _parse_checkpoint(note: str) -> tuple[int, bytes]:
+    lines = note.split("\n")
+    return int(lines[1]), base64.b64decode(lines[2])
+
+
+def _agency_of(leaf: bytes) -> str:
+    try:
+        value = json.loads(leaf).get("agency_id", "")
+    except ValueError:
+        return ""
+    return value if isinstance(value, str) else ""
