@@ -6,8 +6,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from adapters.sdk import LookupResult, Store, StoredRecord, bound_port, serve
+from adapters.sdk import (
+    LookupResult,
+    Store,
+    StoredRecord,
+    bound_port,
+    mtls_server_credentials,
+    serve,
+)
+from gateway.pki import load_pki
 from protos.credit.v1 import common_pb2
 
 SCHEMA = {"profile": {"name": common_pb2.FIELD_TYPE_TEXT, "rating": common_pb2.FIELD_TYPE_TEXT}}
@@ -43,8 +52,18 @@ class TrivialStore(Store):
         return self._result
 
 
-async def _main(listen: str) -> None:
-    server = await serve(TrivialStore(), listen, server_credentials=None, allowed_clients=None)
+async def _main(listen: str, pki_dir: str | None) -> None:
+    creds = None
+    allowed = None
+    if pki_dir:
+        pki = load_pki(Path(pki_dir))
+        creds = mtls_server_credentials(
+            pki.department_cert("bench").read_bytes(),
+            pki.department_key("bench").read_bytes(),
+            pki.ca_cert.read_bytes(),
+        )
+        allowed = frozenset({"credit-gateway"})
+    server = await serve(TrivialStore(), listen, server_credentials=creds, allowed_clients=allowed)
     print(f"listening on 127.0.0.1:{bound_port(server)}", flush=True)
     await server.wait_for_termination()
 
@@ -52,4 +71,6 @@ async def _main(listen: str) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--listen", default="127.0.0.1:0")
-    asyncio.run(_main(p.parse_args().listen))
+    p.add_argument("--pki", help="serve mutual TLS with this development PKI")
+    args = p.parse_args()
+    asyncio.run(_main(args.listen, args.pki))

@@ -1,20 +1,35 @@
 """The ceiling: a bare grpc.aio pass-through proxy. It relays request bytes
 to the department's ``Lookup`` and response bytes back, parsing nothing, on
-one reused channel. Prints ``listening on HOST:PORT``."""
+one reused channel; with ``--pki`` both hops use mutual TLS, as the gateway's
+do. Prints ``listening on HOST:PORT``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from gateway.pki import load_pki
+
 METHOD = "/credit.v1.DepartmentAdapter/Lookup"
 
 
-async def _main(listen: str, upstream: str) -> None:
-    channel = grpc.aio.insecure_channel(upstream)
+async def _main(listen: str, upstream: str, pki_dir: str | None) -> None:
+    if pki_dir:
+        pki = load_pki(Path(pki_dir))
+        channel = grpc.aio.secure_channel(
+            upstream,
+            grpc.ssl_channel_credentials(
+                pki.ca_cert.read_bytes(),
+                pki.gateway_client_key.read_bytes(),
+                pki.gateway_client_cert.read_bytes(),
+            ),
+        )
+    else:
+        channel = grpc.aio.insecure_channel(upstream)
     forward = channel.unary_unary(METHOD)  # no serializers: bytes in, bytes out
 
     async def relay(request: bytes, context: Any) -> bytes:
@@ -26,7 +41,15 @@ async def _main(listen: str, upstream: str) -> None:
     )
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(listen)
+    if pki_dir:
+        creds = grpc.ssl_server_credentials(
+            [(pki.gateway_server_key.read_bytes(), pki.gateway_server_cert.read_bytes())],
+            root_certificates=pki.ca_cert.read_bytes(),
+            require_client_auth=True,
+        )
+        port = server.add_secure_port(listen, creds)
+    else:
+        port = server.add_insecure_port(listen)
     await server.start()
     print(f"listening on 127.0.0.1:{port}", flush=True)
     await server.wait_for_termination()
@@ -36,5 +59,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--listen", default="127.0.0.1:0")
     p.add_argument("--upstream", required=True)
+    p.add_argument("--pki", help="mutual TLS on both hops with this development PKI")
     args = p.parse_args()
-    asyncio.run(_main(args.listen, args.upstream))
+    asyncio.run(_main(args.listen, args.upstream, args.pki))

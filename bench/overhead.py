@@ -22,10 +22,20 @@ import grpc
 
 from bench import _procs
 from bench._department import CATALOG
+from gateway.auth import issue_token
 from gateway.client import build_request
+from gateway.devstack import AUDIENCE, ensure_audit_keys
+from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
 from protos.credit.v1 import adapter_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"
+
+
+def _channel(address: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address)
+    ca, key, cert = tls
+    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca, key, cert))
 
 
 async def _drive(
@@ -35,8 +45,9 @@ async def _drive(
     metadata: tuple[tuple[str, str], ...],
     concurrency: int,
     seconds: float,
+    tls: tuple[bytes, bytes, bytes] | None,
 ) -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, tls) as channel:
         call = channel.unary_unary(method)
         for _ in range(20):  # warm up the connection and both servers
             await call(payload, metadata=metadata, timeout=10)
@@ -59,15 +70,48 @@ def _measure(
     method: str,
     payload: bytes,
     metadata: tuple[tuple[str, str], ...],
-    concurrency: int,
-    seconds: float,
+    args: argparse.Namespace,
+    tls: tuple[bytes, bytes, bytes] | None,
 ) -> tuple[float, float]:
     cpu0 = _procs.cpu_seconds(pid)
     t0 = time.perf_counter()
-    n = asyncio.run(_drive(address, method, payload, metadata, concurrency, seconds))
+    n = asyncio.run(_drive(address, method, payload, metadata, args.concurrency, args.seconds, tls))
     elapsed = time.perf_counter() - t0
     cpu = _procs.cpu_seconds(pid) - cpu0
     return n / elapsed, cpu / n * 1e6  # queries/s, CPU microseconds per query
+
+
+def _gateway_toml(
+    work: Path, dept_addr: str, pki: Pki | None, audit: dict[str, Path] | None
+) -> str:
+    lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{work / "catalog.toml"}"']
+    if pki is None:
+        lines.append("insecure_dev_plaintext = true")
+    else:
+        lines += [
+            "[tls]",
+            f'cert = "{pki.gateway_server_cert}"',
+            f'key = "{pki.gateway_server_key}"',
+            f'client_ca = "{pki.ca_cert}"',
+            "[auth]",
+            f'audience = "{AUDIENCE}"',
+            "[[auth.issuers]]",
+            f'issuer = "{pki.agency_token.issuer}"',
+            f'jwks = "{pki.agency_token.jwks}"',
+            "[federation]",
+            f'ca = "{pki.ca_cert}"',
+            f'client_cert = "{pki.gateway_client_cert}"',
+            f'client_key = "{pki.gateway_client_key}"',
+        ]
+    if audit is not None:
+        lines += [
+            "[audit]",
+            f'path = "{audit["log"]}"',
+            f'key = "{audit["key"]}"',
+            f'pseudonym_key = "{audit["pseudonym_key"]}"',
+        ]
+    lines += ["[departments.bench]", f'address = "{dept_addr}"']
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--plaintext", action="store_true", help="no TLS, no tokens (development mode)")
+    p.add_argument("--no-audit", action="store_true", help="run the gateway without its audit log")
     args = p.parse_args(argv)
 
     lookup = adapter_pb2.LookupRequest(request_id="bench", agency_id="bench", purpose="lending")
@@ -85,13 +131,34 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "catalog.toml").write_text(CATALOG, encoding="utf-8")
-        dept, dept_addr = _procs.start(["-m", "bench._department"])
-        proxy, proxy_addr = _procs.start(["-m", "bench._proxy", "--upstream", dept_addr])
+        pki = None
+        tls = None
+        metadata: tuple[tuple[str, str], ...] = (("x-dev-agency-id", "ndrc"),)
+        pki_args: list[str] = []
+        if not args.plaintext:
+            pki = init_pki(
+                work / "pki", departments=["bench"], agencies=["ndrc"], officers=[], auditors=[]
+            )
+            tls = (
+                pki.ca_cert.read_bytes(),
+                pki.agency_key("ndrc").read_bytes(),
+                pki.agency_cert("ndrc").read_bytes(),
+            )
+            token = issue_token(
+                pki.agency_token.key(),
+                pki.agency_token.signing_kid,
+                issuer=DEV_AGENCY_ISSUER,
+                audience=AUDIENCE,
+                subject="ndrc",
+                cert_thumbprint=cert_thumbprint_pem(pki.agency_cert("ndrc").read_bytes()),
+            )
+            metadata = (("authorization", f"Bearer {token}"),)
+            pki_args = ["--pki", str(work / "pki")]
+        audit = None if args.no_audit else ensure_audit_keys(work / "audit")
+        dept, dept_addr = _procs.start(["-m", "bench._department", *pki_args])
+        proxy, proxy_addr = _procs.start(["-m", "bench._proxy", "--upstream", dept_addr, *pki_args])
         (work / "gateway.toml").write_text(
-            f'[gateway]\nlisten = "127.0.0.1:0"\ninsecure_dev_plaintext = true\n'
-            f'catalog = "{work / "catalog.toml"}"\n'
-            f'[departments.bench]\naddress = "{dept_addr}"\n',
-            encoding="utf-8",
+            _gateway_toml(work, dept_addr, pki, audit), encoding="utf-8"
         )
         gw, gw_addr = _procs.start(
             [
@@ -110,35 +177,23 @@ def main(argv: list[str] | None = None) -> int:
             gate: list[tuple[float, float]] = []
             for _ in range(args.rounds):
                 bare.append(
-                    _measure(
-                        proxy.pid,
-                        proxy_addr,
-                        "/credit.v1.DepartmentAdapter/Lookup",
-                        lookup.SerializeToString(),
-                        (),
-                        args.concurrency,
-                        args.seconds,
-                    )
-                )
+                    _measure(proxy.pid, proxy_addr, "/credit.v1.DepartmentAdapter/Lookup",
+                             lookup.SerializeToString(), metadata, args, tls)
+                )  # fmt: skip
                 gate.append(
-                    _measure(
-                        gw.pid,
-                        gw_addr,
-                        "/credit.v1.QueryService/Query",
-                        query.SerializeToString(),
-                        (("x-dev-agency-id", "bench"),),
-                        args.concurrency,
-                        args.seconds,
-                    )
-                )
+                    _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
+                             query.SerializeToString(), metadata, args, tls)
+                )  # fmt: skip
         finally:
             _procs.stop(gw, proxy, dept)
 
     def med(xs: list[tuple[float, float]], i: int) -> float:
         return statistics.median(x[i] for x in xs)
 
+    mode = "plaintext" if args.plaintext else "mutual TLS + bound tokens"
+    mode += ", no audit" if args.no_audit else ", durable audit log"
     print(
-        f"one-department query, concurrency {args.concurrency}, "
+        f"one-department query, {mode}; concurrency {args.concurrency}, "
         f"{args.rounds} rounds of {args.seconds:g}s"
     )
     print(f"{'':10}{'queries/s':>12}{'CPU us/query':>15}")
