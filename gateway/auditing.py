@@ -26,16 +26,19 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
 
 from gateway.audit.log import AuditLog
+from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.records import pseudonymize
 from gateway.auth import Authenticator, Role
 from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, abort
 from gateway.identity import Caller
+from gateway.metrics import Metrics
 from gateway.service import Receipt
 from gateway.validation import ValidQuery
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
@@ -67,10 +70,37 @@ def _now() -> str:
 class QueryAuditor:
     """Implements :class:`gateway.service.AuditSink` over an :class:`AuditLog`."""
 
-    def __init__(self, audit_log: AuditLog, pseudonym_key: bytes, *, gateway_origin: str) -> None:
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        pseudonym_key: bytes,
+        *,
+        gateway_origin: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.log = audit_log
         self._key = pseudonym_key
         self._origin = gateway_origin
+        self._metrics: Metrics | None = None
+        if metrics is not None:
+            self.bind_metrics(metrics)
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        """Count records and time appends on ``metrics``; the checkpoint gauges read
+        the log at scrape time."""
+        self._metrics = metrics
+        log = self.log
+        metrics.audit_checkpoint_size.set_function(lambda: float(log.checkpoint_size))
+        metrics.audit_checkpoint_age.set_function(lambda: log.checkpoint_age_s)
+
+    async def _append(self, record: dict[str, Any]) -> AuditReceipt:
+        if self._metrics is None:
+            return await self.log.append(record)
+        started = time.perf_counter()
+        receipt = await self.log.append(record)
+        self._metrics.audit_append_latency.observe(time.perf_counter() - started)
+        self._metrics.audit_records.labels(record["kind"]).inc()
+        return receipt
 
     def pseudonym(self, subject_type: str, subject_id: str) -> str:
         return pseudonymize(self._key, subject_type, subject_id)
@@ -132,12 +162,12 @@ class QueryAuditor:
                 for s in record["departments"].values()
             ):
                 record["outcome"] = "partial"
-        receipt = await self.log.append(record)
+        receipt = await self._append(record)
         return Receipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
 
     async def append_event(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
         """Append a policy, admin or billing event. Raises AuditUnavailableError."""
-        receipt = await self.log.append(
+        receipt = await self._append(
             {"kind": kind, "time": _now(), "gateway": self._origin, **fields}
         )
         return Receipt(receipt.origin, receipt.index, receipt.leaf_hash)

@@ -16,10 +16,12 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.devstack import DevStack
 from gateway.query_cli import render
@@ -71,6 +73,7 @@ async def run_demo(*, workdir: Path | None, serve: bool, subjects: int, seed: in
             if serve:
                 return await _serve(stack, workdir)
             await _script(stack)
+            await _metrics_summary(stack)
         finally:
             await stack.close()  # the gateway's final checkpoint is signed here
         await _verify_audit(stack)
@@ -112,6 +115,36 @@ async def _script(stack: DevStack) -> None:
         enterprise=ent["id"][:-1] + ("0" if ent["id"][-1] != "0" else "1"),
         purpose="supervision_inspection",
     )
+
+
+async def _metrics_summary(stack: DevStack) -> None:
+    """What an operator's dashboard would show, read from the metrics endpoint."""
+    url = stack.gateway.metrics_url
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - our own loopback endpoint
+            return str(r.read().decode())
+
+    page = await asyncio.to_thread(scrape)
+    totals: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                totals.setdefault(sample.name, {})[key] = sample.value
+    _banner(f"Operations: the gateway's metrics ({url})")
+    wanted = [
+        ("credit_gateway_queries_total", "queries"),
+        ("credit_gateway_department_requests_total", "department lookups"),
+        ("credit_gateway_fields_withheld_total", "fields withheld"),
+        ("credit_gateway_records_aged_out_total", "negative records aged out (Art. 16)"),
+        ("credit_gateway_audit_records_total", "audit records"),
+    ]
+    for name, title in wanted:
+        rows = totals.get(name, {})
+        _say(f"{title}: {int(sum(rows.values()))}")
+        for key, value in sorted(rows.items()):
+            _say(f"    {key:60} {int(value)}")
 
 
 async def _verify_audit(stack: DevStack) -> None:

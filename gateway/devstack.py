@@ -217,6 +217,7 @@ class DevStack:
                 for a, path in self.tokens.items()
             },
             "config": str(self.config_path),
+            "metrics_url": self.gateway.metrics_url,
             "audit": {
                 "log": str(self.audit["log"]),
                 "verifier_key": str(self.audit["verifier_key"]),
@@ -246,6 +247,7 @@ def _gateway_toml(
         "# Written by credit-gateway's development stack.",
         "[gateway]",
         'listen = "127.0.0.1:0"',
+        'metrics_listen = "127.0.0.1:0"',
         "",
         "[tls]",
         f'cert = "{pki.gateway_server_cert}"',

@@ -8,7 +8,9 @@ a token or anything personal.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 __all__ = ["Metrics"]
 
@@ -58,8 +60,8 @@ class Metrics:
         )
         self.withheld_fields = Counter(
             "credit_gateway_fields_withheld",
-            "Fields withheld from answers, by reason.",
-            ["reason"],
+            "Fields withheld from answers, by tier and reason.",
+            ["tier", "reason"],
             registry=r,
         )
         self.aged_out_records = Counter(
@@ -68,4 +70,54 @@ class Metrics:
             ["department"],
             registry=r,
         )
+        self.audit_records = Counter(
+            "credit_gateway_audit_records",
+            "Records appended durably to the audit log, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.audit_append_latency = Histogram(
+            "credit_gateway_audit_append_duration_seconds",
+            "Time from handing a record to the audit log until it is durable (group commit).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audit_checkpoint_size = Gauge(
+            "credit_gateway_audit_checkpoint_size",
+            "Tree size of the latest signed checkpoint.",
+            registry=r,
+        )
+        self.audit_checkpoint_age = Gauge(
+            "credit_gateway_audit_checkpoint_age_seconds",
+            "Seconds since the latest checkpoint was signed.",
+            registry=r,
+        )
+        self.policy_version = Info(
+            "credit_gateway_policy", "The active policy version.", registry=r
+        )
+        self.decision_cache = Counter(
+            "credit_gateway_decision_cache",
+            "Policy decisions served from the compiled cache (hit) or computed (miss).",
+            ["result"],
+            registry=r,
+        )
+        self.charges = Counter(
+            "credit_gateway_charged_fen",
+            "Fen charged for paid queries, by agency.",
+            ["agency"],
+            registry=r,
+        )
         self.build = Info("credit_gateway_build", "Version of the running gateway.", registry=r)
+
+    def serve_http(self, listen: str) -> tuple[str, Callable[[], None]]:
+        """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) in a
+        thread; returns the URL and a function that stops it."""
+        host, _, port = listen.rpartition(":")
+        httpd, thread = start_http_server(int(port), addr=host, registry=self.registry)
+
+        def stop() -> None:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(5)
+
+        return f"http://{host}:{httpd.server_port}/metrics", stop

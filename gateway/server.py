@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ def _read(path: Path | None) -> bytes | None:
     return None if path is None else path.read_bytes()
 
 
+def _reader(breaker: CircuitBreaker) -> Callable[[], float]:
+    return lambda: float(breaker.state)
+
+
 class Gateway:
     """One gateway process. Collaborators not given are built from the config."""
 
@@ -74,6 +79,10 @@ class Gateway:
         self._audit_auth = audit_authenticator
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self._metrics_stop: Callable[[], None] | None = None
+        self.metrics_url = ""
+        if audit is not None:
+            audit.bind_metrics(self.metrics)
         self.clients: dict[str, DepartmentClient] = {}
         self.port = 0
 
@@ -164,9 +173,16 @@ class Gateway:
                 )
                 services.append(AUDIT_SERVICE)
             reflection.enable_server_reflection(services, server)
+            for dept_id, client in self.clients.items():
+                # Read at scrape time: the query path pays nothing for it.
+                self.metrics.breaker_state.labels(dept_id).set_function(_reader(client.breaker))
             self.port = self._bind(server)
             await server.start()
             self._server = server
+            if self.config.metrics_listen:
+                self.metrics_url, self._metrics_stop = self.metrics.serve_http(
+                    self.config.metrics_listen
+                )
         except BaseException:
             await self._close_clients()
             if self._audit is not None:
@@ -204,6 +220,9 @@ class Gateway:
         """Stop taking queries, let those in flight finish (up to ``grace``
         seconds), then close department channels."""
         await self._health.enter_graceful_shutdown()
+        if self._metrics_stop is not None:
+            await asyncio.to_thread(self._metrics_stop)
+            self._metrics_stop = None
         if self._server is not None:
             await self._server.stop(self.config.drain_grace_s if grace is None else grace)
             self._server = None

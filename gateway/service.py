@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from gateway.catalog import Catalog
+from gateway.catalog import Catalog, Tier
 from gateway.decision import Decider, Decision, QueryFacts
 from gateway.disclosure import ageing_cutoff, filter_records
 from gateway.errors import AuditUnavailableError, GatewayError, InternalError, abort
@@ -113,7 +113,16 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         }
         self._m_dropped = {d: metrics.unrequested_fields.labels(d) for d in catalog.departments}
         self._m_aged = {d: metrics.aged_out_records.labels(d) for d in catalog.departments}
-        self._m_withheld = {r: metrics.withheld_fields.labels(n) for r, n in _REASON_NAMES.items()}
+        self._m_withheld = {
+            (t.value, r): metrics.withheld_fields.labels(t.value, n)
+            for t in Tier
+            for r, n in _REASON_NAMES.items()
+        }
+        self._tier = {
+            (ds.department, ds.name, f.name): f.tier.value
+            for ds in catalog.datasets()
+            for f in ds.fields.values()
+        }
 
     async def Query(
         self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -215,7 +224,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                     section.withheld.add(
                         dataset=w.dataset, field=w.field, reason=w.reason, detail=w.detail
                     )
-                    self._m_withheld[w.reason].inc()
+                    self._m_withheld[(self._tier[(dept, w.dataset, w.field)], w.reason)].inc()
                 partial = partial or bool(dd.withheld)
             outcome = outcomes.get(dept)
             if outcome is None:

@@ -240,6 +240,16 @@ class AuditLog:
         entry = await asyncio.to_thread(self._store.entry, index)
         return None if entry is None else entry.leaf
 
+    @property
+    def checkpoint_size(self) -> int:
+        """Tree size of the latest signed checkpoint."""
+        return self._cp_size
+
+    @property
+    def checkpoint_age_s(self) -> float:
+        """Seconds since the latest checkpoint was signed (or the log opened)."""
+        return time.monotonic() - self._cp_time
+
     def latest_checkpoint(self) -> str:
         """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
         return self._cp_note

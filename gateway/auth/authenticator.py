@@ -35,7 +35,8 @@ from cryptography.x509.oid import NameOID
 from gateway.auth.reasons import AuthReason
 from gateway.auth.registry import AgencyKind, Principal, Registry, Role
 from gateway.auth.tokens import TokenVerifier, VerifiedToken
-from gateway.errors import AuthenticationError, PermissionDeniedError
+from gateway.errors import AuthenticationError, InvalidArgumentError, PermissionDeniedError
+from gateway.identifiers import validate_subject
 from gateway.identity import Caller
 from gateway.pki import cert_thumbprint
 
@@ -280,7 +281,19 @@ class CallerAuthenticator:
     """Adapts :class:`Authenticator` to the query service's seam
     (:class:`gateway.identity.Authenticator`, which returns a :class:`~gateway.identity.Caller`).
 
-    Raises what :meth:`Authenticator.authenticate` raises.
+    **Self-service subjects.** For an agency of kind ``subject_self_service`` (a kiosk or
+    portal where a subject asks about itself, Art. 17), the token's ``subject`` claim names the
+    subject the caller speaks for: ``{"type": "person" | "enterprise", "id": "<identifier>"}``.
+    The trusted agency-token issuer puts it there after the kiosk has identified the person
+    (identity card, face match); the token is certificate-bound and short-lived like any other,
+    so it is one subject's session. It fills :attr:`Caller.subject_id`, from which the service
+    computes ``QueryFacts.is_self``. For every other kind of agency the claim is ignored: a
+    bank cannot make itself "the subject". A self-service token without the claim leaves
+    ``subject_id`` empty (a self-query is then refused by the policy, not by authentication).
+
+    Raises what :meth:`Authenticator.authenticate` raises, and AuthenticationError
+    (``TOKEN_MALFORMED``) for a self-service token whose ``subject`` claim is not an object
+    with a known type and a valid identifier of that type.
     """
 
     def __init__(self, authenticator: Authenticator) -> None:
@@ -288,8 +301,34 @@ class CallerAuthenticator:
 
     def authenticate(self, context: PeerContext) -> Caller:
         ident = self.authenticator.authenticate(context)
+        subject_id = ""
+        if ident.kind is AgencyKind.SUBJECT_SELF_SERVICE:
+            subject_id = self._self_service_subject(context, ident)
         return Caller(
             agency_id=ident.principal_id,
             kind=ident.kind.value if ident.kind is not None else ident.role.organization,
             cert_thumbprint=ident.cert_thumbprint,
+            subject_id=subject_id,
         )
+
+    def _self_service_subject(self, context: PeerContext, ident: Identity) -> str:
+        # Identity carries no claims; the token was verified a moment ago, so this is a cache
+        # hit (a SHA-256 and a dict lookup), and only self-service callers pay it.
+        token = bearer_token(context.invocation_metadata())
+        verified = self.authenticator._verifier.verify(token, ident.cert_thumbprint)
+        claim = verified.claims.get("subject")
+        if claim is None:
+            return ""
+        subject_type = claim.get("type") if isinstance(claim, dict) else None
+        subject_id = claim.get("id") if isinstance(claim, dict) else None
+        try:
+            if not isinstance(subject_type, str) or not isinstance(subject_id, str):
+                raise InvalidArgumentError("subject", "not an object with type and id")
+            return validate_subject(subject_type, subject_id)
+        except InvalidArgumentError:
+            log.info("authentication refused: malformed subject claim (kid %s)", verified.kid)
+            raise AuthenticationError(
+                "token claim 'subject' must be {type: person|enterprise, id: <valid identifier>}",
+                reason=AuthReason.MALFORMED.value,
+                metadata={"kid": verified.kid},
+            ) from None
