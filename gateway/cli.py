@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if args.command == "certs":
+            from gateway.catalog import load_catalog
             from gateway.pki import certs_main
 
-            return certs_main(args.args)
+            return certs_main(args.args, default_departments=list(load_catalog().departments))
         if args.command == "token":
             from gateway.auth.tokens import token_main
 
