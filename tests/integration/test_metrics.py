@@ -75,7 +75,9 @@ async def test_promtool_accepts_the_page(stack: DevStack) -> None:
     page = await _scrape(stack)
     proc = await asyncio.create_subprocess_exec(
         "promtool", "check", "metrics",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await proc.communicate(page.encode())
     # promtool exits 3 for lint warnings only; 1 is a malformed page.
