@@ -41,6 +41,13 @@ class DepartmentDecision:
     #: dataset -> fields that may be asked for; never an empty tuple.
     allowed: Mapping[str, tuple[str, ...]]
     withheld: tuple[Withheld, ...] = ()
+    #: ``allowed`` as sets, for the per-record check after the fan-out;
+    #: computed once per decision, and decisions are cached.
+    allowed_sets: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sets = {ds: frozenset(fields) for ds, fields in self.allowed.items()}
+        object.__setattr__(self, "allowed_sets", sets)
 
 
 @dataclass(frozen=True, slots=True)

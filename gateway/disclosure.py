@@ -12,7 +12,7 @@ returned.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from protos.credit.v1 import common_pb2
 
@@ -57,7 +57,7 @@ def aged_out(record: common_pb2.Record, cutoff: str) -> bool:
 
 def filter_records(
     records: Iterable[common_pb2.Record],
-    allowed_fields: Sequence[str] | frozenset[str],
+    allowed_fields: frozenset[str],
     *,
     negative: bool,
     cutoff: str,
@@ -70,7 +70,7 @@ def filter_records(
     kept: list[common_pb2.Record] = []
     dropped = 0
     aged = 0
-    allowed = allowed_fields if isinstance(allowed_fields, frozenset) else frozenset(allowed_fields)
+    allowed = allowed_fields
     for record in records:
         if negative and aged_out(record, cutoff):
             aged += 1

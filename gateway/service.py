@@ -103,6 +103,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         self._today = today
         self._dept_order = {d: i for i, d in enumerate(catalog.departments)}
         # Label children bound once: the hot path only increments.
+        self._m_queries: dict[tuple[str, str], Any] = {}
         self._m_dept = {
             (d, s): metrics.department_requests.labels(d, name)
             for d in catalog.departments
@@ -165,7 +166,13 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     def _finish(self, caller: Caller | None, outcome: str, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
         agency = caller.agency_id if caller else "unauthenticated"
-        self._metrics.queries.labels(agency, outcome).inc()
+        child = self._m_queries.get((agency, outcome))
+        if child is None:
+            # Agencies are a registered, bounded set; outcomes a closed list.
+            child = self._m_queries[(agency, outcome)] = self._metrics.queries.labels(
+                agency, outcome
+            )
+        child.inc()
         self._metrics.query_latency.observe(elapsed)
         log.info(
             "query",
@@ -240,7 +247,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 partial = True
                 continue
             assert dd is not None  # a department was asked only if something was allowed
-            self._disclose(dept, dd.allowed, outcome.response, section, cutoff)
+            self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
         # Steps 7-8 (settle, audit) slot in here; the audit record must be
         # durable before the response leaves.
         if self._audit is not None:
@@ -273,7 +280,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     def _disclose(
         self,
         dept: str,
-        allowed: Mapping[str, tuple[str, ...]],
+        allowed: Mapping[str, frozenset[str]],
         lookup: adapter_pb2.LookupResponse,
         section: query_pb2.DepartmentSection,
         cutoff: str,
