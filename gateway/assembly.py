@@ -34,9 +34,10 @@ def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
 async def open_auditor(audit: AuditConfig) -> QueryAuditor:
     """Open the audit log named by the config. Raises ConfigError or AuditUnavailableError."""
 
-    def keys() -> tuple[Ed25519Signer, bytes, list[str]]:
+    def keys() -> tuple[Ed25519Signer, bytes, list[str], list[Ed25519Signer]]:
         try:
             signer = Ed25519Signer.from_file(audit.key)
+            co_signers = [Ed25519Signer.from_file(p) for p in audit.co_sign_keys]
             pkey = load_pseudonym_key(audit.pseudonym_key)
             trusted = [
                 line.strip()
@@ -46,10 +47,10 @@ async def open_auditor(audit: AuditConfig) -> QueryAuditor:
             ]
         except (OSError, AuditError) as exc:
             raise ConfigError("audit.key", f"cannot load the audit keys: {exc}") from None
-        return signer, pkey, trusted
+        return signer, pkey, trusted, co_signers
 
-    signer, pkey, trusted = await asyncio.to_thread(keys)
-    audit_log = await AuditLog.open(audit.path, signer, trusted_keys=trusted)
+    signer, pkey, trusted, co_signers = await asyncio.to_thread(keys)
+    audit_log = await AuditLog.open(audit.path, signer, trusted_keys=trusted, co_signers=co_signers)
     return QueryAuditor(audit_log, pkey, gateway_origin=audit_log.origin)
 
 

@@ -82,8 +82,10 @@ class AuditConfig:
     path: Path
     key: Path
     pseudonym_key: Path
-    #: Verifier keys of earlier signing keys (rotation overlap).
+    #: Verifier keys of earlier signing keys (after a rotation).
     trusted_keys: tuple[Path, ...] = ()
+    #: Private keys that co-sign every checkpoint (the old key during a rotation overlap).
+    co_sign_keys: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,24 +273,27 @@ def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
         return None
     if not isinstance(raw, Mapping):
         raise ConfigError("audit", "must be a table")
-    _no_unknown(raw, "audit", {"path", "key", "pseudonym_key", "trusted_keys"})
+    _no_unknown(raw, "audit", {"path", "key", "pseudonym_key", "trusted_keys", "co_sign_keys"})
     path = raw.get("path")
     if not isinstance(path, str) or not path:
         raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
     log_path = base / path if not Path(path).is_absolute() else Path(path)
     if not log_path.parent.is_dir():
         raise ConfigError("audit.path", f"folder not found: {log_path.parent}")
-    trusted = raw.get("trusted_keys", [])
-    if not isinstance(trusted, list):
-        raise ConfigError("audit.trusted_keys", "must be a list of verifier key files")
+    lists: dict[str, tuple[Path, ...]] = {}
+    for name in ("trusted_keys", "co_sign_keys"):
+        items = raw.get(name, [])
+        if not isinstance(items, list):
+            raise ConfigError(f"audit.{name}", "must be a list of key files")
+        lists[name] = tuple(
+            _required_path({"k": t}, f"audit.{name}[{i}]", "k", base) for i, t in enumerate(items)
+        )
     return AuditConfig(
         path=log_path,
         key=_required_path(raw, "audit", "key", base),
         pseudonym_key=_required_path(raw, "audit", "pseudonym_key", base),
-        trusted_keys=tuple(
-            _required_path({"k": t}, f"audit.trusted_keys[{i}]", "k", base)
-            for i, t in enumerate(trusted)
-        ),
+        trusted_keys=lists["trusted_keys"],
+        co_sign_keys=lists["co_sign_keys"],
     )
 
 

@@ -77,7 +77,7 @@ class AuditLog:
     def __init__(
         self,
         store: AuditStore,
-        signer: Signer,
+        signers: list[Signer],
         origin: str,
         tree: MerkleTree,
         latest: tuple[int, str],
@@ -87,7 +87,7 @@ class AuditLog:
         max_batch: int,
     ) -> None:
         self._store = store
-        self._signer = signer
+        self._signers = signers
         self.origin = origin
         self._tree = tree
         self._size = tree.size  # committed and durable
@@ -112,6 +112,7 @@ class AuditLog:
         origin: str | None = None,
         *,
         trusted_keys: Sequence[str] = (),
+        co_signers: Sequence[Signer] = (),
         store: AuditStore | None = None,
         checkpoint_interval: float = 1.0,
         checkpoint_every: int = 256,
@@ -122,7 +123,10 @@ class AuditLog:
         ``origin`` defaults to, and must equal, ``signer.key_name``.
         ``trusted_keys`` are verifier key strings besides the signer's own that
         may have signed the last checkpoint (the previous key, after a key
-        rotation). ``store`` replaces the SQLite file at ``path`` (e.g. a
+        rotation). ``co_signers`` also sign every new checkpoint: during a key
+        rotation the old key co-signs with the new one, so verifiers that know
+        only the old key keep verifying until they have the new one.
+        ``store`` replaces the SQLite file at ``path`` (e.g. a
         :class:`~gateway.audit.store.MemoryStore` in tests).
 
         The stored entries are re-hashed and the tree rebuilt; it must match
@@ -141,6 +145,7 @@ class AuditLog:
             raise ConfigError("audit.path", "a path or a store is needed")
         try:
             verifiers = [Verifier.from_key_string(signer.verifier_key())]
+            verifiers += [Verifier.from_key_string(s.verifier_key()) for s in co_signers]
             verifiers += [Verifier.from_key_string(k) for k in trusted_keys]
         except AuditError as err:
             raise ConfigError("audit.key", str(err)) from None
@@ -148,14 +153,15 @@ class AuditLog:
             if store is None:
                 assert path is not None
                 store = await asyncio.to_thread(SQLiteStore, path)
-            tree, latest = await asyncio.to_thread(cls._load, store, signer, origin, verifiers)
+            signers = [signer, *co_signers]
+            tree, latest = await asyncio.to_thread(cls._load, store, signers, origin, verifiers)
         except AuditError as err:
             if store is not None:
                 store.close()
             raise AuditUnavailableError(f"audit log refused to open: {err}") from err
         return cls(
             store,
-            signer,
+            signers,
             origin,
             tree,
             latest,
@@ -166,14 +172,14 @@ class AuditLog:
 
     @staticmethod
     def _load(
-        store: AuditStore, signer: Signer, origin: str, verifiers: list[Verifier]
+        store: AuditStore, signers: list[Signer], origin: str, verifiers: list[Verifier]
     ) -> tuple[MerkleTree, tuple[int, str]]:
         """Rebuild the tree and check it against the last checkpoint (worker thread)."""
         stored_origin = store.origin()
         if stored_origin is None:
             if store.size() or store.checkpoints():
                 raise LogIntegrityError("the store has entries but no origin")
-            note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), [signer])
+            note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signers)
             store.create(origin, note)
             return MerkleTree(), (0, note)
         if stored_origin != origin:
@@ -198,7 +204,7 @@ class AuditLog:
         # A tail written after the last checkpoint (a crash), or a checkpoint
         # by the previous key (a rotation): vouch for the log with our key now.
         if tree.size > cp.size or not _signs(last.note, verifiers[0]):
-            note = sign_checkpoint(Checkpoint(origin, tree.size, tree.root()), [signer])
+            note = sign_checkpoint(Checkpoint(origin, tree.size, tree.root()), signers)
             store.append(tree.size, [], [(tree.size, note)])
             return tree, (tree.size, note)
         return tree, (cp.size, last.note)
@@ -366,7 +372,7 @@ class AuditLog:
         if tree.size > last and (final or now - self._cp_time >= self._interval):
             sizes.append(tree.size)
         notes = [
-            (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root(s)), [self._signer]))
+            (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root(s)), self._signers))
             for s in sizes
         ]
         if leaves or notes:
