@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.errors import AuditError
@@ -16,6 +19,9 @@ from gateway.auth import (
     TrustedIssuer,
     load_registry,
 )
+from gateway.billing import Meter, load_prices
+from gateway.billing.admin import BillingAdminService
+from gateway.catalog import Catalog, load_catalog
 from gateway.config import AuditConfig, AuthConfig, Config
 from gateway.errors import ConfigError
 from gateway.server import Gateway
@@ -54,15 +60,65 @@ async def open_auditor(audit: AuditConfig) -> QueryAuditor:
     return QueryAuditor(audit_log, pkey, gateway_origin=audit_log.origin)
 
 
+async def _open_billing(
+    config: Config, catalog: Catalog, auditor: QueryAuditor | None
+) -> tuple[Meter, BillingAdminService, Callable[[], dt.date]]:
+    assert config.billing is not None
+    prices = load_prices(config.billing.prices)
+    prices.check_catalog(catalog)
+
+    async def on_event(event: dict[str, Any]) -> None:
+        # Every reserve, charge, release and top-up goes on the signed record.
+        if auditor is not None:
+            await auditor.append_event(event.pop("kind", "billing"), event)
+
+    meter = await Meter.open(config.billing.ledger, prices, on_event=on_event)
+    finance: Authenticator | None = None
+    registry = None
+    if config.auth is not None:
+        finance = _authenticator(config.auth, (Role.FINANCE,))
+        registry = load_registry(config.auth.registry)
+
+    def authorize(context: Any) -> str:
+        if finance is None:  # insecure development mode
+            return "development"
+        return finance.authenticate(context).principal_id
+
+    def account_exists(account: str) -> bool:
+        return registry is None or registry.agency(account) is not None
+
+    admin = BillingAdminService(
+        meter.ledger,
+        authorize=authorize,
+        timezone=prices.timezone,
+        account_exists=account_exists,
+        on_event=on_event,
+    )
+    tz = prices.timezone
+    return meter, admin, lambda: dt.datetime.now(tz).date()
+
+
 async def build_gateway(config: Config) -> Gateway:
-    """The production wiring: authenticator, decider and audit log from the
-    configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
+    """The production wiring: authenticator, decider, audit log and billing
+    from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
+    catalog = load_catalog(config.catalog)
     authenticator = None
     audit_auth = None
     if config.auth is not None:
         authenticator = CallerAuthenticator(_authenticator(config.auth, (Role.AGENCY,)))
         audit_auth = _authenticator(config.auth, (Role.AGENCY, Role.AUDITOR))
     auditor = await open_auditor(config.audit) if config.audit is not None else None
+    meter = admin = None
+    today: Callable[[], dt.date] = dt.date.today
+    if config.billing is not None:
+        meter, admin, today = await _open_billing(config, catalog, auditor)
     return Gateway(
-        config, authenticator=authenticator, audit=auditor, audit_authenticator=audit_auth
+        config,
+        catalog=catalog,
+        authenticator=authenticator,
+        audit=auditor,
+        audit_authenticator=audit_auth,
+        meter=meter,
+        billing_admin=admin,
+        today=today,
     )

@@ -43,6 +43,7 @@ from gateway.errors import ConfigError
 __all__ = [
     "AuditConfig",
     "AuthConfig",
+    "BillingConfig",
     "Config",
     "DepartmentConfig",
     "FederationConfig",
@@ -89,6 +90,14 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BillingConfig:
+    """Prepaid accounts and free quotas: the ledger file and the price list."""
+
+    ledger: Path
+    prices: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FederationConfig:
     ca: Path | None = None
     client_cert: Path | None = None
@@ -119,6 +128,7 @@ class Config:
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
     audit: AuditConfig | None = None
+    billing: BillingConfig | None = None
     #: Serve agencies over plaintext with header identities. Development only.
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -250,7 +260,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     if not isinstance(drain, int | float) or isinstance(drain, bool) or drain < 0:
         raise ConfigError("gateway.drain_grace_s", "must be a number of seconds >= 0")
     audit = _parse_audit(doc.get("audit"), base)
-    extra = {k: v for k, v in doc.items() if k in {"billing", "policy"}}
+    billing = _parse_billing(doc.get("billing"), base)
+    extra = {k: v for k, v in doc.items() if k in {"policy"}}
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -261,11 +272,27 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         tls=tls,
         auth=auth,
         audit=audit,
+        billing=billing,
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
         extra=extra,
     )
+
+
+def _parse_billing(raw: Any, base: Path) -> BillingConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("billing", "must be a table")
+    _no_unknown(raw, "billing", {"ledger", "prices"})
+    ledger = raw.get("ledger")
+    if not isinstance(ledger, str) or not ledger:
+        raise ConfigError("billing.ledger", "missing: the ledger file (created if absent)")
+    path = base / ledger if not Path(ledger).is_absolute() else Path(ledger)
+    if not path.parent.is_dir():
+        raise ConfigError("billing.ledger", f"folder not found: {path.parent}")
+    return BillingConfig(ledger=path, prices=_path(raw, "billing", "prices", base))
 
 
 def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import json
 import signal
 import sys
@@ -182,6 +183,7 @@ class DevStack:
             config_path = workdir / "gateway.toml"
             audit = ensure_audit_keys(workdir / "audit")
             config_path.write_text(_gateway_toml(pki, started, audit), encoding="utf-8")
+            _open_accounts(workdir / "ledger.sqlite")
             gateway = await build_gateway(load_config(config_path))
             await gateway.start()
         except BaseException:
@@ -265,6 +267,9 @@ def _gateway_toml(
         f'key = "{audit["key"]}"',
         f'pseudonym_key = "{audit["pseudonym_key"]}"',
         "",
+        "[billing]",
+        f'ledger = "{audit["log"].parent.parent / "ledger.sqlite"}"',
+        "",
         "[federation]",
         f'ca = "{pki.ca_cert}"',
         f'client_cert = "{pki.gateway_client_cert}"',
@@ -295,6 +300,27 @@ def ensure_audit_keys(folder: Path, origin: str = AUDIT_ORIGIN) -> dict[str, Pat
     if not paths["pseudonym_key"].exists():
         write_pseudonym_key(paths["pseudonym_key"], generate_pseudonym_key())
     return paths
+
+
+#: Prepaid balances of the demo's paying agencies, in fen.
+OPENING_BALANCES = {"bank": 50_000, "guarantor": 20_000}
+
+
+def _open_accounts(ledger: Path) -> None:
+    """Top up the paying agencies once, through the finance staff's own command."""
+    from gateway.billing import SQLiteLedger
+    from gateway.billing.cli import billing_main
+
+    SQLiteLedger(ledger, create=True).close()
+    for account, fen in OPENING_BALANCES.items():
+        out = io.StringIO()
+        code = billing_main(
+            ["--ledger", str(ledger), "top-up", account, str(fen),
+             "--reference", f"opening-{account}", "--create", "--note", "opening balance"],
+            out=out, err=out,
+        )  # fmt: skip
+        if code != 0:
+            raise RuntimeError(f"top-up of {account} failed: {out.getvalue().strip()}")
 
 
 def _mint_tokens(pki: Pki, out: Path, agencies: Sequence[str]) -> dict[str, Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from gateway import __version__
 from gateway.auditing import AuditServicer, QueryAuditor
 from gateway.auth import Authenticator as AuthIdentityAuthenticator
+from gateway.billing import Meter
+from gateway.billing.admin import BillingAdminService
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import Config
 from gateway.decision import CatalogDecider, Decider
@@ -37,7 +40,14 @@ from gateway.metrics import Metrics
 from gateway.purposes import load_purposes
 from gateway.service import QueryService
 from gateway.validation import Validator
-from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2, query_pb2_grpc
+from protos.credit.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    billing_pb2,
+    billing_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
 
 __all__ = ["Gateway"]
 
@@ -45,6 +55,7 @@ log = logging.getLogger(__name__)
 
 QUERY_SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+BILLING_SERVICE = billing_pb2.DESCRIPTOR.services_by_name["BillingAdmin"].full_name
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -68,8 +79,14 @@ class Gateway:
         audit_authenticator: AuthIdentityAuthenticator | None = None,
         catalog: Catalog | None = None,
         metrics: Metrics | None = None,
+        meter: Meter | None = None,
+        billing_admin: BillingAdminService | None = None,
+        today: Callable[[], dt.date] = dt.date.today,
     ) -> None:
         self.config = config
+        self.meter = meter
+        self._billing_admin = billing_admin
+        self._today = today
         self.catalog = catalog or load_catalog(config.catalog)
         self.metrics = metrics or Metrics()
         self.metrics.build.info({"version": __version__})
@@ -161,7 +178,10 @@ class Gateway:
                 clients=self.clients,
                 metrics=self.metrics,
                 audit=self._audit,
+                meter=self.meter,
+                pseudonym=self._audit.pseudonym if self._audit is not None else None,
                 default_timeout_s=self.config.default_timeout_ms / 1000,
+                today=self._today,
             )
             server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
@@ -172,6 +192,9 @@ class Gateway:
                     AuditServicer(self._audit.log, self._audit_auth), server
                 )
                 services.append(AUDIT_SERVICE)
+            if self._billing_admin is not None:
+                billing_pb2_grpc.add_BillingAdminServicer_to_server(self._billing_admin, server)
+                services.append(BILLING_SERVICE)
             reflection.enable_server_reflection(services, server)
             for dept_id, client in self.clients.items():
                 # Read at scrape time: the query path pays nothing for it.
@@ -185,6 +208,8 @@ class Gateway:
                 )
         except BaseException:
             await self._close_clients()
+            if self.meter is not None:
+                await self.meter.close()
             if self._audit is not None:
                 with contextlib.suppress(GatewayError):
                     await self._audit.log.close()
@@ -227,6 +252,8 @@ class Gateway:
             await self._server.stop(self.config.drain_grace_s if grace is None else grace)
             self._server = None
         await self._close_clients()
+        if self.meter is not None:
+            await self.meter.close()
         if self._audit is not None:
             # Flushes the queue and signs a final checkpoint. A log that had
             # failed already refused every query since; say so and go on.

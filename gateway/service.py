@@ -17,8 +17,10 @@ reaches the client as a bare INTERNAL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.catalog import Catalog, Tier
 from gateway.decision import Decider, Decision, QueryFacts
 from gateway.disclosure import ageing_cutoff, filter_records
@@ -75,7 +78,16 @@ class AuditSink(Protocol):
         request: query_pb2.QueryRequest,
         response: query_pb2.QueryResponse | None,
         error: GatewayError | None,
+        *,
+        consent_id: str = "",
+        charge_fen: int = 0,
     ) -> Receipt | None: ...
+
+
+def _hashed_subject(subject_type: str, subject_id: str) -> str:
+    # Without an audit key there is no pseudonym key either; an unkeyed hash
+    # still keeps the raw identifier out of the ledger.
+    return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()
 
 
 class QueryService(query_pb2_grpc.QueryServiceServicer):
@@ -89,6 +101,8 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         clients: Mapping[str, DepartmentClient],
         metrics: Metrics,
         audit: AuditSink | None = None,
+        meter: Meter | None = None,
+        pseudonym: Callable[[str, str], str] | None = None,
         default_timeout_s: float = 3.0,
         today: Callable[[], dt.date] = dt.date.today,
     ) -> None:
@@ -99,6 +113,8 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         self._clients = clients
         self._metrics = metrics
         self._audit = audit
+        self._meter = meter
+        self._pseudonym = pseudonym or _hashed_subject
         self._default_timeout_s = default_timeout_s
         self._today = today
         self._dept_order = {d: i for i, d in enumerate(catalog.departments)}
@@ -192,6 +208,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     ) -> tuple[query_pb2.QueryResponse, str]:
         query = self._validator.validate(request)
         today = self._today()
+        is_self = bool(caller.subject_id) and caller.subject_id == query.subject_id
         decision = self._decider.decide(
             QueryFacts(
                 agency_id=caller.agency_id,
@@ -201,12 +218,56 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 mode=query.mode,
                 datasets=query.datasets,
                 today=today,
-                is_self=bool(caller.subject_id) and caller.subject_id == query.subject_id,
+                is_self=is_self,
                 consent_token=request.consent_token,
                 subject_id=query.subject_id,
             )
         )
-        lookups = self._lookups(caller, query, decision)
+        reservation = await self._reserve(caller, query, decision, today, is_self)
+        try:
+            return await self._answer(caller, request, context, query, decision, today, reservation)
+        except BaseException:
+            # Nothing was disclosed: give back what was reserved, or refund a
+            # charge settled before the audit append failed. A replay of a
+            # request already answered keeps its original charge.
+            if reservation is not None and self._meter is not None and not reservation.replay:
+                await asyncio.shield(self._meter.release_all(reservation, reason="query failed"))
+            raise
+
+    async def _reserve(
+        self, caller: Caller, query: ValidQuery, decision: Decision, today: dt.date, is_self: bool
+    ) -> Reservation | None:
+        """Step 4: reserve the price (or a free unit) of everything granted,
+        before any department is asked. Raises InsufficientBalanceError or
+        QuotaExhaustedError, and then no department is called."""
+        if self._meter is None or not any(dd.allowed for dd in decision.departments.values()):
+            return None
+        subject_key = self._pseudonym(query.subject_type, query.subject_id)
+        datasets = ",".join(sorted(f"{d.department}/{d.name}" for d in query.datasets))
+        # Binds a request id to what it asked: a reused id for another subject
+        # or other datasets is refused instead of riding on the first charge.
+        digest = hashlib.sha256(f"{subject_key}|{query.purpose}|{datasets}".encode()).hexdigest()
+        return await self._meter.reserve(
+            request_id=query.request_id,
+            agency_id=caller.agency_id,
+            mode=mode_name(query.mode),
+            lines=granted_lines(decision),
+            today=today,
+            self_query_subject_key=subject_key if is_self else None,
+            request_digest=digest,
+        )
+
+    async def _answer(
+        self,
+        caller: Caller,
+        request: query_pb2.QueryRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        query: ValidQuery,
+        decision: Decision,
+        today: dt.date,
+        reservation: Reservation | None,
+    ) -> tuple[query_pb2.QueryResponse, str]:
+        lookups = self._lookups(caller, query, decision, reservation)
         remaining = context.time_remaining()
         budget = self._default_timeout_s
         if remaining is not None:
@@ -248,11 +309,19 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 continue
             assert dd is not None  # a department was asked only if something was allowed
             self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
-        # Steps 7-8 (settle, audit) slot in here; the audit record must be
-        # durable before the response leaves.
+        charge_fen = 0
+        if reservation is not None and self._meter is not None:
+            # Step 7: charge what was delivered, release the rest.
+            settlement = await self._meter.settle(reservation, delivered_lines(decision, outcomes))
+            response.charge.CopyFrom(settlement.to_proto())
+            charge_fen = settlement.amount_fen
+            if charge_fen:
+                self._metrics.charges.labels(caller.agency_id).inc(charge_fen)
         if self._audit is not None:
-            # No audit, no data: if this raises, the response is never sent.
-            receipt = await self._audit.append_query(query, caller, request, response, None)
+            # Step 8. No audit, no data: if this raises, the response is never sent.
+            receipt = await self._audit.append_query(
+                query, caller, request, response, None, charge_fen=charge_fen
+            )
             if receipt is not None:
                 response.receipt.origin = receipt.origin
                 response.receipt.log_index = receipt.index
@@ -261,18 +330,27 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         return response, ("partial" if partial else "ok")
 
     def _lookups(
-        self, caller: Caller, query: ValidQuery, decision: Decision
+        self,
+        caller: Caller,
+        query: ValidQuery,
+        decision: Decision,
+        reservation: Reservation | None,
     ) -> dict[str, adapter_pb2.LookupRequest]:
         lookups: dict[str, adapter_pb2.LookupRequest] = {}
+        # A replayed, already-paid request asks only for what was paid for.
+        deliverable = reservation.deliverable if reservation is not None else None
         for dept, dd in decision.departments.items():
-            if not dd.allowed:
+            allowed = dd.allowed
+            if deliverable is not None:
+                allowed = {ds: f for ds, f in allowed.items() if (dept, ds) in deliverable}
+            if not allowed:
                 continue  # data minimisation: a department with nothing granted is not called
             req = adapter_pb2.LookupRequest(
                 request_id=query.request_id, agency_id=caller.agency_id, purpose=query.purpose
             )
             req.subject.type = _SUBJECT_TYPE[query.subject_type]
             req.subject.id = query.subject_id
-            for dataset, fields in dd.allowed.items():
+            for dataset, fields in allowed.items():
                 req.wanted.add(dataset=dataset, fields=fields)
             lookups[dept] = req
         return lookups

@@ -1,0 +1,54 @@
+"""Billing: free quotas, the self-query allowance and paid queries (Art. 17, Art. 31).
+
+* :mod:`gateway.billing.prices`: the price list, quotas and allowance (``policies/prices.toml``);
+* :mod:`gateway.billing.ledger`: accounts and append-only entries (:class:`LedgerStore`,
+  :class:`SQLiteLedger`, :class:`AsyncLedger`);
+* :mod:`gateway.billing.meter`: the pipeline's steps 4 and 7 (:class:`Meter`);
+* :mod:`gateway.billing.admin`: the ``BillingAdmin`` gRPC service (finance role);
+* :mod:`gateway.billing.cli`: ``credit-gateway billing``, offline administration.
+
+Money is integer fen everywhere; no float ever touches it.
+"""
+
+from gateway.billing.ledger import (
+    AccountState,
+    AsyncLedger,
+    Entry,
+    LedgerStore,
+    SQLiteLedger,
+)
+from gateway.billing.meter import (
+    DELIVERED_STATUSES,
+    ChargeLine,
+    EventHook,
+    Meter,
+    Mode,
+    Reservation,
+    Settlement,
+    delivered_lines,
+    granted_lines,
+    mode_name,
+)
+from gateway.billing.prices import PriceList, default_prices_path, load_prices, parse_prices
+
+__all__ = [
+    "DELIVERED_STATUSES",
+    "AccountState",
+    "AsyncLedger",
+    "ChargeLine",
+    "Entry",
+    "EventHook",
+    "LedgerStore",
+    "Meter",
+    "Mode",
+    "PriceList",
+    "Reservation",
+    "SQLiteLedger",
+    "Settlement",
+    "default_prices_path",
+    "delivered_lines",
+    "granted_lines",
+    "load_prices",
+    "mode_name",
+    "parse_prices",
+]

@@ -1,0 +1,241 @@
+"""``BillingAdmin``: balances, top-ups and statements, for the finance role.
+
+The servicer never decides who is finance staff itself: it takes an
+``authorize(context) -> principal_id`` callable (the gateway wires it to
+:mod:`gateway.auth` with ``Role.FINANCE``) that raises
+:class:`~gateway.errors.PermissionDeniedError` (or AuthenticationError) for
+anybody else. Every RPC calls it first, so a caller that is not finance staff
+learns nothing, not even whether an account exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any, NoReturn
+
+import grpc
+
+from gateway.billing.ledger import AccountState, AsyncLedger, Entry
+from gateway.billing.meter import EventHook
+from gateway.errors import GatewayError, InternalError, InvalidArgumentError, NotFoundError, abort
+from protos.credit.v1 import billing_pb2, billing_pb2_grpc
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "Authorize",
+    "BillingAdminService",
+    "account_proto",
+    "entry_proto",
+    "period_bounds",
+]
+
+log = logging.getLogger("credit_gateway.billing.admin")
+
+#: Returns the caller's principal id; raises PermissionDeniedError otherwise.
+Authorize = Callable[[grpc.aio.ServicerContext[Any, Any]], str]
+
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10_000
+
+_KINDS = {
+    "reserve": billing_pb2.ENTRY_KIND_RESERVE,
+    "charge": billing_pb2.ENTRY_KIND_CHARGE,
+    "release": billing_pb2.ENTRY_KIND_RELEASE,
+    "top_up": billing_pb2.ENTRY_KIND_TOP_UP,
+    "adjustment": billing_pb2.ENTRY_KIND_ADJUSTMENT,
+}
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def account_proto(acct: AccountState) -> billing_pb2.Account:
+    return billing_pb2.Account(
+        account_id=acct.account_id,
+        balance_fen=acct.balance_fen,
+        held_fen=acct.held_fen,
+        credit_limit_fen=acct.credit_limit_fen,
+        available_fen=acct.available_fen,
+    )
+
+
+def entry_proto(e: Entry) -> billing_pb2.LedgerEntry:
+    msg = billing_pb2.LedgerEntry(
+        seq=e.seq,
+        kind=_KINDS[e.kind],
+        amount_fen=e.amount_fen,
+        request_id=e.request_id,
+        reference=e.reference,
+        department=e.department,
+        dataset=e.dataset,
+        balance_fen=e.balance_fen,
+        held_fen=e.held_fen,
+        actor=e.actor,
+        note=e.note,
+    )
+    msg.at.FromDatetime(e.at)
+    return msg
+
+
+def parse_date(text: str, field: str) -> date:
+    """A strict ``YYYY-MM-DD``. Raises InvalidArgumentError naming ``field``."""
+    if not _DATE.fullmatch(text):
+        raise InvalidArgumentError(field, "must be a date YYYY-MM-DD")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgumentError(field, f"{text} is not a real date") from None
+
+
+def period_bounds(first: date, last: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The UTC instants ``[start of first, end of last)`` of local days in ``tz``.
+
+    Raises InvalidArgumentError if ``last`` is before ``first``.
+    """
+    if last < first:
+        raise InvalidArgumentError("to_date", "is before from_date")
+    start = datetime.combine(first, time(0), tz).astimezone(UTC)
+    end = datetime.combine(last + timedelta(days=1), time(0), tz).astimezone(UTC)
+    return start, end
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
+    """The ``credit.v1.BillingAdmin`` servicer over a ledger.
+
+    ``timezone`` is the one of the price list (statement days are local
+    days). ``account_exists`` says whether an account id names a paying
+    principal (the gateway wires it to the agency registry): a top-up to an
+    unknown id is NOT_FOUND instead of creating a phantom account; without it
+    only accounts already in the ledger can be topped up. ``on_event``
+    receives each new top-up for the audit log.
+    """
+
+    def __init__(
+        self,
+        ledger: AsyncLedger,
+        *,
+        authorize: Authorize,
+        timezone: tzinfo,
+        account_exists: Callable[[str], bool] | None = None,
+        on_event: EventHook | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._ledger = ledger
+        self._authorize = authorize
+        self._tz = timezone
+        self._account_exists = account_exists
+        self._on_event = on_event
+        self._clock = clock
+
+    async def GetBalance(
+        self, request: billing_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> billing_pb2.GetBalanceResponse:
+        try:
+            self._authorize(context)
+            acct = await self._ledger.run(self._ledger.store.account, request.account_id)
+            if acct is None:
+                raise NotFoundError(f"no account {request.account_id!r}")
+            return billing_pb2.GetBalanceResponse(account=account_proto(acct))
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def TopUp(
+        self, request: billing_pb2.TopUpRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> billing_pb2.TopUpResponse:
+        try:
+            actor = self._authorize(context)
+            if self._account_exists is not None and not self._account_exists(request.account_id):
+                raise NotFoundError(f"no paying principal {request.account_id!r}")
+            if len(request.note) > 500:
+                raise InvalidArgumentError("note", "at most 500 characters")
+            result = await self._ledger.run(
+                self._ledger.store.top_up,
+                request.account_id,
+                request.amount_fen,
+                request.reference,
+                self._clock(),
+                actor=actor,
+                note=request.note,
+                create=self._account_exists is not None,
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+        if not result.replayed:
+            log.info(
+                "top-up",
+                extra={"account": request.account_id, "amount_fen": request.amount_fen},
+            )
+            await self._emit_top_up(result.entry, actor)
+        return billing_pb2.TopUpResponse(
+            account=account_proto(result.account),
+            entry=entry_proto(result.entry),
+            replayed=result.replayed,
+        )
+
+    async def Statement(
+        self, request: billing_pb2.StatementRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> billing_pb2.StatementResponse:
+        try:
+            self._authorize(context)
+            first = parse_date(request.from_date, "from_date")
+            last = parse_date(request.to_date, "to_date")
+            start, end = period_bounds(first, last, self._tz)
+            size = request.page_size or DEFAULT_PAGE_SIZE
+            if size > MAX_PAGE_SIZE:
+                raise InvalidArgumentError("page_size", f"at most {MAX_PAGE_SIZE}")
+            after = 0
+            if request.page_token:
+                if not request.page_token.isdigit() or len(request.page_token) > 19:
+                    raise InvalidArgumentError("page_token", "not a token of this service")
+                after = int(request.page_token)
+            page = await self._ledger.run(
+                self._ledger.store.statement,
+                request.account_id,
+                start,
+                end,
+                after_seq=after,
+                limit=size,
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+        response = billing_pb2.StatementResponse(
+            account_id=page.account_id,
+            opening_balance_fen=page.opening_balance_fen,
+            closing_balance_fen=page.closing_balance_fen,
+            next_page_token=str(page.next_after_seq) if page.next_after_seq else "",
+        )
+        response.entries.extend(entry_proto(e) for e in page.entries)
+        return response
+
+    async def _emit_top_up(self, entry: Entry, actor: str) -> None:
+        if self._on_event is None:
+            return
+        event: dict[str, Any] = {
+            "kind": "billing",
+            "event": "top_up",
+            "request_id": "",
+            "reference": entry.reference,
+            "agency_id": entry.account_id,
+            "amount_fen": entry.amount_fen,
+            "balance_fen": entry.balance_fen,
+            "actor": actor,
+            "at": entry.at.isoformat(),
+        }
+        try:
+            await self._on_event(event)
+        except Exception:
+            # The top-up is booked and durable with its actor in the ledger;
+            # failing the RPC now would only make finance staff retry it.
+            log.exception("top-up event not recorded", extra={"account": entry.account_id})
+
+
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    if not isinstance(exc, GatewayError):
+        log.exception("billing admin call failed")
+        exc = InternalError("internal error")
+    await abort(context, exc)

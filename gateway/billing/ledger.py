@@ -1,0 +1,1314 @@
+"""The ledger: accounts, append-only money entries, and the metered requests.
+
+Three tables, all in one SQLite file (WAL, ``synchronous=FULL``):
+
+* ``accounts``: one per paying agency: ``balance_fen`` (money posted),
+  ``held_fen`` (reserved for queries in flight) and ``credit_limit_fen``
+  (how far below zero the balance may go). What a new query may reserve is
+  ``available = balance - held + credit_limit``.
+* ``entries``: append-only (triggers refuse UPDATE and DELETE). Each entry
+  carries the request id (or a top-up reference), the amount, the time and
+  the account's balance and held amount after it. The effect of each kind:
+
+  ==========  ============  ==============
+  kind        balance       held
+  ==========  ============  ==============
+  reserve                   + amount
+  charge      - amount      - amount
+  release                   - amount
+  top_up      + amount
+  adjustment  + amount (signed; a refund is a positive adjustment)
+  ==========  ============  ==============
+
+  so every balance can be recomputed from the entries alone
+  (:meth:`LedgerStore.recompute_balances`, :meth:`LedgerStore.check`).
+* ``requests``: one row per request id, its state
+  (``reserved`` -> ``settled`` | ``released``), what was reserved and what was
+  charged, and the outcome handed back, so a retried request id returns the
+  original outcome instead of charging again, across restarts too.
+
+:class:`LedgerStore` is the interface (synchronous; every operation is one
+transaction); :class:`SQLiteLedger` the embedded implementation; a
+PostgreSQL one can follow (``SELECT ... FOR UPDATE`` on the account row where
+SQLite uses ``BEGIN IMMEDIATE``). :class:`AsyncLedger` runs a store on one
+dedicated thread so the event loop never waits for the disk and, within a
+process, writes are serialized; ``BEGIN IMMEDIATE`` serializes them across
+processes (the offline ``credit-gateway billing`` tool beside a running
+gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar, cast
+
+from gateway.errors import (
+    InsufficientBalanceError,
+    InvalidArgumentError,
+    LedgerError,
+    NotFoundError,
+    QuotaExhaustedError,
+)
+
+__all__ = [
+    "MAX_AMOUNT_FEN",
+    "AccountState",
+    "AsyncLedger",
+    "Balances",
+    "Basis",
+    "Discrepancy",
+    "Entry",
+    "EntryKind",
+    "LedgerStore",
+    "PricedLine",
+    "ReleaseResult",
+    "RequestRecord",
+    "RequestState",
+    "ReserveResult",
+    "ReserveSpec",
+    "SQLiteLedger",
+    "SettleResult",
+    "StatementPage",
+    "TopUpResult",
+    "entry_effect",
+]
+
+Basis = Literal["paid", "free_quota", "self_allowance"]
+RequestState = Literal["reserved", "settled", "released"]
+EntryKind = Literal["reserve", "charge", "release", "top_up", "adjustment"]
+
+#: Bound on a single top-up or adjustment (10 billion yuan): catches a wrong
+#: unit and keeps every balance far inside SQLite's 64-bit integers.
+MAX_AMOUNT_FEN = 1_000_000_000_000
+
+_FORMAT = "credit-gateway-ledger/1"
+_QUOTA_BASES = ("free_quota", "self_allowance")
+
+
+def entry_effect(kind: str, amount_fen: int) -> tuple[int, int]:
+    """``(balance change, held change)`` of one entry (the table above)."""
+    if kind == "reserve":
+        return 0, amount_fen
+    if kind == "charge":
+        return -amount_fen, -amount_fen
+    if kind == "release":
+        return 0, -amount_fen
+    if kind in ("top_up", "adjustment"):
+        return amount_fen, 0
+    raise LedgerError(f"unknown entry kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PricedLine:
+    """One dataset of one request and its amount in fen (0 when free)."""
+
+    department: str
+    dataset: str
+    amount_fen: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.department, self.dataset)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    account_id: str
+    balance_fen: int
+    held_fen: int
+    credit_limit_fen: int
+
+    @property
+    def available_fen(self) -> int:
+        """What new reservations may take: balance, minus holds, plus credit."""
+        return self.balance_fen - self.held_fen + self.credit_limit_fen
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One append-only ledger entry; ``balance_fen``/``held_fen`` are the account's after it."""
+
+    seq: int
+    account_id: str
+    kind: EntryKind
+    amount_fen: int
+    request_id: str
+    reference: str
+    department: str
+    dataset: str
+    balance_fen: int
+    held_fen: int
+    at: datetime
+    actor: str = ""
+    note: str = ""
+
+    @property
+    def balance_change_fen(self) -> int:
+        return entry_effect(self.kind, self.amount_fen)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """The stored state of one metered request id."""
+
+    request_id: str
+    account_id: str
+    basis: Basis
+    state: RequestState
+    digest: str
+    quota_key: str
+    period: str
+    quota_limit: int
+    #: 1 while the request uses a unit of a free quota or allowance, else 0.
+    quota_units: int
+    lines: tuple[PricedLine, ...]
+    delivered: tuple[PricedLine, ...]
+    reserved_fen: int
+    charged_fen: int
+    #: The outcome reported at settlement (replayed verbatim on a retry).
+    balance_fen: int
+    free_remaining: int
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveSpec:
+    """What :meth:`LedgerStore.reserve` needs; the meter builds it."""
+
+    request_id: str
+    account_id: str
+    basis: Basis
+    #: Priced at the list price; the store zeroes them if a free unit is used.
+    lines: tuple[PricedLine, ...]
+    #: Identifies the request's content: a reused request id must match it.
+    digest: str
+    at: datetime
+    #: free_quota: the agency id; self_allowance: the subject's pseudonym.
+    quota_key: str = ""
+    #: free_quota: the local date YYYY-MM-DD; self_allowance: the year YYYY.
+    period: str = ""
+    quota_limit: int = 0
+    #: For QuotaExhaustedError's metadata.
+    resets_at: str = ""
+    #: self_allowance used up: pay the list price instead of refusing.
+    paid_fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    record: RequestRecord
+    #: True if the request id was already reserved or settled: nothing was done.
+    replay: bool
+    account: AccountState | None
+    free_remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    record: RequestRecord
+    #: True if the request was already settled or released: nothing was done.
+    replay: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    record: RequestRecord
+    #: False if there was nothing to release (already released, or settled
+    #: and no refund asked for).
+    changed: bool
+    released_fen: int
+    refunded_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpResult:
+    entry: Entry
+    account: AccountState
+    #: True if this reference was already booked: nothing was added.
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPage:
+    account_id: str
+    #: Balance before the period, and at its end (the whole period, not the page).
+    opening_balance_fen: int
+    closing_balance_fen: int
+    entries: tuple[Entry, ...]
+    #: Pass as ``after_seq`` for the next page; 0 when this is the last one.
+    next_after_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    balance_fen: int
+    held_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    account_id: str
+    problem: str
+
+
+class LedgerStore(ABC):
+    """Accounts, entries and requests. Every method is one transaction,
+    synchronous (callers run it off the event loop, see :class:`AsyncLedger`),
+    and raises LedgerError if storage fails."""
+
+    @abstractmethod
+    def reserve(self, spec: ReserveSpec) -> ReserveResult:
+        """Reserve a request, or return its existing reservation/settlement.
+
+        A request id already ``reserved`` or ``settled`` is returned unchanged
+        (``replay=True``); one ``released`` (nothing charged, nothing
+        delivered) is reserved afresh. Raises InvalidArgumentError (reason
+        REQUEST_ID_REUSED) if the id belongs to another account or digest,
+        QuotaExhaustedError if a free unit is needed and none is left, and
+        InsufficientBalanceError if the account cannot cover the lines.
+        """
+
+    @abstractmethod
+    def settle(
+        self,
+        request_id: str,
+        delivered: frozenset[tuple[str, str]],
+        at: datetime,
+        *,
+        attempt: int | None = None,
+    ) -> SettleResult:
+        """Charge the reserved lines in ``delivered``, release the others.
+
+        Lines not reserved are never charged. With nothing delivered the
+        request is released instead (its free unit given back). A request not
+        in state ``reserved``, or (with ``attempt``) reserved by another
+        attempt, is returned unchanged (``replay=True``). Raises NotFoundError
+        for an unknown request id.
+        """
+
+    @abstractmethod
+    def release(
+        self,
+        request_id: str,
+        at: datetime,
+        *,
+        refund: bool = False,
+        note: str = "",
+        attempt: int | None = None,
+    ) -> ReleaseResult:
+        """Release a reservation; with ``refund``, also reverse a settled
+        charge (a positive adjustment per charged line). Either way the free
+        unit is given back and the state becomes ``released``. With
+        ``attempt``, only that attempt of the request id is touched (a stale
+        caller never releases a later retry). Raises NotFoundError for an
+        unknown request id."""
+
+    @abstractmethod
+    def request(self, request_id: str) -> RequestRecord | None:
+        """The stored request, or None."""
+
+    @abstractmethod
+    def interrupted(self, older_than: datetime | None = None) -> list[RequestRecord]:
+        """Requests still ``reserved`` (last touched before ``older_than``, if given)."""
+
+    @abstractmethod
+    def open_account(
+        self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
+    ) -> AccountState:
+        """Create an account with a zero balance, or return the existing one unchanged."""
+
+    @abstractmethod
+    def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
+        """Change an account's credit limit. Raises NotFoundError, InvalidArgumentError."""
+
+    @abstractmethod
+    def account(self, account_id: str) -> AccountState | None:
+        """The account, or None."""
+
+    @abstractmethod
+    def accounts(self) -> list[AccountState]:
+        """Every account, by id."""
+
+    @abstractmethod
+    def top_up(
+        self,
+        account_id: str,
+        amount_fen: int,
+        reference: str,
+        at: datetime,
+        *,
+        actor: str = "",
+        note: str = "",
+        create: bool = False,
+    ) -> TopUpResult:
+        """Add money, idempotent by ``reference``: a reference already booked
+        returns its entry (``replayed=True``). Raises InvalidArgumentError for
+        a bad amount or a reference booked with another account or amount,
+        NotFoundError for an unknown account unless ``create``."""
+
+    @abstractmethod
+    def adjust(
+        self,
+        account_id: str,
+        amount_fen: int,
+        reference: str,
+        at: datetime,
+        *,
+        actor: str = "",
+        note: str = "",
+    ) -> Entry:
+        """Book a signed correction, once per ``reference``. Raises
+        InvalidArgumentError, NotFoundError."""
+
+    @abstractmethod
+    def entries(self, account_id: str | None = None, request_id: str | None = None) -> list[Entry]:
+        """Entries in order, optionally of one account and/or one request."""
+
+    @abstractmethod
+    def statement(
+        self,
+        account_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> StatementPage:
+        """Entries with ``start <= at < end``, in order, at most ``limit``
+        after ``after_seq``. Raises NotFoundError for an unknown account."""
+
+    @abstractmethod
+    def recompute_balances(self) -> dict[str, Balances]:
+        """Every account's balance and held amount, folded from its entries alone."""
+
+    @abstractmethod
+    def check(self) -> list[Discrepancy]:
+        """Compare stored balances with the entries, each entry's running
+        totals, and held amounts with the open reservations; empty if consistent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release resources."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id TEXT PRIMARY KEY,
+    balance_fen INTEGER NOT NULL DEFAULT 0,
+    held_fen INTEGER NOT NULL DEFAULT 0 CHECK (held_fen >= 0),
+    credit_limit_fen INTEGER NOT NULL DEFAULT 0 CHECK (credit_limit_fen >= 0),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('reserve', 'charge', 'release', 'top_up', 'adjustment')),
+    amount_fen INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    reference TEXT NOT NULL DEFAULT '',
+    department TEXT NOT NULL DEFAULT '',
+    dataset TEXT NOT NULL DEFAULT '',
+    balance_fen INTEGER NOT NULL,
+    held_fen INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    CHECK (kind = 'adjustment' OR amount_fen > 0)
+);
+-- A top-up or adjustment reference is booked once: the idempotency key.
+CREATE UNIQUE INDEX IF NOT EXISTS entries_reference
+    ON entries (kind, reference) WHERE reference != '';
+CREATE INDEX IF NOT EXISTS entries_account_at ON entries (account_id, at);
+CREATE INDEX IF NOT EXISTS entries_request ON entries (request_id) WHERE request_id != '';
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    basis TEXT NOT NULL CHECK (basis IN ('paid', 'free_quota', 'self_allowance')),
+    state TEXT NOT NULL CHECK (state IN ('reserved', 'settled', 'released')),
+    digest TEXT NOT NULL,
+    quota_key TEXT NOT NULL DEFAULT '',
+    period TEXT NOT NULL DEFAULT '',
+    quota_limit INTEGER NOT NULL DEFAULT 0,
+    quota_units INTEGER NOT NULL DEFAULT 0,
+    lines TEXT NOT NULL,
+    delivered TEXT NOT NULL DEFAULT '[]',
+    reserved_fen INTEGER NOT NULL,
+    charged_fen INTEGER NOT NULL DEFAULT 0,
+    balance_fen INTEGER NOT NULL DEFAULT 0,
+    free_remaining INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_quota
+    ON requests (basis, quota_key, period) WHERE quota_units > 0;
+CREATE INDEX IF NOT EXISTS requests_open ON requests (updated_at) WHERE state = 'reserved';
+"""
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(when: datetime) -> str:
+    # Fixed-width UTC text sorts like the instants it names, so period
+    # queries are plain string comparisons on an index.
+    if when.tzinfo is None:
+        raise LedgerError("ledger times must be timezone-aware")
+    return when.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+def _dump_lines(lines: Sequence[PricedLine]) -> str:
+    return json.dumps(
+        [[x.department, x.dataset, x.amount_fen] for x in lines], separators=(",", ":")
+    )
+
+
+def _load_lines(text: str) -> tuple[PricedLine, ...]:
+    return tuple(PricedLine(str(d), str(s), int(a)) for d, s, a in json.loads(text))
+
+
+@dataclass(slots=True)
+class _Acct:
+    """An account row being changed inside one transaction."""
+
+    account_id: str
+    balance_fen: int
+    held_fen: int
+    credit_limit_fen: int
+
+    def frozen(self) -> AccountState:
+        return AccountState(self.account_id, self.balance_fen, self.held_fen, self.credit_limit_fen)
+
+
+_ENTRY_COLS = (
+    "seq, account_id, kind, amount_fen, request_id, reference, department, dataset,"
+    " balance_fen, held_fen, at, actor, note"
+)
+_REQUEST_COLS = (
+    "request_id, account_id, basis, state, digest, quota_key, period, quota_limit, quota_units,"
+    " lines, delivered, reserved_fen, charged_fen, balance_fen, free_remaining, attempts,"
+    " created_at, updated_at"
+)
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    return Entry(
+        seq=int(row[0]),
+        account_id=str(row[1]),
+        kind=cast(EntryKind, row[2]),
+        amount_fen=int(row[3]),
+        request_id=str(row[4]),
+        reference=str(row[5]),
+        department=str(row[6]),
+        dataset=str(row[7]),
+        balance_fen=int(row[8]),
+        held_fen=int(row[9]),
+        at=_parse_ts(str(row[10])),
+        actor=str(row[11]),
+        note=str(row[12]),
+    )
+
+
+def _request(row: Sequence[Any]) -> RequestRecord:
+    return RequestRecord(
+        request_id=str(row[0]),
+        account_id=str(row[1]),
+        basis=cast(Basis, row[2]),
+        state=cast(RequestState, row[3]),
+        digest=str(row[4]),
+        quota_key=str(row[5]),
+        period=str(row[6]),
+        quota_limit=int(row[7]),
+        quota_units=int(row[8]),
+        lines=_load_lines(str(row[9])),
+        delivered=_load_lines(str(row[10])),
+        reserved_fen=int(row[11]),
+        charged_fen=int(row[12]),
+        balance_fen=int(row[13]),
+        free_remaining=int(row[14]),
+        attempts=int(row[15]),
+        created_at=_parse_ts(str(row[16])),
+        updated_at=_parse_ts(str(row[17])),
+    )
+
+
+def _check_amount(amount_fen: object, field: str, *, signed: bool = False) -> int:
+    # bool is an int subclass and float is not money: refuse both.
+    if isinstance(amount_fen, bool) or not isinstance(amount_fen, int):
+        raise InvalidArgumentError(field, "must be an integer number of fen")
+    if signed:
+        if amount_fen == 0 or abs(amount_fen) > MAX_AMOUNT_FEN:
+            raise InvalidArgumentError(field, f"must be non-zero and within ±{MAX_AMOUNT_FEN} fen")
+    elif not 0 < amount_fen <= MAX_AMOUNT_FEN:
+        raise InvalidArgumentError(field, f"must be between 1 and {MAX_AMOUNT_FEN} fen")
+    return amount_fen
+
+
+def _check_text(value: str, field: str, *, max_len: int = 128) -> str:
+    if not value or len(value) > max_len or not value.isprintable():
+        raise InvalidArgumentError(field, f"must be 1 to {max_len} printable characters")
+    return value
+
+
+class SQLiteLedger(LedgerStore):
+    """The ledger in one SQLite file: WAL, ``synchronous=FULL`` (a returned
+    write survives power loss), ``BEGIN IMMEDIATE`` for every write so that
+    two writers, even in two processes, never both read the same balance.
+
+    ``create=False`` refuses to create a missing file (the offline tool must
+    not make an empty ledger out of a typo). Raises LedgerError if the file
+    cannot be opened or is not a ledger.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout_s: float = 10.0
+    ) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        if not create and not self.path.is_file():
+            raise LedgerError(f"{self.path}: no such ledger file")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each
+            # operation is exactly one transaction.
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(f"{self.path}: cannot switch to WAL mode ({mode})")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,)
+            )
+            fmt = self._conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+        except sqlite3.Error as err:
+            raise LedgerError(f"{self.path}: not a usable ledger ({err})") from None
+        if fmt != _FORMAT:
+            raise LedgerError(f"{self.path}: unknown ledger format {fmt!r}")
+
+    # --- transactions ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        with self._lock:
+            try:
+                # IMMEDIATE takes the write lock before the first read, so the
+                # balance we check is the balance we update.
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise LedgerError(f"{self.path}: write failed: {err}") from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        with self._lock:
+            try:
+                conn.execute("BEGIN")  # one snapshot for every SELECT of the operation
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise LedgerError(f"{self.path}: read failed: {err}") from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            # The original error is the one to report.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    # --- helpers inside a transaction ------------------------------------------
+
+    @staticmethod
+    def _get_account(conn: sqlite3.Connection, account_id: str) -> _Acct | None:
+        row = conn.execute(
+            "SELECT account_id, balance_fen, held_fen, credit_limit_fen FROM accounts"
+            " WHERE account_id = ?",
+            (account_id,),
+        ).fetchone()
+        return None if row is None else _Acct(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    @staticmethod
+    def _save_account(conn: sqlite3.Connection, acct: _Acct) -> None:
+        conn.execute(
+            "UPDATE accounts SET balance_fen = ?, held_fen = ?, credit_limit_fen = ?"
+            " WHERE account_id = ?",
+            (acct.balance_fen, acct.held_fen, acct.credit_limit_fen, acct.account_id),
+        )
+
+    @staticmethod
+    def _post(
+        conn: sqlite3.Connection,
+        acct: _Acct,
+        kind: EntryKind,
+        amount_fen: int,
+        at: str,
+        *,
+        request_id: str = "",
+        reference: str = "",
+        line: PricedLine | None = None,
+        actor: str = "",
+        note: str = "",
+    ) -> int:
+        """Append one entry and apply it to ``acct`` (saved by the caller)."""
+        d_balance, d_held = entry_effect(kind, amount_fen)
+        acct.balance_fen += d_balance
+        acct.held_fen += d_held
+        if acct.held_fen < 0:
+            # Never happens unless the requests table and the entries disagree.
+            raise LedgerError(f"account {acct.account_id}: held amount would go negative")
+        cur = conn.execute(
+            "INSERT INTO entries (account_id, kind, amount_fen, request_id, reference, department,"
+            " dataset, balance_fen, held_fen, at, actor, note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                acct.account_id,
+                kind,
+                amount_fen,
+                request_id,
+                reference,
+                line.department if line else "",
+                line.dataset if line else "",
+                acct.balance_fen,
+                acct.held_fen,
+                at,
+                actor,
+                note,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestRecord | None:
+        row = conn.execute(
+            f"SELECT {_REQUEST_COLS} FROM requests WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else _request(row)
+
+    @staticmethod
+    def _used(conn: sqlite3.Connection, basis: str, quota_key: str, period: str) -> int:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM requests"
+            " WHERE basis = ? AND quota_key = ? AND period = ? AND quota_units > 0",
+            (basis, quota_key, period),
+        ).fetchone()
+        return int(row[0])
+
+    def _free_remaining(self, conn: sqlite3.Connection, rec: RequestRecord) -> int:
+        if rec.basis not in _QUOTA_BASES:
+            return 0
+        return max(rec.quota_limit - self._used(conn, rec.basis, rec.quota_key, rec.period), 0)
+
+    # --- metering -------------------------------------------------------------
+
+    def reserve(self, spec: ReserveSpec) -> ReserveResult:
+        at = _ts(spec.at)
+        with self._write() as conn:
+            attempts = 1
+            created_at = at
+            old = self._get_request(conn, spec.request_id)
+            if old is not None:
+                if old.account_id != spec.account_id or old.digest != spec.digest:
+                    # Say nothing about the other request: it may be another agency's.
+                    raise InvalidArgumentError(
+                        "request_id",
+                        "already used for a different request; use a new request id",
+                        reason="REQUEST_ID_REUSED",
+                    )
+                if old.state != "released":
+                    acct = self._get_account(conn, old.account_id)
+                    return ReserveResult(
+                        old, True, acct.frozen() if acct else None, self._free_remaining(conn, old)
+                    )
+                # Released: nothing was charged or delivered, so a retry is a
+                # new attempt under the same id.
+                attempts = old.attempts + 1
+                created_at = _ts(old.created_at)
+
+            basis: Basis = spec.basis
+            lines = spec.lines
+            units = 0
+            free_remaining = 0
+            if basis in _QUOTA_BASES:
+                used = self._used(conn, basis, spec.quota_key, spec.period)
+                if used < spec.quota_limit:
+                    units = 1
+                    free_remaining = spec.quota_limit - used - 1
+                    lines = tuple(PricedLine(x.department, x.dataset, 0) for x in lines)
+                elif basis == "self_allowance" and spec.paid_fallback:
+                    basis = "paid"
+                else:
+                    raise _quota_error(spec)
+            total = sum(x.amount_fen for x in lines)
+
+            acct = self._get_account(conn, spec.account_id)
+            if total > 0:
+                available = acct.frozen().available_fen if acct else 0
+                if acct is None or total > available:
+                    raise _balance_error(spec.account_id, total, available, acct is None)
+                for line in lines:
+                    if line.amount_fen:
+                        self._post(
+                            conn,
+                            acct,
+                            "reserve",
+                            line.amount_fen,
+                            at,
+                            request_id=spec.request_id,
+                            line=line,
+                        )
+                self._save_account(conn, acct)
+
+            conn.execute(
+                f"INSERT OR REPLACE INTO requests ({_REQUEST_COLS})"
+                " VALUES (?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?, '[]', ?, 0, ?, ?, ?, ?, ?)",
+                (
+                    spec.request_id,
+                    spec.account_id,
+                    basis,
+                    spec.digest,
+                    spec.quota_key,
+                    spec.period,
+                    spec.quota_limit,
+                    units,
+                    _dump_lines(lines),
+                    total,
+                    acct.balance_fen if acct else 0,
+                    free_remaining,
+                    attempts,
+                    created_at,
+                    at,
+                ),
+            )
+            rec = self._get_request(conn, spec.request_id)
+            assert rec is not None
+            return ReserveResult(rec, False, acct.frozen() if acct else None, free_remaining)
+
+    def settle(
+        self,
+        request_id: str,
+        delivered: frozenset[tuple[str, str]],
+        at: datetime,
+        *,
+        attempt: int | None = None,
+    ) -> SettleResult:
+        ts = _ts(at)
+        with self._write() as conn:
+            rec = self._get_request(conn, request_id)
+            if rec is None:
+                raise NotFoundError(f"no reservation for request {request_id!r}")
+            if rec.state != "reserved" or attempt not in (None, rec.attempts):
+                return SettleResult(rec, True)
+            charged = tuple(x for x in rec.lines if x.key in delivered)
+            if not charged:
+                # Nothing delivered costs nothing, not even a free unit.
+                self._release_reserved(conn, rec, ts, "nothing delivered")
+            else:
+                acct = self._get_account(conn, rec.account_id)
+                if rec.reserved_fen:
+                    if acct is None:
+                        raise LedgerError(f"request {request_id!r}: its account is gone")
+                    for line in rec.lines:
+                        if line.amount_fen:
+                            kind: EntryKind = "charge" if line in charged else "release"
+                            self._post(
+                                conn,
+                                acct,
+                                kind,
+                                line.amount_fen,
+                                ts,
+                                request_id=request_id,
+                                line=line,
+                            )
+                    self._save_account(conn, acct)
+                amount = sum(x.amount_fen for x in charged)
+                conn.execute(
+                    "UPDATE requests SET state = 'settled', delivered = ?, charged_fen = ?,"
+                    " balance_fen = ?, free_remaining = ?, updated_at = ? WHERE request_id = ?",
+                    (
+                        _dump_lines(charged),
+                        amount,
+                        acct.balance_fen if acct else 0,
+                        self._free_remaining(conn, rec),
+                        ts,
+                        request_id,
+                    ),
+                )
+            out = self._get_request(conn, request_id)
+            assert out is not None
+            return SettleResult(out, False)
+
+    def _release_reserved(
+        self, conn: sqlite3.Connection, rec: RequestRecord, ts: str, note: str
+    ) -> int:
+        released = 0
+        if rec.reserved_fen:
+            acct = self._get_account(conn, rec.account_id)
+            if acct is None:
+                raise LedgerError(f"request {rec.request_id!r}: its account is gone")
+            for line in rec.lines:
+                if line.amount_fen:
+                    self._post(
+                        conn,
+                        acct,
+                        "release",
+                        line.amount_fen,
+                        ts,
+                        request_id=rec.request_id,
+                        line=line,
+                        note=note,
+                    )
+                    released += line.amount_fen
+            self._save_account(conn, acct)
+        self._mark_released(conn, rec, ts)
+        return released
+
+    def _mark_released(self, conn: sqlite3.Connection, rec: RequestRecord, ts: str) -> None:
+        acct = self._get_account(conn, rec.account_id)
+        conn.execute(
+            "UPDATE requests SET state = 'released', quota_units = 0, delivered = '[]',"
+            " charged_fen = 0, balance_fen = ?, updated_at = ? WHERE request_id = ?",
+            (acct.balance_fen if acct else 0, ts, rec.request_id),
+        )
+        conn.execute(
+            "UPDATE requests SET free_remaining = ? WHERE request_id = ?",
+            (self._free_remaining(conn, rec), rec.request_id),
+        )
+
+    def release(
+        self,
+        request_id: str,
+        at: datetime,
+        *,
+        refund: bool = False,
+        note: str = "",
+        attempt: int | None = None,
+    ) -> ReleaseResult:
+        ts = _ts(at)
+        with self._write() as conn:
+            rec = self._get_request(conn, request_id)
+            if rec is None:
+                raise NotFoundError(f"no reservation for request {request_id!r}")
+            released = refunded = 0
+            if attempt not in (None, rec.attempts):
+                return ReleaseResult(rec, False, 0, 0)
+            if rec.state == "reserved":
+                released = self._release_reserved(conn, rec, ts, note)
+            elif rec.state == "settled" and refund:
+                if rec.charged_fen:
+                    acct = self._get_account(conn, rec.account_id)
+                    if acct is None:
+                        raise LedgerError(f"request {request_id!r}: its account is gone")
+                    for line in rec.delivered:
+                        if line.amount_fen:
+                            self._post(
+                                conn,
+                                acct,
+                                "adjustment",
+                                line.amount_fen,
+                                ts,
+                                request_id=request_id,
+                                line=line,
+                                note=note or "refund",
+                            )
+                            refunded += line.amount_fen
+                    self._save_account(conn, acct)
+                self._mark_released(conn, rec, ts)
+            else:
+                return ReleaseResult(rec, False, 0, 0)
+            out = self._get_request(conn, request_id)
+            assert out is not None
+            return ReleaseResult(out, True, released, refunded)
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        with self._read() as conn:
+            return self._get_request(conn, request_id)
+
+    def interrupted(self, older_than: datetime | None = None) -> list[RequestRecord]:
+        sql = f"SELECT {_REQUEST_COLS} FROM requests WHERE state = 'reserved'"
+        args: tuple[str, ...] = ()
+        if older_than is not None:
+            sql += " AND updated_at < ?"
+            args = (_ts(older_than),)
+        with self._read() as conn:
+            return [_request(r) for r in conn.execute(sql + " ORDER BY updated_at", args)]
+
+    # --- accounts ---------------------------------------------------------------
+
+    def open_account(
+        self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
+    ) -> AccountState:
+        _check_text(account_id, "account_id")
+        if credit_limit_fen:
+            _check_amount(credit_limit_fen, "credit_limit_fen")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO accounts (account_id, credit_limit_fen, created_at)"
+                " VALUES (?, ?, ?)",
+                (account_id, credit_limit_fen, _ts(at)),
+            )
+            acct = self._get_account(conn, account_id)
+            assert acct is not None
+            return acct.frozen()
+
+    def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
+        if credit_limit_fen:
+            _check_amount(credit_limit_fen, "credit_limit_fen")
+        with self._write() as conn:
+            acct = self._get_account(conn, account_id)
+            if acct is None:
+                raise NotFoundError(f"no account {account_id!r}")
+            acct.credit_limit_fen = credit_limit_fen
+            self._save_account(conn, acct)
+            return acct.frozen()
+
+    def account(self, account_id: str) -> AccountState | None:
+        with self._read() as conn:
+            acct = self._get_account(conn, account_id)
+            return acct.frozen() if acct else None
+
+    def accounts(self) -> list[AccountState]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT account_id, balance_fen, held_fen, credit_limit_fen FROM accounts"
+                " ORDER BY account_id"
+            ).fetchall()
+        return [AccountState(str(a), int(b), int(h), int(c)) for a, b, h, c in rows]
+
+    def top_up(
+        self,
+        account_id: str,
+        amount_fen: int,
+        reference: str,
+        at: datetime,
+        *,
+        actor: str = "",
+        note: str = "",
+        create: bool = False,
+    ) -> TopUpResult:
+        _check_text(account_id, "account_id")
+        _check_amount(amount_fen, "amount_fen")
+        _check_text(reference, "reference")
+        ts = _ts(at)
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE kind = 'top_up' AND reference = ?",
+                (reference,),
+            ).fetchone()
+            if row is not None:
+                old = _entry(row)
+                if old.account_id != account_id or old.amount_fen != amount_fen:
+                    raise InvalidArgumentError(
+                        "reference",
+                        "already booked for a different top-up",
+                        reason="REFERENCE_REUSED",
+                    )
+                acct = self._get_account(conn, account_id)
+                assert acct is not None
+                return TopUpResult(old, acct.frozen(), True)
+            acct = self._get_account(conn, account_id)
+            if acct is None:
+                if not create:
+                    raise NotFoundError(f"no account {account_id!r}")
+                conn.execute(
+                    "INSERT INTO accounts (account_id, created_at) VALUES (?, ?)", (account_id, ts)
+                )
+                acct = _Acct(account_id, 0, 0, 0)
+            seq = self._post(
+                conn, acct, "top_up", amount_fen, ts, reference=reference, actor=actor, note=note
+            )
+            self._save_account(conn, acct)
+            entry = _entry(
+                conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()
+            )
+            return TopUpResult(entry, acct.frozen(), False)
+
+    def adjust(
+        self,
+        account_id: str,
+        amount_fen: int,
+        reference: str,
+        at: datetime,
+        *,
+        actor: str = "",
+        note: str = "",
+    ) -> Entry:
+        _check_amount(amount_fen, "amount_fen", signed=True)
+        _check_text(reference, "reference")
+        ts = _ts(at)
+        with self._write() as conn:
+            if conn.execute(
+                "SELECT 1 FROM entries WHERE kind = 'adjustment' AND reference = ?", (reference,)
+            ).fetchone():
+                raise InvalidArgumentError("reference", "already booked", reason="REFERENCE_REUSED")
+            acct = self._get_account(conn, account_id)
+            if acct is None:
+                raise NotFoundError(f"no account {account_id!r}")
+            seq = self._post(
+                conn,
+                acct,
+                "adjustment",
+                amount_fen,
+                ts,
+                reference=reference,
+                actor=actor,
+                note=note,
+            )
+            self._save_account(conn, acct)
+            return _entry(
+                conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()
+            )
+
+    # --- reading ---------------------------------------------------------------
+
+    def entries(self, account_id: str | None = None, request_id: str | None = None) -> list[Entry]:
+        sql = f"SELECT {_ENTRY_COLS} FROM entries WHERE 1 = 1"
+        args: list[str] = []
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            args.append(account_id)
+        if request_id is not None:
+            sql += " AND request_id = ?"
+            args.append(request_id)
+        with self._read() as conn:
+            return [_entry(r) for r in conn.execute(sql + " ORDER BY seq", args)]
+
+    def statement(
+        self,
+        account_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> StatementPage:
+        lo, hi = _ts(start), _ts(end)
+        with self._read() as conn:
+            if self._get_account(conn, account_id) is None:
+                raise NotFoundError(f"no account {account_id!r}")
+
+            def balance_before(ts: str) -> int:
+                row = conn.execute(
+                    "SELECT balance_fen FROM entries WHERE account_id = ? AND at < ?"
+                    " ORDER BY seq DESC LIMIT 1",
+                    (account_id, ts),
+                ).fetchone()
+                return int(row[0]) if row else 0
+
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE account_id = ? AND at >= ? AND at < ?"
+                " AND seq > ? ORDER BY seq LIMIT ?",
+                (account_id, lo, hi, after_seq, limit + 1),
+            ).fetchall()
+            page = tuple(_entry(r) for r in rows[:limit])
+            more = len(rows) > limit
+            return StatementPage(
+                account_id=account_id,
+                opening_balance_fen=balance_before(lo),
+                closing_balance_fen=balance_before(hi),
+                entries=page,
+                next_after_seq=page[-1].seq if more and page else 0,
+            )
+
+    def recompute_balances(self) -> dict[str, Balances]:
+        folded: dict[str, list[int]] = {}
+        with self._read() as conn:
+            for acct_id in conn.execute("SELECT account_id FROM accounts"):
+                folded[str(acct_id[0])] = [0, 0]
+            for acct_id, kind, amount in conn.execute(
+                "SELECT account_id, kind, amount_fen FROM entries ORDER BY seq"
+            ):
+                d_balance, d_held = entry_effect(str(kind), int(amount))
+                totals = folded.setdefault(str(acct_id), [0, 0])
+                totals[0] += d_balance
+                totals[1] += d_held
+        return {a: Balances(b, h) for a, (b, h) in sorted(folded.items())}
+
+    def check(self) -> list[Discrepancy]:
+        problems: list[Discrepancy] = []
+        running: dict[str, list[int]] = {}
+        with self._read() as conn:
+            stored = {
+                str(a): (int(b), int(h))
+                for a, b, h in conn.execute(
+                    "SELECT account_id, balance_fen, held_fen FROM accounts"
+                )
+            }
+            for row in conn.execute(f"SELECT {_ENTRY_COLS} FROM entries ORDER BY seq"):
+                e = _entry(row)
+                totals = running.setdefault(e.account_id, [0, 0])
+                d_balance, d_held = entry_effect(e.kind, e.amount_fen)
+                totals[0] += d_balance
+                totals[1] += d_held
+                if (e.balance_fen, e.held_fen) != tuple(totals):
+                    problems.append(
+                        Discrepancy(
+                            e.account_id,
+                            f"entry {e.seq}: records balance {e.balance_fen}/held {e.held_fen},"
+                            f" entries sum to {totals[0]}/{totals[1]}",
+                        )
+                    )
+                if totals[1] < 0:
+                    problems.append(
+                        Discrepancy(e.account_id, f"entry {e.seq}: held amount below zero")
+                    )
+            held_open = {
+                str(a): int(h)
+                for a, h in conn.execute(
+                    "SELECT account_id, SUM(reserved_fen) FROM requests WHERE state = 'reserved'"
+                    " GROUP BY account_id"
+                )
+            }
+        for acct_id in sorted(stored.keys() | running.keys()):
+            have = stored.get(acct_id)
+            want = tuple(running.get(acct_id, [0, 0]))
+            if have is None:
+                problems.append(Discrepancy(acct_id, "entries for an account that does not exist"))
+            elif have != want:
+                problems.append(
+                    Discrepancy(
+                        acct_id,
+                        f"stored balance {have[0]}/held {have[1]},"
+                        f" entries sum to {want[0]}/{want[1]}",
+                    )
+                )
+            if have is not None and have[1] != held_open.get(acct_id, 0):
+                problems.append(
+                    Discrepancy(
+                        acct_id,
+                        f"held {have[1]} but open reservations total {held_open.get(acct_id, 0)}",
+                    )
+                )
+        return problems
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _quota_error(spec: ReserveSpec) -> QuotaExhaustedError:
+    if spec.basis == "self_allowance":
+        message = (
+            f"the {spec.quota_limit} free self-queries of {spec.period} are used"
+            f" (Art. 17); query in paid mode, or again after {spec.resets_at}"
+        )
+    else:
+        message = (
+            f"the free-mode quota of {spec.quota_limit} queries a day is used up;"
+            f" it resets at {spec.resets_at}"
+        )
+    return QuotaExhaustedError(
+        message,
+        metadata={"resets_at": spec.resets_at, "quota": str(spec.quota_limit), "basis": spec.basis},
+    )
+
+
+def _balance_error(
+    account_id: str, needed: int, available: int, missing: bool
+) -> InsufficientBalanceError:
+    what = (
+        f"no account for {account_id!r}"
+        if missing
+        else f"account {account_id!r} has {available} fen available"
+    )
+    return InsufficientBalanceError(
+        f"this query costs {needed} fen; {what}",
+        metadata={
+            "needed_fen": str(needed),
+            "available_fen": str(available),
+            "account": account_id,
+        },
+    )
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class AsyncLedger:
+    """A :class:`LedgerStore` driven from asyncio: every call runs on one
+    dedicated thread, so the event loop never blocks on SQLite or fsync and
+    this process's writes are applied one at a time.
+
+    Calls are shielded: once submitted, an operation completes even if the
+    awaiting task is cancelled (a half-known outcome is worse than a late one;
+    callers that care, like :meth:`gateway.billing.meter.Meter.reserve`,
+    undo the effect themselves).
+    """
+
+    def __init__(self, store: LedgerStore, executor: ThreadPoolExecutor | None = None) -> None:
+        self.store = store
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> AsyncLedger:
+        """Open (or create) a :class:`SQLiteLedger` on the ledger thread. Raises LedgerError."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        loop = asyncio.get_running_loop()
+        try:
+            store = await loop.run_in_executor(
+                executor, functools.partial(SQLiteLedger, path, create=create)
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(store, executor)
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> asyncio.Future[_T]:
+        """Queue ``fn`` on the ledger thread; the future is not tied to the caller."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn`` on the ledger thread and return its result (shielded)."""
+        return await asyncio.shield(self.submit(fn, *args, **kwargs))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Finish queued work, close the store and stop the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.run(self.store.close)
+        finally:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
