@@ -26,7 +26,7 @@ from gateway.config import AuditConfig, AuthConfig, Config
 from gateway.errors import ConfigError
 from gateway.server import Gateway
 
-__all__ = ["build_gateway", "open_auditor"]
+__all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
 
 def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
@@ -35,6 +35,15 @@ def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
         audience=auth.audience,
     )
     return Authenticator(load_registry(auth.registry), verifier, roles=roles)
+
+
+def build_authenticators(auth: AuthConfig) -> tuple[CallerAuthenticator, Authenticator]:
+    """The query service's authenticator (agencies) and the audit service's
+    (agencies and auditors). Raises ConfigError."""
+    return (
+        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,))),
+        _authenticator(auth, (Role.AGENCY, Role.AUDITOR)),
+    )
 
 
 async def open_auditor(audit: AuditConfig) -> QueryAuditor:
@@ -105,8 +114,7 @@ async def build_gateway(config: Config) -> Gateway:
     authenticator = None
     audit_auth = None
     if config.auth is not None:
-        authenticator = CallerAuthenticator(_authenticator(config.auth, (Role.AGENCY,)))
-        audit_auth = _authenticator(config.auth, (Role.AGENCY, Role.AUDITOR))
+        authenticator, audit_auth = build_authenticators(config.auth)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
     meter = admin = None
     today: Callable[[], dt.date] = dt.date.today

@@ -36,10 +36,16 @@ from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.records import pseudonymize
 from gateway.auth import Authenticator, Role
-from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, abort
+from gateway.errors import (
+    GatewayError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    abort,
+)
 from gateway.identity import Caller
 from gateway.metrics import Metrics
-from gateway.service import Receipt
+from gateway.service import Receipt, safe_request_id
 from gateway.validation import ValidQuery
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
 
@@ -125,7 +131,7 @@ class QueryAuditor:
             "kind": "query",
             "time": _now(),
             "gateway": self._origin,
-            "request_id": request.request_id[:64],
+            "request_id": safe_request_id(request),
             "agency_id": caller.agency_id if caller else "",
             "cert_thumbprint": caller.cert_thumbprint if caller else "",
             "officer_id": request.officer_id[:256],
@@ -148,7 +154,10 @@ class QueryAuditor:
             record["subject_pseudonym"] = ""
         if error is not None:
             record["outcome"] = error.reason.lower()
-            record["error"] = error.message[:300]
+            # The reason and the field, not the message: a message about a bad
+            # identifier describes the identifier.
+            if isinstance(error, InvalidArgumentError):
+                record["error_field"] = error.field
         digest = b""
         if response is not None:
             digest = response_digest(response)

@@ -79,6 +79,8 @@ class QueryClient:
         """Mutual TLS when ``ca`` is given; plaintext with a development
         identity header otherwise (only a gateway started with
         ``insecure_dev_plaintext`` accepts that)."""
+        if token and ca is None:
+            raise ValueError("a bearer token is only sent over TLS: give ca, cert and key")
         metadata: list[tuple[str, str]] = []
         if token:
             metadata.append(("authorization", f"Bearer {token}"))

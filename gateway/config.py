@@ -260,6 +260,12 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     if not isinstance(drain, int | float) or isinstance(drain, bool) or drain < 0:
         raise ConfigError("gateway.drain_grace_s", "must be a number of seconds >= 0")
     audit = _parse_audit(doc.get("audit"), base)
+    if audit is None and not insecure:
+        raise ConfigError(
+            "audit",
+            "missing: no query is answered without a durable audit record "
+            "(set gateway.insecure_dev_plaintext = true only for development)",
+        )
     billing = _parse_billing(doc.get("billing"), base)
     extra = {k: v for k, v in doc.items() if k in {"policy"}}
     return Config(

@@ -95,9 +95,17 @@ def _legal_block(
     return None
 
 
+#: Tiers that need the subject's consent (Art. 18, Art. 40(3)).
+CONSENT_TIERS = frozenset({Tier.PERSONAL_PRIVACY, Tier.COMMERCIAL_SECRET})
+
+_CACHE_LIMIT = 4096
+
+
 class CatalogDecider:
-    """Everything in the catalog but what the law forbids. For development and
-    the federation tests; production uses the Casbin decider."""
+    """The public and government-shared parts of the catalog, nothing that
+    needs consent, nothing the law forbids. A baseline that cannot over-share,
+    for development and the federation tests; production uses the Casbin
+    decider (:mod:`gateway.policy`)."""
 
     def __init__(self, catalog: Catalog, policy_version: str = "catalog-only") -> None:
         self._catalog = catalog
@@ -105,9 +113,13 @@ class CatalogDecider:
         self._cache: dict[tuple[tuple[str, str], ...], Decision] = {}
 
     def decide(self, facts: QueryFacts) -> Decision:
-        key = tuple((d.department, d.name) for d in facts.datasets)
+        """Never raises."""
+        # Sorted, so that the order a caller lists datasets in makes no new entry.
+        key = tuple(sorted((d.department, d.name) for d in facts.datasets))
         decision = self._cache.get(key)
         if decision is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()  # bounded; refilled from the hot keys at once
             decision = self._cache[key] = self._compute(facts.datasets)
         return decision
 
@@ -118,6 +130,11 @@ class CatalogDecider:
             fields: list[str] = []
             for f in ds.fields.values():
                 block = _legal_block(f.tier, f.prohibited)
+                if block is None and (f.tier in CONSENT_TIERS or f.consent_item):
+                    block = (
+                        query_pb2.WITHHOLD_REASON_CONSENT_REQUIRED,
+                        "the catalog-only decider grants nothing that needs consent",
+                    )
                 if block is None:
                     fields.append(f.name)
                 else:

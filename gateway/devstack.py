@@ -75,9 +75,21 @@ class DepartmentProcess:
 
 
 async def start_department(
-    dept: str, pki: Pki, data_dir: Path, *, mapping: Path | None = None, timeout_s: float = 30.0
+    dept: str,
+    pki: Pki,
+    data_dir: Path,
+    *,
+    mapping: Path | None = None,
+    log_dir: Path | None = None,
+    timeout_s: float = 30.0,
 ) -> DepartmentProcess:
-    """Start one sample department process over mutual TLS; wait until it listens."""
+    """Start one sample department process over mutual TLS; wait until it listens.
+
+    Its log goes to ``log_dir/<dept>.log`` (default: beside its database): a
+    pipe nobody reads would block the department once it filled.
+    Raises RuntimeError if it does not start.
+    """
+    log_path = (log_dir or data_dir) / f"{dept}.log"
     args = [
         sys.executable, "-m", "adapters", "serve",
         "--mapping", str(mapping or _SAMPLES / f"{dept}.toml"),
@@ -89,19 +101,23 @@ async def start_department(
         "--allow-client", _FEDERATION_CN,
         "--log-level", "WARNING",
     ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=_ROOT
-    )
+    with log_path.open("ab") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=log_file, cwd=_ROOT
+        )
     assert proc.stdout is not None
     try:
         async with asyncio.timeout(timeout_s):
+            # The adapter prints exactly this one line on stdout, then only logs.
             while line := (await proc.stdout.readline()).decode():
                 if line.startswith("listening on "):
                     return DepartmentProcess(dept, proc, line.split()[-1])
     except TimeoutError:
         pass
-    proc.kill()
-    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await proc.wait()
+    err = log_path.read_text(encoding="utf-8", errors="replace")
     raise RuntimeError(f"department {dept} did not start: {err.strip()[-500:]}")
 
 
@@ -174,11 +190,16 @@ class DevStack:
             subjects=subjects,
             reference_date=today or dt.date.today(),
         )
-        procs = await asyncio.gather(
+        results = await asyncio.gather(
             *(start_department(d, pki, data_dir) for d in dept_ids),
             *(serve_fake(d, store, pki) for d, store in fakes.items()),
+            return_exceptions=True,
         )
-        started = {p.id: p for p in procs}
+        started = {p.id: p for p in results if isinstance(p, DepartmentProcess)}
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(p.stop() for p in started.values()))
+            raise failures[0]
         try:
             config_path = workdir / "gateway.toml"
             audit = ensure_audit_keys(workdir / "audit")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
+from gateway.errors import ConfigError
+
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -111,9 +113,15 @@ class Metrics:
 
     def serve_http(self, listen: str) -> tuple[str, Callable[[], None]]:
         """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) in a
-        thread; returns the URL and a function that stops it."""
+        thread; returns the URL and a function that stops it. Raises ConfigError
+        when the address cannot be bound."""
         host, _, port = listen.rpartition(":")
-        httpd, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        try:
+            httpd, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                "gateway.metrics_listen", f"cannot listen on {listen}: {exc.strerror}"
+            ) from None
 
         def stop() -> None:
             httpd.shutdown()

@@ -297,6 +297,7 @@ def _issue_leaf(
     server: bool,
     now: dt.datetime,
     client_uri: str | None = None,
+    server_name: str | None = None,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -340,6 +341,9 @@ def _issue_leaf(
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [
+                    # A department's own name, which the gateway checks, so that one
+                    # department's key cannot answer for another.
+                    *([x509.DNSName(server_name)] if server_name else []),
                     x509.DNSName("localhost"),
                     x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
                     x509.IPAddress(ipaddress.IPv6Address("::1")),
@@ -520,7 +524,8 @@ def _build(
     (root / "departments").mkdir()
     for dept in departments:
         subject = _name(f"{dept}.department", o="department")
-        _write_leaf(root / "departments", dept, *_issue_leaf(ca, subject, server=True, now=now))
+        leaf = _issue_leaf(ca, subject, server=True, now=now, server_name=f"{dept}.department")
+        _write_leaf(root / "departments", dept, *leaf)
 
     for role_dir, ids in principals.items():
         (root / role_dir).mkdir()

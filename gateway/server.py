@@ -139,7 +139,9 @@ class Gateway:
                     failure_threshold=fed.breaker_failures,
                     reset_after_s=fed.breaker_reset_ms / 1000,
                 ),
-                server_name=dept.server_name,
+                # With TLS the department must present a certificate naming
+                # itself ("tax.department"), not merely one from our CA.
+                server_name=dept.server_name or (f"{dept_id}.department" if creds else None),
             )
 
         async def check(dept_id: str, client: DepartmentClient) -> None:
@@ -166,9 +168,15 @@ class Gateway:
         try:
             await self._connect_departments()
             purposes = load_purposes(self.config.purposes)
+            if not self.config.insecure_dev_plaintext:
+                # Fail closed: outside development every service authenticates.
+                if self._authenticator is None:
+                    raise ConfigError("auth", "no authenticator configured")
+                if self._audit is not None and self._audit_auth is None:
+                    raise ConfigError("auth", "the audit service needs an authenticator")
+                if self._audit is None:
+                    raise ConfigError("audit", "no audit log configured")
             if self._authenticator is None:
-                if not self.config.insecure_dev_plaintext:
-                    raise ConfigError("tls", "no authenticator configured")
                 self._authenticator = InsecureDevAuthenticator()
             service = QueryService(
                 catalog=self.catalog,
@@ -207,6 +215,9 @@ class Gateway:
                     self.config.metrics_listen
                 )
         except BaseException:
+            if self._server is not None:
+                await self._server.stop(0)
+                self._server = None
             await self._close_clients()
             if self.meter is not None:
                 await self.meter.close()

@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,8 +45,11 @@ __all__ = ["AuditSink", "QueryService", "Receipt"]
 
 log = logging.getLogger("credit_gateway.query")
 
-#: Time kept back from the caller's deadline for filtering, audit and reply.
-_DEADLINE_RESERVE_S = 0.05
+#: Time kept back from the caller's deadline for settling, the durable audit
+#: append (a group-commit fsync) and the reply: 200 ms, or a fifth of a short
+#: deadline.
+_DEADLINE_RESERVE_S = 0.2
+_DEADLINE_RESERVE_SHARE = 0.2
 
 _SUBJECT_TYPE = {
     "enterprise": common_pb2.SUBJECT_TYPE_ENTERPRISE,
@@ -82,6 +86,15 @@ class AuditSink(Protocol):
         consent_id: str = "",
         charge_fen: int = 0,
     ) -> Receipt | None: ...
+
+
+def safe_request_id(request: query_pb2.QueryRequest) -> str:
+    """The request id if it is a UUID, else a placeholder: a caller's free text
+    (an identity number by mistake, say) never reaches a log or the audit log."""
+    try:
+        return str(uuid.UUID(request.request_id))
+    except ValueError:
+        return "invalid"
 
 
 def _hashed_subject(subject_type: str, subject_id: str) -> str:
@@ -153,13 +166,13 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         except GatewayError as exc:
             error = exc
         except Exception:
-            log.exception("query failed", extra={"request_id": request.request_id[:64]})
+            log.exception("query failed", extra={"request_id": safe_request_id(request)})
             error = InternalError("internal error")
         else:
-            self._finish(caller, outcome, started, request.request_id)
+            self._finish(caller, outcome, started, response.request_id)
             return response
         await self._audit_refusal(caller, request, error)
-        self._finish(caller, error.reason.lower(), started, request.request_id)
+        self._finish(caller, error.reason.lower(), started, safe_request_id(request))
         return await abort(context, error)
 
     async def _audit_refusal(
@@ -174,9 +187,9 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             query = self._validator.validate(request)
         try:
             await self._audit.append_query(query, caller, request, None, error)
-        except GatewayError:
+        except Exception:
             log.exception(
-                "could not audit a refusal", extra={"request_id": request.request_id[:64]}
+                "could not audit a refusal", extra={"request_id": safe_request_id(request)}
             )
 
     def _finish(self, caller: Caller | None, outcome: str, started: float, request_id: str) -> None:
@@ -193,7 +206,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         log.info(
             "query",
             extra={
-                "request_id": request_id[:64],
+                "request_id": request_id,
                 "agency": agency,
                 "outcome": outcome,
                 "latency_ms": round(elapsed * 1000, 2),
@@ -271,7 +284,8 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         remaining = context.time_remaining()
         budget = self._default_timeout_s
         if remaining is not None:
-            budget = min(budget, max(remaining - _DEADLINE_RESERVE_S, 0.001))
+            reserve = min(_DEADLINE_RESERVE_S, remaining * _DEADLINE_RESERVE_SHARE)
+            budget = min(budget, max(remaining - reserve, 0.001))
         outcomes = await fan_out(self._clients, lookups, timeout_s=budget) if lookups else {}
 
         response = query_pb2.QueryResponse(

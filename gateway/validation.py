@@ -4,6 +4,7 @@ naming the field."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,21 @@ _SUBJECT_TYPES = {
 }
 _MODES = frozenset({query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID})
 _MAX_TEXT = 256
+
+
+_IDENTIFIER_LIKE = re.compile(r"[0-9A-Za-z]{18}")
+
+
+def _holds_identifier(text: str) -> bool:
+    for match in re.finditer(r"(?=([0-9A-Za-z]{18}))", text):
+        candidate = match.group(1)
+        for check in (validate_resident_id, validate_uscc):
+            try:
+                check(candidate)
+            except InvalidArgumentError:
+                continue
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +77,14 @@ class Validator:
         if request.mode not in _MODES:
             raise InvalidArgumentError("mode", "must be FREE or PAID")
         for name in ("case_reference", "officer_id", "represented_party"):
-            if len(getattr(request, name)) > _MAX_TEXT:
+            text = getattr(request, name)
+            if len(text) > _MAX_TEXT:
                 raise InvalidArgumentError(name, f"longer than {_MAX_TEXT} characters")
+            if _IDENTIFIER_LIKE.search(text) and _holds_identifier(text):
+                # These fields go to the audit log in clear; identifiers may not.
+                raise InvalidArgumentError(
+                    name, "must not contain a resident identity number or credit code"
+                )
         if not request.datasets:
             datasets = self._all[subject_type]
         else:

@@ -70,6 +70,11 @@ class CircuitBreaker:
             self._state = BreakerState.OPEN
             self._opened_at = self._clock()
 
+    def abandon(self) -> None:
+        """A call ended with neither success nor failure (cancelled): free the
+        half-open trial slot so that the next call may try again."""
+        self._trial_in_flight = False
+
     def retry_in_s(self) -> float:
         """Seconds until a trial call will be allowed (0 if allowed now)."""
         if self._state is not BreakerState.OPEN:

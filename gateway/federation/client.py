@@ -9,6 +9,8 @@ errors, :class:`~gateway.errors.DepartmentTimeoutError`,
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from gateway.errors import (
@@ -89,6 +91,10 @@ class DepartmentClient:
             response: adapter_pb2.LookupResponse = await self._stub.Lookup(
                 request, timeout=timeout_s
             )
+        except asyncio.CancelledError:
+            # The caller went away; the department said nothing either way.
+            breaker.abandon()
+            raise
         except grpc.aio.AioRpcError as exc:
             err = self._translate(exc)
             # A department that refuses a well-formed request is not down; only

@@ -27,6 +27,15 @@ from tests.integration.conftest import SUBJECTS, subject
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+async def _checkpointed(stack: DevStack, size: int, timeout_s: float = 30) -> None:
+    """Wait until a signed checkpoint covers ``size`` entries (one comes within a
+    second of traffic; polling keeps the test honest on a loaded machine)."""
+    audit_log = stack.gateway._audit.log  # type: ignore[union-attr]
+    async with asyncio.timeout(timeout_s):
+        while audit_log.checkpoint_size < size:
+            await asyncio.sleep(0.05)
+
+
 def _leaves(path: Path) -> list[bytes]:
     store = SQLiteStore(path, read_only=True)
     try:
@@ -74,7 +83,7 @@ async def test_receipts_records_and_proofs(stack: DevStack) -> None:
     assert receipt.origin == "credit-gateway.dev/audit"
     assert receipt.response_digest == response_digest(response)
     # The record is in the log, under the receipt's leaf hash, without the identifier.
-    await asyncio.sleep(1.2)  # a checkpoint covers it within a second
+    await _checkpointed(stack, receipt.log_index + 2)  # the query and the refusal
     leaves = _leaves(stack.audit["log"])
     leaf = leaves[receipt.log_index]
     assert hashlib.sha256(b"\x00" + leaf).digest() == receipt.leaf_hash
@@ -124,7 +133,7 @@ async def test_credit_audit_verifies_the_running_log(stack: DevStack) -> None:
             await client.query(
                 enterprise=subject(stack, "enterprise_clean"), purpose="supervision_inspection"
             )
-    await asyncio.sleep(1.2)
+    await _checkpointed(stack, stack.gateway._audit.log.size)  # type: ignore[union-attr]
     code, output = await _verify(stack)
     assert code == 0, output
 
@@ -135,8 +144,7 @@ async def test_no_audit_no_data(tmp_path: Path) -> None:
     async with await DevStack.create(
         tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": store}
     ) as stack:
-        from gateway.assembly import _authenticator
-        from gateway.auth import CallerAuthenticator, Role
+        from gateway.assembly import build_authenticators
         from gateway.config import load_config
         from gateway.server import Gateway
 
@@ -144,9 +152,11 @@ async def test_no_audit_no_data(tmp_path: Path) -> None:
         assert config.auth is not None
         memory = MemoryStore()
         log = await AuditLog.open(None, Ed25519Signer.from_file(stack.audit["key"]), store=memory)
+        agencies, auditors = build_authenticators(config.auth)
         gateway = Gateway(
             config,
-            authenticator=CallerAuthenticator(_authenticator(config.auth, (Role.AGENCY,))),
+            authenticator=agencies,
+            audit_authenticator=auditors,
             audit=QueryAuditor(log, b"k" * 32, gateway_origin=log.origin),
         )
         await gateway.start()

@@ -59,6 +59,7 @@ def test_minimal_development_config(tmp_path: Path) -> None:
         ),
         ({**DEV, "federation": {"ca": "x"}}, "federation.ca", "file not found"),
         ({**DEV, "extra": {}}, "extra", "unknown section"),
+        ({"departments": {"tax": {"address": "h:1"}}, "tls": {}}, "tls.cert", "missing"),
         ({**DEV, "auth": {"issuers": []}}, "auth.audience", "missing"),
         ({**DEV, "auth": {"audience": "gw"}}, "auth.issuers", "missing"),
         (
@@ -91,6 +92,7 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     cfg.write_text(
         '[tls]\ncert = "c.pem"\nkey = "c.key"\nclient_ca = "ca.pem"\n'
         '[auth]\naudience = "gw"\n[[auth.issuers]]\nissuer = "i"\njwks = "ca.pem"\n'
+        '[audit]\npath = "audit.sqlite"\nkey = "c.key"\npseudonym_key = "c.key"\n'
         '[federation]\nca = "ca.pem"\nclient_cert = "c.pem"\nclient_key = "c.key"\n'
         '[departments.tax]\naddress = "localhost:50061"\n',
         encoding="utf-8",
@@ -99,3 +101,19 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     assert config.tls is not None and config.tls.cert == tmp_path / "c.pem"
     assert config.federation.ca == tmp_path / "ca.pem"
     assert config.auth is not None and config.auth.issuers[0].jwks == tmp_path / "ca.pem"
+
+
+def test_tls_without_audit_is_refused(tmp_path: Path) -> None:
+    for name in ("ca.pem", "c.pem", "c.key"):
+        (tmp_path / name).write_text("x", encoding="utf-8")
+    doc = {
+        "tls": {"cert": "c.pem", "key": "c.key", "client_ca": "ca.pem"},
+        "auth": {"audience": "gw", "issuers": [{"issuer": "i", "jwks": "ca.pem"}]},
+        "federation": {"ca": "ca.pem", "client_cert": "c.pem", "client_key": "c.key"},
+        "departments": {"tax": {"address": "localhost:1"}},
+    }
+    with pytest.raises(
+        ConfigError, match="no query is answered without a durable audit record"
+    ) as exc:
+        parse_config(doc, base=tmp_path)
+    assert exc.value.key == "audit"
