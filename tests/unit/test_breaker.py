@@ -40,3 +40,14 @@ def test_success_resets_the_count() -> None:
     b.record_success()
     b.record_failure()
     assert b.state is BreakerState.CLOSED
+
+
+def test_an_abandoned_trial_frees_the_half_open_slot() -> None:
+    """A cancelled trial call must not leave the department cut off for good."""
+    clock = Clock()
+    b = CircuitBreaker(failure_threshold=1, reset_after_s=1, clock=clock)
+    b.record_failure()
+    clock.now = 1
+    assert b.allow()  # the trial goes out... and its caller is cancelled
+    b.abandon()
+    assert b.allow()

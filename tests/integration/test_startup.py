@@ -1,0 +1,74 @@
+"""Start-up refuses what it cannot vouch for, and leaves nothing running."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import pytest
+
+from adapters.sdk import bound_port, mtls_server_credentials, serve
+from adapters.testing import InMemoryStore
+from gateway.assembly import build_gateway
+from gateway.catalog import load_catalog
+from gateway.config import DepartmentConfig, load_config
+from gateway.devstack import DevStack
+from gateway.errors import ConfigError
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_a_department_answering_with_another_departments_certificate(
+    stack: DevStack,
+) -> None:
+    """The market's key cannot stand in for the tax office, though both come from our CA."""
+    pki = stack.pki
+    impostor = await serve(
+        InMemoryStore.from_catalog(load_catalog(), "tax"),
+        "127.0.0.1:0",
+        server_credentials=mtls_server_credentials(
+            pki.department_cert("market").read_bytes(),
+            pki.department_key("market").read_bytes(),
+            pki.ca_cert.read_bytes(),
+        ),
+        allowed_clients=frozenset({"credit-gateway"}),
+    )
+    try:
+        config = load_config(stack.config_path)
+        departments = dict(config.departments)
+        departments["tax"] = DepartmentConfig("tax", f"127.0.0.1:{bound_port(impostor)}")
+        config = dataclasses.replace(
+            config,
+            departments=departments,
+            federation=dataclasses.replace(config.federation, describe_timeout_ms=2000),
+            audit=None,
+            billing=None,
+            insecure_dev_plaintext=True,  # only so that no second audit log is opened
+        )
+        gateway = await build_gateway(config)
+        with pytest.raises(ConfigError) as exc:
+            await gateway.start()
+        assert exc.value.key == "departments.tax"
+        assert "Describe failed" in exc.value.message
+    finally:
+        await impostor.stop(0)
+
+
+async def test_busy_metrics_port_stops_startup_cleanly(stack: DevStack, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = dataclasses.replace(
+            load_config(stack.config_path),
+            metrics_listen=f"127.0.0.1:{port}",
+            audit=None,
+            billing=None,
+            insecure_dev_plaintext=True,
+        )
+        gateway = await build_gateway(config)
+        with pytest.raises(ConfigError) as exc:
+            await gateway.start()
+    assert exc.value.key == "gateway.metrics_listen"
+    assert gateway._server is None and not gateway.clients
