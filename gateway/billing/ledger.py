@@ -44,11 +44,11 @@ import contextlib
 import functools
 import json
 import os
+import queue
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -586,7 +586,9 @@ class SQLiteLedger(LedgerStore):
         self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout_s: float = 10.0
     ) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        # Re-entrant: a group-commit batch holds it while each operation takes it too.
+        self._lock = threading.RLock()
+        self._in_batch = False
         if not create and not self.path.is_file():
             raise LedgerError(f"{self.path}: no such ledger file")
         try:
@@ -613,9 +615,50 @@ class SQLiteLedger(LedgerStore):
     # --- transactions ----------------------------------------------------------
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: every operation inside runs in one transaction (each in
+        its own savepoint, so one refusal undoes only itself), and a single
+        COMMIT, one fsync, makes them all durable together. Raises LedgerError
+        if the commit fails; then none of them happened."""
+        conn = self._conn
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._in_batch = True
+                yield
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise LedgerError(f"{self.path}: write failed: {err}") from None
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                self._in_batch = False
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        conn.execute("SAVEPOINT op")
+        try:
+            yield conn
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            if isinstance(exc, sqlite3.Error):
+                raise LedgerError(f"{self.path}: write failed: {exc}") from None
+            raise
+        conn.execute("RELEASE op")
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn
         with self._lock:
+            if self._in_batch:
+                with self._savepoint() as c:
+                    yield c
+                return
             try:
                 # IMMEDIATE takes the write lock before the first read, so the
                 # balance we check is the balance we update.
@@ -633,6 +676,9 @@ class SQLiteLedger(LedgerStore):
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn
         with self._lock:
+            if self._in_batch:  # already inside one consistent transaction
+                yield conn
+                return
             try:
                 conn.execute("BEGIN")  # one snapshot for every SELECT of the operation
                 yield conn
@@ -1258,10 +1304,31 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # cancelled by a caller that did not shield
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
 class AsyncLedger:
     """A :class:`LedgerStore` driven from asyncio: every call runs on one
     dedicated thread, so the event loop never blocks on SQLite or fsync and
     this process's writes are applied one at a time.
+
+    Group commit: the thread takes every call queued by the time it is free and
+    runs them in one transaction (:meth:`SQLiteLedger.batch`), so concurrent
+    queries share one fsync instead of paying one each. A call's future is
+    resolved only after that commit: nothing is reported before it is durable.
 
     Calls are shielded: once submitted, an operation completes even if the
     awaiting task is cancelled (a half-known outcome is worse than a late one;
@@ -1269,35 +1336,74 @@ class AsyncLedger:
     undo the effect themselves).
     """
 
-    def __init__(self, store: LedgerStore, executor: ThreadPoolExecutor | None = None) -> None:
+    #: Most operations committed together.
+    MAX_BATCH = 256
+
+    def __init__(self, store: LedgerStore) -> None:
         self.store = store
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._closed = False
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="ledger", daemon=True)
+        self._thread.start()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> AsyncLedger:
-        """Open (or create) a :class:`SQLiteLedger` on the ledger thread. Raises LedgerError."""
-        executor = ThreadPoolExecutor(1, thread_name_prefix="ledger")
-        loop = asyncio.get_running_loop()
-        try:
-            store = await loop.run_in_executor(
-                executor, functools.partial(SQLiteLedger, path, create=create)
-            )
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        return cls(store, executor)
+        """Open (or create) a :class:`SQLiteLedger` off the event loop. Raises LedgerError."""
+        store = await asyncio.to_thread(SQLiteLedger, path, create=create)
+        return cls(store)
 
     def submit(
         self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> asyncio.Future[_T]:
-        """Queue ``fn`` on the ledger thread; the future is not tied to the caller."""
+        """Queue ``fn`` on the ledger thread; the future is not tied to the caller.
+        Raises LedgerError once the ledger is closed."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        future: asyncio.Future[_T] = loop.create_future()
+        self._queue.put(_Call(functools.partial(fn, *args, **kwargs), future, loop))
+        return future
 
     async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run ``fn`` on the ledger thread and return its result (shielded)."""
         return await asyncio.shield(self.submit(fn, *args, **kwargs))
+
+    def _serve(self) -> None:
+        batch_of = getattr(self.store, "batch", None)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            calls = [first]
+            stop = False
+            while len(calls) < self.MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                calls.append(nxt)
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                with batch_of() if batch_of is not None else contextlib.nullcontext():
+                    for call in calls:
+                        try:
+                            outcomes.append((True, call.fn()))
+                        except BaseException as exc:  # reported to that caller alone
+                            outcomes.append((False, exc))
+            except BaseException as exc:  # the commit failed: none of them happened
+                err = (
+                    exc
+                    if isinstance(exc, LedgerError)
+                    else LedgerError(f"ledger batch failed: {exc}")
+                )
+                outcomes = [(False, err)] * len(calls)
+            for call, (ok, value) in zip(calls, outcomes, strict=True):
+                call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
+            if stop:
+                return
 
     @property
     def closed(self) -> bool:
@@ -1308,7 +1414,8 @@ class AsyncLedger:
         if self._closed:
             return
         self._closed = True
-        try:
-            await self.run(self.store.close)
-        finally:
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
+        # Everything queued before this is committed first; then the thread ends
+        # and the store closes outside any batch.
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self.store.close)
