@@ -24,6 +24,8 @@ from gateway.billing.admin import BillingAdminService
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import AuditConfig, AuthConfig, Config
 from gateway.errors import ConfigError
+from gateway.policy import build_decider
+from gateway.purposes import load_purposes
 from gateway.server import Gateway
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
@@ -35,6 +37,10 @@ def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
         audience=auth.audience,
     )
     return Authenticator(load_registry(auth.registry), verifier, roles=roles)
+
+
+#: Billing events recorded inside the query record that caused them.
+_IN_QUERY_RECORD = frozenset({"reserve", "charge"})
 
 
 def build_authenticators(auth: AuthConfig) -> tuple[CallerAuthenticator, Authenticator]:
@@ -77,8 +83,10 @@ async def _open_billing(
     prices.check_catalog(catalog)
 
     async def on_event(event: dict[str, Any]) -> None:
-        # Every reserve, charge, release and top-up goes on the signed record.
-        if auditor is not None:
+        # Every booking goes on the signed record. A query's own reserve and
+        # charge travel inside its query record (one durable append per query,
+        # not three); releases, refunds and top-ups are records of their own.
+        if auditor is not None and event.get("event") not in _IN_QUERY_RECORD:
             await auditor.append_event(event.pop("kind", "billing"), event)
 
     meter = await Meter.open(config.billing.ledger, prices, on_event=on_event)
@@ -116,6 +124,20 @@ async def build_gateway(config: Config) -> Gateway:
     if config.auth is not None:
         authenticator, audit_auth = build_authenticators(config.auth)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
+    decider = None
+    if config.policy is not None:
+        decider = build_decider(
+            catalog,
+            model=config.policy.model,
+            policy=config.policy.policy,
+            revocations=config.policy.revocations,
+            consent_issuers=[(i.issuer, i.jwks) for i in config.policy.consent_issuers],
+            consent_audience=config.policy.consent_audience,
+            registry=load_registry(config.auth.registry) if config.auth else None,
+            purposes=tuple(load_purposes(config.purposes)),
+        )
+    elif not config.insecure_dev_plaintext:
+        raise ConfigError("policy", "missing: who may see what is decided by the policy")
     meter = admin = None
     today: Callable[[], dt.date] = dt.date.today
     if config.billing is not None:
@@ -123,6 +145,7 @@ async def build_gateway(config: Config) -> Gateway:
     return Gateway(
         config,
         catalog=catalog,
+        decider=decider,
         authenticator=authenticator,
         audit=auditor,
         audit_authenticator=audit_auth,

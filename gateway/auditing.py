@@ -32,6 +32,7 @@ from typing import Any
 
 import grpc
 
+from gateway import names
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.records import pseudonymize
@@ -53,12 +54,10 @@ __all__ = ["AuditServicer", "QueryAuditor", "response_digest"]
 
 log = logging.getLogger(__name__)
 
-_STATUS = {v: k.removeprefix("SECTION_STATUS_").lower() for k, v in query_pb2.SectionStatus.items()}
-_REASON = {
-    v: k.removeprefix("WITHHOLD_REASON_").lower() for k, v in query_pb2.WithholdReason.items()
-}
-_MODE = {v: k.removeprefix("QUERY_MODE_").lower() for k, v in query_pb2.QueryMode.items()}
-_SUBJECT = {1: "enterprise", 2: "person"}
+_STATUS = names.STATUS
+_REASON = names.REASON
+_MODE = names.MODE
+_SUBJECT = names.SUBJECT_TYPE
 
 
 def response_digest(response: query_pb2.QueryResponse) -> bytes:
@@ -121,6 +120,7 @@ class QueryAuditor:
         *,
         consent_id: str = "",
         charge_fen: int = 0,
+        billing: Mapping[str, Any] | None = None,
     ) -> Receipt | None:
         """Append one query record; returns its receipt once durable.
 
@@ -145,6 +145,8 @@ class QueryAuditor:
             ).hexdigest(),
             "charge_fen": charge_fen,
         }
+        if billing is not None:
+            record["billing"] = dict(billing)
         if query is not None:
             record["subject_type"] = query.subject_type
             record["subject_pseudonym"] = self.pseudonym(query.subject_type, query.subject_id)

@@ -5,6 +5,8 @@
     credit-gateway demo --serve --workdir DIR   # keep the federation running
     credit-gateway certs init DIR               # development PKI
     credit-gateway token issue ...              # mint an agency token
+    credit-gateway consent issue ...            # mint a consent (development issuer)
+    credit-gateway billing --ledger F balance   # accounts, top-ups, statements
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -49,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("args", nargs=argparse.REMAINDER)
     token = sub.add_parser("token", help="agency tokens", add_help=False)
     token.add_argument("args", nargs=argparse.REMAINDER)
+    consent = sub.add_parser(
+        "consent", help="consent tokens (development consent issuer)", add_help=False
+    )
+    consent.add_argument("args", nargs=argparse.REMAINDER)
+    billing = sub.add_parser("billing", help="accounts: balance, top-up, statement", add_help=False)
+    billing.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -78,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.auth.tokens import token_main
 
             return token_main(args.args)
+        if args.command == "consent":
+            from gateway.consent import consent_main
+
+            return consent_main(args.args)
+        if args.command == "billing":
+            from gateway.billing.cli import billing_main
+
+            return billing_main(args.args)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2

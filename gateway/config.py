@@ -48,6 +48,7 @@ __all__ = [
     "DepartmentConfig",
     "FederationConfig",
     "IssuerConfig",
+    "PolicyConfig",
     "TlsConfig",
     "load_config",
     "parse_config",
@@ -90,6 +91,17 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Who sees what: the Casbin model and policy, and who may issue consents."""
+
+    model: Path | None = None
+    policy: Path | None = None
+    revocations: Path | None = None
+    consent_issuers: tuple[IssuerConfig, ...] = ()
+    consent_audience: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BillingConfig:
     """Prepaid accounts and free quotas: the ledger file and the price list."""
 
@@ -129,6 +141,7 @@ class Config:
     auth: AuthConfig | None = None
     audit: AuditConfig | None = None
     billing: BillingConfig | None = None
+    policy: PolicyConfig | None = None
     #: Serve agencies over plaintext with header identities. Development only.
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -267,7 +280,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
             "(set gateway.insecure_dev_plaintext = true only for development)",
         )
     billing = _parse_billing(doc.get("billing"), base)
-    extra = {k: v for k, v in doc.items() if k in {"policy"}}
+    policy = _parse_policy(doc.get("policy"), base)
+    extra: dict[str, Any] = {}
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -279,10 +293,49 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         auth=auth,
         audit=audit,
         billing=billing,
+        policy=policy,
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
         extra=extra,
+    )
+
+
+def _parse_issuers(raw: Any, key: str, base: Path) -> tuple[IssuerConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(key, "must be a list of [[...]] tables with issuer and jwks")
+    issuers = []
+    for i, item in enumerate(raw):
+        ikey = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(ikey, "must be a table with issuer and jwks")
+        _no_unknown(item, ikey, {"issuer", "jwks"})
+        iss = item.get("issuer")
+        if not isinstance(iss, str) or not iss:
+            raise ConfigError(f"{ikey}.issuer", "missing")
+        issuers.append(IssuerConfig(iss, _required_path(item, ikey, "jwks", base)))
+    return tuple(issuers)
+
+
+def _parse_policy(raw: Any, base: Path) -> PolicyConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("policy", "must be a table")
+    _no_unknown(
+        raw, "policy", {"model", "policy", "revocations", "consent_issuers", "consent_audience"}
+    )
+    audience = raw.get("consent_audience")
+    if audience is not None and (not isinstance(audience, str) or not audience):
+        raise ConfigError("policy.consent_audience", "must be a non-empty string")
+    return PolicyConfig(
+        model=_path(raw, "policy", "model", base),
+        policy=_path(raw, "policy", "policy", base),
+        revocations=_path(raw, "policy", "revocations", base),
+        consent_issuers=_parse_issuers(
+            raw.get("consent_issuers", []), "policy.consent_issuers", base
+        ),
+        consent_audience=audience,
     )
 
 

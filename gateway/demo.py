@@ -93,6 +93,7 @@ async def _script(stack: DevStack) -> None:
         purpose="government_procurement",
     )
     person = s["person_with_loans"]
+    before = await stack.balance_fen("bank")
     await _show(
         stack,
         "bank",
@@ -101,6 +102,8 @@ async def _script(stack: DevStack) -> None:
         purpose="lending",
         mode="paid",
     )
+    after = await stack.balance_fen("bank")
+    _say(f"\nbank's prepaid balance: ¥{before / 100:,.2f} before, ¥{after / 100:,.2f} after")
     await _show(
         stack,
         "ndrc",

@@ -225,6 +225,40 @@ class DevStack:
             token=self.tokens[agency].read_text(encoding="utf-8").strip(),
         )
 
+    def consent(
+        self,
+        *,
+        subject_type: str,
+        subject_id: str,
+        grantee: str,
+        purpose: str,
+        scope: Sequence[str],
+        lifetime_s: int = 30 * 86400,
+    ) -> str:
+        """A consent token from the development consent issuer, as a subject
+        would sign one at the bank's counter."""
+        from gateway.consent import issue_consent
+
+        return issue_consent(
+            self.pki.consent.key(),
+            self.pki.consent.signing_kid,
+            issuer=self.pki.consent.issuer,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            grantee=grantee,
+            purpose=purpose,
+            scope=scope,
+            lifetime_s=lifetime_s,
+        )
+
+    async def balance_fen(self, account: str) -> int:
+        """An agency's prepaid balance, read from the gateway's ledger."""
+        meter = self.gateway.meter
+        if meter is None:
+            raise RuntimeError("this stack runs without billing")
+        state = await meter.ledger.run(meter.ledger.store.account, account)
+        return 0 if state is None else state.balance_fen
+
     def describe(self) -> dict[str, Any]:
         """What a client needs, as written to ``demo.json``."""
         return {
@@ -287,6 +321,11 @@ def _gateway_toml(
         f'path = "{audit["log"]}"',
         f'key = "{audit["key"]}"',
         f'pseudonym_key = "{audit["pseudonym_key"]}"',
+        "",
+        "[policy]",
+        "[[policy.consent_issuers]]",
+        f'issuer = "{pki.consent.issuer}"',
+        f'jwks = "{pki.consent.jwks}"',
         "",
         "[billing]",
         f'ledger = "{audit["log"].parent.parent / "ledger.sqlite"}"',

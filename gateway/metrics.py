@@ -8,9 +8,11 @@ a token or anything personal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway.errors import ConfigError
 
@@ -97,12 +99,8 @@ class Metrics:
         self.policy_version = Info(
             "credit_gateway_policy", "The active policy version.", registry=r
         )
-        self.decision_cache = Counter(
-            "credit_gateway_decision_cache",
-            "Policy decisions served from the compiled cache (hit) or computed (miss).",
-            ["result"],
-            registry=r,
-        )
+        self._cache_info: Callable[[], Mapping[str, int]] | None = None
+        r.register(_DecisionCacheCollector(self))
         self.charges = Counter(
             "credit_gateway_charged_fen",
             "Fen charged for paid queries, by agency.",
@@ -110,6 +108,10 @@ class Metrics:
             registry=r,
         )
         self.build = Info("credit_gateway_build", "Version of the running gateway.", registry=r)
+
+    def watch_decisions(self, cache_info: Callable[[], Mapping[str, int]]) -> None:
+        """Report the decider's cache hits and misses at scrape time."""
+        self._cache_info = cache_info
 
     def serve_http(self, listen: str) -> tuple[str, Callable[[], None]]:
         """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) in a
@@ -129,3 +131,22 @@ class Metrics:
             thread.join(5)
 
         return f"http://{host}:{httpd.server_port}/metrics", stop
+
+
+class _DecisionCacheCollector(Collector):
+    """Decision cache hits and misses, read from the decider when scraped, so
+    the query path pays nothing for them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "credit_gateway_decision_cache",
+            "Policy decisions served from the compiled cache (hit) or computed (miss).",
+            labels=["result"],
+        )
+        info = self._metrics._cache_info() if self._metrics._cache_info else {}
+        family.add_metric(["hit"], info.get("decision_hits", 0))
+        family.add_metric(["miss"], info.get("decision_misses", 0))
+        yield family

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
+from gateway import names
 from gateway.client import QueryClient, build_request
 from protos.credit.v1 import common_pb2, query_pb2
 
@@ -143,14 +144,8 @@ async def _run(
     return 0
 
 
-_STATUS = {
-    v: k.removeprefix("SECTION_STATUS_").lower().replace("_", " ")
-    for k, v in query_pb2.SectionStatus.items()
-}
-_REASON = {
-    v: k.removeprefix("WITHHOLD_REASON_").lower().replace("_", " ")
-    for k, v in query_pb2.WithholdReason.items()
-}
+_STATUS = {k: v.replace("_", " ") for k, v in names.STATUS.items()}
+_REASON = {k: v.replace("_", " ") for k, v in names.REASON.items()}
 
 
 def _value(v: common_pb2.FieldValue) -> str:
@@ -193,9 +188,13 @@ def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
                 print(f"    - {cells}{mark}", file=out)
         if section.withheld:
             print("  withheld:", file=out)
+            # One line per dataset and reason: a reader wants why, not a field list first.
+            groups: dict[tuple[str, query_pb2.WithholdReason.ValueType, str], list[str]] = {}
             for w in section.withheld:
-                detail = f" ({w.detail})" if w.detail else ""
-                print(f"    {w.dataset}.{w.field}: {_REASON.get(w.reason, '?')}{detail}", file=out)
+                groups.setdefault((w.dataset, w.reason, w.detail), []).append(w.field)
+            for (dataset, reason, detail), fields in groups.items():
+                why = _REASON.get(reason, "?") + (f" ({detail})" if detail else "")
+                print(f"    {dataset}: {', '.join(fields)}: {why}", file=out)
     if response.receipt.leaf_hash:
         print(
             f"\naudit receipt: {response.receipt.origin} #{response.receipt.log_index} "

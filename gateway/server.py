@@ -178,10 +178,17 @@ class Gateway:
                     raise ConfigError("audit", "no audit log configured")
             if self._authenticator is None:
                 self._authenticator = InsecureDevAuthenticator()
+            decider = self._decider or CatalogDecider(self.catalog)
+            cache_info = getattr(decider, "cache_info", None)
+            if cache_info is not None:
+                self.metrics.watch_decisions(cache_info)
+            self.metrics.policy_version.info(
+                {"version": str(getattr(decider, "version", "catalog-only"))}
+            )
             service = QueryService(
                 catalog=self.catalog,
                 validator=Validator(self.catalog, purposes),
-                decider=self._decider or CatalogDecider(self.catalog),
+                decider=decider,
                 authenticator=self._authenticator,
                 clients=self.clients,
                 metrics=self.metrics,

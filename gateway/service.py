@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from gateway import names
 from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.catalog import Catalog, Tier
 from gateway.decision import Decider, Decision, QueryFacts
@@ -39,7 +40,7 @@ from gateway.federation import DepartmentClient, fan_out
 from gateway.identity import Authenticator, Caller
 from gateway.metrics import Metrics
 from gateway.validation import Validator, ValidQuery
-from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2, query_pb2_grpc
+from protos.credit.v1 import adapter_pb2, query_pb2, query_pb2_grpc
 
 __all__ = ["AuditSink", "QueryService", "Receipt"]
 
@@ -51,16 +52,9 @@ log = logging.getLogger("credit_gateway.query")
 _DEADLINE_RESERVE_S = 0.2
 _DEADLINE_RESERVE_SHARE = 0.2
 
-_SUBJECT_TYPE = {
-    "enterprise": common_pb2.SUBJECT_TYPE_ENTERPRISE,
-    "person": common_pb2.SUBJECT_TYPE_PERSON,
-}
-_STATUS_NAMES: dict[query_pb2.SectionStatus.ValueType, str] = {
-    v: k.removeprefix("SECTION_STATUS_").lower() for k, v in query_pb2.SectionStatus.items()
-}
-_REASON_NAMES: dict[query_pb2.WithholdReason.ValueType, str] = {
-    v: k.removeprefix("WITHHOLD_REASON_").lower() for k, v in query_pb2.WithholdReason.items()
-}
+_SUBJECT_TYPE = names.SUBJECT_TYPE_CODE
+_STATUS_NAMES = names.STATUS
+_REASON_NAMES = names.REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +79,7 @@ class AuditSink(Protocol):
         *,
         consent_id: str = "",
         charge_fen: int = 0,
+        billing: Mapping[str, Any] | None = None,
     ) -> Receipt | None: ...
 
 
@@ -324,17 +319,29 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             assert dd is not None  # a department was asked only if something was allowed
             self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
         charge_fen = 0
+        billing: dict[str, Any] | None = None
         if reservation is not None and self._meter is not None:
             # Step 7: charge what was delivered, release the rest.
             settlement = await self._meter.settle(reservation, delivered_lines(decision, outcomes))
             response.charge.CopyFrom(settlement.to_proto())
             charge_fen = settlement.amount_fen
+            billing = {
+                "basis": reservation.basis,
+                "reserved_fen": reservation.reserved_fen,
+                "charged_fen": settlement.amount_fen,
+                "state": settlement.state,
+                "replay": reservation.replay,
+                "lines": [
+                    {"department": x.department, "dataset": x.dataset, "amount_fen": x.amount_fen}
+                    for x in settlement.lines
+                ],
+            }
             if charge_fen:
                 self._metrics.charges.labels(caller.agency_id).inc(charge_fen)
         if self._audit is not None:
             # Step 8. No audit, no data: if this raises, the response is never sent.
             receipt = await self._audit.append_query(
-                query, caller, request, response, None, charge_fen=charge_fen
+                query, caller, request, response, None, charge_fen=charge_fen, billing=billing
             )
             if receipt is not None:
                 response.receipt.origin = receipt.origin
