@@ -24,6 +24,7 @@ __all__ = [
     "Decision",
     "DepartmentDecision",
     "QueryFacts",
+    "SwitchableDecider",
     "Withheld",
 ]
 
@@ -93,6 +94,34 @@ def _legal_block(
     if catalog_field_tier is Tier.STATE_SECRET:
         return query_pb2.WITHHOLD_REASON_STATE_SECRET, "state secret never leaves the department"
     return None
+
+
+class SwitchableDecider:
+    """The decider a running gateway uses, replaceable while it serves.
+
+    Activating a policy version swaps the decider in one reference assignment:
+    a query in flight finishes under the decision it already has, the next one
+    gets the new version, and none is dropped.
+    """
+
+    def __init__(self, decider: Decider) -> None:
+        self.current = decider
+
+    def swap(self, decider: Decider) -> Decider:
+        """Install ``decider``; returns the one it replaces."""
+        old, self.current = self.current, decider
+        return old
+
+    def decide(self, facts: QueryFacts) -> Decision:
+        return self.current.decide(facts)
+
+    @property
+    def version(self) -> str:
+        return str(getattr(self.current, "version", "catalog-only"))
+
+    def cache_info(self) -> dict[str, int]:
+        info = getattr(self.current, "cache_info", None)
+        return dict(info()) if info is not None else {}
 
 
 #: Tiers that need the subject's consent (Art. 18, Art. 40(3)).

@@ -88,7 +88,8 @@ async def _script(stack: DevStack) -> None:
     await _show(
         stack,
         "procurement",
-        f"1. A procurement check of {ent['name']}",
+        f"1. The procurement centre screens a bidder, {ent['name']}\n"
+        "   (public and government-shared tiers only; free mode)",
         enterprise=ent["id"],
         purpose="government_procurement",
     )
@@ -97,24 +98,44 @@ async def _script(stack: DevStack) -> None:
     await _show(
         stack,
         "bank",
-        "2. The bank asks about a loan applicant, without the applicant's consent",
+        "2. The bank asks about a loan applicant WITHOUT the applicant's consent",
         person=person["id"],
         purpose="lending",
         mode="paid",
     )
-    after = await stack.balance_fen("bank")
-    _say(f"\nbank's prepaid balance: ¥{before / 100:,.2f} before, ¥{after / 100:,.2f} after")
+    consent = stack.consent(
+        subject_type="person",
+        subject_id=person["id"],
+        grantee="bank",
+        purpose="lending",
+        scope=["pbccrc/*", "tier:personal_privacy"],
+    )
     await _show(
         stack,
-        "ndrc",
-        "3. A subject no department knows",
-        enterprise=s["enterprise_unknown"]["id"],
+        "bank",
+        "3. The same query WITH the applicant's signed consent\n"
+        "   (credit reference center and personal data now visible)",
+        person=person["id"],
+        purpose="lending",
+        mode="paid",
+        consent_token=consent,
+    )
+    after = await stack.balance_fen("bank")
+    _say(
+        f"\nbank's prepaid balance: ¥{before / 100:,.2f} before its two paid queries, "
+        f"¥{after / 100:,.2f} after (charged only for datasets delivered)"
+    )
+    await _show(
+        stack,
+        "nogrants",
+        "4. A registered agency with no grants: every department is withheld, none is asked",
+        enterprise=ent["id"],
         purpose="supervision_inspection",
     )
     await _show(
         stack,
         "ndrc",
-        "4. A mistyped credit code is refused before any department is asked",
+        "5. A mistyped credit code is refused before any department is asked",
         enterprise=ent["id"][:-1] + ("0" if ent["id"][-1] != "0" else "1"),
         purpose="supervision_inspection",
     )
@@ -154,7 +175,7 @@ async def _verify_audit(stack: DevStack) -> None:
     """The auditors' view: the log the demo wrote, checked offline by credit-audit."""
     log_path, key = stack.audit["log"], stack.audit["verifier_key"]
     _banner(
-        "5. An auditor verifies the signed audit log offline\n"
+        "6. An auditor verifies the signed audit log offline\n"
         f"  credit-audit verify {log_path} --key {key}"
     )
     proc = await asyncio.create_subprocess_exec(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.assembly import build_gateway
 from gateway.audit import generate_key, generate_pseudonym_key, write_key_files, write_pseudonym_key
 from gateway.auth import Role, issue_token, load_registry
+from gateway.billing import load_prices
 from gateway.catalog import load_catalog
 from gateway.client import QueryClient
 from gateway.config import load_config
@@ -188,7 +189,8 @@ class DevStack:
             data_dir,
             seed=seed,
             subjects=subjects,
-            reference_date=today or dt.date.today(),
+            # The gateway's calendar day is the price list's time zone's.
+            reference_date=today or dt.datetime.now(load_prices().timezone).date(),
         )
         results = await asyncio.gather(
             *(start_department(d, pki, data_dir) for d in dept_ids),

@@ -32,7 +32,7 @@ from gateway.billing import Meter
 from gateway.billing.admin import BillingAdminService
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import Config
-from gateway.decision import CatalogDecider, Decider
+from gateway.decision import CatalogDecider, Decider, SwitchableDecider
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.identity import Authenticator, InsecureDevAuthenticator
@@ -102,6 +102,8 @@ class Gateway:
             audit.bind_metrics(self.metrics)
         self.clients: dict[str, DepartmentClient] = {}
         self.port = 0
+        #: The live decider; policy activation swaps what it delegates to.
+        self.decider: SwitchableDecider | None = None
 
     @property
     def address(self) -> str:
@@ -178,13 +180,10 @@ class Gateway:
                     raise ConfigError("audit", "no audit log configured")
             if self._authenticator is None:
                 self._authenticator = InsecureDevAuthenticator()
-            decider = self._decider or CatalogDecider(self.catalog)
-            cache_info = getattr(decider, "cache_info", None)
-            if cache_info is not None:
-                self.metrics.watch_decisions(cache_info)
-            self.metrics.policy_version.info(
-                {"version": str(getattr(decider, "version", "catalog-only"))}
-            )
+            decider = SwitchableDecider(self._decider or CatalogDecider(self.catalog))
+            self.decider = decider
+            self.metrics.watch_decisions(decider.cache_info)
+            self.metrics.policy_version.info({"version": decider.version})
             service = QueryService(
                 catalog=self.catalog,
                 validator=Validator(self.catalog, purposes),
@@ -235,6 +234,15 @@ class Gateway:
         for name in ("", QUERY_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gateway serving", extra={"address": self.address})
+
+    def install_decider(self, decider: Decider) -> None:
+        """Hot switch: the next query is decided by ``decider``; queries in
+        flight finish under the version they started with."""
+        if self.decider is None:
+            self._decider = decider
+            return
+        self.decider.swap(decider)
+        self.metrics.policy_version.info({"version": self.decider.version})
 
     def _bind(self, server: grpc.aio.Server) -> int:
         tls = self.config.tls
