@@ -32,6 +32,25 @@ rating = { type = "text", tier = "public" }
 """
 
 
+PRICES = """
+version = "bench"
+currency = "CNY"
+timezone = "Asia/Shanghai"
+[free]
+daily_quota = 100000000
+[self_query]
+free_per_year = 2
+[prices.bench]
+profile = 100
+"""
+
+
+POLICY = """
+g, ndrc, role:bench
+p, role:bench, bench/*, public, administrative_licensing, any, allow
+"""
+
+
 class TrivialStore(Store):
     department = "bench"
 

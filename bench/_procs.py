@@ -16,7 +16,7 @@ def start(
     proc = subprocess.Popen(
         [sys.executable, *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 
 from bench import _procs
-from bench._department import CATALOG
+from bench._department import CATALOG, POLICY, PRICES
 from gateway.auth import issue_token
 from gateway.client import build_request
 from gateway.devstack import AUDIENCE, ensure_audit_keys
@@ -82,10 +82,11 @@ def _measure(
 
 
 def _gateway_toml(
-    work: Path, dept_addr: str, pki: Pki | None, audit: dict[str, Path] | None
+    work: Path, dept_addr: str, pki: Pki | None, audit: dict[str, Path] | None, billing: bool
 ) -> str:
     lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{work / "catalog.toml"}"']
-    if pki is None:
+    if pki is None or audit is None:
+        # Plaintext, or a gateway without its audit log: both only in development mode.
         lines.append("insecure_dev_plaintext = true")
     else:
         lines += [
@@ -110,6 +111,14 @@ def _gateway_toml(
             f'key = "{audit["key"]}"',
             f'pseudonym_key = "{audit["pseudonym_key"]}"',
         ]
+    if pki is not None:  # outside development mode the policy decides, as in production
+        lines += ["[policy]", f'policy = "{work / "policy.csv"}"']
+    if billing:
+        lines += [
+            "[billing]",
+            f'ledger = "{work / "ledger.sqlite"}"',
+            f'prices = "{work / "prices.toml"}"',
+        ]
     lines += ["[departments.bench]", f'address = "{dept_addr}"']
     return "\n".join(lines) + "\n"
 
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--plaintext", action="store_true", help="no TLS, no tokens (development mode)")
     p.add_argument("--no-audit", action="store_true", help="run the gateway without its audit log")
+    p.add_argument("--no-billing", action="store_true", help="run the gateway without its ledger")
     args = p.parse_args(argv)
 
     lookup = adapter_pb2.LookupRequest(request_id="bench", agency_id="bench", purpose="lending")
@@ -131,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "catalog.toml").write_text(CATALOG, encoding="utf-8")
+        (work / "prices.toml").write_text(PRICES, encoding="utf-8")
+        (work / "policy.csv").write_text(POLICY, encoding="utf-8")
         pki = None
         tls = None
         metadata: tuple[tuple[str, str], ...] = (("x-dev-agency-id", "ndrc"),)
@@ -158,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         dept, dept_addr = _procs.start(["-m", "bench._department", *pki_args])
         proxy, proxy_addr = _procs.start(["-m", "bench._proxy", "--upstream", dept_addr, *pki_args])
         (work / "gateway.toml").write_text(
-            _gateway_toml(work, dept_addr, pki, audit), encoding="utf-8"
+            _gateway_toml(work, dept_addr, pki, audit, not args.no_billing), encoding="utf-8"
         )
         gw, gw_addr = _procs.start(
             [
@@ -192,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = "plaintext" if args.plaintext else "mutual TLS + bound tokens"
     mode += ", no audit" if args.no_audit else ", durable audit log"
+    mode += ", no ledger" if args.no_billing else ", free-quota ledger"
     print(
         f"one-department query, {mode}; concurrency {args.concurrency}, "
         f"{args.rounds} rounds of {args.seconds:g}s"

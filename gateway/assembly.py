@@ -23,8 +23,19 @@ from gateway.billing import Meter, load_prices
 from gateway.billing.admin import BillingAdminService
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import AuditConfig, AuthConfig, Config
+from gateway.decision import Decider
 from gateway.errors import ConfigError
 from gateway.policy import build_decider
+from gateway.policyadmin import (
+    DeciderRecipe,
+    PolicyAdministrator,
+    PolicyAdminService,
+    Serving,
+    SQLiteVersionStore,
+)
+from gateway.policyadmin.admin import query_records
+from gateway.policyadmin.loading import read_disk_files
+from gateway.policyadmin.service import dev_officer
 from gateway.purposes import load_purposes
 from gateway.server import Gateway
 
@@ -115,6 +126,52 @@ async def _open_billing(
     return meter, admin, lambda: dt.datetime.now(tz).date()
 
 
+def _open_policy_admin(
+    config: Config, catalog: Catalog, auditor: QueryAuditor | None, purposes: tuple[str, ...]
+) -> tuple[PolicyAdminService, Decider]:
+    """The version store, the workflow and its servicer, and the active version's decider
+    (seeding version 1 from the files on disk on first start). Blocking: start-up only.
+    Raises ConfigError, PolicyStoreError."""
+    pc = config.policy
+    assert pc is not None and pc.store is not None
+    disk = read_disk_files(
+        model=pc.model,
+        policy=pc.policy,
+        catalog=config.catalog,
+        prices=config.billing.prices if config.billing else None,
+        registry=config.auth.registry if config.auth else None,
+    )
+    recipe = DeciderRecipe(
+        purposes=purposes,
+        consent_issuers=tuple(
+            TrustedIssuer.from_jwks_file(i.issuer, i.jwks) for i in pc.consent_issuers
+        ),
+        consent_audience=pc.consent_audience,
+        revocations=pc.revocations,
+    )
+    admin = PolicyAdministrator(
+        SQLiteVersionStore(pc.store),
+        recipe,
+        serving=Serving(catalog, disk["catalog.toml"], disk["agencies.toml"]),
+        audit=auditor,
+        records=query_records(auditor.log) if auditor is not None else None,
+    )
+    try:
+        decider = admin.initial_decider(disk)
+    except BaseException:
+        admin.store.close()
+        raise
+    if config.auth is not None:
+        officers = _authenticator(config.auth, (Role.OFFICER,))
+
+        def authorize(context: Any) -> str:
+            return officers.authenticate(context).principal_id
+
+    else:  # insecure development mode: a header names the officer
+        authorize = dev_officer
+    return PolicyAdminService(admin, authorize=authorize), decider
+
+
 async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
@@ -124,8 +181,17 @@ async def build_gateway(config: Config) -> Gateway:
     if config.auth is not None:
         authenticator, audit_auth = build_authenticators(config.auth)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
-    decider = None
-    if config.policy is not None:
+    decider: Decider | None = None
+    policy_admin: PolicyAdminService | None = None
+    if config.policy is not None and config.policy.store is not None:
+        policy_admin, decider = await asyncio.to_thread(
+            _open_policy_admin,
+            config,
+            catalog,
+            auditor,
+            tuple(load_purposes(config.purposes)),
+        )
+    elif config.policy is not None:
         decider = build_decider(
             catalog,
             model=config.policy.model,
@@ -142,6 +208,10 @@ async def build_gateway(config: Config) -> Gateway:
     today: Callable[[], dt.date] = dt.date.today
     if config.billing is not None:
         meter, admin, today = await _open_billing(config, catalog, auditor)
+        current = policy_admin.admin.current if policy_admin is not None else None
+        if current is not None:
+            # The active version's price list, not the file's: it may have changed since.
+            meter.prices = current.prices
     return Gateway(
         config,
         catalog=catalog,
@@ -151,5 +221,6 @@ async def build_gateway(config: Config) -> Gateway:
         audit_authenticator=audit_auth,
         meter=meter,
         billing_admin=admin,
+        policy_admin=policy_admin,
         today=today,
     )

@@ -7,6 +7,7 @@
     credit-gateway token issue ...              # mint an agency token
     credit-gateway consent issue ...            # mint a consent (development issuer)
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
+    credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     consent.add_argument("args", nargs=argparse.REMAINDER)
     billing = sub.add_parser("billing", help="accounts: balance, top-up, statement", add_help=False)
     billing.add_argument("args", nargs=argparse.REMAINDER)
+    policy = sub.add_parser(
+        "policy",
+        help="policy versions: draft, validate, test, diff, replay, approve, activate",
+        add_help=False,
+    )
+    policy.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -94,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.billing.cli import billing_main
 
             return billing_main(args.args)
+        if args.command == "policy":
+            from gateway.policyadmin.cli import policy_main
+
+            return policy_main(args.args)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2

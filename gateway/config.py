@@ -99,6 +99,8 @@ class PolicyConfig:
     revocations: Path | None = None
     consent_issuers: tuple[IssuerConfig, ...] = ()
     consent_audience: str | None = None
+    #: The policy version store (SQLite, created if absent): enables policy administration.
+    store: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,11 +325,21 @@ def _parse_policy(raw: Any, base: Path) -> PolicyConfig | None:
     if not isinstance(raw, Mapping):
         raise ConfigError("policy", "must be a table")
     _no_unknown(
-        raw, "policy", {"model", "policy", "revocations", "consent_issuers", "consent_audience"}
+        raw,
+        "policy",
+        {"model", "policy", "revocations", "consent_issuers", "consent_audience", "store"},
     )
     audience = raw.get("consent_audience")
     if audience is not None and (not isinstance(audience, str) or not audience):
         raise ConfigError("policy.consent_audience", "must be a non-empty string")
+    store = raw.get("store")
+    store_path = None
+    if store is not None:
+        if not isinstance(store, str) or not store:
+            raise ConfigError("policy.store", "must be a file path (created if absent)")
+        store_path = base / store if not Path(store).is_absolute() else Path(store)
+        if not store_path.parent.is_dir():
+            raise ConfigError("policy.store", f"folder not found: {store_path.parent}")
     return PolicyConfig(
         model=_path(raw, "policy", "model", base),
         policy=_path(raw, "policy", "policy", base),
@@ -336,6 +348,7 @@ def _parse_policy(raw: Any, base: Path) -> PolicyConfig | None:
             raw.get("consent_issuers", []), "policy.consent_issuers", base
         ),
         consent_audience=audience,
+        store=store_path,
     )
 
 

@@ -18,7 +18,7 @@ import io
 import json
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -148,6 +148,8 @@ class DevStack:
     tokens: dict[str, Path]
     audit: dict[str, Path]
     subjects: dict[str, Any] = field(default_factory=dict)
+    #: Security officers' tokens (policy administration).
+    officer_tokens: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
     async def create(
@@ -213,7 +215,11 @@ class DevStack:
             await asyncio.gather(*(p.stop() for p in started.values()))
             raise
         tokens = _mint_tokens(pki, workdir / "tokens", registry.ids(Role.AGENCY))
+        officer_tokens = _mint_tokens(
+            pki, workdir / "tokens", registry.ids(Role.OFFICER), cert=pki.officer_cert
+        )
         stack = cls(workdir, pki, data_dir, config_path, started, gateway, tokens, audit)
+        stack.officer_tokens = officer_tokens
         stack.subjects = json.loads(summary.subjects_file.read_text(encoding="utf-8"))["subjects"]
         return stack
 
@@ -275,6 +281,14 @@ class DevStack:
                 }
                 for a, path in self.tokens.items()
             },
+            "officers": {
+                o: {
+                    "cert": str(self.pki.officer_cert(o)),
+                    "key": str(self.pki.officer_key(o)),
+                    "token_file": str(path),
+                }
+                for o, path in self.officer_tokens.items()
+            },
             "config": str(self.config_path),
             "metrics_url": self.gateway.metrics_url,
             "audit": {
@@ -325,6 +339,7 @@ def _gateway_toml(
         f'pseudonym_key = "{audit["pseudonym_key"]}"',
         "",
         "[policy]",
+        f'store = "{audit["log"].parent.parent / "policy-versions.sqlite"}"',
         "[[policy.consent_issuers]]",
         f'issuer = "{pki.consent.issuer}"',
         f'jwks = "{pki.consent.jwks}"',
@@ -385,17 +400,25 @@ def _open_accounts(ledger: Path) -> None:
             raise RuntimeError(f"top-up of {account} failed: {out.getvalue().strip()}")
 
 
-def _mint_tokens(pki: Pki, out: Path, agencies: Sequence[str]) -> dict[str, Path]:
+def _mint_tokens(
+    pki: Pki,
+    out: Path,
+    principals: Sequence[str],
+    *,
+    cert: Callable[[str], Path] | None = None,
+) -> dict[str, Path]:
+    """Tokens bound to each principal's certificate (``cert``: default the agency's)."""
     out.mkdir(parents=True, exist_ok=True)
+    cert_of = cert or pki.agency_cert
     tokens: dict[str, Path] = {}
-    for agency in agencies:
+    for agency in principals:
         token = issue_token(
             pki.agency_token.key(),
             pki.agency_token.signing_kid,
             issuer=DEV_AGENCY_ISSUER,
             audience=AUDIENCE,
             subject=agency,
-            cert_thumbprint=cert_thumbprint_pem(pki.agency_cert(agency).read_bytes()),
+            cert_thumbprint=cert_thumbprint_pem(cert_of(agency).read_bytes()),
         )
         path = out / f"{agency}.jwt"
         path.write_text(token + "\n", encoding="utf-8")

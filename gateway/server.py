@@ -37,6 +37,7 @@ from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.identity import Authenticator, InsecureDevAuthenticator
 from gateway.metrics import Metrics
+from gateway.policyadmin.service import PolicyAdminService
 from gateway.purposes import load_purposes
 from gateway.service import QueryService
 from gateway.validation import Validator
@@ -45,6 +46,8 @@ from protos.credit.v1 import (
     audit_pb2_grpc,
     billing_pb2,
     billing_pb2_grpc,
+    policy_admin_pb2,
+    policy_admin_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
 )
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 QUERY_SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 BILLING_SERVICE = billing_pb2.DESCRIPTOR.services_by_name["BillingAdmin"].full_name
+POLICY_ADMIN_SERVICE = policy_admin_pb2.DESCRIPTOR.services_by_name["PolicyAdmin"].full_name
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -81,11 +85,13 @@ class Gateway:
         metrics: Metrics | None = None,
         meter: Meter | None = None,
         billing_admin: BillingAdminService | None = None,
+        policy_admin: PolicyAdminService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
     ) -> None:
         self.config = config
         self.meter = meter
         self._billing_admin = billing_admin
+        self.policy_admin = policy_admin
         self._today = today
         self.catalog = catalog or load_catalog(config.catalog)
         self.metrics = metrics or Metrics()
@@ -209,6 +215,9 @@ class Gateway:
             if self._billing_admin is not None:
                 billing_pb2_grpc.add_BillingAdminServicer_to_server(self._billing_admin, server)
                 services.append(BILLING_SERVICE)
+            if self.policy_admin is not None:
+                policy_admin_pb2_grpc.add_PolicyAdminServicer_to_server(self.policy_admin, server)
+                services.append(POLICY_ADMIN_SERVICE)
             reflection.enable_server_reflection(services, server)
             for dept_id, client in self.clients.items():
                 # Read at scrape time: the query path pays nothing for it.
@@ -216,6 +225,9 @@ class Gateway:
             self.port = self._bind(server)
             await server.start()
             self._server = server
+            if self.policy_admin is not None:
+                # From now on activations switch this gateway's decider and prices.
+                await self.policy_admin.admin.start(self.install_decider, meter=self.meter)
             if self.config.metrics_listen:
                 self.metrics_url, self._metrics_stop = self.metrics.serve_http(
                     self.config.metrics_listen
@@ -225,6 +237,8 @@ class Gateway:
                 await self._server.stop(0)
                 self._server = None
             await self._close_clients()
+            if self.policy_admin is not None:
+                await self.policy_admin.admin.close()
             if self.meter is not None:
                 await self.meter.close()
             if self._audit is not None:
@@ -278,6 +292,9 @@ class Gateway:
             await self._server.stop(self.config.drain_grace_s if grace is None else grace)
             self._server = None
         await self._close_clients()
+        if self.policy_admin is not None:
+            # After the drain: an activation in flight has finished (or was cancelled).
+            await self.policy_admin.admin.close()
         if self.meter is not None:
             await self.meter.close()
         if self._audit is not None:

@@ -1,0 +1,266 @@
+"""``credit.v1.PolicyAdmin``: the policy workflow over gRPC, for security officers.
+
+The servicer never decides who is an officer itself: it takes an
+``authorize(context) -> officer_id`` callable (the gateway wires it to :mod:`gateway.auth`
+with ``Role.OFFICER``) that raises PermissionDeniedError or AuthenticationError for anybody
+else. Every RPC calls it first, so a caller who is not an officer learns nothing, not even
+which versions exist. Errors reach the client through :func:`gateway.errors.abort` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn
+
+import grpc
+
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InternalError,
+    InvalidArgumentError,
+    abort,
+)
+from gateway.policyadmin.admin import PolicyAdministrator, VersionView
+from gateway.policyadmin.store import CheckResult
+from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
+
+__all__ = ["DEV_OFFICER_HEADER", "Authorize", "PolicyAdminService", "dev_officer"]
+
+log = logging.getLogger(__name__)
+
+#: Returns the caller's officer id; raises PermissionDeniedError otherwise.
+Authorize = Callable[[grpc.aio.ServicerContext[Any, Any]], str]
+DEV_OFFICER_HEADER = "x-dev-officer-id"
+_DEFAULT_REPLAY = 100
+
+
+def dev_officer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Development mode only (``insecure_dev_plaintext``): the officer a header names, so
+    that four eyes can still be exercised without certificates.
+
+    Raises:
+        AuthenticationError: no ``x-dev-officer-id`` header.
+    """
+    for key, value in context.invocation_metadata() or ():
+        if key == DEV_OFFICER_HEADER and isinstance(value, str) and value:
+            return value
+    raise AuthenticationError(f"missing {DEV_OFFICER_HEADER} header", reason="DEV_OFFICER_MISSING")
+
+
+def _state(check: CheckResult | None) -> policy_admin_pb2.CheckState.ValueType:
+    if check is None:
+        return policy_admin_pb2.CHECK_STATE_NOT_RUN
+    return (
+        policy_admin_pb2.CHECK_STATE_PASSED if check.passed else policy_admin_pb2.CHECK_STATE_FAILED
+    )
+
+
+def _stamp(msg: Any, value: datetime) -> None:
+    msg.FromDatetime(value)
+
+
+def version_proto(view: VersionView) -> policy_admin_pb2.VersionInfo:
+    v = view.version
+    msg = policy_admin_pb2.VersionInfo(
+        number=v.number,
+        content_hash=v.content_hash,
+        author=v.author,
+        reason=v.reason,
+        parent=v.parent or 0,
+        active=view.active,
+        file_names=sorted(v.files),
+        validated=_state(view.validated),
+        tested=_state(view.tested),
+    )
+    _stamp(msg.created_at, v.created_at)
+    if view.approval is not None:
+        msg.approved_by = view.approval.officer
+        _stamp(msg.approved_at, view.approval.at)
+    return msg
+
+
+def _version(number: int) -> int:
+    if number <= 0:
+        raise InvalidArgumentError("version", "required: a version number (1, 2, ...)")
+    return number
+
+
+class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
+    """The ``credit.v1.PolicyAdmin`` servicer over a :class:`PolicyAdministrator`."""
+
+    def __init__(self, admin: PolicyAdministrator, *, authorize: Authorize) -> None:
+        self.admin = admin
+        self._authorize = authorize
+
+    async def Draft(
+        self, request: policy_admin_pb2.DraftRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.DraftResponse:
+        try:
+            officer = self._authorize(context)
+            files: dict[str, str] = {}
+            for f in request.files:
+                if f.name in files:
+                    raise InvalidArgumentError("files", f"{f.name} given twice")
+                files[f.name] = f.content
+            view = await self.admin.draft(officer, files, request.reason)
+            return policy_admin_pb2.DraftResponse(version=version_proto(view))
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def Validate(
+        self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.ValidateResponse:
+        try:
+            officer = self._authorize(context)
+            view, problems = await self.admin.validate(officer, _version(request.version))
+            return policy_admin_pb2.ValidateResponse(version=version_proto(view), problems=problems)
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def Test(
+        self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.TestResponse:
+        try:
+            officer = self._authorize(context)
+            view, cases, failures = await self.admin.test(officer, _version(request.version))
+            return policy_admin_pb2.TestResponse(
+                version=version_proto(view), cases=cases, failures=failures
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def Diff(
+        self, request: policy_admin_pb2.DiffRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.DiffResponse:
+        try:
+            officer = self._authorize(context)
+            base, changes, compared = await self.admin.diff(
+                officer,
+                _version(request.version),
+                base=request.base,
+                with_consent=request.with_consent,
+            )
+            return policy_admin_pb2.DiffResponse(
+                base=base,
+                version=request.version,
+                compared=compared,
+                changes=[
+                    policy_admin_pb2.FieldChange(
+                        agency=c.agency,
+                        purpose=c.purpose,
+                        mode=c.mode,
+                        subject_type=c.subject_type,
+                        consent=c.consent,
+                        visible=c.visible,
+                        hidden=c.hidden,
+                    )
+                    for c in changes
+                ],
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def Replay(
+        self, request: policy_admin_pb2.ReplayRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.ReplayResponse:
+        try:
+            officer = self._authorize(context)
+            replayed, flips = await self.admin.replay(
+                officer, _version(request.version), request.last or _DEFAULT_REPLAY
+            )
+            return policy_admin_pb2.ReplayResponse(
+                version=request.version,
+                replayed=replayed,
+                flips=[
+                    policy_admin_pb2.Flip(
+                        log_index=f.log_index,
+                        request_id=f.request_id,
+                        agency=f.agency,
+                        purpose=f.purpose,
+                        mode=f.mode,
+                        subject_type=f.subject_type,
+                        decided_under=f.decided_under,
+                        granted=f.granted,
+                        denied=f.denied,
+                    )
+                    for f in flips
+                ],
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def Approve(
+        self, request: policy_admin_pb2.ApproveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.VersionResponse:
+        try:
+            officer = self._authorize(context)
+            view = await self.admin.approve(officer, _version(request.version), request.reason)
+            return policy_admin_pb2.VersionResponse(version=version_proto(view))
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def Activate(
+        self, request: policy_admin_pb2.ActivateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.ActivateResponse:
+        return await self._activate(request, context, rollback=False)
+
+    async def Rollback(
+        self, request: policy_admin_pb2.ActivateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.ActivateResponse:
+        return await self._activate(request, context, rollback=True)
+
+    async def _activate(
+        self,
+        request: policy_admin_pb2.ActivateRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        rollback: bool,
+    ) -> policy_admin_pb2.ActivateResponse:
+        try:
+            officer = self._authorize(context)
+            view, previous, label = await self.admin.activate(
+                officer, _version(request.version), request.reason, rollback=rollback
+            )
+            return policy_admin_pb2.ActivateResponse(
+                version=version_proto(view), previous=previous, policy_version=label
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def ListVersions(
+        self,
+        request: policy_admin_pb2.ListVersionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> policy_admin_pb2.ListVersionsResponse:
+        try:
+            self._authorize(context)
+            views = await self.admin.views()
+            return policy_admin_pb2.ListVersionsResponse(versions=[version_proto(v) for v in views])
+        except Exception as exc:
+            await _fail(context, exc)
+
+    async def GetVersion(
+        self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policy_admin_pb2.GetVersionResponse:
+        try:
+            self._authorize(context)
+            view = await self.admin.view(_version(request.version))
+            return policy_admin_pb2.GetVersionResponse(
+                version=version_proto(view),
+                files=[
+                    policy_admin_pb2.PolicyFile(name=n, content=t)
+                    for n, t in sorted(view.version.files.items())
+                ],
+            )
+        except Exception as exc:
+            await _fail(context, exc)
+
+
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    if not isinstance(exc, GatewayError):
+        log.exception("policy admin call failed")
+        exc = InternalError("internal error")
+    await abort(context, exc)

@@ -1,0 +1,546 @@
+"""Policy versions: immutable, numbered, hashed, attributed; exactly one active.
+
+    store = SQLiteVersionStore(Path("policy-versions.sqlite"))
+    v = store.add_version(files, author="officer_a", reason="grant bank tax arrears")
+    store.approve(v.number, "officer_b", "reviewed the diff")      # four eyes
+    store.activate(v.number, "officer_a", "ticket 4711")
+    store.active().version                                          # v.number
+
+A version is the text of the five files that decide who sees what (:data:`FILE_NAMES`) plus
+any policy test files a draft brings (``tests/<name>.toml``). Its ``content_hash`` is the
+SHA-256 of their canonical JSON. "Active" is not a flag that could be set twice: it is the
+newest row of an append-only activation history, so exactly one version is active once the
+store has been seeded.
+
+The SQLite schema defends the rules itself (triggers), so that a hand-written ``UPDATE`` in
+the sqlite3 shell cannot rewrite history either: versions, approvals, check results and
+activations cannot be updated or deleted; an approval by the version's author is refused; a
+version is activated only once approved (the bootstrap version excepted, and only as the
+very first activation; a rollback may return to it). The store checks the same rules first,
+to raise clear errors.
+
+:class:`VersionStore` is the interface (a PostgreSQL store can follow);
+:class:`SQLiteVersionStore` the embedded one (WAL, a ``BEGIN IMMEDIATE`` per write, safe for
+several gateway processes sharing the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
+
+__all__ = [
+    "BOOTSTRAP_AUTHOR",
+    "FILE_NAMES",
+    "MAX_VERSION_BYTES",
+    "Activation",
+    "Approval",
+    "CheckResult",
+    "PolicyVersion",
+    "SQLiteVersionStore",
+    "VersionStore",
+    "check_files",
+    "content_hash",
+]
+
+#: The files every version holds.
+FILE_NAMES = ("model.conf", "policy.csv", "catalog.toml", "prices.toml", "agencies.toml")
+#: Extra policy test files a version may carry.
+_TEST_FILE = re.compile(r"^tests/[A-Za-z0-9_-]{1,64}\.toml$")
+#: A bound on one version's files: a policy of tens of thousands of lines is ~2 MiB.
+MAX_VERSION_BYTES = 16 * 1024 * 1024
+BOOTSTRAP_AUTHOR = "bootstrap"
+CHECK_KINDS = ("validate", "test")
+ACTIONS = ("bootstrap", "activate", "rollback")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    number: int
+    content_hash: str
+    author: str
+    reason: str
+    created_at: datetime
+    #: The version active when this one was drafted (None: the first).
+    parent: int | None
+    files: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    version: int
+    officer: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    version: int
+    kind: str  # validate | test
+    problems: tuple[str, ...]
+    at: datetime
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    seq: int
+    version: int
+    officer: str
+    reason: str
+    action: str  # bootstrap | activate | rollback
+    at: datetime
+
+
+def check_files(files: Mapping[str, str]) -> None:
+    """Refuse a file set no version may hold.
+
+    Raises:
+        InvalidArgumentError: an unknown file name, a missing required file, a file that
+            is not text, or more than :data:`MAX_VERSION_BYTES` in all.
+    """
+    total = 0
+    for name, text in files.items():
+        if name not in FILE_NAMES and not _TEST_FILE.match(name):
+            raise InvalidArgumentError(
+                "files",
+                f"unknown file {name[:80]!r}: one of {', '.join(FILE_NAMES)} or tests/<name>.toml",
+            )
+        if "\0" in text:
+            raise InvalidArgumentError("files", f"{name} is not text")
+        total += len(text.encode("utf-8"))
+    missing = [n for n in FILE_NAMES if n not in files]
+    if missing:
+        raise InvalidArgumentError("files", f"missing: {', '.join(missing)}")
+    if total > MAX_VERSION_BYTES:
+        raise InvalidArgumentError("files", f"{total} bytes; at most {MAX_VERSION_BYTES}")
+
+
+def _canonical(files: Mapping[str, str]) -> bytes:
+    return json.dumps(
+        dict(files), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def content_hash(files: Mapping[str, str]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``files`` (sorted names, UTF-8)."""
+    return hashlib.sha256(_canonical(files)).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class VersionStore(ABC):
+    """Where policy versions live. Implementations are thread-safe and synchronous: async
+    callers run them in a thread."""
+
+    @abstractmethod
+    def add_version(
+        self,
+        files: Mapping[str, str],
+        *,
+        author: str,
+        reason: str,
+        parent: int | None,
+        now: datetime | None = None,
+    ) -> PolicyVersion:
+        """Store ``files`` as the next version.
+
+        Raises:
+            InvalidArgumentError: see :func:`check_files`; an empty author or reason.
+            PolicyStoreError: the store cannot be written.
+        """
+
+    @abstractmethod
+    def version(self, number: int) -> PolicyVersion:
+        """Raises NotFoundError for an unknown number, PolicyStoreError."""
+
+    @abstractmethod
+    def versions(self) -> list[PolicyVersion]:
+        """Every version, oldest first. Raises PolicyStoreError."""
+
+    @abstractmethod
+    def approve(
+        self, number: int, officer: str, reason: str, *, now: datetime | None = None
+    ) -> Approval:
+        """Record the second officer's approval.
+
+        Raises:
+            NotFoundError: no such version.
+            PermissionDeniedError: ``officer`` is the author (reason ``FOUR_EYES``).
+            PolicyWorkflowError: already approved (``ALREADY_APPROVED``).
+            PolicyStoreError: the store cannot be written.
+        """
+
+    @abstractmethod
+    def approval(self, number: int) -> Approval | None:
+        """Raises PolicyStoreError."""
+
+    @abstractmethod
+    def record_check(
+        self, number: int, kind: str, problems: Sequence[str], *, now: datetime | None = None
+    ) -> CheckResult:
+        """Append a validation or test result. Raises NotFoundError, PolicyStoreError."""
+
+    @abstractmethod
+    def last_check(self, number: int, kind: str) -> CheckResult | None:
+        """Raises PolicyStoreError."""
+
+    @abstractmethod
+    def activate(
+        self,
+        number: int,
+        officer: str,
+        reason: str,
+        *,
+        action: str = "activate",
+        now: datetime | None = None,
+    ) -> Activation:
+        """Make ``number`` the active version (a new row of the activation history).
+
+        Raises:
+            NotFoundError: no such version.
+            PolicyWorkflowError: not approved (``NOT_APPROVED``), or a bootstrap activation
+                when something was activated before (``ALREADY_BOOTSTRAPPED``).
+            PolicyStoreError: the store cannot be written.
+        """
+
+    @abstractmethod
+    def active(self) -> Activation | None:
+        """The latest activation (None: never seeded). Raises PolicyStoreError."""
+
+    @abstractmethod
+    def activations(self) -> list[Activation]:
+        """The activation history, oldest first. Raises PolicyStoreError."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release the store's resources."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    number INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    author TEXT NOT NULL CHECK (author <> ''),
+    reason TEXT NOT NULL CHECK (reason <> ''),
+    created_at TEXT NOT NULL,
+    parent INTEGER REFERENCES versions(number),
+    files TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    version INTEGER PRIMARY KEY REFERENCES versions(number),
+    officer TEXT NOT NULL CHECK (officer <> ''),
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    version INTEGER NOT NULL REFERENCES versions(number),
+    kind TEXT NOT NULL CHECK (kind IN ('validate', 'test')),
+    problems TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    version INTEGER NOT NULL REFERENCES versions(number),
+    officer TEXT NOT NULL CHECK (officer <> ''),
+    reason TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('bootstrap', 'activate', 'rollback')),
+    at TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+    BEGIN SELECT RAISE(ABORT, 'policy versions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+    BEGIN SELECT RAISE(ABORT, 'policy versions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS approvals_no_update BEFORE UPDATE ON approvals
+    BEGIN SELECT RAISE(ABORT, 'approvals are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS approvals_no_delete BEFORE DELETE ON approvals
+    BEGIN SELECT RAISE(ABORT, 'approvals are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS approvals_four_eyes BEFORE INSERT ON approvals
+    WHEN NEW.officer = (SELECT author FROM versions WHERE number = NEW.version)
+    BEGIN SELECT RAISE(ABORT, 'four eyes: the author cannot approve their own version'); END;
+CREATE TRIGGER IF NOT EXISTS checks_no_update BEFORE UPDATE ON checks
+    BEGIN SELECT RAISE(ABORT, 'check results are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checks_no_delete BEFORE DELETE ON checks
+    BEGIN SELECT RAISE(ABORT, 'check results are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS activations_no_update BEFORE UPDATE ON activations
+    BEGIN SELECT RAISE(ABORT, 'the activation history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS activations_no_delete BEFORE DELETE ON activations
+    BEGIN SELECT RAISE(ABORT, 'the activation history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS activations_approved BEFORE INSERT ON activations
+    WHEN NEW.action <> 'bootstrap'
+         AND NOT EXISTS (SELECT 1 FROM approvals WHERE version = NEW.version)
+         AND NOT EXISTS (
+             SELECT 1 FROM activations WHERE version = NEW.version AND action = 'bootstrap'
+         )
+    BEGIN SELECT RAISE(ABORT, 'only an approved version can be activated'); END;
+CREATE TRIGGER IF NOT EXISTS activations_bootstrap_first BEFORE INSERT ON activations
+    WHEN NEW.action = 'bootstrap' AND EXISTS (SELECT 1 FROM activations)
+    BEGIN SELECT RAISE(ABORT, 'only the first activation is a bootstrap'); END;
+"""
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class SQLiteVersionStore(VersionStore):
+    """Versions in one SQLite file (WAL; fsync at every commit; triggers keep history
+    immutable). Created if absent.
+
+    Raises:
+        PolicyStoreError: the file cannot be opened or is not a policy version store.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that two gateway
+            # processes drafting at once get consecutive numbers, not a conflict at COMMIT.
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise PolicyStoreError(f"{self.path}: cannot switch to WAL mode ({mode})")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as err:
+            raise PolicyStoreError(
+                f"{self.path}: not a usable policy version store ({err})"
+            ) from None
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
+
+    def _write(self, sql: str, args: Sequence[object]) -> int:
+        """One statement in its own ``BEGIN IMMEDIATE`` transaction; returns lastrowid.
+        A trigger's refusal surfaces as sqlite3.IntegrityError for the caller to map."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise PolicyStoreError(f"{self.path}: {err}") from None
+            try:
+                cur = self._conn.execute(sql, args)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return int(cur.lastrowid or 0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- versions -------------------------------------------------------------------------
+
+    def add_version(
+        self,
+        files: Mapping[str, str],
+        *,
+        author: str,
+        reason: str,
+        parent: int | None,
+        now: datetime | None = None,
+    ) -> PolicyVersion:
+        check_files(files)
+        if not author:
+            raise InvalidArgumentError("author", "required")
+        if not reason.strip():
+            raise InvalidArgumentError("reason", "required: say why the policy changes")
+        at = now or _now()
+        digest = content_hash(files)
+        try:
+            number = self._write(
+                "INSERT INTO versions (content_hash, author, reason, created_at, parent, files)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (digest, author, reason, _ts(at), parent, _canonical(files).decode("utf-8")),
+            )
+        except sqlite3.Error as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
+        return PolicyVersion(
+            number, digest, author, reason, at, parent, MappingProxyType(dict(files))
+        )
+
+    @staticmethod
+    def _version(row: tuple[Any, ...]) -> PolicyVersion:
+        number, digest, author, reason, created, parent, files = row
+        return PolicyVersion(
+            int(number),
+            str(digest),
+            str(author),
+            str(reason),
+            _dt(created),
+            None if parent is None else int(parent),
+            MappingProxyType(json.loads(files)),
+        )
+
+    _COLUMNS = "number, content_hash, author, reason, created_at, parent, files"
+
+    def version(self, number: int) -> PolicyVersion:
+        rows = self._read(f"SELECT {self._COLUMNS} FROM versions WHERE number = ?", (number,))
+        if not rows:
+            raise NotFoundError(f"no policy version {number}")
+        version = self._version(rows[0])
+        if content_hash(version.files) != version.content_hash:
+            # The triggers stop SQL; this catches a file edited below SQLite.
+            raise PolicyStoreError(f"policy version {number}: content does not match its hash")
+        return version
+
+    def versions(self) -> list[PolicyVersion]:
+        rows = self._read(f"SELECT {self._COLUMNS} FROM versions ORDER BY number")
+        return [self._version(r) for r in rows]
+
+    # --- approvals --------------------------------------------------------------------------
+
+    def approve(
+        self, number: int, officer: str, reason: str, *, now: datetime | None = None
+    ) -> Approval:
+        version = self.version(number)
+        if officer == version.author:
+            raise PermissionDeniedError(
+                f"four eyes: {officer} drafted version {number} and cannot approve it; "
+                "another security officer must",
+                reason="FOUR_EYES",
+            )
+        if self.approval(number) is not None:
+            raise PolicyWorkflowError(
+                f"version {number} is already approved", reason="ALREADY_APPROVED"
+            )
+        at = now or _now()
+        try:
+            self._write(
+                "INSERT INTO approvals (version, officer, reason, at) VALUES (?, ?, ?, ?)",
+                (number, officer, reason, _ts(at)),
+            )
+        except sqlite3.IntegrityError as err:
+            # Lost a race with another approval, or the trigger caught what we did not.
+            raise PolicyWorkflowError(
+                f"version {number} cannot be approved: {err}", reason="APPROVAL_REFUSED"
+            ) from None
+        except sqlite3.Error as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
+        return Approval(number, officer, reason, at)
+
+    def approval(self, number: int) -> Approval | None:
+        rows = self._read(
+            "SELECT version, officer, reason, at FROM approvals WHERE version = ?", (number,)
+        )
+        if not rows:
+            return None
+        v, officer, reason, at = rows[0]
+        return Approval(int(v), str(officer), str(reason), _dt(at))
+
+    # --- checks -----------------------------------------------------------------------------
+
+    def record_check(
+        self, number: int, kind: str, problems: Sequence[str], *, now: datetime | None = None
+    ) -> CheckResult:
+        if kind not in CHECK_KINDS:
+            raise ValueError(f"unknown check kind {kind!r}")
+        self.version(number)
+        at = now or _now()
+        try:
+            self._write(
+                "INSERT INTO checks (version, kind, problems, at) VALUES (?, ?, ?, ?)",
+                (number, kind, json.dumps(list(problems), ensure_ascii=False), _ts(at)),
+            )
+        except sqlite3.Error as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
+        return CheckResult(number, kind, tuple(problems), at)
+
+    def last_check(self, number: int, kind: str) -> CheckResult | None:
+        rows = self._read(
+            "SELECT problems, at FROM checks WHERE version = ? AND kind = ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (number, kind),
+        )
+        if not rows:
+            return None
+        return CheckResult(number, kind, tuple(json.loads(rows[0][0])), _dt(rows[0][1]))
+
+    # --- activations ------------------------------------------------------------------------
+
+    def activate(
+        self,
+        number: int,
+        officer: str,
+        reason: str,
+        *,
+        action: str = "activate",
+        now: datetime | None = None,
+    ) -> Activation:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown activation action {action!r}")
+        self.version(number)
+        # The bootstrap version stands approved by whoever deployed the files it was seeded
+        # from: a rollback may return to it.
+        if (
+            action != "bootstrap"
+            and self.approval(number) is None
+            and not any(a.version == number and a.action == "bootstrap" for a in self.activations())
+        ):
+            raise PolicyWorkflowError(
+                f"version {number} is not approved: another security officer must approve it first",
+                reason="NOT_APPROVED",
+            )
+        at = now or _now()
+        try:
+            seq = self._write(
+                "INSERT INTO activations (version, officer, reason, action, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (number, officer, reason, action, _ts(at)),
+            )
+        except sqlite3.IntegrityError as err:
+            raise PolicyWorkflowError(
+                f"version {number} cannot be activated: {err}",
+                reason="ALREADY_BOOTSTRAPPED" if action == "bootstrap" else "NOT_APPROVED",
+            ) from None
+        except sqlite3.Error as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
+        return Activation(seq, number, officer, reason, action, at)
+
+    _ACT = "seq, version, officer, reason, action, at"
+
+    @staticmethod
+    def _activation(row: tuple[Any, ...]) -> Activation:
+        seq, v, officer, reason, action, at = row
+        return Activation(int(seq), int(v), str(officer), str(reason), str(action), _dt(at))
+
+    def active(self) -> Activation | None:
+        rows = self._read(f"SELECT {self._ACT} FROM activations ORDER BY seq DESC LIMIT 1")
+        return self._activation(rows[0]) if rows else None
+
+    def activations(self) -> list[Activation]:
+        rows = self._read(f"SELECT {self._ACT} FROM activations ORDER BY seq")
+        return [self._activation(r) for r in rows]

@@ -1,0 +1,82 @@
+"""The workflow without gRPC: several gateway processes sharing one store follow an
+activation; a version that does not load leaves the served one in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.catalog import load_catalog
+from gateway.decision import Decider
+from gateway.policyadmin.admin import PolicyAdministrator, Serving
+from gateway.policyadmin.errors import PolicyWorkflowError
+from gateway.policyadmin.loading import DeciderRecipe, version_number
+from gateway.policyadmin.store import SQLiteVersionStore
+
+from .conftest import wider
+
+
+class Target:
+    def __init__(self) -> None:
+        self.installed: list[str] = []
+
+    def install(self, decider: Decider) -> None:
+        self.installed.append(str(getattr(decider, "version", "")))
+
+
+def gateway(path: Path, files: dict[str, str], recipe: DeciderRecipe) -> PolicyAdministrator:
+    serving = Serving(load_catalog(), files["catalog.toml"], files["agencies.toml"])
+    return PolicyAdministrator(SQLiteVersionStore(path), recipe, serving=serving, poll_interval_s=0)
+
+
+async def test_a_second_process_follows_an_activation(
+    tmp_path: Path, files: dict[str, str], recipe: DeciderRecipe
+) -> None:
+    path = tmp_path / "versions.sqlite"
+    one, two = gateway(path, files, recipe), gateway(path, files, recipe)
+    t1, t2 = Target(), Target()
+    try:
+        first = one.initial_decider(files)
+        second = two.initial_decider(files)  # the store is seeded once, not twice
+        assert first.version == second.version and version_number(first.version) == 1
+        assert len(one.store.versions()) == 1
+        await one.start(t1.install, meter=None)
+        await two.start(t2.install, meter=None)
+        drafted = await one.draft("officer_a", {"policy.csv": wider(files)["policy.csv"]}, "wider")
+        number = drafted.version.number
+        await two.approve("officer_b", number, "reviewed")
+        _, previous, label = await one.activate("officer_a", number, "go")
+        assert previous == 1 and t1.installed == [label]
+        assert await two.follow() and t2.installed == [label]
+        assert not await two.follow()  # nothing new
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_version_that_does_not_load_is_not_followed(
+    tmp_path: Path, files: dict[str, str], recipe: DeciderRecipe
+) -> None:
+    path = tmp_path / "versions.sqlite"
+    admin = gateway(path, files, recipe)
+    target = Target()
+    try:
+        admin.initial_decider(files)
+        await admin.start(target.install, meter=None)
+        bad = {
+            "policy.csv": files["policy.csv"] + "p, bank, nosuch/*, public, lending, paid, allow\n"
+        }
+        drafted = await admin.draft("officer_a", bad, "broken")
+        number = drafted.version.number
+        await admin.approve("officer_b", number, "missed it")
+        with pytest.raises(PolicyWorkflowError) as refused:
+            await admin.activate("officer_a", number, "go")
+        assert refused.value.reason == "VALIDATION_FAILED"
+        # Another process bypassing the checks (an older release, a hand-edit) activates it:
+        # this one logs and keeps serving version 1.
+        admin.store.activate(number, "officer_a", "forced")
+        assert not await admin.follow()
+        assert admin.installed == 1 and target.installed == []
+    finally:
+        await admin.close()
