@@ -504,7 +504,10 @@ def _ts(when: datetime) -> str:
 
 
 def _parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat reads the fixed-width form directly (trailing Z included,
+    # Python 3.11+) and is an order of magnitude faster than strptime, which
+    # ran for every request row read.
+    return datetime.fromisoformat(text)
 
 
 def _dump_lines(lines: Sequence[PricedLine]) -> str:
