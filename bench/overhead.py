@@ -88,7 +88,7 @@ def _gateway_toml(
     if pki is None or audit is None:
         # Plaintext, or a gateway without its audit log: both only in development mode.
         lines.append("insecure_dev_plaintext = true")
-    else:
+    if pki is not None:
         lines += [
             "[tls]",
             f'cert = "{pki.gateway_server_cert}"',
