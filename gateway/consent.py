@@ -52,7 +52,6 @@ import enum
 import hashlib
 import hmac
 import json
-import os
 import re
 import sys
 import threading
@@ -71,6 +70,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from gateway.auth.tokens import ALLOWED_ALGORITHMS, TrustedIssuer, load_signing_key
 from gateway.catalog import Tier
 from gateway.errors import ConfigError
+from gateway.secretfile import write_secret
 
 __all__ = [
     "CONSENT_TYP",
@@ -627,7 +627,5 @@ def consent_main(argv: list[str]) -> int:
     if args.out is None:
         print(token)
     else:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        write_secret(args.out, token)
     return 0

@@ -32,6 +32,7 @@ from gateway.catalog import load_catalog
 from gateway.client import QueryClient
 from gateway.config import load_config
 from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.secretfile import write_secret
 from gateway.server import Gateway
 
 if TYPE_CHECKING:
@@ -421,7 +422,6 @@ def _mint_tokens(
             cert_thumbprint=cert_thumbprint_pem(cert_of(agency).read_bytes()),
         )
         path = out / f"{agency}.jwt"
-        path.write_text(token + "\n", encoding="utf-8")
-        path.chmod(0o600)
+        write_secret(path, token)
         tokens[agency] = path
     return tokens

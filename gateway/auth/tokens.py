@@ -44,7 +44,6 @@ import hashlib
 import heapq
 import hmac
 import json
-import os
 import sys
 import threading
 import time
@@ -61,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from gateway.auth.reasons import AuthReason
 from gateway.errors import AuthenticationError, ConfigError
 from gateway.pki import cert_thumbprint_pem
+from gateway.secretfile import write_secret
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -525,7 +525,5 @@ def token_main(argv: list[str]) -> int:
     if args.out is None:
         print(token)
     else:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        write_secret(args.out, token)
     return 0
