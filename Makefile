@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/credit-gateway demo
+	$(BIN)/credit-gateway --log-level WARNING demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -45,3 +45,5 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pycasbin logs the whole model at INFO whenever a policy loads.
+    logging.getLogger("casbin").setLevel(max(logging.WARNING, root.level))
