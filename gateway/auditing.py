@@ -35,6 +35,7 @@ import grpc
 from gateway import names
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
+from gateway.audit.merkle import leaf_hash
 from gateway.audit.records import pseudonymize
 from gateway.auth import Authenticator, Role
 from gateway.errors import (
@@ -253,7 +254,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             tree_size=size,
             hashes=hashes,
             leaf=leaf,
-            leaf_hash=hashlib.sha256(b"\x00" + leaf).digest(),
+            leaf_hash=leaf_hash(leaf),
             checkpoint=note if size == cp_size else "",
         )
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from gateway.assembly import build_gateway
 from gateway.audit import generate_key, generate_pseudonym_key, write_key_files, write_pseudonym_key
 from gateway.auth import Role, issue_token, load_registry
@@ -298,6 +300,22 @@ class DevStack:
             },
         }
 
+    def channel(
+        self, role_dir: str, principal: str
+    ) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
+        """A mutual-TLS channel to the gateway as any principal of the PKI
+        (``role_dir``: agencies, officers, auditors, finance) and the metadata
+        carrying its freshly minted, certificate-bound token."""
+        cert = self.pki.principal_cert(role_dir, principal)
+        token = mint_token(self.pki, principal, cert)
+        creds = grpc.ssl_channel_credentials(
+            self.pki.ca_cert.read_bytes(),
+            self.pki.principal_key(role_dir, principal).read_bytes(),
+            cert.read_bytes(),
+        )
+        channel = grpc.aio.secure_channel(self.gateway.address, creds)
+        return channel, (("authorization", f"Bearer {token}"),)
+
     async def close(self) -> None:
         await self.gateway.stop(grace=2)
         await asyncio.gather(*(p.stop() for p in self.departments.values()))
@@ -413,15 +431,19 @@ def _mint_tokens(
     cert_of = cert or pki.agency_cert
     tokens: dict[str, Path] = {}
     for agency in principals:
-        token = issue_token(
-            pki.agency_token.key(),
-            pki.agency_token.signing_kid,
-            issuer=DEV_AGENCY_ISSUER,
-            audience=AUDIENCE,
-            subject=agency,
-            cert_thumbprint=cert_thumbprint_pem(cert_of(agency).read_bytes()),
-        )
         path = out / f"{agency}.jwt"
-        write_secret(path, token)
+        write_secret(path, mint_token(pki, agency, cert_of(agency)))
         tokens[agency] = path
     return tokens
+
+
+def mint_token(pki: Pki, principal: str, cert: Path) -> str:
+    """A development-issuer token for ``principal``, bound to ``cert``."""
+    return issue_token(
+        pki.agency_token.key(),
+        pki.agency_token.signing_kid,
+        issuer=DEV_AGENCY_ISSUER,
+        audience=AUDIENCE,
+        subject=principal,
+        cert_thumbprint=cert_thumbprint_pem(cert.read_bytes()),
+    )

@@ -45,32 +45,10 @@ def _leaves(path: Path) -> list[bytes]:
 
 
 def _audit_stub(
-    stack: DevStack, principal_dir: str, principal: str
+    stack: DevStack, role_dir: str, principal: str
 ) -> tuple[grpc.aio.Channel, audit_pb2_grpc.AuditServiceStub, tuple[tuple[str, str], ...]]:
-    from gateway.auth import issue_token
-    from gateway.devstack import AUDIENCE
-    from gateway.pki import DEV_AGENCY_ISSUER, cert_thumbprint_pem
-
-    cert = stack.pki.principal_cert(principal_dir, principal)
-    token = issue_token(
-        stack.pki.agency_token.key(),
-        stack.pki.agency_token.signing_kid,
-        issuer=DEV_AGENCY_ISSUER,
-        audience=AUDIENCE,
-        subject=principal,
-        cert_thumbprint=cert_thumbprint_pem(cert.read_bytes()),
-    )
-    creds = grpc.ssl_channel_credentials(
-        stack.pki.ca_cert.read_bytes(),
-        stack.pki.principal_key(principal_dir, principal).read_bytes(),
-        cert.read_bytes(),
-    )
-    channel = grpc.aio.secure_channel(stack.gateway.address, creds)
-    return (
-        channel,
-        audit_pb2_grpc.AuditServiceStub(channel),
-        (("authorization", f"Bearer {token}"),),
-    )
+    channel, metadata = stack.channel(role_dir, principal)
+    return channel, audit_pb2_grpc.AuditServiceStub(channel), metadata
 
 
 async def test_receipts_records_and_proofs(stack: DevStack) -> None:

@@ -9,10 +9,8 @@ import logging
 import grpc
 import pytest
 
-from gateway.auth import issue_token
-from gateway.devstack import AUDIENCE, DevStack
+from gateway.devstack import DevStack
 from gateway.logs import JsonFormatter
-from gateway.pki import DEV_AGENCY_ISSUER, cert_thumbprint_pem
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 from tests.integration.conftest import subject
 
@@ -57,37 +55,15 @@ async def test_one_json_line_per_query_and_no_personal_data(stack: DevStack) -> 
     assert person not in text and person[:-1] not in text and token not in text
 
 
-def _finance_channel(
-    stack: DevStack, who_dir: str, who: str
-) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
-    cert = stack.pki.principal_cert(who_dir, who)
-    token = issue_token(
-        stack.pki.agency_token.key(),
-        stack.pki.agency_token.signing_kid,
-        issuer=DEV_AGENCY_ISSUER,
-        audience=AUDIENCE,
-        subject=who,
-        cert_thumbprint=cert_thumbprint_pem(cert.read_bytes()),
-    )
-    creds = grpc.ssl_channel_credentials(
-        stack.pki.ca_cert.read_bytes(),
-        stack.pki.principal_key(who_dir, who).read_bytes(),
-        cert.read_bytes(),
-    )
-    return grpc.aio.secure_channel(stack.gateway.address, creds), (
-        ("authorization", f"Bearer {token}"),
-    )
-
-
 async def test_billing_admin_is_for_finance_staff_only(stack: DevStack) -> None:
-    channel, md = _finance_channel(stack, "finance", "finance")
+    channel, md = stack.channel("finance", "finance")
     async with channel:
         stub = billing_pb2_grpc.BillingAdminStub(channel)
         answer = await stub.GetBalance(
             billing_pb2.GetBalanceRequest(account_id="bank"), metadata=md
         )
     assert answer.account.balance_fen == await stack.balance_fen("bank")
-    channel, md = _finance_channel(stack, "agencies", "bank")
+    channel, md = stack.channel("agencies", "bank")
     async with channel:
         stub = billing_pb2_grpc.BillingAdminStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as exc:
