@@ -27,7 +27,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -122,6 +122,7 @@ class QueryAuditor:
         consent_id: str = "",
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
+        allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     ) -> Receipt | None:
         """Append one query record; returns its receipt once durable.
 
@@ -167,7 +168,7 @@ class QueryAuditor:
             record["outcome"] = "ok"
             record["policy_version"] = response.policy_version
             record["catalog_version"] = response.catalog_version
-            record["departments"] = _sections(response)
+            record["departments"] = _sections(response, allowed)
             record["response_sha256"] = digest.hex()
             if any(
                 s["withheld"] or s["status"] not in ("ok", "not_found")
@@ -185,10 +186,22 @@ class QueryAuditor:
         return Receipt(receipt.origin, receipt.index, receipt.leaf_hash)
 
 
-def _sections(response: query_pb2.QueryResponse) -> dict[str, Any]:
+def _sections(
+    response: query_pb2.QueryResponse, allowed: Mapping[str, Mapping[str, Sequence[str]]] | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in response.sections:
-        fields = {d.dataset: sorted({f for r in d.records for f in r.fields}) for d in s.datasets}
+        granted = allowed.get(s.department, {}) if allowed is not None else None
+        if granted is not None:
+            # The fields the gateway asked for and would disclose, for each
+            # dataset that returned records: known from the decision, where
+            # reading every record's field names cost more than the rest of
+            # the record together.
+            fields = {d.dataset: list(granted.get(d.dataset, ())) for d in s.datasets if d.records}
+        else:
+            fields = {
+                d.dataset: sorted({f for r in d.records for f in r.fields}) for d in s.datasets
+            }
         out[s.department] = {
             "status": _STATUS.get(s.status, "unspecified"),
             "datasets": [d.dataset for d in s.datasets],

@@ -57,6 +57,11 @@ class Decision:
     departments: Mapping[str, DepartmentDecision]
     consent_id: str = ""
 
+    @property
+    def allowed_fields(self) -> dict[str, Mapping[str, tuple[str, ...]]]:
+        """department -> dataset -> fields that may be returned."""
+        return {dept: dd.allowed for dept, dd in self.departments.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class QueryFacts:

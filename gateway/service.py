@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +80,7 @@ class AuditSink(Protocol):
         consent_id: str = "",
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
+        allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     ) -> Receipt | None: ...
 
 
@@ -341,7 +342,14 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         if self._audit is not None:
             # Step 8. No audit, no data: if this raises, the response is never sent.
             receipt = await self._audit.append_query(
-                query, caller, request, response, None, charge_fen=charge_fen, billing=billing
+                query,
+                caller,
+                request,
+                response,
+                None,
+                charge_fen=charge_fen,
+                billing=billing,
+                allowed=decision.allowed_fields,
             )
             if receipt is not None:
                 response.receipt.origin = receipt.origin
