@@ -162,8 +162,13 @@ def _value(v: common_pb2.FieldValue) -> str:
 def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
     """Write a readable account of one answer."""
     head = f"query {response.request_id} on {response.query_date}, policy {response.policy_version}"
-    if response.charge.amount_fen or response.charge.lines:
-        head += f", charged ¥{response.charge.amount_fen / 100:,.2f}"
+    charge = response.charge
+    if charge.amount_fen:
+        head += (
+            f", charged ¥{charge.amount_fen / 100:,.2f} (balance ¥{charge.balance_fen / 100:,.2f})"
+        )
+    elif charge.lines:
+        head += f", free ({charge.free_remaining} free queries left)"
     print(head, file=out)
     for section in response.sections:
         status = _STATUS.get(section.status, "?")
