@@ -29,6 +29,8 @@ class Caller:
     cert_thumbprint: str = ""
     #: For a subject's own self-service certificate: the subject it speaks for.
     subject_id: str = ""
+    #: ... and its type ("person" or "enterprise"): both must match for a self-query.
+    subject_type: str = ""
 
 
 class Authenticator(Protocol):

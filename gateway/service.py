@@ -217,7 +217,11 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     ) -> tuple[query_pb2.QueryResponse, str]:
         query = self._validator.validate(request)
         today = self._today()
-        is_self = bool(caller.subject_id) and caller.subject_id == query.subject_id
+        is_self = (
+            bool(caller.subject_id)
+            and caller.subject_id == query.subject_id
+            and caller.subject_type == query.subject_type
+        )
         decision = self._decider.decide(
             QueryFacts(
                 agency_id=caller.agency_id,

@@ -301,30 +301,31 @@ class CallerAuthenticator:
 
     def authenticate(self, context: PeerContext) -> Caller:
         ident = self.authenticator.authenticate(context)
-        subject_id = ""
+        subject_type = subject_id = ""
         if ident.kind is AgencyKind.SUBJECT_SELF_SERVICE:
-            subject_id = self._self_service_subject(context, ident)
+            subject_type, subject_id = self._self_service_subject(context, ident)
         return Caller(
             agency_id=ident.principal_id,
             kind=ident.kind.value if ident.kind is not None else ident.role.organization,
             cert_thumbprint=ident.cert_thumbprint,
             subject_id=subject_id,
+            subject_type=subject_type,
         )
 
-    def _self_service_subject(self, context: PeerContext, ident: Identity) -> str:
+    def _self_service_subject(self, context: PeerContext, ident: Identity) -> tuple[str, str]:
         # Identity carries no claims; the token was verified a moment ago, so this is a cache
         # hit (a SHA-256 and a dict lookup), and only self-service callers pay it.
         token = bearer_token(context.invocation_metadata())
         verified = self.authenticator._verifier.verify(token, ident.cert_thumbprint)
         claim = verified.claims.get("subject")
         if claim is None:
-            return ""
+            return "", ""
         subject_type = claim.get("type") if isinstance(claim, dict) else None
         subject_id = claim.get("id") if isinstance(claim, dict) else None
         try:
             if not isinstance(subject_type, str) or not isinstance(subject_id, str):
                 raise InvalidArgumentError("subject", "not an object with type and id")
-            return validate_subject(subject_type, subject_id)
+            return subject_type, validate_subject(subject_type, subject_id)
         except InvalidArgumentError:
             log.info("authentication refused: malformed subject claim (kid %s)", verified.kid)
             raise AuthenticationError(

@@ -74,15 +74,16 @@ def test_self_service_subject_fills_the_caller(pki: Pki) -> None:
     person = auth.authenticate(
         context(pki, "self_service", subject={"type": "person", "id": PERSON})
     )
-    assert (person.agency_id, person.kind, person.subject_id) == (
+    assert (person.agency_id, person.kind, person.subject_type, person.subject_id) == (
         "self_service",
         "subject_self_service",
+        "person",
         PERSON,
     )
     firm = auth.authenticate(
         context(pki, "self_service", subject={"type": "enterprise", "id": ENTERPRISE})
     )
-    assert firm.subject_id == ENTERPRISE
+    assert (firm.subject_type, firm.subject_id) == ("enterprise", ENTERPRISE)
     assert auth.authenticate(context(pki, "self_service")).subject_id == ""
 
 
