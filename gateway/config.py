@@ -148,7 +148,6 @@ class Config:
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
     departments: Mapping[str, DepartmentConfig] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_config(path: Path) -> Config:
@@ -283,7 +282,6 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         )
     billing = _parse_billing(doc.get("billing"), base)
     policy = _parse_policy(doc.get("policy"), base)
-    extra: dict[str, Any] = {}
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -299,7 +297,6 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
-        extra=extra,
     )
 
 
