@@ -27,8 +27,8 @@ class Metrics:
         r = self.registry
         self.queries = Counter(
             "credit_gateway_queries",
-            "Queries answered or refused, by agency and outcome.",
-            ["agency", "outcome"],
+            "Queries answered or refused, by agency, method and outcome.",
+            ["agency", "method", "outcome"],
             registry=r,
         )
         self.query_latency = Histogram(

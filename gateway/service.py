@@ -195,7 +195,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         if child is None:
             # Agencies are a registered, bounded set; outcomes a closed list.
             child = self._m_queries[(agency, outcome)] = self._metrics.queries.labels(
-                agency, outcome
+                agency, "Query", outcome
             )
         child.inc()
         self._metrics.query_latency.observe(elapsed)
