@@ -33,6 +33,7 @@ __all__ = [
     "AuthenticationError",
     "CallerError",
     "ConfigError",
+    "ConflictError",
     "DepartmentError",
     "DepartmentTimeoutError",
     "DepartmentUnavailableError",
@@ -119,6 +120,13 @@ class NotFoundError(CallerError):
 
     code = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"
+
+
+class ConflictError(CallerError):
+    """The same request is already being processed; retry when it has finished."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "REQUEST_IN_PROGRESS"
 
 
 class InsufficientBalanceError(CallerError):

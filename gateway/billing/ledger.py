@@ -657,6 +657,10 @@ class SQLiteLedger(LedgerStore):
                 conn.execute("BEGIN IMMEDIATE")
                 self._in_batch = True
                 yield
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O
+                    # error): none of the batch happened, so none may succeed.
+                    raise LedgerError(f"{self.path}: the batch transaction was aborted")
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
@@ -687,6 +691,9 @@ class SQLiteLedger(LedgerStore):
         conn = self._conn
         with self._lock:
             if self._in_batch:
+                if not conn.in_transaction:
+                    # Outside the batch transaction a SAVEPOINT would commit on its own.
+                    raise LedgerError(f"{self.path}: the batch transaction was aborted")
                 with self._savepoint() as c:
                     yield c
                 return
@@ -1447,7 +1454,10 @@ class AsyncLedger:
                 )
                 outcomes = [(False, err)] * len(calls)
             for call, (ok, value) in zip(calls, outcomes, strict=True):
-                call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
+                try:
+                    call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
+                except RuntimeError:  # that caller's event loop is gone; serve the others
+                    continue
             if stop:
                 return
 

@@ -66,7 +66,7 @@ from gateway.billing.ledger import (
 )
 from gateway.billing.prices import PriceList
 from gateway.decision import Decision
-from gateway.errors import InternalError, InvalidArgumentError
+from gateway.errors import ConflictError, InternalError, InvalidArgumentError, LedgerError
 from protos.credit.v1 import query_pb2
 
 __all__ = [
@@ -366,6 +366,13 @@ class Meter:
             # undo it as soon as it does.
             fut.add_done_callback(self._undo_abandoned)
             raise
+        if result.replay and result.record.state == "reserved":
+            # The first attempt is still in flight: replaying it would let this
+            # copy read the data while the first may still release and pay nothing.
+            raise ConflictError(
+                "a query with this request id is still being answered; retry when it is done",
+                metadata={"request_id": request_id},
+            )
         reservation = _reservation(result, mode)
         if not result.replay:
             try:
@@ -396,7 +403,7 @@ class Meter:
                 note="caller went away",
                 attempt=result.record.attempts,
             )
-        except RuntimeError:  # the ledger is closing; start-up recovery releases it
+        except (RuntimeError, LedgerError):  # the ledger is closing; recovery releases it
             log.warning("abandoned reservation left for recovery")
             return
         self._background.add(undo)

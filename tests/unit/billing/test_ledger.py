@@ -225,3 +225,33 @@ def _apply(ledger: SQLiteLedger, op: tuple[object, ...], at: datetime, i: int) -
         _, account, limit = op
         if ledger.account(str(account)) is not None:
             ledger.set_credit_limit(str(account), int(limit))  # type: ignore[call-overload]
+
+
+def test_a_batch_that_sqlite_aborts_fails_as_a_whole(tmp_path: Path) -> None:
+    """Group commit: if one operation makes SQLite roll the transaction back
+    (here: the file hits its page cap), nothing of the batch is stored and no
+    later operation slips out on a transaction of its own."""
+    now = datetime.now(UTC)
+    ledger = SQLiteLedger(tmp_path / "l.sqlite")
+    ledger.top_up("a", 10_000, "t1", now, create=True)
+
+    def spec(request_id: str, lines: int) -> ReserveSpec:
+        priced = tuple(PricedLine("d", f"s{i}", 1) for i in range(lines))
+        return ReserveSpec(request_id, "a", "paid", priced, "digest", now)
+
+    pages = ledger._conn.execute("PRAGMA page_count").fetchone()[0]
+    ledger._conn.execute(f"PRAGMA max_page_count={pages + 3}")
+    outcomes = []
+    with pytest.raises(LedgerError, match="aborted"), ledger.batch():
+        for request_id, lines in (("r1", 1), ("big", 400), ("r3", 1)):
+            try:
+                ledger.reserve(spec(request_id, lines))
+                outcomes.append("ok")
+            except LedgerError:
+                outcomes.append("failed")
+    assert outcomes == ["ok", "failed", "failed"]
+    ledger._conn.execute("PRAGMA max_page_count=1000000")
+    assert [ledger.request(r) for r in ("r1", "big", "r3")] == [None, None, None]
+    account = ledger.account("a")
+    assert account is not None and (account.balance_fen, account.held_fen) == (10_000, 0)
+    assert ledger.check() == []

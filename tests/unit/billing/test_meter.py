@@ -16,6 +16,7 @@ from gateway.decision import Decision, DepartmentDecision
 from gateway.errors import (
     AuditUnavailableError,
     ConfigError,
+    ConflictError,
     InsufficientBalanceError,
     InternalError,
     InvalidArgumentError,
@@ -225,12 +226,34 @@ async def test_retry_after_reopening_the_ledger_charges_once(
 async def test_concurrent_duplicates_charge_once(meter: Meter) -> None:
     await fund(meter, "bank", 10_000)
 
-    async def query() -> int:
-        res = await paid(meter, "dup")
+    async def query() -> int | str:
+        try:
+            res = await paid(meter, "dup")
+        except ConflictError:
+            return "in progress"
         return (await meter.settle(res, THREE)).amount_fen
 
-    amounts = await asyncio.gather(*(query() for _ in range(5)))
-    assert amounts == [600] * 5  # each copy reports the one charge
+    outcomes = await asyncio.gather(*(query() for _ in range(5)))
+    # One copy is answered and charged; copies racing it are told to retry...
+    assert sorted(map(str, outcomes)) == ["600"] + ["in progress"] * 4
+    assert await account(meter, "bank") == (9_400, 0)
+    # ...and a retry once it is done gets the original charge, not a new one.
+    again = await paid(meter, "dup")
+    assert again.replay and (await meter.settle(again, THREE)).amount_fen == 600
+    assert await account(meter, "bank") == (9_400, 0)
+
+
+async def test_a_copy_racing_a_request_that_then_fails_reads_nothing_for_free(
+    meter: Meter,
+) -> None:
+    await fund(meter, "bank", 10_000)
+    first = await paid(meter, "race")
+    with pytest.raises(ConflictError):  # the copy may not ride on the open reservation
+        await paid(meter, "race")
+    await meter.release_all(first, reason="client went away")
+    retry = await paid(meter, "race")  # after the release it is a new attempt, paid again
+    assert not retry.replay and retry.reserved_fen == 600
+    assert (await meter.settle(retry, THREE)).amount_fen == 600
     assert await account(meter, "bank") == (9_400, 0)
 
 
