@@ -476,7 +476,8 @@ class PolicyAdministrator:
             PolicyWorkflowError: already active (``ALREADY_ACTIVE``), not approved
                 (``NOT_APPROVED``), never active before (rollback: ``NOT_PREVIOUSLY_ACTIVE``),
                 does not load (``LOAD_FAILED``), invalid (``VALIDATION_FAILED``), tests fail
-                (``TESTS_FAILED``), other catalog or registry than served (``CATALOG_CHANGED``,
+                (``TESTS_FAILED``), rollback further than the last change
+                (``NOT_PREVIOUS_VERSION``), other catalog or registry than served (``CATALOG_CHANGED``,
                 ``REGISTRY_CHANGED``).
         """
         action = "rollback" if rollback else "activate"
@@ -525,6 +526,16 @@ class PolicyAdministrator:
                     "version; use activate",
                     reason="NOT_PREVIOUSLY_ACTIVE",
                 )
+            current = active.version if active is not None else None
+            previous = next((a.version for a in reversed(history) if a.version != current), None)
+            if number != previous:
+                # One officer may undo the last change in an emergency; going further
+                # back could re-open a policy later tightened, so that takes four eyes.
+                raise PolicyWorkflowError(
+                    f"rollback returns only to the version active just before ({previous}); "
+                    f"draft version {number}'s files again and have them approved",
+                    reason="NOT_PREVIOUS_VERSION",
+                )
         elif store.approval(number) is None:
             raise PolicyWorkflowError(
                 f"version {number} (by {version.author}) is not approved: another security "
@@ -553,12 +564,6 @@ class PolicyAdministrator:
                 "against at start-up: deploy it with a restart, not a hot switch",
                 reason="CATALOG_CHANGED",
             )
-        if version.files["agencies.toml"] != self._serving.registry_text:
-            raise PolicyWorkflowError(
-                f"version {number} changes the agency registry, which the authenticators hold: "
-                "deploy it with a restart, not a hot switch",
-                reason="REGISTRY_CHANGED",
-            )
         return self._prepare(number)
 
     def _prepare(self, number: int) -> tuple[LoadedVersion, Decider]:
@@ -568,6 +573,14 @@ class PolicyAdministrator:
             raise PolicyWorkflowError(
                 f"version {number} has another catalog than this gateway serves",
                 reason="CATALOG_CHANGED",
+            )
+        # Here, not only at activation: a process following another's activation
+        # must refuse it too, since its authenticators hold the registry it started with.
+        if self.store.version(number).files["agencies.toml"] != self._serving.registry_text:
+            raise PolicyWorkflowError(
+                f"version {number} changes the agency registry, which the authenticators hold: "
+                "deploy it with a restart, not a hot switch",
+                reason="REGISTRY_CHANGED",
             )
         try:
             decider = self.recipe.build(loaded)

@@ -80,3 +80,28 @@ async def test_a_version_that_does_not_load_is_not_followed(
         assert admin.installed == 1 and target.installed == []
     finally:
         await admin.close()
+
+
+async def test_one_officer_may_roll_back_only_the_last_change(
+    tmp_path: Path, files: dict[str, str], recipe: DeciderRecipe
+) -> None:
+    admin = gateway(tmp_path / "versions.sqlite", files, recipe)
+    target = Target()
+    try:
+        admin.initial_decider(files)
+        await admin.start(target.install, meter=None)
+        numbers = []
+        for reason, changed in (("wider", wider(files)), ("wider again", wider(wider(files)))):
+            drafted = await admin.draft("officer_a", {"policy.csv": changed["policy.csv"]}, reason)
+            numbers.append(drafted.version.number)
+            await admin.approve("officer_b", drafted.version.number, "reviewed")
+            await admin.activate("officer_a", drafted.version.number, "go")
+        two, three = numbers
+        # Version 1 was active two changes ago: going that far back takes four eyes again.
+        with pytest.raises(PolicyWorkflowError) as exc:
+            await admin.activate("officer_b", 1, "emergency", rollback=True)
+        assert exc.value.reason == "NOT_PREVIOUS_VERSION"
+        _, previous, _ = await admin.activate("officer_b", two, "emergency", rollback=True)
+        assert previous == three
+    finally:
+        await admin.close()
