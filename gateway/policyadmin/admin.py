@@ -477,8 +477,8 @@ class PolicyAdministrator:
                 (``NOT_APPROVED``), never active before (rollback: ``NOT_PREVIOUSLY_ACTIVE``),
                 does not load (``LOAD_FAILED``), invalid (``VALIDATION_FAILED``), tests fail
                 (``TESTS_FAILED``), rollback further than the last change
-                (``NOT_PREVIOUS_VERSION``), other catalog or registry than served (``CATALOG_CHANGED``,
-                ``REGISTRY_CHANGED``).
+                (``NOT_PREVIOUS_VERSION``), other catalog or registry than served
+                (``CATALOG_CHANGED``, ``REGISTRY_CHANGED``).
         """
         action = "rollback" if rollback else "activate"
         if not reason.strip():
