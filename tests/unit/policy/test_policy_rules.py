@@ -10,7 +10,7 @@ from gateway.auth.registry import Registry
 from gateway.catalog import Catalog
 from gateway.errors import ConfigError
 from gateway.policy import DEFAULT_MODEL_PATH, DEFAULT_POLICY_PATH, build_decider
-from gateway.policy.rules import parse_policy_set
+from gateway.policy.rules import PolicySet, parse_policy_set
 from gateway.purposes import load_purposes
 
 MODEL = DEFAULT_MODEL_PATH.read_text(encoding="utf-8")
@@ -93,7 +93,7 @@ def test_bad_policy_lines_are_refused_naming_the_line(
 def test_a_deny_may_name_a_state_secret_or_a_prohibited_item(
     catalog: Catalog, registry: Registry
 ) -> None:
-    parse(
+    policy_set = parse(
         catalog,
         registry,
         ROLES
@@ -102,6 +102,13 @@ def test_a_deny_may_name_a_state_secret_or_a_prohibited_item(
         + "p, role:lender, hrss/social_security/medical_history, personal_privacy, lending,"
         " any, deny\n",
     )
+    # Denying what the law forbids anyway is harmless, so it loads, with both denies kept.
+    assert isinstance(policy_set, PolicySet)
+    denies = {(g.obj, g.tier) for g in policy_set.grants if g.eft == "deny"}
+    assert denies == {
+        ("*", "state_secret"),
+        ("hrss/social_security/medical_history", "personal_privacy"),
+    }
 
 
 def test_refusal_names_the_policy_file(
