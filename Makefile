@@ -35,6 +35,8 @@ check: protos-check lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.audit_bench
+	$(BIN)/python -m bench.decision_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
