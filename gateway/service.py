@@ -354,6 +354,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 charge_fen=charge_fen,
                 billing=billing,
                 allowed=decision.allowed_fields,
+                consent_id=decision.consent_id,
             )
             if receipt is not None:
                 response.receipt.origin = receipt.origin

@@ -4,6 +4,7 @@ proofs for auditors and agencies, fail-closed, and a SIGKILL under load."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import signal
@@ -21,7 +22,7 @@ from gateway.auditing import QueryAuditor, response_digest
 from gateway.catalog import load_catalog
 from gateway.client import QueryClient
 from gateway.devstack import DevStack
-from protos.credit.v1 import audit_pb2, audit_pb2_grpc
+from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
 from tests.integration.conftest import SUBJECTS, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -238,3 +239,26 @@ async def test_sigkill_under_load_loses_no_answered_query(tmp_path: Path) -> Non
         assert len(answered) >= 150
         for index, leaf_hash in answered:
             assert hashlib.sha256(b"\x00" + leaves[index]).digest() == leaf_hash
+
+
+async def test_the_consent_id_is_on_the_record(stack: DevStack) -> None:
+    person = subject(stack, "person_with_loans")
+    consent = stack.consent(
+        subject_type="person",
+        subject_id=person,
+        grantee="bank",
+        purpose="lending",
+        scope=["pbccrc/*"],
+    )
+    async with stack.client("bank") as client:
+        response = await client.query(
+            person=person, purpose="lending", mode="paid", consent_token=consent
+        )
+    pbccrc = next(s for s in response.sections if s.department == "pbccrc")
+    assert pbccrc.status == query_pb2.SECTION_STATUS_OK  # the consent opened it
+    await _checkpointed(stack, response.receipt.log_index + 1)
+    record = json.loads(_leaves(stack.audit["log"])[response.receipt.log_index])
+    claims = json.loads(base64.urlsafe_b64decode(consent.split(".")[1] + "=="))
+    assert record["consent_id"] == claims["cid"] != ""
+    assert record["billing"]["charged_fen"] == response.charge.amount_fen > 0
+    assert consent not in json.dumps(record)  # the token itself is never logged
