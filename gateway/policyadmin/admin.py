@@ -289,6 +289,10 @@ class PolicyAdministrator:
         with contextlib.suppress(GatewayError):
             await self._record(action, officer, outcome="refused", error=err.reason, **fields)
 
+    async def record_refusal(self, action: str, officer: str, err: GatewayError) -> None:
+        """Put a refused attempt on the audit record (never raises)."""
+        await self._refused(action, officer, err)
+
     def _view(self, number: int) -> VersionView:
         version = self.store.version(number)
         active = self.store.active()

@@ -95,11 +95,20 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self.admin = admin
         self._authorize = authorize
 
+    async def _officer(self, context: grpc.aio.ServicerContext[Any, Any], action: str) -> str:
+        """The calling security officer. A caller who is not one is refused, and
+        the attempt goes on the audit record like every other refused action."""
+        try:
+            return self._authorize(context)
+        except GatewayError as err:
+            await self.admin.record_refusal(action, "", err)
+            raise
+
     async def Draft(
         self, request: policy_admin_pb2.DraftRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.DraftResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "draft")
             files: dict[str, str] = {}
             for f in request.files:
                 if f.name in files:
@@ -114,7 +123,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.ValidateResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "validate")
             view, problems = await self.admin.validate(officer, _version(request.version))
             return policy_admin_pb2.ValidateResponse(version=version_proto(view), problems=problems)
         except Exception as exc:
@@ -124,7 +133,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.TestResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "test")
             view, cases, failures = await self.admin.test(officer, _version(request.version))
             return policy_admin_pb2.TestResponse(
                 version=version_proto(view), cases=cases, failures=failures
@@ -136,7 +145,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self, request: policy_admin_pb2.DiffRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.DiffResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "diff")
             base, changes, compared = await self.admin.diff(
                 officer,
                 _version(request.version),
@@ -167,7 +176,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self, request: policy_admin_pb2.ReplayRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.ReplayResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "replay")
             replayed, flips = await self.admin.replay(
                 officer, _version(request.version), request.last or _DEFAULT_REPLAY
             )
@@ -196,7 +205,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self, request: policy_admin_pb2.ApproveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.VersionResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "approve")
             view = await self.admin.approve(officer, _version(request.version), request.reason)
             return policy_admin_pb2.VersionResponse(version=version_proto(view))
         except Exception as exc:
@@ -220,7 +229,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         rollback: bool,
     ) -> policy_admin_pb2.ActivateResponse:
         try:
-            officer = self._authorize(context)
+            officer = await self._officer(context, "rollback" if rollback else "activate")
             view, previous, label = await self.admin.activate(
                 officer, _version(request.version), request.reason, rollback=rollback
             )
@@ -236,7 +245,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> policy_admin_pb2.ListVersionsResponse:
         try:
-            self._authorize(context)
+            await self._officer(context, "list")
             views = await self.admin.views()
             return policy_admin_pb2.ListVersionsResponse(versions=[version_proto(v) for v in views])
         except Exception as exc:
@@ -246,7 +255,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.GetVersionResponse:
         try:
-            self._authorize(context)
+            await self._officer(context, "show")
             view = await self.admin.view(_version(request.version))
             return policy_admin_pb2.GetVersionResponse(
                 version=version_proto(view),

@@ -156,6 +156,13 @@ async def test_only_security_officers_are_served(stack: DevStack) -> None:
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         finally:
             await ch.close()
+    # The attempts are on the record, refused, with no officer to name.
+    refused_actions = [
+        r["action"]
+        for r in admin_records(stack)
+        if r["outcome"] == "refused" and r["officer"] == "" and r.get("error") == "ROLE_NOT_ALLOWED"
+    ]
+    assert {"list", "draft", "activate"} <= set(refused_actions)
 
 
 async def test_four_eyes(stack: DevStack, officers: tuple[Officer, Officer]) -> None:
