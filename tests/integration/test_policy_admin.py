@@ -282,7 +282,9 @@ async def test_a_broken_draft_never_activates(
         assert "keeps serving" in (refused.value.details() or "")
         assert stack.gateway.decider.version == serving  # type: ignore[union-attr]
         [record] = [
-            r for r in admin_records(stack) if r["action"] == "activate" and r.get("version") == version
+            r
+            for r in admin_records(stack)
+            if r["action"] == "activate" and r.get("version") == version
         ]
         assert record["outcome"] == "refused" and record["error"] == reason
     code, out, _ = await run_cli(stack, "officer_a", "list")
