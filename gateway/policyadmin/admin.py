@@ -44,7 +44,13 @@ from gateway.auditing import QueryAuditor
 from gateway.billing import Meter
 from gateway.catalog import Catalog
 from gateway.decision import Decider
-from gateway.errors import ConfigError, GatewayError, InvalidArgumentError, NotFoundError
+from gateway.errors import (
+    ConfigError,
+    GatewayError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from gateway.policy import PolicyDecider
 from gateway.policyadmin.analysis import FieldChange, Flip, diff_versions, replay_records, warm
 from gateway.policyadmin.errors import PolicyWorkflowError
@@ -449,26 +455,46 @@ class PolicyAdministrator:
         return replayed, flips
 
     async def approve(self, officer: str, number: int, reason: str) -> VersionView:
-        """Approve a version drafted by another officer."""
+        """Approve a version drafted by another officer.
+
+        No record, no approval: the audit record is appended first (after the
+        same checks the store makes), so an approval never exists unrecorded.
+        Raises NotFoundError, PermissionDeniedError (``FOUR_EYES``),
+        PolicyWorkflowError (``ALREADY_APPROVED``), AuditUnavailableError.
+        """
+
+        def check() -> str:
+            version = self.store.version(number)
+            if officer == version.author:
+                raise PermissionDeniedError(
+                    f"four eyes: {officer} drafted version {number} and cannot approve it; "
+                    "another security officer must",
+                    reason="FOUR_EYES",
+                )
+            if self.store.approval(number) is not None:
+                raise PolicyWorkflowError(
+                    f"version {number} is already approved", reason="ALREADY_APPROVED"
+                )
+            return version.author
 
         def do() -> VersionView:
-            self.store.approve(number, officer, reason)
+            self.store.approve(number, officer, reason)  # checks again, under its own lock
             return self._view(number)
 
         try:
-            view = await self._run(do)
+            author = await self._run(check)
         except GatewayError as err:
             await self._refused("approve", officer, err, version=number, reason=reason)
             raise
         await self._record(
-            "approve",
-            officer,
-            outcome="ok",
-            version=number,
-            author=view.version.author,
-            reason=reason,
+            "approve", officer, outcome="ok", version=number, author=author, reason=reason
         )
-        return view
+        try:
+            return await self._run(do)
+        except GatewayError as err:
+            # Lost a race with another approval after the record: say so on the record.
+            await self._refused("approve", officer, err, version=number, reason=reason)
+            raise
 
     async def activate(
         self, officer: str, number: int, reason: str, *, rollback: bool = False

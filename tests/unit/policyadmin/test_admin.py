@@ -3,6 +3,7 @@ activation; a version that does not load leaves the served one in place."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,39 @@ async def test_one_officer_may_roll_back_only_the_last_change(
         assert previous == three
     finally:
         await admin.close()
+
+
+async def test_no_audit_record_no_approval(
+    tmp_path: Path, files: dict[str, str], recipe: DeciderRecipe
+) -> None:
+    """Four eyes are only worth what the record shows: an approval that cannot be
+    recorded is not stored either."""
+    from gateway.audit import Ed25519Signer, generate_key, write_key_files
+    from gateway.audit.log import AuditLog
+    from gateway.audit.store import MemoryStore
+    from gateway.auditing import QueryAuditor
+    from gateway.errors import AuditUnavailableError
+
+    skey, vkey = generate_key("credit-gateway.test/audit")
+    write_key_files(skey, vkey, tmp_path / "log.key", tmp_path / "log.vkey")
+    memory = MemoryStore()
+    log = await AuditLog.open(None, Ed25519Signer.from_file(tmp_path / "log.key"), store=memory)
+    serving = Serving(load_catalog(), files["catalog.toml"], files["agencies.toml"])
+    admin = PolicyAdministrator(
+        SQLiteVersionStore(tmp_path / "versions.sqlite"),
+        recipe,
+        serving=serving,
+        audit=QueryAuditor(log, b"k" * 32, gateway_origin=log.origin),
+        poll_interval_s=0,
+    )
+    try:
+        admin.initial_decider(files)
+        drafted = await admin.draft("officer_a", {"policy.csv": wider(files)["policy.csv"]}, "x")
+        memory.fail_writes = True
+        with pytest.raises(AuditUnavailableError):
+            await admin.approve("officer_b", drafted.version.number, "reviewed")
+        assert admin.store.approval(drafted.version.number) is None
+    finally:
+        await admin.close()
+        with contextlib.suppress(AuditUnavailableError):
+            await log.close()
