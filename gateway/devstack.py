@@ -162,7 +162,6 @@ class DevStack:
         subjects: int = 10_000,
         seed: int = 1,
         today: dt.date | None = None,
-        departments: Sequence[str] | None = None,
         fakes: Mapping[str, Store] | None = None,
     ) -> DevStack:
         """Generate everything under ``workdir`` and start the federation.
@@ -176,7 +175,7 @@ class DevStack:
         workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         catalog = load_catalog()
         fakes = fakes or {}
-        dept_ids = [d for d in departments or catalog.departments if d not in fakes]
+        dept_ids = [d for d in catalog.departments if d not in fakes]
         registry = load_registry()
         pki = await asyncio.to_thread(
             init_pki,
