@@ -67,7 +67,12 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.auth.tokens import ALLOWED_ALGORITHMS, TrustedIssuer, load_signing_key
+from gateway.auth.tokens import (
+    ALLOWED_ALGORITHMS,
+    TrustedIssuer,
+    index_issuer_keys,
+    load_signing_key,
+)
 from gateway.catalog import Tier
 from gateway.errors import ConfigError
 from gateway.secretfile import write_secret
@@ -266,16 +271,7 @@ class ConsentVerifier:
         """Raises ConfigError if two issuers share an ``iss`` or a ``kid``. No issuer at all
         is allowed: every consent is then invalid (a gateway without consent issuers simply
         never discloses consent-bound fields)."""
-        self._keys: dict[str, tuple[str, jwt.PyJWK]] = {}
-        seen: set[str] = set()
-        for trusted in issuers:
-            if trusted.issuer in seen:
-                raise ConfigError(trusted.issuer, "consent issuer configured twice")
-            seen.add(trusted.issuer)
-            for kid, key in trusted.keys.items():
-                if kid in self._keys:
-                    raise ConfigError(kid, "kid used by two trusted consent issuers")
-                self._keys[kid] = (trusted.issuer, key)
+        self._keys = index_issuer_keys(issuers, "consent issuer")
         self.audience = audience
         self.leeway_s = leeway_s
         self.max_lifetime_s = max_lifetime_s

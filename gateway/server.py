@@ -14,7 +14,6 @@ beside the query service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -236,14 +235,7 @@ class Gateway:
             if self._server is not None:
                 await self._server.stop(0)
                 self._server = None
-            await self._close_clients()
-            if self.policy_admin is not None:
-                await self.policy_admin.admin.close()
-            if self.meter is not None:
-                await self.meter.close()
-            if self._audit is not None:
-                with contextlib.suppress(GatewayError):
-                    await self._audit.log.close()
+            await self._release()
             raise
         for name in ("", QUERY_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -291,9 +283,14 @@ class Gateway:
         if self._server is not None:
             await self._server.stop(self.config.drain_grace_s if grace is None else grace)
             self._server = None
+        # After the drain: an activation in flight has finished (or was cancelled).
+        await self._release()
+
+    async def _release(self) -> None:
+        """Close what the gateway holds, the audit log last: everything before it may
+        still append records (a settlement's release, a policy action)."""
         await self._close_clients()
         if self.policy_admin is not None:
-            # After the drain: an activation in flight has finished (or was cancelled).
             await self.policy_admin.admin.close()
         if self.meter is not None:
             await self.meter.close()

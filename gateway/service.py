@@ -296,18 +296,16 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         )
         cutoff = ageing_cutoff(today)
         partial = False
-        for dept in sorted(
-            decision.departments.keys() | outcomes.keys(), key=self._dept_order.__getitem__
-        ):
-            dd = decision.departments.get(dept)
+        # Only departments of the decision are ever asked, so it names every section.
+        for dept in sorted(decision.departments, key=self._dept_order.__getitem__):
+            dd = decision.departments[dept]
             section = response.sections.add(department=dept)
-            if dd is not None:
-                for w in dd.withheld:
-                    section.withheld.add(
-                        dataset=w.dataset, field=w.field, reason=w.reason, detail=w.detail
-                    )
-                    self._m_withheld[(self._tier[(dept, w.dataset, w.field)], w.reason)].inc()
-                partial = partial or bool(dd.withheld)
+            for w in dd.withheld:
+                section.withheld.add(
+                    dataset=w.dataset, field=w.field, reason=w.reason, detail=w.detail
+                )
+                self._m_withheld[(self._tier[(dept, w.dataset, w.field)], w.reason)].inc()
+            partial = partial or bool(dd.withheld)
             outcome = outcomes.get(dept)
             if outcome is None:
                 section.status = query_pb2.SECTION_STATUS_WITHHELD
@@ -321,7 +319,6 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             if outcome.response is None:
                 partial = True
                 continue
-            assert dd is not None  # a department was asked only if something was allowed
             self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
         charge_fen = 0
         billing: dict[str, Any] | None = None

@@ -70,6 +70,7 @@ __all__ = [
     "TokenVerifier",
     "TrustedIssuer",
     "VerifiedToken",
+    "index_issuer_keys",
     "issue_token",
     "load_signing_key",
     "token_main",
@@ -208,6 +209,27 @@ def _str_claim(claims: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def index_issuer_keys(
+    issuers: Iterable[TrustedIssuer], what: str
+) -> dict[str, tuple[str, jwt.PyJWK]]:
+    """kid -> (issuer, key) over several trusted issuers (agency tokens or consents).
+
+    Raises ConfigError if two issuers share an ``iss`` or a ``kid``: a kid must name one
+    key, or a token could be checked against the wrong issuer's key.
+    """
+    keys: dict[str, tuple[str, jwt.PyJWK]] = {}
+    seen: set[str] = set()
+    for trusted in issuers:
+        if trusted.issuer in seen:
+            raise ConfigError(trusted.issuer, f"{what} configured twice")
+        seen.add(trusted.issuer)
+        for kid, key in trusted.keys.items():
+            if kid in keys:
+                raise ConfigError(kid, f"kid used by two trusted {what}s")
+            keys[kid] = (trusted.issuer, key)
+    return keys
+
+
 class TokenVerifier:
     """Verifies agency tokens against trusted issuers; see the module docstring for the rules.
 
@@ -227,16 +249,7 @@ class TokenVerifier:
     ) -> None:
         """Raises ConfigError if two issuers share an ``iss`` or a ``kid`` (a kid must name
         one key, or a token could be checked against the wrong issuer's key)."""
-        self._keys: dict[str, tuple[str, jwt.PyJWK]] = {}
-        seen_iss: set[str] = set()
-        for trusted in issuers:
-            if trusted.issuer in seen_iss:
-                raise ConfigError(trusted.issuer, "issuer configured twice")
-            seen_iss.add(trusted.issuer)
-            for kid, key in trusted.keys.items():
-                if kid in self._keys:
-                    raise ConfigError(kid, "kid used by two trusted issuers")
-                self._keys[kid] = (trusted.issuer, key)
+        self._keys = index_issuer_keys(issuers, "issuer")
         if not self._keys:
             raise ConfigError("issuers", "no trusted token issuer configured")
         self.audience = audience
