@@ -50,10 +50,6 @@ def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
     return Authenticator(load_registry(auth.registry), verifier, roles=roles)
 
 
-#: Billing events recorded inside the query record that caused them.
-_IN_QUERY_RECORD = frozenset({"reserve", "charge"})
-
-
 def build_authenticators(auth: AuthConfig) -> tuple[CallerAuthenticator, Authenticator]:
     """The query service's authenticator (agencies) and the audit service's
     (agencies and auditors). Raises ConfigError."""
@@ -97,10 +93,15 @@ async def _open_billing(
         # Every booking goes on the signed record. A query's own reserve and
         # charge travel inside its query record (one durable append per query,
         # not three); releases, refunds and top-ups are records of their own.
-        if auditor is not None and event.get("event") not in _IN_QUERY_RECORD:
+        if auditor is not None and not event.pop("in_query_record", False):
             await auditor.append_event(event.pop("kind", "billing"), event)
 
-    meter = await Meter.open(config.billing.ledger, prices, on_event=on_event)
+    meter = await Meter.open(
+        config.billing.ledger,
+        prices,
+        on_event=on_event,
+        audit_lookup=auditor.billing_records if auditor is not None else None,
+    )
     finance: Authenticator | None = None
     registry = None
     if config.auth is not None:

@@ -33,12 +33,15 @@ from typing import Any
 import grpc
 
 from gateway import names
+from gateway.audit.errors import AuditError, RecordError
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.merkle import leaf_hash
-from gateway.audit.records import pseudonymize
+from gateway.audit.records import canonical_json, decode_record, pseudonymize
 from gateway.auth import Authenticator, Role
+from gateway.billing.reconcile import record_key
 from gateway.errors import (
+    AuditUnavailableError,
     GatewayError,
     InvalidArgumentError,
     NotFoundError,
@@ -184,6 +187,41 @@ class QueryAuditor:
             {"kind": kind, "time": _now(), "gateway": self._origin, **fields}
         )
         return Receipt(receipt.origin, receipt.index, receipt.leaf_hash)
+
+    @property
+    def available(self) -> bool:
+        """Whether the log takes appends now: False once a write failed (every
+        query is then refused before any department is asked or anything is
+        booked). No I/O."""
+        return self.log.failure is None
+
+    async def billing_records(
+        self, bookings: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Every durable record about each booking, ``("request", request_id)``
+        or ``("top_up", reference)``: query records with a ``billing`` block
+        and ``billing`` events (the :data:`gateway.billing.meter.AuditLookup`
+        of start-up recovery). One scan of the log, whatever the number of
+        bookings. Raises AuditUnavailableError if the log cannot be read."""
+        wanted = set(bookings)
+        needles = [
+            canonical_json({"request_id" if kind == "request" else "reference": ref})[1:-1]
+            for kind, ref in wanted
+        ]
+        try:
+            leaves = await self.log.find_leaves(needles)
+        except AuditError as err:
+            raise AuditUnavailableError(f"audit log unreadable: {err}") from None
+        found: dict[tuple[str, str], list[dict[str, Any]]] = {b: [] for b in wanted}
+        for leaf in leaves:
+            try:
+                record = decode_record(leaf, canonical=False)
+            except RecordError:
+                continue
+            key = record_key(record)
+            if key in wanted:
+                found[key].append(record)
+        return found
 
 
 def _sections(

@@ -31,7 +31,14 @@ from typing import Any, Protocol
 import grpc
 
 from gateway import names
-from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
+from gateway.billing import (
+    Meter,
+    Reservation,
+    Settlement,
+    delivered_lines,
+    granted_lines,
+    mode_name,
+)
 from gateway.catalog import Catalog, Tier
 from gateway.decision import Decider, Decision, QueryFacts
 from gateway.disclosure import ageing_cutoff, filter_records
@@ -57,6 +64,29 @@ _STATUS_NAMES = names.STATUS
 _REASON_NAMES = names.REASON
 
 
+@dataclass(slots=True)
+class _Booking:
+    """How far one query's booking got, for undoing it: the settle (step 7) and
+    the audit append (step 8) run as tasks a cancelled caller cannot stop
+    half-way, so the undo knows whether the settlement is on the record."""
+
+    settle: asyncio.Future[Settlement] | None = None
+    record: asyncio.Future[Receipt | None] | None = None
+
+    async def on_record(self) -> bool:
+        """Wait for the booking to finish; True if its query record is durable."""
+        if self.record is None:
+            if self.settle is not None:
+                with contextlib.suppress(BaseException):
+                    await self.settle
+            return False
+        try:
+            await self.record
+        except BaseException:
+            return False
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
     origin: str
@@ -68,6 +98,12 @@ class Receipt:
 
 class AuditSink(Protocol):
     """Step 8: must return only once the record is durable."""
+
+    @property
+    def available(self) -> bool:
+        """False while appends are known to fail: the query is refused before
+        any department is asked or anything is booked."""
+        ...
 
     async def append_query(
         self,
@@ -236,16 +272,39 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
                 subject_id=query.subject_id,
             )
         )
+        if self._audit is not None and not self._audit.available:
+            # No record, no query: ask no department and book nothing that
+            # could not be put on the record.
+            raise AuditUnavailableError("the audit log cannot be written; no query is answered")
         reservation = await self._reserve(caller, query, decision, today, is_self)
+        booking = _Booking()
         try:
-            return await self._answer(caller, request, context, query, decision, today, reservation)
-        except BaseException:
+            return await self._answer(
+                caller, request, context, query, decision, today, reservation, booking
+            )
+        except BaseException as exc:
             # Nothing was disclosed: give back what was reserved, or refund a
             # charge settled before the audit append failed. A replay of a
-            # request already answered keeps its original charge.
+            # request already answered keeps its original charge. Shielded: a
+            # caller going away cannot stop the release half-way.
             if reservation is not None and self._meter is not None and not reservation.replay:
-                await asyncio.shield(self._meter.release_all(reservation, reason="query failed"))
+                gone = isinstance(exc, asyncio.CancelledError)
+                reason = "caller went away" if gone else "query failed"
+                await asyncio.shield(self._undo(reservation, booking, reason))
             raise
+
+    async def _undo(self, reservation: Reservation, booking: _Booking, reason: str) -> None:
+        assert self._meter is not None
+        on_record = await booking.on_record()
+        try:
+            await self._meter.release_all(reservation, reason=reason, on_record=on_record)
+        except Exception:
+            # The booking stays marked unaudited in the ledger: start-up
+            # recovery releases or refunds it and puts that on the record.
+            log.exception(
+                "could not release a failed query's booking",
+                extra={"request_id": reservation.request_id},
+            )
 
     async def _reserve(
         self, caller: Caller, query: ValidQuery, decision: Decision, today: dt.date, is_self: bool
@@ -279,6 +338,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         decision: Decision,
         today: dt.date,
         reservation: Reservation | None,
+        booking: _Booking,
     ) -> tuple[query_pb2.QueryResponse, str]:
         lookups = self._lookups(caller, query, decision, reservation)
         remaining = context.time_remaining()
@@ -324,7 +384,10 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         billing: dict[str, Any] | None = None
         if reservation is not None and self._meter is not None:
             # Step 7: charge what was delivered, release the rest.
-            settlement = await self._meter.settle(reservation, delivered_lines(decision, outcomes))
+            booking.settle = asyncio.ensure_future(
+                self._meter.settle(reservation, delivered_lines(decision, outcomes))
+            )
+            settlement = await asyncio.shield(booking.settle)
             response.charge.CopyFrom(settlement.to_proto())
             charge_fen = settlement.amount_fen
             billing = {
@@ -341,18 +404,24 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             if charge_fen:
                 self._metrics.charges.labels(caller.agency_id).inc(charge_fen)
         if self._audit is not None:
-            # Step 8. No audit, no data: if this raises, the response is never sent.
-            receipt = await self._audit.append_query(
-                query,
-                caller,
-                request,
-                response,
-                None,
-                charge_fen=charge_fen,
-                billing=billing,
-                allowed=decision.allowed_fields,
-                consent_id=decision.consent_id,
+            # Step 8. No audit, no data: if this raises, the response is never
+            # sent. The settlement is final only once this record is durable.
+            booking.record = asyncio.ensure_future(
+                self._audit.append_query(
+                    query,
+                    caller,
+                    request,
+                    response,
+                    None,
+                    charge_fen=charge_fen,
+                    billing=billing,
+                    allowed=decision.allowed_fields,
+                    consent_id=decision.consent_id,
+                )
             )
+            receipt = await asyncio.shield(booking.record)
+            if reservation is not None and self._meter is not None:
+                self._meter.recorded(reservation)
             if receipt is not None:
                 response.receipt.origin = receipt.origin
                 response.receipt.log_index = receipt.index

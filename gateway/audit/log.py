@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +238,31 @@ class AuditLog:
         self._queue.put_nowait(_Pending(index, leaf, future))
         # shield: a cancelled caller must not cancel the shared future.
         return await asyncio.shield(future)
+
+    @property
+    def failure(self) -> str | None:
+        """Why :meth:`append` would refuse now (a failed write, or closed), or
+        None while the log takes appends. Cheap: no I/O."""
+        if self._failure is not None:
+            return self._failure
+        return "closed" if self._closing else None
+
+    async def find_leaves(self, needles: Collection[bytes]) -> list[bytes]:
+        """Every durable entry's bytes containing one of ``needles``, in index
+        order: a scan of the whole store on a worker thread (start-up
+        recovery's look-up of a few bookings; never on the query path)."""
+        size = self._size
+        if not needles:
+            return []
+
+        def scan() -> list[bytes]:
+            return [
+                e.leaf
+                for e in self._store.iter_entries()
+                if e.index < size and any(n in e.leaf for n in needles)
+            ]
+
+        return await asyncio.to_thread(scan)
 
     async def read_leaf(self, index: int) -> bytes | None:
         """The stored record bytes at ``index`` (durable entries only), or None."""

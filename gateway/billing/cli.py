@@ -8,12 +8,13 @@
         --from 2026-11-01 --to 2026-11-30 [--csv]
     credit-gateway billing --ledger ledger.db credit-limit bank 100000
     credit-gateway billing --ledger ledger.db check
+    credit-gateway billing reconcile --ledger ledger.db --audit-log audit.db [--key verifier.key]
 
 It works directly on the SQLite file and is safe beside a running gateway
 (every write is a ``BEGIN IMMEDIATE`` transaction). Amounts are integer fen;
 ``12.50`` is refused. The ledger file must exist (a typo never creates an
 empty ledger); ``top-up --create`` opens a new account. Exit status: 0 done,
-1 ``check`` found discrepancies, 2 usage or ledger error.
+1 ``check`` or ``reconcile`` found discrepancies, 2 usage or ledger error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from gateway.billing import reconcile
 from gateway.billing.admin import parse_date, period_bounds
 from gateway.billing.ledger import AccountState, SQLiteLedger
 from gateway.billing.prices import default_prices_path, load_prices
@@ -97,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("amount_fen", type=_fen)
 
     sub.add_parser("check", help="recompute every balance from the entries and compare")
+
+    s = sub.add_parser(
+        "reconcile", help="check that the ledger and the audit log tell the same story"
+    )
+    reconcile.add_arguments(s)
     return p
 
 
@@ -114,6 +121,8 @@ def billing_main(
     """Run one ``credit-gateway billing`` command; returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
+    if list(argv[:1]) == ["reconcile"]:  # also `billing reconcile --ledger F --audit-log A`
+        return reconcile.reconcile_main(argv[1:], out=out, err=err)
     parser = _parser()
     try:
         args = parser.parse_args(list(argv))
@@ -125,6 +134,8 @@ def billing_main(
         print(f"error: {exc.message}", file=err)
         return EXIT_USAGE
     try:
+        if args.command == "reconcile":
+            return reconcile.run(ledger, args.audit_log, args.key, out=out, err=err)
         return _run(args, ledger, out)
     except GatewayError as exc:
         print(f"error: {exc.message}", file=err)

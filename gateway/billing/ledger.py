@@ -26,6 +26,11 @@ Three tables, all in one SQLite file (WAL, ``synchronous=FULL``):
   (``reserved`` -> ``settled`` | ``released``), what was reserved and what was
   charged, and the outcome handed back, so a retried request id returns the
   original outcome instead of charging again, across restarts too.
+* ``unaudited``: which requests and top-ups have ledger movements that may
+  not be on the audit log yet. Every movement sets the mark in its own
+  transaction; the gateway clears it once the audit record carrying the
+  movement is durable, so after a crash start-up recovery knows exactly which
+  few bookings to look up in the audit log (:meth:`LedgerStore.unaudited`).
 
 :class:`LedgerStore` is the interface (synchronous; every operation is one
 transaction); :class:`SQLiteLedger` the embedded implementation; a
@@ -82,12 +87,14 @@ __all__ = [
     "SettleResult",
     "StatementPage",
     "TopUpResult",
+    "UnauditedKind",
     "entry_effect",
 ]
 
 Basis = Literal["paid", "free_quota", "self_allowance"]
 RequestState = Literal["reserved", "settled", "released"]
 EntryKind = Literal["reserve", "charge", "release", "top_up", "adjustment"]
+UnauditedKind = Literal["request", "top_up"]
 
 #: Bound on a single top-up or adjustment (10 billion yuan): catches a wrong
 #: unit and keeps every balance far inside SQLite's 64-bit integers.
@@ -326,6 +333,21 @@ class LedgerStore(ABC):
         """Requests still ``reserved`` (last touched before ``older_than``, if given)."""
 
     @abstractmethod
+    def unaudited(self, older_than: datetime | None = None) -> list[tuple[UnauditedKind, str]]:
+        """Every booking marked as possibly not on the audit log yet (marked
+        before ``older_than``, if given): ``("request", request_id)`` or
+        ``("top_up", reference)``, oldest first. Reserve, settle, release and
+        top-up set the mark in their own transaction."""
+
+    @abstractmethod
+    def top_up_entry(self, reference: str) -> Entry | None:
+        """The top-up booked under ``reference``, or None."""
+
+    @abstractmethod
+    def mark_audited(self, kind: UnauditedKind, ref: str) -> None:
+        """Clear the mark of a booking whose movements are all on the audit log."""
+
+    @abstractmethod
     def open_account(
         self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
     ) -> AccountState:
@@ -429,6 +451,16 @@ CREATE TABLE IF NOT EXISTS entries (
     actor TEXT NOT NULL DEFAULT '',
     note TEXT NOT NULL DEFAULT '',
     CHECK (kind = 'adjustment' OR amount_fen > 0)
+);
+-- Bookings (a request id, a top-up reference) whose movements may not be on
+-- the audit log yet: set in the movement's transaction, cleared once its
+-- audit record is durable. Added by CREATE IF NOT EXISTS: older ledgers gain
+-- it on open, empty.
+CREATE TABLE IF NOT EXISTS unaudited (
+    kind TEXT NOT NULL CHECK (kind IN ('request', 'top_up')),
+    ref TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (kind, ref)
 );
 -- A top-up or adjustment reference is booked once: the idempotency key.
 CREATE UNIQUE INDEX IF NOT EXISTS entries_reference
@@ -796,6 +828,13 @@ class SQLiteLedger(LedgerStore):
         return int(cur.lastrowid or 0)
 
     @staticmethod
+    def _mark(conn: sqlite3.Connection, kind: UnauditedKind, ref: str, ts: str) -> None:
+        # In the movement's own transaction: no movement without its mark.
+        conn.execute(
+            "INSERT OR IGNORE INTO unaudited (kind, ref, since) VALUES (?, ?, ?)", (kind, ref, ts)
+        )
+
+    @staticmethod
     def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestRecord | None:
         row = conn.execute(
             f"SELECT {_REQUEST_COLS} FROM requests WHERE request_id = ?", (request_id,)
@@ -875,6 +914,7 @@ class SQLiteLedger(LedgerStore):
                         )
                 self._save_account(conn, acct)
 
+            self._mark(conn, "request", spec.request_id, at)
             conn.execute(
                 f"INSERT OR REPLACE INTO requests ({_REQUEST_COLS})"
                 " VALUES (?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?, '[]', ?, 0, ?, ?, ?, ?, ?)",
@@ -916,6 +956,7 @@ class SQLiteLedger(LedgerStore):
             if rec.state != "reserved" or attempt not in (None, rec.attempts):
                 return SettleResult(rec, True)
             charged = tuple(x for x in rec.lines if x.key in delivered)
+            self._mark(conn, "request", request_id, ts)
             if not charged:
                 # Nothing delivered costs nothing, not even a free unit.
                 self._release_reserved(conn, rec, ts, "nothing delivered")
@@ -1008,6 +1049,8 @@ class SQLiteLedger(LedgerStore):
             released = refunded = 0
             if attempt not in (None, rec.attempts):
                 return ReleaseResult(rec, False, 0, 0)
+            if rec.state == "reserved" or (rec.state == "settled" and refund):
+                self._mark(conn, "request", request_id, ts)
             if rec.state == "reserved":
                 released = self._release_reserved(conn, rec, ts, note)
             elif rec.state == "settled" and refund:
@@ -1048,6 +1091,28 @@ class SQLiteLedger(LedgerStore):
             args = (_ts(older_than),)
         with self._read() as conn:
             return [_request(r) for r in conn.execute(sql + " ORDER BY updated_at", args)]
+
+    def unaudited(self, older_than: datetime | None = None) -> list[tuple[UnauditedKind, str]]:
+        sql = "SELECT kind, ref FROM unaudited"
+        args: tuple[str, ...] = ()
+        if older_than is not None:
+            sql += " WHERE since < ?"
+            args = (_ts(older_than),)
+        with self._read() as conn:
+            rows = conn.execute(sql + " ORDER BY since, kind, ref", args).fetchall()
+            return [(cast(UnauditedKind, k), str(r)) for k, r in rows]
+
+    def top_up_entry(self, reference: str) -> Entry | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_ENTRY_COLS} FROM entries WHERE kind = 'top_up' AND reference = ?",
+                (reference,),
+            ).fetchone()
+            return None if row is None else _entry(row)
+
+    def mark_audited(self, kind: UnauditedKind, ref: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM unaudited WHERE kind = ? AND ref = ?", (kind, ref))
 
     # --- accounts ---------------------------------------------------------------
 
@@ -1133,6 +1198,7 @@ class SQLiteLedger(LedgerStore):
             seq = self._post(
                 conn, acct, "top_up", amount_fen, ts, reference=reference, actor=actor, note=note
             )
+            self._mark(conn, "top_up", reference, ts)
             self._save_account(conn, acct)
             entry = _entry(
                 conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()

@@ -38,9 +38,17 @@ The rules, and why:
   been lost, and the retry is how the agency gets what it paid for. A request
   id whose attempt was released (nothing charged, nothing delivered) may be
   tried again.
-* **Nothing is lost in a crash.** Settlement happens before the response
-  leaves; so a reservation found still open at start-up (:meth:`Meter.recover`)
-  belongs to a query whose response was never sent, and is released.
+* **Nothing is lost in a crash, nothing is off the record.** Settlement
+  happens before the audit append, and the append before the response leaves;
+  so a reservation found still open at start-up (:meth:`Meter.recover`)
+  belongs to a query whose response was never sent, and is released. Every
+  booking marks its request in the ledger (``unaudited``) in its own
+  transaction, and the mark is cleared only once the audit record carrying it
+  is durable (the query record, or a billing event). At start-up the marked
+  bookings are looked up in the audit log: a settlement without its query
+  record was never disclosed and is refunded; whatever moved and is not on the
+  record gets a billing record saying so (its ``movements``), so that the
+  ledger and the log tell the same story (``credit-gateway billing reconcile``).
 """
 
 from __future__ import annotations
@@ -63,14 +71,17 @@ from gateway.billing.ledger import (
     RequestRecord,
     ReserveResult,
     ReserveSpec,
+    UnauditedKind,
 )
 from gateway.billing.prices import PriceList
+from gateway.billing.reconcile import Movements, ledger_movements, record_movements
 from gateway.decision import Decision
 from gateway.errors import ConflictError, InternalError, InvalidArgumentError, LedgerError
 from protos.credit.v1 import query_pb2
 
 __all__ = [
     "DELIVERED_STATUSES",
+    "AuditLookup",
     "ChargeLine",
     "EventHook",
     "Meter",
@@ -87,6 +98,13 @@ log = logging.getLogger("credit_gateway.billing")
 Mode = Literal["free", "paid"]
 #: An async callback handed every billing event (a dict of str/int/list, no floats).
 EventHook = Callable[[dict[str, Any]], Awaitable[None]]
+#: Start-up recovery's view of the audit log: given bookings as
+#: ``("request", request_id)`` / ``("top_up", reference)``, every decoded audit
+#: record about each (query records with a ``billing`` block, billing events).
+AuditLookup = Callable[
+    [Sequence[tuple[UnauditedKind, str]]],
+    Awaitable[Mapping[tuple[str, str], Sequence[Mapping[str, Any]]]],
+]
 ChargeLine = PricedLine
 
 #: Section statuses that count as delivered (and are charged).
@@ -198,7 +216,11 @@ class Meter:
     """Reserves, settles and releases the cost of queries on a ledger.
 
     ``on_event`` receives one dict per booking (reserve, charge, release,
-    refund), after it is durable, for the audit log. ``clock`` gives the
+    refund), after it is durable, for the audit log; those of a query's own
+    reservation and settlement have ``in_query_record`` set (the query record
+    carries them); the others carry ``movements`` (:class:`Movements` as a
+    dict: what the record stands for in the ledger). ``audit_lookup`` lets
+    :meth:`recover` read the audit log. ``clock`` gives the
     (timezone-aware) time of ledger entries; the local date that quotas count
     is the ``today`` the caller passes.
     """
@@ -209,11 +231,13 @@ class Meter:
         prices: PriceList,
         *,
         on_event: EventHook | None = None,
+        audit_lookup: AuditLookup | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.ledger = ledger
         self.prices = prices
         self._on_event = on_event
+        self._audit_lookup = audit_lookup
         self._clock = clock
         # Undo-bookings started from done-callbacks; kept so they are not
         # garbage-collected before they finish.
@@ -226,13 +250,16 @@ class Meter:
         prices: PriceList,
         *,
         on_event: EventHook | None = None,
+        audit_lookup: AuditLookup | None = None,
         clock: Callable[[], datetime] = _utcnow,
         recover: bool = True,
     ) -> Meter:
         """Open the SQLite ledger at ``path`` and, with ``recover``, release
-        interrupted reservations (:meth:`recover`). Raises LedgerError."""
+        interrupted reservations and put unaudited bookings on the record
+        (:meth:`recover`). Raises LedgerError, and AuditUnavailableError if a
+        recovery record cannot be appended."""
         ledger = await AsyncLedger.open(path)
-        meter = cls(ledger, prices, on_event=on_event, clock=clock)
+        meter = cls(ledger, prices, on_event=on_event, audit_lookup=audit_lookup, clock=clock)
         if recover:
             await meter.recover()
         return meter
@@ -250,32 +277,129 @@ class Meter:
     # --- start-up ------------------------------------------------------------------
 
     async def recover(self, *, older_than: timedelta | None = None) -> list[str]:
-        """Release every reservation left open by a stopped process; returns their ids.
+        """Close what a stopped process left open; returns the request ids released
+        or refunded.
 
-        Rule: settlement precedes the response, so an open reservation is a
-        query whose response never left the gateway; nothing was delivered,
-        nothing is charged. With one gateway process per ledger (SQLite), call
-        it at start-up with no ``older_than``; processes sharing a ledger must
-        pass a bound longer than any query's deadline so that they never
-        release each other's queries in flight. Raises LedgerError.
+        Rules: settlement precedes the audit append, which precedes the
+        response. So an open reservation is a query whose response never left
+        the gateway: it is released. With ``audit_lookup``, every booking
+        marked unaudited is looked up in the audit log: a settlement whose
+        query record is not there was never disclosed and is refunded (its
+        free unit given back); then whatever the ledger moved for the booking
+        beyond what the log records is appended as a billing record
+        (``reason: "recovered"``), and the mark is cleared. Without
+        ``audit_lookup`` only open reservations are released.
+
+        With one gateway process per ledger (SQLite), call it at start-up with
+        no ``older_than``; processes sharing a ledger must pass a bound longer
+        than any query's deadline so that they never touch each other's
+        queries in flight. Raises LedgerError, and whatever ``on_event`` or
+        ``audit_lookup`` raise (AuditUnavailableError): then start-up fails,
+        and the next start-up finds the same marks.
         """
         cutoff = None if older_than is None else self._clock() - older_than
-        released: list[str] = []
-        for rec in await self.ledger.run(self.store.interrupted, cutoff):
+        open_ids = [r.request_id for r in await self.ledger.run(self.store.interrupted, cutoff)]
+        done: list[str] = []
+        if self._audit_lookup is None:
+            for rid in open_ids:
+                if await self._recover_request(rid, None):
+                    done.append(rid)
+        else:
+            marks = await self.ledger.run(self.store.unaudited, cutoff)
+            keys = list(dict.fromkeys([*(("request", r) for r in open_ids), *marks]))
+            found = await self._audit_lookup(keys) if keys else {}
+            for kind, ref in keys:
+                records = found.get((kind, ref), ())
+                if kind == "top_up":
+                    await self._recover_top_up(ref, records)
+                elif await self._recover_request(ref, records):
+                    done.append(ref)
+        if done:
+            log.warning("recovered interrupted bookings", extra={"count": len(done)})
+        return done
+
+    async def _recover_request(
+        self, request_id: str, records: Sequence[Mapping[str, Any]] | None
+    ) -> bool:
+        rec = await self.ledger.run(self.store.request, request_id)
+        if rec is None:
+            await self.ledger.run(self.store.mark_audited, "request", request_id)
+            return False
+        moved = False
+        event = "release"
+        if rec.state == "reserved":
             result = await self.ledger.run(
                 self.store.release,
-                rec.request_id,
+                request_id,
                 self._clock(),
                 note="interrupted; released at start-up",
             )
-            if result.changed:
-                released.append(rec.request_id)
+            moved = result.changed
+        elif rec.state == "settled" and records is not None and not _settled_on_record(records):
+            # Settled, but its query record never became durable: the answer
+            # never left, so the query costs nothing (free unit included).
+            result = await self.ledger.run(
+                self.store.release,
+                request_id,
+                self._clock(),
+                refund=True,
+                note="settled but not on the audit log; refunded at start-up",
+            )
+            moved = result.changed
+            event = "refund"
+        after = await self.ledger.run(self.store.request, request_id)
+        assert after is not None
+        if records is None:
+            # No audit log to read: record the release itself, as before.
+            if moved:
+                amount = after.reserved_fen
                 await self._emit_quietly(
-                    "release", result.record, result.released_fen, reason="recovered"
+                    event,
+                    after,
+                    amount,
+                    reason="recovered",
+                    movements=Movements(reserve=amount, release=amount),
                 )
-        if released:
-            log.warning("released interrupted reservations", extra={"count": len(released)})
-        return released
+            return moved
+        entries = await self.ledger.run(self.store.entries, None, request_id)
+        missing = ledger_movements(entries) - sum(
+            (record_movements(r) for r in records), Movements()
+        )
+        if any(v < 0 for v in missing.as_dict().values()):
+            # The log records more than the ledger moved: not for recovery to
+            # guess; `billing reconcile` shows it.
+            log.error("audit log and ledger disagree", extra={"request_id": request_id[:64]})
+            return moved
+        if missing or moved:
+            if event == "release" and missing.refund:
+                event = "refund"
+            await self._emit(
+                event, after, missing.refund or missing.release, "recovered", movements=missing
+            )
+        await self.ledger.run(self.store.mark_audited, "request", request_id)
+        return moved
+
+    async def _recover_top_up(self, reference: str, records: Sequence[Mapping[str, Any]]) -> None:
+        if not any(r.get("event") == "top_up" for r in records):
+            entry = await self.ledger.run(self.store.top_up_entry, reference)
+            if entry is not None:
+                # Booked offline (``credit-gateway billing top-up``) or its
+                # record was lost: put it on the record now.
+                await self._emit_event(
+                    {
+                        "kind": "billing",
+                        "event": "top_up",
+                        "request_id": "",
+                        "reference": entry.reference,
+                        "agency_id": entry.account_id,
+                        "amount_fen": entry.amount_fen,
+                        "balance_fen": entry.balance_fen,
+                        "actor": entry.actor,
+                        "at": entry.at.isoformat(),
+                        "reason": "recorded at start-up",
+                    }
+                )
+        await self.ledger.run(self.store.mark_audited, "top_up", reference)
 
     # --- step 4 ------------------------------------------------------------------
 
@@ -376,7 +500,13 @@ class Meter:
         reservation = _reservation(result, mode)
         if not result.replay:
             try:
-                await self._emit("reserve", result.record, result.record.reserved_fen)
+                await self._emit(
+                    "reserve",
+                    result.record,
+                    result.record.reserved_fen,
+                    movements=Movements(reserve=result.record.reserved_fen),
+                    in_query_record=True,
+                )
             except BaseException:
                 # No audit record, no reservation: fail closed, give it back.
                 await self.ledger.run(
@@ -395,19 +525,32 @@ class Meter:
         result = fut.result()
         if result.replay:
             return
+        undo = asyncio.ensure_future(self._release_abandoned(result.record))
+        self._background.add(undo)
+        undo.add_done_callback(self._background_done)
+
+    async def _release_abandoned(self, rec: RequestRecord) -> None:
+        # The caller went away while its reservation was being booked: give
+        # it back and put both on the record (no query record will carry them).
         try:
-            undo = self.ledger.submit(
+            result = await self.ledger.run(
                 self.store.release,
-                result.record.request_id,
+                rec.request_id,
                 self._clock(),
                 note="caller went away",
-                attempt=result.record.attempts,
+                attempt=rec.attempts,
             )
         except (RuntimeError, LedgerError):  # the ledger is closing; recovery releases it
             log.warning("abandoned reservation left for recovery")
             return
-        self._background.add(undo)
-        undo.add_done_callback(self._background_done)
+        if result.changed:
+            await self._emit_quietly(
+                "release",
+                result.record,
+                result.released_fen,
+                reason="caller went away",
+                movements=Movements(reserve=result.released_fen, release=result.released_fen),
+            )
 
     def _background_done(self, fut: asyncio.Future[Any]) -> None:
         self._background.discard(fut)
@@ -442,20 +585,57 @@ class Meter:
         )
         settlement = _settlement(result.record, replay=result.replay)
         if not result.replay:
-            if result.record.state == "settled":
-                await self._emit("charge", result.record, result.record.charged_fen)
+            rec = result.record
+            if rec.state == "settled":
+                await self._emit(
+                    "charge",
+                    rec,
+                    rec.charged_fen,
+                    movements=Movements(
+                        charge=rec.charged_fen, release=rec.reserved_fen - rec.charged_fen
+                    ),
+                    in_query_record=True,
+                )
             else:
-                await self._emit_quietly("release", result.record, reservation.reserved_fen)
+                await self._emit_quietly(
+                    "release",
+                    rec,
+                    reservation.reserved_fen,
+                    movements=Movements(release=reservation.reserved_fen),
+                    in_query_record=True,
+                )
         return settlement
 
-    async def release_all(self, reservation: Reservation, *, reason: str = "") -> Settlement:
+    def recorded(self, reservation: Reservation) -> None:
+        """The query record carrying ``reservation`` and its settlement is
+        durable: clear the booking's unaudited mark (in the background; a mark
+        left by a crash only costs start-up recovery one look-up)."""
+        if reservation.empty or reservation.replay:
+            # A replay's mark, if any, belongs to the first attempt's record.
+            return
+        try:
+            fut = self.ledger.submit(self.store.mark_audited, "request", reservation.request_id)
+        except LedgerError:  # closing: recovery finds the mark and the record
+            return
+        self._background.add(fut)
+        fut.add_done_callback(self._background_done)
+
+    async def release_all(
+        self, reservation: Reservation, *, reason: str = "", on_record: bool = False
+    ) -> Settlement:
         """A denied or failed query costs nothing: release the reservation,
         or, if it was already settled by this attempt, refund the charge.
+
+        ``on_record``: the query record carrying this attempt's settlement is
+        durable (the caller went away after it was appended); the billing
+        record then stands for the refund alone, else also for the reservation
+        and settlement that no record carries.
 
         Call it only when no response is sent. A replayed reservation is left
         alone: the first attempt owns the outcome. Raises NotFoundError,
         LedgerError; never what ``on_event`` raises (the money is already
-        back; the failure is logged).
+        back; the failure is logged and the booking stays marked unaudited,
+        for start-up recovery).
         """
         if reservation.empty:
             return Settlement(reservation.request_id, "released", 0, (), 0, 0)
@@ -472,28 +652,55 @@ class Meter:
             note=reason or "query failed; nothing delivered",
             attempt=reservation.attempt,
         )
-        if result.changed:
-            if result.refunded_fen:
-                await self._emit_quietly(
-                    "refund", result.record, result.refunded_fen, reason=reason
-                )
-            else:
-                await self._emit_quietly(
-                    "release", result.record, result.released_fen, reason=reason
-                )
-        return _settlement(result.record, replay=not result.changed)
+        rec = result.record
+        reserved = rec.reserved_fen
+        if result.changed and result.refunded_fen:
+            charged = result.refunded_fen
+            moved = Movements(refund=charged)
+            if not on_record:
+                moved = Movements(reserved, charged, reserved - charged, charged)
+            await self._emit_quietly("refund", rec, charged, reason=reason, movements=moved)
+        elif result.changed:
+            await self._emit_quietly(
+                "release",
+                rec,
+                result.released_fen,
+                reason=reason,
+                movements=Movements(reserve=result.released_fen, release=result.released_fen),
+            )
+        elif rec.state == "released" and rec.attempts == reservation.attempt and not on_record:
+            # Settled with nothing delivered (released), and the query record
+            # carrying that never became durable: record it here.
+            await self._emit_quietly(
+                "release",
+                rec,
+                reserved,
+                reason=reason,
+                movements=Movements(reserve=reserved, release=reserved),
+            )
+        return _settlement(rec, replay=not result.changed)
 
     # --- events ------------------------------------------------------------------
 
-    def _event(self, kind: str, rec: RequestRecord, amount_fen: int, reason: str) -> dict[str, Any]:
+    def _event(
+        self,
+        kind: str,
+        rec: RequestRecord,
+        amount_fen: int,
+        reason: str,
+        movements: Movements,
+        in_query_record: bool,
+    ) -> dict[str, Any]:
         lines = rec.delivered if kind == "charge" else rec.lines
         event: dict[str, Any] = {
             "kind": "billing",
             "event": kind,
             "request_id": rec.request_id,
+            "attempt": rec.attempts,
             "agency_id": rec.account_id,
             "basis": rec.basis,
             "amount_fen": amount_fen,
+            "movements": movements.as_dict(),
             "lines": [
                 {"department": x.department, "dataset": x.dataset, "amount_fen": x.amount_fen}
                 for x in lines
@@ -504,21 +711,68 @@ class Meter:
         }
         if reason:
             event["reason"] = reason
+        if in_query_record:
+            event["in_query_record"] = True
         return event
 
-    async def _emit(self, kind: str, rec: RequestRecord, amount_fen: int, reason: str = "") -> None:
+    async def _emit(
+        self,
+        kind: str,
+        rec: RequestRecord,
+        amount_fen: int,
+        reason: str = "",
+        *,
+        movements: Movements,
+        in_query_record: bool = False,
+    ) -> None:
+        event = self._event(kind, rec, amount_fen, reason, movements, in_query_record)
+        await self._emit_event(event)
+        if not in_query_record:
+            # This record carries every movement of the booking not yet on the log.
+            await self.ledger.run(self.store.mark_audited, "request", rec.request_id)
+
+    async def _emit_event(self, event: dict[str, Any]) -> None:
         if self._on_event is not None:
-            await self._on_event(self._event(kind, rec, amount_fen, reason))
+            await self._on_event(event)
 
     async def _emit_quietly(
-        self, kind: str, rec: RequestRecord, amount_fen: int, reason: str = ""
+        self,
+        kind: str,
+        rec: RequestRecord,
+        amount_fen: int,
+        reason: str = "",
+        *,
+        movements: Movements,
+        in_query_record: bool = False,
     ) -> None:
         try:
-            await self._emit(kind, rec, amount_fen, reason)
+            await self._emit(
+                kind,
+                rec,
+                amount_fen,
+                reason,
+                movements=movements,
+                in_query_record=in_query_record,
+            )
         except Exception:
-            # Money went back to the agency; the ledger entries record it even
-            # if the audit log could not.
+            # Money went back to the agency; the ledger entries record it, and
+            # the booking stays marked unaudited: start-up recovery puts it on
+            # the record once the log can be written.
             log.exception("billing event not recorded", extra={"request_id": rec.request_id[:64]})
+
+
+def _settled_on_record(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a query record carries a settlement (not a replay) of the request."""
+    for r in records:
+        billing = r.get("billing")
+        if (
+            r.get("kind") == "query"
+            and isinstance(billing, Mapping)
+            and billing.get("state") == "settled"
+            and not billing.get("replay")
+        ):
+            return True
+    return False
 
 
 def _check_id(value: str, field: str) -> None:
