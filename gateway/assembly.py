@@ -89,13 +89,9 @@ async def _open_billing(
     prices = load_prices(config.billing.prices)
     prices.check_catalog(catalog)
 
-    async def on_event(event: dict[str, Any]) -> None:
-        # Every booking goes on the signed record. A query's own reserve and
-        # charge travel inside its query record (one durable append per query,
-        # not three); releases, refunds and top-ups are records of their own.
-        if auditor is not None and not event.pop("in_query_record", False):
-            await auditor.append_event(event.pop("kind", "billing"), event)
-
+    # Every booking goes on the signed record: a query's own reserve and charge
+    # inside its query record; releases, refunds and top-ups as records of their own.
+    on_event = auditor.record_billing if auditor is not None else None
     meter = await Meter.open(
         config.billing.ledger,
         prices,

@@ -188,6 +188,16 @@ class QueryAuditor:
         )
         return Receipt(receipt.origin, receipt.index, receipt.leaf_hash)
 
+    async def record_billing(self, event: dict[str, Any]) -> None:
+        """The meter's and the billing admin's ``on_event`` hook: append a
+        billing event, unless the query record carries it (a query's own
+        reservation and settlement: one durable append per query, not three).
+        Raises AuditUnavailableError."""
+        if event.pop("in_query_record", False):
+            return
+        fields = dict(event)
+        await self.append_event(fields.pop("kind", "billing"), fields)
+
     @property
     def available(self) -> bool:
         """Whether the log takes appends now: False once a write failed (every

@@ -1,0 +1,301 @@
+"""Every booking is on the record, whatever happens (issue 10, item 3).
+
+A real ledger file, a real signed audit log file and the real QueryAuditor;
+"a crash" is a meter closed without its next step, then reopened (start-up
+recovery) on the same two files; ``billing reconcile`` then reads both files
+through its command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from gateway.audit import Ed25519Signer
+from gateway.audit.log import AuditLog
+from gateway.audit.note import generate_key
+from gateway.audit.errors import StorageError
+from gateway.audit.store import SQLiteStore
+from gateway.auditing import QueryAuditor
+from gateway.billing import Meter, PriceList, Reservation
+from gateway.billing.cli import billing_main
+from gateway.billing.reconcile import Movements, read_records, record_movements
+from gateway.errors import AuditUnavailableError, GatewayError
+from protos.credit.v1 import query_pb2
+from tests.unit.billing.conftest import TODAY, fund
+
+REG = ("market", "registration")  # 100 fen
+ARREARS = ("tax", "arrears")  # 300 fen
+DEBTORS = ("court", "dishonest_debtors")  # 200 fen
+THREE = [REG, ARREARS, DEBTORS]
+
+
+@dataclass
+class Books:
+    """The gateway's two files and their keys; :meth:`open` is a (re)start."""
+
+    tmp: Path
+    prices: PriceList
+    skey: str
+    vkey: Path
+    meter: Meter | None = None
+    auditor: QueryAuditor | None = None
+
+    @property
+    def ledger(self) -> Path:
+        return self.tmp / "ledger.db"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.tmp / "audit.db"
+
+    async def open(self, store: SQLiteStore | None = None) -> tuple[Meter, QueryAuditor]:
+        """Start: open the log, then the meter, which recovers against the log."""
+        log = await AuditLog.open(
+            None if store else self.audit_log, Ed25519Signer.from_key_string(self.skey), store=store
+        )
+        self.auditor = QueryAuditor(log, b"k" * 32, gateway_origin=log.origin)
+        self.meter = await Meter.open(
+            self.ledger,
+            self.prices,
+            on_event=self.auditor.record_billing,
+            audit_lookup=self.auditor.billing_records,
+        )
+        return self.meter, self.auditor
+
+    async def crash(self) -> None:
+        """Stop without finishing anything in flight (what SIGKILL leaves is
+        durable: every ledger call and audit append returned only once fsynced)."""
+        assert self.meter is not None and self.auditor is not None
+        await self.meter.ledger.close()
+        with contextlib.suppress(GatewayError):  # a failed log closes with an error
+            await self.auditor.log.close()
+        self.meter = self.auditor = None
+
+    def reconcile(self) -> tuple[int, str]:
+        out = io.StringIO()
+        code = billing_main(
+            [
+                "reconcile",
+                "--ledger",
+                str(self.ledger),
+                "--audit-log",
+                str(self.audit_log),
+                "--key",
+                str(self.vkey),
+            ],
+            out=out,
+            err=out,
+        )
+        return code, out.getvalue()
+
+    def records(self, request_id: str) -> list[dict[str, Any]]:
+        return [r for r in read_records(self.audit_log) if r.get("request_id") == request_id]
+
+
+@pytest_asyncio.fixture
+async def books(tmp_path: Path, prices: PriceList) -> AsyncIterator[Books]:
+    skey, vkey = generate_key("books.test/audit")
+    (tmp_path / "verifier.key").write_text(vkey + "\n")
+    b = Books(tmp_path, prices, skey, tmp_path / "verifier.key")
+    yield b
+    if b.meter is not None:
+        await b.crash()
+
+
+async def _paid(meter: Meter, rid: str, lines: list[tuple[str, str]] = THREE) -> Reservation:
+    return await meter.reserve(
+        request_id=rid, agency_id="bank", mode="paid", lines=lines, today=TODAY
+    )
+
+
+async def _query_record(auditor: QueryAuditor, res: Reservation, settled: Any) -> None:
+    """Step 8 as the service writes it (the billing block of a query record)."""
+    await auditor.append_query(
+        None,
+        None,
+        query_pb2.QueryRequest(request_id=res.request_id),
+        query_pb2.QueryResponse(request_id=res.request_id),
+        None,
+        charge_fen=settled.amount_fen,
+        billing={
+            "basis": res.basis,
+            "reserved_fen": res.reserved_fen,
+            "charged_fen": settled.amount_fen,
+            "state": settled.state,
+            "replay": res.replay,
+            "lines": [],
+        },
+    )
+
+
+async def _balance(meter: Meter) -> tuple[int, int]:
+    acct = await meter.ledger.run(meter.store.account, "bank")
+    assert acct is not None
+    return acct.balance_fen, acct.held_fen
+
+
+async def test_crash_between_settle_and_audit_append_is_refunded_and_recorded(
+    books: Books,
+) -> None:
+    meter, _ = await books.open()
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    res = await _paid(meter, rid)
+    settled = await meter.settle(res, [REG, DEBTORS])  # step 7: 300 fen charged
+    assert settled.amount_fen == 300 and await _balance(meter) == (9_700, 0)
+    await books.crash()  # before step 8: no query record, no answer
+
+    code, output = books.reconcile()
+    assert code == 1 and f"request {rid}" in output  # the charge is off the record
+
+    meter, _ = await books.open()  # start-up recovery
+    rec = await meter.ledger.run(meter.store.request, rid)
+    assert rec is not None and rec.state == "released"
+    assert await _balance(meter) == (10_000, 0)  # an undisclosed query costs nothing
+    assert await meter.ledger.run(meter.store.unaudited) == []
+    await books.crash()
+
+    (record,) = books.records(rid)
+    assert record["event"] == "refund" and record["reason"] == "recovered"
+    assert record_movements(record) == Movements(600, 300, 300, 300)
+    code, output = books.reconcile()
+    assert code == 0, output
+    assert "0 differences" in output
+
+
+async def test_crash_after_the_query_record_keeps_the_charge(books: Books) -> None:
+    """The record is durable, the mark not yet cleared: recovery clears it and
+    books nothing (the agency retries the request id to get what it paid for)."""
+    meter, auditor = await books.open()
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    res = await _paid(meter, rid)
+    settled = await meter.settle(res, [REG])
+    await _query_record(auditor, res, settled)
+    await books.crash()
+
+    meter, _ = await books.open()
+    assert await _balance(meter) == (9_900, 0)
+    assert await meter.ledger.run(meter.store.unaudited) == []
+    await books.crash()
+    assert [r["kind"] for r in books.records(rid)] == ["query"]
+    assert books.reconcile()[0] == 0
+
+
+async def test_crash_while_reserved_releases_and_records_both(books: Books) -> None:
+    meter, _ = await books.open()
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    await _paid(meter, rid)
+    await books.crash()
+    meter, _ = await books.open()
+    assert await _balance(meter) == (10_000, 0)
+    await books.crash()
+    (record,) = books.records(rid)
+    assert record_movements(record) == Movements(reserve=600, release=600)
+    assert books.reconcile()[0] == 0
+
+
+async def test_offline_top_up_is_put_on_the_record_at_start_up(books: Books) -> None:
+    meter, _ = await books.open()
+    await books.crash()
+    out = io.StringIO()
+    code = billing_main(
+        [
+            "--ledger",
+            str(books.ledger),
+            "top-up",
+            "bank",
+            "5000",
+            "--reference",
+            "TX-1",
+            "--create",
+        ],
+        out=out,
+        err=out,
+    )
+    assert code == 0, out.getvalue()
+    code, output = books.reconcile()
+    assert code == 1 and "top-up TX-1: 5000 fen to bank, no audit record" in output
+    await books.open()
+    await books.crash()
+    assert books.reconcile()[0] == 0
+
+
+async def test_a_caller_gone_while_its_reservation_is_booked_is_released_on_the_record(
+    books: Books,
+) -> None:
+    meter, _ = await books.open()
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    task = asyncio.ensure_future(_paid(meter, rid))
+    await asyncio.sleep(0)  # the booking is submitted to the ledger thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(10):
+        while ("request", rid) in await meter.ledger.run(meter.store.unaudited):
+            await asyncio.sleep(0.01)
+    rec = await meter.ledger.run(meter.store.request, rid)
+    assert rec is not None and rec.state == "released"
+    await books.crash()
+    (record,) = books.records(rid)
+    assert record["reason"] == "caller went away"
+    assert record_movements(record) == Movements(reserve=600, release=600)
+    code, output = books.reconcile()
+    assert code == 1 and "top-up fund-bank-10000" in output  # booked behind the gateway's back
+    await books.open()  # ...and put on the record at the next start
+    await books.crash()
+    code, output = books.reconcile()
+    assert code == 0, output
+
+
+class FailingStore(SQLiteStore):
+    """The real SQLite store whose writes start failing on demand (a full disk)."""
+
+    failing = False
+
+    def append(
+        self,
+        first_index: int,
+        entries: Any,
+        checkpoints: Any,
+    ) -> None:
+        if self.failing:
+            raise StorageError("injected: disk full")
+        super().append(first_index, entries, checkpoints)
+
+
+async def test_refund_while_the_log_is_down_is_recorded_once_it_is_back(books: Books) -> None:
+    store = FailingStore(books.audit_log)
+    meter, auditor = await books.open(store)
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    res = await _paid(meter, rid)
+    settled = await meter.settle(res, [REG])
+    store.failing = True
+    with pytest.raises(AuditUnavailableError):
+        await _query_record(auditor, res, settled)
+    assert not auditor.available
+    await meter.release_all(res, reason="query failed")  # the service's undo
+    assert await _balance(meter) == (10_000, 0)
+    # Refunded, but the refund could not be recorded: the mark stays.
+    assert ("request", rid) in await meter.ledger.run(meter.store.unaudited)
+    await books.crash()
+
+    await books.open()  # the disk has room again
+    await books.crash()
+    (record,) = books.records(rid)
+    assert record_movements(record) == Movements(600, 100, 500, 100)
+    code, output = books.reconcile()
+    assert code == 0, output
