@@ -21,9 +21,9 @@ import pytest
 import pytest_asyncio
 
 from gateway.audit import Ed25519Signer
+from gateway.audit.errors import StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.note import generate_key
-from gateway.audit.errors import StorageError
 from gateway.audit.store import SQLiteStore
 from gateway.auditing import QueryAuditor
 from gateway.billing import Meter, PriceList, Reservation
@@ -207,7 +207,7 @@ async def test_crash_while_reserved_releases_and_records_both(books: Books) -> N
 
 
 async def test_offline_top_up_is_put_on_the_record_at_start_up(books: Books) -> None:
-    meter, _ = await books.open()
+    await books.open()  # a ledger file, as the gateway creates it
     await books.crash()
     out = io.StringIO()
     code = billing_main(
