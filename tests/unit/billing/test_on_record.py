@@ -299,3 +299,40 @@ async def test_refund_while_the_log_is_down_is_recorded_once_it_is_back(books: B
     assert record_movements(record) == Movements(600, 100, 500, 100)
     code, output = books.reconcile()
     assert code == 0, output
+
+
+async def test_reconcile_names_what_differs_and_nothing_personal(books: Books) -> None:
+    meter, auditor = await books.open()
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    res = await _paid(meter, rid)
+    settled = await meter.settle(res, [REG])
+    await _query_record(auditor, res, settled)
+    # A charge on the record that the ledger never booked, under an officer's
+    # identity number: the report names the request and the amounts, never the number.
+    ghost = str(uuid.uuid4())
+    await auditor.append_query(
+        None,
+        None,
+        query_pb2.QueryRequest(
+            request_id=ghost, officer_id="11010519491231002X", case_reference="110105491231002"
+        ),
+        query_pb2.QueryResponse(request_id=ghost),
+        None,
+        charge_fen=100,
+        billing={"reserved_fen": 100, "charged_fen": 100, "state": "settled", "replay": False},
+    )
+    # ...and the same request charged twice on the record.
+    await _query_record(auditor, res, settled)
+    await books.crash()
+    await books.open()  # records the opening top-up; touches neither request
+    await books.crash()
+    code, output = books.reconcile()
+    assert code == 1
+    assert (
+        f"request {ghost}: ledger reserve 0, charge 0, release 0, refund 0 fen;"
+        " audit log reserve 100, charge 100, release 0, refund 0 fen"
+    ) in output
+    assert f"request {rid}: charged 2 times" in output
+    assert "11010519491231002X" not in output and "110105491231002" not in output
+    assert "3 differences" in output
