@@ -31,14 +31,7 @@ from typing import Any, Protocol
 import grpc
 
 from gateway import names
-from gateway.billing import (
-    Meter,
-    Reservation,
-    Settlement,
-    delivered_lines,
-    granted_lines,
-    mode_name,
-)
+from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.catalog import Catalog, Tier
 from gateway.decision import Decider, Decision, QueryFacts
 from gateway.disclosure import ageing_cutoff, filter_records
@@ -66,19 +59,16 @@ _REASON_NAMES = names.REASON
 
 @dataclass(slots=True)
 class _Booking:
-    """How far one query's booking got, for undoing it: the settle (step 7) and
-    the audit append (step 8) run as tasks a cancelled caller cannot stop
-    half-way, so the undo knows whether the settlement is on the record."""
+    """How far one query's booking got, for undoing it. The audit append (step
+    8) runs as a task a cancelled caller cannot stop half-way, so the undo knows
+    whether the settlement is on the record. (The settle needs no such care:
+    ledger calls run in order on one thread, so an undo always comes after it.)"""
 
-    settle: asyncio.Future[Settlement] | None = None
     record: asyncio.Future[Receipt | None] | None = None
 
     async def on_record(self) -> bool:
-        """Wait for the booking to finish; True if its query record is durable."""
+        """Wait for the append to finish; True if the query record is durable."""
         if self.record is None:
-            if self.settle is not None:
-                with contextlib.suppress(BaseException):
-                    await self.settle
             return False
         try:
             await self.record
@@ -384,10 +374,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         billing: dict[str, Any] | None = None
         if reservation is not None and self._meter is not None:
             # Step 7: charge what was delivered, release the rest.
-            booking.settle = asyncio.ensure_future(
-                self._meter.settle(reservation, delivered_lines(decision, outcomes))
-            )
-            settlement = await asyncio.shield(booking.settle)
+            settlement = await self._meter.settle(reservation, delivered_lines(decision, outcomes))
             response.charge.CopyFrom(settlement.to_proto())
             charge_fen = settlement.amount_fen
             billing = {

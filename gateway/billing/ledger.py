@@ -344,8 +344,8 @@ class LedgerStore(ABC):
         """The top-up booked under ``reference``, or None."""
 
     @abstractmethod
-    def mark_audited(self, kind: UnauditedKind, ref: str) -> None:
-        """Clear the mark of a booking whose movements are all on the audit log."""
+    def mark_audited(self, kind: UnauditedKind, *refs: str) -> None:
+        """Clear the marks of bookings whose movements are all on the audit log."""
 
     @abstractmethod
     def open_account(
@@ -1110,9 +1110,11 @@ class SQLiteLedger(LedgerStore):
             ).fetchone()
             return None if row is None else _entry(row)
 
-    def mark_audited(self, kind: UnauditedKind, ref: str) -> None:
+    def mark_audited(self, kind: UnauditedKind, *refs: str) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM unaudited WHERE kind = ? AND ref = ?", (kind, ref))
+            conn.executemany(
+                "DELETE FROM unaudited WHERE kind = ? AND ref = ?", [(kind, r) for r in refs]
+            )
 
     # --- accounts ---------------------------------------------------------------
 

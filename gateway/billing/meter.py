@@ -58,6 +58,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -242,6 +243,11 @@ class Meter:
         # Undo-bookings started from done-callbacks; kept so they are not
         # garbage-collected before they finish.
         self._background: set[asyncio.Future[Any]] = set()
+        # Request ids whose query records are durable, waiting for one ledger
+        # call to clear their marks (appended on the loop, taken on the ledger thread).
+        self._recorded: list[str] = []
+        self._recorded_flush = False
+        self._recorded_lock = threading.Lock()
 
     @classmethod
     async def open(
@@ -608,17 +614,31 @@ class Meter:
 
     def recorded(self, reservation: Reservation) -> None:
         """The query record carrying ``reservation`` and its settlement is
-        durable: clear the booking's unaudited mark (in the background; a mark
-        left by a crash only costs start-up recovery one look-up)."""
+        durable: clear the booking's unaudited mark, in the background and
+        together with those of other queries recorded meanwhile (a mark left
+        by a crash only costs start-up recovery one look-up)."""
         if reservation.empty or reservation.replay:
             # A replay's mark, if any, belongs to the first attempt's record.
             return
+        with self._recorded_lock:
+            self._recorded.append(reservation.request_id)
+            if self._recorded_flush:
+                return
+            self._recorded_flush = True
         try:
-            fut = self.ledger.submit(self.store.mark_audited, "request", reservation.request_id)
-        except LedgerError:  # closing: recovery finds the mark and the record
+            fut = self.ledger.submit(self._clear_recorded)
+        except LedgerError:  # closing: recovery finds the marks and the records
             return
         self._background.add(fut)
         fut.add_done_callback(self._background_done)
+
+    def _clear_recorded(self) -> None:
+        # On the ledger thread, so that every query recorded until now shares
+        # this one call.
+        with self._recorded_lock:
+            ids, self._recorded = self._recorded, []
+            self._recorded_flush = False
+        self.store.mark_audited("request", *ids)
 
     async def release_all(
         self, reservation: Reservation, *, reason: str = "", on_record: bool = False

@@ -53,6 +53,7 @@ class Bookings(RuleBasedStateMachine):
         self.prices = parse_prices(PRICES_DOC)
         # Queries in flight: request id -> (reservation, settlement or None).
         self.flight: dict[str, tuple[Reservation, Settlement | None]] = {}
+        self.issued = 0
         self.run(self._start())
         assert self.meter is not None
         self.run(
@@ -86,7 +87,9 @@ class Bookings(RuleBasedStateMachine):
     def reserve(self, lines: list[tuple[str, str]]) -> None:
         if not self.auditor.available:
             return  # the service refuses before booking anything
-        rid = str(uuid.uuid4())
+        # Deterministic ids: hypothesis replays a failing sequence exactly.
+        self.issued += 1
+        rid = str(uuid.UUID(int=self.issued))
         try:
             res = self.run(
                 self.meter.reserve(
