@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway.console import console_script
 from gateway.errors import ConfigError, GatewayError
 
 from . import sdk, synth
@@ -35,6 +36,7 @@ __all__ = ["main"]
 log = logging.getLogger("adapters.cli")
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.console import yuan
 from gateway.devstack import DevStack
 from gateway.query_cli import render
 
@@ -122,8 +123,8 @@ async def _script(stack: DevStack) -> None:
     )
     after = await stack.balance_fen("bank")
     _say(
-        f"\nbank's prepaid balance: ¥{before / 100:,.2f} before its two paid queries, "
-        f"¥{after / 100:,.2f} after (charged only for datasets delivered)"
+        f"\nbank's prepaid balance: {yuan(before)} before its two paid queries, "
+        f"{yuan(after)} after (charged only for datasets delivered)"
     )
     await _show(
         stack,

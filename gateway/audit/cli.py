@@ -47,6 +47,7 @@ from gateway.audit.records import (
 )
 from gateway.audit.store import LogReader, open_reader
 from gateway.audit.verify import VerifyReport, verify_log
+from gateway.console import console_script
 
 __all__ = ["main"]
 
@@ -268,6 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         reader.close()
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Run ``credit-audit`` with ``argv`` (default: the command line); returns the exit status."""
     try:
@@ -286,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     except AuditError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # the reader went away: gateway.console.console_script ends quietly
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
