@@ -515,8 +515,12 @@ def token_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
-    if args.lifetime <= 0:
-        print("credit-gateway token: --lifetime must be positive", file=sys.stderr)
+    if not 0 < args.lifetime <= MAX_LIFETIME_S:  # the verifier's own limit: never mint a dud
+        print(
+            f"credit-gateway token: --lifetime must be 1 to {MAX_LIFETIME_S} s"
+            " (the gateway refuses longer-lived tokens)",
+            file=sys.stderr,
+        )
         return 2
     try:
         try:
