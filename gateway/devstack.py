@@ -292,6 +292,13 @@ class DevStack:
                 for o, path in self.officer_tokens.items()
             },
             "config": str(self.config_path),
+            "ledger": str(self.workdir / "ledger.sqlite"),
+            # Subjects the README's commands ask about (``<demo.json: examples.enterprise>``).
+            "examples": {
+                key: str(self.subjects[name]["id"])
+                for key, name in _EXAMPLES.items()
+                if name in self.subjects
+            },
             "metrics_url": self.gateway.metrics_url,
             "audit": {
                 "log": str(self.audit["log"]),
@@ -329,6 +336,10 @@ class DevStack:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+#: demo.json's ``examples``: a key a reader types -> the synthetic subject it names.
+_EXAMPLES = {"enterprise": "enterprise_all_departments", "person": "person_with_loans"}
 
 
 def _gateway_toml(
