@@ -79,11 +79,15 @@ def _parser() -> argparse.ArgumentParser:
 _TLS_FLAGS = ("ca", "cert", "key", "token_file")
 
 
+class _UsageError(Exception):
+    """A usage problem found after parsing: one line, exit status 2."""
+
+
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
     """Where and how to connect: explicit flags, then ``--demo``'s values for the rest.
 
     Raises:
-        SystemExit: a usage problem (one line naming it).
+        _UsageError: a usage problem (one line naming it).
         OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
     """
     given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
@@ -93,9 +97,7 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
         if "ca_cert" in demo:
             agency = demo["agencies"].get(args.agency or "")
             if agency is None:
-                raise SystemExit(
-                    f"credit-query: --agency must be one of {', '.join(sorted(demo['agencies']))}"
-                )
+                raise _UsageError(f"--agency must be one of {', '.join(sorted(demo['agencies']))}")
             from_demo |= {
                 "ca": Path(demo["ca_cert"]),
                 "cert": Path(agency["cert"]),
@@ -104,20 +106,20 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
             }
         given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
     if not given["gateway"]:
-        raise SystemExit("credit-query: name --gateway (or --demo)")
+        raise _UsageError("name --gateway (or --demo)")
     conn: dict[str, Any] = {"address": given["gateway"]}
     tls = [f for f in _TLS_FLAGS if given[f] is not None]
     if args.insecure_dev_plaintext:
         if tls:
             flags = ", ".join("--" + f.replace("_", "-") for f in tls)
-            raise SystemExit(f"credit-query: --insecure-dev-plaintext excludes {flags}")
+            raise _UsageError(f"--insecure-dev-plaintext excludes {flags}")
         conn["dev_agency"] = args.agency or "development"
         return conn
     if len(tls) < len(_TLS_FLAGS):
         # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
         missing = [f for f in _TLS_FLAGS if given[f] is None]
-        raise SystemExit(
-            "credit-query: mutual TLS needs "
+        raise _UsageError(
+            "mutual TLS needs "
             + ", ".join("--" + f.replace("_", "-") for f in missing)
             + " (or --demo); --insecure-dev-plaintext only for a development gateway"
         )
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             request_id=args.request_id,
         )
         conn = _connection(args)
-    except (OSError, ValueError, KeyError) as exc:
+    except (_UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(_run(conn, request, args.timeout, args.json))
