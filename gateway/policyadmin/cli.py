@@ -16,7 +16,9 @@
 Connection: ``--demo demo.json --officer ID`` (written by ``credit-gateway demo --serve``),
 or ``--gateway HOST:PORT --ca CA --cert CERT --key KEY --token-file JWT`` (an officer's
 certificate and token), or ``--gateway HOST:PORT --dev-officer ID`` against a gateway in
-insecure development mode. ``draft`` uploads the files named; the others are taken from the
+insecure development mode. The connection options go before or after the command; with
+``--demo``, a connection flag given explicitly wins. Times printed are UTC (``Z``).
+``draft`` uploads the files named; the others are taken from the
 active version. Exit status: 0 done; 1 validation problems, test failures, or a refusal by
 the gateway (its code and message are printed on one line); 2 usage or connection error.
 """
@@ -179,7 +181,7 @@ def _line(v: policy_admin_pb2.VersionInfo) -> str:
     approved = f"approved by {v.approved_by}" if v.approved_by else "not approved"
     mark = "*" if v.active else " "
     return (
-        f"{mark}{v.number:>4}  {v.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}  by {v.author:<12}"
+        f"{mark}{v.number:>4}  {v.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}Z  by {v.author:<12}"
         f" {approved:<24} validate {_STATE.get(v.validated, '-'):<4} test "
         f"{_STATE.get(v.tested, '-'):<4}  {v.reason}"
     )
