@@ -67,6 +67,20 @@ def test_billing_ledger_before_or_after_the_command(ledger: Path) -> None:
     assert code == 2 and "--ledger" in err
 
 
+def test_issue_input_billing_through_the_installed_script(ledger: Path) -> None:
+    """``credit-gateway billing --ledger F balance bank`` exited 2, unrecognized arguments."""
+    for argv in (
+        ["billing", "--ledger", str(ledger), "balance", "bank"],
+        ["--log-level", "WARNING", "billing", "balance", "bank", "--ledger", str(ledger)],
+        ["billing", "--ledger", str(ledger), "balance", "bank", "--log-level=WARNING"],
+    ):
+        proc = subprocess.run(
+            [str(BIN / "credit-gateway"), *argv], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert proc.stdout.startswith("bank: balance ¥1,234.50"), argv
+
+
 def test_billing_json_gives_fen(ledger: Path) -> None:
     code, out, _ = _billing("--ledger", str(ledger), "--json", "balance")
     assert code == 0
