@@ -32,7 +32,11 @@ each keep their own, which allows a jti to be seen once per process (documented 
 
 Every rejection is an :class:`~gateway.errors.AuthenticationError` whose ``reason`` is one of
 the ``TOKEN_*`` codes of :class:`~gateway.auth.reasons.AuthReason` and whose message says
-the reason in words. Messages and metadata never contain the token.
+the reason in words. Messages and metadata never contain the token, nor anything the caller
+chose that has not been verified: a refusal before the signature verifies (malformed, wrong
+or unknown algorithm or kid, bad signature) carries fixed words and no ``kid``; only once a
+trusted issuer's signature has verified may the ``kid`` name the token (ErrorInfo metadata
+``kid``, and the authenticator's log line), and claim values never appear.
 """
 
 from __future__ import annotations
@@ -370,34 +374,36 @@ class TokenVerifier:
                 AuthReason.CRIT_UNSUPPORTED,
                 "token header has a 'crit' extension this gateway does not implement",
             )
+        # Until the signature verifies, every header value is the caller's choice: none of
+        # them (alg, kid...) goes into a message, ErrorInfo metadata or a log line, where it
+        # could carry an identifier, forge a log line or probe which kids exist.
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             allowed = ", ".join(sorted(self._algorithms))
             raise _reject(
-                AuthReason.ALG_NOT_ALLOWED, f"token algorithm {alg!r} is not allowed ({allowed})"
+                AuthReason.ALG_NOT_ALLOWED,
+                f"token algorithm is not one of those allowed ({allowed})",
             )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _reject(AuthReason.UNKNOWN_KEY, "token header has no kid")
         found = self._keys.get(kid)
         if found is None:
-            raise _reject(AuthReason.UNKNOWN_KEY, "token signed with an unknown key (kid)", kid=kid)
+            raise _reject(AuthReason.UNKNOWN_KEY, "token signed with an unknown key (kid)")
         issuer, key = found
         if alg != key.algorithm_name:
             # The key fixes the algorithm; the header may not choose another one.
-            raise _reject(
-                AuthReason.ALG_NOT_ALLOWED,
-                f"token algorithm {alg} does not match its key ({key.algorithm_name})",
-                kid=kid,
-            )
+            raise _reject(AuthReason.ALG_NOT_ALLOWED, "token algorithm does not match its key")
         try:
             decoded = self._jws.decode_complete(token, key=key, algorithms=[alg])
         except jwt.InvalidSignatureError:
-            raise _reject(AuthReason.BAD_SIGNATURE, "token signature is invalid", kid=kid) from None
+            raise _reject(AuthReason.BAD_SIGNATURE, "token signature is invalid") from None
         except jwt.InvalidAlgorithmError:
-            raise _reject(AuthReason.ALG_NOT_ALLOWED, "token algorithm refused", kid=kid) from None
+            raise _reject(AuthReason.ALG_NOT_ALLOWED, "token algorithm refused") from None
         except jwt.PyJWTError:
-            raise _reject(AuthReason.MALFORMED, "token could not be decoded", kid=kid) from None
+            raise _reject(AuthReason.MALFORMED, "token could not be decoded") from None
+        # The signature verified: the header and payload are the trusted issuer's words, so
+        # the kid may name the token from here on.
         try:
             claims = json.loads(decoded["payload"])
         except (ValueError, RecursionError):
