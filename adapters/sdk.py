@@ -379,7 +379,8 @@ def _uri_identities(cert_pem: bytes) -> frozenset[str]:
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
+        # Unreadable or ambiguous (two SAN extensions): no identity, so refused.
         return frozenset()
     return frozenset(san.get_values_for_type(x509.UniformResourceIdentifier))
 
