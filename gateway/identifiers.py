@@ -82,6 +82,9 @@ def validate_uscc(code: str) -> str:
     * 9-17: organisation identity code (GB 11714): the code alphabet;
     * 18: check character (mod 31): the code alphabet.
 
+    Positions 1 and 2 are held to the alphabet, not to today's code tables: the tables grow
+    (``N`` for agriculture came after 2015) and a code issued under a newer table must pass.
+
     **Case.** The standard writes the code in capital letters and its alphabet has no two
     characters that differ only by case, so an ASCII lower-case letter is read as its capital
     (``91350200ma2yj1xr9g`` is ``91350200MA2YJ1XR9G``; the upper-case form is returned). Only
