@@ -1,7 +1,8 @@
 """Validation of the two subject identifiers the gateway accepts.
 
 * Unified social credit code (统一社会信用代码, GB 32100-2015): 18 characters
-  over a 31-symbol alphabet, the last one a check character (mod 31).
+  over a 31-symbol alphabet (positions 3-8, the division code, digits only),
+  the last one a check character (mod 31).
 * Resident identity number (居民身份证号码, GB 11643-1999): 17 digits (address
   code, birth date, sequence) and an ISO 7064 MOD 11-2 check character.
 
@@ -44,6 +45,8 @@ RESIDENT_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 
 _RESIDENT_CHECK: Final = "10X98765432"
 
 _FIELD = "subject.id"
+#: Only ASCII white space is trimmed: other Unicode spaces are characters of the input.
+_ASCII_SPACE: Final = " \t\r\n\x0b\x0c"
 
 
 def uscc_check_char(body: str) -> str:
@@ -68,21 +71,55 @@ def uscc_check_char(body: str) -> str:
 
 
 def validate_uscc(code: str) -> str:
-    """Return ``code`` (upper-cased) if it is a valid unified social credit code.
+    """Return ``code`` in upper case if it is a valid unified social credit code.
 
-    Raises :class:`InvalidIdentifierError` naming the problem.
+    GB 32100-2015 section 4 gives every position a character class, checked here on the raw
+    input, position by position, before any case mapping:
+
+    * 1: registration authority code (登记管理部门代码): the 31-character code alphabet;
+    * 2: organisation category code (机构类别代码): the code alphabet;
+    * 3-8: administrative division code (GB/T 2260): decimal digits ``0-9`` only;
+    * 9-17: organisation identity code (GB 11714): the code alphabet;
+    * 18: check character (mod 31): the code alphabet.
+
+    Positions 1 and 2 are held to the alphabet, not to today's code tables: the tables grow
+    (``N`` for agriculture came after 2015) and a code issued under a newer table must pass.
+
+    **Case.** The standard writes the code in capital letters and its alphabet has no two
+    characters that differ only by case, so an ASCII lower-case letter is read as its capital
+    (``91350200ma2yj1xr9g`` is ``91350200MA2YJ1XR9G``; the upper-case form is returned). Only
+    ASCII ``a-z`` are mapped, one character at a time after its class is checked: a Unicode
+    case mapping could turn a non-code character into a code one (``U+017F`` long s -> ``S``,
+    ``U+FB00`` ligature ff -> ``FF``), so any non-ASCII character is refused at its position.
+    Leading and trailing ASCII white space is ignored.
+
+    Raises:
+        InvalidIdentifierError: wrong length, a character of the wrong class (the message
+            names the position and the class), or a wrong check character.
     """
-    code = code.strip().upper()
+    code = code.strip(_ASCII_SPACE)
     if len(code) != 18:
         raise InvalidIdentifierError(
             _FIELD, f"wrong length: a unified social credit code has 18 characters, got {len(code)}"
         )
+    upper: list[str] = []
+    for pos, ch in enumerate(code, start=1):
+        mapped = chr(ord(ch) - 32) if "a" <= ch <= "z" else ch
+        if 3 <= pos <= 8:
+            if not ("0" <= ch <= "9"):
+                raise InvalidIdentifierError(
+                    _FIELD,
+                    f"bad character at position {pos}: {_describe(ch)} is not a digit (positions"
+                    " 3-8 are the numeric administrative division code)",
+                )
+        elif mapped not in _USCC_VALUE:
+            raise InvalidIdentifierError(
+                _FIELD,
+                f"bad character at position {pos}: {_describe(ch)} is not in the GB 32100 alphabet",
+            )
+        upper.append(mapped)
+    code = "".join(upper)
     expected = uscc_check_char(code[:17])
-    if code[17] not in _USCC_VALUE:
-        raise InvalidIdentifierError(
-            _FIELD,
-            f"bad character at position 18: {_describe(code[17])} is not in the GB 32100 alphabet",
-        )
     if code[17] != expected:
         raise InvalidIdentifierError(
             _FIELD, f"wrong check character at position 18: expected {expected}, got {code[17]}"
