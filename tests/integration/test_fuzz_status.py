@@ -367,9 +367,7 @@ def _examples(desc: descriptor.Descriptor, n: int) -> list[Message]:
     return drawn
 
 
-async def test_boundary_values_on_every_method(
-    stack: DevStack, callers: dict[str, Caller]
-) -> None:
+async def test_boundary_values_on_every_method(stack: DevStack, callers: dict[str, Caller]) -> None:
     sent: dict[str, int] = {}
     for service, method in METHODS:
         allowed = callers[ALLOWED[service][1]]

@@ -77,7 +77,7 @@ def test_a_local_failure_never_reaches_the_caller(kind: type[LocalError], text: 
 
 def test_quota_exhausted_carries_quota_failure_and_retry_info() -> None:
     err = QuotaExhaustedError(
-        "the free-mode quota of 20 queries a day is used up; it resets at 2026-11-06T00:00:00+08:00",
+        "the free-mode quota of 20 queries a day is used up; it resets at midnight",
         metadata={"resets_at": "2026-11-06T00:00:00+08:00", "quota": "20", "basis": "free_quota"},
     )
     now = dt.datetime(2026, 11, 5, 15, 0, tzinfo=dt.UTC)  # 23:00 in Beijing: one hour left
@@ -116,4 +116,3 @@ def test_not_yet_integrated_says_when_to_retry() -> None:
     retry = _details(status)["RetryInfo"]
     assert isinstance(retry, error_details_pb2.RetryInfo)
     assert retry.retry_delay.ToMilliseconds() == 731
-
