@@ -380,3 +380,21 @@ async def test_boundary_values_on_every_method(stack: DevStack, callers: dict[st
             sent[method.full_name] = sent.get(method.full_name, 0) + 1
     # Messages without fields have one value; every other method got many.
     assert len(sent) == len(METHODS) and sum(sent.values()) > 6 * len(METHODS), sent
+
+
+async def test_a_query_refused_before_authentication_names_the_certificate(
+    stack: DevStack, callers: dict[str, Caller]
+) -> None:
+    audit_log = stack.gateway._audit.log  # type: ignore[union-attr]
+    body = query_pb2.QueryRequest(request_id=str(uuid.uuid4()), purpose="lending")
+    code = await _send(
+        stack, callers["bad token"], "credit.v1.QueryService", "Query",
+        body.SerializeToString(), "a bad token",
+    )  # fmt: skip
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+    leaf = await audit_log.read_leaf(audit_log.size - 1)
+    assert leaf is not None
+    record = decode_record(leaf)
+    cert = stack.pki.principal_cert("agencies", "ndrc").read_bytes()
+    assert record["kind"] == "query" and record["outcome"] == "token_malformed"
+    assert record["agency_id"] == "" and record["cert_thumbprint"] == cert_thumbprint_pem(cert)
