@@ -38,12 +38,13 @@ from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.merkle import leaf_hash
 from gateway.audit.records import pseudonymize
 from gateway.auth import Authenticator, Role
+from gateway.edge import authenticate, identified
 from gateway.errors import (
     GatewayError,
     InvalidArgumentError,
     NotFoundError,
+    NotYetIntegratedError,
     PermissionDeniedError,
-    abort,
 )
 from gateway.identity import Caller
 from gateway.metrics import Metrics
@@ -221,7 +222,24 @@ def _sections(
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    """Checkpoints and proofs for auditors; an agency sees its own entries."""
+    """Checkpoints and proofs for auditors; an agency sees its own entries.
+
+    Errors are raised for the gRPC edge (:mod:`gateway.edge`) to map and record:
+
+    * an entry that is durable but not yet under a signed checkpoint (a receipt
+      fresher than about a second): UNAVAILABLE ``NOT_YET_INTEGRATED`` with
+      google.rpc.RetryInfo, the time until the next checkpoint is due;
+    * impossible ranges: INVALID_ARGUMENT (``index >= tree_size``, ``old_size >
+      new_size``, a size beyond the log);
+    * an index naming no entry: NOT_FOUND.
+
+    A consistency proof from size 0 is empty: every tree extends the empty tree
+    (RFC 6962 section 2.1.2 defines proofs for ``0 < m < n`` only; like
+    transparency-dev/merkle, which verifies size 0 against an empty proof).
+    """
+
+    #: Time allowed, past a checkpoint's due time, for signing and fsyncing it.
+    _SIGNING_MARGIN_S = 0.05
 
     def __init__(self, audit_log: AuditLog, authenticator: Authenticator | None) -> None:
         self._log = audit_log
@@ -230,17 +248,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _who(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Role, str]:
         if self._auth is None:  # insecure development mode
             return Role.AUDITOR, "development"
-        ident = self._auth.authenticate(context)
+        ident = authenticate(self._auth.authenticate, context)
+        identified(ident.principal_id)
         return ident.role, ident.principal_id
 
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.Checkpoint:
-        try:
-            self._who(context)
-            note = self._log.latest_checkpoint()
-        except GatewayError as exc:
-            return await abort(context, exc)
+        self._who(context)
+        note = self._log.latest_checkpoint()
         size, root = _parse_checkpoint(note)
         return audit_pb2.Checkpoint(note=note, tree_size=size, root_hash=root)
 
@@ -249,21 +265,29 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetInclusionProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.InclusionProof:
-        try:
-            role, principal = self._who(context)
-            note = self._log.latest_checkpoint()
-            cp_size, _ = _parse_checkpoint(note)
-            size = request.tree_size or cp_size
-            leaf = await self._log.read_leaf(request.index)
-            if leaf is None or request.index >= size:
-                raise NotFoundError(f"no entry {request.index} in a tree of size {size}")
-            if role is not Role.AUDITOR and _agency_of(leaf) != principal:
-                raise PermissionDeniedError("an agency may only prove entries of its own queries")
-            hashes = self._log.inclusion_proof(request.index, size)
-        except GatewayError as exc:
-            return await abort(context, exc)
+        role, principal = self._who(context)
+        note = self._log.latest_checkpoint()
+        cp_size, _ = _parse_checkpoint(note)
+        logged = self._log.size
+        index, wanted = request.index, request.tree_size
+        if wanted and index >= wanted:
+            raise InvalidArgumentError("index", f"{index} is not below tree_size {wanted}")
+        if wanted > logged:
+            raise InvalidArgumentError("tree_size", f"{wanted} is beyond the log ({logged})")
+        if index >= logged:
+            raise NotFoundError(f"no entry {index}: the log has {logged} entries")
+        leaf = await self._log.read_leaf(index)
+        if leaf is None:
+            raise NotFoundError(f"no entry {index}: the log has {logged} entries")
+        if role is not Role.AUDITOR and _agency_of(leaf) != principal:
+            raise PermissionDeniedError("an agency may only prove entries of its own queries")
+        size = wanted or cp_size
+        if index >= size:
+            due = self._log.checkpoint_due_in_s + self._SIGNING_MARGIN_S
+            raise NotYetIntegratedError(index, due)
+        hashes = self._log.inclusion_proof(index, size)
         return audit_pb2.InclusionProof(
-            index=request.index,
+            index=index,
             tree_size=size,
             hashes=hashes,
             leaf=leaf,
@@ -276,14 +300,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.ConsistencyProof:
-        try:
-            self._who(context)
-            hashes = self._log.consistency_proof(request.old_size, request.new_size)
-        except GatewayError as exc:
-            return await abort(context, exc)
-        return audit_pb2.ConsistencyProof(
-            old_size=request.old_size, new_size=request.new_size, hashes=hashes
-        )
+        self._who(context)
+        old, new, logged = request.old_size, request.new_size, self._log.size
+        if old > new:
+            raise InvalidArgumentError("old_size", f"{old} is larger than new_size {new}")
+        if new > logged:
+            raise InvalidArgumentError("new_size", f"{new} is beyond the log ({logged})")
+        hashes = self._log.consistency_proof(old, new) if old else []
+        return audit_pb2.ConsistencyProof(old_size=old, new_size=new, hashes=hashes)
 
 
 def _parse_checkpoint(note: str) -> tuple[int, bytes]:

@@ -7,8 +7,9 @@
 
 :meth:`Gateway.start` raises :class:`~gateway.errors.ConfigError` when the
 configuration, the catalog or a department's ``Describe`` is wrong, naming the
-key or field. Standard gRPC health checking and server reflection are served
-beside the query service.
+key or field. Standard gRPC health checking and server reflection (v1 and
+v1alpha) are served beside the query service; every call passes one
+:class:`~gateway.edge.Edge`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gateway import __version__
 from gateway.auditing import AuditServicer, QueryAuditor
@@ -32,12 +32,14 @@ from gateway.billing.admin import BillingAdminService
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import Config
 from gateway.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.edge import Edge
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.identity import Authenticator, InsecureDevAuthenticator
 from gateway.metrics import Metrics
 from gateway.policyadmin.service import PolicyAdminService
 from gateway.purposes import load_purposes
+from gateway.reflection import enable_reflection
 from gateway.service import QueryService
 from gateway.validation import Validator
 from protos.credit.v1 import (
@@ -202,10 +204,13 @@ class Gateway:
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
             )
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            # One edge for every call: undecodable requests, error mapping, refusals audited.
+            server = grpc.aio.server(
+                interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
+            )
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            services = [QUERY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+            services = [QUERY_SERVICE, health.SERVICE_NAME]
             if self._audit is not None:
                 audit_pb2_grpc.add_AuditServiceServicer_to_server(
                     AuditServicer(self._audit.log, self._audit_auth), server
@@ -217,7 +222,7 @@ class Gateway:
             if self.policy_admin is not None:
                 policy_admin_pb2_grpc.add_PolicyAdminServicer_to_server(self.policy_admin, server)
                 services.append(POLICY_ADMIN_SERVICE)
-            reflection.enable_server_reflection(services, server)
+            enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
             for dept_id, client in self.clients.items():
                 # Read at scrape time: the query path pays nothing for it.
                 self.metrics.breaker_state.labels(dept_id).set_function(_reader(client.breaker))

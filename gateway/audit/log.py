@@ -256,6 +256,12 @@ class AuditLog:
         """Seconds since the latest checkpoint was signed (or the log opened)."""
         return time.monotonic() - self._cp_time
 
+    @property
+    def checkpoint_due_in_s(self) -> float:
+        """Seconds until the writer signs a checkpoint over the entries committed
+        past the latest one (at most ``checkpoint_interval``; 0 when overdue)."""
+        return max(0.0, self._cp_time + self._interval - time.monotonic())
+
     def latest_checkpoint(self) -> str:
         """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
         return self._cp_note

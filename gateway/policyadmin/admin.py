@@ -294,6 +294,7 @@ class PolicyAdministrator:
         # the original refusal.
         with contextlib.suppress(GatewayError):
             await self._record(action, officer, outcome="refused", error=err.reason, **fields)
+            err.audited = self._audit is not None  # the gRPC edge need not record it again
 
     async def record_refusal(self, action: str, officer: str, err: GatewayError) -> None:
         """Put a refused attempt on the audit record (never raises)."""
