@@ -177,9 +177,12 @@ class AuditLog:
             )
         if store is None and path is None:
             raise ConfigError("audit.path", "a path or a store is needed")
+        verifiers: list[Verifier] = []
         try:
-            verifiers = [Verifier.from_key_string(signer.verifier_key())]
-            verifiers += [Verifier.from_key_string(s.verifier_key()) for s in co_signers]
+            for s in (signer, *co_signers):
+                own = Verifier.from_key_string(s.verifier_key())
+                if own not in verifiers:  # a key listed twice counts once
+                    verifiers.append(own)
         except AuditError as err:
             raise ConfigError("audit.key", str(err)) from None
         for key in trusted_keys:
@@ -498,9 +501,13 @@ class AuditLog:
             return
 
     def _reload(self) -> tuple[MerkleTree, tuple[int, str]]:
-        """Reconnect the store and re-verify it from scratch (worker thread)."""
+        """Reconnect the store, re-verify it from scratch and prove it takes a
+        durable write again by storing a fresh checkpoint (worker thread)."""
         self._store.recover()
-        return self._load(self._store, self._signers, self.origin, self._verifiers)
+        tree, _ = self._load(self._store, self._signers, self.origin, self._verifiers)
+        note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), self._signers)
+        self._store.append(tree.size, [], [(tree.size, note)])
+        return tree, (tree.size, note)
 
 
 def _signs(note: str, verifier: Verifier) -> bool:

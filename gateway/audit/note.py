@@ -423,8 +423,8 @@ def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
       ``unverified``; the same line repeated is kept once);
     * a trusted key that signs twice counts once: its later lines are
       dropped unread, as Go does;
-    * two different trusted keys with the same name and key ID are
-      ambiguous, and a note signed by that pair is refused;
+    * two trusted keys (even equal ones) with the same name and key ID are
+      ambiguous, and a note with a line naming that pair is refused;
     * a trusted key's signature that does not verify refuses the note.
 
     Raises NoteError if the note is malformed (or the trusted keys are
@@ -443,11 +443,11 @@ def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     text, block = note[: split + 1], note[split + 2 :]
     if not block.endswith("\n"):
         raise NoteError("note does not end with a newline")
+    # As Go's VerifierList: every entry counts, so a (name, key ID) listed twice
+    # is ambiguous. Loaders (load_verifiers, AuditLog.open) drop exact repeats.
     known: dict[tuple[str, int], list[Verifier]] = {}
     for v in verifiers:
-        same = known.setdefault((v.name, v.key_id), [])
-        if v not in same:
-            same.append(v)
+        known.setdefault((v.name, v.key_id), []).append(v)
     msg = text.encode("utf-8")
     verified: list[NoteSignature] = []
     unverified: list[NoteSignature] = []
