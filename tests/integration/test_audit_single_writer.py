@@ -52,7 +52,13 @@ def _keys(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "audit.key", tmp_path / "audit.pub"
 
 
-async def test_a_second_process_is_refused_and_the_first_unharmed(tmp_path: Path) -> None:
+async def _open_then_close(db: Path, key: Path) -> int:
+    log = await AuditLog.open(db, Ed25519Signer.from_file(key))
+    await log.close()
+    return log.size
+
+
+def test_a_second_process_is_refused_and_the_first_unharmed(tmp_path: Path) -> None:
     key, pub = _keys(tmp_path)
     db = tmp_path / "audit.db"
     with subprocess.Popen(
@@ -67,7 +73,7 @@ async def test_a_second_process_is_refused_and_the_first_unharmed(tmp_path: Path
         try:
             assert first.stdout.readline().strip() == "ready"
             with pytest.raises(ConfigError) as exc:
-                await AuditLog.open(db, Ed25519Signer.from_file(key))
+                asyncio.run(_open_then_close(db, key))
             message = str(exc.value)
             assert exc.value.key == "audit.path"
             assert f"already open for writing by process {first.pid}" in message
@@ -79,9 +85,7 @@ async def test_a_second_process_is_refused_and_the_first_unharmed(tmp_path: Path
         finally:
             first.kill()
     # ...and, once it has gone, the log opens again and verifies whole.
-    log = await AuditLog.open(db, Ed25519Signer.from_file(key))
-    assert log.size == 6
-    await log.close()
+    assert asyncio.run(_open_then_close(db, key)) == 6
     store = SQLiteStore(db, read_only=True)  # readers take no lock
     try:
         assert verify_log(store, load_verifiers(pub)).verified_size == 6
