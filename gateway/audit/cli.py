@@ -12,6 +12,7 @@ folder) and the log's public key::
     credit-audit history audit.db --key audit.pub --subject-type person \\
         --subject 11010519491231002X --pseudonym-key pseudonym.key
     credit-audit who audit.db --key audit.pub --agency bank-001 --since 2025-01-01
+    credit-audit digest response.bin     # the receipt's response_digest of a saved answer
 
 Exit status: 0 success, 1 verification failed (the one line printed names the
 first bad index and why), 2 usage or I/O error. ``history`` and ``who`` verify
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.checkpoint import TlogProof, open_checkpoint, verify_tlog_proof
+from gateway.audit.digest import response_digest
 from gateway.audit.errors import (
     AuditError,
     KeyFormatError,
@@ -111,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subject-type", required=True, choices=SUBJECT_TYPES)
     p.add_argument("--subject", required=True, metavar="ID", help="credit code or ID number")
     p.add_argument("--pseudonym-key", required=True, metavar="FILE")
+
+    p = sub.add_parser(
+        "digest",
+        help="the receipt's response_digest of a QueryResponse saved as received (binary)",
+    )
+    p.add_argument("response", metavar="RESPONSE_FILE", help="protobuf bytes, any serialiser")
 
     p = with_log("who", "list one agency's queries")
     p.add_argument("--agency", required=True, metavar="AGENCY_ID")
@@ -301,6 +309,9 @@ def _run(args: argparse.Namespace) -> int:
         return _cmd_keygen(args)
     if args.command == "check-proof":
         return _cmd_check_proof(args)
+    if args.command == "digest":
+        print(response_digest(Path(args.response).read_bytes()).hex())
+        return EXIT_OK
     load_verifiers(args.key)  # a bad key file is a usage error, before any reading
     reader = open_reader(args.log)
     try:

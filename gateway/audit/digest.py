@@ -56,6 +56,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -353,7 +354,7 @@ def _has_prefix_keys(response: Any) -> bool:
                 # Code point order is UTF-8 byte order; a key's extensions
                 # follow it directly in sorted order.
                 keys = sorted(record.fields)
-                for a, b in zip(keys, keys[1:], strict=False):
+                for a, b in itertools.pairwise(keys):
                     if b.startswith(a):
                         return True
     return False

@@ -5,12 +5,16 @@ wrote the bytes; the gateway's fast path equals the stdlib reference."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.audit.cli import main as credit_audit
 from gateway.audit.digest import (
     RECEIPT_FIELD,
     SCHEMA,
@@ -21,6 +25,8 @@ from gateway.audit.digest import (
 )
 from gateway.auditing import response_digest as gateway_digest
 from protos.credit.v1 import common_pb2, query_pb2
+
+REPO = Path(__file__).resolve().parents[3]
 
 _KINDS = {
     FieldDescriptor.TYPE_STRING: "string",
@@ -181,7 +187,8 @@ def _responses(draw: st.DrawFn) -> query_pb2.QueryResponse:
             d = s.datasets.add(dataset=draw(_text), aged_out=draw(st.integers(0, 9)))
             for _ in range(draw(st.integers(0, 3))):
                 rec = d.records.add(record_id=draw(_text), disputed=draw(st.booleans()))
-                for key, value in draw(st.dictionaries(st.one_of(_keys, _text), _value, max_size=6)).items():
+                fields = draw(st.dictionaries(st.one_of(_keys, _text), _value, max_size=6))
+                for key, value in fields.items():
                     rec.fields[key].CopyFrom(value)
         if draw(st.booleans()):
             s.withheld.add(dataset=draw(_text), reason=draw(st.integers(0, 7)))
@@ -198,3 +205,30 @@ def test_the_fast_path_is_the_reference(response: query_pb2.QueryResponse) -> No
     wire = response.SerializeToString()
     assert gateway_digest(response) == response_digest(wire)
     assert response_digest(wire) == hashlib.sha256(canonical_response(wire)).digest()
+
+
+def test_credit_audit_digest_of_a_saved_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = _response_with_map(["b", "a"])
+    r.receipt.origin = "credit-gateway.test/audit"
+    saved = tmp_path / "response.bin"
+    saved.write_bytes(r.SerializeToString())
+    assert credit_audit(["digest", str(saved)]) == 0
+    assert capsys.readouterr().out.strip() == gateway_digest(r).hex()
+    saved.write_bytes(b"\x0a\x05ab")
+    assert credit_audit(["digest", str(saved)]) == 2
+    assert "runs past the end" in capsys.readouterr().err
+
+
+def test_the_digest_module_needs_only_the_standard_library() -> None:
+    code = (
+        "import sys\n"
+        "import gateway.audit.digest\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('google', 'grpc', 'protos')]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
