@@ -225,7 +225,9 @@ def _check_kept(
 
 
 def iter_records(reader: LogReader) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(index, record) for every decodable record, without verification."""
+    """(index, record) for every decodable record, WITHOUT verification: nothing
+    it yields may be shown as verified (use :func:`verify_log` with ``on_record``
+    and keep indexes below ``verified_size``)."""
     for entry in reader.iter_entries():
         try:
             yield entry.index, decode_record(entry.leaf)
