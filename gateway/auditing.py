@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 
 from gateway import names
+from gateway.audit.digest import message_digest
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.merkle import leaf_hash
@@ -63,11 +64,9 @@ _SUBJECT = names.SUBJECT_TYPE
 
 
 def response_digest(response: query_pb2.QueryResponse) -> bytes:
-    """SHA-256 of the deterministic serialization, receipt left empty."""
-    if response.HasField("receipt"):
-        response = query_pb2.QueryResponse.FromString(response.SerializeToString())
-        response.ClearField("receipt")
-    return hashlib.sha256(response.SerializeToString(deterministic=True)).digest()
+    """SHA-256 of the canonical, language-neutral encoding, receipt left out
+    (the rule: :mod:`gateway.audit.digest`)."""
+    return message_digest(response)
 
 
 def _now() -> str:

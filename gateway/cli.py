@@ -153,12 +153,14 @@ async def _serve(config_path: Path) -> int:
 
     gateway = await build_gateway(load_config(config_path))
     await gateway.start()
-    print(f"credit-gateway serving on {gateway.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # Only now: a SIGTERM sent as soon as this line is read must still stop
+    # the gateway cleanly (final audit checkpoint), not kill it outright.
+    print(f"credit-gateway serving on {gateway.address}", flush=True)
     await stop.wait()
     logging.getLogger(__name__).info("draining")
     await gateway.stop()

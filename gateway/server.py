@@ -9,7 +9,9 @@
 configuration, the catalog or a department's ``Describe`` is wrong, naming the
 key or field. Standard gRPC health checking and server reflection (v1 and
 v1alpha) are served beside the query service; every call passes one
-:class:`~gateway.edge.Edge`.
+:class:`~gateway.edge.Edge`. Health tells the truth: the overall ("") and the
+query service's status are NOT_SERVING while the audit log is failing (every
+query would be refused) and SERVING again once the log has healed itself.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class Gateway:
         self._audit_auth = audit_authenticator
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self._health_lock = asyncio.Lock()
+        self._health_tasks: set[asyncio.Task[None]] = set()
         self._metrics_stop: Callable[[], None] | None = None
         self.metrics_url = ""
         if audit is not None:
@@ -242,9 +246,26 @@ class Gateway:
                 self._server = None
             await self._release()
             raise
-        for name in ("", QUERY_SERVICE):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._audit is not None:
+            self._audit.log.add_listener(self._audit_changed)
+        await self._follow_audit()
         log.info("gateway serving", extra={"address": self.address})
+
+    def _audit_changed(self, available: bool) -> None:
+        """Audit log listener (on the event loop): health follows the log."""
+        task = asyncio.get_running_loop().create_task(self._follow_audit())
+        self._health_tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _follow_audit(self) -> None:
+        """Set "" and the query service SERVING exactly when queries can be answered."""
+        async with self._health_lock:  # one change at a time, the latest state wins
+            ok = self._audit is None or self._audit.log.available
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            if ok:
+                status = health_pb2.HealthCheckResponse.SERVING
+            for name in ("", QUERY_SERVICE):
+                await self._health.set(name, status)
 
     def install_decider(self, decider: Decider) -> None:
         """Hot switch: the next query is decided by ``decider``; queries in

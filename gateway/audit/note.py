@@ -62,11 +62,111 @@ _SIG_PREFIX = _EM_DASH + " "
 _MAX_SIGNATURES = 100
 
 
+#: Go's ``unicode.IsSpace`` (the Unicode White_Space property), which is what
+#: ``note.isValidName`` refuses; spelled out so that a name is valid here exactly
+#: when it is valid to Go, whatever Python's own idea of a space.
+_GO_SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+
+
 def _check_name(name: str) -> None:
-    if not name or "+" in name or any(c.isspace() for c in name):
+    # golang.org/x/mod/sumdb/note isValidName: non-empty, no White_Space, no '+'.
+    if not name or "+" in name or any(c in _GO_SPACE for c in name):
         raise KeyFormatError(f"invalid key name {name!r}: empty, or has a space or '+'")
     if any(ord(c) < 0x20 for c in name):
         raise KeyFormatError(f"invalid key name {name!r}: control character")
+
+
+# Ed25519 over edwards25519 (RFC 8032 section 5.1): field prime, curve constant
+# d, group order L. Used only to judge public keys at load, never to sign.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, -1, _P)) % _P
+_L = 2**252 + 27742317777372353535851937790883648493
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+#: The eight points of small order, canonically encoded (RFC 8032 encoding).
+#: A verifier key equal to one of them (or to a non-canonical encoding of one)
+#: accepts forged signatures: with A of small order, ``[S]B = R + [k]A`` is
+#: met by S = 0, R = identity for most messages. Listed for readers and tests;
+#: :func:`check_public_key` finds them (and every other weak point) by arithmetic.
+SMALL_ORDER_POINTS: tuple[bytes, ...] = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",  # identity
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+    )
+)
+
+_Point = tuple[int, int, int, int]  # extended coordinates (X, Y, Z, T)
+
+
+def _add(p: _Point, q: _Point) -> _Point:
+    # RFC 8032 section 5.1.4, complete addition formulas.
+    x1, y1, z1, t1 = p
+    x2, y2, z2, t2 = q
+    a = (y1 - x1) * (y2 - x2) % _P
+    b = (y1 + x1) * (y2 + x2) % _P
+    c = 2 * t1 * t2 * _D % _P
+    d = 2 * z1 * z2 % _P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return e * f % _P, g * h % _P, f * g % _P, e * h % _P
+
+
+def _mul(k: int, p: _Point) -> _Point:
+    out: _Point = (0, 1, 1, 0)
+    while k:
+        if k & 1:
+            out = _add(out, p)
+        p = _add(p, p)
+        k >>= 1
+    return out
+
+
+def _is_identity(p: _Point) -> bool:
+    x, y, z, _ = p
+    return x % _P == 0 and (y - z) % _P == 0
+
+
+def check_public_key(raw: bytes) -> None:
+    """Refuse an Ed25519 public key (32 bytes, RFC 8032 encoding) that is not a
+    proper key: a non-canonical encoding (y >= p, or "negative" x = 0), no point
+    on the curve, or a point not in the prime-order subgroup (any small-order
+    point, such as the identity ``AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA``,
+    or a point with a small-order component). Honest keys, A = [a]B, are never
+    any of these; a small-order key lets anyone forge signatures.
+
+    Raises KeyFormatError naming what is wrong (never the key bytes).
+    """
+    if len(raw) != 32:
+        raise KeyFormatError(f"an Ed25519 public key has 32 bytes, not {len(raw)}")
+    # RFC 8032 section 5.1.3, decoding, strictly.
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        raise KeyFormatError("weak key: non-canonical point encoding (y >= p)")
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if v * x * x % _P == (-u) % _P:
+        x = x * _SQRT_M1 % _P
+    elif v * x * x % _P != u:
+        raise KeyFormatError("not an Ed25519 key: the point is not on the curve")
+    if x == 0 and sign:
+        raise KeyFormatError("weak key: non-canonical point encoding (x = 0 with sign bit)")
+    if x & 1 != sign:
+        x = _P - x
+    point: _Point = (x, y, 1, x * y % _P)
+    if _is_identity(_mul(8, point)):
+        raise KeyFormatError("weak key: a point of small order accepts forged signatures")
+    if not _is_identity(_mul(_L, point)):
+        raise KeyFormatError("weak key: the point has a small-order component")
 
 
 def key_id(name: str, key: bytes) -> int:
@@ -111,10 +211,18 @@ class Verifier:
 
     @classmethod
     def from_key_string(cls, vkey: str) -> Verifier:
-        """Parse ``name+keyid+base64(0x01 || pub)``. Raises KeyFormatError."""
+        """Parse ``name+keyid+base64(0x01 || pub)``.
+
+        Raises KeyFormatError if malformed, if the key ID does not match, or if
+        the key is weak (:func:`check_public_key`), naming the key.
+        """
         name, kid, key = _parse_key_parts(vkey.strip(), "verifier key")
         if key_id(name, key) != kid:
             raise KeyFormatError(f"verifier key {name}: key ID does not match the key")
+        try:
+            check_public_key(key[1:])
+        except KeyFormatError as err:
+            raise KeyFormatError(f"verifier key {name}+{kid:08x}: {err}") from None
         return cls(name, kid, Ed25519PublicKey.from_public_bytes(key[1:]))
 
     def key_string(self) -> str:
@@ -228,14 +336,20 @@ def load_verifiers(path: str | os.PathLike[str]) -> list[Verifier]:
     """Read a verifier key file: one key per line, blank and ``#`` lines ignored.
 
     Several keys let an auditor trust the old and the new key across a key
-    rotation. Raises OSError if unreadable and KeyFormatError if malformed
-    or empty.
+    rotation; a key listed twice counts once. Raises OSError if unreadable
+    and KeyFormatError if malformed, weak or empty, naming the file, line and key.
     """
-    verifiers = [
-        Verifier.from_key_string(line)
-        for line in Path(path).read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    verifiers: list[Verifier] = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            verifier = Verifier.from_key_string(line)
+        except KeyFormatError as err:
+            raise KeyFormatError(f"{path}, line {number}: {err}") from None
+        if verifier not in verifiers:
+            verifiers.append(verifier)
     if not verifiers:
         raise KeyFormatError(f"{path}: no verifier key in the file")
     return verifiers
@@ -248,6 +362,8 @@ class NoteSignature:
     name: str
     key_id: int
     signature: bytes
+    #: The base64 text as written on the line (Go's ``Signature.Base64``).
+    base64: str = ""
 
 
 @dataclass(frozen=True)
@@ -295,9 +411,24 @@ def sign_note(text: str, signers: Sequence[Signer]) -> str:
 def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     """Parse a signed note and verify its signatures against trusted keys.
 
-    Signatures by unknown keys (name and key ID not both matching a trusted
-    key) are ignored. Raises NoteError if the note is malformed,
-    BadSignatureError if a trusted key's signature fails, and
+    Follows golang.org/x/mod/sumdb/note ``Open`` rule for rule, so that a note
+    is accepted here exactly when Go accepts it:
+
+    * valid UTF-8, no control character but newline; the signature block
+      follows the last blank line, is non-empty and ends in a newline;
+    * each line is ``— <name> <base64>``, the name valid (non-empty, no
+      White_Space, no '+'), the base64 non-empty and at least 5 bytes;
+      more than 100 signature lines make the note malformed;
+    * a signature whose (name, key ID) is not trusted is ignored (kept in
+      ``unverified``; the same line repeated is kept once);
+    * a trusted key that signs twice counts once: its later lines are
+      dropped unread, as Go does;
+    * two trusted keys (even equal ones) with the same name and key ID are
+      ambiguous, and a note with a line naming that pair is refused;
+    * a trusted key's signature that does not verify refuses the note.
+
+    Raises NoteError if the note is malformed (or the trusted keys are
+    ambiguous), BadSignatureError if a trusted key's signature fails, and
     UnverifiedNoteError if no trusted key signed it.
     """
     if isinstance(note, bytes):
@@ -312,35 +443,43 @@ def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     text, block = note[: split + 1], note[split + 2 :]
     if not block.endswith("\n"):
         raise NoteError("note does not end with a newline")
-    known = {(v.name, v.key_id): v for v in verifiers}
+    # As Go's VerifierList: every entry counts, so a (name, key ID) listed twice
+    # is ambiguous. Loaders (load_verifiers, AuditLog.open) drop exact repeats.
+    known: dict[tuple[str, int], list[Verifier]] = {}
+    for v in verifiers:
+        known.setdefault((v.name, v.key_id), []).append(v)
     msg = text.encode("utf-8")
     verified: list[NoteSignature] = []
     unverified: list[NoteSignature] = []
     seen: set[tuple[str, int]] = set()
-    lines = block[:-1].split("\n")
-    if len(lines) > _MAX_SIGNATURES:
-        raise NoteError(f"note has more than {_MAX_SIGNATURES} signatures")
-    for line in lines:
+    seen_unverified: set[str] = set()
+    for number, line in enumerate(block[:-1].split("\n"), start=1):
         if not line.startswith(_SIG_PREFIX):
             raise NoteError(f"malformed signature line {line[:40]!r}")
-        name, sep, b64 = line[len(_SIG_PREFIX) :].partition(" ")
+        body = line[len(_SIG_PREFIX) :]
+        name, _, b64 = body.partition(" ")
         try:
             _check_name(name)
             raw = _b64decode(b64, "signature")
         except KeyFormatError as err:
             raise NoteError(f"malformed signature line: {err}") from None
-        if not sep or len(raw) < 5:
+        if not b64 or len(raw) < 5:
             raise NoteError("malformed signature line: signature too short")
-        sig = NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:])
-        verifier = known.get((sig.name, sig.key_id))
-        if verifier is None:
-            if sig not in unverified:
+        if number > _MAX_SIGNATURES:
+            raise NoteError(f"note has more than {_MAX_SIGNATURES} signatures")
+        sig = NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:], b64)
+        candidates = known.get((sig.name, sig.key_id))
+        if candidates is None:
+            if body not in seen_unverified:
+                seen_unverified.add(body)
                 unverified.append(sig)
             continue
+        if len(candidates) > 1:
+            raise NoteError(f"ambiguous key {sig.name}+{sig.key_id:08x}: two trusted keys")
         if (sig.name, sig.key_id) in seen:
-            raise NoteError(f"key {sig.name}+{sig.key_id:08x} signed the note twice")
+            continue
         seen.add((sig.name, sig.key_id))
-        if not verifier.verify(msg, sig.signature):
+        if not candidates[0].verify(msg, sig.signature):
             raise BadSignatureError(f"invalid signature by key {sig.name}+{sig.key_id:08x}")
         verified.append(sig)
     if not verified:
