@@ -206,10 +206,21 @@ def _int_claim(claims: Mapping[str, Any], name: str) -> int:
     value = claims.get(name)
     if value is None:
         raise _reject(AuthReason.CLAIM_MISSING, f"token has no '{name}' claim", claim=name)
-    # bool is an int in Python; JSON true is not a time.
+    # bool is an int in Python; JSON true is not a time. RFC 7519 section 2 allows a
+    # fractional NumericDate, but not one outside any clock: 1e999 parses as infinity
+    # and NaN compares false with everything, so both are refused here.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _reject(AuthReason.MALFORMED, f"token claim '{name}' must be a number", claim=name)
+    if not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE:  # also False for NaN
+        raise _reject(
+            AuthReason.MALFORMED, f"token claim '{name}' is not a time in range", claim=name
+        )
     return int(value)
+
+
+#: The largest NumericDate taken (2^53 s, far past any real expiry; a float still
+#: holds every integer up to it exactly).
+_MAX_NUMERIC_DATE = 2**53
 
 
 def _str_claim(claims: Mapping[str, Any], name: str) -> str:

@@ -129,9 +129,9 @@ function countMapEntries(response) {
 function main() {
   const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
   const root = new protobuf.Root();
-  // The protos import "protos/credit/v1/...": resolve from the repository root.
-  root.resolvePath = (_origin, target) => path.join(config.repo, target);
-  root.loadSync("protos/credit/v1/query.proto", { keepCase: true });
+  // The proto root is protos/ (the files import "credit/v1/..."), as for protoc -I protos.
+  root.resolvePath = (_origin, target) => path.join(config.repo, "protos", target);
+  root.loadSync("credit/v1/query.proto", { keepCase: true });
   root.resolveAll();
   const Request = root.lookupType("credit.v1.QueryRequest");
   const Response = root.lookupType("credit.v1.QueryResponse");
