@@ -21,6 +21,7 @@ import grpc
 from gateway.billing.ledger import AccountState, AsyncLedger, Entry
 from gateway.billing.meter import EventHook
 from gateway.errors import GatewayError, InternalError, InvalidArgumentError, NotFoundError, abort
+from gateway.freetext import echo, holds_identifier, scan
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = [
@@ -139,7 +140,7 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
             self._authorize(context)
             acct = await self._ledger.run(self._ledger.store.account, request.account_id)
             if acct is None:
-                raise NotFoundError(f"no account {request.account_id!r}")
+                raise NotFoundError(f"no account {echo(request.account_id)}")
             return billing_pb2.GetBalanceResponse(account=account_proto(acct))
         except Exception as exc:
             await _fail(context, exc)
@@ -150,9 +151,17 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
         try:
             actor = self._authorize(context)
             if self._account_exists is not None and not self._account_exists(request.account_id):
-                raise NotFoundError(f"no paying principal {request.account_id!r}")
+                raise NotFoundError(f"no paying principal {echo(request.account_id)}")
             if len(request.note) > 500:
                 raise InvalidArgumentError("note", "at most 500 characters")
+            # The ledger keeps both for good and the reference goes on the audit record.
+            for field, text in (("reference", request.reference), ("note", request.note)):
+                if holds_identifier(text):
+                    raise InvalidArgumentError(
+                        field,
+                        "must not contain a resident identity number or unified social "
+                        "credit code (the text is not repeated)",
+                    )
             result = await self._ledger.run(
                 self._ledger.store.top_up,
                 request.account_id,
@@ -219,7 +228,8 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
             "kind": "billing",
             "event": "top_up",
             "request_id": "",
-            "reference": entry.reference,
+            # Screened at TopUp; an entry booked before that screen existed is not repeated.
+            "reference": "(withheld)" if scan(entry.reference) else entry.reference,
             "agency_id": entry.account_id,
             "amount_fen": entry.amount_fen,
             "balance_fen": entry.balance_fen,

@@ -23,6 +23,7 @@ from gateway.errors import (
     InvalidArgumentError,
     abort,
 )
+from gateway.freetext import echo
 from gateway.policyadmin.admin import PolicyAdministrator, VersionView
 from gateway.policyadmin.store import CheckResult
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
@@ -112,7 +113,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
             files: dict[str, str] = {}
             for f in request.files:
                 if f.name in files:
-                    raise InvalidArgumentError("files", f"{f.name} given twice")
+                    raise InvalidArgumentError("files", f"{echo(f.name)} given twice")
                 files[f.name] = f.content
             view = await self.admin.draft(officer, files, request.reason)
             return policy_admin_pb2.DraftResponse(version=version_proto(view))
