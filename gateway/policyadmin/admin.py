@@ -51,7 +51,7 @@ from gateway.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from gateway.freetext import holds_identifier
+from gateway.freetext import scan
 from gateway.policy import PolicyDecider
 from gateway.policyadmin.analysis import FieldChange, Flip, diff_versions, replay_records, warm
 from gateway.policyadmin.errors import PolicyWorkflowError
@@ -650,12 +650,13 @@ class PolicyAdministrator:
 
 
 def _screen(field: str, text: str) -> None:
-    """Refuse free text holding a personal identifier: the policy store keeps
-    reasons for good, and lists them to every officer.
+    """Refuse free text holding anything identifier-like: the policy store keeps
+    reasons and file names for good, in clear, and lists them to every officer, so
+    the strict screen applies (a hex id holding a birth date is refused too).
 
     Raises InvalidArgumentError naming ``field``, never repeating the text.
     """
-    if holds_identifier(text):
+    if scan(text):
         raise InvalidArgumentError(
             field,
             "must not contain a resident identity number or unified social credit code "
