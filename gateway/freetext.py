@@ -82,6 +82,7 @@ WITHHELD: Final = "(not shown: it holds what looks like a personal identifier)"
 
 _BREAK: Final = "|"  # stands for a letter of another script: ends every run
 _USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_ASCII_DIGIT = re.compile(r"[0-9]")
 _DIGIT_RUN = re.compile(r"[0-9]{15,}")
 _USCC_RUN = re.compile(f"[{USCC_ALPHABET}]{{18,}}")
 _HEX_TOKEN = re.compile(
@@ -173,6 +174,8 @@ def scan(text: str) -> list[Finding]:
     """Every identifier-like stretch of ``text`` (see the module docstring for
     the rules), in order of position; overlapping findings are all listed.
     Never raises."""
+    if text.isascii() and len(_ASCII_DIGIT.findall(text)) < 6:
+        return []  # every finding holds at least six digits; most free text has fewer
     compact, origin, token = _compact(text)
     found: list[Finding] = []
 
