@@ -51,6 +51,7 @@ ISSUE_ID = "11010519491231002X"
 ISSUE_15 = "110105491231002"
 HEX_UUID = "550e8400e29b41d4a716446655440000"
 ENTERPRISE = "91110000600037341L"
+SPLIT_ID = "１１０１０５-1949 1231.002x"
 
 
 # --- the issue's inputs -----------------------------------------------------------------
@@ -362,3 +363,33 @@ def test_a_log_line_keeps_what_is_not_an_identifier() -> None:
     assert line["msg"] == "policy version 3 activated by 警员甲（[redacted]）"
     assert line["reason"] == "警员甲（[redacted]）"
     assert "ValueError" in line["exc"] and ISSUE_ID not in line["exc"]
+
+
+class _Metadata:
+    """The one call the development authenticators make on a gRPC context."""
+
+    def __init__(self, *pairs: tuple[str, str]) -> None:
+        self.pairs = pairs
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.pairs
+
+
+def test_development_headers_never_carry_an_identifier_into_labels_or_records() -> None:
+    from typing import Any, cast
+
+    from gateway.errors import AuthenticationError
+    from gateway.identity import InsecureDevAuthenticator
+    from gateway.policyadmin.service import DEV_OFFICER_HEADER, dev_officer
+
+    agencies = InsecureDevAuthenticator()
+    ok = cast(Any, _Metadata((InsecureDevAuthenticator.HEADER, "bank")))
+    assert agencies.authenticate(ok).agency_id == "bank"
+    assert dev_officer(cast(Any, _Metadata((DEV_OFFICER_HEADER, "officer_a")))) == "officer_a"
+    for text in (ISSUE_ID, SPLIT_ID):
+        with pytest.raises(AuthenticationError) as exc:
+            agencies.authenticate(cast(Any, _Metadata((InsecureDevAuthenticator.HEADER, text))))
+        assert not leaks(ISSUE_ID, json.dumps(exc.value.message))
+        with pytest.raises(AuthenticationError) as exc:
+            dev_officer(cast(Any, _Metadata((DEV_OFFICER_HEADER, text))))
+        assert not leaks(ISSUE_ID, json.dumps(exc.value.message))
