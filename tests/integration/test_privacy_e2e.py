@@ -108,6 +108,7 @@ async def test_a_refused_query_records_no_identifier_anywhere(
     for leaf, record in refused:
         assert record["outcome"] == "invalid_argument"
         assert record[record["error_field"]].startswith(PSEUDONYM_PREFIX)
+        assert record["purpose"] == "supervision_inspection"  # a known purpose, by name
         assert not leaks(ISSUE_ID, leaf)
     assert not _files_hold(stack, ISSUE_ID) and not _files_hold(stack, SPLIT)
     assert captured.lines and not any(leaks(ISSUE_ID, line) for line in captured.lines)
