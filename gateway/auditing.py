@@ -157,8 +157,9 @@ class QueryAuditor:
             "time": _now(),
             "gateway": self._origin,
             "request_id": safe_request_id(request),
-            # Registered ids pass as written; a development header is free text.
-            "agency_id": self.free_text(caller.agency_id) if caller else "",
+            # A registered id (a development header naming anything identifier-like
+            # is refused by InsecureDevAuthenticator); agencies prove entries by it.
+            "agency_id": caller.agency_id if caller else "",
             "cert_thumbprint": caller.cert_thumbprint if caller else "",
             # Free text: as written only if nothing identifier-like is in it.
             "officer_id": self.free_text(request.officer_id),
