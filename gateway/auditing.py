@@ -15,7 +15,12 @@ What a query record holds, and what it deliberately does not:
   be inverted by brute force; a keyed one cannot, and an auditor holding the
   key still proves what was asked;
 * ``response_sha256``: SHA-256 of the response sent (its receipt left empty),
-  which the agency can recompute from what it received.
+  which the agency can recompute from what it received;
+* the caller's free text (``officer_id``, ``case_reference``,
+  ``represented_party``, ``consent_id``) only through
+  :func:`gateway.freetext.recordable`: as written if no identifier-like text is
+  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome; the
+  ``purpose`` only if it is a known purpose name, else its pseudonym.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -47,6 +52,7 @@ from gateway.errors import (
     NotYetIntegratedError,
     PermissionDeniedError,
 )
+from gateway.freetext import recordable, text_pseudonym
 from gateway.identity import Caller
 from gateway.metrics import Metrics
 from gateway.service import Receipt, safe_request_id
@@ -83,10 +89,14 @@ class QueryAuditor:
         *,
         gateway_origin: str,
         metrics: Metrics | None = None,
+        purposes: Collection[str] = (),
     ) -> None:
         self.log = audit_log
         self._key = pseudonym_key
         self._origin = gateway_origin
+        #: Purpose names recorded in clear even when a query did not validate;
+        #: the gateway sets them from its purpose list.
+        self.known_purposes: frozenset[str] = frozenset(purposes)
         self._metrics: Metrics | None = None
         if metrics is not None:
             self.bind_metrics(metrics)
@@ -111,6 +121,19 @@ class QueryAuditor:
     def pseudonym(self, subject_type: str, subject_id: str) -> str:
         return pseudonymize(self._key, subject_type, subject_id)
 
+    def free_text(self, text: str) -> str:
+        """What of a caller's free text may be recorded: see
+        :func:`gateway.freetext.recordable` (the text, or its keyed pseudonym)."""
+        return recordable(self._key, text)
+
+    def _purpose(self, query: ValidQuery | None, purpose: str) -> str:
+        # A purpose outside the closed list is the caller's free text.
+        if query is not None:
+            return query.purpose
+        if not purpose or purpose in self.known_purposes:
+            return purpose
+        return text_pseudonym(self._key, purpose)
+
     async def append_query(
         self,
         query: ValidQuery | None,
@@ -134,14 +157,17 @@ class QueryAuditor:
             "time": _now(),
             "gateway": self._origin,
             "request_id": safe_request_id(request),
+            # A registered id (a development header naming anything identifier-like
+            # is refused by InsecureDevAuthenticator); agencies prove entries by it.
             "agency_id": caller.agency_id if caller else "",
             "cert_thumbprint": caller.cert_thumbprint if caller else "",
-            "officer_id": request.officer_id[:256],
-            "represented_party": request.represented_party[:256],
-            "case_reference": request.case_reference[:256],
-            "purpose": request.purpose[:64],
+            # Free text: as written only if nothing identifier-like is in it.
+            "officer_id": self.free_text(request.officer_id),
+            "represented_party": self.free_text(request.represented_party),
+            "case_reference": self.free_text(request.case_reference),
+            "purpose": self._purpose(query, request.purpose),
             "mode": _MODE.get(request.mode, "unspecified"),
-            "consent_id": consent_id,
+            "consent_id": self.free_text(consent_id),
             "request_hmac": hmac.new(
                 self._key, request.SerializeToString(deterministic=True), hashlib.sha256
             ).hexdigest(),

@@ -181,6 +181,8 @@ class Gateway:
         try:
             await self._connect_departments()
             purposes = load_purposes(self.config.purposes)
+            if self._audit is not None:  # a refused query's purpose is recorded by name
+                self._audit.known_purposes = frozenset(purposes)
             if not self.config.insecure_dev_plaintext:
                 # Fail closed: outside development every service authenticates.
                 if self._authenticator is None:

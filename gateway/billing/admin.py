@@ -23,6 +23,7 @@ from gateway.billing.ledger import AccountState, AsyncLedger, Entry
 from gateway.billing.meter import EventHook
 from gateway.edge import authenticate, identified
 from gateway.errors import InvalidArgumentError, NotFoundError
+from gateway.freetext import echo, scan
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = [
@@ -148,7 +149,7 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
         account = _account_id(request.account_id)
         acct = await self._ledger.run(self._ledger.store.account, account)
         if acct is None:
-            raise NotFoundError(f"no account {account!r}")
+            raise NotFoundError(f"no account {echo(account)}")
         return billing_pb2.GetBalanceResponse(account=account_proto(acct))
 
     async def TopUp(
@@ -157,11 +158,20 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
         actor = self._finance(context)
         account = _account_id(request.account_id)
         if self._account_exists is not None and not self._account_exists(account):
-            raise NotFoundError(f"no paying principal {account!r}")
+            raise NotFoundError(f"no paying principal {echo(account)}")
         if len(request.note) > 500:
             raise InvalidArgumentError("note", "at most 500 characters")
         if len(request.reference) > _MAX_REFERENCE:
             raise InvalidArgumentError("reference", f"at most {_MAX_REFERENCE} characters")
+        # The ledger keeps both for good, in clear, and the reference goes on the
+        # audit record: the strict screen (a hex id holding a birth date too).
+        for field, text in (("reference", request.reference), ("note", request.note)):
+            if scan(text):
+                raise InvalidArgumentError(
+                    field,
+                    "must not contain a resident identity number or unified social "
+                    "credit code (the text is not repeated)",
+                )
         if request.amount_fen > MAX_TOP_UP_FEN:
             raise InvalidArgumentError("amount_fen", f"at most {MAX_TOP_UP_FEN} fen in one top-up")
         result = await self._ledger.run(
@@ -235,7 +245,8 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
             "kind": "billing",
             "event": "top_up",
             "request_id": "",
-            "reference": entry.reference,
+            # Screened at TopUp; an entry booked before that screen existed is not repeated.
+            "reference": "(withheld)" if scan(entry.reference) else entry.reference,
             "agency_id": entry.account_id,
             "amount_fen": entry.amount_fen,
             "balance_fen": entry.balance_fen,

@@ -24,6 +24,7 @@ from gateway.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from gateway.freetext import echo, scan
 from gateway.policyadmin.admin import PolicyAdministrator, VersionView
 from gateway.policyadmin.store import CheckResult
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
@@ -43,10 +44,14 @@ def dev_officer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     that four eyes can still be exercised without certificates.
 
     Raises:
-        AuthenticationError: no ``x-dev-officer-id`` header.
+        AuthenticationError: no ``x-dev-officer-id`` header, or one holding an identifier.
     """
     for key, value in context.invocation_metadata() or ():
         if key == DEV_OFFICER_HEADER and isinstance(value, str) and value:
+            if scan(value):  # it is recorded, logged and echoed as the officer
+                raise AuthenticationError(
+                    f"{DEV_OFFICER_HEADER} must name an officer", reason="DEV_OFFICER_INVALID"
+                )
             return value
     raise AuthenticationError(f"missing {DEV_OFFICER_HEADER} header", reason="DEV_OFFICER_MISSING")
 
@@ -123,7 +128,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
             files: dict[str, str] = {}
             for f in request.files:
                 if f.name in files:
-                    raise InvalidArgumentError("files", f"{f.name} given twice")
+                    raise InvalidArgumentError("files", f"{echo(f.name)} given twice")
                 files[f.name] = f.content
             view = await self.admin.draft(officer, files, request.reason)
             return policy_admin_pb2.DraftResponse(version=version_proto(view))
