@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.billing.admin import BillingAdminService
 from gateway.billing.ledger import AsyncLedger
+from gateway.edge import Edge
 from gateway.errors import PermissionDeniedError
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 from tests.unit.privacy_kit import hidden, leaks
@@ -52,7 +53,8 @@ class Billing:
         async def on_event(event: dict[str, Any]) -> None:
             self.events.append(event)
 
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # Behind the one gRPC edge, as in the gateway: servicers raise, it maps.
+        self.server = grpc.aio.server(interceptors=[Edge()], options=[("grpc.so_reuseport", 0)])
         billing_pb2_grpc.add_BillingAdminServicer_to_server(
             BillingAdminService(
                 self.ledger,
