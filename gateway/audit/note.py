@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.audit.errors import BadSignatureError, KeyFormatError, NoteError, UnverifiedNoteError
+from gateway.auth.keys import ed25519_public_key_problem
 
 __all__ = [
     "ALG_ED25519",
@@ -79,13 +80,6 @@ def _check_name(name: str) -> None:
         raise KeyFormatError(f"invalid key name {name!r}: control character")
 
 
-# Ed25519 over edwards25519 (RFC 8032 section 5.1): field prime, curve constant
-# d, group order L. Used only to judge public keys at load, never to sign.
-_P = 2**255 - 19
-_D = (-121665 * pow(121666, -1, _P)) % _P
-_L = 2**252 + 27742317777372353535851937790883648493
-_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-
 #: The eight points of small order, canonically encoded (RFC 8032 encoding).
 #: A verifier key equal to one of them (or to a non-canonical encoding of one)
 #: accepts forged signatures: with A of small order, ``[S]B = R + [k]A`` is
@@ -105,68 +99,24 @@ SMALL_ORDER_POINTS: tuple[bytes, ...] = tuple(
     )
 )
 
-_Point = tuple[int, int, int, int]  # extended coordinates (X, Y, Z, T)
-
-
-def _add(p: _Point, q: _Point) -> _Point:
-    # RFC 8032 section 5.1.4, complete addition formulas.
-    x1, y1, z1, t1 = p
-    x2, y2, z2, t2 = q
-    a = (y1 - x1) * (y2 - x2) % _P
-    b = (y1 + x1) * (y2 + x2) % _P
-    c = 2 * t1 * t2 * _D % _P
-    d = 2 * z1 * z2 % _P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return e * f % _P, g * h % _P, f * g % _P, e * h % _P
-
-
-def _mul(k: int, p: _Point) -> _Point:
-    out: _Point = (0, 1, 1, 0)
-    while k:
-        if k & 1:
-            out = _add(out, p)
-        p = _add(p, p)
-        k >>= 1
-    return out
-
-
-def _is_identity(p: _Point) -> bool:
-    x, y, z, _ = p
-    return x % _P == 0 and (y - z) % _P == 0
-
 
 def check_public_key(raw: bytes) -> None:
     """Refuse an Ed25519 public key (32 bytes, RFC 8032 encoding) that is not a
-    proper key: a non-canonical encoding (y >= p, or "negative" x = 0), no point
-    on the curve, or a point not in the prime-order subgroup (any small-order
-    point, such as the identity ``AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA``,
-    or a point with a small-order component). Honest keys, A = [a]B, are never
-    any of these; a small-order key lets anyone forge signatures.
+    proper key: a non-canonical encoding, no point on the curve, or a point not in
+    the prime-order subgroup (any small-order point, such as the identity
+    ``AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA``, or one with a small-order
+    component). Honest keys, A = [a]B, are never any of these; a small-order key
+    lets anyone forge signatures.
 
+    The arithmetic is :func:`gateway.auth.keys.ed25519_public_key_problem`, the one
+    check agency tokens, consents and the audit log share (standard library only).
     Raises KeyFormatError naming what is wrong (never the key bytes).
     """
-    if len(raw) != 32:
-        raise KeyFormatError(f"an Ed25519 public key has 32 bytes, not {len(raw)}")
-    # RFC 8032 section 5.1.3, decoding, strictly.
-    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
-    sign = raw[31] >> 7
-    if y >= _P:
-        raise KeyFormatError("weak key: non-canonical point encoding (y >= p)")
-    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
-    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
-    if v * x * x % _P == (-u) % _P:
-        x = x * _SQRT_M1 % _P
-    elif v * x * x % _P != u:
-        raise KeyFormatError("not an Ed25519 key: the point is not on the curve")
-    if x == 0 and sign:
-        raise KeyFormatError("weak key: non-canonical point encoding (x = 0 with sign bit)")
-    if x & 1 != sign:
-        x = _P - x
-    point: _Point = (x, y, 1, x * y % _P)
-    if _is_identity(_mul(8, point)):
-        raise KeyFormatError("weak key: a point of small order accepts forged signatures")
-    if not _is_identity(_mul(_L, point)):
-        raise KeyFormatError("weak key: the point has a small-order component")
+    problem = ed25519_public_key_problem(raw)
+    if problem is not None:
+        raise KeyFormatError(
+            problem if problem.startswith("an Ed25519") else f"weak key: {problem}"
+        )
 
 
 def key_id(name: str, key: bytes) -> int:

@@ -77,13 +77,13 @@ def test_non_canonical_encodings_are_refused(y: int, sign: int) -> None:
 
 def test_negative_zero_x_is_refused() -> None:
     # The identity (x = 0) with its sign bit set: a second encoding of one point.
-    with pytest.raises(KeyFormatError, match="non-canonical"):
+    with pytest.raises(KeyFormatError, match="weak key"):
         check_public_key(bytes([1]) + bytes(30) + bytes([0x80]))
 
 
 def test_mixed_order_point_is_refused() -> None:
     """An honest key plus a small-order point: not in the prime-order subgroup."""
-    from gateway.audit import note as n
+    from gateway.auth import keys as n
 
     honest = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
     y = int.from_bytes(honest, "little") & ((1 << 255) - 1)
@@ -99,7 +99,7 @@ def test_mixed_order_point_is_refused() -> None:
 
 
 def _recover_x(y: int, sign: int) -> int:
-    from gateway.audit import note as n
+    from gateway.auth import keys as n
 
     u, v = (y * y - 1) % _P, (n._D * y * y + 1) % _P
     x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
