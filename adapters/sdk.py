@@ -50,10 +50,11 @@ from gateway.errors import (
     GatewayError,
     InternalError,
     InvalidArgumentError,
+    InvalidIdentifierError,
     PermissionDeniedError,
     abort,
 )
-from gateway.identifiers import validate_resident_id, validate_uscc
+from gateway.identifiers import IdentifierError, validate_resident_id, validate_uscc
 from gateway.pki import FEDERATION_IDENTITY
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 
@@ -307,10 +308,11 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
             raise InvalidArgumentError(
                 "subject.type", "must be SUBJECT_TYPE_ENTERPRISE or SUBJECT_TYPE_PERSON"
             )
-        if subject_type == "enterprise":
-            subject_id = validate_uscc(request.subject.id)
-        else:
-            subject_id = validate_resident_id(request.subject.id)
+        check = validate_uscc if subject_type == "enterprise" else validate_resident_id
+        try:
+            subject_id = check(request.subject.id)
+        except IdentifierError as exc:
+            raise InvalidIdentifierError(exc.field, exc.problem) from None
         wanted: dict[str, tuple[str, ...]] = {}
         for i, item in enumerate(request.wanted):
             fields = self._schema.get(item.dataset)

@@ -11,10 +11,15 @@
 >>> validate_resident_id("11010519491231002x")
 '11010519491231002X'
 
-Every failure raises :class:`~gateway.errors.InvalidIdentifierError` whose
-message names the problem: wrong length, bad character at position N, wrong
-check character, impossible birth date. Messages never repeat the identifier
-itself: it is personal data and error messages end up in logs.
+Every failure raises :class:`IdentifierError` (a ``ValueError``) whose
+``problem`` names it: wrong length, bad character at position N, wrong check
+character, impossible birth date. Messages never repeat the identifier itself:
+it is personal data and error messages end up in logs.
+
+This module imports only the standard library, so the auditors' tool
+(``credit-audit history``, which must not need gRPC) checks an identifier with
+the very rules the gateway applies. The gateway's own callers turn the error
+into :class:`~gateway.errors.IdentifierError` (INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -22,12 +27,22 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Final
 
-from gateway.errors import InvalidIdentifierError
+
+class IdentifierError(ValueError):
+    """An identifier failed validation: ``field`` names the request field
+    (``subject.id`` or ``subject.type``), ``problem`` what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
 
 __all__ = [
     "RESIDENT_ID_WEIGHTS",
     "USCC_ALPHABET",
     "USCC_WEIGHTS",
+    "IdentifierError",
     "resident_id_check_char",
     "uscc_check_char",
     "validate_resident_id",
@@ -52,17 +67,15 @@ _ASCII_SPACE: Final = " \t\r\n\x0b\x0c"
 def uscc_check_char(body: str) -> str:
     """The check character for the first 17 characters of a USCC.
 
-    Raises :class:`InvalidIdentifierError` if ``body`` is not 17 alphabet characters.
+    Raises :class:`IdentifierError` if ``body`` is not 17 alphabet characters.
     """
     if len(body) != 17:
-        raise InvalidIdentifierError(
-            _FIELD, f"expected 17 characters before the check, got {len(body)}"
-        )
+        raise IdentifierError(_FIELD, f"expected 17 characters before the check, got {len(body)}")
     total = 0
     for pos, (ch, weight) in enumerate(zip(body, USCC_WEIGHTS, strict=True), start=1):
         value = _USCC_VALUE.get(ch)
         if value is None:
-            raise InvalidIdentifierError(
+            raise IdentifierError(
                 _FIELD,
                 f"bad character at position {pos}: {_describe(ch)} is not in the GB 32100 alphabet",
             )
@@ -94,12 +107,12 @@ def validate_uscc(code: str) -> str:
     Leading and trailing ASCII white space is ignored.
 
     Raises:
-        InvalidIdentifierError: wrong length, a character of the wrong class (the message
+        IdentifierError: wrong length, a character of the wrong class (the message
             names the position and the class), or a wrong check character.
     """
     code = code.strip(_ASCII_SPACE)
     if len(code) != 18:
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, f"wrong length: a unified social credit code has 18 characters, got {len(code)}"
         )
     upper: list[str] = []
@@ -107,13 +120,13 @@ def validate_uscc(code: str) -> str:
         mapped = chr(ord(ch) - 32) if "a" <= ch <= "z" else ch
         if 3 <= pos <= 8:
             if not ("0" <= ch <= "9"):
-                raise InvalidIdentifierError(
+                raise IdentifierError(
                     _FIELD,
                     f"bad character at position {pos}: {_describe(ch)} is not a digit (positions"
                     " 3-8 are the numeric administrative division code)",
                 )
         elif mapped not in _USCC_VALUE:
-            raise InvalidIdentifierError(
+            raise IdentifierError(
                 _FIELD,
                 f"bad character at position {pos}: {_describe(ch)} is not in the GB 32100 alphabet",
             )
@@ -121,7 +134,7 @@ def validate_uscc(code: str) -> str:
     code = "".join(upper)
     expected = uscc_check_char(code[:17])
     if code[17] != expected:
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, f"wrong check character at position 18: expected {expected}, got {code[17]}"
         )
     return code
@@ -130,16 +143,14 @@ def validate_uscc(code: str) -> str:
 def resident_id_check_char(body: str) -> str:
     """The check character for the first 17 digits of a resident identity number.
 
-    Raises :class:`InvalidIdentifierError` if ``body`` is not 17 ASCII digits.
+    Raises :class:`IdentifierError` if ``body`` is not 17 ASCII digits.
     """
     if len(body) != 17:
-        raise InvalidIdentifierError(
-            _FIELD, f"expected 17 digits before the check, got {len(body)}"
-        )
+        raise IdentifierError(_FIELD, f"expected 17 digits before the check, got {len(body)}")
     total = 0
     for pos, (ch, weight) in enumerate(zip(body, RESIDENT_ID_WEIGHTS, strict=True), start=1):
         if not ("0" <= ch <= "9"):
-            raise InvalidIdentifierError(
+            raise IdentifierError(
                 _FIELD, f"bad character at position {pos}: {_describe(ch)} is not a digit"
             )
         total += (ord(ch) - 48) * weight
@@ -150,31 +161,31 @@ def validate_resident_id(number: str) -> str:
     """Return ``number`` (with a lower-case x upper-cased) if it is a valid
     GB 11643 resident identity number with a real birth date.
 
-    Raises :class:`InvalidIdentifierError` naming the problem.
+    Raises :class:`IdentifierError` naming the problem.
     """
     number = number.strip().upper()
     if len(number) != 18:
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, f"wrong length: a resident identity number has 18 characters, got {len(number)}"
         )
     expected = resident_id_check_char(number[:17])
     if number[17] not in _RESIDENT_CHECK:
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, f"bad character at position 18: {_describe(number[17])} is not a digit or X"
         )
     birth = number[6:14]
     try:
         born = _dt.date(int(birth[:4]), int(birth[4:6]), int(birth[6:]))
     except ValueError:
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, "impossible birth date in positions 7-14: not a calendar date"
         ) from None
     if born.year < 1900 or born > _dt.date.today():
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, "impossible birth date in positions 7-14: before 1900 or in the future"
         )
     if number[17] != expected:
-        raise InvalidIdentifierError(
+        raise IdentifierError(
             _FIELD, f"wrong check character at position 18: expected {expected}, got {number[17]}"
         )
     return number
@@ -186,7 +197,7 @@ def validate_subject(subject_type: str, subject_id: str) -> str:
         return validate_uscc(subject_id)
     if subject_type == "person":
         return validate_resident_id(subject_id)
-    raise InvalidIdentifierError("subject.type", "must be enterprise or person")
+    raise IdentifierError("subject.type", "must be enterprise or person")
 
 
 def _describe(ch: str) -> str:

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.catalog import Catalog, Dataset
-from gateway.errors import InvalidArgumentError
+from gateway.errors import InvalidArgumentError, InvalidIdentifierError
 from gateway.freetext import echo, holds_identifier
-from gateway.identifiers import validate_resident_id, validate_uscc
+from gateway.identifiers import IdentifierError, validate_resident_id, validate_uscc
 from gateway.purposes import Purpose
 from protos.credit.v1 import common_pb2, query_pb2
 
@@ -58,7 +58,10 @@ class Validator:
         if kind is None:
             raise InvalidArgumentError("subject.type", "must be ENTERPRISE or PERSON")
         subject_type, check = kind
-        subject_id = check(request.subject.id)
+        try:
+            subject_id = check(request.subject.id)
+        except IdentifierError as exc:
+            raise InvalidIdentifierError(exc.field, exc.problem) from None
         if request.purpose not in self._purposes:
             raise InvalidArgumentError(
                 "purpose", f"unknown purpose {echo(request.purpose)}; see policies/purposes.toml"

@@ -54,9 +54,9 @@ from gateway.audit.records import (
     write_pseudonym_key,
 )
 from gateway.audit.store import LogReader, open_reader
-from gateway.audit.subject_ids import check_subject
 from gateway.audit.verify import VerifyReport, verify_log
 from gateway.console import console_script
+from gateway.identifiers import IdentifierError, validate_subject
 
 __all__ = ["main"]
 
@@ -267,10 +267,10 @@ def _cmd_history(args: argparse.Namespace, reader: LogReader) -> int:
     key = load_pseudonym_key(args.pseudonym_key)
     try:
         # A mistyped identifier would match nothing and read as "0 queries".
-        subject = check_subject(args.subject_type, args.subject)
+        subject = validate_subject(args.subject_type, args.subject)
         pseudonym = pseudonymize(key, args.subject_type, subject)
-    except ValueError as err:
-        raise _UsageError(f"--subject: {err}") from None
+    except IdentifierError as err:
+        raise _UsageError(f"--subject: {err.problem}") from None
     rows = [(i, r) for i, r in _queries(reader, args) if r.get("subject_pseudonym") == pseudonym]
     _print_queries(rows, f"queries about this {args.subject_type}")
     return EXIT_OK
