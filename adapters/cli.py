@@ -3,10 +3,15 @@
 ::
 
     credit-adapter serve --mapping market.toml --db market.sqlite --listen 0.0.0.0:7443 \\
-        --tls-cert adapter.pem --tls-key adapter.key --client-ca ca.pem --allow-client gateway
+        --tls-cert adapter.pem --tls-key adapter.key --client-ca ca.pem
     credit-adapter serve ... --listen 127.0.0.1:0 --insecure-dev-plaintext
     credit-adapter generate --out data/ [--seed 1] [--subjects 10000]
     credit-adapter describe --mapping market.toml [--db market.sqlite] [--catalog [FILE]]
+
+With TLS, ``serve`` answers only a client certificate carrying the gateway's federation
+identity, the URI SAN ``urn:credit-gateway:federation`` (``--allow-client URI`` names
+another; a common name is refused as an identity: anyone with a certificate from the CA
+may choose one).
 
 ``serve`` prints one line, ``listening on HOST:PORT``, on stdout once it
 accepts connections (so a parent process can read the port chosen for
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway.console import console_script
 from gateway.errors import ConfigError, GatewayError
 
 from . import sdk, synth
@@ -35,6 +41,7 @@ __all__ = ["main"]
 log = logging.getLogger("adapters.cli")
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -65,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     tls.add_argument(
         "--allow-client",
         action="append",
-        metavar="CN",
-        help="client certificate common name to accept (the gateway's); repeatable",
+        metavar="URI",
+        help="client identity (certificate URI SAN) to accept; repeatable (default: the"
+        f" gateway's federation identity, {sdk.FEDERATION_IDENTITY}); never a common name",
     )
     serve.add_argument(
         "--insecure-dev-plaintext",
@@ -110,7 +118,7 @@ def _server_credentials(args: argparse.Namespace) -> grpc.ServerCredentials | No
         return None
     missing = [
         f"--{name.replace('_', '-')}"
-        for name in ("tls_cert", "tls_key", "client_ca", "allow_client")
+        for name in ("tls_cert", "tls_key", "client_ca")
         if not getattr(args, name)
     ]
     if missing:
@@ -157,7 +165,11 @@ async def _serve(args: argparse.Namespace) -> int:
             store,
             args.listen,
             server_credentials=credentials,
-            allowed_clients=frozenset(args.allow_client) if credentials is not None else None,
+            allowed_clients=(
+                frozenset(args.allow_client or (sdk.FEDERATION_IDENTITY,))
+                if credentials is not None
+                else None
+            ),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -3,8 +3,8 @@
 A department implements :class:`Store` (or uses :class:`adapters.sql.SqlStore`)
 and calls :func:`serve`::
 
-    server = await serve(store, "0.0.0.0:7443",
-                         server_credentials=creds, allowed_clients=frozenset({"gateway"}))
+    server = await serve(store, "0.0.0.0:7443", server_credentials=creds,
+                         allowed_clients=frozenset({FEDERATION_IDENTITY}))
     print(bound_port(server))
     await server.wait_for_termination()
 
@@ -20,8 +20,10 @@ gets them wrong:
   refuses values that do not fit the declared type (money is integer fen,
   never a float);
 * with TLS it requires a client certificate from the configured CA *and* that
-  its common name is on an allow-list ("department adapters accept only the
-  gateway's certificate"); anyone else gets ``PERMISSION_DENIED``;
+  it carries the gateway's federation identity, the URI SAN
+  ``urn:credit-gateway:federation`` (:data:`gateway.pki.FEDERATION_IDENTITY`),
+  never judged by its common name, which any holder of a certificate from the
+  CA may choose; anyone else gets ``PERMISSION_DENIED`` (``NOT_THE_GATEWAY``);
 * it serves standard gRPC health checking and server reflection.
 """
 
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, cast
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -47,13 +50,16 @@ from gateway.errors import (
     GatewayError,
     InternalError,
     InvalidArgumentError,
+    InvalidIdentifierError,
     PermissionDeniedError,
     abort,
 )
-from gateway.identifiers import validate_resident_id, validate_uscc
+from gateway.identifiers import IdentifierError, validate_resident_id, validate_uscc
+from gateway.pki import FEDERATION_IDENTITY
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 
 __all__ = [
+    "FEDERATION_IDENTITY",
     "SERVICE_NAME",
     "AdapterServicer",
     "FieldTypeValue",
@@ -71,6 +77,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Client certificates remembered by the allow-list check (the gateway has one; the bound
+# only protects memory from a flood of certificates the CA signed).
+_CERT_CACHE_SIZE = 256
 
 #: The full name of the adapter service, as health checking knows it.
 SERVICE_NAME: Final = adapter_pb2.DESCRIPTOR.services_by_name["DepartmentAdapter"].full_name
@@ -298,10 +308,11 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
             raise InvalidArgumentError(
                 "subject.type", "must be SUBJECT_TYPE_ENTERPRISE or SUBJECT_TYPE_PERSON"
             )
-        if subject_type == "enterprise":
-            subject_id = validate_uscc(request.subject.id)
-        else:
-            subject_id = validate_resident_id(request.subject.id)
+        check = validate_uscc if subject_type == "enterprise" else validate_resident_id
+        try:
+            subject_id = check(request.subject.id)
+        except IdentifierError as exc:
+            raise InvalidIdentifierError(exc.field, exc.problem) from None
         wanted: dict[str, tuple[str, ...]] = {}
         for i, item in enumerate(request.wanted):
             fields = self._schema.get(item.dataset)
@@ -362,21 +373,49 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
         return response
 
 
-# --- mutual TLS: only the gateway's certificate --------------------------------
+# --- mutual TLS: only the gateway's federation identity --------------------------
+
+
+def _uri_identities(cert_pem: bytes) -> frozenset[str]:
+    """The URI subject alternative names of a PEM certificate (empty if none or unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
+        # Unreadable or ambiguous (two SAN extensions): no identity, so refused.
+        return frozenset()
+    return frozenset(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def _check_identities(allowed: frozenset[str]) -> frozenset[str]:
+    for identity in allowed:
+        # A URI has a scheme; a bare word is a common name, which anyone holding a
+        # certificate from the CA can choose (an agency registered as "credit-gateway").
+        scheme, sep, rest = identity.partition(":")
+        if not sep or not rest or not scheme.isascii() or not scheme.isalpha():
+            raise ConfigError(
+                "allowed_clients",
+                f"{identity!r} is not a URI: name the gateway's federation identity (the URI"
+                f" SAN of its client certificate, {FEDERATION_IDENTITY}), never a common name",
+            )
+    return allowed
 
 
 class _AllowedClients(grpc.aio.ServerInterceptor):
-    """Refuse every RPC whose client certificate's CN is not allowed.
+    """Refuse every RPC whose client certificate does not carry an allowed identity.
 
-    The TLS handshake already proved the client holds a certificate from the
-    configured CA; this narrows it to the named clients (the gateway), so that
-    another holder of a certificate from the same CA (an agency, a sibling
-    department) cannot ask a department directly. Applies to every service,
-    health and reflection included.
+    The TLS handshake already proved the client holds a certificate from the configured CA;
+    this narrows it to the gateway's federation identity: a URI subject alternative name
+    (:data:`gateway.pki.FEDERATION_IDENTITY`) that only the federation certificate carries,
+    so that another holder of a certificate from the same CA (an agency, even one whose CN is
+    ``credit-gateway``; a sibling department) cannot ask a department directly. The subject
+    CN is never consulted. Applies to every service, health and reflection included.
     """
 
     def __init__(self, allowed: frozenset[str]) -> None:
         self._allowed = allowed
+        # A connection re-presents its certificate on every call: parse each one once.
+        self._seen: dict[bytes, bool] = {}
 
     async def intercept_service(
         self,
@@ -413,17 +452,26 @@ class _AllowedClients(grpc.aio.ServerInterceptor):
 
         return guarded
 
+    def _allows(self, cert_pem: bytes) -> bool:
+        verdict = self._seen.get(cert_pem)
+        if verdict is None:
+            verdict = bool(_uri_identities(cert_pem) & self._allowed)
+            if len(self._seen) >= _CERT_CACHE_SIZE:
+                self._seen.clear()  # a bound on memory, not a policy
+            self._seen[cert_pem] = verdict
+        return verdict
+
     async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        names = [
-            raw.decode("utf-8", "replace")
-            for raw in context.auth_context().get("x509_common_name", ())
-        ]
-        if not any(name in self._allowed for name in names):
-            log.warning("refused a client certificate with CN %r: not allowed", names[:1])
+        pems = list(context.auth_context().get("x509_pem_cert", ()))
+        if not pems or not self._allows(pems[0]):
+            # Nothing from the certificate is logged: its names are the holder's choice.
+            log.warning("refused a client certificate without the gateway's federation identity")
             await abort(
                 context,
                 PermissionDeniedError(
                     "this department adapter accepts only the gateway's certificate"
+                    " (its federation identity)",
+                    reason="NOT_THE_GATEWAY",
                 ),
             )
 
@@ -447,7 +495,9 @@ async def serve(
 
     ``server_credentials`` must require client certificates (see
     :func:`mtls_server_credentials`); ``allowed_clients`` names the client
-    certificate common names let in. ``server_credentials=None`` serves
+    identities let in: URI subject alternative names, normally just
+    ``{FEDERATION_IDENTITY}`` (common names are refused: anyone with a
+    certificate from the CA may choose one). ``server_credentials=None`` serves
     plaintext, for development only, and then ``allowed_clients`` must be
     ``None``: without TLS there is no certificate to check.
 
@@ -459,9 +509,10 @@ async def serve(
     if server_credentials is not None:
         if not allowed_clients:
             raise ConfigError(
-                "allowed_clients", "with TLS, name the client certificate CN(s) to accept"
+                "allowed_clients",
+                f"with TLS, name the client identities to accept ({FEDERATION_IDENTITY})",
             )
-        interceptors.append(_AllowedClients(allowed_clients))
+        interceptors.append(_AllowedClients(_check_identities(allowed_clients)))
     elif allowed_clients:
         raise ConfigError("allowed_clients", "a client allow-list needs TLS")
 

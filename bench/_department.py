@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from adapters.sdk import (
+    FEDERATION_IDENTITY,
     LookupResult,
     Store,
     StoredRecord,
@@ -81,7 +82,7 @@ async def _main(listen: str, pki_dir: str | None) -> None:
             pki.department_key("bench").read_bytes(),
             pki.ca_cert.read_bytes(),
         )
-        allowed = frozenset({"credit-gateway"})
+        allowed = frozenset({FEDERATION_IDENTITY})
     server = await serve(TrivialStore(), listen, server_credentials=creds, allowed_clients=allowed)
     print(f"listening on 127.0.0.1:{bound_port(server)}", flush=True)
     await server.wait_for_termination()

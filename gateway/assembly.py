@@ -98,6 +98,9 @@ async def _open_billing(
         on_event=on_event,
         audit_lookup=auditor.billing_records if auditor is not None else None,
     )
+    if auditor is not None:
+        # What was refunded while the log was down goes on the record once it heals.
+        auditor.log.add_listener(lambda available: meter.audit_healed() if available else None)
     finance: Authenticator | None = None
     registry = None
     if config.auth is not None:

@@ -15,7 +15,12 @@ What a query record holds, and what it deliberately does not:
   be inverted by brute force; a keyed one cannot, and an auditor holding the
   key still proves what was asked;
 * ``response_sha256``: SHA-256 of the response sent (its receipt left empty),
-  which the agency can recompute from what it received.
+  which the agency can recompute from what it received;
+* the caller's free text (``officer_id``, ``case_reference``,
+  ``represented_party``, ``consent_id``) only through
+  :func:`gateway.freetext.recordable`: as written if no identifier-like text is
+  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome; the
+  ``purpose`` only if it is a known purpose name, else its pseudonym.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import grpc
 
 from gateway import names
+from gateway.audit.digest import message_digest
 from gateway.audit.errors import AuditError, RecordError
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
@@ -40,14 +46,16 @@ from gateway.audit.merkle import leaf_hash
 from gateway.audit.records import canonical_json, decode_record, pseudonymize
 from gateway.auth import Authenticator, Role
 from gateway.billing.reconcile import record_key
+from gateway.edge import authenticate, identified
 from gateway.errors import (
     AuditUnavailableError,
     GatewayError,
     InvalidArgumentError,
     NotFoundError,
+    NotYetIntegratedError,
     PermissionDeniedError,
-    abort,
 )
+from gateway.freetext import recordable, text_pseudonym
 from gateway.identity import Caller
 from gateway.metrics import Metrics
 from gateway.service import Receipt, safe_request_id
@@ -65,11 +73,9 @@ _SUBJECT = names.SUBJECT_TYPE
 
 
 def response_digest(response: query_pb2.QueryResponse) -> bytes:
-    """SHA-256 of the deterministic serialization, receipt left empty."""
-    if response.HasField("receipt"):
-        response = query_pb2.QueryResponse.FromString(response.SerializeToString())
-        response.ClearField("receipt")
-    return hashlib.sha256(response.SerializeToString(deterministic=True)).digest()
+    """SHA-256 of the canonical, language-neutral encoding, receipt left out
+    (the rule: :mod:`gateway.audit.digest`)."""
+    return message_digest(response)
 
 
 def _now() -> str:
@@ -86,10 +92,14 @@ class QueryAuditor:
         *,
         gateway_origin: str,
         metrics: Metrics | None = None,
+        purposes: Collection[str] = (),
     ) -> None:
         self.log = audit_log
         self._key = pseudonym_key
         self._origin = gateway_origin
+        #: Purpose names recorded in clear even when a query did not validate;
+        #: the gateway sets them from its purpose list.
+        self.known_purposes: frozenset[str] = frozenset(purposes)
         self._metrics: Metrics | None = None
         if metrics is not None:
             self.bind_metrics(metrics)
@@ -114,6 +124,19 @@ class QueryAuditor:
     def pseudonym(self, subject_type: str, subject_id: str) -> str:
         return pseudonymize(self._key, subject_type, subject_id)
 
+    def free_text(self, text: str) -> str:
+        """What of a caller's free text may be recorded: see
+        :func:`gateway.freetext.recordable` (the text, or its keyed pseudonym)."""
+        return recordable(self._key, text)
+
+    def _purpose(self, query: ValidQuery | None, purpose: str) -> str:
+        # A purpose outside the closed list is the caller's free text.
+        if query is not None:
+            return query.purpose
+        if not purpose or purpose in self.known_purposes:
+            return purpose
+        return text_pseudonym(self._key, purpose)
+
     async def append_query(
         self,
         query: ValidQuery | None,
@@ -137,14 +160,17 @@ class QueryAuditor:
             "time": _now(),
             "gateway": self._origin,
             "request_id": safe_request_id(request),
+            # A registered id (a development header naming anything identifier-like
+            # is refused by InsecureDevAuthenticator); agencies prove entries by it.
             "agency_id": caller.agency_id if caller else "",
             "cert_thumbprint": caller.cert_thumbprint if caller else "",
-            "officer_id": request.officer_id[:256],
-            "represented_party": request.represented_party[:256],
-            "case_reference": request.case_reference[:256],
-            "purpose": request.purpose[:64],
+            # Free text: as written only if nothing identifier-like is in it.
+            "officer_id": self.free_text(request.officer_id),
+            "represented_party": self.free_text(request.represented_party),
+            "case_reference": self.free_text(request.case_reference),
+            "purpose": self._purpose(query, request.purpose),
             "mode": _MODE.get(request.mode, "unspecified"),
-            "consent_id": consent_id,
+            "consent_id": self.free_text(consent_id),
             "request_hmac": hmac.new(
                 self._key, request.SerializeToString(deterministic=True), hashlib.sha256
             ).hexdigest(),
@@ -200,10 +226,10 @@ class QueryAuditor:
 
     @property
     def available(self) -> bool:
-        """Whether the log takes appends now: False once a write failed (every
-        query is then refused before any department is asked or anything is
-        booked). No I/O."""
-        return self.log.failure is None
+        """Whether the log takes appends now: False from a failed write until
+        it heals (every query is then refused before any department is asked
+        or anything is booked). No I/O."""
+        return self.log.available
 
     async def billing_records(
         self, bookings: Sequence[tuple[str, str]]
@@ -269,7 +295,24 @@ def _sections(
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    """Checkpoints and proofs for auditors; an agency sees its own entries."""
+    """Checkpoints and proofs for auditors; an agency sees its own entries.
+
+    Errors are raised for the gRPC edge (:mod:`gateway.edge`) to map and record:
+
+    * an entry that is durable but not yet under a signed checkpoint (a receipt
+      fresher than about a second): UNAVAILABLE ``NOT_YET_INTEGRATED`` with
+      google.rpc.RetryInfo, the time until the next checkpoint is due;
+    * impossible ranges: INVALID_ARGUMENT (``index >= tree_size``, ``old_size >
+      new_size``, a size beyond the log);
+    * an index naming no entry: NOT_FOUND.
+
+    A consistency proof from size 0 is empty: every tree extends the empty tree
+    (RFC 6962 section 2.1.2 defines proofs for ``0 < m < n`` only; like
+    transparency-dev/merkle, which verifies size 0 against an empty proof).
+    """
+
+    #: Time allowed, past a checkpoint's due time, for signing and fsyncing it.
+    _SIGNING_MARGIN_S = 0.05
 
     def __init__(self, audit_log: AuditLog, authenticator: Authenticator | None) -> None:
         self._log = audit_log
@@ -278,17 +321,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def _who(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Role, str]:
         if self._auth is None:  # insecure development mode
             return Role.AUDITOR, "development"
-        ident = self._auth.authenticate(context)
+        ident = authenticate(self._auth.authenticate, context)
+        identified(ident.principal_id)
         return ident.role, ident.principal_id
 
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.Checkpoint:
-        try:
-            self._who(context)
-            note = self._log.latest_checkpoint()
-        except GatewayError as exc:
-            return await abort(context, exc)
+        self._who(context)
+        note = self._log.latest_checkpoint()
         size, root = _parse_checkpoint(note)
         return audit_pb2.Checkpoint(note=note, tree_size=size, root_hash=root)
 
@@ -297,21 +338,29 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetInclusionProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.InclusionProof:
-        try:
-            role, principal = self._who(context)
-            note = self._log.latest_checkpoint()
-            cp_size, _ = _parse_checkpoint(note)
-            size = request.tree_size or cp_size
-            leaf = await self._log.read_leaf(request.index)
-            if leaf is None or request.index >= size:
-                raise NotFoundError(f"no entry {request.index} in a tree of size {size}")
-            if role is not Role.AUDITOR and _agency_of(leaf) != principal:
-                raise PermissionDeniedError("an agency may only prove entries of its own queries")
-            hashes = self._log.inclusion_proof(request.index, size)
-        except GatewayError as exc:
-            return await abort(context, exc)
+        role, principal = self._who(context)
+        note = self._log.latest_checkpoint()
+        cp_size, _ = _parse_checkpoint(note)
+        logged = self._log.size
+        index, wanted = request.index, request.tree_size
+        if wanted and index >= wanted:
+            raise InvalidArgumentError("index", f"{index} is not below tree_size {wanted}")
+        if wanted > logged:
+            raise InvalidArgumentError("tree_size", f"{wanted} is beyond the log ({logged})")
+        if index >= logged:
+            raise NotFoundError(f"no entry {index}: the log has {logged} entries")
+        leaf = await self._log.read_leaf(index)
+        if leaf is None:
+            raise NotFoundError(f"no entry {index}: the log has {logged} entries")
+        if role is not Role.AUDITOR and _agency_of(leaf) != principal:
+            raise PermissionDeniedError("an agency may only prove entries of its own queries")
+        size = wanted or cp_size
+        if index >= size:
+            due = self._log.checkpoint_due_in_s + self._SIGNING_MARGIN_S
+            raise NotYetIntegratedError(index, due)
+        hashes = self._log.inclusion_proof(index, size)
         return audit_pb2.InclusionProof(
-            index=request.index,
+            index=index,
             tree_size=size,
             hashes=hashes,
             leaf=leaf,
@@ -324,14 +373,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.ConsistencyProof:
-        try:
-            self._who(context)
-            hashes = self._log.consistency_proof(request.old_size, request.new_size)
-        except GatewayError as exc:
-            return await abort(context, exc)
-        return audit_pb2.ConsistencyProof(
-            old_size=request.old_size, new_size=request.new_size, hashes=hashes
-        )
+        self._who(context)
+        old, new, logged = request.old_size, request.new_size, self._log.size
+        if old > new:
+            raise InvalidArgumentError("old_size", f"{old} is larger than new_size {new}")
+        if new > logged:
+            raise InvalidArgumentError("new_size", f"{new} is beyond the log ({logged})")
+        hashes = self._log.consistency_proof(old, new) if old else []
+        return audit_pb2.ConsistencyProof(old_size=old, new_size=new, hashes=hashes)
 
 
 def _parse_checkpoint(note: str) -> tuple[int, bytes]:

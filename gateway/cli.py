@@ -23,22 +23,43 @@ import signal
 import sys
 from pathlib import Path
 
+from gateway.console import console_script
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
+
+
+#: Commands whose own tool parses everything after the command word (its options may come
+#: before its subcommand: ``billing --ledger F balance``).
+_DELEGATED = {
+    "certs": "development PKI",
+    "token": "agency tokens",
+    "consent": "consent tokens (development consent issuer)",
+    "billing": "accounts: balance, top-up, statement, credit limit, check",
+    "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="credit-gateway", description="Federated credit-query gateway."
     )
+    # Before or after the command: --log-level is every command's option.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, help="logging level (default INFO)"
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the gateway from a TOML configuration")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the gateway from a TOML configuration"
+    )
     serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
 
-    demo = sub.add_parser("demo", help="run the whole federation on generated data")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="run the whole federation on generated data"
+    )
     demo.add_argument("--serve", action="store_true", help="keep running until interrupted")
     demo.add_argument(
         "--workdir", type=Path, help="folder for data, keys and demo.json (default: temporary)"
@@ -48,28 +69,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=1, help="data generator seed (default 1)")
 
-    certs = sub.add_parser("certs", help="development PKI", add_help=False)
-    certs.add_argument("args", nargs=argparse.REMAINDER)
-    token = sub.add_parser("token", help="agency tokens", add_help=False)
-    token.add_argument("args", nargs=argparse.REMAINDER)
-    consent = sub.add_parser(
-        "consent", help="consent tokens (development consent issuer)", add_help=False
-    )
-    consent.add_argument("args", nargs=argparse.REMAINDER)
-    billing = sub.add_parser("billing", help="accounts: balance, top-up, statement", add_help=False)
-    billing.add_argument("args", nargs=argparse.REMAINDER)
-    policy = sub.add_parser(
-        "policy",
-        help="policy versions: draft, validate, test, diff, replay, approve, activate",
-        add_help=False,
-    )
-    policy.add_argument("args", nargs=argparse.REMAINDER)
+    for name, help_ in _DELEGATED.items():
+        # Only the command word is parsed here; _split hands the rest, --help included, to
+        # the command's own parser.
+        sub.add_parser(name, help=help_, add_help=False)
     return p
 
 
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(what this parser reads, what a delegated command's own parser reads). A
+    ``--log-level`` anywhere is this parser's: no command has an option of that name."""
+    levels: list[str] = []
+    mine: list[str] = []
+    rest: list[str] = []
+    command: str | None = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log-level":
+            levels += [arg, *(v for v in [next(args, None)] if v is not None)]
+        elif arg.startswith("--log-level="):
+            levels.append(arg)
+        elif command in _DELEGATED:
+            rest.append(arg)
+        else:
+            mine.append(arg)
+            if command is None and not arg.startswith("-"):
+                command = arg
+    return levels + mine, rest
+
+
+@console_script
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    """Run ``credit-gateway`` with ``argv`` (default: the command line); returns the exit
+    status (0 done; 2 usage or configuration error; a delegated command's own codes)."""
+    mine, rest = _split(sys.argv[1:] if argv is None else list(argv))
+    args = _parser().parse_args(mine)
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -88,23 +122,23 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.catalog import load_catalog
             from gateway.pki import certs_main
 
-            return certs_main(args.args, default_departments=list(load_catalog().departments))
+            return certs_main(rest, default_departments=list(load_catalog().departments))
         if args.command == "token":
             from gateway.auth.tokens import token_main
 
-            return token_main(args.args)
+            return token_main(rest)
         if args.command == "consent":
             from gateway.consent import consent_main
 
-            return consent_main(args.args)
+            return consent_main(rest)
         if args.command == "billing":
             from gateway.billing.cli import billing_main
 
-            return billing_main(args.args)
+            return billing_main(rest)
         if args.command == "policy":
             from gateway.policyadmin.cli import policy_main
 
-            return policy_main(args.args)
+            return policy_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2
@@ -119,12 +153,14 @@ async def _serve(config_path: Path) -> int:
 
     gateway = await build_gateway(load_config(config_path))
     await gateway.start()
-    print(f"credit-gateway serving on {gateway.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # Only now: a SIGTERM sent as soon as this line is read must still stop
+    # the gateway cleanly (final audit checkpoint), not kill it outright.
+    print(f"credit-gateway serving on {gateway.address}", flush=True)
     await stop.wait()
     logging.getLogger(__name__).info("draining")
     await gateway.stop()

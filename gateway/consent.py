@@ -592,8 +592,12 @@ def consent_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
-    if args.lifetime_days <= 0:
-        print("credit-gateway consent: --lifetime-days must be positive", file=sys.stderr)
+    if not 0 < args.lifetime_days * 86400 <= MAX_CONSENT_LIFETIME_S:  # the verifier's limit
+        print(
+            f"credit-gateway consent: --lifetime-days must be 1 to "
+            f"{MAX_CONSENT_LIFETIME_S // 86400} (the gateway refuses longer consents)",
+            file=sys.stderr,
+        )
         return 2
     if args.cid is not None and _CID.match(args.cid) is None:
         print("credit-gateway consent: --cid is malformed", file=sys.stderr)

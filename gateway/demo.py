@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.console import yuan
 from gateway.devstack import DevStack
 from gateway.query_cli import render
 
@@ -122,8 +123,8 @@ async def _script(stack: DevStack) -> None:
     )
     after = await stack.balance_fen("bank")
     _say(
-        f"\nbank's prepaid balance: ¥{before / 100:,.2f} before its two paid queries, "
-        f"¥{after / 100:,.2f} after (charged only for datasets delivered)"
+        f"\nbank's prepaid balance: {yuan(before)} before its two paid queries, "
+        f"{yuan(after)} after (charged only for datasets delivered)"
     )
     await _show(
         stack,
@@ -190,12 +191,18 @@ async def _verify_audit(stack: DevStack) -> None:
 
 async def _serve(stack: DevStack, workdir: Path) -> int:
     demo_json = workdir / "demo.json"
-    demo_json.write_text(json.dumps(stack.describe(), indent=2) + "\n", encoding="utf-8")
-    enterprise = stack.subjects["enterprise_all_departments"]["id"]
-    _say(f"wrote {demo_json}")
+    described = stack.describe()
+    # Whole or absent: a script waiting for the federation polls for this file.
+    partial = demo_json.with_suffix(".json.partial")
+    partial.write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
+    partial.replace(demo_json)
+    enterprise = described["examples"]["enterprise"]
+    _say(f"wrote {demo_json}: gateway_address {described['gateway_address']}")
+    for key, value in described["examples"].items():
+        _say(f"  examples.{key}: {value}")
     _say("try:")
     _say(
-        f"  credit-query --demo {demo_json} --agency procurement "
+        f"  .venv/bin/credit-query --demo {demo_json} --agency procurement "
         f"--enterprise {enterprise} --purpose government_procurement"
     )
     _say("agency tokens last one hour; Ctrl-C stops everything.")

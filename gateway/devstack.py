@@ -33,7 +33,13 @@ from gateway.billing import load_prices
 from gateway.catalog import load_catalog
 from gateway.client import QueryClient
 from gateway.config import load_config
-from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.pki import (
+    DEV_AGENCY_ISSUER,
+    FEDERATION_IDENTITY,
+    Pki,
+    cert_thumbprint_pem,
+    init_pki,
+)
 from gateway.secretfile import write_secret
 from gateway.server import Gateway
 
@@ -45,7 +51,6 @@ __all__ = ["AUDIENCE", "DepartmentProcess", "DevStack"]
 AUDIENCE = "credit-gateway"
 _ROOT = Path(__file__).resolve().parent.parent
 _SAMPLES = _ROOT / "adapters" / "samples"
-_FEDERATION_CN = "credit-gateway"
 
 
 @dataclass(slots=True)
@@ -102,7 +107,7 @@ async def start_department(
         "--tls-cert", str(pki.department_cert(dept)),
         "--tls-key", str(pki.department_key(dept)),
         "--client-ca", str(pki.ca_cert),
-        "--allow-client", _FEDERATION_CN,
+        "--allow-client", FEDERATION_IDENTITY,
         "--log-level", "WARNING",
     ]  # fmt: skip
     with log_path.open("ab") as log_file:
@@ -135,7 +140,10 @@ async def serve_fake(dept: str, store: Store, pki: Pki) -> DepartmentProcess:
         pki.ca_cert.read_bytes(),
     )
     server = await serve(
-        store, "127.0.0.1:0", server_credentials=creds, allowed_clients=frozenset({_FEDERATION_CN})
+        store,
+        "127.0.0.1:0",
+        server_credentials=creds,
+        allowed_clients=frozenset({FEDERATION_IDENTITY}),
     )
     return DepartmentProcess(dept, None, f"127.0.0.1:{bound_port(server)}", server)
 
@@ -292,6 +300,13 @@ class DevStack:
                 for o, path in self.officer_tokens.items()
             },
             "config": str(self.config_path),
+            "ledger": str(self.workdir / "ledger.sqlite"),
+            # Subjects the README's commands ask about (``<demo.json: examples.enterprise>``).
+            "examples": {
+                key: str(self.subjects[name]["id"])
+                for key, name in _EXAMPLES.items()
+                if name in self.subjects
+            },
             "metrics_url": self.gateway.metrics_url,
             "audit": {
                 "log": str(self.audit["log"]),
@@ -329,6 +344,10 @@ class DevStack:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+#: demo.json's ``examples``: a key a reader types -> the synthetic subject it names.
+_EXAMPLES = {"enterprise": "enterprise_all_departments", "person": "person_with_loans"}
 
 
 def _gateway_toml(

@@ -10,8 +10,15 @@ grouped by who is at fault:
   ledger, configuration).
 
 :func:`to_rpc_status` is the only function that turns one into a gRPC status
-with rich details (``google.rpc.ErrorInfo``, ``BadRequest``...). Servicers call
-:func:`abort` and nothing else, so no traceback ever reaches a client.
+with rich details (``google.rpc.ErrorInfo``, ``BadRequest``, ``QuotaFailure``,
+``PreconditionFailure``, ``RetryInfo``). Servicers raise; the gRPC edge
+(:mod:`gateway.edge`) maps, so no traceback ever reaches a client.
+
+What a caller is told: a caller's error names the problem (its message and
+metadata are for the caller). A local failure's message is for the operator
+(it may name a file, a driver or an exception) and stays in the gateway's log:
+the caller gets the class's :attr:`~GatewayError.public_message` and no
+metadata (:attr:`~GatewayError.disclosed` is false).
 
 >>> err = InvalidIdentifierError("subject.id", "wrong check character: expected L, got M")
 >>> to_rpc_status(err).code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -20,10 +27,13 @@ True
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Mapping
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -45,6 +55,7 @@ __all__ = [
     "LedgerError",
     "LocalError",
     "NotFoundError",
+    "NotYetIntegratedError",
     "PermissionDeniedError",
     "QuotaExhaustedError",
     "UpstreamError",
@@ -65,6 +76,10 @@ class GatewayError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    #: Whether ``message`` and ``metadata`` may reach the caller.
+    disclosed: ClassVar[bool] = True
+    #: What the caller is told when the message is not disclosed.
+    public_message: ClassVar[str] = "internal error"
 
     def __init__(
         self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None
@@ -74,6 +89,11 @@ class GatewayError(Exception):
         if reason is not None:
             self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        #: Seconds after which the same call may succeed, where known (google.rpc.RetryInfo).
+        self.retry_after_s: float | None = None
+        #: Set once the refusal is on the audit record, so that the edge does not
+        #: record it a second time.
+        self.audited = False
 
 
 # --- the caller is at fault -------------------------------------------------
@@ -174,7 +194,11 @@ class DepartmentTimeoutError(UpstreamError):
 
 
 class LocalError(GatewayError):
-    """The gateway could not do its own part."""
+    """The gateway could not do its own part. The message is for the operator
+    (the gateway's log, the CLI); the caller is told :attr:`public_message`."""
+
+    disclosed = False
+    public_message = "the gateway could not complete the request"
 
 
 class AuditUnavailableError(LocalError):
@@ -182,6 +206,7 @@ class AuditUnavailableError(LocalError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "AUDIT_UNAVAILABLE"
+    public_message = "the audit log is unavailable, so nothing is disclosed; try again later"
 
 
 class LedgerError(LocalError):
@@ -189,6 +214,25 @@ class LedgerError(LocalError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "LEDGER_UNAVAILABLE"
+    public_message = "the ledger is unavailable; try again later"
+
+
+class NotYetIntegratedError(LocalError):
+    """An audit entry is durable but no signed checkpoint covers it yet (one is
+    signed within a second): UNAVAILABLE with google.rpc.RetryInfo, since the
+    same call succeeds once the next checkpoint is signed."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "NOT_YET_INTEGRATED"
+    disclosed = True
+
+    def __init__(self, index: int, retry_after_s: float) -> None:
+        retry_ms = max(1, math.ceil(retry_after_s * 1000))
+        super().__init__(
+            f"entry {index} is not yet in a signed checkpoint; retry after {retry_ms} ms",
+            metadata={"index": str(index), "retry_after_ms": str(retry_ms)},
+        )
+        self.retry_after_s = retry_ms / 1000
 
 
 class ConfigError(LocalError):
@@ -196,6 +240,7 @@ class ConfigError(LocalError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "CONFIG_INVALID"
+    public_message = "the gateway's configuration is invalid"
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}", metadata={"key": key})
@@ -206,22 +251,65 @@ class ConfigError(LocalError):
 class InternalError(LocalError):
     """A bug. The client sees a generic message; the log has the traceback."""
 
+    public_message = "internal error"
 
-def to_rpc_status(err: GatewayError) -> status_pb2.Status:
-    """Map an error to a ``google.rpc.Status`` with ErrorInfo and, for bad
-    arguments, BadRequest field violations. The only such mapping there is."""
-    message = err.message if not isinstance(err, InternalError) else "internal error"
+
+#: QuotaFailure.Violation.subject by quota basis (gateway.billing.meter).
+_QUOTA_SUBJECTS = {"free_quota": "agency", "self_allowance": "subject"}
+
+
+def _retry_after_s(err: GatewayError, now: dt.datetime | None) -> float | None:
+    if err.retry_after_s is not None:
+        return err.retry_after_s
+    resets_at = err.metadata.get("resets_at") if isinstance(err, QuotaExhaustedError) else None
+    if not resets_at:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(resets_at)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    delay = (at - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return delay if delay > 0 else None
+
+
+def to_rpc_status(err: GatewayError, *, now: dt.datetime | None = None) -> status_pb2.Status:
+    """Map an error to a ``google.rpc.Status``. The only such mapping there is.
+
+    Details (google/rpc/error_details.proto, AIP-193): always ErrorInfo (reason,
+    domain, and the metadata of a disclosed error); BadRequest for a bad argument;
+    QuotaFailure for an exhausted quota and PreconditionFailure for an
+    insufficient balance; RetryInfo where the time after which the same call may
+    succeed is known (``retry_after_s``, or a quota's ``resets_at`` after ``now``).
+    """
+    message = err.message if err.disclosed else err.public_message
+    metadata = err.metadata if err.disclosed else {}
     status = status_pb2.Status(code=err.code.value[0], message=message)
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata)
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=metadata)
     status.details.add().Pack(info)
     if isinstance(err, InvalidArgumentError):
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field=err.field, description=err.problem)
         status.details.add().Pack(bad)
-    if isinstance(err, QuotaExhaustedError | InsufficientBalanceError):
+    if isinstance(err, QuotaExhaustedError):
+        quota = error_details_pb2.QuotaFailure()
+        basis = err.metadata.get("basis", "")
+        violation = quota.violations.add(
+            subject=_QUOTA_SUBJECTS.get(basis, "account"), description=err.message, quota_id=basis
+        )
+        if err.metadata.get("quota", "").isdigit():
+            violation.quota_value = int(err.metadata["quota"])
+        status.details.add().Pack(quota)
+    if isinstance(err, InsufficientBalanceError):
         pf = error_details_pb2.PreconditionFailure()
         pf.violations.add(type=err.reason, subject="account", description=err.message)
         status.details.add().Pack(pf)
+    retry_after = _retry_after_s(err, now)
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(math.ceil(retry_after * 1000))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return status
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import grpc
 
 from gateway.errors import AuthenticationError
+from gateway.freetext import scan
 
 __all__ = ["Authenticator", "Caller", "InsecureDevAuthenticator"]
 
@@ -48,5 +49,9 @@ class InsecureDevAuthenticator:
     def authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Caller:
         for key, value in context.invocation_metadata() or ():
             if key == self.HEADER and isinstance(value, str) and value:
+                if scan(value):  # it becomes a metric label, a log field, a record
+                    raise AuthenticationError(
+                        f"{self.HEADER} must name an agency", reason="DEV_AGENCY_INVALID"
+                    )
                 return Caller(agency_id=value, kind="development")
         raise AuthenticationError(f"missing {self.HEADER} header", reason="DEV_AGENCY_MISSING")

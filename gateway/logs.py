@@ -2,7 +2,10 @@
 
 Callers pass context with ``extra={...}``; only keys listed in
 :data:`ALLOWED_FIELDS` are written, so a subject identifier or a token handed
-to a log call by mistake never reaches the log.
+to a log call by mistake never reaches the log. And whatever a line carries
+(the message with its arguments, every field, a traceback), identifier-like
+text in it is masked by :func:`gateway.freetext.redact`: a caller's free text
+formatted into a message cannot carry an identity number into the log either.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import json
 import logging
 import sys
 import time
+from typing import Any
+
+from gateway.freetext import REDACTED, redact
 
 __all__ = ["ALLOWED_FIELDS", "JsonFormatter", "configure_logging"]
 
@@ -22,20 +28,35 @@ ALLOWED_FIELDS = frozenset(
 )  # fmt: skip
 
 
+#: Integers this long could be an identity number written as a number.
+_LONG_INT = 10**14
+
+
+def _screened(value: Any) -> Any:
+    if isinstance(value, bool | float) or value is None:
+        return value
+    if isinstance(value, int):
+        return REDACTED if abs(value) >= _LONG_INT else value
+    return redact(value if isinstance(value, str) else str(value))
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, msg, the allowed fields
+    and ``exc``; every value screened by :func:`gateway.freetext.redact`."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for key in ALLOWED_FIELDS:
             if key in record.__dict__:
-                out[key] = record.__dict__[key]
+                out[key] = _screened(record.__dict__[key])
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False, default=str)
 
 

@@ -7,7 +7,9 @@
       ca.pem  ca.key                the development CA (ECDSA P-256, self-signed)
       gateway/server.pem|key        the gateway's TLS server certificate (CN credit-gateway)
       gateway/federation.pem|key    the client certificate the gateway presents to departments
-                                    (CN credit-gateway, OU credit-gateway-federation)
+                                    (CN credit-gateway, OU credit-gateway-federation, and
+                                    the one identity departments accept: SAN URI
+                                    urn:credit-gateway:federation)
       departments/<id>.pem|key      each department adapter's server certificate
                                     (CN <id>.department, O department)
       agencies/<id>.pem|key         each agency's client certificate (CN <id>, O agency)
@@ -22,6 +24,17 @@ verify host names for real. Private keys are PKCS#8 PEM created with mode 0600 (
 not even for an instant: the file is opened with that mode). The token issuers each get an
 Ed25519 key (EdDSA, the one they sign with) and an ECDSA P-256 key (ES256) so that a JWKS with
 two keys, and hence key rotation, is exercised from the first day.
+
+**Who may read a department.** Departments accept exactly one client identity, the URI SAN
+:data:`FEDERATION_IDENTITY` (``urn:credit-gateway:federation``), and never a common name: any
+holder of a certificate from the CA can choose its CN (an agency registered as
+``credit-gateway`` could), but only the federation certificate carries that URI. Every other
+client certificate made here carries ``urn:credit-gateway:<O>:<id>`` (one more segment, so no
+id can spell the federation identity), and ids in :data:`RESERVED_NAMES`, or equal to a
+department's id, are refused. A URI SAN, rather than a new extended key usage, because it is
+the SPIFFE-style workload identity every TLS stack can show and check, and it needs no
+private OID arc; a department wanting more may also give ``--client-ca`` a CA that issues
+only the federation certificate.
 
 An organisation replaces all of this with its own CA; ``certs/README.md`` says how.
 """
@@ -54,9 +67,11 @@ from gateway.errors import ConfigError
 __all__ = [
     "DEV_AGENCY_ISSUER",
     "DEV_CONSENT_ISSUER",
+    "FEDERATION_IDENTITY",
     "GATEWAY_CN",
     "GATEWAY_FEDERATION_OU",
     "MANIFEST_NAME",
+    "RESERVED_NAMES",
     "ROLE_ORGANIZATIONS",
     "IssuerKeys",
     "Pki",
@@ -65,6 +80,7 @@ __all__ = [
     "certs_main",
     "init_pki",
     "load_pki",
+    "reserved_name_problem",
 ]
 
 #: The manifest :func:`load_pki` reads; also the mark that a directory is ours (``force``).
@@ -76,6 +92,15 @@ DEV_CONSENT_ISSUER = "urn:credit-gateway:dev:consent-issuer"
 GATEWAY_CN = "credit-gateway"
 #: The OU that tells the gateway's client certificate apart from its server certificate.
 GATEWAY_FEDERATION_OU = "credit-gateway-federation"
+#: The URI SAN of the gateway's federation (client) certificate: the only client identity a
+#: department adapter accepts (:mod:`adapters.sdk`). No other certificate made here has it.
+FEDERATION_IDENTITY = "urn:credit-gateway:federation"
+#: Names no agency, officer, auditor or finance member may take as id or certificate CN
+#: (compared case-insensitively): the gateway's own names and the words of its federation
+#: identity. Department ids are reserved too, where they are known.
+RESERVED_NAMES = frozenset(
+    {GATEWAY_CN, GATEWAY_FEDERATION_OU, "gateway", "federation", "department", "localhost"}
+)
 #: The certificate ``O`` each kind of principal carries, by role directory.
 ROLE_ORGANIZATIONS: dict[str, str] = {
     "agencies": "agency",
@@ -87,7 +112,8 @@ ROLE_ORGANIZATIONS: dict[str, str] = {
 # Long enough for a demo machine to live with, short enough to be obviously not production.
 _CA_DAYS = 3650
 _LEAF_DAYS = 825
-# Client certificates carry SAN URI urn:credit-gateway:<O>:<id> (informative; see _issue_leaf).
+# Client certificates carry SAN URI urn:credit-gateway:<O>:<id> (see _issue_leaf): one segment
+# more than FEDERATION_IDENTITY, so no principal's certificate can carry that identity.
 _URI_PREFIX = "urn:credit-gateway:"
 # Issued a little in the past so that a peer whose clock runs slightly behind still accepts it.
 _BACKDATE = dt.timedelta(minutes=5)
@@ -412,12 +438,36 @@ def _make_issuer(folder: Path, issuer: str) -> IssuerKeys:
 # --- the directory ---------------------------------------------------------------------
 
 
-def _check_ids(kind: str, ids: Sequence[str]) -> tuple[str, ...]:
+def reserved_name_problem(name: str, departments: Sequence[str] = ()) -> str | None:
+    """Why ``name`` may not be a principal's id or certificate CN, or None.
+
+    Reserved: :data:`RESERVED_NAMES`, a department id or its server name
+    (``<dept>.department``), anything ending in ``.department``, and any ``urn:`` name (the
+    shape of the identities certificates carry), all compared case-insensitively.
+    """
+    folded = name.casefold()
+    depts = {d.casefold() for d in departments}
+    if folded in RESERVED_NAMES:
+        return f"{name!r} is reserved for the gateway itself (federation and server names)"
+    if folded in depts or folded.endswith(".department"):
+        return f"{name!r} is a department's name"
+    if folded.startswith("urn:"):
+        return f"{name!r} has the shape of a certificate identity (urn:...)"
+    return None
+
+
+def _check_ids(
+    kind: str, ids: Sequence[str], *, departments: Sequence[str] | None = None
+) -> tuple[str, ...]:
     seen: set[str] = set()
     for ident in ids:
         # Ids become file names and certificate CNs: keep them to a safe, boring alphabet.
         if not ident or not all(c.isascii() and (c.isalnum() or c in "_-") for c in ident):
             raise ConfigError(kind, f"invalid id {ident!r}: use ASCII letters, digits, _ and -")
+        if departments is not None:
+            problem = reserved_name_problem(ident, departments)
+            if problem is not None:
+                raise ConfigError(kind, problem)
         if ident in seen:
             raise ConfigError(kind, f"duplicate id {ident!r}")
         seen.add(ident)
@@ -445,15 +495,18 @@ def init_pki(
 
     Raises:
         ConfigError: ``out_dir`` exists and is not empty (without ``force``), or is not a PKI
-            made here (with ``force``), or an id is invalid or repeated.
+            made here (with ``force``), or an id is invalid, repeated or reserved (see
+            :func:`reserved_name_problem`: ``--agencies credit-gateway`` is refused).
     """
     out_dir = Path(out_dir)
     dept_ids = _check_ids("departments", departments)
+    # A principal named like the gateway or a department could be taken for it by whoever
+    # still identifies peers by name; refuse it before any certificate is made.
     principals = {
-        "agencies": _check_ids("agencies", agencies),
-        "officers": _check_ids("officers", officers),
-        "auditors": _check_ids("auditors", auditors),
-        "finance": _check_ids("finance", finance),
+        "agencies": _check_ids("agencies", agencies, departments=dept_ids),
+        "officers": _check_ids("officers", officers, departments=dept_ids),
+        "auditors": _check_ids("auditors", auditors, departments=dept_ids),
+        "finance": _check_ids("finance", finance, departments=dept_ids),
     }
     replace = False
     if out_dir.exists():
@@ -517,7 +570,7 @@ def _build(
             _name(GATEWAY_CN, ou=GATEWAY_FEDERATION_OU),
             server=False,
             now=now,
-            client_uri=f"{_URI_PREFIX}gateway:{GATEWAY_FEDERATION_OU}",
+            client_uri=FEDERATION_IDENTITY,
         ),
     )
 

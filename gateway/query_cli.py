@@ -6,8 +6,11 @@
         --token-file me.jwt --person 360426199101010071 --purpose lending --mode paid --json
 
 A readable table by default; ``--json`` prints the response as JSON for
-scripts. Exit status: 0 answered, 1 refused by the gateway (the status line is
-printed), 2 usage.
+scripts (money in integer fen there; the table prints yuan). ``--demo`` supplies the
+connection settings not given as flags: an explicit flag always wins. Without a CA
+certificate the client refuses to connect unless told ``--insecure-dev-plaintext`` (a
+gateway in development mode only; no token is sent). Exit status: 0 answered, 1 refused by
+the gateway (the status line is printed), 2 usage.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from google.protobuf import json_format
 
 from gateway import names
 from gateway.client import QueryClient, build_request
+from gateway.console import console_script, yuan
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["main", "render"]
@@ -43,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument("--cert", type=Path, help="this agency's client certificate (PEM)")
     conn.add_argument("--key", type=Path, help="this agency's private key (PEM)")
     conn.add_argument("--token-file", type=Path, help="file holding this agency's JWT")
+    conn.add_argument(
+        "--insecure-dev-plaintext",
+        action="store_true",
+        help="plaintext, no token: only for a gateway started in insecure development mode",
+    )
     conn.add_argument(
         "--timeout", type=float, default=10.0, help="deadline in seconds (default 10)"
     )
@@ -67,43 +76,64 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_TLS_FLAGS = ("ca", "cert", "key", "token_file")
+
+
+class _UsageError(Exception):
+    """A usage problem found after parsing: one line, exit status 2."""
+
+
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how to connect: explicit flags, then ``--demo``'s values for the rest.
+
+    Raises:
+        _UsageError: a usage problem (one line naming it).
+        OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
+    """
+    given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
     if args.demo:
         demo = json.loads(args.demo.read_text(encoding="utf-8"))
-        conn: dict[str, Any] = {"address": demo["gateway_address"]}
+        from_demo: dict[str, Any] = {"gateway": demo["gateway_address"]}
         if "ca_cert" in demo:
             agency = demo["agencies"].get(args.agency or "")
             if agency is None:
-                raise SystemExit(
-                    f"credit-query: --agency must be one of {', '.join(sorted(demo['agencies']))}"
-                )
-            conn |= {
-                "ca": Path(demo["ca_cert"]).read_bytes(),
-                "cert": Path(agency["cert"]).read_bytes(),
-                "key": Path(agency["key"]).read_bytes(),
-                "token": Path(agency["token_file"]).read_text(encoding="utf-8").strip(),
+                raise _UsageError(f"--agency must be one of {', '.join(sorted(demo['agencies']))}")
+            from_demo |= {
+                "ca": Path(demo["ca_cert"]),
+                "cert": Path(agency["cert"]),
+                "key": Path(agency["key"]),
+                "token_file": Path(agency["token_file"]),
             }
-        else:
-            conn["dev_agency"] = args.agency or "development"
-        return conn
-    if not args.gateway:
-        raise SystemExit("credit-query: name --gateway (or --demo)")
-    conn = {"address": args.gateway}
-    if args.ca:
-        if not (args.cert and args.key and args.token_file):
-            raise SystemExit("credit-query: --ca needs --cert, --key and --token-file")
-        conn |= {
-            "ca": args.ca.read_bytes(),
-            "cert": args.cert.read_bytes(),
-            "key": args.key.read_bytes(),
-            "token": args.token_file.read_text(encoding="utf-8").strip(),
-        }
-    else:
+        given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
+    if not given["gateway"]:
+        raise _UsageError("name --gateway (or --demo)")
+    conn: dict[str, Any] = {"address": given["gateway"]}
+    tls = [f for f in _TLS_FLAGS if given[f] is not None]
+    if args.insecure_dev_plaintext:
+        if tls:
+            flags = ", ".join("--" + f.replace("_", "-") for f in tls)
+            raise _UsageError(f"--insecure-dev-plaintext excludes {flags}")
         conn["dev_agency"] = args.agency or "development"
-    return conn
+        return conn
+    if len(tls) < len(_TLS_FLAGS):
+        # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
+        missing = [f for f in _TLS_FLAGS if given[f] is None]
+        raise _UsageError(
+            "mutual TLS needs "
+            + ", ".join("--" + f.replace("_", "-") for f in missing)
+            + " (or --demo); --insecure-dev-plaintext only for a development gateway"
+        )
+    return conn | {
+        "ca": given["ca"].read_bytes(),
+        "cert": given["cert"].read_bytes(),
+        "key": given["key"].read_bytes(),
+        "token": given["token_file"].read_text(encoding="utf-8").strip(),
+    }
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
+    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         request = build_request(
@@ -121,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             request_id=args.request_id,
         )
         conn = _connection(args)
-    except (OSError, ValueError, KeyError) as exc:
+    except (_UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(_run(conn, request, args.timeout, args.json))
@@ -151,7 +181,7 @@ _REASON = {k: v.replace("_", " ") for k, v in names.REASON.items()}
 def _value(v: common_pb2.FieldValue) -> str:
     kind = v.WhichOneof("kind")
     if kind == "money_fen":
-        return f"¥{v.money_fen / 100:,.2f}" if v.money_fen % 100 else f"¥{v.money_fen // 100:,}"
+        return yuan(v.money_fen)
     if kind == "boolean":
         return "yes" if v.boolean else "no"
     if kind is None:
@@ -164,9 +194,7 @@ def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
     head = f"query {response.request_id} on {response.query_date}, policy {response.policy_version}"
     charge = response.charge
     if charge.amount_fen:
-        head += (
-            f", charged ¥{charge.amount_fen / 100:,.2f} (balance ¥{charge.balance_fen / 100:,.2f})"
-        )
+        head += f", charged {yuan(charge.amount_fen)} (balance {yuan(charge.balance_fen)})"
     elif charge.lines:
         head += f", free ({charge.free_remaining} free queries left)"
     print(head, file=out)

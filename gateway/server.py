@@ -7,8 +7,11 @@
 
 :meth:`Gateway.start` raises :class:`~gateway.errors.ConfigError` when the
 configuration, the catalog or a department's ``Describe`` is wrong, naming the
-key or field. Standard gRPC health checking and server reflection are served
-beside the query service.
+key or field. Standard gRPC health checking and server reflection (v1 and
+v1alpha) are served beside the query service; every call passes one
+:class:`~gateway.edge.Edge`. Health tells the truth: the overall ("") and the
+query service's status are NOT_SERVING while the audit log is failing (every
+query would be refused) and SERVING again once the log has healed itself.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gateway import __version__
 from gateway.auditing import AuditServicer, QueryAuditor
@@ -32,12 +34,14 @@ from gateway.billing.admin import BillingAdminService
 from gateway.catalog import Catalog, load_catalog
 from gateway.config import Config
 from gateway.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.edge import Edge
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.identity import Authenticator, InsecureDevAuthenticator
 from gateway.metrics import Metrics
 from gateway.policyadmin.service import PolicyAdminService
 from gateway.purposes import load_purposes
+from gateway.reflection import enable_reflection
 from gateway.service import QueryService
 from gateway.validation import Validator
 from protos.credit.v1 import (
@@ -101,6 +105,8 @@ class Gateway:
         self._audit_auth = audit_authenticator
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self._health_lock = asyncio.Lock()
+        self._health_tasks: set[asyncio.Task[None]] = set()
         self._metrics_stop: Callable[[], None] | None = None
         self.metrics_url = ""
         if audit is not None:
@@ -175,6 +181,8 @@ class Gateway:
         try:
             await self._connect_departments()
             purposes = load_purposes(self.config.purposes)
+            if self._audit is not None:  # a refused query's purpose is recorded by name
+                self._audit.known_purposes = frozenset(purposes)
             if not self.config.insecure_dev_plaintext:
                 # Fail closed: outside development every service authenticates.
                 if self._authenticator is None:
@@ -202,10 +210,13 @@ class Gateway:
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
             )
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            # One edge for every call: undecodable requests, error mapping, refusals audited.
+            server = grpc.aio.server(
+                interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
+            )
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            services = [QUERY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+            services = [QUERY_SERVICE, health.SERVICE_NAME]
             if self._audit is not None:
                 audit_pb2_grpc.add_AuditServiceServicer_to_server(
                     AuditServicer(self._audit.log, self._audit_auth), server
@@ -217,7 +228,7 @@ class Gateway:
             if self.policy_admin is not None:
                 policy_admin_pb2_grpc.add_PolicyAdminServicer_to_server(self.policy_admin, server)
                 services.append(POLICY_ADMIN_SERVICE)
-            reflection.enable_server_reflection(services, server)
+            enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
             for dept_id, client in self.clients.items():
                 # Read at scrape time: the query path pays nothing for it.
                 self.metrics.breaker_state.labels(dept_id).set_function(_reader(client.breaker))
@@ -237,9 +248,26 @@ class Gateway:
                 self._server = None
             await self._release()
             raise
-        for name in ("", QUERY_SERVICE):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._audit is not None:
+            self._audit.log.add_listener(self._audit_changed)
+        await self._follow_audit()
         log.info("gateway serving", extra={"address": self.address})
+
+    def _audit_changed(self, available: bool) -> None:
+        """Audit log listener (on the event loop): health follows the log."""
+        task = asyncio.get_running_loop().create_task(self._follow_audit())
+        self._health_tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _follow_audit(self) -> None:
+        """Set "" and the query service SERVING exactly when queries can be answered."""
+        async with self._health_lock:  # one change at a time, the latest state wins
+            ok = self._audit is None or self._audit.log.available
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            if ok:
+                status = health_pb2.HealthCheckResponse.SERVING
+            for name in ("", QUERY_SERVICE):
+                await self._health.set(name, status)
 
     def install_decider(self, decider: Decider) -> None:
         """Hot switch: the next query is decided by ``decider``; queries in

@@ -35,6 +35,7 @@ from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, 
 from gateway.catalog import Catalog, Tier
 from gateway.decision import Decider, Decision, QueryFacts
 from gateway.disclosure import ageing_cutoff, filter_records
+from gateway.edge import authenticate, peer_thumbprint
 from gateway.errors import AuditUnavailableError, GatewayError, InternalError, abort
 from gateway.federation import DepartmentClient, fan_out
 from gateway.identity import Authenticator, Caller
@@ -183,7 +184,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         caller: Caller | None = None
         error: GatewayError
         try:
-            caller = self._auth.authenticate(context)
+            caller = authenticate(self._auth.authenticate, context)
             response, outcome = await self._run(caller, request, context)
         except GatewayError as exc:
             error = exc
@@ -193,7 +194,10 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
         else:
             self._finish(caller, outcome, started, response.request_id)
             return response
-        await self._audit_refusal(caller, request, error)
+        # Refused before it was known who called: the record still names the
+        # (CA-verified) client certificate.
+        anonymous = Caller("", "unauthenticated", cert_thumbprint=peer_thumbprint(context))
+        await self._audit_refusal(caller or anonymous, request, error)
         self._finish(caller, error.reason.lower(), started, safe_request_id(request))
         return await abort(context, error)
 

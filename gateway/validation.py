@@ -4,18 +4,18 @@ naming the field."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.catalog import Catalog, Dataset
-from gateway.errors import InvalidArgumentError
-from gateway.identifiers import validate_resident_id, validate_uscc
+from gateway.errors import InvalidArgumentError, InvalidIdentifierError
+from gateway.freetext import echo, holds_identifier
+from gateway.identifiers import IdentifierError, validate_resident_id, validate_uscc
 from gateway.purposes import Purpose
 from protos.credit.v1 import common_pb2, query_pb2
 
-__all__ = ["ValidQuery", "Validator"]
+__all__ = ["FREE_TEXT_FIELDS", "ValidQuery", "Validator"]
 
 _SUBJECT_TYPES = {
     common_pb2.SUBJECT_TYPE_ENTERPRISE: ("enterprise", validate_uscc),
@@ -23,21 +23,10 @@ _SUBJECT_TYPES = {
 }
 _MODES = frozenset({query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID})
 _MAX_TEXT = 256
-
-
-_IDENTIFIER_LIKE = re.compile(r"[0-9A-Za-z]{18}")
-
-
-def _holds_identifier(text: str) -> bool:
-    for match in re.finditer(r"(?=([0-9A-Za-z]{18}))", text):
-        candidate = match.group(1)
-        for check in (validate_resident_id, validate_uscc):
-            try:
-                check(candidate)
-            except InvalidArgumentError:
-                continue
-            return True
-    return False
+#: The caller's free-text fields. They reach the audit log only through
+#: :func:`gateway.freetext.recordable`; a request holding an identifier in one
+#: is refused here, and the message never repeats the text.
+FREE_TEXT_FIELDS = ("case_reference", "officer_id", "represented_party")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +58,25 @@ class Validator:
         if kind is None:
             raise InvalidArgumentError("subject.type", "must be ENTERPRISE or PERSON")
         subject_type, check = kind
-        subject_id = check(request.subject.id)
+        try:
+            subject_id = check(request.subject.id)
+        except IdentifierError as exc:
+            raise InvalidIdentifierError(exc.field, exc.problem) from None
         if request.purpose not in self._purposes:
             raise InvalidArgumentError(
-                "purpose", f"unknown purpose {request.purpose[:64]!r}; see policies/purposes.toml"
+                "purpose", f"unknown purpose {echo(request.purpose)}; see policies/purposes.toml"
             )
         if request.mode not in _MODES:
             raise InvalidArgumentError("mode", "must be FREE or PAID")
-        for name in ("case_reference", "officer_id", "represented_party"):
+        for name in FREE_TEXT_FIELDS:
             text = getattr(request, name)
             if len(text) > _MAX_TEXT:
                 raise InvalidArgumentError(name, f"longer than {_MAX_TEXT} characters")
-            if _IDENTIFIER_LIKE.search(text) and _holds_identifier(text):
-                # These fields go to the audit log in clear; identifiers may not.
+            if holds_identifier(text):
                 raise InvalidArgumentError(
-                    name, "must not contain a resident identity number or credit code"
+                    name,
+                    "must not contain a resident identity number or unified social credit "
+                    "code, whole or split by spaces or punctuation (the text is not repeated)",
                 )
         if not request.datasets:
             datasets = self._all[subject_type]
@@ -93,10 +86,8 @@ class Validator:
             for i, ref in enumerate(request.datasets):
                 ds = self._catalog.dataset(ref.department, ref.dataset)
                 if ds is None:
-                    raise InvalidArgumentError(
-                        f"datasets[{i}]",
-                        f"{ref.department[:64]}/{ref.dataset[:64]} is not in the catalog",
-                    )
+                    named = echo(f"{ref.department}/{ref.dataset}", limit=129)
+                    raise InvalidArgumentError(f"datasets[{i}]", f"{named} is not in the catalog")
                 if subject_type not in ds.subject_types:
                     raise InvalidArgumentError(
                         f"datasets[{i}]",

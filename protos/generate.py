@@ -5,9 +5,12 @@ Run from the repository root with the pinned tools of the ``dev`` extra::
     python -m protos.generate          # rewrite the generated files
     python -m protos.generate --check  # exit 1 if the committed files differ
 
-Protos are compiled with the repository root as the include path, so the
-generated modules import each other as ``protos.credit.v1.*`` and the package
-installs like any other.
+The proto root is ``protos/``: the files import each other as ``credit/v1/common.proto``,
+so any client compiles them with ``protoc -I protos`` or ``grpcurl -import-path protos``.
+protoc then writes ``credit/v1/*_pb2.py`` importing ``credit.v1``; the generated Python lives
+in the ``protos`` package, so each generated ``from credit.v1 import`` (and ``import
+credit.v1``) is rewritten to ``protos.credit.v1`` (:func:`_package_imports`), and the
+package installs like any other.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "protos" / "credit" / "v1"
+PROTO_ROOT = ROOT / "protos"
+PROTO_DIR = PROTO_ROOT / "credit" / "v1"
 SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -32,11 +37,11 @@ def _generate(out: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
-    protos = sorted(str(p.relative_to(ROOT)) for p in PROTO_DIR.glob("*.proto"))
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_DIR.glob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
     args = [
         "protoc",
-        f"-I{ROOT}",
+        f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
@@ -46,11 +51,24 @@ def _generate(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    for path in (out / "credit" / "v1").iterdir():
+        if path.name.endswith(SUFFIXES):
+            path.write_text(_package_imports(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+# Only statements and dotted references that start with the proto package's module path;
+# "credit.v1" inside a proto full name ("credit.v1.QueryService") is preceded by a quote or
+# a letter and stays as it is.
+_IMPORT = re.compile(r"^(\s*)(from|import) credit\.v1([. ])", re.MULTILINE)
+
+
+def _package_imports(text: str) -> str:
+    """Generated code imports ``credit.v1.*``; it lives at ``protos.credit.v1.*``."""
+    return _IMPORT.sub(r"\1\2 protos.credit.v1\3", text)
 
 
 def _generated(base: Path) -> list[Path]:
-    d = base / "protos" / "credit" / "v1"
-    return sorted(p for p in d.iterdir() if p.name.endswith(SUFFIXES))
+    return sorted(p for p in base.iterdir() if p.name.endswith(SUFFIXES))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         _generate(out)
-        fresh = {p.name: p for p in _generated(out)}
-        current = {p.name: p for p in _generated(ROOT)}
+        fresh = {p.name: p for p in _generated(out / "credit" / "v1")}
+        current = {p.name: p for p in _generated(PROTO_DIR)}
         if args.check:
             stale = sorted(
                 name

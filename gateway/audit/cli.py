@@ -5,17 +5,24 @@ auditor's machine against a copy of the log (the SQLite file or an export
 folder) and the log's public key::
 
     credit-audit keygen --name gateway.example/audit --private audit.key --public audit.pub
-    credit-audit verify audit.db --key audit.pub [--checkpoint kept.note]
+    credit-audit verify audit.db --key audit.pub [--checkpoint kept.note] [--allow-unsigned-tail]
     credit-audit export audit.db --key audit.pub --out exported/
     credit-audit prove audit.db --key audit.pub 42 [--size 512] > entry42.tlog-proof
     credit-audit check-proof entry42.tlog-proof --key audit.pub --leaf entry42.json
     credit-audit history audit.db --key audit.pub --subject-type person \\
         --subject 11010519491231002X --pseudonym-key pseudonym.key
     credit-audit who audit.db --key audit.pub --agency bank-001 --since 2025-01-01
+    credit-audit digest response.bin     # the receipt's response_digest of a saved answer
 
 Exit status: 0 success, 1 verification failed (the one line printed names the
 first bad index and why), 2 usage or I/O error. ``history`` and ``who`` verify
 the whole log first and answer only from a log that verifies.
+
+Only what a signed checkpoint covers is verified. Records after the last
+checkpoint (the unsigned tail: a live log's last second, a crashed log not yet
+reopened, or a forged record appended to a copy) make ``verify`` fail, saying
+how many, unless ``--allow-unsigned-tail``; ``history`` and ``who`` leave them
+out and say how many they left out; ``export`` copies only signed records.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.checkpoint import TlogProof, open_checkpoint, verify_tlog_proof
+from gateway.audit.digest import response_digest
 from gateway.audit.errors import (
     AuditError,
     KeyFormatError,
@@ -47,6 +55,8 @@ from gateway.audit.records import (
 )
 from gateway.audit.store import LogReader, open_reader
 from gateway.audit.verify import VerifyReport, verify_log
+from gateway.console import console_script
+from gateway.identifiers import IdentifierError, validate_subject
 
 __all__ = ["main"]
 
@@ -81,8 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     p = with_log("verify", "check every record, hash, checkpoint and signature")
     p.add_argument("--checkpoint", metavar="KEPT_FILE", help="a signed checkpoint kept earlier")
     p.add_argument("--strict", action="store_true", help="also check each record is canonical JSON")
+    p.add_argument(
+        "--allow-unsigned-tail",
+        action="store_true",
+        help="accept (but never count as verified) records after the last signed checkpoint",
+    )
 
-    p = with_log("export", "verify, then write records, checkpoints and key to a folder")
+    p = with_log("export", "verify, then write the signed records, checkpoints and key")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder")
 
     p = with_log("prove", "write a c2sp.org/tlog-proof of one entry")
@@ -100,18 +115,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", required=True, metavar="ID", help="credit code or ID number")
     p.add_argument("--pseudonym-key", required=True, metavar="FILE")
 
+    p = sub.add_parser(
+        "digest",
+        help="the receipt's response_digest of a QueryResponse saved as received (binary)",
+    )
+    p.add_argument("response", metavar="RESPONSE_FILE", help="protobuf bytes, any serialiser")
+
     p = with_log("who", "list one agency's queries")
     p.add_argument("--agency", required=True, metavar="AGENCY_ID")
     p.add_argument("--since", metavar="ISO8601", help="only queries at or after this time")
     return parser
 
 
-def _verified(args: argparse.Namespace, reader: LogReader, **kw: Any) -> VerifyReport:
+def _verified(
+    args: argparse.Namespace, reader: LogReader, *, allow_unsigned_tail: bool, **kw: Any
+) -> VerifyReport:
     kept = None
     if getattr(args, "checkpoint", None):
         kept = Path(args.checkpoint).read_text(encoding="utf-8")
     strict = bool(getattr(args, "strict", False))
-    return verify_log(reader, load_verifiers(args.key), kept=kept, strict=strict, **kw)
+    return verify_log(
+        reader,
+        load_verifiers(args.key),
+        kept=kept,
+        strict=strict,
+        allow_unsigned_tail=allow_unsigned_tail,
+        **kw,
+    )
+
+
+def _unsigned_note(report: VerifyReport, what: str) -> None:
+    """Say on standard error what was left out because no signature covers it."""
+    if report.unsigned:
+        print(
+            f"note: {report.unsigned} records after the last signed checkpoint "
+            f"(indexes {report.verified_size}..{report.size - 1}) are not verified and {what}",
+            file=sys.stderr,
+        )
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -124,25 +164,28 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, reader: LogReader) -> int:
-    report = _verified(args, reader)
+    report = _verified(args, reader, allow_unsigned_tail=args.allow_unsigned_tail)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     root = base64.b64encode(report.latest.root_hash).decode() if report.latest else "-"
+    tail = f"; {report.unsigned} later entries NOT verified" if report.unsigned else ""
     print(
-        f"OK: {report.size} entries, {report.checkpoints} checkpoints verified; "
-        f"latest checkpoint: size {report.verified_size}, root {root}"
+        f"OK: {report.verified_size} entries, {report.checkpoints} checkpoints verified; "
+        f"latest checkpoint: size {report.verified_size}, root {root}{tail}"
     )
     return EXIT_OK
 
 
 def _cmd_export(args: argparse.Namespace, reader: LogReader) -> int:
-    report = _verified(args, reader)
+    report = _verified(args, reader, allow_unsigned_tail=True)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise _UsageError(f"{out}: folder is not empty")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     with (out / "records.jsonl").open("wb") as f:
         for entry in reader.iter_entries():
+            if entry.index >= report.verified_size:
+                break  # unsigned: an export holds only what a signature covers
             # Canonical JSON escapes every control character, so a leaf never
             # contains a raw newline and one line is exactly one leaf.
             f.write(entry.leaf + b"\n")
@@ -150,12 +193,15 @@ def _cmd_export(args: argparse.Namespace, reader: LogReader) -> int:
         (out / "checkpoints" / f"{cp.seq:08d}.note").write_text(cp.note, encoding="utf-8")
     (out / "verifier.key").write_text(Path(args.key).read_text(encoding="utf-8"), "utf-8")
     (out / "origin").write_text((report.origin or "") + "\n", encoding="utf-8")
-    print(f"exported {report.size} records and {report.checkpoints} checkpoints to {out}")
+    _unsigned_note(report, "were not exported")
+    print(f"exported {report.verified_size} records and {report.checkpoints} checkpoints to {out}")
     return EXIT_OK
 
 
 def _cmd_prove(args: argparse.Namespace, reader: LogReader) -> int:
-    report = _verified(args, reader)
+    # Proofs are made against signed checkpoints only, so an unsigned tail
+    # cannot be proved and need not stop proving what is signed.
+    report = _verified(args, reader, allow_unsigned_tail=True)
     verifiers = load_verifiers(args.key)
     # The checkpoints were all verified above; pick the one to prove against.
     chosen = None
@@ -197,14 +243,16 @@ def _parse_time(text: str) -> datetime:
 
 
 def _queries(reader: LogReader, args: argparse.Namespace) -> list[tuple[int, dict[str, Any]]]:
+    """The query records a signed checkpoint covers; the unsigned tail is left out."""
     found: list[tuple[int, dict[str, Any]]] = []
 
     def collect(index: int, record: dict[str, Any]) -> None:
         if record.get("kind") == "query":
             found.append((index, record))
 
-    _verified(args, reader, on_record=collect)
-    return found
+    report = _verified(args, reader, allow_unsigned_tail=True, on_record=collect)
+    _unsigned_note(report, "are not listed")
+    return [(i, r) for i, r in found if i < report.verified_size]
 
 
 def _print_queries(rows: Sequence[tuple[int, dict[str, Any]]], what: str) -> None:
@@ -218,9 +266,11 @@ def _print_queries(rows: Sequence[tuple[int, dict[str, Any]]], what: str) -> Non
 def _cmd_history(args: argparse.Namespace, reader: LogReader) -> int:
     key = load_pseudonym_key(args.pseudonym_key)
     try:
-        pseudonym = pseudonymize(key, args.subject_type, args.subject)
-    except ValueError as err:
-        raise _UsageError(str(err)) from None
+        # A mistyped identifier would match nothing and read as "0 queries".
+        subject = validate_subject(args.subject_type, args.subject)
+        pseudonym = pseudonymize(key, args.subject_type, subject)
+    except IdentifierError as err:
+        raise _UsageError(f"--subject: {err.problem}") from None
     rows = [(i, r) for i, r in _queries(reader, args) if r.get("subject_pseudonym") == pseudonym]
     _print_queries(rows, f"queries about this {args.subject_type}")
     return EXIT_OK
@@ -260,6 +310,9 @@ def _run(args: argparse.Namespace) -> int:
         return _cmd_keygen(args)
     if args.command == "check-proof":
         return _cmd_check_proof(args)
+    if args.command == "digest":
+        print(response_digest(Path(args.response).read_bytes()).hex())
+        return EXIT_OK
     load_verifiers(args.key)  # a bad key file is a usage error, before any reading
     reader = open_reader(args.log)
     try:
@@ -268,6 +321,7 @@ def _run(args: argparse.Namespace) -> int:
         reader.close()
 
 
+@console_script
 def main(argv: list[str] | None = None) -> int:
     """Run ``credit-audit`` with ``argv`` (default: the command line); returns the exit status."""
     try:
@@ -286,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     except AuditError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # the reader went away: gateway.console.console_script ends quietly
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,11 +22,21 @@ for the disk). A checkpoint is written at least every ``checkpoint_every``
 (256) entries and, while entries are waiting for one, at least every
 ``checkpoint_interval`` (1 s).
 
-Fail closed: if a batch cannot be written, every waiter of that batch, every
-queued append and every later append raises
-:class:`~gateway.errors.AuditUnavailableError`. The log stays unavailable
-until reopened, because after an I/O error the file's state is unknown and
-:meth:`AuditLog.open` re-verifies it against its last signed checkpoint.
+Fail closed, then heal: if a batch cannot be written, every waiter of that
+batch, every queued append and every later append raises
+:class:`~gateway.errors.AuditUnavailableError`, and :attr:`AuditLog.available`
+turns False (listeners added with :meth:`AuditLog.add_listener` hear it: the
+gateway's health turns NOT_SERVING). After an I/O error the store's state is
+unknown, so a background task retries, with backoff from ``retry_interval``
+up to 30 s: it reconnects the store, re-reads every entry, checks them
+against the last signed checkpoint exactly as :meth:`AuditLog.open` does
+(signing a fresh checkpoint over any tail) and, once that succeeds, takes
+appends again and tells the listeners; no restart is needed. A store that no
+longer matches its checkpoint stays failed.
+
+One writer per log: a second :meth:`AuditLog.open` of the same file, in any
+process, is refused with :class:`~gateway.errors.ConfigError` while the first
+is open (see :mod:`gateway.audit.store`).
 
 This module imports :mod:`gateway.errors` (and so gRPC); the auditors' tool
 never imports it.
@@ -35,9 +45,10 @@ never imports it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +57,15 @@ from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, Reco
 from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 from gateway.audit.note import Signer, Verifier, open_note
 from gateway.audit.records import encode_record
-from gateway.audit.store import AuditStore, SQLiteStore
+from gateway.audit.store import AuditStore, LogInUseError, SQLiteStore
 from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
 
 __all__ = ["AuditLog", "Receipt"]
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between two attempts to heal a failed log, in seconds.
+MAX_RETRY_INTERVAL = 30.0
 
 
 @dataclass(frozen=True)
@@ -82,12 +98,15 @@ class AuditLog:
         tree: MerkleTree,
         latest: tuple[int, str],
         *,
+        verifiers: list[Verifier],
         checkpoint_interval: float,
         checkpoint_every: int,
         max_batch: int,
+        retry_interval: float,
     ) -> None:
         self._store = store
         self._signers = signers
+        self._verifiers = verifiers
         self.origin = origin
         self._tree = tree
         self._size = tree.size  # committed and durable
@@ -100,6 +119,10 @@ class AuditLog:
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._failure: str | None = None
         self._closing = False
+        self._retry = retry_interval
+        self._listeners: list[Callable[[bool], None]] = []
+        self._healer: asyncio.Task[None] | None = None
+        self._stop_healing = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
 
     # --- opening ---------------------------------------------------------------
@@ -117,6 +140,7 @@ class AuditLog:
         checkpoint_interval: float = 1.0,
         checkpoint_every: int = 256,
         max_batch: int = 2048,
+        retry_interval: float = 1.0,
     ) -> AuditLog:
         """Open (or create) the log at ``path`` and start its writer task.
 
@@ -128,33 +152,58 @@ class AuditLog:
         only the old key keep verifying until they have the new one.
         ``store`` replaces the SQLite file at ``path`` (e.g. a
         :class:`~gateway.audit.store.MemoryStore` in tests).
+        ``retry_interval`` (seconds) is the first wait before trying to heal
+        a failed log; it doubles up to :data:`MAX_RETRY_INTERVAL`.
 
         The stored entries are re-hashed and the tree rebuilt; it must match
         the last checkpoint, and if entries follow it (after a crash) or it
         was signed by another key, a fresh checkpoint is signed at once.
 
-        Raises ConfigError for a bad origin or options and AuditUnavailableError
-        if the log cannot be opened or does not match its last checkpoint.
+        Raises ConfigError for a bad origin or options, a weak or malformed
+        key, or a log another writer holds open; AuditUnavailableError if the
+        log cannot be opened or does not match its last checkpoint.
         """
         origin = signer.key_name if origin is None else origin
         if origin != signer.key_name:
             raise ConfigError("audit.origin", f"{origin!r} differs from the key name")
-        if checkpoint_interval <= 0 or checkpoint_every < 1 or max_batch < 1:
-            raise ConfigError("audit", "checkpoint interval, checkpoint size and batch must be > 0")
+        if (
+            checkpoint_interval <= 0
+            or checkpoint_every < 1
+            or max_batch < 1
+            or not 0 < retry_interval <= MAX_RETRY_INTERVAL
+        ):
+            raise ConfigError(
+                "audit", "checkpoint interval, checkpoint size, batch and retry must be > 0"
+            )
         if store is None and path is None:
             raise ConfigError("audit.path", "a path or a store is needed")
+        verifiers: list[Verifier] = []
         try:
-            verifiers = [Verifier.from_key_string(signer.verifier_key())]
-            verifiers += [Verifier.from_key_string(s.verifier_key()) for s in co_signers]
-            verifiers += [Verifier.from_key_string(k) for k in trusted_keys]
+            for s in (signer, *co_signers):
+                own = Verifier.from_key_string(s.verifier_key())
+                if own not in verifiers:  # a key listed twice counts once
+                    verifiers.append(own)
         except AuditError as err:
             raise ConfigError("audit.key", str(err)) from None
+        for key in trusted_keys:
+            try:
+                trusted = Verifier.from_key_string(key)
+            except AuditError as err:
+                raise ConfigError("audit.trusted_keys", str(err)) from None
+            if trusted not in verifiers:  # the same key listed twice counts once
+                verifiers.append(trusted)
         try:
             if store is None:
                 assert path is not None
                 store = await asyncio.to_thread(SQLiteStore, path)
             signers = [signer, *co_signers]
             tree, latest = await asyncio.to_thread(cls._load, store, signers, origin, verifiers)
+        except LogInUseError as err:
+            raise ConfigError(
+                "audit.path",
+                f"{err}: a log has exactly one writer; stop the other gateway, or give this "
+                "one a log of its own",
+            ) from None
         except AuditError as err:
             if store is not None:
                 store.close()
@@ -165,9 +214,11 @@ class AuditLog:
             origin,
             tree,
             latest,
+            verifiers=verifiers,
             checkpoint_interval=checkpoint_interval,
             checkpoint_every=checkpoint_every,
             max_batch=max_batch,
+            retry_interval=retry_interval,
         )
 
     @staticmethod
@@ -216,6 +267,23 @@ class AuditLog:
         """Number of committed (durable) entries."""
         return self._size
 
+    @property
+    def available(self) -> bool:
+        """Whether appends are taken now: False while failed (healing) and once closed."""
+        return self._failure is None and not self._closing
+
+    def add_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(available)`` on the event loop each time the log fails
+        (False) or heals (True). A listener must not raise or block."""
+        self._listeners.append(listener)
+
+    def _notify(self, available: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(available)
+            except Exception:  # one broken listener must not stop the others
+                log.exception("audit log listener failed")
+
     async def append(self, record: Mapping[str, Any]) -> Receipt:
         """Append ``record`` and return once it is committed and fsynced.
 
@@ -225,7 +293,8 @@ class AuditLog:
         queued record: it is logged all the same.
         """
         if self._failure is not None:
-            raise AuditUnavailableError(f"audit log unavailable: {self._failure}")
+            # The reason (a path, an OS error) is for the operator's log, not the caller.
+            raise AuditUnavailableError("audit log unavailable: its storage is failing")
         if self._closing:
             raise AuditUnavailableError("audit log is closed")
         index = self._next_index
@@ -238,14 +307,6 @@ class AuditLog:
         self._queue.put_nowait(_Pending(index, leaf, future))
         # shield: a cancelled caller must not cancel the shared future.
         return await asyncio.shield(future)
-
-    @property
-    def failure(self) -> str | None:
-        """Why :meth:`append` would refuse now (a failed write, or closed), or
-        None while the log takes appends. Cheap: no I/O."""
-        if self._failure is not None:
-            return self._failure
-        return "closed" if self._closing else None
 
     async def find_leaves(self, needles: Collection[bytes]) -> list[bytes]:
         """Every durable entry's bytes containing one of ``needles``, in index
@@ -280,6 +341,12 @@ class AuditLog:
     def checkpoint_age_s(self) -> float:
         """Seconds since the latest checkpoint was signed (or the log opened)."""
         return time.monotonic() - self._cp_time
+
+    @property
+    def checkpoint_due_in_s(self) -> float:
+        """Seconds until the writer signs a checkpoint over the entries committed
+        past the latest one (at most ``checkpoint_interval``; 0 when overdue)."""
+        return max(0.0, self._cp_time + self._interval - time.monotonic())
 
     def latest_checkpoint(self) -> str:
         """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
@@ -325,11 +392,14 @@ class AuditLog:
         if self._closing:
             return
         self._closing = True
+        self._stop_healing.set()
+        if self._healer is not None:
+            await self._healer  # finishes its attempt in progress, then stops
         self._queue.put_nowait(_CLOSE)
         await self._writer
         await asyncio.to_thread(self._store.close)
         if self._failure is not None:
-            raise AuditUnavailableError(f"audit log closed after a failure: {self._failure}")
+            raise AuditUnavailableError("audit log closed after a failure it had not healed")
 
     # --- the writer ---------------------------------------------------------------
 
@@ -406,7 +476,8 @@ class AuditLog:
 
     def _fail(self, batch: list[_Pending], reason: str) -> None:
         self._failure = reason
-        err = AuditUnavailableError(f"audit log write failed: {reason}")
+        log.error("audit log write failed; refusing appends until healed", extra={"reason": reason})
+        err = AuditUnavailableError("audit log write failed: its storage is failing")
         waiting = list(batch)
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -418,6 +489,48 @@ class AuditLog:
                 # Mark as retrieved: a waiter that was cancelled never reads it,
                 # and an unretrieved exception would be logged as a warning.
                 p.future.exception()
+        self._notify(False)
+        if not self._closing and (self._healer is None or self._healer.done()):
+            self._healer = asyncio.get_running_loop().create_task(self._heal(), name="audit-healer")
+
+    async def _heal(self) -> None:
+        """Retry until the store works and matches its last checkpoint, then resume."""
+        delay = self._retry
+        while not self._closing:
+            try:
+                async with asyncio.timeout(delay):
+                    await self._stop_healing.wait()
+                return  # closing
+            except TimeoutError:
+                pass
+            try:
+                tree, latest = await asyncio.to_thread(self._reload)
+            except Exception as err:  # still failing: wait longer, try again
+                log.warning(
+                    "audit log still failing", extra={"reason": f"{type(err).__name__}: {err}"}
+                )
+                delay = min(delay * 2, MAX_RETRY_INTERVAL)
+                continue
+            if self._stop_healing.is_set():
+                return  # closed while the attempt ran: the store is being closed
+            self._tree = tree
+            self._size = self._next_index = tree.size
+            self._cp_size, self._cp_note = latest
+            self._cp_time = time.monotonic()
+            self._failure = None
+            self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+            log.warning("audit log healed: re-verified against its last checkpoint")
+            self._notify(True)
+            return
+
+    def _reload(self) -> tuple[MerkleTree, tuple[int, str]]:
+        """Reconnect the store, re-verify it from scratch and prove it takes a
+        durable write again by storing a fresh checkpoint (worker thread)."""
+        self._store.recover()
+        tree, _ = self._load(self._store, self._signers, self.origin, self._verifiers)
+        note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), self._signers)
+        self._store.append(tree.size, [], [(tree.size, note)])
+        return tree, (tree.size, note)
 
 
 def _signs(note: str, verifier: Verifier) -> bool:

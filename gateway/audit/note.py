@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.audit.errors import BadSignatureError, KeyFormatError, NoteError, UnverifiedNoteError
+from gateway.auth.keys import ed25519_public_key_problem
 
 __all__ = [
     "ALG_ED25519",
@@ -62,11 +63,60 @@ _SIG_PREFIX = _EM_DASH + " "
 _MAX_SIGNATURES = 100
 
 
+#: Go's ``unicode.IsSpace`` (the Unicode White_Space property), which is what
+#: ``note.isValidName`` refuses; spelled out so that a name is valid here exactly
+#: when it is valid to Go, whatever Python's own idea of a space.
+_GO_SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+
+
 def _check_name(name: str) -> None:
-    if not name or "+" in name or any(c.isspace() for c in name):
+    # golang.org/x/mod/sumdb/note isValidName: non-empty, no White_Space, no '+'.
+    if not name or "+" in name or any(c in _GO_SPACE for c in name):
         raise KeyFormatError(f"invalid key name {name!r}: empty, or has a space or '+'")
     if any(ord(c) < 0x20 for c in name):
         raise KeyFormatError(f"invalid key name {name!r}: control character")
+
+
+#: The eight points of small order, canonically encoded (RFC 8032 encoding).
+#: A verifier key equal to one of them (or to a non-canonical encoding of one)
+#: accepts forged signatures: with A of small order, ``[S]B = R + [k]A`` is
+#: met by S = 0, R = identity for most messages. Listed for readers and tests;
+#: :func:`check_public_key` finds them (and every other weak point) by arithmetic.
+SMALL_ORDER_POINTS: tuple[bytes, ...] = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",  # identity
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+    )
+)
+
+
+def check_public_key(raw: bytes) -> None:
+    """Refuse an Ed25519 public key (32 bytes, RFC 8032 encoding) that is not a
+    proper key: a non-canonical encoding, no point on the curve, or a point not in
+    the prime-order subgroup (any small-order point, such as the identity
+    ``AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA``, or one with a small-order
+    component). Honest keys, A = [a]B, are never any of these; a small-order key
+    lets anyone forge signatures.
+
+    The arithmetic is :func:`gateway.auth.keys.ed25519_public_key_problem`, the one
+    check agency tokens, consents and the audit log share (standard library only).
+    Raises KeyFormatError naming what is wrong (never the key bytes).
+    """
+    problem = ed25519_public_key_problem(raw)
+    if problem is not None:
+        raise KeyFormatError(
+            problem if problem.startswith("an Ed25519") else f"weak key: {problem}"
+        )
 
 
 def key_id(name: str, key: bytes) -> int:
@@ -111,10 +161,18 @@ class Verifier:
 
     @classmethod
     def from_key_string(cls, vkey: str) -> Verifier:
-        """Parse ``name+keyid+base64(0x01 || pub)``. Raises KeyFormatError."""
+        """Parse ``name+keyid+base64(0x01 || pub)``.
+
+        Raises KeyFormatError if malformed, if the key ID does not match, or if
+        the key is weak (:func:`check_public_key`), naming the key.
+        """
         name, kid, key = _parse_key_parts(vkey.strip(), "verifier key")
         if key_id(name, key) != kid:
             raise KeyFormatError(f"verifier key {name}: key ID does not match the key")
+        try:
+            check_public_key(key[1:])
+        except KeyFormatError as err:
+            raise KeyFormatError(f"verifier key {name}+{kid:08x}: {err}") from None
         return cls(name, kid, Ed25519PublicKey.from_public_bytes(key[1:]))
 
     def key_string(self) -> str:
@@ -228,14 +286,20 @@ def load_verifiers(path: str | os.PathLike[str]) -> list[Verifier]:
     """Read a verifier key file: one key per line, blank and ``#`` lines ignored.
 
     Several keys let an auditor trust the old and the new key across a key
-    rotation. Raises OSError if unreadable and KeyFormatError if malformed
-    or empty.
+    rotation; a key listed twice counts once. Raises OSError if unreadable
+    and KeyFormatError if malformed, weak or empty, naming the file, line and key.
     """
-    verifiers = [
-        Verifier.from_key_string(line)
-        for line in Path(path).read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    verifiers: list[Verifier] = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            verifier = Verifier.from_key_string(line)
+        except KeyFormatError as err:
+            raise KeyFormatError(f"{path}, line {number}: {err}") from None
+        if verifier not in verifiers:
+            verifiers.append(verifier)
     if not verifiers:
         raise KeyFormatError(f"{path}: no verifier key in the file")
     return verifiers
@@ -248,6 +312,8 @@ class NoteSignature:
     name: str
     key_id: int
     signature: bytes
+    #: The base64 text as written on the line (Go's ``Signature.Base64``).
+    base64: str = ""
 
 
 @dataclass(frozen=True)
@@ -295,9 +361,24 @@ def sign_note(text: str, signers: Sequence[Signer]) -> str:
 def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     """Parse a signed note and verify its signatures against trusted keys.
 
-    Signatures by unknown keys (name and key ID not both matching a trusted
-    key) are ignored. Raises NoteError if the note is malformed,
-    BadSignatureError if a trusted key's signature fails, and
+    Follows golang.org/x/mod/sumdb/note ``Open`` rule for rule, so that a note
+    is accepted here exactly when Go accepts it:
+
+    * valid UTF-8, no control character but newline; the signature block
+      follows the last blank line, is non-empty and ends in a newline;
+    * each line is ``— <name> <base64>``, the name valid (non-empty, no
+      White_Space, no '+'), the base64 non-empty and at least 5 bytes;
+      more than 100 signature lines make the note malformed;
+    * a signature whose (name, key ID) is not trusted is ignored (kept in
+      ``unverified``; the same line repeated is kept once);
+    * a trusted key that signs twice counts once: its later lines are
+      dropped unread, as Go does;
+    * two trusted keys (even equal ones) with the same name and key ID are
+      ambiguous, and a note with a line naming that pair is refused;
+    * a trusted key's signature that does not verify refuses the note.
+
+    Raises NoteError if the note is malformed (or the trusted keys are
+    ambiguous), BadSignatureError if a trusted key's signature fails, and
     UnverifiedNoteError if no trusted key signed it.
     """
     if isinstance(note, bytes):
@@ -312,35 +393,43 @@ def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     text, block = note[: split + 1], note[split + 2 :]
     if not block.endswith("\n"):
         raise NoteError("note does not end with a newline")
-    known = {(v.name, v.key_id): v for v in verifiers}
+    # As Go's VerifierList: every entry counts, so a (name, key ID) listed twice
+    # is ambiguous. Loaders (load_verifiers, AuditLog.open) drop exact repeats.
+    known: dict[tuple[str, int], list[Verifier]] = {}
+    for v in verifiers:
+        known.setdefault((v.name, v.key_id), []).append(v)
     msg = text.encode("utf-8")
     verified: list[NoteSignature] = []
     unverified: list[NoteSignature] = []
     seen: set[tuple[str, int]] = set()
-    lines = block[:-1].split("\n")
-    if len(lines) > _MAX_SIGNATURES:
-        raise NoteError(f"note has more than {_MAX_SIGNATURES} signatures")
-    for line in lines:
+    seen_unverified: set[str] = set()
+    for number, line in enumerate(block[:-1].split("\n"), start=1):
         if not line.startswith(_SIG_PREFIX):
             raise NoteError(f"malformed signature line {line[:40]!r}")
-        name, sep, b64 = line[len(_SIG_PREFIX) :].partition(" ")
+        body = line[len(_SIG_PREFIX) :]
+        name, _, b64 = body.partition(" ")
         try:
             _check_name(name)
             raw = _b64decode(b64, "signature")
         except KeyFormatError as err:
             raise NoteError(f"malformed signature line: {err}") from None
-        if not sep or len(raw) < 5:
+        if not b64 or len(raw) < 5:
             raise NoteError("malformed signature line: signature too short")
-        sig = NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:])
-        verifier = known.get((sig.name, sig.key_id))
-        if verifier is None:
-            if sig not in unverified:
+        if number > _MAX_SIGNATURES:
+            raise NoteError(f"note has more than {_MAX_SIGNATURES} signatures")
+        sig = NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:], b64)
+        candidates = known.get((sig.name, sig.key_id))
+        if candidates is None:
+            if body not in seen_unverified:
+                seen_unverified.add(body)
                 unverified.append(sig)
             continue
+        if len(candidates) > 1:
+            raise NoteError(f"ambiguous key {sig.name}+{sig.key_id:08x}: two trusted keys")
         if (sig.name, sig.key_id) in seen:
-            raise NoteError(f"key {sig.name}+{sig.key_id:08x} signed the note twice")
+            continue
         seen.add((sig.name, sig.key_id))
-        if not verifier.verify(msg, sig.signature):
+        if not candidates[0].verify(msg, sig.signature):
             raise BadSignatureError(f"invalid signature by key {sig.name}+{sig.key_id:08x}")
         verified.append(sig)
     if not verified:

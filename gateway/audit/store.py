@@ -15,11 +15,18 @@ which :class:`ExportReader` implements over an exported folder.
 
 Methods are synchronous: the log calls them from a worker thread so that
 the event loop never waits for the disk.
+
+One writer per log: a writable :class:`SQLiteStore` holds an exclusive lock
+(``flock``) on ``<log>.lock`` beside the file for as long as it is open, so a
+second writer, in this process or another, is refused at its start with
+:class:`LogInUseError` instead of colliding with the first one's indexes. The
+lock goes with the process, however it ends. Readers take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -34,6 +41,7 @@ from gateway.audit.errors import StorageError
 __all__ = [
     "AuditStore",
     "ExportReader",
+    "LogInUseError",
     "LogReader",
     "MemoryStore",
     "SQLiteStore",
@@ -41,6 +49,39 @@ __all__ = [
     "StoredEntry",
     "open_reader",
 ]
+
+
+class LogInUseError(StorageError):
+    """Another writer holds the log; ``holder`` is its process id as it wrote it
+    (empty if unknown)."""
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        who = f"process {holder}" if holder else "another process"
+        super().__init__(f"the audit log is already open for writing by {who}")
+
+
+def _take_writer_lock(path: Path) -> int:
+    """Lock ``<path>.lock`` exclusively without waiting; returns its descriptor.
+
+    Raises LogInUseError if another open file description holds it, and
+    StorageError if the lock file cannot be made.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise StorageError(f"{lock_path}: cannot create the writer lock ({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise LogInUseError(holder if holder.isdigit() else "") from None
+    # The holder's pid, for the message a second writer gets: not the lock itself.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 @dataclass(slots=True)  # not frozen: frozen __init__ is slow, and verify makes one per entry
@@ -86,6 +127,13 @@ class LogReader(ABC):
 
 class AuditStore(LogReader):
     """A writable log store."""
+
+    def recover(self) -> None:
+        """Drop any state a failed write may have left (a connection, a handle) and
+        reconnect, keeping the writer lock. Raises StorageError if still failing.
+
+        The log calls it before re-reading the store after a write failed.
+        """
 
     @abstractmethod
     def create(self, origin: str, checkpoint_note: str) -> None:
@@ -145,35 +193,59 @@ class SQLiteStore(AuditStore):
     """An audit log in one SQLite file (WAL mode, fsync on every commit).
 
     ``read_only=True`` opens the file without ever writing to it (the
-    auditors' tool). Raises StorageError if the file cannot be opened or is
-    not an audit log.
+    auditors' tool). Otherwise the store is the log's one writer and holds its
+    lock until :meth:`close`. Raises LogInUseError if another writer holds the
+    log, and StorageError if the file cannot be opened or is not an audit log.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._read_only = read_only
+        self._lock_fd: int | None = None
+        if read_only and not self.path.is_file():
+            raise StorageError(f"{self.path}: no such file")
+        if not read_only:
+            self._lock_fd = _take_writer_lock(self.path)
         try:
-            if read_only:
-                if not self.path.is_file():
-                    raise StorageError(f"{self.path}: no such file")
+            self._conn = self._connect()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self._read_only:
                 uri = self.path.resolve().as_uri() + "?mode=ro"
-                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             else:
                 # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
                 # batch is exactly one transaction.
-                self._conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
-                )
-                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
+                    conn.close()
                     raise StorageError(f"{self.path}: cannot switch to WAL mode ({mode})")
                 # FULL: the WAL is fsynced at every commit, so a returned
                 # append survives power loss, not only a process crash.
-                self._conn.execute("PRAGMA synchronous=FULL")
-                self._conn.executescript(_SCHEMA)
-            self._conn.execute("SELECT count(*) FROM entries, checkpoints LIMIT 1").fetchone()
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+            conn.execute("SELECT count(*) FROM entries, checkpoints LIMIT 1").fetchone()
         except sqlite3.Error as err:
             raise StorageError(f"{self.path}: not a readable audit log ({err})") from None
+        return conn
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def recover(self) -> None:
+        """Close the connection and open a fresh one; the writer lock is kept."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = self._connect()
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -253,7 +325,10 @@ class SQLiteStore(AuditStore):
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            try:
+                self._conn.close()
+            finally:
+                self._release_lock()
 
 
 class MemoryStore(AuditStore):

@@ -9,7 +9,12 @@
   shrinks, and its root equals the root recomputed from the entries; successive
   checkpoints are linked by a verified consistency proof;
 * optionally, a checkpoint kept from earlier is consistent with the log now
-  (this is what catches a log truncated, or rewritten, after it was seen).
+  (this is what catches a log truncated, or rewritten, after it was seen);
+* every entry is covered by a signed checkpoint. Entries after the last one
+  (the unsigned tail) are vouched for by nobody: a forged record appended to
+  a copy, or a copy whose last checkpoints were deleted, looks exactly like
+  them. They fail verification unless ``allow_unsigned_tail``, and even then
+  they are reported apart and never counted as verified.
 
 The first problem raises :class:`~gateway.audit.errors.LogIntegrityError`
 naming the first bad index.
@@ -44,10 +49,16 @@ class VerifyReport:
     size: int
     checkpoints: int
     latest: Checkpoint | None
-    #: Entries above this index are stored but not yet covered by a checkpoint.
+    #: Entries at and above this index are stored but not covered by a signed
+    #: checkpoint (the unsigned tail); they are not verified.
     verified_size: int
     warnings: list[str] = field(default_factory=list)
     tree: MerkleTree = field(default_factory=MerkleTree, repr=False)
+
+    @property
+    def unsigned(self) -> int:
+        """Number of entries after the last signed checkpoint (not verified)."""
+        return self.size - self.verified_size
 
 
 def _open_all(
@@ -84,6 +95,7 @@ def verify_log(
     kept: str | None = None,
     allow_empty: bool = False,
     strict: bool = False,
+    allow_unsigned_tail: bool = False,
     on_record: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> VerifyReport:
     """Verify every entry and checkpoint of the log in ``reader``.
@@ -91,9 +103,14 @@ def verify_log(
     ``kept`` is a signed checkpoint note saved earlier (by an auditor, a
     receipt or a witness); the log must still contain and agree with it.
     ``strict`` also checks that each record is byte-for-byte canonical JSON.
-    ``on_record`` is called with each verified record (used by ``history``).
-    Raises LogIntegrityError on the first problem, and StorageError if the
-    log cannot be read.
+    ``allow_unsigned_tail`` accepts entries after the last signed checkpoint
+    (a live log's last second, a crashed log not yet reopened): they are
+    counted in :attr:`VerifyReport.unsigned` and a warning, never as verified.
+    ``on_record`` is called with each record that is well formed and in its
+    place; records at or above the returned ``verified_size`` are not covered
+    by a signature, so a caller listing records must leave those out.
+    Raises LogIntegrityError on the first problem (an unsigned tail is one,
+    unless allowed), and StorageError if the log cannot be read.
     """
     origin = reader.origin()
     checkpoints = _open_all(reader.checkpoints(), verifiers, origin)
@@ -164,12 +181,16 @@ def verify_log(
         )
     verified = prev.size if prev is not None else 0
     report = VerifyReport(origin, tree.size, len(checkpoints), prev, verified, tree=tree)
-    if tree.size > verified:
-        report.warnings.append(
-            f"entries {verified}..{tree.size - 1} are not yet covered by a signed checkpoint"
-        )
     if kept is not None:
         _check_kept(kept, verifiers, origin, report)
+    if report.unsigned:
+        what = (
+            f"{report.unsigned} entries ({verified}..{tree.size - 1}) are not covered by a "
+            f"signed checkpoint: nobody vouches for them"
+        )
+        if not allow_unsigned_tail:
+            raise LogIntegrityError(what, index=verified)
+        report.warnings.append(what)
     return report
 
 
@@ -204,7 +225,9 @@ def _check_kept(
 
 
 def iter_records(reader: LogReader) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(index, record) for every decodable record, without verification."""
+    """(index, record) for every decodable record, WITHOUT verification: nothing
+    it yields may be shown as verified (use :func:`verify_log` with ``on_record``
+    and keep indexes below ``verified_size``)."""
     for entry in reader.iter_entries():
         try:
             yield entry.index, decode_record(entry.leaf)

@@ -36,7 +36,7 @@ from gateway.auth.reasons import AuthReason
 from gateway.auth.registry import AgencyKind, Principal, Registry, Role
 from gateway.auth.tokens import TokenVerifier, VerifiedToken
 from gateway.errors import AuthenticationError, InvalidArgumentError, PermissionDeniedError
-from gateway.identifiers import validate_subject
+from gateway.identifiers import IdentifierError, validate_subject
 from gateway.identity import Caller
 from gateway.pki import cert_thumbprint
 
@@ -326,7 +326,7 @@ class CallerAuthenticator:
             if not isinstance(subject_type, str) or not isinstance(subject_id, str):
                 raise InvalidArgumentError("subject", "not an object with type and id")
             return subject_type, validate_subject(subject_type, subject_id)
-        except InvalidArgumentError:
+        except (InvalidArgumentError, IdentifierError):
             log.info("authentication refused: malformed subject claim (kid %s)", verified.kid)
             raise AuthenticationError(
                 "token claim 'subject' must be {type: person|enterprise, id: <valid identifier>}",

@@ -12,20 +12,23 @@ Each entry has ``name_zh``, ``name_en``, ``status`` (active | suspended), option
 ``certificate_cn`` (default: the id) and ``note``; agencies also have ``kind``. The loader is
 strict: an unknown field, a missing field, a wrong type or a CN used twice is a
 :class:`~gateway.errors.ConfigError` naming the key (``agencies.bank.kind``) and the problem,
-because a typo in who-may-connect should stop the gateway, not be ignored.
+because a typo in who-may-connect should stop the gateway, not be ignored. So is an id or
+certificate CN that is reserved (:func:`gateway.pki.reserved_name_problem`: the gateway's own
+names such as ``credit-gateway``, words of its federation identity, department names): a
+principal must never be nameable like the gateway or a department.
 """
 
 from __future__ import annotations
 
 import enum
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
-from gateway.pki import ROLE_ORGANIZATIONS
+from gateway.pki import ROLE_ORGANIZATIONS, reserved_name_problem
 
 __all__ = [
     "DEFAULT_REGISTRY_PATH",
@@ -156,12 +159,16 @@ def _enum(cls: type[_E], entry: Mapping[str, Any], key: str, where: str) -> _E:
         raise ConfigError(f"{where}.{key}", f"unknown value {raw!r} (one of: {allowed})") from None
 
 
-def parse_registry(data: Mapping[str, Any]) -> Registry:
+def parse_registry(data: Mapping[str, Any], *, departments: Sequence[str] = ()) -> Registry:
     """Build a :class:`Registry` from the parsed TOML document.
+
+    ``departments`` (the catalog's department ids, where the caller has them) are reserved
+    names too.
 
     Raises:
         ConfigError: naming the offending key, for any unknown table or field, missing or
-            mistyped field, unknown kind or status, or a certificate CN used twice in a role.
+            mistyped field, unknown kind or status, a certificate CN used twice in a role, or
+            a reserved id or CN.
     """
     principals: dict[Role, dict[str, Principal]] = {}
     for table, members in data.items():
@@ -180,11 +187,17 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
                 raise ConfigError(where, "must be a table")
             if not ident.isascii() or not all(c.isalnum() or c in "_-" for c in ident):
                 raise ConfigError(where, "id must use ASCII letters, digits, _ and -")
+            problem = reserved_name_problem(ident, departments)
+            if problem is not None:
+                raise ConfigError(where, problem)
             allowed_keys = _COMMON | {"kind"} if role is Role.AGENCY else _COMMON
             unknown = sorted(set(entry) - allowed_keys)
             if unknown:
                 raise ConfigError(f"{where}.{unknown[0]}", "unknown field")
             cn = _str(entry, "certificate_cn", where, default=ident)
+            problem = reserved_name_problem(cn, departments)
+            if problem is not None:
+                raise ConfigError(f"{where}.certificate_cn", problem)
             if cn in seen_cn:
                 raise ConfigError(
                     f"{where}.certificate_cn", f"CN {cn!r} is already used by {seen_cn[cn]}"
@@ -207,8 +220,9 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
     return Registry(principals)
 
 
-def load_registry(path: Path | None = None) -> Registry:
-    """Load and validate the registry file (default :data:`DEFAULT_REGISTRY_PATH`).
+def load_registry(path: Path | None = None, *, departments: Sequence[str] = ()) -> Registry:
+    """Load and validate the registry file (default :data:`DEFAULT_REGISTRY_PATH`);
+    ``departments`` as for :func:`parse_registry`.
 
     Raises:
         ConfigError: the file is missing, is not valid TOML, or fails :func:`parse_registry`.
@@ -221,4 +235,4 @@ def load_registry(path: Path | None = None) -> Registry:
         raise ConfigError(str(path), "agency registry file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    return parse_registry(data)
+    return parse_registry(data, departments=departments)

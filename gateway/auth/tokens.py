@@ -32,7 +32,11 @@ each keep their own, which allows a jti to be seen once per process (documented 
 
 Every rejection is an :class:`~gateway.errors.AuthenticationError` whose ``reason`` is one of
 the ``TOKEN_*`` codes of :class:`~gateway.auth.reasons.AuthReason` and whose message says
-the reason in words. Messages and metadata never contain the token.
+the reason in words. Messages and metadata never contain the token, nor anything the caller
+chose that has not been verified: a refusal before the signature verifies (malformed, wrong
+or unknown algorithm or kid, bad signature) carries fixed words and no ``kid``; only once a
+trusted issuer's signature has verified may the ``kid`` name the token (ErrorInfo metadata
+``kid``, and the authenticator's log line), and claim values never appear.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.auth.keys import ed25519_public_key_problem
 from gateway.auth.reasons import AuthReason
 from gateway.errors import AuthenticationError, ConfigError
 from gateway.pki import cert_thumbprint_pem
@@ -113,9 +118,12 @@ class TrustedIssuer:
         """Build from a parsed JWKS document (``{"keys": [...]}``).
 
         Raises:
-            ConfigError: (key ``source``) no keys, a key without ``kid``, a repeated kid, a
-                key that cannot be read, or one whose algorithm is not in ``algorithms``
-                (symmetric ``oct`` keys in particular are never trusted).
+            ConfigError: (key ``source``, then ``source: kid '<kid>'``) no keys, a key without
+                ``kid``, a repeated kid, a key that cannot be read (an EC point off its
+                curve), one whose algorithm is not in ``algorithms`` (symmetric ``oct`` keys
+                in particular are never trusted), or a weak Ed25519 key: small order,
+                non-canonical or outside the prime-order subgroup
+                (:func:`gateway.auth.keys.ed25519_public_key_problem`).
         """
         raw_keys = jwks.get("keys")
         if not isinstance(raw_keys, list) or not raw_keys:
@@ -130,16 +138,22 @@ class TrustedIssuer:
                 raise ConfigError(f"{where}.kid", "missing: every key needs a kid to be chosen by")
             if kid in keys:
                 raise ConfigError(f"{where}.kid", f"kid {kid!r} appears twice")
+            # From here on the key is named by its kid: that is what an operator searches for.
+            where = f"{source}: kid {kid!r}"
             if jwk.get("kty") == "oct" or "d" in jwk:
                 raise ConfigError(where, "only public asymmetric keys may be trusted")
             try:
                 key = jwt.PyJWK(jwk)
-            except jwt.PyJWTError as exc:
+            except (jwt.PyJWTError, ValueError, TypeError) as exc:
+                # cryptography refuses an EC point that is not on the curve (ValueError).
                 raise ConfigError(where, f"unusable key: {exc}") from None
             if key.algorithm_name not in algorithms:
                 raise ConfigError(
                     where, f"algorithm {key.algorithm_name} not allowed ({', '.join(algorithms)})"
                 )
+            problem = _key_problem(key)
+            if problem is not None:
+                raise ConfigError(where, f"refused as a trust anchor: {problem}")
             keys[kid] = key
         return cls(issuer=issuer, keys=keys)
 
@@ -192,10 +206,21 @@ def _int_claim(claims: Mapping[str, Any], name: str) -> int:
     value = claims.get(name)
     if value is None:
         raise _reject(AuthReason.CLAIM_MISSING, f"token has no '{name}' claim", claim=name)
-    # bool is an int in Python; JSON true is not a time.
+    # bool is an int in Python; JSON true is not a time. RFC 7519 section 2 allows a
+    # fractional NumericDate, but not one outside any clock: 1e999 parses as infinity
+    # and NaN compares false with everything, so both are refused here.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _reject(AuthReason.MALFORMED, f"token claim '{name}' must be a number", claim=name)
+    if not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE:  # also False for NaN
+        raise _reject(
+            AuthReason.MALFORMED, f"token claim '{name}' is not a time in range", claim=name
+        )
     return int(value)
+
+
+#: The largest NumericDate taken (2^53 s, far past any real expiry; a float still
+#: holds every integer up to it exactly).
+_MAX_NUMERIC_DATE = 2**53
 
 
 def _str_claim(claims: Mapping[str, Any], name: str) -> str:
@@ -209,13 +234,25 @@ def _str_claim(claims: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _key_problem(key: jwt.PyJWK) -> str | None:
+    """Why ``key`` must not be trusted (a weak Ed25519 point), or None. ECDSA keys were
+    checked on the curve by cryptography when they were built."""
+    public = key.key
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return ed25519_public_key_problem(raw)
+    return None
+
+
 def index_issuer_keys(
     issuers: Iterable[TrustedIssuer], what: str
 ) -> dict[str, tuple[str, jwt.PyJWK]]:
     """kid -> (issuer, key) over several trusted issuers (agency tokens or consents).
 
-    Raises ConfigError if two issuers share an ``iss`` or a ``kid``: a kid must name one
-    key, or a token could be checked against the wrong issuer's key.
+    Raises ConfigError if two issuers share an ``iss`` or a ``kid`` (a kid must name one
+    key, or a token could be checked against the wrong issuer's key), or if a key is a weak
+    Ed25519 point (:mod:`gateway.auth.keys`; checked again here because a
+    :class:`TrustedIssuer` can be built without :meth:`TrustedIssuer.from_jwks`).
     """
     keys: dict[str, tuple[str, jwt.PyJWK]] = {}
     seen: set[str] = set()
@@ -226,6 +263,11 @@ def index_issuer_keys(
         for kid, key in trusted.keys.items():
             if kid in keys:
                 raise ConfigError(kid, f"kid used by two trusted {what}s")
+            problem = _key_problem(key)
+            if problem is not None:
+                raise ConfigError(
+                    f"{trusted.issuer}: kid {kid!r}", f"refused as a trust anchor: {problem}"
+                )
             keys[kid] = (trusted.issuer, key)
     return keys
 
@@ -343,34 +385,36 @@ class TokenVerifier:
                 AuthReason.CRIT_UNSUPPORTED,
                 "token header has a 'crit' extension this gateway does not implement",
             )
+        # Until the signature verifies, every header value is the caller's choice: none of
+        # them (alg, kid...) goes into a message, ErrorInfo metadata or a log line, where it
+        # could carry an identifier, forge a log line or probe which kids exist.
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             allowed = ", ".join(sorted(self._algorithms))
             raise _reject(
-                AuthReason.ALG_NOT_ALLOWED, f"token algorithm {alg!r} is not allowed ({allowed})"
+                AuthReason.ALG_NOT_ALLOWED,
+                f"token algorithm is not one of those allowed ({allowed})",
             )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _reject(AuthReason.UNKNOWN_KEY, "token header has no kid")
         found = self._keys.get(kid)
         if found is None:
-            raise _reject(AuthReason.UNKNOWN_KEY, "token signed with an unknown key (kid)", kid=kid)
+            raise _reject(AuthReason.UNKNOWN_KEY, "token signed with an unknown key (kid)")
         issuer, key = found
         if alg != key.algorithm_name:
             # The key fixes the algorithm; the header may not choose another one.
-            raise _reject(
-                AuthReason.ALG_NOT_ALLOWED,
-                f"token algorithm {alg} does not match its key ({key.algorithm_name})",
-                kid=kid,
-            )
+            raise _reject(AuthReason.ALG_NOT_ALLOWED, "token algorithm does not match its key")
         try:
             decoded = self._jws.decode_complete(token, key=key, algorithms=[alg])
         except jwt.InvalidSignatureError:
-            raise _reject(AuthReason.BAD_SIGNATURE, "token signature is invalid", kid=kid) from None
+            raise _reject(AuthReason.BAD_SIGNATURE, "token signature is invalid") from None
         except jwt.InvalidAlgorithmError:
-            raise _reject(AuthReason.ALG_NOT_ALLOWED, "token algorithm refused", kid=kid) from None
+            raise _reject(AuthReason.ALG_NOT_ALLOWED, "token algorithm refused") from None
         except jwt.PyJWTError:
-            raise _reject(AuthReason.MALFORMED, "token could not be decoded", kid=kid) from None
+            raise _reject(AuthReason.MALFORMED, "token could not be decoded") from None
+        # The signature verified: the header and payload are the trusted issuer's words, so
+        # the kid may name the token from here on.
         try:
             claims = json.loads(decoded["payload"])
         except (ValueError, RecursionError):
@@ -515,8 +559,12 @@ def token_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
-    if args.lifetime <= 0:
-        print("credit-gateway token: --lifetime must be positive", file=sys.stderr)
+    if not 0 < args.lifetime <= MAX_LIFETIME_S:  # the verifier's own limit: never mint a dud
+        print(
+            f"credit-gateway token: --lifetime must be 1 to {MAX_LIFETIME_S} s"
+            " (the gateway refuses longer-lived tokens)",
+            file=sys.stderr,
+        )
         return 2
     try:
         try:

@@ -5,7 +5,8 @@ The servicer never decides who is finance staff itself: it takes an
 :mod:`gateway.auth` with ``Role.FINANCE``) that raises
 :class:`~gateway.errors.PermissionDeniedError` (or AuthenticationError) for
 anybody else. Every RPC calls it first, so a caller that is not finance staff
-learns nothing, not even whether an account exists.
+learns nothing, not even whether an account exists. Errors are raised for the
+gRPC edge (:mod:`gateway.edge`) to map to statuses and put on the audit record.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from gateway.billing.ledger import AccountState, AsyncLedger, Entry
 from gateway.billing.meter import EventHook
-from gateway.errors import GatewayError, InternalError, InvalidArgumentError, NotFoundError, abort
+from gateway.edge import authenticate, identified
+from gateway.errors import InvalidArgumentError, NotFoundError
+from gateway.freetext import echo, scan
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "MAX_TOP_UP_FEN",
     "Authorize",
     "BillingAdminService",
     "account_proto",
@@ -39,6 +43,12 @@ Authorize = Callable[[grpc.aio.ServicerContext[Any, Any]], str]
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
+#: The largest top-up: 10^12 fen (10 billion yuan). Balances stay far inside SQLite's
+#: 64-bit INTEGER however many top-ups an account receives.
+MAX_TOP_UP_FEN = 10**12
+_MAX_SEQ = 2**63 - 1
+_MAX_ACCOUNT_ID = 128
+_MAX_REFERENCE = 256
 
 _KINDS = {
     "reserve": billing_pb2.ENTRY_KIND_RESERVE,
@@ -135,36 +145,45 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
     async def GetBalance(
         self, request: billing_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> billing_pb2.GetBalanceResponse:
-        try:
-            self._authorize(context)
-            acct = await self._ledger.run(self._ledger.store.account, request.account_id)
-            if acct is None:
-                raise NotFoundError(f"no account {request.account_id!r}")
-            return billing_pb2.GetBalanceResponse(account=account_proto(acct))
-        except Exception as exc:
-            await _fail(context, exc)
+        self._finance(context)
+        account = _account_id(request.account_id)
+        acct = await self._ledger.run(self._ledger.store.account, account)
+        if acct is None:
+            raise NotFoundError(f"no account {echo(account)}")
+        return billing_pb2.GetBalanceResponse(account=account_proto(acct))
 
     async def TopUp(
         self, request: billing_pb2.TopUpRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> billing_pb2.TopUpResponse:
-        try:
-            actor = self._authorize(context)
-            if self._account_exists is not None and not self._account_exists(request.account_id):
-                raise NotFoundError(f"no paying principal {request.account_id!r}")
-            if len(request.note) > 500:
-                raise InvalidArgumentError("note", "at most 500 characters")
-            result = await self._ledger.run(
-                self._ledger.store.top_up,
-                request.account_id,
-                request.amount_fen,
-                request.reference,
-                self._clock(),
-                actor=actor,
-                note=request.note,
-                create=self._account_exists is not None,
-            )
-        except Exception as exc:
-            await _fail(context, exc)
+        actor = self._finance(context)
+        account = _account_id(request.account_id)
+        if self._account_exists is not None and not self._account_exists(account):
+            raise NotFoundError(f"no paying principal {echo(account)}")
+        if len(request.note) > 500:
+            raise InvalidArgumentError("note", "at most 500 characters")
+        if len(request.reference) > _MAX_REFERENCE:
+            raise InvalidArgumentError("reference", f"at most {_MAX_REFERENCE} characters")
+        # The ledger keeps both for good, in clear, and the reference goes on the
+        # audit record: the strict screen (a hex id holding a birth date too).
+        for field, text in (("reference", request.reference), ("note", request.note)):
+            if scan(text):
+                raise InvalidArgumentError(
+                    field,
+                    "must not contain a resident identity number or unified social "
+                    "credit code (the text is not repeated)",
+                )
+        if request.amount_fen > MAX_TOP_UP_FEN:
+            raise InvalidArgumentError("amount_fen", f"at most {MAX_TOP_UP_FEN} fen in one top-up")
+        result = await self._ledger.run(
+            self._ledger.store.top_up,
+            account,
+            request.amount_fen,
+            request.reference,
+            self._clock(),
+            actor=actor,
+            note=request.note,
+            create=self._account_exists is not None,
+        )
         if not result.replayed:
             log.info(
                 "top-up",
@@ -180,29 +199,29 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
     async def Statement(
         self, request: billing_pb2.StatementRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> billing_pb2.StatementResponse:
-        try:
-            self._authorize(context)
-            first = parse_date(request.from_date, "from_date")
-            last = parse_date(request.to_date, "to_date")
-            start, end = period_bounds(first, last, self._tz)
-            size = request.page_size or DEFAULT_PAGE_SIZE
-            if size > MAX_PAGE_SIZE:
-                raise InvalidArgumentError("page_size", f"at most {MAX_PAGE_SIZE}")
-            after = 0
-            if request.page_token:
-                if not request.page_token.isdigit() or len(request.page_token) > 19:
-                    raise InvalidArgumentError("page_token", "not a token of this service")
-                after = int(request.page_token)
-            page = await self._ledger.run(
-                self._ledger.store.statement,
-                request.account_id,
-                start,
-                end,
-                after_seq=after,
-                limit=size,
-            )
-        except Exception as exc:
-            await _fail(context, exc)
+        self._finance(context)
+        account = _account_id(request.account_id)
+        first = parse_date(request.from_date, "from_date")
+        last = parse_date(request.to_date, "to_date")
+        start, end = period_bounds(first, last, self._tz)
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if size > MAX_PAGE_SIZE:
+            raise InvalidArgumentError("page_size", f"at most {MAX_PAGE_SIZE}")
+        after = 0
+        if request.page_token:
+            # A ledger sequence number: an SQLite INTEGER, never beyond 2**63 - 1.
+            token = request.page_token
+            if not (token.isascii() and token.isdigit() and int(token) <= _MAX_SEQ):
+                raise InvalidArgumentError("page_token", "not a token of this service")
+            after = int(token)
+        page = await self._ledger.run(
+            self._ledger.store.statement,
+            account,
+            start,
+            end,
+            after_seq=after,
+            limit=size,
+        )
         response = billing_pb2.StatementResponse(
             account_id=page.account_id,
             opening_balance_fen=page.opening_balance_fen,
@@ -212,6 +231,13 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
         response.entries.extend(entry_proto(e) for e in page.entries)
         return response
 
+    def _finance(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """The calling finance principal; raises AuthenticationError or
+        PermissionDeniedError for anybody else (see :func:`gateway.edge.authenticate`)."""
+        principal = authenticate(self._authorize, context)
+        identified(principal)
+        return principal
+
     async def _emit_top_up(self, entry: Entry, actor: str) -> None:
         if self._on_event is None:
             return
@@ -219,7 +245,8 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
             "kind": "billing",
             "event": "top_up",
             "request_id": "",
-            "reference": entry.reference,
+            # Screened at TopUp; an entry booked before that screen existed is not repeated.
+            "reference": "(withheld)" if scan(entry.reference) else entry.reference,
             "agency_id": entry.account_id,
             "amount_fen": entry.amount_fen,
             "balance_fen": entry.balance_fen,
@@ -234,8 +261,10 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
             log.exception("top-up event not recorded", extra={"account": entry.account_id})
 
 
-async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
-    if not isinstance(exc, GatewayError):
-        log.exception("billing admin call failed")
-        exc = InternalError("internal error")
-    await abort(context, exc)
+def _account_id(text: str) -> str:
+    """An account id from a request: a registry id, so short. Raises InvalidArgumentError."""
+    if not text:
+        raise InvalidArgumentError("account_id", "required")
+    if len(text) > _MAX_ACCOUNT_ID:
+        raise InvalidArgumentError("account_id", f"at most {_MAX_ACCOUNT_ID} characters")
+    return text

@@ -113,6 +113,10 @@ DELIVERED_STATUSES: frozenset[int] = frozenset(
     {query_pb2.SECTION_STATUS_OK, query_pb2.SECTION_STATUS_NOT_FOUND}
 )
 
+#: Seconds after the audit log heals before the bookings of the outage are put on
+#: the record: longer than any query in flight (the fan-out is bounded by seconds).
+HEALED_SETTLE_S = 60.0
+
 #: A pseudonym is an HMAC, never an identifier: identifiers are 18 characters.
 _MIN_SUBJECT_KEY = 32
 
@@ -248,6 +252,7 @@ class Meter:
         self._recorded: list[str] = []
         self._recorded_flush = False
         self._recorded_lock = threading.Lock()
+        self._healed: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -276,6 +281,8 @@ class Meter:
 
     async def close(self) -> None:
         """Wait for background bookings, then close the ledger."""
+        if self._healed is not None:
+            self._healed.cancel()  # the next start-up does it
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.ledger.close()
@@ -323,6 +330,26 @@ class Meter:
         if done:
             log.warning("recovered interrupted bookings", extra={"count": len(done)})
         return done
+
+    def audit_healed(self, *, settle_s: float = HEALED_SETTLE_S) -> None:
+        """The audit log takes appends again after a failure (call on the event
+        loop): in ``settle_s`` seconds, put on the record what was booked while
+        it was down (refunds and releases of the queries it failed), as
+        :meth:`recover` does at start-up, limited to bookings older than
+        ``settle_s``, so that no query still in flight is touched. ``settle_s``
+        must exceed the longest query (the fan-out timeout bounds it)."""
+        if self._healed is not None and not self._healed.done():
+            return
+        self._healed = asyncio.get_running_loop().create_task(
+            self._record_after_outage(settle_s), name="billing-after-audit-outage"
+        )
+
+    async def _record_after_outage(self, settle_s: float) -> None:
+        await asyncio.sleep(settle_s)
+        try:
+            await self.recover(older_than=timedelta(seconds=settle_s))
+        except Exception:  # the marks stay; the next start-up records them
+            log.exception("could not record the bookings of an audit outage")
 
     async def _recover_request(
         self, request_id: str, records: Sequence[Mapping[str, Any]] | None

@@ -26,9 +26,8 @@ Run it on a stopped gateway's files (or expect queries in flight to show).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,7 +36,7 @@ from gateway.audit.errors import AuditError
 from gateway.audit.note import load_verifiers
 from gateway.audit.store import open_reader
 from gateway.audit.verify import iter_records, verify_log
-from gateway.billing.ledger import Entry, LedgerStore, SQLiteLedger
+from gateway.billing.ledger import Entry, LedgerStore
 from gateway.errors import GatewayError
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "ledger_movements",
     "read_records",
     "reconcile",
-    "reconcile_main",
     "record_key",
     "record_movements",
     "run",
@@ -295,35 +293,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="verifier key file: verify the log first and use only signed records",
     )
-
-
-def reconcile_main(
-    argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None
-) -> int:
-    """``credit-gateway billing reconcile --ledger F --audit-log A [--key K]``:
-    0 when both tell the same story, 1 listing the differences, 2 for bad
-    usage or a file that cannot be read."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    parser = argparse.ArgumentParser(
-        prog="credit-gateway billing reconcile",
-        description="Check that the ledger and the audit log tell the same story.",
-    )
-    parser.add_argument("--ledger", type=Path, required=True, help="the ledger SQLite file")
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:  # argparse exits on --help and on bad usage
-        return 0 if exc.code == 0 else 2
-    try:
-        ledger = SQLiteLedger(args.ledger, create=False)
-    except GatewayError as exc:
-        print(f"error: {exc.message}", file=err)
-        return 2
-    try:
-        return run(ledger, args.audit_log, args.key, out=out, err=err)
-    finally:
-        ledger.close()
 
 
 def run(ledger: LedgerStore, audit_log: Path, key: Path | None, *, out: TextIO, err: TextIO) -> int:

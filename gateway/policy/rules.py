@@ -10,7 +10,17 @@ compiles decisions per agency and purpose (see :mod:`gateway.policy.decider`)::
     m = g(r.sub, p.sub) && r.purpose == p.purpose && ...                  # both required
 
 The matcher may call only ``g`` and ``keyMatch`` (anchored patterns: no ``regexMatch``, whose
-patterns match anywhere in a string unless every author remembers ``^...$``).
+patterns match anywhere in a string unless every author remembers ``^...$``), and must be
+exactly the matcher of ``policies/model.conf`` up to the order of its terms, white space,
+quotes and the order of ``==`` operands: the loader reads every line with that one meaning,
+so a matcher that means something else (``keyMatch(p.obj, r.obj)``, no tier term, a literal)
+is refused. No other sections (``g2``, ``p2``...) and no role domains.
+
+**Role links** (issue 10, item 4). pycasbin follows at most :data:`MAX_ROLE_DEPTH` links (its
+role manager's ``max_hierarchy_level`` less one) and then answers "not held" silently; the
+loader reads ``g`` as its transitive closure. So a role cycle, or a role more than
+:data:`MAX_ROLE_DEPTH` links below an agency along any chain, is refused at the line that
+closes the cycle or crosses the limit.
 
 The policy (``policies/policy.csv``) has two kinds of lines; ``#`` starts a comment::
 
@@ -50,6 +60,7 @@ from gateway.errors import ConfigError
 __all__ = [
     "DEFAULT_MODEL_PATH",
     "DEFAULT_POLICY_PATH",
+    "MAX_ROLE_DEPTH",
     "MODES",
     "ROLE_PREFIX",
     "Grant",
@@ -76,6 +87,24 @@ _ALLOWED_FUNCTIONS = frozenset({"g", "keyMatch"})
 _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _TOKEN = re.compile(r"^[A-Za-z0-9_:/*.-]+$")
 _NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+def _engine_hierarchy_limit() -> int:
+    """How many role levels pycasbin's default role manager follows (``max_hierarchy_level``,
+    10 in pycasbin 1.x): ``has_link`` looks at distances 0 .. limit-1 and then answers "no
+    link", silently. Read from the engine itself, so an upgrade that changes it is seen."""
+    model = casbin.Enforcer.new_model(
+        text="[request_definition]\nr = sub, obj\n"
+        "[policy_definition]\np = sub, obj\n[role_definition]\ng = _, _\n"
+        "[policy_effect]\ne = some(where (p.eft == allow))\n"
+        "[matchers]\nm = g(r.sub, p.sub) && r.obj == p.obj\n"
+    )
+    level = casbin.Enforcer(model).get_role_manager().max_hierarchy_level
+    return int(level)
+
+
+#: The most role links between an agency and a role that the engine still follows.
+MAX_ROLE_DEPTH = _engine_hierarchy_limit() - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +227,78 @@ def _check_model(text: str, source: str) -> None:
             )
     # The decider filters the policy per (agency, purpose) before asking Casbin; that is
     # exact only when a line can match nothing but its own subject's roles and purpose.
-    terms = {re.sub(r"\s+", "", t) for t in _top_level_and(matcher)}
+    terms = {_normal_term(t) for t in _top_level_and(matcher)}
     if "g(r_sub,p_sub)" not in terms:
         raise ConfigError(f"{source}:matchers", "must require g(r.sub, p.sub) (a top-level &&)")
-    if not terms & {"r_purpose==p_purpose", "p_purpose==r_purpose"}:
+    if _normal_term("r_purpose==p_purpose") not in terms:
         raise ConfigError(
             f"{source}:matchers", "must require r.purpose == p.purpose (a top-level &&)"
         )
+    # The loader reads every policy line with this one meaning (it refuses a field line of
+    # another tier as "never matches", checks object patterns for keyMatch, modes for the
+    # any-or-equal rule); a matcher that means anything else would be evaluated by Casbin in
+    # a way the loader, the decider and the officers' analysis do not understand.
+    if terms != _CANONICAL_TERMS:
+        raise ConfigError(f"{source}:matchers", f"must be exactly m = {_CANONICAL_MATCHER}")
+    sections = {key: sorted(model[key]) for key in set(model.keys())}
+    if sections != {"r": ["r"], "p": ["p"], "e": ["e"], "m": ["m"], "g": ["g"]}:
+        raise ConfigError(
+            f"{source}:sections",
+            "only r, p, g, e and m, once each (no r2, p2, g2...: the loader reads no others)",
+        )
+    if re.sub(r"\s+", "", model["g"]["g"].value) != "_,_":
+        raise ConfigError(
+            f"{source}:role_definition", "must be g = _, _ (no domains: the loader reads none)"
+        )
+
+
+_CANONICAL_MATCHER = (
+    "g(r.sub, p.sub) && r.purpose == p.purpose && r.tier == p.tier && keyMatch(r.obj, p.obj)"
+    ' && (p.mode == "any" || p.mode == r.mode)'
+)
+
+
+def _normal_term(term: str) -> str:
+    """A matcher term with white space, quotes, outer parentheses, the order of ``==``
+    operands and of ``||`` alternatives made canonical, so that equivalent spellings of one
+    term compare equal."""
+    t = re.sub(r"\s+", "", term).replace("'", '"')
+    while t.startswith("(") and t.endswith(")") and _balanced(t[1:-1]):
+        t = t[1:-1]
+    alternatives = _top_level_split(t, "||")
+    if len(alternatives) > 1:
+        return "||".join(sorted(_normal_term(a) for a in alternatives))
+    if "==" in t and t.count("==") == 1 and "(" not in t:
+        left, right = t.split("==")
+        return "==".join(sorted((left, right)))
+    return t
+
+
+def _balanced(expr: str) -> bool:
+    depth = 0
+    for c in expr:
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _top_level_split(expr: str, op: str) -> list[str]:
+    parts: list[str] = []
+    depth = start = i = 0
+    while i < len(expr):
+        c = expr[i]
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif depth == 0 and expr.startswith(op, i):
+            parts.append(expr[start:i])
+            start = i + len(op)
+            i += len(op) - 1
+        i += 1
+    parts.append(expr[start:])
+    return parts
 
 
 def _top_level_and(expr: str) -> list[str]:
@@ -225,6 +319,89 @@ def _top_level_and(expr: str) -> list[str]:
         i += 1
     terms.append(expr[start:])
     return terms
+
+
+_CANONICAL_TERMS = frozenset(
+    _normal_term(t) for t in _top_level_and(_CANONICAL_MATCHER.replace(".", "_"))
+)
+
+
+def _check_role_graph(links: Sequence[RoleLink], check: _Checker) -> None:
+    """Refuse role links the engine would not follow as the loader does.
+
+    The loader (and :func:`subjects_of`, the decider's windows, the officers' analysis)
+    reads ``g`` as its transitive closure. pycasbin follows at most :data:`MAX_ROLE_DEPTH`
+    links and then answers "not held" without a word, so a deny on a role 10 links below an
+    agency would silently not apply (issue 10, item 4). So: no cycle (a role that holds
+    itself through others means nothing, and the engine's answer then hangs on its depth
+    limit), and no role more than :data:`MAX_ROLE_DEPTH` links below an agency along any
+    chain. The longest chain is measured, not the shortest: a policy whose meaning hangs on
+    which of two chains the engine happens to walk first is one no officer can read.
+
+    Raises:
+        ConfigError: ``policy.csv:<line>`` of the link that closes a cycle or that puts a
+            role one link beyond the limit.
+    """
+    held: dict[str, list[RoleLink]] = {}
+    for link in sorted(links, key=lambda lk: lk.line):
+        held.setdefault(link.member, []).append(link)
+    # Depth-first over roles in line order: a back edge closes a cycle.
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def text(link: RoleLink) -> str:
+        return f"g, {link.member}, {link.role}"
+
+    def visit(node: str) -> None:
+        # Iterative, so that a long (refused) chain cannot exhaust Python's recursion limit.
+        stack: list[tuple[str, int]] = [(node, 0)]
+        state[node] = 1
+        while stack:
+            current, i = stack[-1]
+            out = held.get(current, [])
+            if i < len(out):
+                stack[-1] = (current, i + 1)
+                nxt = out[i].role
+                mark = state.get(nxt)
+                if mark == 1:
+                    raise check.error(
+                        out[i].line, text(out[i]), f"a role cycle: {nxt} would hold itself"
+                    )
+                if mark is None:
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+                continue
+            state[current] = 2
+            stack.pop()
+
+    members = [link.member for link in sorted(links, key=lambda lk: lk.line)]
+    for member in members:
+        if member not in state:
+            visit(member)
+    for role in sorted({link.role for link in links} - set(members)):
+        visit(role)
+    # No cycle: longest chains by relaxing links in topological order (Kahn).
+    indegree: dict[str, int] = {}
+    for link in links:
+        indegree[link.role] = indegree.get(link.role, 0) + 1
+        indegree.setdefault(link.member, 0)
+    ready = sorted(n for n, d in indegree.items() if d == 0)
+    depth = dict.fromkeys(ready, 0)  # the longest chain from an agency (0) to each node
+    while ready:
+        node = ready.pop()
+        for link in held.get(node, []):
+            if depth[node] + 1 > depth.get(link.role, 0):
+                depth[link.role] = depth[node] + 1
+            if depth[link.role] > MAX_ROLE_DEPTH:
+                raise check.error(
+                    link.line,
+                    text(link),
+                    f"{link.role} is {depth[link.role]} role links below an agency; the policy"
+                    f" engine (pycasbin) follows at most {MAX_ROLE_DEPTH} and would then"
+                    " silently treat the role as not held",
+                )
+            indegree[link.role] -= 1
+            if indegree[link.role] == 0:
+                ready.append(link.role)
 
 
 class _Checker:
@@ -297,8 +474,9 @@ def parse_policy_set(
     Raises:
         ConfigError: the model is not of the required shape (key ``model.conf:<section>``), or
             a policy line is malformed, references an unknown department, dataset, field,
-            tier, purpose, agency or role, has a bad mode or effect, or grants a prohibited
-            item or a state secret (key ``policy.csv:<line>``).
+            tier, purpose, agency or role, has a bad mode or effect, grants a prohibited
+            item or a state secret, closes a role cycle or puts a role deeper than
+            :data:`MAX_ROLE_DEPTH` links below an agency (key ``policy.csv:<line>``).
     """
     _check_model(model_text, model_source)
     check = _Checker(catalog, purposes, agencies, policy_source)
@@ -363,6 +541,7 @@ def parse_policy_set(
             raise check.error(
                 link.line, f"g, {link.member}, {link.role}", f"unknown agency {link.member!r}"
             )
+    _check_role_graph(links, check)
     for grant in grants:
         text = ", ".join(["p", *grant.rule])
         if grant.sub.startswith(ROLE_PREFIX):

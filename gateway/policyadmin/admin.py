@@ -51,6 +51,7 @@ from gateway.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from gateway.freetext import scan
 from gateway.policy import PolicyDecider
 from gateway.policyadmin.analysis import FieldChange, Flip, diff_versions, replay_records, warm
 from gateway.policyadmin.errors import PolicyWorkflowError
@@ -286,14 +287,23 @@ class PolicyAdministrator:
     async def _record(self, action: str, officer: str, **fields: Any) -> None:
         if self._audit is None:
             return
-        record = {"action": action, "officer": officer, **fields}
-        await self._audit.append_event(AUDIT_KIND, {k: v for k, v in record.items()})
+        # Free text enters the record only through the free-text screen (as written, or
+        # as a keyed pseudonym), whatever the outcome: the reason, the file names a draft
+        # brings, and the officer id (in development mode a header names it).
+        free = self._audit.free_text
+        record = {"action": action, "officer": free(officer), **fields}
+        if "reason" in record:
+            record["reason"] = free(record["reason"])
+        if "files" in record:
+            record["files"] = [free(name) for name in record["files"]]
+        await self._audit.append_event(AUDIT_KIND, record)
 
     async def _refused(self, action: str, officer: str, err: GatewayError, **fields: Any) -> None:
         # A refused step is on the record too; if even that fails, the caller still gets
         # the original refusal.
         with contextlib.suppress(GatewayError):
             await self._record(action, officer, outcome="refused", error=err.reason, **fields)
+            err.audited = self._audit is not None  # the gRPC edge need not record it again
 
     async def record_refusal(self, action: str, officer: str, err: GatewayError) -> None:
         """Put a refused attempt on the audit record (never raises)."""
@@ -344,6 +354,9 @@ class PolicyAdministrator:
         """Store ``files`` (completed from the active version) as a new version."""
 
         def do() -> VersionView:
+            _screen("reason", reason)
+            for name in files:
+                _screen("files", name)
             active = self.store.active()
             merged = dict(files)
             if active is not None:
@@ -464,6 +477,7 @@ class PolicyAdministrator:
         """
 
         def check() -> str:
+            _screen("reason", reason)
             version = self.store.version(number)
             if officer == version.author:
                 raise PermissionDeniedError(
@@ -516,6 +530,7 @@ class PolicyAdministrator:
         async with self._lock:
             previous = 0
             try:
+                _screen("reason", reason)
                 active = await self._run(self.store.active)
                 previous = active.version if active else 0
                 loaded, decider = await self._run(self._check_activation, number, rollback)
@@ -633,3 +648,18 @@ class PolicyAdministrator:
         self.installed = loaded.number
         self.current = loaded
         self._poll_failed = None
+
+
+def _screen(field: str, text: str) -> None:
+    """Refuse free text holding anything identifier-like: the policy store keeps
+    reasons and file names for good, in clear, and lists them to every officer, so
+    the strict screen applies (a hex id holding a birth date is refused too).
+
+    Raises InvalidArgumentError naming ``field``, never repeating the text.
+    """
+    if scan(text):
+        raise InvalidArgumentError(
+            field,
+            "must not contain a resident identity number or unified social credit code "
+            "(the text is not repeated)",
+        )

@@ -16,7 +16,12 @@ subject type, the datasets its sections name) and compares, per field, whether t
 granted it then and whether the draft grants it now. The record holds no consent token, so
 "granted" means granted by the policy: a field withheld only for want of consent counted as
 granted then, and the draft is asked with a consent covering everything. The law's blocks
-(prohibited items, state secrets) are never granted. A dataset that returned no records and
+(prohibited items, state secrets) are never granted. Whether a query was a self-query (the
+subject querying itself, ``QueryFacts.is_self``) is a decision input too: a record's
+``self_query`` flag where it has one; otherwise a ``self_query``-purpose record that was
+granted nothing was a refused self-query (another subject's) and one granted anything was
+the subject's own (a refused one grants nothing whatever the policy, so asking it as one
+would report every field as a false change). A dataset that returned no records and
 had nothing withheld leaves no trace in the record and is not replayed.
 """
 
@@ -127,7 +132,10 @@ def _facts(
     subject_type: str,
     datasets: tuple[Dataset, ...],
     token: str,
+    *,
+    is_self: bool | None = None,
 ) -> QueryFacts:
+    """``is_self`` None: every ``self_query`` asked as the subject's own (diff and warm-up)."""
     return QueryFacts(
         agency_id=agency,
         agency_kind="unknown",
@@ -136,7 +144,7 @@ def _facts(
         mode=mode,
         datasets=datasets,
         today=dt.date.today(),
-        is_self=purpose == SELF_QUERY_PURPOSE,
+        is_self=purpose == SELF_QUERY_PURPOSE if is_self is None else is_self,
         consent_token=token,
         subject_id=_SUBJECT_IDS[subject_type],
     )
@@ -269,7 +277,11 @@ def replay_records(
             continue
         agency, purpose = str(record.get("agency_id", "")), str(record.get("purpose", ""))
         token = consents.token(agency, purpose, subject_type)
-        decision = decider.decide(_facts(agency, purpose, mode, subject_type, datasets, token))
+        flag = record.get("self_query")
+        is_self = flag if isinstance(flag, bool) else purpose == SELF_QUERY_PURPOSE and bool(before)
+        decision = decider.decide(
+            _facts(agency, purpose, mode, subject_type, datasets, token, is_self=is_self)
+        )
         after = _policy_granted(decision)
         replayed += 1
         if before != after:

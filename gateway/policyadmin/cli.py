@@ -16,7 +16,9 @@
 Connection: ``--demo demo.json --officer ID`` (written by ``credit-gateway demo --serve``),
 or ``--gateway HOST:PORT --ca CA --cert CERT --key KEY --token-file JWT`` (an officer's
 certificate and token), or ``--gateway HOST:PORT --dev-officer ID`` against a gateway in
-insecure development mode. ``draft`` uploads the files named; the others are taken from the
+insecure development mode. The connection options go before or after the command; with
+``--demo``, a connection flag given explicitly wins. Times printed are UTC (``Z``).
+``draft`` uploads the files named; the others are taken from the
 active version. Exit status: 0 done; 1 validation problems, test failures, or a refusal by
 the gateway (its code and message are printed on one line); 2 usage or connection error.
 """
@@ -60,23 +62,41 @@ class _UsageError(Exception):
     pass
 
 
+def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
+    conn = p.add_argument_group("connection (before or after the command)")
+    conn.add_argument(
+        "--demo",
+        type=Path,
+        default=default,
+        help="demo.json written by 'credit-gateway demo --serve'",
+    )
+    conn.add_argument("--officer", default=default, help="with --demo: which officer to act as")
+    conn.add_argument("--gateway", default=default, help="gateway address HOST:PORT")
+    conn.add_argument("--ca", type=Path, default=default, help="CA certificate (PEM)")
+    conn.add_argument(
+        "--cert", type=Path, default=default, help="the officer's client certificate (PEM)"
+    )
+    conn.add_argument("--key", type=Path, default=default, help="the officer's private key (PEM)")
+    conn.add_argument(
+        "--token-file", type=Path, default=default, help="file holding the officer's JWT"
+    )
+    conn.add_argument(
+        "--dev-officer", default=default, help="insecure development gateway: officer id header"
+    )
+    conn.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0 if default is None else default,
+        help="deadline in seconds (default 60)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="credit-gateway policy",
         description="Draft, check, approve and activate policy versions (security officers).",
     )
-    conn = p.add_argument_group("connection")
-    conn.add_argument(
-        "--demo", type=Path, help="demo.json written by 'credit-gateway demo --serve'"
-    )
-    conn.add_argument("--officer", help="with --demo: which officer to act as")
-    conn.add_argument("--gateway", help="gateway address HOST:PORT")
-    conn.add_argument("--ca", type=Path, help="CA certificate (PEM)")
-    conn.add_argument("--cert", type=Path, help="the officer's client certificate (PEM)")
-    conn.add_argument("--key", type=Path, help="the officer's private key (PEM)")
-    conn.add_argument("--token-file", type=Path, help="file holding the officer's JWT")
-    conn.add_argument("--dev-officer", help="insecure development gateway: officer id header")
-    conn.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+    _connection_options(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="every version, newest first")
@@ -116,28 +136,38 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("version", type=int)
         s.add_argument("--reason", required=True)
+    for s in sub.choices.values():
+        # SUPPRESS: an option given before the command is not reset by the command's default.
+        _connection_options(s, argparse.SUPPRESS)
     return p
 
 
 def _connect(args: argparse.Namespace) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
+    # --demo supplies what the flags do not name: an explicit flag always wins.
+    address, ca, cert, key, token_file = (
+        args.gateway,
+        args.ca,
+        args.cert,
+        args.key,
+        args.token_file,
+    )
     if args.demo:
         demo = json.loads(args.demo.read_text(encoding="utf-8"))
         officers = demo.get("officers", {})
         officer = officers.get(args.officer or "")
         if officer is None:
             raise _UsageError(f"--officer must be one of {', '.join(sorted(officers)) or '(none)'}")
-        address = demo["gateway_address"]
-        ca, cert, key = (Path(demo["ca_cert"]), Path(officer["cert"]), Path(officer["key"]))
-        token_file = Path(officer["token_file"])
-    else:
-        if not args.gateway:
-            raise _UsageError("name --gateway (or --demo)")
-        address = args.gateway
-        if args.dev_officer:
-            return grpc.aio.insecure_channel(address), ((DEV_OFFICER_HEADER, args.dev_officer),)
-        if not (args.ca and args.cert and args.key and args.token_file):
-            raise _UsageError("--gateway needs --ca, --cert, --key and --token-file")
-        ca, cert, key, token_file = args.ca, args.cert, args.key, args.token_file
+        address = address or demo["gateway_address"]
+        ca = ca or Path(demo["ca_cert"])
+        cert = cert or Path(officer["cert"])
+        key = key or Path(officer["key"])
+        token_file = token_file or Path(officer["token_file"])
+    elif not address:
+        raise _UsageError("name --gateway (or --demo)")
+    elif args.dev_officer:
+        return grpc.aio.insecure_channel(address), ((DEV_OFFICER_HEADER, args.dev_officer),)
+    if not (ca and cert and key and token_file):
+        raise _UsageError("--gateway needs --ca, --cert, --key and --token-file")
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(),
         private_key=key.read_bytes(),
@@ -151,7 +181,7 @@ def _line(v: policy_admin_pb2.VersionInfo) -> str:
     approved = f"approved by {v.approved_by}" if v.approved_by else "not approved"
     mark = "*" if v.active else " "
     return (
-        f"{mark}{v.number:>4}  {v.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}  by {v.author:<12}"
+        f"{mark}{v.number:>4}  {v.created_at.ToDatetime():%Y-%m-%d %H:%M:%S}Z  by {v.author:<12}"
         f" {approved:<24} validate {_STATE.get(v.validated, '-'):<4} test "
         f"{_STATE.get(v.tested, '-'):<4}  {v.reason}"
     )
@@ -288,6 +318,8 @@ def policy_main(
     except _UsageError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # the reader went away: gateway.console.console_script ends quietly
     except OSError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE

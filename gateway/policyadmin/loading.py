@@ -104,7 +104,10 @@ def _parse_parts(files: Mapping[str, str]) -> tuple[Catalog, Registry, PriceList
     except ConfigError as err:
         raise _in("catalog.toml", err) from None
     try:
-        registry = parse_registry(_toml(files, "agencies.toml"))
+        # The version's own departments are reserved names for its principals.
+        registry = parse_registry(
+            _toml(files, "agencies.toml"), departments=tuple(catalog.departments)
+        )
     except ConfigError as err:
         raise _in("agencies.toml", err) from None
     try:

@@ -4,7 +4,8 @@ The servicer never decides who is an officer itself: it takes an
 ``authorize(context) -> officer_id`` callable (the gateway wires it to :mod:`gateway.auth`
 with ``Role.OFFICER``) that raises PermissionDeniedError or AuthenticationError for anybody
 else. Every RPC calls it first, so a caller who is not an officer learns nothing, not even
-which versions exist. Errors reach the client through :func:`gateway.errors.abort` only.
+which versions exist. Errors are raised for the gRPC edge (:mod:`gateway.edge`), which
+maps them to statuses and records the refusals the workflow has not recorded.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any, NoReturn
 
 import grpc
 
+from gateway.edge import authenticate, identified
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
-    InternalError,
     InvalidArgumentError,
-    abort,
+    NotFoundError,
 )
+from gateway.freetext import echo, scan
 from gateway.policyadmin.admin import PolicyAdministrator, VersionView
 from gateway.policyadmin.store import CheckResult
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
@@ -42,10 +44,14 @@ def dev_officer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     that four eyes can still be exercised without certificates.
 
     Raises:
-        AuthenticationError: no ``x-dev-officer-id`` header.
+        AuthenticationError: no ``x-dev-officer-id`` header, or one holding an identifier.
     """
     for key, value in context.invocation_metadata() or ():
         if key == DEV_OFFICER_HEADER and isinstance(value, str) and value:
+            if scan(value):  # it is recorded, logged and echoed as the officer
+                raise AuthenticationError(
+                    f"{DEV_OFFICER_HEADER} must name an officer", reason="DEV_OFFICER_INVALID"
+                )
             return value
     raise AuthenticationError(f"missing {DEV_OFFICER_HEADER} header", reason="DEV_OFFICER_MISSING")
 
@@ -82,9 +88,17 @@ def version_proto(view: VersionView) -> policy_admin_pb2.VersionInfo:
     return msg
 
 
-def _version(number: int) -> int:
+#: Version numbers are SQLite INTEGERs: a larger uint64 names no version.
+_MAX_VERSION = 2**63 - 1
+
+
+def _version(number: int, field: str = "version") -> int:
+    """A version number from a request. Raises InvalidArgumentError for 0 and
+    NotFoundError for one beyond any version there can be (before any store sees it)."""
     if number <= 0:
-        raise InvalidArgumentError("version", "required: a version number (1, 2, ...)")
+        raise InvalidArgumentError(field, "required: a version number (1, 2, ...)")
+    if number > _MAX_VERSION:
+        raise NotFoundError(f"no policy version {number}")
     return number
 
 
@@ -99,10 +113,12 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         """The calling security officer. A caller who is not one is refused, and
         the attempt goes on the audit record like every other refused action."""
         try:
-            return self._authorize(context)
+            officer = authenticate(self._authorize, context)
         except GatewayError as err:
             await self.admin.record_refusal(action, "", err)
             raise
+        identified(officer)
+        return officer
 
     async def Draft(
         self, request: policy_admin_pb2.DraftRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -112,7 +128,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
             files: dict[str, str] = {}
             for f in request.files:
                 if f.name in files:
-                    raise InvalidArgumentError("files", f"{f.name} given twice")
+                    raise InvalidArgumentError("files", f"{echo(f.name)} given twice")
                 files[f.name] = f.content
             view = await self.admin.draft(officer, files, request.reason)
             return policy_admin_pb2.DraftResponse(version=version_proto(view))
@@ -149,7 +165,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
             base, changes, compared = await self.admin.diff(
                 officer,
                 _version(request.version),
-                base=request.base,
+                base=_version(request.base, "base") if request.base else 0,
                 with_consent=request.with_consent,
             )
             return policy_admin_pb2.DiffResponse(
@@ -269,7 +285,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
 
 
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
-    if not isinstance(exc, GatewayError):
-        log.exception("policy admin call failed")
-        exc = InternalError("internal error")
-    await abort(context, exc)
+    """Hand ``exc`` to the gRPC edge (:mod:`gateway.edge`), which maps it to a status,
+    answers INTERNAL for anything not a GatewayError, and records the refusal unless
+    the workflow already did."""
+    raise exc

@@ -443,10 +443,11 @@ class SQLiteVersionStore(VersionStore):
                 "INSERT INTO approvals (version, officer, reason, at) VALUES (?, ?, ?, ?)",
                 (number, officer, reason, _ts(at)),
             )
-        except sqlite3.IntegrityError as err:
+        except sqlite3.IntegrityError:
             # Lost a race with another approval, or the trigger caught what we did not.
-            raise PolicyWorkflowError(
-                f"version {number} cannot be approved: {err}", reason="APPROVAL_REFUSED"
+            raise PolicyWorkflowError(  # the driver's text names our schema: not for callers
+                f"version {number} cannot be approved: the store refused it",
+                reason="APPROVAL_REFUSED",
             ) from None
         except sqlite3.Error as err:
             raise PolicyStoreError(f"{self.path}: {err}") from None
@@ -521,9 +522,9 @@ class SQLiteVersionStore(VersionStore):
                 " VALUES (?, ?, ?, ?, ?)",
                 (number, officer, reason, action, _ts(at)),
             )
-        except sqlite3.IntegrityError as err:
-            raise PolicyWorkflowError(
-                f"version {number} cannot be activated: {err}",
+        except sqlite3.IntegrityError:
+            raise PolicyWorkflowError(  # the driver's text names our schema: not for callers
+                f"version {number} cannot be activated: the store refused it",
                 reason="ALREADY_BOOTSTRAPPED" if action == "bootstrap" else "NOT_APPROVED",
             ) from None
         except sqlite3.Error as err:

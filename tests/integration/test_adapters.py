@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters import cli
-from adapters.sdk import bound_port, mtls_server_credentials, serve, shutdown
+from adapters.sdk import FEDERATION_IDENTITY, bound_port, mtls_server_credentials, serve, shutdown
 from adapters.sql import SqlStore, load_mapping
 from adapters.synth import sample_mapping
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
@@ -76,7 +76,7 @@ class ThrowawayCA:
         )
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, common_name: str, *, server: bool) -> Issued:
+    def issue(self, common_name: str, *, server: bool, uri: str | None = None) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         builder = (
@@ -101,6 +101,10 @@ class ThrowawayCA:
                     [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
                 ),
                 critical=False,
+            )
+        elif uri is not None:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
             )
         cert = builder.sign(self._key, hashes.SHA256())
         return Issued(
@@ -264,7 +268,8 @@ async def test_cli_adapter_over_mutual_tls(
     data: Path, subjects: dict[str, Any], tmp_path: Path, start_cli: Any
 ) -> None:
     ca = ThrowawayCA()
-    server, gateway = ca.issue("adapter-pbccrc", server=True), ca.issue("gateway", server=False)
+    server = ca.issue("adapter-pbccrc", server=True)
+    gateway = ca.issue("gateway", server=False, uri=FEDERATION_IDENTITY)
     files = {}
     for name, content in [
         ("ca.pem", ca.pem),
@@ -284,8 +289,6 @@ async def test_cli_adapter_over_mutual_tls(
         files["server.key"],
         "--client-ca",
         files["ca.pem"],
-        "--allow-client",
-        "gateway",
     )
     person = subjects["person_with_loans"]
     async with _channel(p.port, ca, gateway) as channel:
@@ -354,7 +357,7 @@ async def tls_adapter(data: Path) -> AsyncIterator[tuple[int, ThrowawayCA]]:
         server_credentials=mtls_server_credentials(
             server_cert.cert_pem, server_cert.key_pem, ca.pem
         ),
-        allowed_clients=frozenset({"gateway"}),
+        allowed_clients=frozenset({FEDERATION_IDENTITY}),
     )
     yield bound_port(server), ca
     await shutdown(server, 0)
@@ -366,7 +369,8 @@ async def test_tls_adapter_answers_the_gateway(
 ) -> None:
     port, ca = tls_adapter
     person = subjects["person_dishonest_debtor"]
-    async with _channel(port, ca, ca.issue("gateway", server=False)) as channel:
+    gateway = ca.issue("gateway", server=False, uri=FEDERATION_IDENTITY)
+    async with _channel(port, ca, gateway) as channel:
         stub = adapter_pb2_grpc.DepartmentAdapterStub(channel)  # type: ignore[misc]
         assert (await stub.Describe(adapter_pb2.DescribeRequest())).department == "court"
         response = await stub.Lookup(

@@ -164,7 +164,7 @@ def test_checkpoint_signed_by_another_key(env: Env, capsys: pytest.CaptureFixtur
     assert "index 600:" in err and "not signed by a trusted key" in err
 
 
-def test_unsigned_tail_is_a_warning(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unsigned_tail_fails_unless_allowed(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     leaf = encode_record(_record(600), seq=600)
     env.sql("")
     conn = sqlite3.connect(env.db)
@@ -172,7 +172,10 @@ def test_unsigned_tail_is_a_warning(env: Env, capsys: pytest.CaptureFixture[str]
     conn.commit()
     conn.close()
     code, out, err = _run(capsys, "verify", env.db, "--key", env.key)
-    assert code == 0 and "600..600 are not yet covered" in err and "size 600," in out
+    assert code == 1 and "index 600:" in err and "1 entries (600..600) are not covered" in err
+    code, out, err = _run(capsys, "verify", env.db, "--key", env.key, "--allow-unsigned-tail")
+    assert code == 0 and "(600..600) are not covered" in err
+    assert out.startswith("OK: 600 entries") and "1 later entries NOT verified" in out
 
 
 def test_export_prove_and_check_proof(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from gateway.billing.admin import BillingAdminService
 from gateway.billing.ledger import AsyncLedger, PricedLine, ReserveSpec
+from gateway.edge import Edge
 from gateway.errors import PermissionDeniedError
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 
@@ -62,7 +63,7 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     async def on_event(event: dict[str, Any]) -> None:
         events.append(event)
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[Edge()], options=[("grpc.so_reuseport", 0)])
     billing_pb2_grpc.add_BillingAdminServicer_to_server(
         BillingAdminService(
             ledger,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sdk import bound_port, mtls_server_credentials, serve
+from adapters.sdk import FEDERATION_IDENTITY, bound_port, mtls_server_credentials, serve
 from adapters.testing import InMemoryStore
 from gateway.assembly import build_gateway
 from gateway.catalog import load_catalog
@@ -32,7 +32,7 @@ async def test_a_department_answering_with_another_departments_certificate(
             pki.department_key("market").read_bytes(),
             pki.ca_cert.read_bytes(),
         ),
-        allowed_clients=frozenset({"credit-gateway"}),
+        allowed_clients=frozenset({FEDERATION_IDENTITY}),
     )
     try:
         config = load_config(stack.config_path)

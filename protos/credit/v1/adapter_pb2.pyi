@@ -6,10 +6,10 @@ the gateway asks only for the fields a policy allows.
 """
 
 from collections import abc as _abc
+from protos.credit.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
-from protos.credit.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

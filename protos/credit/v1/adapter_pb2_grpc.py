@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.credit.v1 import adapter_pb2 as protos_dot_credit_dot_v1_dot_adapter__pb2
+from protos.credit.v1 import adapter_pb2 as credit_dot_v1_dot_adapter__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/credit/v1/adapter_pb2_grpc.py depends on'
+        + ' but the generated code in credit/v1/adapter_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class DepartmentAdapterStub:
         """
         self.Describe = channel.unary_unary(
                 '/credit.v1.DepartmentAdapter/Describe',
-                request_serializer=protos_dot_credit_dot_v1_dot_adapter__pb2.DescribeRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_adapter__pb2.DescribeResponse.FromString,
+                request_serializer=credit_dot_v1_dot_adapter__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_adapter__pb2.DescribeResponse.FromString,
                 _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/credit.v1.DepartmentAdapter/Lookup',
-                request_serializer=protos_dot_credit_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
+                request_serializer=credit_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
                 _registered_method=True)
 
 
@@ -71,13 +71,13 @@ def add_DepartmentAdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_adapter__pb2.DescribeRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_adapter__pb2.DescribeResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_adapter__pb2.DescribeRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_adapter__pb2.DescribeResponse.SerializeToString,
             ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_adapter__pb2.LookupResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_adapter__pb2.LookupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -105,8 +105,8 @@ class DepartmentAdapter:
             request,
             target,
             '/credit.v1.DepartmentAdapter/Describe',
-            protos_dot_credit_dot_v1_dot_adapter__pb2.DescribeRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_adapter__pb2.DescribeResponse.FromString,
+            credit_dot_v1_dot_adapter__pb2.DescribeRequest.SerializeToString,
+            credit_dot_v1_dot_adapter__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -132,8 +132,8 @@ class DepartmentAdapter:
             request,
             target,
             '/credit.v1.DepartmentAdapter/Lookup',
-            protos_dot_credit_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
+            credit_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+            credit_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,

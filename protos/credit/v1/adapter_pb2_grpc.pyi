@@ -6,8 +6,8 @@ the gateway asks only for the fields a policy allows.
 """
 
 from collections import abc as _abc
-from grpc import aio as _aio
 from protos.credit.v1 import adapter_pb2 as _adapter_pb2
+from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.credit.v1 import audit_pb2 as protos_dot_credit_dot_v1_dot_audit__pb2
+from protos.credit.v1 import audit_pb2 as credit_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/credit/v1/audit_pb2_grpc.py depends on'
+        + ' but the generated code in credit/v1/audit_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class AuditServiceStub:
         """
         self.GetCheckpoint = channel.unary_unary(
                 '/credit.v1.AuditService/GetCheckpoint',
-                request_serializer=protos_dot_credit_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_audit__pb2.Checkpoint.FromString,
+                request_serializer=credit_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_audit__pb2.Checkpoint.FromString,
                 _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/credit.v1.AuditService/GetInclusionProof',
-                request_serializer=protos_dot_credit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_audit__pb2.InclusionProof.FromString,
+                request_serializer=credit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_audit__pb2.InclusionProof.FromString,
                 _registered_method=True)
         self.GetConsistencyProof = channel.unary_unary(
                 '/credit.v1.AuditService/GetConsistencyProof',
-                request_serializer=protos_dot_credit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+                request_serializer=credit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
                 _registered_method=True)
 
 
@@ -81,18 +81,18 @@ def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_audit__pb2.Checkpoint.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_audit__pb2.Checkpoint.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_audit__pb2.InclusionProof.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_audit__pb2.InclusionProof.SerializeToString,
             ),
             'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConsistencyProof,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_audit__pb2.ConsistencyProof.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_audit__pb2.ConsistencyProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -120,8 +120,8 @@ class AuditService:
             request,
             target,
             '/credit.v1.AuditService/GetCheckpoint',
-            protos_dot_credit_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_audit__pb2.Checkpoint.FromString,
+            credit_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+            credit_dot_v1_dot_audit__pb2.Checkpoint.FromString,
             options,
             channel_credentials,
             insecure,
@@ -147,8 +147,8 @@ class AuditService:
             request,
             target,
             '/credit.v1.AuditService/GetInclusionProof',
-            protos_dot_credit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_audit__pb2.InclusionProof.FromString,
+            credit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            credit_dot_v1_dot_audit__pb2.InclusionProof.FromString,
             options,
             channel_credentials,
             insecure,
@@ -174,8 +174,8 @@ class AuditService:
             request,
             target,
             '/credit.v1.AuditService/GetConsistencyProof',
-            protos_dot_credit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+            credit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            credit_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,8 +7,8 @@ verifier key: checkpoints are C2SP signed notes, proofs are RFC 9162.
 """
 
 from collections import abc as _abc
-from grpc import aio as _aio
 from protos.credit.v1 import audit_pb2 as _audit_pb2
+from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
 import sys

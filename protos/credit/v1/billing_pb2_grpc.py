@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.credit.v1 import billing_pb2 as protos_dot_credit_dot_v1_dot_billing__pb2
+from protos.credit.v1 import billing_pb2 as credit_dot_v1_dot_billing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/credit/v1/billing_pb2_grpc.py depends on'
+        + ' but the generated code in credit/v1/billing_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class BillingAdminStub:
         """
         self.GetBalance = channel.unary_unary(
                 '/credit.v1.BillingAdmin/GetBalance',
-                request_serializer=protos_dot_credit_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
+                request_serializer=credit_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
         self.TopUp = channel.unary_unary(
                 '/credit.v1.BillingAdmin/TopUp',
-                request_serializer=protos_dot_credit_dot_v1_dot_billing__pb2.TopUpRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_billing__pb2.TopUpResponse.FromString,
+                request_serializer=credit_dot_v1_dot_billing__pb2.TopUpRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_billing__pb2.TopUpResponse.FromString,
                 _registered_method=True)
         self.Statement = channel.unary_unary(
                 '/credit.v1.BillingAdmin/Statement',
-                request_serializer=protos_dot_credit_dot_v1_dot_billing__pb2.StatementRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_billing__pb2.StatementResponse.FromString,
+                request_serializer=credit_dot_v1_dot_billing__pb2.StatementRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_billing__pb2.StatementResponse.FromString,
                 _registered_method=True)
 
 
@@ -82,18 +82,18 @@ def add_BillingAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_billing__pb2.GetBalanceRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_billing__pb2.GetBalanceResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_billing__pb2.GetBalanceRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_billing__pb2.GetBalanceResponse.SerializeToString,
             ),
             'TopUp': grpc.unary_unary_rpc_method_handler(
                     servicer.TopUp,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_billing__pb2.TopUpRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_billing__pb2.TopUpResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_billing__pb2.TopUpRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_billing__pb2.TopUpResponse.SerializeToString,
             ),
             'Statement': grpc.unary_unary_rpc_method_handler(
                     servicer.Statement,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_billing__pb2.StatementRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_billing__pb2.StatementResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_billing__pb2.StatementRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_billing__pb2.StatementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -121,8 +121,8 @@ class BillingAdmin:
             request,
             target,
             '/credit.v1.BillingAdmin/GetBalance',
-            protos_dot_credit_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
+            credit_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
+            credit_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -148,8 +148,8 @@ class BillingAdmin:
             request,
             target,
             '/credit.v1.BillingAdmin/TopUp',
-            protos_dot_credit_dot_v1_dot_billing__pb2.TopUpRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_billing__pb2.TopUpResponse.FromString,
+            credit_dot_v1_dot_billing__pb2.TopUpRequest.SerializeToString,
+            credit_dot_v1_dot_billing__pb2.TopUpResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -175,8 +175,8 @@ class BillingAdmin:
             request,
             target,
             '/credit.v1.BillingAdmin/Statement',
-            protos_dot_credit_dot_v1_dot_billing__pb2.StatementRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_billing__pb2.StatementResponse.FromString,
+            credit_dot_v1_dot_billing__pb2.StatementRequest.SerializeToString,
+            credit_dot_v1_dot_billing__pb2.StatementResponse.FromString,
             options,
             channel_credentials,
             insecure,

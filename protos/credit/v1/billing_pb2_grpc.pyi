@@ -7,8 +7,8 @@ PERMISSION_DENIED. All money is integer fen (1 yuan = 100 fen).
 """
 
 from collections import abc as _abc
-from grpc import aio as _aio
 from protos.credit.v1 import billing_pb2 as _billing_pb2
+from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.credit.v1 import policy_admin_pb2 as protos_dot_credit_dot_v1_dot_policy__admin__pb2
+from protos.credit.v1 import policy_admin_pb2 as credit_dot_v1_dot_policy__admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/credit/v1/policy_admin_pb2_grpc.py depends on'
+        + ' but the generated code in credit/v1/policy_admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,53 +36,53 @@ class PolicyAdminStub:
         """
         self.Draft = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Draft',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DraftRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DraftResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.DraftRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.DraftResponse.FromString,
                 _registered_method=True)
         self.Validate = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Validate',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ValidateResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.ValidateResponse.FromString,
                 _registered_method=True)
         self.Test = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Test',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.TestResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.TestResponse.FromString,
                 _registered_method=True)
         self.Diff = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Diff',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DiffRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DiffResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.DiffRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.DiffResponse.FromString,
                 _registered_method=True)
         self.Replay = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Replay',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ReplayRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ReplayResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.ReplayRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.ReplayResponse.FromString,
                 _registered_method=True)
         self.Approve = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Approve',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ApproveRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.ApproveRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.VersionResponse.FromString,
                 _registered_method=True)
         self.Activate = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Activate',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
                 _registered_method=True)
         self.Rollback = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/Rollback',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
                 _registered_method=True)
         self.ListVersions = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/ListVersions',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ListVersionsRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ListVersionsResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.ListVersionsRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.ListVersionsResponse.FromString,
                 _registered_method=True)
         self.GetVersion = channel.unary_unary(
                 '/credit.v1.PolicyAdmin/GetVersion',
-                request_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.GetVersionResponse.FromString,
+                request_serializer=credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_policy__admin__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
 
 
@@ -166,53 +166,53 @@ def add_PolicyAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Draft': grpc.unary_unary_rpc_method_handler(
                     servicer.Draft,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DraftRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DraftResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.DraftRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.DraftResponse.SerializeToString,
             ),
             'Validate': grpc.unary_unary_rpc_method_handler(
                     servicer.Validate,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ValidateResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.VersionRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.ValidateResponse.SerializeToString,
             ),
             'Test': grpc.unary_unary_rpc_method_handler(
                     servicer.Test,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.TestResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.VersionRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.TestResponse.SerializeToString,
             ),
             'Diff': grpc.unary_unary_rpc_method_handler(
                     servicer.Diff,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DiffRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.DiffResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.DiffRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.DiffResponse.SerializeToString,
             ),
             'Replay': grpc.unary_unary_rpc_method_handler(
                     servicer.Replay,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ReplayRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ReplayResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.ReplayRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.ReplayResponse.SerializeToString,
             ),
             'Approve': grpc.unary_unary_rpc_method_handler(
                     servicer.Approve,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ApproveRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.ApproveRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.VersionResponse.SerializeToString,
             ),
             'Activate': grpc.unary_unary_rpc_method_handler(
                     servicer.Activate,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.SerializeToString,
             ),
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.SerializeToString,
             ),
             'ListVersions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVersions,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ListVersionsRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.ListVersionsResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.ListVersionsRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.ListVersionsResponse.SerializeToString,
             ),
             'GetVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVersion,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_policy__admin__pb2.GetVersionResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_policy__admin__pb2.VersionRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_policy__admin__pb2.GetVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -240,8 +240,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Draft',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.DraftRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.DraftResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.DraftRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.DraftResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -267,8 +267,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Validate',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ValidateResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.ValidateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -294,8 +294,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Test',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.TestResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.TestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -321,8 +321,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Diff',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.DiffRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.DiffResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.DiffRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.DiffResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -348,8 +348,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Replay',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ReplayRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ReplayResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.ReplayRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.ReplayResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -375,8 +375,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Approve',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ApproveRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.ApproveRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.VersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -402,8 +402,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Activate',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -429,8 +429,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/Rollback',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.ActivateRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.ActivateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -456,8 +456,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/ListVersions',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ListVersionsRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.ListVersionsResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.ListVersionsRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.ListVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -483,8 +483,8 @@ class PolicyAdmin:
             request,
             target,
             '/credit.v1.PolicyAdmin/GetVersion',
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_policy__admin__pb2.GetVersionResponse.FromString,
+            credit_dot_v1_dot_policy__admin__pb2.VersionRequest.SerializeToString,
+            credit_dot_v1_dot_policy__admin__pb2.GetVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,8 +11,8 @@ immutable and numbered from 1; exactly one is active.
 """
 
 from collections import abc as _abc
-from grpc import aio as _aio
 from protos.credit.v1 import policy_admin_pb2 as _policy_admin_pb2
+from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
 import sys

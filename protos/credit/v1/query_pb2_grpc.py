@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.credit.v1 import query_pb2 as protos_dot_credit_dot_v1_dot_query__pb2
+from protos.credit.v1 import query_pb2 as credit_dot_v1_dot_query__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/credit/v1/query_pb2_grpc.py depends on'
+        + ' but the generated code in credit/v1/query_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class QueryServiceStub:
         """
         self.Query = channel.unary_unary(
                 '/credit.v1.QueryService/Query',
-                request_serializer=protos_dot_credit_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
-                response_deserializer=protos_dot_credit_dot_v1_dot_query__pb2.QueryResponse.FromString,
+                request_serializer=credit_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_query__pb2.QueryResponse.FromString,
                 _registered_method=True)
 
 
@@ -58,8 +58,8 @@ def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
-                    request_deserializer=protos_dot_credit_dot_v1_dot_query__pb2.QueryRequest.FromString,
-                    response_serializer=protos_dot_credit_dot_v1_dot_query__pb2.QueryResponse.SerializeToString,
+                    request_deserializer=credit_dot_v1_dot_query__pb2.QueryRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_query__pb2.QueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,8 +87,8 @@ class QueryService:
             request,
             target,
             '/credit.v1.QueryService/Query',
-            protos_dot_credit_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
-            protos_dot_credit_dot_v1_dot_query__pb2.QueryResponse.FromString,
+            credit_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
+            credit_dot_v1_dot_query__pb2.QueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,8 +4,8 @@ isort:skip_file
 The agency-facing query API of credit-gateway."""
 
 from collections import abc as _abc
-from grpc import aio as _aio
 from protos.credit.v1 import query_pb2 as _query_pb2
+from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -165,35 +165,44 @@ async def test_open_refuses_a_tampered_log(
         await AuditLog.open(path, signer)
 
 
-async def test_write_failure_fails_the_whole_batch_closed(
+async def test_write_failure_fails_the_whole_batch_closed_then_heals(
     tmp_path: Path, signer: Ed25519Signer
 ) -> None:
     path = tmp_path / "audit.db"
-    log = await AuditLog.open(path, signer)
+    log = await AuditLog.open(path, signer, retry_interval=0.05)
     await log.append(_query(0))
-    # A real SQLite failure, caused from outside, as a full disk would.
+    # A real SQLite failure, caused from outside, as a full disk would: no write passes.
     conn = sqlite3.connect(path)
-    conn.execute(
-        "CREATE TRIGGER boom BEFORE INSERT ON entries "
-        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-    )
+    for table in ("entries", "checkpoints"):
+        conn.execute(
+            f"CREATE TRIGGER boom_{table} BEFORE INSERT ON {table} "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
     conn.commit()
     results = await asyncio.gather(
         *(log.append(_query(i)) for i in range(1, 50)), return_exceptions=True
     )
     assert all(isinstance(r, AuditUnavailableError) for r in results)
-    assert "disk on fire" in str(results[0])
+    # The caller hears that the log is failing, never the file or the OS error.
+    assert "disk on fire" not in str(results[0]) and str(path) not in str(results[0])
+    assert not log.available
     with pytest.raises(AuditUnavailableError):
-        await log.append(_query(99))  # stays closed after a failure
-    with pytest.raises(AuditUnavailableError):
-        await log.close()
-    conn.execute("DROP TRIGGER boom")
+        await log.append(_query(99))  # stays closed while the storage fails
+    await asyncio.sleep(0.3)  # the healer tries, and fails, meanwhile
+    assert not log.available
+    conn.executescript("DROP TRIGGER boom_entries; DROP TRIGGER boom_checkpoints;")
     conn.commit()
     conn.close()
-    log = await AuditLog.open(path, signer)  # reopening re-verifies and recovers
-    assert log.size == 1
+    async with asyncio.timeout(10):  # heals by itself: no reopening
+        while not log.available:
+            await asyncio.sleep(0.02)
+    assert log.size == 1 and log.checkpoint_size == 1
     assert (await log.append(_query(1))).index == 1
     await log.close()
+    store = SQLiteStore(path, read_only=True)
+    report = verify_log(store, _verifiers(signer))
+    store.close()
+    assert report.size == report.verified_size == 2
 
 
 async def test_memory_store_fake_fails_closed(signer: Ed25519Signer) -> None:
@@ -201,9 +210,10 @@ async def test_memory_store_fake_fails_closed(signer: Ed25519Signer) -> None:
     log = await AuditLog.open(None, signer, store=store)
     await log.append(_query(0))
     store.fail_writes = True
-    with pytest.raises(AuditUnavailableError, match="writes are failing"):
+    with pytest.raises(AuditUnavailableError, match="storage is failing"):
         await log.append(_query(1))
-    assert verify_log(store, _verifiers(signer)).size == 1
+    report = verify_log(store, _verifiers(signer), allow_unsigned_tail=True)
+    assert report.size == 1 and report.unsigned == 1  # stored, but not signed: not verified
     with pytest.raises(AuditUnavailableError):
         await log.close()
 

@@ -196,6 +196,13 @@ def test_payload_must_be_an_object(auth_pki: Pki, verifier: TokenVerifier) -> No
         ("iss", None, "TOKEN_CLAIM_MISSING"),
         ("aud", None, "TOKEN_CLAIM_MISSING"),
         ("iat", None, "TOKEN_CLAIM_MISSING"),
+        # Times outside any clock: "exp": 1e999 parses as infinity, and int() of it
+        # raised OverflowError (INTERNAL) before.
+        ("exp", float("inf"), "TOKEN_MALFORMED"),
+        ("exp", float("nan"), "TOKEN_MALFORMED"),
+        ("iat", float("-inf"), "TOKEN_MALFORMED"),
+        ("nbf", float("nan"), "TOKEN_MALFORMED"),
+        ("exp", 2**64, "TOKEN_MALFORMED"),
     ],
 )
 def test_claim_types(

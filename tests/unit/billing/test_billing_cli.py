@@ -31,11 +31,11 @@ def test_top_up_balance_and_idempotent_retry(db: Path) -> None:
     code, out, _ = run(
         "--ledger", str(db), "top-up", "bank", "50000", "--reference", "TX-1", "--create"
     )
-    assert code == 0 and "booked" in out and "balance 50000 fen" in out
+    assert code == 0 and "booked" in out and "balance ¥500.00" in out
     code, out, _ = run("--ledger", str(db), "top-up", "bank", "50000", "--reference", "TX-1")
     assert code == 0 and "already booked" in out
     code, out, _ = run("--ledger", str(db), "balance", "bank")
-    assert code == 0 and "balance 50000 fen" in out
+    assert code == 0 and "balance ¥500.00" in out
 
 
 def test_decimal_amount_is_refused(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,9 +105,7 @@ def test_statement_csv(db: Path) -> None:
         "--ledger", str(db), "statement", "bank", "--from", "2026-12-01", "--to", "2026-12-01"
     )
     assert code == 0
-    assert (
-        "opening balance 9700 fen" in out and "TX-late" in out and "closing balance 9701 fen" in out
-    )
+    assert "opening balance ¥97.00" in out and "TX-late" in out and "closing balance ¥97.01" in out
 
     code, _, err = run(
         "--ledger", str(db), "statement", "bank", "--from", "2026-12-01", "--to", "2026-11-01"
@@ -118,7 +116,7 @@ def test_statement_csv(db: Path) -> None:
 def test_credit_limit_and_check(db: Path) -> None:
     assert run("--ledger", str(db), "top-up", "bank", "100", "--reference", "T", "--create")[0] == 0
     code, out, _ = run("--ledger", str(db), "credit-limit", "bank", "500")
-    assert code == 0 and "available 600 fen" in out
+    assert code == 0 and "available ¥6.00" in out
     code, out, _ = run("--ledger", str(db), "check")
     assert code == 0 and "consistent" in out
 
