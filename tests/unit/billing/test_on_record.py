@@ -61,7 +61,10 @@ class Books:
     async def open(self, store: SQLiteStore | None = None) -> tuple[Meter, QueryAuditor]:
         """Start: open the log, then the meter, which recovers against the log."""
         log = await AuditLog.open(
-            None if store else self.audit_log, Ed25519Signer.from_key_string(self.skey), store=store
+            None if store else self.audit_log,
+            Ed25519Signer.from_key_string(self.skey),
+            store=store,
+            retry_interval=0.05,
         )
         self.auditor = QueryAuditor(log, b"k" * 32, gateway_origin=log.origin)
         self.meter = await Meter.open(
@@ -336,3 +339,28 @@ async def test_reconcile_names_what_differs_and_nothing_personal(books: Books) -
     assert f"request {rid}: charged 2 times" in output
     assert "11010519491231002X" not in output and "110105491231002" not in output
     assert "3 differences" in output
+
+
+async def test_bookings_of_an_outage_go_on_the_record_once_the_log_heals(books: Books) -> None:
+    store = FailingStore(books.audit_log)
+    meter, auditor = await books.open(store)
+    # As the gateway wires it (gateway.assembly), with a short settling time.
+    auditor.log.add_listener(lambda ok: meter.audit_healed(settle_s=0.3) if ok else None)
+    await fund(meter, "bank", 10_000)
+    rid = str(uuid.uuid4())
+    res = await _paid(meter, rid)
+    settled = await meter.settle(res, [REG])
+    store.failing = True
+    with pytest.raises(AuditUnavailableError):
+        await _query_record(auditor, res, settled)
+    await meter.release_all(res, reason="query failed")
+    assert ("request", rid) in await meter.ledger.run(meter.store.unaudited)
+    store.failing = False  # the disk has room again: the log heals by itself...
+    async with asyncio.timeout(20):
+        while ("request", rid) in await meter.ledger.run(meter.store.unaudited):
+            await asyncio.sleep(0.05)
+    assert auditor.available
+    await books.crash()  # ...and the refund is on the record without a restart
+    (record,) = books.records(rid)
+    assert record["event"] == "refund" and record["reason"] == "recovered"
+    assert record_movements(record) == Movements(600, 100, 500, 100)
