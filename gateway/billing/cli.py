@@ -168,7 +168,9 @@ def billing_main(
         return EXIT_USAGE
     try:
         if args.command == "reconcile":
-            return reconcile.run(ledger, args.audit_log, args.key, out=out, err=err)
+            return reconcile.run(
+                ledger, args.audit_log, args.key, out=out, err=err, as_json=bool(args.json)
+            )
         return _run(args, ledger, out)
     except GatewayError as exc:
         print(f"error: {exc.message}", file=err)

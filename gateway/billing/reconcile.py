@@ -26,9 +26,10 @@ Run it on a stopped gateway's files (or expect queries in flight to show).
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -295,9 +296,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(ledger: LedgerStore, audit_log: Path, key: Path | None, *, out: TextIO, err: TextIO) -> int:
+def run(
+    ledger: LedgerStore,
+    audit_log: Path,
+    key: Path | None,
+    *,
+    out: TextIO,
+    err: TextIO,
+    as_json: bool = False,
+) -> int:
     """Reconcile an open ``ledger`` with the log at ``audit_log``; print the
-    differences and a summary to ``out``. Returns 0, 1 (differences) or 2."""
+    differences and a summary to ``out`` (``as_json``: one JSON object, amounts
+    in integer fen). Returns 0, 1 (differences) or 2 (a file cannot be read)."""
     try:
         records = read_records(audit_log, key)
     except (AuditError, OSError) as exc:
@@ -308,6 +318,9 @@ def run(ledger: LedgerStore, audit_log: Path, key: Path | None, *, out: TextIO, 
     except GatewayError as exc:
         print(f"error: {exc.message}", file=err)
         return 2
+    if as_json:
+        print(json.dumps(asdict(report), indent=2), file=out)
+        return 1 if report.differences else 0
     for line in report.differences:
         print(line, file=out)
     summary = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -339,6 +340,11 @@ async def test_reconcile_names_what_differs_and_nothing_personal(books: Books) -
     assert f"request {rid}: charged 2 times" in output
     assert "11010519491231002X" not in output and "110105491231002" not in output
     assert "3 differences" in output
+    out = io.StringIO()
+    args = ["reconcile", "--ledger", str(books.ledger), "--audit-log", str(books.audit_log)]
+    assert billing_main([*args, "--json"], out=out, err=out) == 1
+    report = json.loads(out.getvalue())
+    assert len(report["differences"]) == 3 and report["charged_fen"] == 100
 
 
 async def test_bookings_of_an_outage_go_on_the_record_once_the_log_heals(books: Books) -> None:
