@@ -169,7 +169,13 @@ def billing_main(
     try:
         if args.command == "reconcile":
             return reconcile.run(
-                ledger, args.audit_log, args.key, out=out, err=err, as_json=bool(args.json)
+                ledger,
+                args.audit_log,
+                args.key,
+                out=out,
+                err=err,
+                as_json=bool(args.json),
+                strict=bool(args.strict),
             )
         return _run(args, ledger, out)
     except GatewayError as exc:

@@ -18,9 +18,17 @@ and no reservation may be left open: a stopped gateway has none (start-up
 recovery releases them), so one found is a query in flight, or a gateway that
 has not restarted since it stopped.
 
+**Pending is not a difference.** The ledger marks every movement in the same
+transaction that books it and clears the mark once the audit record carrying it
+is durable. A booking still marked is owed to the record and known to be: a
+query in flight on a running gateway, or, after a crash, a booking that start-up
+recovery records (and refunds if nothing was disclosed) at the next start.
+Those bookings are reported as *pending*, apart from the differences, so
+reconcile can run beside a live gateway; ``--strict`` counts them as
+differences (for a stopped and restarted gateway, which has none).
+
 The report names bookings by request id (a UUID), top-up reference, agency id
 and amounts in fen; never a subject, an officer or any other personal field.
-Run it on a stopped gateway's files (or expect queries in flight to show).
 """
 
 from __future__ import annotations
@@ -179,6 +187,8 @@ class ReconcileReport:
     charged_fen: int = 0
     refunded_fen: int = 0
     differences: list[str] = field(default_factory=list)
+    #: Bookings the ledger itself marks as not yet on the record (see the module doc).
+    pending: list[str] = field(default_factory=list)
 
 
 def _times_charged(entries: Iterable[Entry]) -> int:
@@ -189,8 +199,16 @@ def _times_charged(entries: Iterable[Entry]) -> int:
     return len(charges) - len(refunds)
 
 
-def reconcile(ledger: LedgerStore, records: Iterable[Mapping[str, Any]]) -> ReconcileReport:
+def reconcile(
+    ledger: LedgerStore,
+    records: Iterable[Mapping[str, Any]],
+    unsigned: Iterable[Mapping[str, Any]] = (),
+) -> ReconcileReport:
     """Compare ``ledger`` with the audit ``records`` (decoded, in log order).
+
+    ``unsigned``: records past the last signed checkpoint, which are not taken
+    as evidence; a booking they name is reported as pending ("recorded, not yet
+    signed") rather than as a difference.
 
     Raises LedgerError if the ledger cannot be read.
     """
@@ -220,16 +238,26 @@ def reconcile(ledger: LedgerStore, records: Iterable[Mapping[str, Any]]) -> Reco
 
     by_request: dict[str, list[Entry]] = defaultdict(list)
     top_ups: dict[str, Entry] = {}
-    diffs = report.differences
+    marked: set[tuple[str, str]] = set(ledger.unaudited())
+    marked.update(k for k in map(record_key, unsigned) if k is not None)
+    differences = report.differences
+
+    def differ(kind: str, ref: str, text: str) -> None:
+        (report.pending if (kind, ref) in marked else differences).append(text)
+
     for e in ledger.entries():
         if e.request_id:
             by_request[e.request_id].append(e)
         elif e.kind == "top_up":
             top_ups[e.reference] = e
         elif e.kind == "adjustment":
-            diffs.append(f"adjustment {e.reference}: {e.amount_fen} fen, no audit record")
+            differences.append(f"adjustment {e.reference}: {e.amount_fen} fen, no audit record")
     for rec in ledger.interrupted():
-        diffs.append(f"request {rec.request_id}: still reserved ({rec.reserved_fen} fen held)")
+        differ(
+            "request",
+            rec.request_id,
+            f"request {rec.request_id}: still reserved ({rec.reserved_fen} fen held)",
+        )
 
     report.requests = len(by_request)
     for rid in sorted(by_request.keys() | audited.keys()):
@@ -239,47 +267,59 @@ def reconcile(ledger: LedgerStore, records: Iterable[Mapping[str, Any]]) -> Reco
         report.charged_fen += booked.charge
         report.refunded_fen += booked.refund
         if booked != on_record:
-            diffs.append(
-                f"request {rid}: ledger {booked.describe()}; audit log {on_record.describe()}"
+            differ(
+                "request",
+                rid,
+                f"request {rid}: ledger {booked.describe()}; audit log {on_record.describe()}",
             )
         times = max(_times_charged(entries), audited_charges.get(rid, 0))
         if times > 1:
-            diffs.append(f"request {rid}: charged {times} times")
+            differences.append(f"request {rid}: charged {times} times")
 
     report.top_ups = len(top_ups)
     for ref in sorted(top_ups.keys() | audited_top_ups.keys()):
         entry = top_ups.get(ref)
         seen = audited_top_ups.get(ref, [])
         if entry is None:
-            diffs.append(f"top-up {ref}: on the audit log, not in the ledger")
+            differences.append(f"top-up {ref}: on the audit log, not in the ledger")
         elif not seen:
-            diffs.append(
-                f"top-up {ref}: {entry.amount_fen} fen to {entry.account_id}, no audit record"
+            differ(
+                "top_up",
+                ref,
+                f"top-up {ref}: {entry.amount_fen} fen to {entry.account_id}, no audit record",
             )
         elif len(seen) > 1:
-            diffs.append(f"top-up {ref}: {len(seen)} audit records")
+            differences.append(f"top-up {ref}: {len(seen)} audit records")
         elif seen[0] != (entry.account_id, entry.amount_fen):
-            diffs.append(
+            differences.append(
                 f"top-up {ref}: ledger {entry.amount_fen} fen to {entry.account_id};"
                 f" audit log {seen[0][1]} fen to {seen[0][0]}"
             )
     return report
 
 
-def read_records(audit_log: Path, key: Path | None = None) -> list[dict[str, Any]]:
-    """Every record of the audit log at ``audit_log`` (a SQLite file or an
-    export folder), read-only. With ``key`` (a verifier key file) the log is
-    verified first, and only records covered by a signed checkpoint are
-    returned. Raises AuditError (StorageError, LogIntegrityError, NoteError)."""
+def read_records(
+    audit_log: Path, key: Path | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records of the audit log at ``audit_log`` (a SQLite file or an
+    export folder), read-only, as ``(signed, unsigned)``. With ``key`` (a
+    verifier key file) the log is verified first: ``signed`` holds the records
+    a signed checkpoint covers, ``unsigned`` the younger tail (a live log has
+    one for up to a second). Without ``key`` every record is in ``signed``,
+    unverified. Raises AuditError (StorageError, LogIntegrityError, NoteError)."""
     reader = open_reader(audit_log)
     try:
         if key is None:
-            return [r for _, r in iter_records(reader)]
+            return [r for _, r in iter_records(reader)], []
         records: list[tuple[int, dict[str, Any]]] = []
         report = verify_log(
-            reader, load_verifiers(key), on_record=lambda i, r: records.append((i, r))
+            reader,
+            load_verifiers(key),
+            on_record=lambda i, r: records.append((i, r)),
+            allow_unsigned_tail=True,
         )
-        return [r for i, r in records if i < report.verified_size]
+        signed = [r for i, r in records if i < report.verified_size]
+        return signed, [r for i, r in records if i >= report.verified_size]
     finally:
         reader.close()
 
@@ -294,6 +334,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="verifier key file: verify the log first and use only signed records",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="count bookings still marked as not yet on the record (pending) as differences",
+    )
 
 
 def run(
@@ -304,30 +349,43 @@ def run(
     out: TextIO,
     err: TextIO,
     as_json: bool = False,
+    strict: bool = False,
 ) -> int:
     """Reconcile an open ``ledger`` with the log at ``audit_log``; print the
-    differences and a summary to ``out`` (``as_json``: one JSON object, amounts
-    in integer fen). Returns 0, 1 (differences) or 2 (a file cannot be read)."""
+        differences and a summary to ``out`` (``as_json``: one JSON object, amounts
+        in integer fen). Returns 0, 1 (differences; with ``strict``, pending bookings
+    too) or 2 (a file cannot be read)."""
     try:
-        records = read_records(audit_log, key)
+        records, unsigned = read_records(audit_log, key)
     except (AuditError, OSError) as exc:
         print(f"error: audit log: {exc}", file=err)
         return 2
     try:
-        report = reconcile(ledger, records)
+        report = reconcile(ledger, records, unsigned)
     except GatewayError as exc:
         print(f"error: {exc.message}", file=err)
         return 2
+    if strict:
+        report.differences += report.pending
+        report.pending = []
+    failed = bool(report.differences)
     if as_json:
         print(json.dumps(asdict(report), indent=2), file=out)
-        return 1 if report.differences else 0
+        return 1 if failed else 0
     for line in report.differences:
         print(line, file=out)
+    for line in report.pending:
+        print(f"pending: {line}", file=out)
     summary = (
         f"{report.requests} requests, {report.top_ups} top-ups, {report.records} billing records;"
         f" charged {report.charged_fen} fen, refunded {report.refunded_fen} fen"
     )
-    if report.differences:
+    if report.pending:
+        summary += (
+            f"; {len(report.pending)} pending (marked in the ledger as not yet on the record:"
+            " in flight, or recorded at the gateway's next start)"
+        )
+    if failed:
         print(f"{len(report.differences)} differences; {summary}", file=out)
         return 1
     print(f"ledger and audit log agree: 0 differences; {summary}", file=out)

@@ -340,7 +340,16 @@ class AuditReceipt(_message.Message):
     leaf_hash: _builtins.bytes
     """RFC 6962 leaf hash of the audit record."""
     response_digest: _builtins.bytes
-    """SHA-256 of the serialized response with this receipt left empty."""
+    """SHA-256 of the canonical encoding of this QueryResponse without `receipt`
+    (field 6), which any language can recompute from the message it parsed:
+    protobuf binary with fields in field-number order; unknown fields left out;
+    proto3 defaults left out except set oneof members and set message fields;
+    minimal varints (negative int64 and enum values as 10 bytes); map entries
+    sorted by the key's UTF-8 bytes (a key that is a prefix of another first),
+    each entry written as key (1) and value (2), both always present. The rule
+    and a reference implementation: gateway/audit/digest.py; `credit-audit
+    digest FILE` prints it for an answer saved as received.
+    """
     def __init__(
         self,
         *,
