@@ -72,6 +72,12 @@ def _generated(base: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Regenerate the committed stubs, or with ``--check`` compare them with fresh ones.
+
+    ``argv`` is the argument list without the program name (``None``: ``sys.argv[1:]``).
+    Returns the exit status: 0, or 1 under ``--check`` when a generated file differs, is
+    missing or is left over. Raises ``SystemExit`` when protoc itself fails.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if committed code is stale")
     args = parser.parse_args(argv)

@@ -60,9 +60,13 @@ _ROLE_BY_ORGANIZATION = {role.organization: role for role in Role}
 class PeerContext(Protocol):
     """The two methods of ``grpc.aio.ServicerContext`` (or ``grpc.ServicerContext``) used."""
 
-    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
+        """The TLS peer's properties; ``x509_pem_cert`` holds the client certificate (PEM)."""
+        ...
 
-    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
+    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None:
+        """The call's metadata as ``(key, value)`` pairs; keys are lower case."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,7 @@ class Identity:
 
     @property
     def display_name(self) -> str:
+        """``"<Chinese name> (<English name>)"`` from the registry, for logs and replies."""
         return f"{self.name_zh} ({self.name_en})"
 
 
@@ -300,6 +305,12 @@ class CallerAuthenticator:
         self.authenticator = authenticator
 
     def authenticate(self, context: PeerContext) -> Caller:
+        """Authenticate the call and describe the caller as the query pipeline's ``Caller``.
+
+        ``Caller.kind`` is the agency kind, or the role's table name for staff; for a
+        self-service agency ``subject_type``/``subject_id`` come from the token's ``subject``
+        claim. Raises as the class says.
+        """
         ident = self.authenticator.authenticate(context)
         subject_type = subject_id = ""
         if ident.kind is AgencyKind.SUBJECT_SELF_SERVICE:

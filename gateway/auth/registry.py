@@ -75,6 +75,8 @@ class AgencyKind(enum.StrEnum):
 
 
 class Status(enum.StrEnum):
+    """Whether a principal may call: a suspended one is refused (``<ROLE>_SUSPENDED``)."""
+
     ACTIVE = "active"
     SUSPENDED = "suspended"
 
@@ -94,10 +96,12 @@ class Principal:
 
     @property
     def active(self) -> bool:
+        """True when the principal's status is ``active`` (not suspended)."""
         return self.status is Status.ACTIVE
 
     @property
     def display_name(self) -> str:
+        """``"<Chinese name> (<English name>)"``, for logs and replies."""
         return f"{self.name_zh} ({self.name_en})"
 
 
@@ -117,9 +121,11 @@ class Registry:
         object.__setattr__(self, "_by_cn", by_cn)
 
     def get(self, role: Role, ident: str) -> Principal | None:
+        """The principal of ``role`` with registry id ``ident``, or None if unregistered."""
         return self.principals.get(role, {}).get(ident)
 
     def agency(self, agency_id: str) -> Principal | None:
+        """The agency with id ``agency_id``, or None if unregistered."""
         return self.get(Role.AGENCY, agency_id)
 
     def by_certificate(self, role: Role, cn: str) -> Principal | None:

@@ -61,6 +61,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def account_proto(acct: AccountState) -> billing_pb2.Account:
+    """The ``credit.v1.Account`` message of a ledger account; every amount in fen."""
     return billing_pb2.Account(
         account_id=acct.account_id,
         balance_fen=acct.balance_fen,
@@ -71,6 +72,11 @@ def account_proto(acct: AccountState) -> billing_pb2.Account:
 
 
 def entry_proto(e: Entry) -> billing_pb2.LedgerEntry:
+    """The ``credit.v1.LedgerEntry`` message of a ledger entry.
+
+    Amounts and the running ``balance_fen``/``held_fen`` are in fen; ``at`` is the entry's
+    UTC instant. Raises KeyError for an entry kind the proto has no value for.
+    """
     msg = billing_pb2.LedgerEntry(
         seq=e.seq,
         kind=_KINDS[e.kind],
@@ -145,6 +151,12 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
     async def GetBalance(
         self, request: billing_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> billing_pb2.GetBalanceResponse:
+        """RPC ``GetBalance``: the account's balance, holds, credit limit and available fen.
+
+        Statuses: UNAUTHENTICATED / PERMISSION_DENIED for a caller that is not finance staff;
+        INVALID_ARGUMENT for a missing or over-long ``account_id``; NOT_FOUND for an account
+        the ledger does not hold; UNAVAILABLE when the ledger cannot be read (LedgerError).
+        """
         self._finance(context)
         account = _account_id(request.account_id)
         acct = await self._ledger.run(self._ledger.store.account, account)
@@ -155,6 +167,18 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
     async def TopUp(
         self, request: billing_pb2.TopUpRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> billing_pb2.TopUpResponse:
+        """RPC ``TopUp``: add ``amount_fen`` to an account, idempotent by ``reference``.
+
+        A reference already booked returns its entry with ``replayed=True`` and emits no
+        event; a new top-up is logged and goes to ``on_event`` (for the audit log), whose
+        failure is logged, not returned. Statuses: UNAUTHENTICATED / PERMISSION_DENIED for a
+        caller that is not finance staff; NOT_FOUND for an id that names no paying principal
+        (or, without ``account_exists``, no ledger account); INVALID_ARGUMENT for a bad
+        ``account_id``, a note over 500 or a reference over 256 characters, a note or
+        reference holding a resident identity number (GB 11643-1999) or unified social credit
+        code (GB 32100-2015), an amount that is not positive or over ``MAX_TOP_UP_FEN``, or
+        a reference booked with another account or amount; UNAVAILABLE when the ledger fails.
+        """
         actor = self._finance(context)
         account = _account_id(request.account_id)
         if self._account_exists is not None and not self._account_exists(account):
@@ -199,6 +223,16 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
     async def Statement(
         self, request: billing_pb2.StatementRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> billing_pb2.StatementResponse:
+        """RPC ``Statement``: an account's entries over local days ``from_date``..``to_date``.
+
+        The dates are ``YYYY-MM-DD`` days in the price list's time zone (Beijing time in the
+        shipped configuration), both included; opening and closing balances are in fen.
+        Pages hold ``page_size`` entries (default 1000, at most 10,000); ``next_page_token``
+        is empty on the last page. Statuses: UNAUTHENTICATED / PERMISSION_DENIED for a caller
+        that is not finance staff; INVALID_ARGUMENT for a bad ``account_id``, date, period
+        (``to_date`` before ``from_date``), page size or page token; NOT_FOUND for an
+        account the ledger does not hold; UNAVAILABLE when the ledger cannot be read.
+        """
         self._finance(context)
         account = _account_id(request.account_id)
         first = parse_date(request.from_date, "from_date")

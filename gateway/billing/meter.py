@@ -142,6 +142,7 @@ class Settlement:
     replay: bool = False
 
     def to_proto(self) -> query_pb2.Charge:
+        """The ``credit.v1.Charge`` of a query response: amounts in fen, one line per dataset."""
         charge = query_pb2.Charge(
             amount_fen=self.amount_fen,
             balance_fen=self.balance_fen,
@@ -183,6 +184,7 @@ class Reservation:
 
     @property
     def empty(self) -> bool:
+        """True when no dataset was granted: nothing is metered and no free unit is used."""
         return not self.lines
 
 
@@ -277,6 +279,7 @@ class Meter:
 
     @property
     def store(self) -> LedgerStore:
+        """The ledger's synchronous store, for reads (run them through ``ledger.run``)."""
         return self.ledger.store
 
     async def close(self) -> None:

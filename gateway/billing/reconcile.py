@@ -114,6 +114,7 @@ class Movements:
         return cls(**amounts)
 
     def describe(self) -> str:
+        """All four amounts in one line for a report, e.g. ``"reserve 300, ... refund 0 fen"``."""
         return (
             f"reserve {self.reserve}, charge {self.charge}, release {self.release},"
             f" refund {self.refund} fen"

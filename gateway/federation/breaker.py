@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 
 class BreakerState(enum.IntEnum):
+    """Closed (calls go out), open (calls fail at once) or half open (one trial call)."""
+
     # Integer values double as the Prometheus gauge value.
     CLOSED = 0
     OPEN = 1
@@ -21,6 +23,13 @@ class BreakerState(enum.IntEnum):
 
 
 class CircuitBreaker:
+    """One department's breaker; not thread-safe (one event loop uses it).
+
+    ``failure_threshold`` consecutive failures (at least 1) open it for ``reset_after_s``
+    seconds of ``clock`` (monotonic seconds by default). Raises ValueError for a threshold
+    below 1.
+    """
+
     def __init__(
         self,
         *,
@@ -40,6 +49,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
+        """The state now: an open circuit reads half open once ``reset_after_s`` have passed."""
         if (
             self._state is BreakerState.OPEN
             and self._clock() - self._opened_at >= self.reset_after_s
@@ -59,11 +69,13 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
+        """A call succeeded: forget the failures and close the circuit."""
         self._failures = 0
         self._trial_in_flight = False
         self._state = BreakerState.CLOSED
 
     def record_failure(self) -> None:
+        """A call failed: open the circuit at the threshold, or at once if it was the trial."""
         self._trial_in_flight = False
         self._failures += 1
         if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:

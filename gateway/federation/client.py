@@ -120,4 +120,5 @@ class DepartmentClient:
         )
 
     async def close(self) -> None:
+        """Close the channel to the department; calls still in flight are cancelled."""
         await self._channel.close()

@@ -121,6 +121,7 @@ class Grant:
 
     @property
     def rule(self) -> list[str]:
+        """The grant as Casbin's ``p`` row: ``[sub, obj, tier, purpose, mode, eft]``."""
         return [self.sub, self.obj, self.tier, self.purpose, self.mode, self.eft]
 
 

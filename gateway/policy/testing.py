@@ -1,8 +1,8 @@
 """The policy test matrix: cases kept as data, run against any decider.
 
 Security officers write cases in TOML (``policies/tests/*.toml``) and run them against a
-draft policy before it is activated (``run_matrix``; issue 7 adds ``credit-gateway policy
-test``); the unit tests run them against the shipped policy. A case::
+draft policy before it is activated (``run_matrix``, or ``credit-gateway policy test`` from
+the command line); the unit tests run them against the shipped policy. A case::
 
     [[case]]
     name = "bank, lending, personal loans with a valid consent"
@@ -128,6 +128,13 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Case:
+    """One ``[[case]]`` of a matrix file, validated; the fields are the keys above.
+
+    ``source`` is the file name; ``is_self`` is the ``self`` key; ``scope`` is None when the
+    case names none (the consent then covers every requested dataset); ``withheld`` and
+    ``detail`` map field patterns to a reason and to a substring of the detail.
+    """
+
     source: str
     name: str
     agency: str
@@ -157,6 +164,7 @@ class MatrixIssuer:
 
     @property
     def trusted(self) -> TrustedIssuer:
+        """The issuer as the decider trusts it: ``key``'s public half as an EdDSA JWK."""
         raw = self.key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )

@@ -69,6 +69,7 @@ def _stamp(msg: Any, value: datetime) -> None:
 
 
 def version_proto(view: VersionView) -> policy_admin_pb2.VersionInfo:
+    """The ``credit.v1.VersionInfo`` of a version: its files, checks, approval (UTC times)."""
     v = view.version
     msg = policy_admin_pb2.VersionInfo(
         number=v.number,
@@ -103,7 +104,14 @@ def _version(number: int, field: str = "version") -> int:
 
 
 class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
-    """The ``credit.v1.PolicyAdmin`` servicer over a :class:`PolicyAdministrator`."""
+    """The ``credit.v1.PolicyAdmin`` servicer over a :class:`PolicyAdministrator`.
+
+    Statuses every RPC may answer: UNAUTHENTICATED or PERMISSION_DENIED for a caller who is
+    not a security officer (the attempt is recorded); INVALID_ARGUMENT for a version number
+    of 0 (where one is required); NOT_FOUND for a version the store does not hold;
+    UNAVAILABLE when the policy store (PolicyStoreError) or the audit log
+    (AuditUnavailableError) fails. Each RPC's docstring adds its own.
+    """
 
     def __init__(self, admin: PolicyAdministrator, *, authorize: Authorize) -> None:
         self.admin = admin
@@ -123,6 +131,13 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Draft(
         self, request: policy_admin_pb2.DraftRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.DraftResponse:
+        """RPC ``Draft``: store the given files, completed from the active version, as a new one.
+
+        INVALID_ARGUMENT for a file named twice, an unknown file name, a file that is not
+        text, too many bytes in all, an empty reason, or a reason or file name holding a
+        resident identity number (GB 11643-1999) or unified social credit code
+        (GB 32100-2015).
+        """
         try:
             officer = await self._officer(context, "draft")
             files: dict[str, str] = {}
@@ -138,6 +153,10 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Validate(
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.ValidateResponse:
+        """RPC ``Validate``: check a version's files; ``problems`` is empty when it is valid.
+
+        An invalid version is a result, not an error status; the result is stored.
+        """
         try:
             officer = await self._officer(context, "validate")
             view, problems = await self.admin.validate(officer, _version(request.version))
@@ -148,6 +167,10 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Test(
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.TestResponse:
+        """RPC ``Test``: run the policy test matrix against a version (result stored).
+
+        A version that does not load fails its tests (``failures``), not the call.
+        """
         try:
             officer = await self._officer(context, "test")
             view, cases, failures = await self.admin.test(officer, _version(request.version))
@@ -160,6 +183,11 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Diff(
         self, request: policy_admin_pb2.DiffRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.DiffResponse:
+        """RPC ``Diff``: the fields each agency would newly see or lose from ``base`` to a version.
+
+        ``base`` 0 means the active version: NOT_FOUND when none is active.
+        FAILED_PRECONDITION (``LOAD_FAILED``) when either version does not load.
+        """
         try:
             officer = await self._officer(context, "diff")
             base, changes, compared = await self.admin.diff(
@@ -191,6 +219,11 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Replay(
         self, request: policy_admin_pb2.ReplayRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.ReplayResponse:
+        """RPC ``Replay``: re-decide the latest ``last`` audited queries (default 100).
+
+        INVALID_ARGUMENT for ``last`` over 10,000 or a gateway that keeps no audit log;
+        FAILED_PRECONDITION (``LOAD_FAILED``) when the version does not load.
+        """
         try:
             officer = await self._officer(context, "replay")
             replayed, flips = await self.admin.replay(
@@ -220,6 +253,12 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Approve(
         self, request: policy_admin_pb2.ApproveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.VersionResponse:
+        """RPC ``Approve``: a second officer approves a version (four eyes).
+
+        PERMISSION_DENIED (``FOUR_EYES``) for the version's own author; FAILED_PRECONDITION
+        (``ALREADY_APPROVED``) for a version approved before; INVALID_ARGUMENT for a reason
+        holding an identifier.
+        """
         try:
             officer = await self._officer(context, "approve")
             view = await self.admin.approve(officer, _version(request.version), request.reason)
@@ -230,11 +269,23 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def Activate(
         self, request: policy_admin_pb2.ActivateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.ActivateResponse:
+        """RPC ``Activate``: validate, test and switch to an approved version.
+
+        INVALID_ARGUMENT for an empty reason; FAILED_PRECONDITION when the workflow forbids
+        it (``ALREADY_ACTIVE``, ``NOT_APPROVED``, ``LOAD_FAILED``, ``VALIDATION_FAILED``,
+        ``TESTS_FAILED``, ``CATALOG_CHANGED``, ``REGISTRY_CHANGED``); the active version then
+        keeps serving.
+        """
         return await self._activate(request, context, rollback=False)
 
     async def Rollback(
         self, request: policy_admin_pb2.ActivateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.ActivateResponse:
+        """RPC ``Rollback``: return to the version active just before, without new approval.
+
+        As ``Activate`` (tests are not re-run), plus FAILED_PRECONDITION
+        ``NOT_PREVIOUSLY_ACTIVE`` or ``NOT_PREVIOUS_VERSION`` for any other version.
+        """
         return await self._activate(request, context, rollback=True)
 
     async def _activate(
@@ -260,6 +311,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         request: policy_admin_pb2.ListVersionsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> policy_admin_pb2.ListVersionsResponse:
+        """RPC ``ListVersions``: every version, newest first, without file contents."""
         try:
             await self._officer(context, "list")
             views = await self.admin.views()
@@ -270,6 +322,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
     async def GetVersion(
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.GetVersionResponse:
+        """RPC ``GetVersion``: one version with its files' contents, by file name."""
         try:
             await self._officer(context, "show")
             view = await self.admin.view(_version(request.version))

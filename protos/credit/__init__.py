@@ -1,0 +1,1 @@
+"""Proto package ``credit``: the contracts live in version ``v1``."""
