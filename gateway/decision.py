@@ -92,8 +92,9 @@ class Decider(Protocol):
 def _legal_block(
     catalog_field_tier: Tier, prohibited: bool
 ) -> tuple[query_pb2.WithholdReason.ValueType, str] | None:
-    """Rules no policy can override (DOMAIN.md): state secrets never leave;
-    Art. 14 prohibited items are never returned."""
+    """Rules no policy can override: state secrets never leave the department; the
+    prohibited items of Decree 631 Art. 14 (religion, genes, fingerprints, blood type,
+    disease and medical history) are never returned."""
     if prohibited:
         return query_pb2.WITHHOLD_REASON_PROHIBITED_ITEM, "Art. 14 prohibited item"
     if catalog_field_tier is Tier.STATE_SECRET:

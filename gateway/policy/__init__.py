@@ -1,4 +1,4 @@
-"""Tiered access with Casbin (issue 4): which fields an agency may see, for which purpose
+"""Tiered access with Casbin: which fields an agency may see, for which purpose
 and mode, with which consent.
 
 * :mod:`gateway.policy.rules`: ``policies/model.conf`` + ``policies/policy.csv`` ->

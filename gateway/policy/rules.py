@@ -16,7 +16,7 @@ quotes and the order of ``==`` operands: the loader reads every line with that o
 so a matcher that means something else (``keyMatch(p.obj, r.obj)``, no tier term, a literal)
 is refused. No other sections (``g2``, ``p2``...) and no role domains.
 
-**Role links** (issue 10, item 4). pycasbin follows at most :data:`MAX_ROLE_DEPTH` links (its
+**Role links.** pycasbin follows at most :data:`MAX_ROLE_DEPTH` links (its
 role manager's ``max_hierarchy_level`` less one) and then answers "not held" silently; the
 loader reads ``g`` as its transitive closure. So a role cycle, or a role more than
 :data:`MAX_ROLE_DEPTH` links below an agency along any chain, is refused at the line that
@@ -333,7 +333,7 @@ def _check_role_graph(links: Sequence[RoleLink], check: _Checker) -> None:
     The loader (and :func:`subjects_of`, the decider's windows, the officers' analysis)
     reads ``g`` as its transitive closure. pycasbin follows at most :data:`MAX_ROLE_DEPTH`
     links and then answers "not held" without a word, so a deny on a role 10 links below an
-    agency would silently not apply (issue 10, item 4). So: no cycle (a role that holds
+    agency would silently not apply. So: no cycle (a role that holds
     itself through others means nothing, and the engine's answer then hangs on its depth
     limit), and no role more than :data:`MAX_ROLE_DEPTH` links below an agency along any
     chain. The longest chain is measured, not the shortest: a policy whose meaning hangs on

@@ -89,7 +89,8 @@ _REASONS: dict[str, int] = {
 }
 _REASON_NAMES = {v: k for k, v in _REASONS.items()}
 _MODES = {"free": query_pb2.QUERY_MODE_FREE, "paid": query_pb2.QUERY_MODE_PAID}
-# Valid identifiers (DOMAIN.md): the queried subject and "another subject".
+# Identifiers with valid check characters (GB 32100-2015 unified social credit codes,
+# GB 11643-1999 resident identity numbers): the queried subject and "another subject".
 _SUBJECTS = {
     "enterprise": ("91350200MA2YJ1XR9G", "91110000600037341L"),
     "person": ("360426199101010071", "34052419800101001X"),

@@ -1,4 +1,4 @@
-"""Policy administration (issue 7): versions of who-sees-what, changed while serving,
+"""Policy administration: versions of who-sees-what, changed while serving,
 tested, reviewed by a second officer, reversible and on the record.
 
 * :mod:`gateway.policyadmin.store`: immutable numbered versions, approvals, check results

@@ -1,4 +1,4 @@
-"""Issue 10 item 13: health tells the truth while the audit log fails, and the
+"""Health tells the truth while the audit log fails, and the
 gateway heals by itself once the storage works again (no restart)."""
 
 from __future__ import annotations

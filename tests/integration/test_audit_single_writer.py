@@ -1,4 +1,4 @@
-"""Issue 10 item 14: one writer per audit log. A second writer, in another
+"""One writer per audit log. A second writer, in another
 process or this one, is refused at its own start with a clear message, and the
 first writer carries on unharmed."""
 

@@ -1,6 +1,6 @@
-"""Issue 10 item 9: only what a signed checkpoint covers is ever reported as
+"""Only what a signed checkpoint covers is ever reported as
 verified; ``who`` and ``history`` leave the unsigned tail out; a stopped log
-has no unsigned tail; ``history`` refuses a mistyped identifier (item 16)."""
+has no unsigned tail; ``history`` refuses a mistyped identifier."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Finance staff's free text (a top-up reference or note, an account id) never
 puts an identifier in the ledger, the audit events or an error detail: over real
 gRPC on loopback, a property test hides valid identifiers every way a caller
-might (issue 10, item 1)."""
+might."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every booking is on the record, whatever happens (issue 10, item 3), through a
+"""Every booking is on the record, whatever happens, through a
 running federation: a caller that goes away, and an audit log that fails.
 Afterwards the installed ``credit-gateway billing reconcile`` finds the ledger
 and the audit log telling the same story."""

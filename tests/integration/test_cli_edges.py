@@ -1,4 +1,4 @@
-"""The console scripts' rough edges (issue 10, items 15 and 16): options in the positions
+"""The console scripts' rough edges: options in the positions
 the README shows, explicit flags over ``--demo``, no silent plaintext, a quiet closed pipe,
 one money presentation, statement times in the zone that selects them."""
 

@@ -1,5 +1,5 @@
 """``--help`` answers, exit 0, for every command and subcommand of every console script
-(issue 10, item 15: it failed on certs, token, consent, billing and policy).
+(it once failed on certs, token, consent, billing and policy).
 
 The console scripts come from pyproject.toml, and the subcommands from the argparse parsers
 themselves: whichever parser prints the help is recorded, and each of its subparsers is

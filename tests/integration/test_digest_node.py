@@ -1,4 +1,4 @@
-"""Issue 10 item 10: a second implementation, in JavaScript, recomputes the
+"""A second implementation, in JavaScript, recomputes the
 receipt's response_digest from the answer it parsed (tests/node/digest_check.js,
 @grpc/grpc-js and protobufjs over real mutual TLS) and must match.
 

@@ -1,4 +1,4 @@
-"""Only the gateway reads a department (issue 10, item 5).
+"""Only the gateway reads a department.
 
 Departments used to accept any client certificate of the CA whose CN was ``credit-gateway``,
 and ``certs init --agencies credit-gateway`` made exactly such an agency certificate. Now a

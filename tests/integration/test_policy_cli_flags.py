@@ -1,5 +1,5 @@
 """``credit-gateway policy``: connection options before or after the command, and an
-explicit flag wins over ``--demo`` (issue 10, items 15 and 16)."""
+explicit flag wins over ``--demo``."""
 
 from __future__ import annotations
 

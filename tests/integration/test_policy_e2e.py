@@ -2,7 +2,7 @@
 certificates and tokens, consent tokens from the development consent issuer, and in-process
 departments (``InMemoryStore``) whose ``calls`` show what the gateway asked for.
 
-The decider is passed to ``Gateway`` directly (the lead wires it into the configuration).
+The decider is passed to ``Gateway`` directly (production builds it from the configuration).
 """
 
 from __future__ import annotations

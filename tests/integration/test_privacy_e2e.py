@@ -1,4 +1,4 @@
-"""Nothing personal in the permanent record, end to end (issue 10, item 1): a
+"""Nothing personal in the permanent record, end to end: a
 federation over real mutual TLS, a refused and an answered query carrying free
 text, a policy officer's and finance staff's free text; the signed audit log
 file, the gateway's JSON log lines and the error details are searched for the

@@ -1,5 +1,5 @@
 """Every command line of README.md runs, as written, against a running demo federation
-(issue 10, item 15: documented commands that exited 2 went unnoticed).
+(documented commands that exited 2 once went unnoticed).
 
 The test reads every fenced ``sh`` block of the README, starts the federation once with the
 README's own ``credit-gateway demo --serve --workdir var/demo`` line (in the background, in a

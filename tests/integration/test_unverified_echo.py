@@ -1,4 +1,4 @@
-"""Nothing a caller chose is logged or echoed before it is verified (issue 10, item 2).
+"""Nothing a caller chose is logged or echoed before it is verified.
 
 A refused token's header (``kid``, ``alg``, ``typ``...) and claims are the caller's words
 until a trusted issuer's signature over them has verified. Here such values carry an

@@ -1,4 +1,4 @@
-"""Nothing personal in the permanent record (issue 10, item 1): the free-text
+"""Nothing personal in the permanent record: the free-text
 screen, the recording rule, and a property test that hides valid identifiers in
 every free-text field of a query, runs it through the real validator and the
 real QueryAuditor onto a real AuditLog (SQLite file, signed), and through the

@@ -1,4 +1,4 @@
-"""GB 32100 and GB 11643 validation: the DOMAIN.md examples and properties."""
+"""GB 32100 and GB 11643 validation: worked examples and properties."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The contracts compile with ``protos/`` as the proto root, as any client compiles them
-(issue 10, item 16: they imported ``protos/credit/v1/...``, so ``-I protos`` failed)."""
+(they once imported ``protos/credit/v1/...``, so ``-I protos`` failed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GB 32100 position classes, checked on the raw input before any case mapping (issue 10/8).
+"""GB 32100 position classes, checked on the raw input before any case mapping.
 
 Positions 3-8 of a unified social credit code are the numeric administrative division code
 (GB/T 2260); a letter there is refused naming its position even when the mod-31 check

@@ -1,4 +1,4 @@
-"""A department's allow-list names identities (URI SANs), never common names (issue 10/5)."""
+"""A department's allow-list names identities (URI SANs), never common names."""
 
 from __future__ import annotations
 

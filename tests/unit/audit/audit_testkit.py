@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-#: A copy of shared/vectors kept in the repository (tests/vectors, with its
+#: Test vectors kept in the repository (tests/vectors, with their
 #: licence), so that the interoperability tests run on any checkout.
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 

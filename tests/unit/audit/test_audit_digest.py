@@ -1,4 +1,4 @@
-"""Issue 10 item 10: the receipt's response_digest is over a canonical,
+"""The receipt's response_digest is over a canonical,
 language-neutral encoding (gateway.audit.digest), the same whatever serialiser
 wrote the bytes; the gateway's fast path equals the stdlib reference."""
 

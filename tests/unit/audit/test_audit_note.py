@@ -94,7 +94,7 @@ def test_key_rotation_both_keys_sign_during_overlap() -> None:
     assert len(only_old.verified) == 1 and len(only_old.unverified) == 1
     assert len(open_note(note, [new]).verified) == 1
     assert len(open_note(note, [old, new]).verified) == 2
-    # A known key's line repeated counts once, as in Go's note.Open (issue 10 item 12).
+    # A known key's line repeated counts once, as in Go's note.Open.
     doubled = note + note.split("\n\n", 1)[1].splitlines(keepends=True)[0]
     assert len(open_note(doubled, [old]).verified) == 1
 

@@ -1,4 +1,4 @@
-"""Issue 10 item 12: notes are opened exactly as golang.org/x/mod/sumdb/note
+"""Notes are opened exactly as golang.org/x/mod/sumdb/note
 ``Open`` opens them (duplicates, unknown keys, limits, names, ambiguity).
 
 Each case states Go's behaviour as read in note.go (``Open``, ``isValidName``,

@@ -1,4 +1,4 @@
-"""Issue 10 item 6: an audit verifier key that is not a proper Ed25519 key
+"""An audit verifier key that is not a proper Ed25519 key
 (a small-order point, a non-canonical encoding) is refused at load, naming it."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The minting commands and the verifiers agree on the longest lifetime: one constant each,
-a command never mints a token the gateway refuses (issue 10, item 16: ``token issue
---lifetime 7200`` minted one)."""
+a command never mints a token the gateway refuses (``token issue
+--lifetime 7200`` once minted one)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reserved names (issue 10, item 5): no principal may be named like the gateway or a
+"""Reserved names: no principal may be named like the gateway or a
 department, neither by ``certs init`` nor in the registry (and so not in a policy draft)."""
 
 from __future__ import annotations

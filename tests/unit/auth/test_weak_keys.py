@@ -1,4 +1,4 @@
-"""Trust anchors that are not keys (issue 10, item 6): weak Ed25519 points refused at load.
+"""Trust anchors that are not keys: weak Ed25519 points refused at load.
 
 The identity point ``AQAA...`` as a JWKS key makes the signature ``R = identity, S = 0``
 verify for any token. Every small-order point, in every encoding, and every key with a

@@ -26,7 +26,7 @@ PRICES_DOC: dict[str, Any] = {
     },
 }
 
-#: A stand-in for the HMAC pseudonym the lead computes (64 hex characters).
+#: A stand-in for the HMAC pseudonym the query service computes (64 hex characters).
 SUBJECT_KEY = "5f" * 32
 OTHER_SUBJECT_KEY = "a7" * 32
 TODAY = date(2026, 11, 5)

@@ -1,4 +1,4 @@
-"""Every booking is on the record, whatever happens (issue 10, item 3).
+"""Every booking is on the record, whatever happens.
 
 A real ledger file, a real signed audit log file and the real QueryAuditor;
 "a crash" is a meter closed without its next step, then reopened (start-up

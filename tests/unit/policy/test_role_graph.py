@@ -1,4 +1,4 @@
-"""Policies the engine cannot evaluate as the loader reads them are refused (issue 10, item 4).
+"""Policies the engine cannot evaluate as the loader reads them are refused.
 
 pycasbin's role manager follows at most ``max_hierarchy_level`` (10) levels of ``g`` links and
 then answers "no link" silently: a deny on a role 10 links below the bank did not apply. The

@@ -1,7 +1,7 @@
 """An officer's free text (a draft, approve, activate or rollback reason, a file
 name, a development-mode officer id) never puts an identifier in the audit log
 or the policy store: the call is refused naming the field, and the refusal is
-recorded with the text's keyed pseudonym only (issue 10, item 1)."""
+recorded with the text's keyed pseudonym only."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Replay reproduces the original decision's inputs: replaying the version a query was
-decided under reports nothing, refused self-queries included (issue 10, item 16)."""
+decided under reports nothing, refused self-queries included."""
 
 from __future__ import annotations
 
