@@ -77,8 +77,6 @@ class LoadedVersion:
     registry: Registry
     prices: PriceList
     policy: PolicySet
-    #: SHA-256 of the registry text: the serving one must match for a hot switch.
-    registry_digest: str
     files: Mapping[str, str]
 
 
@@ -147,7 +145,6 @@ def load_version(version: PolicyVersion, *, purposes: Collection[str]) -> Loaded
         registry=registry,
         prices=prices,
         policy=policy,
-        registry_digest=_digest(files["agencies.toml"]),
         files=files,
     )
 
