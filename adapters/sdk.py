@@ -267,7 +267,11 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
         request: adapter_pb2.DescribeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> adapter_pb2.DescribeResponse:
-        """The datasets and fields this department serves."""
+        """RPC ``Describe``: the datasets and fields this department serves.
+
+        Never fails itself; with mutual TLS a client without the gateway's federation
+        identity is refused PERMISSION_DENIED before it runs.
+        """
         return self._describe
 
     async def Lookup(
@@ -275,7 +279,15 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
         request: adapter_pb2.LookupRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> adapter_pb2.LookupResponse:
-        """Validate, ask the store, return only the fields asked for."""
+        """RPC ``Lookup``: validate, ask the store, return only the fields asked for.
+
+        Statuses: INVALID_ARGUMENT for an unknown subject type, an identifier that fails
+        GB 32100-2015 (enterprise) or GB 11643-1999 (person), an unknown dataset
+        (``UNKNOWN_DATASET``) or field (``UNKNOWN_FIELD``), a dataset named twice or with no
+        fields; the status of any GatewayError the store raises; INTERNAL, with no detail,
+        for any other failure of the store (logged here with the request id). With mutual
+        TLS, PERMISSION_DENIED for a client without the gateway's federation identity.
+        """
         try:
             req = self._validate(request)
             result = await self._store.lookup(req.subject_type, req.subject_id, req.wanted)

@@ -59,7 +59,7 @@ def _b64hash(text: str, what: str) -> bytes:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A tree head: origin, size, RFC 6962 root hash and extension lines."""
+    """A C2SP tlog-checkpoint tree head: origin, size, RFC 6962 root hash, extension lines."""
 
     origin: str
     size: int

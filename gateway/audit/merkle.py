@@ -46,12 +46,12 @@ _sha256 = hashlib.sha256
 
 
 def leaf_hash(leaf: bytes) -> bytes:
-    """RFC 6962 leaf hash: ``SHA-256(0x00 || leaf)``."""
+    """RFC 6962 section 2.1 leaf hash: ``SHA-256(0x00 || leaf)``, 32 bytes."""
     return _sha256(b"\x00" + leaf).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    """RFC 6962 interior node hash: ``SHA-256(0x01 || left || right)``."""
+    """RFC 6962 section 2.1 interior node hash: ``SHA-256(0x01 || left || right)``, 32 bytes."""
     return _sha256(b"\x01" + left + right).digest()
 
 
@@ -61,7 +61,7 @@ def _split(n: int) -> int:
 
 
 def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
-    """MTH(D[0:n]) of RFC 6962 over already hashed leaves (the root of a range)."""
+    """MTH(D[0:n]) of RFC 6962 section 2.1 over already hashed leaves (the root of a range)."""
     n = len(hashes)
     if n == 0:
         return EMPTY_ROOT
@@ -150,7 +150,7 @@ class MerkleTree:
         return self.range_hash(0, size)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """RFC 6962 PATH(index, D[0:size]), leaf's sibling first.
+        """RFC 6962 section 2.1.1 PATH(index, D[0:size]): 32-byte hashes, leaf's sibling first.
 
         Raises ProofError unless ``0 <= index < size <= self.size``.
         """
@@ -170,7 +170,7 @@ class MerkleTree:
         return proof
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        """RFC 6962 PROOF(old, D[0:new]).
+        """RFC 6962 section 2.1.2 PROOF(old, D[0:new]): 32-byte hashes.
 
         Raises ProofError unless ``0 < old <= new <= self.size`` (a proof from
         the empty tree is meaningless, RFC 9162 section 2.1.4).

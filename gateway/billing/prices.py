@@ -66,7 +66,7 @@ class PriceList:
             ) from None
 
     def free_daily_quota(self, agency_id: str) -> int:
-        """Free-mode queries per calendar day for ``agency_id``."""
+        """Free-mode queries per local calendar day (the list's ``timezone``) for ``agency_id``."""
         return self.free_daily_overrides.get(agency_id, self.free_daily_default)
 
     def check_catalog(self, catalog: Catalog) -> None:
