@@ -11,10 +11,10 @@ A package of three parts; every public name is re-exported here, so
 Money is integer fen everywhere.
 """
 
-from gateway.billing.ledger._sqlite import (
+from gateway.billing.ledger._sqlite import SQLiteLedger
+from gateway.billing.ledger._types import (
     MAX_AMOUNT_FEN,
     AccountState,
-    AsyncLedger,
     Balances,
     Basis,
     Discrepancy,
@@ -28,12 +28,12 @@ from gateway.billing.ledger._sqlite import (
     ReserveResult,
     ReserveSpec,
     SettleResult,
-    SQLiteLedger,
     StatementPage,
     TopUpResult,
     UnauditedKind,
     entry_effect,
 )
+from gateway.billing.ledger._worker import AsyncLedger
 
 __all__ = [
     "MAX_AMOUNT_FEN",
