@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.errors import StorageError
+from gateway.stores.sqlite import SQLiteSetupError, open_durable, open_read_only
 
 __all__ = [
     "AuditStore",
@@ -216,21 +217,14 @@ class SQLiteStore(AuditStore):
     def _connect(self) -> sqlite3.Connection:
         try:
             if self._read_only:
-                uri = self.path.resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                conn = open_read_only(self.path)
             else:
-                # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
-                # batch is exactly one transaction.
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    conn.close()
-                    raise StorageError(f"{self.path}: cannot switch to WAL mode ({mode})")
-                # FULL: the WAL is fsynced at every commit, so a returned
-                # append survives power loss, not only a process crash.
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(_SCHEMA)
+                # WAL, and synchronous=FULL: the WAL is fsynced at every commit, so a
+                # returned append survives power loss, not only a process crash.
+                conn = open_durable(self.path, schema=_SCHEMA)
             conn.execute("SELECT count(*) FROM entries, checkpoints LIMIT 1").fetchone()
+        except SQLiteSetupError as err:
+            raise StorageError(f"{self.path}: {err}") from None
         except sqlite3.Error as err:
             raise StorageError(f"{self.path}: not a readable audit log ({err})") from None
         return conn

@@ -41,6 +41,7 @@ from typing import Any
 
 from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
+from gateway.stores.sqlite import SQLiteSetupError, open_durable
 
 __all__ = [
     "BOOTSTRAP_AUTHOR",
@@ -320,14 +321,11 @@ class SQLiteVersionStore(VersionStore):
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that two gateway
             # processes drafting at once get consecutive numbers, not a conflict at COMMIT.
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise PolicyStoreError(f"{self.path}: cannot switch to WAL mode ({mode})")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+            self._conn = open_durable(
+                self.path, schema=_SCHEMA, busy_timeout_s=busy_timeout_ms / 1000
+            )
+        except SQLiteSetupError as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
         except sqlite3.Error as err:
             raise PolicyStoreError(
                 f"{self.path}: not a usable policy version store ({err})"

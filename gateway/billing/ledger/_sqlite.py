@@ -84,6 +84,7 @@ from gateway.errors import (
     NotFoundError,
     QuotaExhaustedError,
 )
+from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
 
 __all__ = ["SQLiteLedger"]
 
@@ -320,21 +321,11 @@ class SQLiteLedger(LedgerStore):
         if not create and not self.path.is_file():
             raise LedgerError(f"{self.path}: no such ledger file")
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each
-            # operation is exactly one transaction.
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-            )
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LedgerError(f"{self.path}: cannot switch to WAL mode ({mode})")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,)
-            )
-            fmt = self._conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+            # BEGIN/COMMIT are ours, so each operation is exactly one transaction.
+            self._conn = open_durable(self.path, schema=_SCHEMA, busy_timeout_s=busy_timeout_s)
+            fmt = ensure_format(self._conn, _FORMAT)
+        except SQLiteSetupError as err:
+            raise LedgerError(f"{self.path}: {err}") from None
         except sqlite3.Error as err:
             raise LedgerError(f"{self.path}: not a usable ledger ({err})") from None
         if fmt != _FORMAT:
