@@ -301,6 +301,7 @@ class ConsentVerifier:
 
     @property
     def revoked(self) -> frozenset[str]:
+        """The consent ids (``cid``) revoked now."""
         return self._revoked
 
     def set_revoked(self, cids: Iterable[str]) -> None:
@@ -309,6 +310,7 @@ class ConsentVerifier:
 
     @property
     def cached_consents(self) -> int:
+        """How many verified consents are cached (for metrics and tests)."""
         return len(self._cache)
 
     def verify(self, token: str) -> Consent:

@@ -249,10 +249,12 @@ class SQLiteStore(AuditStore):
             raise StorageError(f"{self.path}: {err}") from None
 
     def size(self) -> int:
+        """See :meth:`LogReader.size`."""
         row = self._query("SELECT COALESCE(MAX(idx), -1) + 1 FROM entries")[0]
         return int(row[0])
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """See :meth:`LogReader.iter_entries`."""
         # Read in chunks: a steady memory footprint for logs of any length,
         # and no lock held between chunks.
         chunk = 10_000
@@ -268,10 +270,12 @@ class SQLiteStore(AuditStore):
             start = int(rows[-1][0]) + 1
 
     def checkpoints(self) -> list[StoredCheckpoint]:
+        """See :meth:`LogReader.checkpoints`."""
         rows = self._query("SELECT seq, size, note FROM checkpoints ORDER BY seq")
         return [StoredCheckpoint(int(s), int(z), str(n)) for s, z, n in rows]
 
     def origin(self) -> str | None:
+        """See :meth:`LogReader.origin`."""
         rows = self._query("SELECT value FROM meta WHERE key = 'origin'")
         return str(rows[0][0]) if rows else None
 
@@ -302,6 +306,7 @@ class SQLiteStore(AuditStore):
                 raise StorageError(f"{self.path}: write failed: {err}") from None
 
     def create(self, origin: str, checkpoint_note: str) -> None:
+        """See :meth:`AuditStore.create`."""
         self._transaction(
             [("origin", origin), ("format", "credit-gateway-audit/1")],
             0,
@@ -315,9 +320,11 @@ class SQLiteStore(AuditStore):
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
     ) -> None:
+        """See :meth:`AuditStore.append`."""
         self._transaction((), first_index, entries, checkpoints)
 
     def close(self) -> None:
+        """Close the connection and release the writer lock (idempotent)."""
         with self._lock:
             try:
                 self._conn.close()
@@ -340,18 +347,23 @@ class MemoryStore(AuditStore):
         self.fail_writes = False
 
     def size(self) -> int:
+        """See :meth:`LogReader.size`."""
         return len(self._entries)
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """See :meth:`LogReader.iter_entries`."""
         yield from list(self._entries[start:])
 
     def checkpoints(self) -> list[StoredCheckpoint]:
+        """See :meth:`LogReader.checkpoints`."""
         return list(self._checkpoints)
 
     def origin(self) -> str | None:
+        """See :meth:`LogReader.origin`."""
         return self._origin
 
     def create(self, origin: str, checkpoint_note: str) -> None:
+        """See :meth:`AuditStore.create`."""
         with self._lock:
             if self._origin is not None:
                 raise StorageError("log already created")
@@ -364,6 +376,7 @@ class MemoryStore(AuditStore):
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
     ) -> None:
+        """See :meth:`AuditStore.append`."""
         with self._lock:
             if self.fail_writes:
                 raise StorageError("memory store: writes are failing (fail_writes=True)")
@@ -390,9 +403,11 @@ class ExportReader(LogReader):
             raise StorageError(f"{self.folder}: not an exported audit log")
 
     def size(self) -> int:
+        """See :meth:`LogReader.size`."""
         return sum(1 for _ in self.iter_entries())
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """See :meth:`LogReader.iter_entries`."""
         try:
             with self._records.open("rb") as f:
                 for i, line in enumerate(f):
@@ -402,6 +417,7 @@ class ExportReader(LogReader):
             raise StorageError(f"{self._records}: {err}") from None
 
     def checkpoints(self) -> list[StoredCheckpoint]:
+        """See :meth:`LogReader.checkpoints`."""
         out = []
         try:
             for path in sorted((self.folder / "checkpoints").glob("*.note")):
@@ -414,6 +430,7 @@ class ExportReader(LogReader):
         return out
 
     def origin(self) -> str | None:
+        """See :meth:`LogReader.origin`."""
         path = self.folder / "origin"
         try:
             return path.read_text(encoding="utf-8").strip() if path.exists() else None

@@ -32,7 +32,11 @@ def _verifier(key: ed25519.Ed25519PrivateKey, typ: str | None = None) -> Compact
     return CompactJWSVerifier({KID: ("iss-1", _pub(key))}, algorithms=("EdDSA", "ES256"), typ=typ)
 
 
-def _sign(key: object, payload: bytes | dict[str, object], **headers: object) -> str:
+def _sign(
+    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey,
+    payload: bytes | dict[str, object],
+    **headers: object,
+) -> str:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return jwt.PyJWS().encode(body, key, algorithm=str(headers.pop("alg", "EdDSA")),
                               headers={"kid": KID, **headers})  # fmt: skip
