@@ -44,6 +44,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.merkle import leaf_hash
 from gateway.audit.records import canonical_json, decode_record, pseudonymize
+from gateway.audit.schema import DepartmentSection, QueryBilling, QueryRecord, WithheldField
 from gateway.auth import Authenticator, Role
 from gateway.billing.reconcile import record_key
 from gateway.edge import authenticate, identified
@@ -122,6 +123,8 @@ class QueryAuditor:
         return receipt
 
     def pseudonym(self, subject_type: str, subject_id: str) -> str:
+        """The keyed pseudonym (HMAC-SHA256, hex) of a subject; see
+        :func:`gateway.audit.records.pseudonymize`."""
         return pseudonymize(self._key, subject_type, subject_id)
 
     def free_text(self, text: str) -> str:
@@ -155,56 +158,59 @@ class QueryAuditor:
         Raises :class:`~gateway.errors.AuditUnavailableError` if the log cannot
         be written: the caller must then disclose nothing.
         """
-        record: dict[str, Any] = {
-            "kind": "query",
-            "time": _now(),
-            "gateway": self._origin,
-            "request_id": safe_request_id(request),
-            # A registered id (a development header naming anything identifier-like
-            # is refused by InsecureDevAuthenticator); agencies prove entries by it.
-            "agency_id": caller.agency_id if caller else "",
-            "cert_thumbprint": caller.cert_thumbprint if caller else "",
-            # Free text: as written only if nothing identifier-like is in it.
-            "officer_id": self.free_text(request.officer_id),
-            "represented_party": self.free_text(request.represented_party),
-            "case_reference": self.free_text(request.case_reference),
-            "purpose": self._purpose(query, request.purpose),
-            "mode": _MODE.get(request.mode, "unspecified"),
-            "consent_id": self.free_text(consent_id),
-            "request_hmac": hmac.new(
-                self._key, request.SerializeToString(deterministic=True), hashlib.sha256
-            ).hexdigest(),
-            "charge_fen": charge_fen,
-        }
-        if billing is not None:
-            record["billing"] = dict(billing)
         if query is not None:
-            record["subject_type"] = query.subject_type
-            record["subject_pseudonym"] = self.pseudonym(query.subject_type, query.subject_id)
+            subject_type = query.subject_type
+            subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
         else:
             # The identifier did not validate: log its type only, never the text.
-            record["subject_type"] = _SUBJECT.get(request.subject.type, "unspecified")
-            record["subject_pseudonym"] = ""
+            subject_type = _SUBJECT.get(request.subject.type, "unspecified")
+            subject_pseudonym = ""
+        outcome: str | None = None
+        error_field: str | None = None
         if error is not None:
-            record["outcome"] = error.reason.lower()
+            outcome = error.reason.lower()
             # The reason and the field, not the message: a message about a bad
             # identifier describes the identifier.
             if isinstance(error, InvalidArgumentError):
-                record["error_field"] = error.field
+                error_field = error.field
         digest = b""
+        departments: dict[str, DepartmentSection] | None = None
         if response is not None:
             digest = response_digest(response)
-            record["outcome"] = "ok"
-            record["policy_version"] = response.policy_version
-            record["catalog_version"] = response.catalog_version
-            record["departments"] = _sections(response, allowed)
-            record["response_sha256"] = digest.hex()
-            if any(
-                s["withheld"] or s["status"] not in ("ok", "not_found")
-                for s in record["departments"].values()
-            ):
-                record["outcome"] = "partial"
-        receipt = await self._append(record)
+            departments = _sections(response, allowed)
+            outcome = "ok"
+            if any(s.withheld or s.status not in ("ok", "not_found") for s in departments.values()):
+                outcome = "partial"
+        record = QueryRecord(
+            time=_now(),
+            gateway=self._origin,
+            request_id=safe_request_id(request),
+            # A registered id (a development header naming anything identifier-like
+            # is refused by InsecureDevAuthenticator); agencies prove entries by it.
+            agency_id=caller.agency_id if caller else "",
+            cert_thumbprint=caller.cert_thumbprint if caller else "",
+            # Free text: as written only if nothing identifier-like is in it.
+            officer_id=self.free_text(request.officer_id),
+            represented_party=self.free_text(request.represented_party),
+            case_reference=self.free_text(request.case_reference),
+            purpose=self._purpose(query, request.purpose),
+            mode=_MODE.get(request.mode, "unspecified"),
+            consent_id=self.free_text(consent_id),
+            request_hmac=hmac.new(
+                self._key, request.SerializeToString(deterministic=True), hashlib.sha256
+            ).hexdigest(),
+            charge_fen=charge_fen,
+            subject_type=subject_type,
+            subject_pseudonym=subject_pseudonym,
+            billing=None if billing is None else QueryBilling.from_json(billing),
+            outcome=outcome,
+            error_field=error_field,
+            policy_version=None if response is None else response.policy_version,
+            catalog_version=None if response is None else response.catalog_version,
+            departments=departments,
+            response_sha256=None if response is None else digest.hex(),
+        )
+        receipt = await self._append(record.to_json())
         return Receipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
 
     async def append_event(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
@@ -262,8 +268,8 @@ class QueryAuditor:
 
 def _sections(
     response: query_pb2.QueryResponse, allowed: Mapping[str, Mapping[str, Sequence[str]]] | None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+) -> dict[str, DepartmentSection]:
+    out: dict[str, DepartmentSection] = {}
     for s in response.sections:
         granted = allowed.get(s.department, {}) if allowed is not None else None
         if granted is not None:
@@ -271,26 +277,23 @@ def _sections(
             # dataset that returned records: known from the decision, where
             # reading every record's field names cost more than the rest of
             # the record together.
-            fields = {d.dataset: list(granted.get(d.dataset, ())) for d in s.datasets if d.records}
+            fields = {d.dataset: tuple(granted.get(d.dataset, ())) for d in s.datasets if d.records}
         else:
             fields = {
-                d.dataset: sorted({f for r in d.records for f in r.fields}) for d in s.datasets
+                d.dataset: tuple(sorted({f for r in d.records for f in r.fields}))
+                for d in s.datasets
             }
-        out[s.department] = {
-            "status": _STATUS.get(s.status, "unspecified"),
-            "datasets": [d.dataset for d in s.datasets],
-            "records": sum(len(d.records) for d in s.datasets),
-            "fields": fields,
-            "aged_out": sum(d.aged_out for d in s.datasets),
-            "withheld": [
-                {
-                    "dataset": w.dataset,
-                    "field": w.field,
-                    "reason": _REASON.get(w.reason, "unspecified"),
-                }
+        out[s.department] = DepartmentSection(
+            status=_STATUS.get(s.status, "unspecified"),
+            datasets=tuple(d.dataset for d in s.datasets),
+            records=sum(len(d.records) for d in s.datasets),
+            fields=fields,
+            aged_out=sum(d.aged_out for d in s.datasets),
+            withheld=tuple(
+                WithheldField(w.dataset, w.field, _REASON.get(w.reason, "unspecified"))
                 for w in s.withheld
-            ],
-        }
+            ),
+        )
     return out
 
 
@@ -328,6 +331,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.Checkpoint:
+        """The latest signed checkpoint (C2SP signed note). Auditors and agencies may call it."""
         self._who(context)
         note = self._log.latest_checkpoint()
         size, root = _parse_checkpoint(note)
@@ -338,6 +342,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetInclusionProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.InclusionProof:
+        """An RFC 6962 section 2.1.1 inclusion proof of one entry; an agency only for its own
+        entries."""
         role, principal = self._who(context)
         note = self._log.latest_checkpoint()
         cp_size, _ = _parse_checkpoint(note)
@@ -373,6 +379,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.ConsistencyProof:
+        """An RFC 6962 section 2.1.2 consistency proof between two tree sizes."""
         self._who(context)
         old, new, logged = request.old_size, request.new_size, self._log.size
         if old > new:

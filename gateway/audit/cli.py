@@ -53,6 +53,7 @@ from gateway.audit.records import (
     pseudonymize,
     write_pseudonym_key,
 )
+from gateway.audit.schema import QueryRecord
 from gateway.audit.store import LogReader, open_reader
 from gateway.audit.verify import VerifyReport, verify_log
 from gateway.console import console_script
@@ -242,25 +243,25 @@ def _parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _queries(reader: LogReader, args: argparse.Namespace) -> list[tuple[int, dict[str, Any]]]:
+def _queries(reader: LogReader, args: argparse.Namespace) -> list[tuple[int, QueryRecord]]:
     """The query records a signed checkpoint covers; the unsigned tail is left out."""
-    found: list[tuple[int, dict[str, Any]]] = []
+    found: list[tuple[int, QueryRecord]] = []
 
     def collect(index: int, record: dict[str, Any]) -> None:
-        if record.get("kind") == "query":
-            found.append((index, record))
+        if record.get("kind") == QueryRecord.KIND:
+            found.append((index, QueryRecord.from_json(record)))
 
     report = _verified(args, reader, allow_unsigned_tail=True, on_record=collect)
     _unsigned_note(report, "are not listed")
     return [(i, r) for i, r in found if i < report.verified_size]
 
 
-def _print_queries(rows: Sequence[tuple[int, dict[str, Any]]], what: str) -> None:
+def _print_queries(rows: Sequence[tuple[int, QueryRecord]], what: str) -> None:
     print(f"{len(rows)} {what}")
     if rows:
         print("index\ttime\tagency_id\tpurpose")
     for index, r in rows:
-        print(f"{index}\t{r.get('time', '')}\t{r.get('agency_id', '')}\t{r.get('purpose', '')}")
+        print(f"{index}\t{r.time}\t{r.agency_id}\t{r.purpose}")
 
 
 def _cmd_history(args: argparse.Namespace, reader: LogReader) -> int:
@@ -271,7 +272,7 @@ def _cmd_history(args: argparse.Namespace, reader: LogReader) -> int:
         pseudonym = pseudonymize(key, args.subject_type, subject)
     except IdentifierError as err:
         raise _UsageError(f"--subject: {err.problem}") from None
-    rows = [(i, r) for i, r in _queries(reader, args) if r.get("subject_pseudonym") == pseudonym]
+    rows = [(i, r) for i, r in _queries(reader, args) if r.subject_pseudonym == pseudonym]
     _print_queries(rows, f"queries about this {args.subject_type}")
     return EXIT_OK
 
@@ -283,11 +284,11 @@ def _cmd_who(args: argparse.Namespace, reader: LogReader) -> int:
         raise _UsageError(f"--since {args.since!r} is not an ISO 8601 time") from None
     rows = []
     for index, record in _queries(reader, args):
-        if record.get("agency_id") != args.agency:
+        if record.agency_id != args.agency:
             continue
         if since is not None:
             try:
-                if _parse_time(str(record.get("time", ""))) < since:
+                if _parse_time(record.time) < since:
                     continue
             except ValueError:
                 pass  # a record without a readable time is listed, not hidden

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.errors import StorageError
+from gateway.stores.sqlite import SQLiteSetupError, open_durable, open_read_only
 
 __all__ = [
     "AuditStore",
@@ -216,21 +217,14 @@ class SQLiteStore(AuditStore):
     def _connect(self) -> sqlite3.Connection:
         try:
             if self._read_only:
-                uri = self.path.resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                conn = open_read_only(self.path)
             else:
-                # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
-                # batch is exactly one transaction.
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    conn.close()
-                    raise StorageError(f"{self.path}: cannot switch to WAL mode ({mode})")
-                # FULL: the WAL is fsynced at every commit, so a returned
-                # append survives power loss, not only a process crash.
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(_SCHEMA)
+                # WAL, and synchronous=FULL: the WAL is fsynced at every commit, so a
+                # returned append survives power loss, not only a process crash.
+                conn = open_durable(self.path, schema=_SCHEMA)
             conn.execute("SELECT count(*) FROM entries, checkpoints LIMIT 1").fetchone()
+        except SQLiteSetupError as err:
+            raise StorageError(f"{self.path}: {err}") from None
         except sqlite3.Error as err:
             raise StorageError(f"{self.path}: not a readable audit log ({err})") from None
         return conn
@@ -255,10 +249,12 @@ class SQLiteStore(AuditStore):
             raise StorageError(f"{self.path}: {err}") from None
 
     def size(self) -> int:
+        """See :meth:`LogReader.size`."""
         row = self._query("SELECT COALESCE(MAX(idx), -1) + 1 FROM entries")[0]
         return int(row[0])
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """See :meth:`LogReader.iter_entries`."""
         # Read in chunks: a steady memory footprint for logs of any length,
         # and no lock held between chunks.
         chunk = 10_000
@@ -274,10 +270,12 @@ class SQLiteStore(AuditStore):
             start = int(rows[-1][0]) + 1
 
     def checkpoints(self) -> list[StoredCheckpoint]:
+        """See :meth:`LogReader.checkpoints`."""
         rows = self._query("SELECT seq, size, note FROM checkpoints ORDER BY seq")
         return [StoredCheckpoint(int(s), int(z), str(n)) for s, z, n in rows]
 
     def origin(self) -> str | None:
+        """See :meth:`LogReader.origin`."""
         rows = self._query("SELECT value FROM meta WHERE key = 'origin'")
         return str(rows[0][0]) if rows else None
 
@@ -308,6 +306,7 @@ class SQLiteStore(AuditStore):
                 raise StorageError(f"{self.path}: write failed: {err}") from None
 
     def create(self, origin: str, checkpoint_note: str) -> None:
+        """See :meth:`AuditStore.create`."""
         self._transaction(
             [("origin", origin), ("format", "credit-gateway-audit/1")],
             0,
@@ -321,9 +320,11 @@ class SQLiteStore(AuditStore):
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
     ) -> None:
+        """See :meth:`AuditStore.append`."""
         self._transaction((), first_index, entries, checkpoints)
 
     def close(self) -> None:
+        """Close the connection and release the writer lock (idempotent)."""
         with self._lock:
             try:
                 self._conn.close()
@@ -346,18 +347,23 @@ class MemoryStore(AuditStore):
         self.fail_writes = False
 
     def size(self) -> int:
+        """See :meth:`LogReader.size`."""
         return len(self._entries)
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """See :meth:`LogReader.iter_entries`."""
         yield from list(self._entries[start:])
 
     def checkpoints(self) -> list[StoredCheckpoint]:
+        """See :meth:`LogReader.checkpoints`."""
         return list(self._checkpoints)
 
     def origin(self) -> str | None:
+        """See :meth:`LogReader.origin`."""
         return self._origin
 
     def create(self, origin: str, checkpoint_note: str) -> None:
+        """See :meth:`AuditStore.create`."""
         with self._lock:
             if self._origin is not None:
                 raise StorageError("log already created")
@@ -370,6 +376,7 @@ class MemoryStore(AuditStore):
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
     ) -> None:
+        """See :meth:`AuditStore.append`."""
         with self._lock:
             if self.fail_writes:
                 raise StorageError("memory store: writes are failing (fail_writes=True)")
@@ -396,9 +403,11 @@ class ExportReader(LogReader):
             raise StorageError(f"{self.folder}: not an exported audit log")
 
     def size(self) -> int:
+        """See :meth:`LogReader.size`."""
         return sum(1 for _ in self.iter_entries())
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        """See :meth:`LogReader.iter_entries`."""
         try:
             with self._records.open("rb") as f:
                 for i, line in enumerate(f):
@@ -408,6 +417,7 @@ class ExportReader(LogReader):
             raise StorageError(f"{self._records}: {err}") from None
 
     def checkpoints(self) -> list[StoredCheckpoint]:
+        """See :meth:`LogReader.checkpoints`."""
         out = []
         try:
             for path in sorted((self.folder / "checkpoints").glob("*.note")):
@@ -420,6 +430,7 @@ class ExportReader(LogReader):
         return out
 
     def origin(self) -> str | None:
+        """See :meth:`LogReader.origin`."""
         path = self.folder / "origin"
         try:
             return path.read_text(encoding="utf-8").strip() if path.exists() else None

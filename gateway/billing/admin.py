@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from gateway.audit.schema import BillingRecord
 from gateway.billing.ledger import AccountState, AsyncLedger, Entry
 from gateway.billing.meter import EventHook
 from gateway.edge import authenticate, identified
@@ -275,18 +276,17 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
     async def _emit_top_up(self, entry: Entry, actor: str) -> None:
         if self._on_event is None:
             return
-        event: dict[str, Any] = {
-            "kind": "billing",
-            "event": "top_up",
-            "request_id": "",
+        event = BillingRecord(
+            event="top_up",
+            request_id="",
             # Screened at TopUp; an entry booked before that screen existed is not repeated.
-            "reference": "(withheld)" if scan(entry.reference) else entry.reference,
-            "agency_id": entry.account_id,
-            "amount_fen": entry.amount_fen,
-            "balance_fen": entry.balance_fen,
-            "actor": actor,
-            "at": entry.at.isoformat(),
-        }
+            reference="(withheld)" if scan(entry.reference) else entry.reference,
+            agency_id=entry.account_id,
+            amount_fen=entry.amount_fen,
+            balance_fen=entry.balance_fen,
+            actor=actor,
+            at=entry.at.isoformat(),
+        ).to_json()
         try:
             await self._on_event(event)
         except Exception:

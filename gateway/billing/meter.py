@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
 
+from gateway.audit.schema import BillingLine, BillingRecord, QueryRecord
 from gateway.billing.ledger import (
     AsyncLedger,
     Basis,
@@ -279,7 +280,7 @@ class Meter:
 
     @property
     def store(self) -> LedgerStore:
-        """The ledger's synchronous store, for reads (run them through ``ledger.run``)."""
+        """The ledger store behind :attr:`ledger` (call it only on the ledger thread)."""
         return self.ledger.store
 
     async def close(self) -> None:
@@ -422,18 +423,17 @@ class Meter:
                 # Booked offline (``credit-gateway billing top-up``) or its
                 # record was lost: put it on the record now.
                 await self._emit_event(
-                    {
-                        "kind": "billing",
-                        "event": "top_up",
-                        "request_id": "",
-                        "reference": entry.reference,
-                        "agency_id": entry.account_id,
-                        "amount_fen": entry.amount_fen,
-                        "balance_fen": entry.balance_fen,
-                        "actor": entry.actor,
-                        "at": entry.at.isoformat(),
-                        "reason": "recorded at start-up",
-                    }
+                    BillingRecord(
+                        event="top_up",
+                        request_id="",
+                        reference=entry.reference,
+                        agency_id=entry.account_id,
+                        amount_fen=entry.amount_fen,
+                        balance_fen=entry.balance_fen,
+                        actor=entry.actor,
+                        at=entry.at.isoformat(),
+                        reason="recorded at start-up",
+                    ).to_json()
                 )
         await self.ledger.run(self.store.mark_audited, "top_up", reference)
 
@@ -742,25 +742,20 @@ class Meter:
         in_query_record: bool,
     ) -> dict[str, Any]:
         lines = rec.delivered if kind == "charge" else rec.lines
-        event: dict[str, Any] = {
-            "kind": "billing",
-            "event": kind,
-            "request_id": rec.request_id,
-            "attempt": rec.attempts,
-            "agency_id": rec.account_id,
-            "basis": rec.basis,
-            "amount_fen": amount_fen,
-            "movements": movements.as_dict(),
-            "lines": [
-                {"department": x.department, "dataset": x.dataset, "amount_fen": x.amount_fen}
-                for x in lines
-            ],
-            "balance_fen": rec.balance_fen,
-            "free_remaining": rec.free_remaining,
-            "at": rec.updated_at.isoformat(),
-        }
-        if reason:
-            event["reason"] = reason
+        event = BillingRecord(
+            event=kind,
+            request_id=rec.request_id,
+            attempt=rec.attempts,
+            agency_id=rec.account_id,
+            basis=rec.basis,
+            amount_fen=amount_fen,
+            movements=movements.as_dict(),
+            lines=tuple(BillingLine(x.department, x.dataset, x.amount_fen) for x in lines),
+            balance_fen=rec.balance_fen,
+            free_remaining=rec.free_remaining,
+            at=rec.updated_at.isoformat(),
+            reason=reason or None,
+        ).to_json()
         if in_query_record:
             event["in_query_record"] = True
         return event
@@ -814,13 +809,10 @@ class Meter:
 def _settled_on_record(records: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a query record carries a settlement (not a replay) of the request."""
     for r in records:
-        billing = r.get("billing")
-        if (
-            r.get("kind") == "query"
-            and isinstance(billing, Mapping)
-            and billing.get("state") == "settled"
-            and not billing.get("replay")
-        ):
+        if r.get("kind") != QueryRecord.KIND:
+            continue
+        billing = QueryRecord.from_json(r).billing
+        if billing is not None and billing.state == "settled" and not billing.replay:
             return True
     return False
 

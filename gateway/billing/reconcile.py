@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from gateway.audit.errors import AuditError
 from gateway.audit.note import load_verifiers
+from gateway.audit.schema import BillingRecord, QueryRecord
 from gateway.audit.store import open_reader
 from gateway.audit.verify import iter_records, verify_log
 from gateway.billing.ledger import Entry, LedgerStore
@@ -103,16 +104,6 @@ class Movements:
         }
         return {k: v for k, v in d.items() if v}
 
-    @classmethod
-    def parse(cls, value: object) -> Movements | None:
-        """From a record's ``movements`` object; None if it is not one."""
-        if not isinstance(value, Mapping):
-            return None
-        amounts = {k: value.get(k, 0) for k in ("reserve", "charge", "release", "refund")}
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in amounts.values()):
-            return None
-        return cls(**amounts)
-
     def describe(self) -> str:
         """All four amounts in one line for a report, e.g. ``"reserve 300, ... refund 0 fen"``."""
         return (
@@ -135,15 +126,15 @@ def record_key(record: Mapping[str, Any]) -> tuple[str, str] | None:
     """``("request", request_id)`` or ``("top_up", reference)`` for an audit
     record about a booking, or None for any other record."""
     kind = record.get("kind")
-    if kind == "billing":
-        if record.get("event") == "top_up":
-            ref = record.get("reference")
-            return ("top_up", ref) if isinstance(ref, str) and ref else None
-        rid = record.get("request_id")
-        return ("request", rid) if isinstance(rid, str) and rid else None
-    if kind == "query" and isinstance(record.get("billing"), Mapping):
-        rid = record.get("request_id")
-        return ("request", rid) if isinstance(rid, str) and rid else None
+    if kind == BillingRecord.KIND:
+        event = BillingRecord.from_json(record)
+        if event.event == "top_up":
+            return ("top_up", event.reference) if event.reference else None
+        return ("request", event.request_id) if event.request_id else None
+    if kind == QueryRecord.KIND:
+        query = QueryRecord.from_json(record)
+        if query.billing is not None and query.request_id:
+            return ("request", query.request_id)
     return None
 
 
@@ -157,25 +148,20 @@ def record_movements(record: Mapping[str, Any]) -> Movements:
     its ``event``. Anything else: nothing.
     """
     kind = record.get("kind")
-    if kind == "query":
-        billing = record.get("billing")
-        if not isinstance(billing, Mapping) or billing.get("replay"):
+    if kind == QueryRecord.KIND:
+        billing = QueryRecord.from_json(record).billing
+        if billing is None or billing.replay:
             return Movements()
-        reserved = billing.get("reserved_fen", 0)
-        charged = billing.get("charged_fen", 0)
-        if not isinstance(reserved, int) or not isinstance(charged, int):
-            return Movements()
+        reserved, charged = billing.reserved_fen or 0, billing.charged_fen or 0
         return Movements(reserve=reserved, charge=charged, release=reserved - charged)
-    if kind != "billing":
+    if kind != BillingRecord.KIND:
         return Movements()
-    parsed = Movements.parse(record.get("movements"))
-    if parsed is not None:
-        return parsed
-    amount = record.get("amount_fen", 0)
-    event = record.get("event")
-    if not isinstance(amount, int) or event not in ("reserve", "charge", "release", "refund"):
+    event = BillingRecord.from_json(record)
+    if event.movements is not None:
+        return Movements(**event.movements)
+    if event.event not in ("reserve", "charge", "release", "refund"):
         return Movements()
-    return Movements(**{str(event): amount})
+    return Movements(**{event.event: event.amount_fen})
 
 
 @dataclass
@@ -224,14 +210,8 @@ def reconcile(
         report.records += 1
         kind, ref = key
         if kind == "top_up":
-            amount = record.get("amount_fen", 0)
-            agency = record.get("agency_id", "")
-            audited_top_ups[ref].append(
-                (
-                    agency if isinstance(agency, str) else "",
-                    amount if isinstance(amount, int) else 0,
-                )
-            )
+            top_up = BillingRecord.from_json(record)
+            audited_top_ups[ref].append((top_up.agency_id, top_up.amount_fen))
             continue
         moved = record_movements(record)
         audited[ref] = audited[ref] + moved

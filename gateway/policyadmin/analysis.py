@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.audit.schema import QueryRecord
 from gateway.auth.registry import Role
 from gateway.catalog import Catalog, Dataset
 from gateway.consent import issue_consent
@@ -224,27 +225,22 @@ def warm(decider: Decider, version: LoadedVersion, purposes: Iterable[str]) -> i
     return made
 
 
-def _recorded(record: Mapping[str, Any], catalog: Catalog) -> tuple[tuple[Dataset, ...], set[str]]:
+def _recorded(record: QueryRecord, catalog: Catalog) -> tuple[tuple[Dataset, ...], set[str]]:
     """The datasets a query record names, and the fields the policy granted then."""
     datasets: dict[tuple[str, str], Dataset] = {}
     not_granted: set[str] = set()
-    sections = record.get("departments")
-    if not isinstance(sections, Mapping):
+    if record.departments is None:
         return (), set()
-    for dept, section in sections.items():
-        if not isinstance(section, Mapping):
-            continue
-        names = [n for n in section.get("datasets", []) if isinstance(n, str)]
-        for w in section.get("withheld", []):
-            if not isinstance(w, Mapping):
-                continue
-            names.append(str(w.get("dataset", "")))
-            if w.get("reason") != _CONSENT_REASON:
-                not_granted.add(f"{dept}/{w.get('dataset')}/{w.get('field')}")
-        for name in names:
-            ds = catalog.dataset(dept, name)
-            if ds is not None:
-                datasets[(dept, name)] = ds
+    for dept, section in record.departments.items():
+        names = list(section.datasets)
+        for w in section.withheld:
+            names.append(w.dataset)
+            if w.reason != _CONSENT_REASON:
+                not_granted.add(f"{dept}/{w.dataset}/{w.field}")
+    for name in names:
+        ds = catalog.dataset(dept, name)
+        if ds is not None:
+            datasets[(dept, name)] = ds
     fields = {f"{d.department}/{d.name}/{f}" for d in datasets.values() for f in d.fields}
     return tuple(datasets.values()), fields - not_granted
 
@@ -265,20 +261,23 @@ def replay_records(
     decider: Decider = recipe.build(draft, issuers=[consents.issuer.trusted])
     replayed = 0
     flips: list[Flip] = []
-    for index, record in records:
-        if record.get("kind") != "query" or record.get("outcome") not in ("ok", "partial"):
+    for index, raw in records:
+        if raw.get("kind") != QueryRecord.KIND:
             continue
-        mode = _MODES.get(str(record.get("mode")))
-        subject_type = str(record.get("subject_type"))
+        record = QueryRecord.from_json(raw)
+        if record.outcome not in ("ok", "partial"):
+            continue
+        mode = _MODES.get(record.mode)
+        subject_type = record.subject_type
         if mode is None or subject_type not in _SUBJECT_IDS:
             continue
         datasets, before = _recorded(record, draft.catalog)
         if not datasets:
             continue
-        agency, purpose = str(record.get("agency_id", "")), str(record.get("purpose", ""))
+        agency, purpose = record.agency_id, record.purpose
         token = consents.token(agency, purpose, subject_type)
-        flag = record.get("self_query")
-        is_self = flag if isinstance(flag, bool) else purpose == SELF_QUERY_PURPOSE and bool(before)
+        flag = record.self_query
+        is_self = flag if flag is not None else purpose == SELF_QUERY_PURPOSE and bool(before)
         decision = decider.decide(
             _facts(agency, purpose, mode, subject_type, datasets, token, is_self=is_self)
         )
@@ -288,12 +287,12 @@ def replay_records(
             flips.append(
                 Flip(
                     log_index=index,
-                    request_id=str(record.get("request_id", "")),
+                    request_id=record.request_id,
                     agency=agency,
                     purpose=purpose,
-                    mode=str(record.get("mode")),
+                    mode=record.mode,
                     subject_type=subject_type,
-                    decided_under=str(record.get("policy_version", "")),
+                    decided_under=record.policy_version or "",
                     granted=tuple(sorted(after - before)),
                     denied=tuple(sorted(before - after)),
                 )

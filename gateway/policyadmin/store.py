@@ -41,6 +41,7 @@ from typing import Any
 
 from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
+from gateway.stores.sqlite import SQLiteSetupError, open_durable
 
 __all__ = [
     "BOOTSTRAP_AUTHOR",
@@ -69,6 +70,9 @@ ACTIONS = ("bootstrap", "activate", "rollback")
 
 @dataclass(frozen=True, slots=True)
 class PolicyVersion:
+    """One stored policy version: its number, content hash (SHA-256 of its files), author,
+    reason, draft time (UTC) and files by name."""
+
     number: int
     content_hash: str
     author: str
@@ -81,6 +85,8 @@ class PolicyVersion:
 
 @dataclass(frozen=True, slots=True)
 class Approval:
+    """A second officer's approval of a version (four-eyes rule)."""
+
     version: int
     officer: str
     reason: str
@@ -89,6 +95,9 @@ class Approval:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
+    """The outcome of validating (``validate``) or testing (``test``) a version; no problems
+    means passed."""
+
     version: int
     kind: str  # validate | test
     problems: tuple[str, ...]
@@ -96,11 +105,15 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
+        """True if the check found no problem."""
         return not self.problems
 
 
 @dataclass(frozen=True, slots=True)
 class Activation:
+    """One row of the activation history: which version became active, by whom, why and when
+    (UTC)."""
+
     seq: int
     version: int
     officer: str
@@ -320,14 +333,11 @@ class SQLiteVersionStore(VersionStore):
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so that two gateway
             # processes drafting at once get consecutive numbers, not a conflict at COMMIT.
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise PolicyStoreError(f"{self.path}: cannot switch to WAL mode ({mode})")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+            self._conn = open_durable(
+                self.path, schema=_SCHEMA, busy_timeout_s=busy_timeout_ms / 1000
+            )
+        except SQLiteSetupError as err:
+            raise PolicyStoreError(f"{self.path}: {err}") from None
         except sqlite3.Error as err:
             raise PolicyStoreError(
                 f"{self.path}: not a usable policy version store ({err})"
@@ -359,6 +369,7 @@ class SQLiteVersionStore(VersionStore):
             return int(cur.lastrowid or 0)
 
     def close(self) -> None:
+        """Close the connection."""
         with self._lock:
             self._conn.close()
 
@@ -373,6 +384,7 @@ class SQLiteVersionStore(VersionStore):
         parent: int | None,
         now: datetime | None = None,
     ) -> PolicyVersion:
+        """See :meth:`VersionStore.add_version`."""
         check_files(files)
         if not author:
             raise InvalidArgumentError("author", "required")
@@ -408,6 +420,7 @@ class SQLiteVersionStore(VersionStore):
     _COLUMNS = "number, content_hash, author, reason, created_at, parent, files"
 
     def version(self, number: int) -> PolicyVersion:
+        """See :meth:`VersionStore.version`."""
         rows = self._read(f"SELECT {self._COLUMNS} FROM versions WHERE number = ?", (number,))
         if not rows:
             raise NotFoundError(f"no policy version {number}")
@@ -418,6 +431,7 @@ class SQLiteVersionStore(VersionStore):
         return version
 
     def versions(self) -> list[PolicyVersion]:
+        """See :meth:`VersionStore.versions`."""
         rows = self._read(f"SELECT {self._COLUMNS} FROM versions ORDER BY number")
         return [self._version(r) for r in rows]
 
@@ -426,6 +440,7 @@ class SQLiteVersionStore(VersionStore):
     def approve(
         self, number: int, officer: str, reason: str, *, now: datetime | None = None
     ) -> Approval:
+        """See :meth:`VersionStore.approve`."""
         version = self.version(number)
         if officer == version.author:
             raise PermissionDeniedError(
@@ -454,6 +469,7 @@ class SQLiteVersionStore(VersionStore):
         return Approval(number, officer, reason, at)
 
     def approval(self, number: int) -> Approval | None:
+        """See :meth:`VersionStore.approval`."""
         rows = self._read(
             "SELECT version, officer, reason, at FROM approvals WHERE version = ?", (number,)
         )
@@ -467,6 +483,7 @@ class SQLiteVersionStore(VersionStore):
     def record_check(
         self, number: int, kind: str, problems: Sequence[str], *, now: datetime | None = None
     ) -> CheckResult:
+        """See :meth:`VersionStore.record_check`."""
         if kind not in CHECK_KINDS:
             raise ValueError(f"unknown check kind {kind!r}")
         self.version(number)
@@ -481,6 +498,7 @@ class SQLiteVersionStore(VersionStore):
         return CheckResult(number, kind, tuple(problems), at)
 
     def last_check(self, number: int, kind: str) -> CheckResult | None:
+        """See :meth:`VersionStore.last_check`."""
         rows = self._read(
             "SELECT problems, at FROM checks WHERE version = ? AND kind = ?"
             " ORDER BY seq DESC LIMIT 1",
@@ -501,6 +519,7 @@ class SQLiteVersionStore(VersionStore):
         action: str = "activate",
         now: datetime | None = None,
     ) -> Activation:
+        """See :meth:`VersionStore.activate`."""
         if action not in ACTIONS:
             raise ValueError(f"unknown activation action {action!r}")
         self.version(number)
@@ -539,9 +558,11 @@ class SQLiteVersionStore(VersionStore):
         return Activation(int(seq), int(v), str(officer), str(reason), str(action), _dt(at))
 
     def active(self) -> Activation | None:
+        """See :meth:`VersionStore.active`."""
         rows = self._read(f"SELECT {self._ACT} FROM activations ORDER BY seq DESC LIMIT 1")
         return self._activation(rows[0]) if rows else None
 
     def activations(self) -> list[Activation]:
+        """See :meth:`VersionStore.activations`."""
         rows = self._read(f"SELECT {self._ACT} FROM activations ORDER BY seq")
         return [self._activation(r) for r in rows]

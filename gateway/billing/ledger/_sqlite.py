@@ -32,33 +32,51 @@ Three tables, all in one SQLite file (WAL, ``synchronous=FULL``):
   movement is durable, so after a crash start-up recovery knows exactly which
   few bookings to look up in the audit log (:meth:`LedgerStore.unaudited`).
 
-:class:`LedgerStore` is the interface (synchronous; every operation is one
-transaction); :class:`SQLiteLedger` the embedded implementation; a
-PostgreSQL one can follow (``SELECT ... FOR UPDATE`` on the account row where
-SQLite uses ``BEGIN IMMEDIATE``). :class:`AsyncLedger` runs a store on one
-dedicated thread so the event loop never waits for the disk and, within a
-process, writes are serialized; ``BEGIN IMMEDIATE`` serializes them across
-processes (the offline ``credit-gateway billing`` tool beside a running
-gateway).
+:class:`SQLiteLedger` implements :class:`LedgerStore` in one SQLite file;
+``BEGIN IMMEDIATE`` serializes writers across processes (the offline
+``credit-gateway billing`` tool beside a running gateway).
+
+This module is longer than the package's other parts on purpose: it is one
+class whose methods are each one transaction over the tables above, plus the
+schema and the row mapping they share; splitting the transactions apart would
+scatter the invariants (held amounts, quota counts, the unaudited marks) that
+every method must keep together.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import json
 import os
-import queue
 import sqlite3
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
+from gateway.billing.ledger._types import (
+    MAX_AMOUNT_FEN,
+    AccountState,
+    Balances,
+    Basis,
+    Discrepancy,
+    Entry,
+    EntryKind,
+    LedgerStore,
+    PricedLine,
+    ReleaseResult,
+    RequestRecord,
+    RequestState,
+    ReserveResult,
+    ReserveSpec,
+    SettleResult,
+    StatementPage,
+    TopUpResult,
+    UnauditedKind,
+    entry_effect,
+)
 from gateway.errors import (
     InsufficientBalanceError,
     InvalidArgumentError,
@@ -66,364 +84,12 @@ from gateway.errors import (
     NotFoundError,
     QuotaExhaustedError,
 )
+from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
 
-__all__ = [
-    "MAX_AMOUNT_FEN",
-    "AccountState",
-    "AsyncLedger",
-    "Balances",
-    "Basis",
-    "Discrepancy",
-    "Entry",
-    "EntryKind",
-    "LedgerStore",
-    "PricedLine",
-    "ReleaseResult",
-    "RequestRecord",
-    "RequestState",
-    "ReserveResult",
-    "ReserveSpec",
-    "SQLiteLedger",
-    "SettleResult",
-    "StatementPage",
-    "TopUpResult",
-    "UnauditedKind",
-    "entry_effect",
-]
-
-Basis = Literal["paid", "free_quota", "self_allowance"]
-RequestState = Literal["reserved", "settled", "released"]
-EntryKind = Literal["reserve", "charge", "release", "top_up", "adjustment"]
-UnauditedKind = Literal["request", "top_up"]
-
-#: Bound on a single top-up or adjustment (10 billion yuan): catches a wrong
-#: unit and keeps every balance far inside SQLite's 64-bit integers.
-MAX_AMOUNT_FEN = 1_000_000_000_000
+__all__ = ["SQLiteLedger"]
 
 _FORMAT = "credit-gateway-ledger/1"
 _QUOTA_BASES = ("free_quota", "self_allowance")
-
-
-def entry_effect(kind: str, amount_fen: int) -> tuple[int, int]:
-    """``(balance change, held change)`` of one entry (the table above)."""
-    if kind == "reserve":
-        return 0, amount_fen
-    if kind == "charge":
-        return -amount_fen, -amount_fen
-    if kind == "release":
-        return 0, -amount_fen
-    if kind in ("top_up", "adjustment"):
-        return amount_fen, 0
-    raise LedgerError(f"unknown entry kind {kind!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class PricedLine:
-    """One dataset of one request and its amount in fen (0 when free)."""
-
-    department: str
-    dataset: str
-    amount_fen: int
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.department, self.dataset)
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    account_id: str
-    balance_fen: int
-    held_fen: int
-    credit_limit_fen: int
-
-    @property
-    def available_fen(self) -> int:
-        """What new reservations may take: balance, minus holds, plus credit."""
-        return self.balance_fen - self.held_fen + self.credit_limit_fen
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One append-only ledger entry; ``balance_fen``/``held_fen`` are the account's after it."""
-
-    seq: int
-    account_id: str
-    kind: EntryKind
-    amount_fen: int
-    request_id: str
-    reference: str
-    department: str
-    dataset: str
-    balance_fen: int
-    held_fen: int
-    at: datetime
-    actor: str = ""
-    note: str = ""
-
-    @property
-    def balance_change_fen(self) -> int:
-        return entry_effect(self.kind, self.amount_fen)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """The stored state of one metered request id."""
-
-    request_id: str
-    account_id: str
-    basis: Basis
-    state: RequestState
-    digest: str
-    quota_key: str
-    period: str
-    quota_limit: int
-    #: 1 while the request uses a unit of a free quota or allowance, else 0.
-    quota_units: int
-    lines: tuple[PricedLine, ...]
-    delivered: tuple[PricedLine, ...]
-    reserved_fen: int
-    charged_fen: int
-    #: The outcome reported at settlement (replayed verbatim on a retry).
-    balance_fen: int
-    free_remaining: int
-    attempts: int
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveSpec:
-    """What :meth:`LedgerStore.reserve` needs; the meter builds it."""
-
-    request_id: str
-    account_id: str
-    basis: Basis
-    #: Priced at the list price; the store zeroes them if a free unit is used.
-    lines: tuple[PricedLine, ...]
-    #: Identifies the request's content: a reused request id must match it.
-    digest: str
-    at: datetime
-    #: free_quota: the agency id; self_allowance: the subject's pseudonym.
-    quota_key: str = ""
-    #: free_quota: the local date YYYY-MM-DD; self_allowance: the year YYYY.
-    period: str = ""
-    quota_limit: int = 0
-    #: For QuotaExhaustedError's metadata.
-    resets_at: str = ""
-    #: self_allowance used up: pay the list price instead of refusing.
-    paid_fallback: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveResult:
-    record: RequestRecord
-    #: True if the request id was already reserved or settled: nothing was done.
-    replay: bool
-    account: AccountState | None
-    free_remaining: int
-
-
-@dataclass(frozen=True, slots=True)
-class SettleResult:
-    record: RequestRecord
-    #: True if the request was already settled or released: nothing was done.
-    replay: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseResult:
-    record: RequestRecord
-    #: False if there was nothing to release (already released, or settled
-    #: and no refund asked for).
-    changed: bool
-    released_fen: int
-    refunded_fen: int
-
-
-@dataclass(frozen=True, slots=True)
-class TopUpResult:
-    entry: Entry
-    account: AccountState
-    #: True if this reference was already booked: nothing was added.
-    replayed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StatementPage:
-    account_id: str
-    #: Balance before the period, and at its end (the whole period, not the page).
-    opening_balance_fen: int
-    closing_balance_fen: int
-    entries: tuple[Entry, ...]
-    #: Pass as ``after_seq`` for the next page; 0 when this is the last one.
-    next_after_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Balances:
-    balance_fen: int
-    held_fen: int
-
-
-@dataclass(frozen=True, slots=True)
-class Discrepancy:
-    account_id: str
-    problem: str
-
-
-class LedgerStore(ABC):
-    """Accounts, entries and requests. Every method is one transaction,
-    synchronous (callers run it off the event loop, see :class:`AsyncLedger`),
-    and raises LedgerError if storage fails."""
-
-    @abstractmethod
-    def reserve(self, spec: ReserveSpec) -> ReserveResult:
-        """Reserve a request, or return its existing reservation/settlement.
-
-        A request id already ``reserved`` or ``settled`` is returned unchanged
-        (``replay=True``); one ``released`` (nothing charged, nothing
-        delivered) is reserved afresh. Raises InvalidArgumentError (reason
-        REQUEST_ID_REUSED) if the id belongs to another account or digest,
-        QuotaExhaustedError if a free unit is needed and none is left, and
-        InsufficientBalanceError if the account cannot cover the lines.
-        """
-
-    @abstractmethod
-    def settle(
-        self,
-        request_id: str,
-        delivered: frozenset[tuple[str, str]],
-        at: datetime,
-        *,
-        attempt: int | None = None,
-    ) -> SettleResult:
-        """Charge the reserved lines in ``delivered``, release the others.
-
-        Lines not reserved are never charged. With nothing delivered the
-        request is released instead (its free unit given back). A request not
-        in state ``reserved``, or (with ``attempt``) reserved by another
-        attempt, is returned unchanged (``replay=True``). Raises NotFoundError
-        for an unknown request id.
-        """
-
-    @abstractmethod
-    def release(
-        self,
-        request_id: str,
-        at: datetime,
-        *,
-        refund: bool = False,
-        note: str = "",
-        attempt: int | None = None,
-    ) -> ReleaseResult:
-        """Release a reservation; with ``refund``, also reverse a settled
-        charge (a positive adjustment per charged line). Either way the free
-        unit is given back and the state becomes ``released``. With
-        ``attempt``, only that attempt of the request id is touched (a stale
-        caller never releases a later retry). Raises NotFoundError for an
-        unknown request id."""
-
-    @abstractmethod
-    def request(self, request_id: str) -> RequestRecord | None:
-        """The stored request, or None."""
-
-    @abstractmethod
-    def interrupted(self, older_than: datetime | None = None) -> list[RequestRecord]:
-        """Requests still ``reserved`` (last touched before ``older_than``, if given)."""
-
-    @abstractmethod
-    def unaudited(self, older_than: datetime | None = None) -> list[tuple[UnauditedKind, str]]:
-        """Every booking marked as possibly not on the audit log yet (marked
-        before ``older_than``, if given): ``("request", request_id)`` or
-        ``("top_up", reference)``, oldest first. Reserve, settle, release and
-        top-up set the mark in their own transaction."""
-
-    @abstractmethod
-    def top_up_entry(self, reference: str) -> Entry | None:
-        """The top-up booked under ``reference``, or None."""
-
-    @abstractmethod
-    def mark_audited(self, kind: UnauditedKind, *refs: str) -> None:
-        """Clear the marks of bookings whose movements are all on the audit log."""
-
-    @abstractmethod
-    def open_account(
-        self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
-    ) -> AccountState:
-        """Create an account with a zero balance, or return the existing one unchanged."""
-
-    @abstractmethod
-    def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
-        """Change an account's credit limit. Raises NotFoundError, InvalidArgumentError."""
-
-    @abstractmethod
-    def account(self, account_id: str) -> AccountState | None:
-        """The account, or None."""
-
-    @abstractmethod
-    def accounts(self) -> list[AccountState]:
-        """Every account, by id."""
-
-    @abstractmethod
-    def top_up(
-        self,
-        account_id: str,
-        amount_fen: int,
-        reference: str,
-        at: datetime,
-        *,
-        actor: str = "",
-        note: str = "",
-        create: bool = False,
-    ) -> TopUpResult:
-        """Add money, idempotent by ``reference``: a reference already booked
-        returns its entry (``replayed=True``). Raises InvalidArgumentError for
-        a bad amount or a reference booked with another account or amount,
-        NotFoundError for an unknown account unless ``create``."""
-
-    @abstractmethod
-    def adjust(
-        self,
-        account_id: str,
-        amount_fen: int,
-        reference: str,
-        at: datetime,
-        *,
-        actor: str = "",
-        note: str = "",
-    ) -> Entry:
-        """Book a signed correction, once per ``reference``. Raises
-        InvalidArgumentError, NotFoundError."""
-
-    @abstractmethod
-    def entries(self, account_id: str | None = None, request_id: str | None = None) -> list[Entry]:
-        """Entries in order, optionally of one account and/or one request."""
-
-    @abstractmethod
-    def statement(
-        self,
-        account_id: str,
-        start: datetime,
-        end: datetime,
-        *,
-        after_seq: int = 0,
-        limit: int = 1000,
-    ) -> StatementPage:
-        """Entries with ``start <= at < end``, in order, at most ``limit``
-        after ``after_seq``. Raises NotFoundError for an unknown account."""
-
-    @abstractmethod
-    def recompute_balances(self) -> dict[str, Balances]:
-        """Every account's balance and held amount, folded from its entries alone."""
-
-    @abstractmethod
-    def check(self) -> list[Discrepancy]:
-        """Compare stored balances with the entries, each entry's running
-        totals, and held amounts with the open reservations; empty if consistent."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """Release resources."""
 
 
 _SCHEMA = """
@@ -655,21 +321,11 @@ class SQLiteLedger(LedgerStore):
         if not create and not self.path.is_file():
             raise LedgerError(f"{self.path}: no such ledger file")
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each
-            # operation is exactly one transaction.
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-            )
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LedgerError(f"{self.path}: cannot switch to WAL mode ({mode})")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,)
-            )
-            fmt = self._conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+            # BEGIN/COMMIT are ours, so each operation is exactly one transaction.
+            self._conn = open_durable(self.path, schema=_SCHEMA, busy_timeout_s=busy_timeout_s)
+            fmt = ensure_format(self._conn, _FORMAT)
+        except SQLiteSetupError as err:
+            raise LedgerError(f"{self.path}: {err}") from None
         except sqlite3.Error as err:
             raise LedgerError(f"{self.path}: not a usable ledger ({err})") from None
         if fmt != _FORMAT:
@@ -857,6 +513,7 @@ class SQLiteLedger(LedgerStore):
     # --- metering -------------------------------------------------------------
 
     def reserve(self, spec: ReserveSpec) -> ReserveResult:
+        """See :meth:`LedgerStore.reserve`."""
         at = _ts(spec.at)
         with self._write() as conn:
             attempts = 1
@@ -948,6 +605,7 @@ class SQLiteLedger(LedgerStore):
         *,
         attempt: int | None = None,
     ) -> SettleResult:
+        """See :meth:`LedgerStore.settle`."""
         ts = _ts(at)
         with self._write() as conn:
             rec = self._get_request(conn, request_id)
@@ -1041,6 +699,7 @@ class SQLiteLedger(LedgerStore):
         note: str = "",
         attempt: int | None = None,
     ) -> ReleaseResult:
+        """See :meth:`LedgerStore.release`."""
         ts = _ts(at)
         with self._write() as conn:
             rec = self._get_request(conn, request_id)
@@ -1080,10 +739,12 @@ class SQLiteLedger(LedgerStore):
             return ReleaseResult(out, True, released, refunded)
 
     def request(self, request_id: str) -> RequestRecord | None:
+        """See :meth:`LedgerStore.request`."""
         with self._read() as conn:
             return self._get_request(conn, request_id)
 
     def interrupted(self, older_than: datetime | None = None) -> list[RequestRecord]:
+        """See :meth:`LedgerStore.interrupted`."""
         sql = f"SELECT {_REQUEST_COLS} FROM requests WHERE state = 'reserved'"
         args: tuple[str, ...] = ()
         if older_than is not None:
@@ -1093,6 +754,7 @@ class SQLiteLedger(LedgerStore):
             return [_request(r) for r in conn.execute(sql + " ORDER BY updated_at", args)]
 
     def unaudited(self, older_than: datetime | None = None) -> list[tuple[UnauditedKind, str]]:
+        """See :meth:`LedgerStore.unaudited`."""
         sql = "SELECT kind, ref FROM unaudited"
         args: tuple[str, ...] = ()
         if older_than is not None:
@@ -1103,6 +765,7 @@ class SQLiteLedger(LedgerStore):
             return [(cast(UnauditedKind, k), str(r)) for k, r in rows]
 
     def top_up_entry(self, reference: str) -> Entry | None:
+        """See :meth:`LedgerStore.top_up_entry`."""
         with self._read() as conn:
             row = conn.execute(
                 f"SELECT {_ENTRY_COLS} FROM entries WHERE kind = 'top_up' AND reference = ?",
@@ -1111,6 +774,7 @@ class SQLiteLedger(LedgerStore):
             return None if row is None else _entry(row)
 
     def mark_audited(self, kind: UnauditedKind, *refs: str) -> None:
+        """See :meth:`LedgerStore.mark_audited`."""
         with self._write() as conn:
             conn.executemany(
                 "DELETE FROM unaudited WHERE kind = ? AND ref = ?", [(kind, r) for r in refs]
@@ -1121,6 +785,7 @@ class SQLiteLedger(LedgerStore):
     def open_account(
         self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
     ) -> AccountState:
+        """See :meth:`LedgerStore.open_account`."""
         _check_text(account_id, "account_id")
         if credit_limit_fen:
             _check_amount(credit_limit_fen, "credit_limit_fen")
@@ -1135,6 +800,7 @@ class SQLiteLedger(LedgerStore):
             return acct.frozen()
 
     def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
+        """See :meth:`LedgerStore.set_credit_limit`."""
         if credit_limit_fen:
             _check_amount(credit_limit_fen, "credit_limit_fen")
         with self._write() as conn:
@@ -1146,11 +812,13 @@ class SQLiteLedger(LedgerStore):
             return acct.frozen()
 
     def account(self, account_id: str) -> AccountState | None:
+        """See :meth:`LedgerStore.account`."""
         with self._read() as conn:
             acct = self._get_account(conn, account_id)
             return acct.frozen() if acct else None
 
     def accounts(self) -> list[AccountState]:
+        """See :meth:`LedgerStore.accounts`."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT account_id, balance_fen, held_fen, credit_limit_fen FROM accounts"
@@ -1169,6 +837,7 @@ class SQLiteLedger(LedgerStore):
         note: str = "",
         create: bool = False,
     ) -> TopUpResult:
+        """See :meth:`LedgerStore.top_up`."""
         _check_text(account_id, "account_id")
         _check_amount(amount_fen, "amount_fen")
         _check_text(reference, "reference")
@@ -1217,6 +886,7 @@ class SQLiteLedger(LedgerStore):
         actor: str = "",
         note: str = "",
     ) -> Entry:
+        """See :meth:`LedgerStore.adjust`."""
         _check_amount(amount_fen, "amount_fen", signed=True)
         _check_text(reference, "reference")
         ts = _ts(at)
@@ -1246,6 +916,7 @@ class SQLiteLedger(LedgerStore):
     # --- reading ---------------------------------------------------------------
 
     def entries(self, account_id: str | None = None, request_id: str | None = None) -> list[Entry]:
+        """See :meth:`LedgerStore.entries`."""
         sql = f"SELECT {_ENTRY_COLS} FROM entries WHERE 1 = 1"
         args: list[str] = []
         if account_id is not None:
@@ -1266,6 +937,7 @@ class SQLiteLedger(LedgerStore):
         after_seq: int = 0,
         limit: int = 1000,
     ) -> StatementPage:
+        """See :meth:`LedgerStore.statement`."""
         lo, hi = _ts(start), _ts(end)
         with self._read() as conn:
             if self._get_account(conn, account_id) is None:
@@ -1295,6 +967,7 @@ class SQLiteLedger(LedgerStore):
             )
 
     def recompute_balances(self) -> dict[str, Balances]:
+        """See :meth:`LedgerStore.recompute_balances`."""
         folded: dict[str, list[int]] = {}
         with self._read() as conn:
             for acct_id in conn.execute("SELECT account_id FROM accounts"):
@@ -1309,6 +982,7 @@ class SQLiteLedger(LedgerStore):
         return {a: Balances(b, h) for a, (b, h) in sorted(folded.items())}
 
     def check(self) -> list[Discrepancy]:
+        """See :meth:`LedgerStore.check`."""
         problems: list[Discrepancy] = []
         running: dict[str, list[int]] = {}
         with self._read() as conn:
@@ -1382,6 +1056,7 @@ class SQLiteLedger(LedgerStore):
         return problems
 
     def close(self) -> None:
+        """Close the connection (idempotent for SQLite; no call may follow)."""
         with self._lock:
             self._conn.close()
 
@@ -1419,127 +1094,3 @@ def _balance_error(
             "account": account_id,
         },
     )
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-@dataclass(slots=True)
-class _Call:
-    fn: Callable[[], Any]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-
-
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # cancelled by a caller that did not shield
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-class AsyncLedger:
-    """A :class:`LedgerStore` driven from asyncio: every call runs on one
-    dedicated thread, so the event loop never blocks on SQLite or fsync and
-    this process's writes are applied one at a time.
-
-    Group commit: the thread takes every call queued by the time it is free and
-    runs them in one transaction (:meth:`SQLiteLedger.batch`), so concurrent
-    queries share one fsync instead of paying one each. A call's future is
-    resolved only after that commit: nothing is reported before it is durable.
-
-    Calls are shielded: once submitted, an operation completes even if the
-    awaiting task is cancelled (a half-known outcome is worse than a late one;
-    callers that care, like :meth:`gateway.billing.meter.Meter.reserve`,
-    undo the effect themselves).
-    """
-
-    #: Most operations committed together.
-    MAX_BATCH = 256
-
-    def __init__(self, store: LedgerStore) -> None:
-        self.store = store
-        self._closed = False
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="ledger", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> AsyncLedger:
-        """Open (or create) a :class:`SQLiteLedger` off the event loop. Raises LedgerError."""
-        store = await asyncio.to_thread(SQLiteLedger, path, create=create)
-        return cls(store)
-
-    def submit(
-        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
-    ) -> asyncio.Future[_T]:
-        """Queue ``fn`` on the ledger thread; the future is not tied to the caller.
-        Raises LedgerError once the ledger is closed."""
-        if self._closed:
-            raise LedgerError("the ledger is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._queue.put(_Call(functools.partial(fn, *args, **kwargs), future, loop))
-        return future
-
-    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Run ``fn`` on the ledger thread and return its result (shielded)."""
-        return await asyncio.shield(self.submit(fn, *args, **kwargs))
-
-    def _serve(self) -> None:
-        batch_of = getattr(self.store, "batch", None)
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            calls = [first]
-            stop = False
-            while len(calls) < self.MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                calls.append(nxt)
-            outcomes: list[tuple[bool, Any]] = []
-            try:
-                with batch_of() if batch_of is not None else contextlib.nullcontext():
-                    for call in calls:
-                        try:
-                            outcomes.append((True, call.fn()))
-                        except BaseException as exc:  # reported to that caller alone
-                            outcomes.append((False, exc))
-            except BaseException as exc:  # the commit failed: none of them happened
-                err = (
-                    exc
-                    if isinstance(exc, LedgerError)
-                    else LedgerError(f"ledger batch failed: {exc}")
-                )
-                outcomes = [(False, err)] * len(calls)
-            for call, (ok, value) in zip(calls, outcomes, strict=True):
-                try:
-                    call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
-                except RuntimeError:  # that caller's event loop is gone; serve the others
-                    continue
-            if stop:
-                return
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def close(self) -> None:
-        """Finish queued work, close the store and stop the thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        # Everything queued before this is committed first; then the thread ends
-        # and the store closes outside any batch.
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-        await asyncio.to_thread(self.store.close)

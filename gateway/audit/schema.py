@@ -1,0 +1,391 @@
+"""The audit records the gateway writes, as types: written by these, read back by these.
+
+Each record is a dataclass with ``to_json()`` (the JSON object appended to the log, which
+:func:`gateway.audit.records.encode_record` encodes canonically) and ``from_json()`` (the
+reading of a decoded record). The log stores only the JSON, so the bytes are those the
+gateway wrote before these types existed: a field that is None is left out, never written
+as ``null``, and a field that is set is written as it was.
+
+Reading is lenient, because a log outlives the code that wrote it: a field that is absent,
+or of another JSON type than the one written today, reads as absent (None, or the
+documented default). Readers decide what an absent field means.
+
+* :class:`QueryRecord`, kind ``"query"``: one per query (step 8 of the pipeline), with
+  :class:`DepartmentSection` per department asked and, for a metered query, its
+  :class:`QueryBilling` block;
+* :class:`BillingRecord`, kind ``"billing"``: a ledger movement not carried by a query
+  record (a reservation released, a refund, a top-up, a booking recorded at start-up).
+
+Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
+auditors' ``credit-audit`` tool reads these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "BillingLine",
+    "BillingRecord",
+    "DepartmentSection",
+    "QueryBilling",
+    "QueryRecord",
+    "WithheldField",
+]
+
+
+def _str(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _int(obj: Mapping[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _bool(obj: Mapping[str, Any], key: str) -> bool | None:
+    value = obj.get(key)
+    return value if isinstance(value, bool) else None
+
+
+def _objects(value: object) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _set(out: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """``out`` with every field that is not None added."""
+    for key, value in fields.items():
+        if value is not None:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BillingLine:
+    """One priced dataset of a request: ``{"department", "dataset", "amount_fen"}``."""
+
+    department: str
+    dataset: str
+    amount_fen: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the line."""
+        return {
+            "department": self.department,
+            "dataset": self.dataset,
+            "amount_fen": self.amount_fen,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> BillingLine:
+        """Read a line; absent or mistyped fields read as ``""`` and 0."""
+        return cls(
+            _str(obj, "department") or "", _str(obj, "dataset") or "", _int(obj, "amount_fen") or 0
+        )
+
+
+def _lines(value: object) -> tuple[BillingLine, ...] | None:
+    if not isinstance(value, list):
+        return None
+    return tuple(BillingLine.from_json(x) for x in _objects(value))
+
+
+def _lines_json(lines: tuple[BillingLine, ...] | None) -> list[dict[str, Any]] | None:
+    return None if lines is None else [x.to_json() for x in lines]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBilling:
+    """The ``billing`` block of a metered query record: the query's own reservation and
+    settlement (one durable append per query). ``replay``: a retried request id that
+    booked nothing new. None fields are absent from the record."""
+
+    basis: str | None = None
+    reserved_fen: int | None = None
+    charged_fen: int | None = None
+    #: ``"settled"`` or ``"released"``.
+    state: str | None = None
+    replay: bool | None = None
+    lines: tuple[BillingLine, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the block (None fields left out)."""
+        return _set(
+            {},
+            basis=self.basis,
+            reserved_fen=self.reserved_fen,
+            charged_fen=self.charged_fen,
+            state=self.state,
+            replay=self.replay,
+            lines=_lines_json(self.lines),
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> QueryBilling:
+        """Read a block; absent or mistyped fields read as None."""
+        return cls(
+            basis=_str(obj, "basis"),
+            reserved_fen=_int(obj, "reserved_fen"),
+            charged_fen=_int(obj, "charged_fen"),
+            state=_str(obj, "state"),
+            replay=_bool(obj, "replay"),
+            lines=_lines(obj.get("lines")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WithheldField:
+    """A field withheld from a query's answer, and why (a ``WithheldReason`` name)."""
+
+    dataset: str
+    field: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the entry."""
+        return {"dataset": self.dataset, "field": self.field, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> WithheldField:
+        """Read an entry; absent or mistyped fields read as ``""``."""
+        return cls(_str(obj, "dataset") or "", _str(obj, "field") or "", _str(obj, "reason") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentSection:
+    """What one department's part of a query answer held: its status name, the datasets
+    answered, the record count, the fields disclosed per dataset, the records aged out
+    (retention limits) and the fields withheld."""
+
+    status: str
+    datasets: tuple[str, ...]
+    records: int
+    fields: Mapping[str, tuple[str, ...]]
+    aged_out: int
+    withheld: tuple[WithheldField, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the section."""
+        return {
+            "status": self.status,
+            "datasets": list(self.datasets),
+            "records": self.records,
+            "fields": {k: list(v) for k, v in self.fields.items()},
+            "aged_out": self.aged_out,
+            "withheld": [w.to_json() for w in self.withheld],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> DepartmentSection:
+        """Read a section; absent or mistyped fields read as empty, and list items of
+        another type are skipped."""
+        datasets = obj.get("datasets")
+        fields = obj.get("fields")
+        return cls(
+            status=_str(obj, "status") or "",
+            datasets=tuple(n for n in datasets if isinstance(n, str))
+            if isinstance(datasets, list)
+            else (),
+            records=_int(obj, "records") or 0,
+            fields={
+                str(k): tuple(f for f in v if isinstance(f, str))
+                for k, v in fields.items()
+                if isinstance(v, list)
+            }
+            if isinstance(fields, Mapping)
+            else {},
+            aged_out=_int(obj, "aged_out") or 0,
+            withheld=tuple(WithheldField.from_json(w) for w in _objects(obj.get("withheld"))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRecord:
+    """The audit record of one query, whatever its outcome.
+
+    The subject only as a keyed pseudonym; the request as ``request_hmac`` (HMAC-SHA256
+    under the pseudonym key); the response as ``response_sha256``; the caller's free text
+    only as :func:`gateway.freetext.recordable` lets it. ``outcome`` is ``"ok"``,
+    ``"partial"`` or the refusal's reason in lower case; ``error_field`` names the invalid
+    argument. The fields from ``policy_version`` on are set only for an answered query.
+    ``self_query`` is read, never written (the replay infers it from the purpose).
+    """
+
+    KIND: ClassVar[str] = "query"
+
+    time: str = ""
+    gateway: str = ""
+    request_id: str = ""
+    agency_id: str = ""
+    cert_thumbprint: str = ""
+    officer_id: str = ""
+    represented_party: str = ""
+    case_reference: str = ""
+    purpose: str = ""
+    mode: str = ""
+    consent_id: str = ""
+    request_hmac: str = ""
+    charge_fen: int = 0
+    subject_type: str = ""
+    subject_pseudonym: str = ""
+    billing: QueryBilling | None = None
+    outcome: str | None = None
+    error_field: str | None = None
+    policy_version: str | None = None
+    catalog_version: str | None = None
+    departments: Mapping[str, DepartmentSection] | None = None
+    response_sha256: str | None = None
+    self_query: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "time": self.time,
+                "gateway": self.gateway,
+                "request_id": self.request_id,
+                "agency_id": self.agency_id,
+                "cert_thumbprint": self.cert_thumbprint,
+                "officer_id": self.officer_id,
+                "represented_party": self.represented_party,
+                "case_reference": self.case_reference,
+                "purpose": self.purpose,
+                "mode": self.mode,
+                "consent_id": self.consent_id,
+                "request_hmac": self.request_hmac,
+                "charge_fen": self.charge_fen,
+                "subject_type": self.subject_type,
+                "subject_pseudonym": self.subject_pseudonym,
+            },
+            billing=None if self.billing is None else self.billing.to_json(),
+            outcome=self.outcome,
+            error_field=self.error_field,
+            policy_version=self.policy_version,
+            catalog_version=self.catalog_version,
+            departments=None
+            if self.departments is None
+            else {k: s.to_json() for k, s in self.departments.items()},
+            response_sha256=self.response_sha256,
+            self_query=self.self_query,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> QueryRecord:
+        """Read a decoded query record (its ``kind`` is not checked: see :attr:`KIND`);
+        absent or mistyped fields read as ``""``, 0 or None."""
+        billing = obj.get("billing")
+        departments = obj.get("departments")
+        return cls(
+            time=_str(obj, "time") or "",
+            gateway=_str(obj, "gateway") or "",
+            request_id=_str(obj, "request_id") or "",
+            agency_id=_str(obj, "agency_id") or "",
+            cert_thumbprint=_str(obj, "cert_thumbprint") or "",
+            officer_id=_str(obj, "officer_id") or "",
+            represented_party=_str(obj, "represented_party") or "",
+            case_reference=_str(obj, "case_reference") or "",
+            purpose=_str(obj, "purpose") or "",
+            mode=_str(obj, "mode") or "",
+            consent_id=_str(obj, "consent_id") or "",
+            request_hmac=_str(obj, "request_hmac") or "",
+            charge_fen=_int(obj, "charge_fen") or 0,
+            subject_type=_str(obj, "subject_type") or "",
+            subject_pseudonym=_str(obj, "subject_pseudonym") or "",
+            billing=QueryBilling.from_json(billing) if isinstance(billing, Mapping) else None,
+            outcome=_str(obj, "outcome"),
+            error_field=_str(obj, "error_field"),
+            policy_version=_str(obj, "policy_version"),
+            catalog_version=_str(obj, "catalog_version"),
+            departments={
+                str(k): DepartmentSection.from_json(s)
+                for k, s in departments.items()
+                if isinstance(s, Mapping)
+            }
+            if isinstance(departments, Mapping)
+            else None,
+            response_sha256=_str(obj, "response_sha256"),
+            self_query=_bool(obj, "self_query"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRecord:
+    """A billing event: a ledger movement not carried by a query record.
+
+    ``event`` is ``"reserve"``, ``"charge"``, ``"release"``, ``"refund"`` or ``"top_up"``.
+    A request's events carry ``attempt``, ``basis``, ``movements`` (the non-zero amounts
+    moved by kind, fen), ``lines`` and ``free_remaining``; a top-up carries ``reference``
+    and ``actor``. ``at`` is the ledger's time of the movement; ``reason`` says why a
+    reservation was released or a booking recorded late. None fields are absent.
+    """
+
+    KIND: ClassVar[str] = "billing"
+
+    event: str
+    request_id: str
+    agency_id: str
+    amount_fen: int
+    balance_fen: int
+    at: str
+    attempt: int | None = None
+    basis: str | None = None
+    movements: Mapping[str, int] | None = None
+    lines: tuple[BillingLine, ...] | None = None
+    free_remaining: int | None = None
+    reference: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "event": self.event,
+                "request_id": self.request_id,
+                "agency_id": self.agency_id,
+                "amount_fen": self.amount_fen,
+                "balance_fen": self.balance_fen,
+                "at": self.at,
+            },
+            attempt=self.attempt,
+            basis=self.basis,
+            movements=None if self.movements is None else dict(self.movements),
+            lines=_lines_json(self.lines),
+            free_remaining=self.free_remaining,
+            reference=self.reference,
+            actor=self.actor,
+            reason=self.reason,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> BillingRecord:
+        """Read a decoded billing record (its ``kind`` is not checked: see :attr:`KIND`).
+        Absent or mistyped fields read as ``""``, 0 or None; ``movements`` reads as None
+        unless it is an object whose four amounts, where present, are all integers."""
+        movements = obj.get("movements")
+        amounts: dict[str, int] | None = None
+        if isinstance(movements, Mapping):
+            picked = {k: movements.get(k, 0) for k in ("reserve", "charge", "release", "refund")}
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in picked.values()):
+                amounts = {k: v for k, v in picked.items() if v}
+        return cls(
+            event=_str(obj, "event") or "",
+            request_id=_str(obj, "request_id") or "",
+            agency_id=_str(obj, "agency_id") or "",
+            amount_fen=_int(obj, "amount_fen") or 0,
+            balance_fen=_int(obj, "balance_fen") or 0,
+            at=_str(obj, "at") or "",
+            attempt=_int(obj, "attempt"),
+            basis=_str(obj, "basis"),
+            movements=amounts,
+            lines=_lines(obj.get("lines")),
+            free_remaining=_int(obj, "free_remaining"),
+            reference=_str(obj, "reference"),
+            actor=_str(obj, "actor"),
+            reason=_str(obj, "reason"),
+        )

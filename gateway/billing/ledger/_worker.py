@@ -1,0 +1,149 @@
+"""The group-commit worker: :class:`AsyncLedger` drives a :class:`LedgerStore` from asyncio.
+
+Every call runs on one dedicated thread, so the event loop never waits for
+the disk and, within a process, writes are serialized; ``BEGIN IMMEDIATE``
+serializes them across processes (the offline ``credit-gateway billing`` tool
+beside a running gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from gateway.billing.ledger._sqlite import SQLiteLedger
+from gateway.billing.ledger._types import LedgerStore
+from gateway.errors import LedgerError
+
+__all__ = ["AsyncLedger"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # cancelled by a caller that did not shield
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class AsyncLedger:
+    """A :class:`LedgerStore` driven from asyncio: every call runs on one
+    dedicated thread, so the event loop never blocks on SQLite or fsync and
+    this process's writes are applied one at a time.
+
+    Group commit: the thread takes every call queued by the time it is free and
+    runs them in one transaction (:meth:`SQLiteLedger.batch`), so concurrent
+    queries share one fsync instead of paying one each. A call's future is
+    resolved only after that commit: nothing is reported before it is durable.
+
+    Calls are shielded: once submitted, an operation completes even if the
+    awaiting task is cancelled (a half-known outcome is worse than a late one;
+    callers that care, like :meth:`gateway.billing.meter.Meter.reserve`,
+    undo the effect themselves).
+    """
+
+    #: Most operations committed together.
+    MAX_BATCH = 256
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self._closed = False
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="ledger", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> AsyncLedger:
+        """Open (or create) a :class:`SQLiteLedger` off the event loop. Raises LedgerError."""
+        store = await asyncio.to_thread(SQLiteLedger, path, create=create)
+        return cls(store)
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> asyncio.Future[_T]:
+        """Queue ``fn`` on the ledger thread; the future is not tied to the caller.
+        Raises LedgerError once the ledger is closed."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._queue.put(_Call(functools.partial(fn, *args, **kwargs), future, loop))
+        return future
+
+    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn`` on the ledger thread and return its result (shielded)."""
+        return await asyncio.shield(self.submit(fn, *args, **kwargs))
+
+    def _serve(self) -> None:
+        batch_of = getattr(self.store, "batch", None)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            calls = [first]
+            stop = False
+            while len(calls) < self.MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                calls.append(nxt)
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                with batch_of() if batch_of is not None else contextlib.nullcontext():
+                    for call in calls:
+                        try:
+                            outcomes.append((True, call.fn()))
+                        except BaseException as exc:  # reported to that caller alone
+                            outcomes.append((False, exc))
+            except BaseException as exc:  # the commit failed: none of them happened
+                err = (
+                    exc
+                    if isinstance(exc, LedgerError)
+                    else LedgerError(f"ledger batch failed: {exc}")
+                )
+                outcomes = [(False, err)] * len(calls)
+            for call, (ok, value) in zip(calls, outcomes, strict=True):
+                try:
+                    call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
+                except RuntimeError:  # that caller's event loop is gone; serve the others
+                    continue
+            if stop:
+                return
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun; :meth:`submit` then raises LedgerError."""
+        return self._closed
+
+    async def close(self) -> None:
+        """Finish queued work, close the store and stop the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        # Everything queued before this is committed first; then the thread ends
+        # and the store closes outside any batch.
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self.store.close)
