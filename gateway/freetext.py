@@ -140,6 +140,14 @@ def _compact(text: str) -> tuple[str, list[int], list[int]]:
     origin: list[int] = []
     token: list[int] = []
     for j, ch in enumerate(nfkc):
+        if token and in_token[j] != token[-1] and (in_token[j] >= 0 or token[-1] >= 0):
+            # A hex token's edge ends every run: a word before a request id
+            # ("by 3196...") must not join its first digits into a finding
+            # judged as outside the token (a UUID would be masked about once
+            # in twelve). Each token is judged on its own, by the hex rules.
+            out.append(_BREAK)
+            origin.append(src[j])
+            token.append(-1)
         if ch.isascii():
             if ch.isalnum():
                 out.append(ch.upper())
