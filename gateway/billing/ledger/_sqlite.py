@@ -782,23 +782,6 @@ class SQLiteLedger(LedgerStore):
 
     # --- accounts ---------------------------------------------------------------
 
-    def open_account(
-        self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
-    ) -> AccountState:
-        """See :meth:`LedgerStore.open_account`."""
-        _check_text(account_id, "account_id")
-        if credit_limit_fen:
-            _check_amount(credit_limit_fen, "credit_limit_fen")
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO accounts (account_id, credit_limit_fen, created_at)"
-                " VALUES (?, ?, ?)",
-                (account_id, credit_limit_fen, _ts(at)),
-            )
-            acct = self._get_account(conn, account_id)
-            assert acct is not None
-            return acct.frozen()
-
     def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
         """See :meth:`LedgerStore.set_credit_limit`."""
         if credit_limit_fen:

@@ -322,12 +322,6 @@ class LedgerStore(ABC):
         """Clear the marks of bookings whose movements are all on the audit log."""
 
     @abstractmethod
-    def open_account(
-        self, account_id: str, at: datetime, *, credit_limit_fen: int = 0
-    ) -> AccountState:
-        """Create an account with a zero balance, or return the existing one unchanged."""
-
-    @abstractmethod
     def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
         """Change an account's credit limit. Raises NotFoundError, InvalidArgumentError."""
 
