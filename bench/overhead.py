@@ -23,9 +23,9 @@ import grpc
 from bench import _procs
 from bench._department import CATALOG, POLICY, PRICES
 from gateway.auth import issue_token
-from gateway.client import build_request
-from gateway.devstack import AUDIENCE, ensure_audit_keys
-from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.cli.connect import build_request
+from gateway.dev.devstack import AUDIENCE, ensure_audit_keys
+from gateway.dev.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
 from protos.credit.v1 import adapter_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         gw, gw_addr = _procs.start(
             [
                 "-m",
-                "gateway.cli",
+                "gateway.cli.gateway",
                 "--log-level",
                 "WARNING",
                 "serve",

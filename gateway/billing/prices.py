@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.catalog import Catalog
+from gateway.domain.catalog import Catalog
 from gateway.errors import ConfigError
 
 __all__ = ["MAX_PRICE_FEN", "PriceList", "default_prices_path", "load_prices", "parse_prices"]

@@ -54,7 +54,7 @@ from typing import Any
 import casbin
 from casbin.persist import Adapter
 
-from gateway.catalog import Catalog, Tier
+from gateway.domain.catalog import Catalog, Tier
 from gateway.errors import ConfigError
 
 __all__ = [

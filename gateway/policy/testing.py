@@ -49,10 +49,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.auth.registry import Registry, load_registry
 from gateway.auth.tokens import TrustedIssuer
-from gateway.catalog import Catalog, Dataset, load_catalog
-from gateway.consent import issue_consent
-from gateway.decision import Decider, Decision, QueryFacts
+from gateway.domain.catalog import Catalog, Dataset, load_catalog
 from gateway.errors import ConfigError
+from gateway.pipeline.decision import Decider, Decision, QueryFacts
+from gateway.policy.consent import issue_consent
 from protos.credit.v1 import query_pb2
 
 __all__ = [

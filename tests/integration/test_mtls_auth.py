@@ -28,8 +28,8 @@ from grpc_status import rpc_status
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, issue_token, load_registry
 from gateway.auth.tokens import load_signing_key
+from gateway.dev.pki import Pki, cert_thumbprint_pem, init_pki
 from gateway.errors import DOMAIN, GatewayError, abort
-from gateway.pki import Pki, cert_thumbprint_pem, init_pki
 
 AUDIENCE = "urn:credit-gateway:test"
 METHOD = "/test.Auth/WhoAmI"

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, load_registry
 from gateway.auth.tokens import load_signing_key
-from gateway.consent import CONSENT_TYP, ConsentVerifier
+from gateway.dev.pki import Pki, cert_thumbprint_pem, init_pki
 from gateway.errors import AuthenticationError, GatewayError, abort
-from gateway.pki import Pki, cert_thumbprint_pem, init_pki
+from gateway.policy.consent import CONSENT_TYP, ConsentVerifier
 
 AUDIENCE = "urn:credit-gateway:test"
 METHOD = "/test.Auth/WhoAmI"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.catalog import Tier, load_catalog, parse_catalog
+from gateway.domain.catalog import Tier, load_catalog, parse_catalog
 from gateway.errors import ConfigError
 from protos.credit.v1 import adapter_pb2, common_pb2
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, parse_config
 from gateway.errors import ConfigError
+from gateway.runtime.config import load_config, parse_config
 
 DEV = {
     "gateway": {"insecure_dev_plaintext": True},

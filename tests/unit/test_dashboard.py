@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from gateway.metrics import Metrics
+from gateway.runtime.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "credit-gateway.json"
 

@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.disclosure import aged_out, ageing_cutoff, filter_records
+from gateway.pipeline.disclosure import aged_out, ageing_cutoff, filter_records
 from protos.credit.v1 import common_pb2
 
 

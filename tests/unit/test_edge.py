@@ -12,7 +12,7 @@ import pytest_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.edge import REFUSAL_KIND, Edge, authenticate, identified
+from gateway.api.edge import REFUSAL_KIND, Edge, authenticate, identified
 from gateway.errors import (
     AuditUnavailableError,
     AuthenticationError,

@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import Ed25519Signer, generate_key
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.log import AuditLog
 from gateway.audit.records import decode_record
-from gateway.auditing import QueryAuditor
-from gateway.catalog import load_catalog
+from gateway.domain.catalog import load_catalog
+from gateway.domain.purposes import load_purposes
 from gateway.errors import (
     DepartmentTimeoutError,
     GatewayError,
@@ -30,7 +31,7 @@ from gateway.errors import (
     InvalidArgumentError,
     PermissionDeniedError,
 )
-from gateway.freetext import (
+from gateway.pipeline.freetext import (
     PSEUDONYM_PREFIX,
     WITHHELD,
     echo,
@@ -40,9 +41,8 @@ from gateway.freetext import (
     scan,
     text_pseudonym,
 )
-from gateway.logs import JsonFormatter
-from gateway.purposes import load_purposes
-from gateway.validation import FREE_TEXT_FIELDS, Validator
+from gateway.pipeline.validation import FREE_TEXT_FIELDS, Validator
+from gateway.runtime.logs import JsonFormatter
 from protos.credit.v1 import common_pb2, query_pb2
 from tests.unit.privacy_kit import compact, hidden, leaks, near_hex_token
 
@@ -388,8 +388,8 @@ class _Metadata:
 def test_development_headers_never_carry_an_identifier_into_labels_or_records() -> None:
     from typing import Any, cast
 
+    from gateway.auth.identity import InsecureDevAuthenticator
     from gateway.errors import AuthenticationError
-    from gateway.identity import InsecureDevAuthenticator
     from gateway.policyadmin.service import DEV_OFFICER_HEADER, dev_officer
 
     agencies = InsecureDevAuthenticator()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.identifiers import (
+from gateway.domain.identifiers import (
     USCC_ALPHABET,
     IdentifierError,
     resident_id_check_char,

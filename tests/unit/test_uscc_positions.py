@@ -14,7 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.identifiers import USCC_ALPHABET, IdentifierError, uscc_check_char, validate_uscc
+from gateway.domain.identifiers import (
+    USCC_ALPHABET,
+    IdentifierError,
+    uscc_check_char,
+    validate_uscc,
+)
 
 DIGITS = "0123456789"
 LETTERS = "".join(c for c in USCC_ALPHABET if not c.isdigit())

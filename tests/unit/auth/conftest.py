@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pki import Pki, init_pki
+from gateway.dev.pki import Pki, init_pki
 
 
 @pytest.fixture(scope="session")

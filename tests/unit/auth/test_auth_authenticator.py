@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from gateway import identity
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -18,12 +17,13 @@ from gateway.auth import (
     Role,
     TokenVerifier,
     TrustedIssuer,
+    identity,
     issue_token,
 )
 from gateway.auth.authenticator import bearer_token
 from gateway.auth.registry import AgencyKind, load_registry
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, PermissionDeniedError
-from gateway.pki import Pki, cert_thumbprint_pem
 
 AUD = "urn:credit-gateway:unit"
 

@@ -12,8 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from gateway.errors import ConfigError
-from gateway.pki import (
+from gateway.dev.pki import (
     GATEWAY_FEDERATION_OU,
     Pki,
     cert_thumbprint,
@@ -22,6 +21,7 @@ from gateway.pki import (
     init_pki,
     load_pki,
 )
+from gateway.errors import ConfigError
 
 
 def _cert(path: Path) -> x509.Certificate:

@@ -18,8 +18,8 @@ from gateway.auth.tokens import (
     load_signing_key,
     token_main,
 )
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, ConfigError
-from gateway.pki import Pki, cert_thumbprint_pem
 
 AUD = "urn:credit-gateway:unit"
 T0 = 1_900_000_000.0

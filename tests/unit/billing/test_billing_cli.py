@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.billing.cli import CSV_COLUMNS, billing_main
 from gateway.billing.ledger import PricedLine, ReserveSpec, SQLiteLedger
+from gateway.cli.billing import CSV_COLUMNS, billing_main
 
 
 def run(*argv: str) -> tuple[int, str, str]:

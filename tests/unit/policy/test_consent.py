@@ -12,7 +12,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.consent import (
+from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki, init_pki
+from gateway.errors import ConfigError
+from gateway.policy.consent import (
     CONSENT_TYP,
     ConsentError,
     ConsentProblem,
@@ -22,8 +24,6 @@ from gateway.consent import (
     load_revocations,
     parse_scope,
 )
-from gateway.errors import ConfigError
-from gateway.pki import DEV_CONSENT_ISSUER, Pki, init_pki
 from gateway.policy.testing import MatrixIssuer
 from tests.unit.policy.conftest import OTHER_PERSON, PERSON, consent, write
 

@@ -15,8 +15,8 @@ import pytest
 from gateway.auth import Authenticator, CallerAuthenticator, TokenVerifier, TrustedIssuer
 from gateway.auth.registry import load_registry
 from gateway.auth.tokens import load_signing_key
+from gateway.dev.pki import Pki, cert_thumbprint_pem, init_pki
 from gateway.errors import AuthenticationError
-from gateway.pki import Pki, cert_thumbprint_pem, init_pki
 from tests.unit.policy.conftest import ENTERPRISE, PERSON
 
 AUD = "urn:credit-gateway:unit"

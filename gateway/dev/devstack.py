@@ -26,22 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from gateway.assembly import build_gateway
 from gateway.audit import generate_key, generate_pseudonym_key, write_key_files, write_pseudonym_key
 from gateway.auth import Role, issue_token, load_registry
 from gateway.billing import load_prices
-from gateway.catalog import load_catalog
-from gateway.client import QueryClient
-from gateway.config import load_config
-from gateway.pki import (
+from gateway.cli.connect import QueryClient
+from gateway.dev.pki import (
     DEV_AGENCY_ISSUER,
     FEDERATION_IDENTITY,
     Pki,
     cert_thumbprint_pem,
     init_pki,
 )
-from gateway.secretfile import write_secret
-from gateway.server import Gateway
+from gateway.domain.catalog import load_catalog
+from gateway.runtime.assembly import build_gateway
+from gateway.runtime.config import load_config
+from gateway.runtime.secretfile import write_secret
+from gateway.runtime.server import Gateway
 
 if TYPE_CHECKING:
     from adapters.sdk import Store
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["AUDIENCE", "DepartmentProcess", "DevStack"]
 
 AUDIENCE = "credit-gateway"
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 _SAMPLES = _ROOT / "adapters" / "samples"
 
 
@@ -255,7 +255,7 @@ class DevStack:
     ) -> str:
         """A consent token from the development consent issuer, as a subject
         would sign one at the bank's counter."""
-        from gateway.consent import issue_consent
+        from gateway.policy.consent import issue_consent
 
         return issue_consent(
             self.pki.consent.key(),
@@ -423,7 +423,7 @@ OPENING_BALANCES = {"bank": 50_000, "guarantor": 20_000}
 def _open_accounts(ledger: Path) -> None:
     """Top up the paying agencies once, through the finance staff's own command."""
     from gateway.billing import SQLiteLedger
-    from gateway.billing.cli import billing_main
+    from gateway.cli.billing import billing_main
 
     SQLiteLedger(ledger, create=True).close()
     for account, fen in OPENING_BALANCES.items():

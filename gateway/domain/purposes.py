@@ -20,7 +20,7 @@ class Purpose:
 
 
 def default_purposes_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "policies" / "purposes.toml"
+    return Path(__file__).resolve().parents[2] / "policies" / "purposes.toml"
 
 
 def load_purposes(path: Path | None = None) -> Mapping[str, Purpose]:

@@ -18,7 +18,7 @@ What a query record holds, and what it deliberately does not:
   which the agency can recompute from what it received;
 * the caller's free text (``officer_id``, ``case_reference``,
   ``represented_party``, ``consent_id``) only through
-  :func:`gateway.freetext.recordable`: as written if no identifier-like text is
+  :func:`gateway.pipeline.freetext.recordable`: as written if no identifier-like text is
   in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome; the
   ``purpose`` only if it is a known purpose name, else its pseudonym.
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from gateway import names
+from gateway.api.edge import authenticate, identified
 from gateway.audit.digest import message_digest
 from gateway.audit.errors import AuditError, RecordError
 from gateway.audit.log import AuditLog
@@ -45,8 +45,9 @@ from gateway.audit.log import Receipt as AuditReceipt
 from gateway.audit.merkle import leaf_hash
 from gateway.audit.records import canonical_json, decode_record, pseudonymize
 from gateway.auth import Authenticator, Role
+from gateway.auth.identity import Caller
 from gateway.billing.reconcile import record_key
-from gateway.edge import authenticate, identified
+from gateway.domain import names
 from gateway.errors import (
     AuditUnavailableError,
     GatewayError,
@@ -55,11 +56,10 @@ from gateway.errors import (
     NotYetIntegratedError,
     PermissionDeniedError,
 )
-from gateway.freetext import recordable, text_pseudonym
-from gateway.identity import Caller
-from gateway.metrics import Metrics
-from gateway.service import Receipt, safe_request_id
-from gateway.validation import ValidQuery
+from gateway.pipeline.freetext import recordable, text_pseudonym
+from gateway.pipeline.query import Receipt, safe_request_id
+from gateway.pipeline.validation import ValidQuery
+from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
 
 __all__ = ["AuditServicer", "QueryAuditor", "response_digest"]
@@ -83,7 +83,7 @@ def _now() -> str:
 
 
 class QueryAuditor:
-    """Implements :class:`gateway.service.AuditSink` over an :class:`AuditLog`."""
+    """Implements :class:`gateway.pipeline.query.AuditSink` over an :class:`AuditLog`."""
 
     def __init__(
         self,
@@ -126,7 +126,7 @@ class QueryAuditor:
 
     def free_text(self, text: str) -> str:
         """What of a caller's free text may be recorded: see
-        :func:`gateway.freetext.recordable` (the text, or its keyed pseudonym)."""
+        :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym)."""
         return recordable(self._key, text)
 
     def _purpose(self, query: ValidQuery | None, purpose: str) -> str:
@@ -297,7 +297,7 @@ def _sections(
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     """Checkpoints and proofs for auditors; an agency sees its own entries.
 
-    Errors are raised for the gRPC edge (:mod:`gateway.edge`) to map and record:
+    Errors are raised for the gRPC edge (:mod:`gateway.api.edge`) to map and record:
 
     * an entry that is durable but not yet under a signed checkpoint (a receipt
       fresher than about a second): UNAVAILABLE ``NOT_YET_INTEGRATED`` with

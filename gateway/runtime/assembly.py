@@ -1,4 +1,4 @@
-"""Build a :class:`~gateway.server.Gateway` with all its parts from a config."""
+"""Build a :class:`~gateway.runtime.server.Gateway` with all its parts from a config."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.audit import Ed25519Signer, load_pseudonym_key
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import AuditError
 from gateway.audit.log import AuditLog
-from gateway.auditing import QueryAuditor
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -21,10 +21,10 @@ from gateway.auth import (
 )
 from gateway.billing import Meter, load_prices
 from gateway.billing.admin import BillingAdminService
-from gateway.catalog import Catalog, load_catalog
-from gateway.config import AuditConfig, AuthConfig, Config
-from gateway.decision import Decider
+from gateway.domain.catalog import Catalog, load_catalog
+from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
+from gateway.pipeline.decision import Decider
 from gateway.policy import build_decider
 from gateway.policyadmin import (
     DeciderRecipe,
@@ -36,8 +36,8 @@ from gateway.policyadmin import (
 from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import read_disk_files
 from gateway.policyadmin.service import dev_officer
-from gateway.purposes import load_purposes
-from gateway.server import Gateway
+from gateway.runtime.config import AuditConfig, AuthConfig, Config
+from gateway.runtime.server import Gateway
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import grpc
 
 from gateway.errors import AuthenticationError
-from gateway.freetext import scan
+from gateway.pipeline.freetext import scan
 
 __all__ = ["Authenticator", "Caller", "InsecureDevAuthenticator"]
 

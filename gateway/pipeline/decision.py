@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.catalog import Catalog, Dataset, Tier
+from gateway.domain.catalog import Catalog, Dataset, Tier
 from protos.credit.v1 import query_pb2
 
 __all__ = [

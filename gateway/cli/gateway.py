@@ -23,7 +23,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.console import console_script
+from gateway.cli.console import console_script
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
@@ -104,14 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     status (0 done; 2 usage or configuration error; a delegated command's own codes)."""
     mine, rest = _split(sys.argv[1:] if argv is None else list(argv))
     args = _parser().parse_args(mine)
-    from gateway.logs import configure_logging
+    from gateway.runtime.logs import configure_logging
 
     configure_logging(args.log_level)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args.config))
         if args.command == "demo":
-            from gateway.demo import run_demo
+            from gateway.dev.demo import run_demo
 
             return asyncio.run(
                 run_demo(
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if args.command == "certs":
-            from gateway.catalog import load_catalog
-            from gateway.pki import certs_main
+            from gateway.dev.pki import certs_main
+            from gateway.domain.catalog import load_catalog
 
             return certs_main(rest, default_departments=list(load_catalog().departments))
         if args.command == "token":
@@ -128,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
             return token_main(rest)
         if args.command == "consent":
-            from gateway.consent import consent_main
+            from gateway.policy.consent import consent_main
 
             return consent_main(rest)
         if args.command == "billing":
-            from gateway.billing.cli import billing_main
+            from gateway.cli.billing import billing_main
 
             return billing_main(rest)
         if args.command == "policy":
-            from gateway.policyadmin.cli import policy_main
+            from gateway.cli.policy import policy_main
 
             return policy_main(rest)
     except GatewayError as exc:
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(config_path: Path) -> int:
-    from gateway.assembly import build_gateway
-    from gateway.config import load_config
+    from gateway.runtime.assembly import build_gateway
+    from gateway.runtime.config import load_config
 
     gateway = await build_gateway(load_config(config_path))
     await gateway.start()

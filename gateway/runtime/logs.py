@@ -4,7 +4,7 @@ Callers pass context with ``extra={...}``; only keys listed in
 :data:`ALLOWED_FIELDS` are written, so a subject identifier or a token handed
 to a log call by mistake never reaches the log. And whatever a line carries
 (the message with its arguments, every field, a traceback), identifier-like
-text in it is masked by :func:`gateway.freetext.redact`: a caller's free text
+text in it is masked by :func:`gateway.pipeline.freetext.redact`: a caller's free text
 formatted into a message cannot carry an identity number into the log either.
 """
 
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from gateway.freetext import REDACTED, redact
+from gateway.pipeline.freetext import REDACTED, redact
 
 __all__ = ["ALLOWED_FIELDS", "JsonFormatter", "configure_logging"]
 
@@ -42,7 +42,7 @@ def _screened(value: Any) -> Any:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, logger, msg, the allowed fields
-    and ``exc``; every value screened by :func:`gateway.freetext.redact`."""
+    and ``exc``; every value screened by :func:`gateway.pipeline.freetext.redact`."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {

@@ -42,6 +42,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from gateway.auth.reasons import AuthReason
+from gateway.dev.pki import cert_thumbprint_pem
 from gateway.errors import (
     AuditUnavailableError,
     AuthenticationError,
@@ -51,7 +52,6 @@ from gateway.errors import (
     NotYetIntegratedError,
     abort,
 )
-from gateway.pki import cert_thumbprint_pem
 
 __all__ = ["REFUSAL_KIND", "Edge", "EventSink", "authenticate", "identified", "peer_thumbprint"]
 
@@ -71,7 +71,7 @@ _Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class EventSink(Protocol):
-    """Where refusals are recorded (:class:`gateway.auditing.QueryAuditor`).
+    """Where refusals are recorded (:class:`gateway.audit.auditor.QueryAuditor`).
     ``append_event`` returns once the record is durable, or raises."""
 
     async def append_event(self, kind: str, fields: Mapping[str, Any]) -> object: ...

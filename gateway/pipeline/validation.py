@@ -8,11 +8,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.catalog import Catalog, Dataset
+from gateway.domain.catalog import Catalog, Dataset
+from gateway.domain.identifiers import IdentifierError, validate_resident_id, validate_uscc
+from gateway.domain.purposes import Purpose
 from gateway.errors import InvalidArgumentError, InvalidIdentifierError
-from gateway.freetext import echo, holds_identifier
-from gateway.identifiers import IdentifierError, validate_resident_id, validate_uscc
-from gateway.purposes import Purpose
+from gateway.pipeline.freetext import echo, holds_identifier
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["FREE_TEXT_FIELDS", "ValidQuery", "Validator"]
@@ -24,7 +24,7 @@ _SUBJECT_TYPES = {
 _MODES = frozenset({query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID})
 _MAX_TEXT = 256
 #: The caller's free-text fields. They reach the audit log only through
-#: :func:`gateway.freetext.recordable`; a request holding an identifier in one
+#: :func:`gateway.pipeline.freetext.recordable`; a request holding an identifier in one
 #: is refused here, and the message never repeats the text.
 FREE_TEXT_FIELDS = ("case_reference", "officer_id", "represented_party")
 

@@ -319,7 +319,7 @@ def policy_main(
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     except BrokenPipeError:
-        raise  # the reader went away: gateway.console.console_script ends quietly
+        raise  # the reader went away: gateway.cli.console.console_script ends quietly
     except OSError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE

@@ -38,7 +38,7 @@ from gateway.billing import reconcile
 from gateway.billing.admin import parse_date, period_bounds
 from gateway.billing.ledger import AccountState, Entry, SQLiteLedger
 from gateway.billing.prices import default_prices_path, load_prices
-from gateway.console import yuan
+from gateway.cli.console import yuan
 from gateway.errors import GatewayError, NotFoundError
 
 __all__ = ["billing_main"]

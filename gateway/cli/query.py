@@ -25,9 +25,9 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
-from gateway import names
-from gateway.client import QueryClient, build_request
-from gateway.console import console_script, yuan
+from gateway.cli.connect import QueryClient, build_request
+from gateway.cli.console import console_script, yuan
+from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["main", "render"]

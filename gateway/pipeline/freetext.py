@@ -60,7 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.identifiers import USCC_ALPHABET, USCC_WEIGHTS
+from gateway.domain.identifiers import USCC_ALPHABET, USCC_WEIGHTS
 
 __all__ = [
     "DEFAULT_LIMIT",

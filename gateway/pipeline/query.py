@@ -1,6 +1,6 @@
 """The agency-facing ``QueryService``: a thin servicer running the pipeline.
 
-    1 authenticate   the caller (certificate + token; gateway.identity seam)
+    1 authenticate   the caller (certificate + token; gateway.auth.identity seam)
     2 validate       identifier, purpose, mode, datasets, request id
     3 decide         which departments, datasets and fields (a Decider)
     4 meter          reserve the price of what was granted (a Meter)
@@ -30,17 +30,17 @@ from typing import Any, Protocol
 
 import grpc
 
-from gateway import names
+from gateway.api.edge import authenticate, peer_thumbprint
+from gateway.auth.identity import Authenticator, Caller
 from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
-from gateway.catalog import Catalog, Tier
-from gateway.decision import Decider, Decision, QueryFacts
-from gateway.disclosure import ageing_cutoff, filter_records
-from gateway.edge import authenticate, peer_thumbprint
+from gateway.domain import names
+from gateway.domain.catalog import Catalog, Tier
 from gateway.errors import AuditUnavailableError, GatewayError, InternalError, abort
 from gateway.federation import DepartmentClient, fan_out
-from gateway.identity import Authenticator, Caller
-from gateway.metrics import Metrics
-from gateway.validation import Validator, ValidQuery
+from gateway.pipeline.decision import Decider, Decision, QueryFacts
+from gateway.pipeline.disclosure import ageing_cutoff, filter_records
+from gateway.pipeline.validation import Validator, ValidQuery
+from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, query_pb2, query_pb2_grpc
 
 __all__ = ["AuditSink", "QueryService", "Receipt"]

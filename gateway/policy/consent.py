@@ -73,9 +73,9 @@ from gateway.auth.tokens import (
     index_issuer_keys,
     load_signing_key,
 )
-from gateway.catalog import Tier
+from gateway.domain.catalog import Tier
 from gateway.errors import ConfigError
-from gateway.secretfile import write_secret
+from gateway.runtime.secretfile import write_secret
 
 __all__ = [
     "CONSENT_TYP",
@@ -99,7 +99,7 @@ MAX_CONSENT_LIFETIME_S = 366 * 86400
 DEFAULT_LEEWAY_S = 60
 #: ``policies/consent_revocations.toml`` next to the ``gateway`` package.
 DEFAULT_REVOCATIONS_PATH = (
-    Path(__file__).resolve().parent.parent / "policies" / "consent_revocations.toml"
+    Path(__file__).resolve().parents[2] / "policies" / "consent_revocations.toml"
 )
 
 _SUBJECT_TYPES = frozenset({"person", "enterprise"})

@@ -9,7 +9,7 @@
 configuration, the catalog or a department's ``Describe`` is wrong, naming the
 key or field. Standard gRPC health checking and server reflection (v1 and
 v1alpha) are served beside the query service; every call passes one
-:class:`~gateway.edge.Edge`. Health tells the truth: the overall ("") and the
+:class:`~gateway.api.edge.Edge`. Health tells the truth: the overall ("") and the
 query service's status are NOT_SERVING while the audit log is failing (every
 query would be refused) and SERVING again once the log has healed itself.
 """
@@ -27,23 +27,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway import __version__
-from gateway.auditing import AuditServicer, QueryAuditor
+from gateway.api.edge import Edge
+from gateway.api.reflection import enable_reflection
+from gateway.audit.auditor import AuditServicer, QueryAuditor
 from gateway.auth import Authenticator as AuthIdentityAuthenticator
+from gateway.auth.identity import Authenticator, InsecureDevAuthenticator
 from gateway.billing import Meter
 from gateway.billing.admin import BillingAdminService
-from gateway.catalog import Catalog, load_catalog
-from gateway.config import Config
-from gateway.decision import CatalogDecider, Decider, SwitchableDecider
-from gateway.edge import Edge
+from gateway.domain.catalog import Catalog, load_catalog
+from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
-from gateway.identity import Authenticator, InsecureDevAuthenticator
-from gateway.metrics import Metrics
+from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.pipeline.query import QueryService
+from gateway.pipeline.validation import Validator
 from gateway.policyadmin.service import PolicyAdminService
-from gateway.purposes import load_purposes
-from gateway.reflection import enable_reflection
-from gateway.service import QueryService
-from gateway.validation import Validator
+from gateway.runtime.config import Config
+from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import (
     audit_pb2,
     audit_pb2_grpc,

@@ -23,9 +23,9 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.console import yuan
-from gateway.devstack import DevStack
-from gateway.query_cli import render
+from gateway.cli.console import yuan
+from gateway.cli.query import render
+from gateway.dev.devstack import DevStack
 
 __all__ = ["run_demo"]
 
