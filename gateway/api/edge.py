@@ -41,8 +41,8 @@ from typing import Any, Protocol, TypeAlias, TypeVar, cast
 import grpc
 from google.protobuf import descriptor_pool
 
+from gateway.auth.certs import cert_thumbprint_pem
 from gateway.auth.reasons import AuthReason
-from gateway.dev.pki import cert_thumbprint_pem
 from gateway.errors import (
     AuditUnavailableError,
     AuthenticationError,

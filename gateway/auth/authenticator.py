@@ -32,11 +32,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from gateway.auth.certs import cert_thumbprint
 from gateway.auth.identity import Caller
 from gateway.auth.reasons import AuthReason
 from gateway.auth.registry import AgencyKind, Principal, Registry, Role
 from gateway.auth.tokens import TokenVerifier, VerifiedToken
-from gateway.dev.pki import cert_thumbprint
 from gateway.domain.identifiers import IdentifierError, validate_subject
 from gateway.errors import AuthenticationError, InvalidArgumentError, PermissionDeniedError
 

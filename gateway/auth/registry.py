@@ -13,7 +13,7 @@ Each entry has ``name_zh``, ``name_en``, ``status`` (active | suspended), option
 strict: an unknown field, a missing field, a wrong type or a CN used twice is a
 :class:`~gateway.errors.ConfigError` naming the key (``agencies.bank.kind``) and the problem,
 because a typo in who-may-connect should stop the gateway, not be ignored. So is an id or
-certificate CN that is reserved (:func:`gateway.dev.pki.reserved_name_problem`: the gateway's own
+certificate CN that is reserved (:func:`gateway.auth.certs.reserved_name_problem`: the gateway's own
 names such as ``credit-gateway``, words of its federation identity, department names): a
 principal must never be nameable like the gateway or a department.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.dev.pki import ROLE_ORGANIZATIONS, reserved_name_problem
+from gateway.auth.certs import ROLE_ORGANIZATIONS, reserved_name_problem
 from gateway.errors import ConfigError
 
 __all__ = [

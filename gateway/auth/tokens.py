@@ -61,9 +61,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.auth.certs import cert_thumbprint_pem
 from gateway.auth.keys import ed25519_public_key_problem
 from gateway.auth.reasons import AuthReason
-from gateway.dev.pki import cert_thumbprint_pem
 from gateway.errors import AuthenticationError, ConfigError
 from gateway.runtime.secretfile import write_secret
 

@@ -42,7 +42,6 @@ An organisation replaces all of this with its own CA; ``certs/README.md`` says h
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -62,6 +61,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.auth.certs import (
+    FEDERATION_IDENTITY,
+    GATEWAY_CN,
+    GATEWAY_FEDERATION_OU,
+    RESERVED_NAMES,
+    ROLE_ORGANIZATIONS,
+    _b64url,
+    cert_thumbprint,
+    cert_thumbprint_pem,
+    reserved_name_problem,
+)
+from gateway.auth.registry import load_registry
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -89,26 +100,6 @@ MANIFEST_NAME = "pki.json"
 DEV_AGENCY_ISSUER = "urn:credit-gateway:dev:agency-token-issuer"
 #: ``iss`` of consent tokens in the development PKI.
 DEV_CONSENT_ISSUER = "urn:credit-gateway:dev:consent-issuer"
-GATEWAY_CN = "credit-gateway"
-#: The OU that tells the gateway's client certificate apart from its server certificate.
-GATEWAY_FEDERATION_OU = "credit-gateway-federation"
-#: The URI SAN of the gateway's federation (client) certificate: the only client identity a
-#: department adapter accepts (:mod:`adapters.sdk`). No other certificate made here has it.
-FEDERATION_IDENTITY = "urn:credit-gateway:federation"
-#: Names no agency, officer, auditor or finance member may take as id or certificate CN
-#: (compared case-insensitively): the gateway's own names and the words of its federation
-#: identity. Department ids are reserved too, where they are known.
-RESERVED_NAMES = frozenset(
-    {GATEWAY_CN, GATEWAY_FEDERATION_OU, "gateway", "federation", "department", "localhost"}
-)
-#: The certificate ``O`` each kind of principal carries, by role directory.
-ROLE_ORGANIZATIONS: dict[str, str] = {
-    "agencies": "agency",
-    "officers": "officer",
-    "auditors": "auditor",
-    "finance": "finance",
-}
-
 # Long enough for a demo machine to live with, short enough to be obviously not production.
 _CA_DAYS = 3650
 _LEAF_DAYS = 825
@@ -117,29 +108,6 @@ _LEAF_DAYS = 825
 _URI_PREFIX = "urn:credit-gateway:"
 # Issued a little in the past so that a peer whose clock runs slightly behind still accepts it.
 _BACKDATE = dt.timedelta(minutes=5)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def cert_thumbprint(cert_der: bytes) -> str:
-    """The RFC 8705 ``x5t#S256`` of a certificate: base64url (no padding) SHA-256 of its DER.
-
-    >>> cert_thumbprint(b"")
-    '47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU'
-    """
-    return _b64url(hashlib.sha256(cert_der).digest())
-
-
-def cert_thumbprint_pem(cert_pem: bytes) -> str:
-    """:func:`cert_thumbprint` of a PEM certificate.
-
-    Raises:
-        ValueError: ``cert_pem`` is not a PEM certificate.
-    """
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
 
 
 @dataclass(frozen=True)
@@ -438,24 +406,6 @@ def _make_issuer(folder: Path, issuer: str) -> IssuerKeys:
 # --- the directory ---------------------------------------------------------------------
 
 
-def reserved_name_problem(name: str, departments: Sequence[str] = ()) -> str | None:
-    """Why ``name`` may not be a principal's id or certificate CN, or None.
-
-    Reserved: :data:`RESERVED_NAMES`, a department id or its server name
-    (``<dept>.department``), anything ending in ``.department``, and any ``urn:`` name (the
-    shape of the identities certificates carry), all compared case-insensitively.
-    """
-    folded = name.casefold()
-    depts = {d.casefold() for d in departments}
-    if folded in RESERVED_NAMES:
-        return f"{name!r} is reserved for the gateway itself (federation and server names)"
-    if folded in depts or folded.endswith(".department"):
-        return f"{name!r} is a department's name"
-    if folded.startswith("urn:"):
-        return f"{name!r} has the shape of a certificate identity (urn:...)"
-    return None
-
-
 def _check_ids(
     kind: str, ids: Sequence[str], *, departments: Sequence[str] | None = None
 ) -> tuple[str, ...]:
@@ -681,10 +631,6 @@ def certs_main(
         for role in ("agencies", "officers", "auditors", "finance"):
             given = getattr(args, role)
             if given is None:
-                # Imported here: the registry is only needed for defaults, and gateway.auth
-                # imports this module (cert_thumbprint), so a top-level import would cycle.
-                from gateway.auth.registry import load_registry
-
                 given = list(load_registry(args.registry).ids(role))
             lists[role] = given
         pki = init_pki(
