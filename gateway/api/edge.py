@@ -74,7 +74,8 @@ class EventSink(Protocol):
     """Where refusals are recorded (:class:`gateway.audit.auditor.QueryAuditor`).
     ``append_event`` returns once the record is durable, or raises."""
 
-    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> object: ...
+    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> object:
+        """Append one audit event of ``kind`` (for example ``refusal``) with ``fields``."""
 
 
 @dataclass(slots=True)
@@ -170,6 +171,9 @@ class Edge(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        """Wrap the handler of ``handler_call_details.method`` with decoding, error mapping and
+        refusal records.
+        """
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # unknown method (UNIMPLEMENTED) or a stream: untouched

@@ -57,7 +57,7 @@ from gateway.errors import (
     PermissionDeniedError,
 )
 from gateway.pipeline.freetext import recordable, text_pseudonym
-from gateway.pipeline.query import Receipt, safe_request_id
+from gateway.pipeline.query import QueryReceipt, safe_request_id
 from gateway.pipeline.validation import ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
@@ -122,6 +122,7 @@ class QueryAuditor:
         return receipt
 
     def pseudonym(self, subject_type: str, subject_id: str) -> str:
+        """The keyed pseudonym (HMAC-SHA-256) of a subject, as the audit record carries it."""
         return pseudonymize(self._key, subject_type, subject_id)
 
     def free_text(self, text: str) -> str:
@@ -149,7 +150,7 @@ class QueryAuditor:
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-    ) -> Receipt | None:
+    ) -> QueryReceipt | None:
         """Append one query record; returns its receipt once durable.
 
         Raises :class:`~gateway.errors.AuditUnavailableError` if the log cannot
@@ -205,14 +206,14 @@ class QueryAuditor:
             ):
                 record["outcome"] = "partial"
         receipt = await self._append(record)
-        return Receipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
+        return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
 
-    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
+    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> QueryReceipt:
         """Append a policy, admin or billing event. Raises AuditUnavailableError."""
         receipt = await self._append(
             {"kind": kind, "time": _now(), "gateway": self._origin, **fields}
         )
-        return Receipt(receipt.origin, receipt.index, receipt.leaf_hash)
+        return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash)
 
     async def record_billing(self, event: dict[str, Any]) -> None:
         """The meter's and the billing admin's ``on_event`` hook: append a
@@ -328,6 +329,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.Checkpoint:
+        """The latest signed checkpoint (C2SP tlog-checkpoint note); officers and auditors only."""
         self._who(context)
         note = self._log.latest_checkpoint()
         size, root = _parse_checkpoint(note)
@@ -338,6 +340,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetInclusionProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.InclusionProof:
+        """An RFC 6962 section 2.1.1 inclusion proof of one leaf against a checkpoint size.
+
+        An agency may ask only for its own records.
+        """
         role, principal = self._who(context)
         note = self._log.latest_checkpoint()
         cp_size, _ = _parse_checkpoint(note)
@@ -373,6 +379,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.ConsistencyProof:
+        """An RFC 6962 section 2.1.2 consistency proof between two checkpoint sizes."""
         self._who(context)
         old, new, logged = request.old_size, request.new_size, self._log.size
         if old > new:

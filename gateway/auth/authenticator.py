@@ -279,7 +279,7 @@ class Authenticator:
 
 class CallerAuthenticator:
     """Adapts :class:`Authenticator` to the query service's seam
-    (:class:`gateway.auth.identity.Authenticator`, which returns a
+    (:class:`gateway.auth.identity.CallerSource`, which returns a
     :class:`~gateway.auth.identity.Caller`).
 
     **Self-service subjects.** For an agency of kind ``subject_self_service`` (a kiosk or

@@ -1,10 +1,12 @@
-"""Who is calling: the identity the query pipeline works with, and the seam
-through which it is established.
+"""Who is calling: the :class:`Caller` the query pipeline works with, and the seam
+(:class:`CallerSource`) through which it is established.
 
-The production :class:`Authenticator` (``gateway.auth``) checks the mutual-TLS
-certificate and a certificate-bound JWT. :class:`InsecureDevAuthenticator`
-trusts an ``x-dev-agency-id`` header: it exists for benchmarks of the bare
-federation path and must be switched on by a loudly named flag.
+Two names, two things: :class:`gateway.auth.authenticator.Identity` is any authenticated
+principal (agency, officer, auditor, finance) behind a certificate and a token; a
+:class:`Caller` is what the query pipeline needs of an agency. The production source,
+:class:`gateway.auth.authenticator.CallerAuthenticator`, turns the one into the other.
+:class:`InsecureDevAuthenticator` trusts an ``x-dev-agency-id`` header: it exists for
+benchmarks of the bare federation path and must be switched on by a loudly named flag.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ import grpc
 from gateway.errors import AuthenticationError
 from gateway.pipeline.freetext import scan
 
-__all__ = ["Authenticator", "Caller", "InsecureDevAuthenticator"]
+__all__ = ["Caller", "CallerSource", "InsecureDevAuthenticator"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who is calling, as the query pipeline sees it: the agency, its kind and, for a
+    self-service certificate, the subject it speaks for.
+
+    Built from an authenticated :class:`gateway.auth.authenticator.Identity` (the
+    principal behind certificate and token) by :class:`CallerAuthenticator`.
+    """
+
     agency_id: str
     kind: str
     cert_thumbprint: str = ""
@@ -34,8 +43,17 @@ class Caller:
     subject_type: str = ""
 
 
-class Authenticator(Protocol):
-    def authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Caller: ...
+class CallerSource(Protocol):
+    """The seam the query pipeline authenticates through: anything that turns a call into a
+    :class:`Caller`.
+    """
+
+    def authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Caller:
+        """The :class:`Caller` of ``context``.
+
+        Raises:
+            AuthenticationError: the call carries no acceptable identity.
+        """
 
 
 class InsecureDevAuthenticator:
@@ -47,6 +65,11 @@ class InsecureDevAuthenticator:
         log.warning("INSECURE: callers are identified by a header, not by certificate and token")
 
     def authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Caller:
+        """The agency named by the ``x-dev-agency-id`` header.
+
+        Raises:
+            AuthenticationError: the header is missing or is not an agency name.
+        """
         for key, value in context.invocation_metadata() or ():
             if key == self.HEADER and isinstance(value, str) and value:
                 if scan(value):  # it becomes a metric label, a log field, a record

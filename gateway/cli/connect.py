@@ -60,6 +60,10 @@ def build_request(
 
 
 class QueryClient:
+    """An agency's client of ``QueryService`` over one channel, sending the same metadata on every
+    call.
+    """
+
     def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
         self._channel = channel
         self._metadata = metadata
@@ -102,12 +106,14 @@ class QueryClient:
     async def send(
         self, request: query_pb2.QueryRequest, *, timeout: float = 10.0
     ) -> query_pb2.QueryResponse:
+        """Send one ``QueryRequest`` (``timeout`` in seconds) and return the response."""
         response: query_pb2.QueryResponse = await self.stub.Query(
             request, timeout=timeout, metadata=self._metadata
         )
         return response
 
     async def close(self) -> None:
+        """Close the channel."""
         await self._channel.close()
 
     async def __aenter__(self) -> QueryClient:

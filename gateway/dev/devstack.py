@@ -55,6 +55,8 @@ _SAMPLES = _ROOT / "adapters" / "samples"
 
 @dataclass(slots=True)
 class DepartmentProcess:
+    """A department adapter of the development stack: a child process or an in-process server."""
+
     id: str
     process: asyncio.subprocess.Process | None
     address: str
@@ -69,6 +71,7 @@ class DepartmentProcess:
             self.process.send_signal(signal.SIGKILL)
 
     async def stop(self) -> None:
+        """Stop the adapter (the server at once, the process by SIGTERM then SIGKILL)."""
         if self.server is not None:
             await self.server.stop(0)
             return
@@ -150,6 +153,8 @@ async def serve_fake(dept: str, store: Store, pki: Pki) -> DepartmentProcess:
 
 @dataclass
 class DevStack:
+    """A whole development federation: the PKI, the departments and the gateway."""
+
     workdir: Path
     pki: Pki
     data_dir: Path
@@ -331,6 +336,7 @@ class DevStack:
         return channel, (("authorization", f"Bearer {token}"),)
 
     async def close(self) -> None:
+        """Stop the gateway (2 s grace) and every department."""
         await self.gateway.stop(grace=2)
         await asyncio.gather(*(p.stop() for p in self.departments.values()))
 

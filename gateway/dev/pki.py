@@ -144,50 +144,72 @@ class Pki:
 
     @property
     def ca_cert(self) -> Path:
+        """The CA certificate (PEM)."""
         return self.root / "ca.pem"
 
     @property
     def ca_key(self) -> Path:
+        """The CA's private key (PKCS#8 PEM, mode 0600)."""
         return self.root / "ca.key"
 
     @property
     def gateway_server_cert(self) -> Path:
+        """The gateway's TLS server certificate (PEM)."""
         return self.root / "gateway" / "server.pem"
 
     @property
     def gateway_server_key(self) -> Path:
+        """The gateway's TLS server key (PKCS#8 PEM, mode 0600)."""
         return self.root / "gateway" / "server.key"
 
     @property
     def gateway_client_cert(self) -> Path:
+        """The gateway's federation client certificate (PEM, SAN URI FEDERATION_IDENTITY)."""
         return self.root / "gateway" / "federation.pem"
 
     @property
     def gateway_client_key(self) -> Path:
+        """The gateway's federation client key (PKCS#8 PEM, mode 0600)."""
         return self.root / "gateway" / "federation.key"
 
     def department_cert(self, dept: str) -> Path:
+        """A department adapter's server certificate (PEM).
+
+        Raises:
+            ConfigError: ``dept`` is not in this PKI.
+        """
         return self._member("departments", dept, ".pem", self.departments)
 
     def department_key(self, dept: str) -> Path:
+        """A department adapter's server key (PKCS#8 PEM, mode 0600).
+
+        Raises:
+            ConfigError: ``dept`` is not in this PKI.
+        """
         return self._member("departments", dept, ".key", self.departments)
 
     def agency_cert(self, agency_id: str) -> Path:
+        """An agency's client certificate (PEM)."""
         return self.principal_cert("agencies", agency_id)
 
     def agency_key(self, agency_id: str) -> Path:
+        """An agency's client key (PKCS#8 PEM, mode 0600)."""
         return self.principal_key("agencies", agency_id)
 
     def officer_cert(self, officer_id: str) -> Path:
+        """A security officer's client certificate (PEM)."""
         return self.principal_cert("officers", officer_id)
 
     def officer_key(self, officer_id: str) -> Path:
+        """A security officer's client key (PKCS#8 PEM, mode 0600)."""
         return self.principal_key("officers", officer_id)
 
     def auditor_cert(self, auditor_id: str) -> Path:
+        """An auditor's client certificate (PEM)."""
         return self.principal_cert("auditors", auditor_id)
 
     def auditor_key(self, auditor_id: str) -> Path:
+        """An auditor's client key (PKCS#8 PEM, mode 0600)."""
         return self.principal_key("auditors", auditor_id)
 
     def principal_cert(self, role_dir: str, ident: str) -> Path:

@@ -60,6 +60,8 @@ _SUBJECT_TYPES = frozenset({"enterprise", "person"})
 
 @dataclass(frozen=True, slots=True)
 class Field:
+    """One published field of a dataset: its wire type and the tier that may see it."""
+
     name: str
     type: int  # common_pb2.FieldType
     tier: Tier
@@ -74,6 +76,8 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
+    """One dataset a department publishes, with its fields by name."""
+
     department: str
     name: str
     title: str
@@ -84,6 +88,8 @@ class Dataset:
 
 @dataclass(frozen=True, slots=True)
 class Department:
+    """A department and the datasets it publishes."""
+
     id: str
     name: str
     name_en: str
@@ -92,6 +98,8 @@ class Department:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
+    """The whole published catalog (``policies/catalog.toml``), with the digest of its bytes."""
+
     version: str
     #: SHA-256 of the file's bytes: two gateways with the same digest decide alike.
     digest: str
@@ -99,13 +107,16 @@ class Catalog:
     _by_key: dict[tuple[str, str], Dataset] = field(default_factory=dict, repr=False)
 
     def dataset(self, department: str, dataset: str) -> Dataset | None:
+        """The dataset ``department``/``dataset``, or None if it is not published."""
         return self._by_key.get((department, dataset))
 
     def field(self, department: str, dataset: str, name: str) -> Field | None:
+        """The field ``name`` of ``department``/``dataset``, or None if it is not published."""
         ds = self._by_key.get((department, dataset))
         return None if ds is None else ds.fields.get(name)
 
     def datasets(self) -> Iterator[Dataset]:
+        """Every dataset of every department, in catalog order."""
         for dept in self.departments.values():
             yield from dept.datasets.values()
 

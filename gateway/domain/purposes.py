@@ -14,12 +14,15 @@ __all__ = ["Purpose", "default_purposes_path", "load_purposes"]
 
 @dataclass(frozen=True, slots=True)
 class Purpose:
+    """A purpose an agency may state, with its titles and legal basis."""
+
     code: str
     title: str
     title_en: str
 
 
 def default_purposes_path() -> Path:
+    """The purposes file shipped with the package (``policies/purposes.toml``)."""
     return Path(__file__).resolve().parents[2] / "policies" / "purposes.toml"
 
 

@@ -31,6 +31,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Withheld:
+    """A field the decision withholds from the answer, and why."""
+
     dataset: str
     field: str
     reason: query_pb2.WithholdReason.ValueType
@@ -39,6 +41,8 @@ class Withheld:
 
 @dataclass(frozen=True, slots=True)
 class DepartmentDecision:
+    """What one department may be asked: datasets and fields allowed, fields withheld."""
+
     #: dataset -> fields that may be asked for; never an empty tuple.
     allowed: Mapping[str, tuple[str, ...]]
     withheld: tuple[Withheld, ...] = ()
@@ -53,6 +57,8 @@ class DepartmentDecision:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The decision for one query: per department, under one policy version."""
+
     policy_version: str
     departments: Mapping[str, DepartmentDecision]
     consent_id: str = ""
@@ -86,7 +92,10 @@ class QueryFacts:
 
 
 class Decider(Protocol):
-    def decide(self, facts: QueryFacts) -> Decision: ...
+    """Anything that decides a query from its facts (step 3)."""
+
+    def decide(self, facts: QueryFacts) -> Decision:
+        """The :class:`Decision` for ``facts``."""
 
 
 def _legal_block(
@@ -118,13 +127,16 @@ class SwitchableDecider:
         return old
 
     def decide(self, facts: QueryFacts) -> Decision:
+        """The decision of the decider currently in place."""
         return self.current.decide(facts)
 
     @property
     def version(self) -> str:
+        """The policy version of the decider currently in place (``catalog-only`` without one)."""
         return str(getattr(self.current, "version", "catalog-only"))
 
     def cache_info(self) -> dict[str, int]:
+        """The current decider's cache counters (hits, misses, size), or empty."""
         info = getattr(self.current, "cache_info", None)
         return dict(info()) if info is not None else {}
 

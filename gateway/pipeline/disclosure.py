@@ -50,6 +50,9 @@ def _leap_day(year: int) -> str | None:
 
 
 def aged_out(record: common_pb2.Record, cutoff: str) -> bool:
+    """Whether ``record`` ended on or before ``cutoff`` (ISO dates), so it may no longer be
+    disclosed.
+    """
     end = record.event_end_date
     # ISO dates compare correctly as strings; an ongoing event has no end date.
     return bool(end) and end <= cutoff

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import grpc
 
 from gateway.api.edge import authenticate, peer_thumbprint
-from gateway.auth.identity import Authenticator, Caller
+from gateway.auth.identity import Caller, CallerSource
 from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.domain import names
 from gateway.domain.catalog import Catalog, Tier
@@ -43,7 +43,7 @@ from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, query_pb2, query_pb2_grpc
 
-__all__ = ["AuditSink", "QueryService", "Receipt"]
+__all__ = ["AuditSink", "QueryReceipt", "QueryService"]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -65,7 +65,7 @@ class _Booking:
     whether the settlement is on the record. (The settle needs no such care:
     ledger calls run in order on one thread, so an undo always comes after it.)"""
 
-    record: asyncio.Future[Receipt | None] | None = None
+    record: asyncio.Future[QueryReceipt | None] | None = None
 
     async def on_record(self) -> bool:
         """Wait for the append to finish; True if the query record is durable."""
@@ -79,7 +79,9 @@ class _Booking:
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
+class QueryReceipt:
+    """Where a query's audit record sits in the log: origin, leaf index and leaf hash."""
+
     origin: str
     index: int
     leaf_hash: bytes
@@ -108,7 +110,12 @@ class AuditSink(Protocol):
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-    ) -> Receipt | None: ...
+    ) -> QueryReceipt | None:
+        """Append the audit record of one query (answered or refused) and return its receipt.
+
+        Raises:
+            AuditUnavailableError: the record could not be written.
+        """
 
 
 def safe_request_id(request: query_pb2.QueryRequest) -> str:
@@ -127,13 +134,15 @@ def _hashed_subject(subject_type: str, subject_id: str) -> str:
 
 
 class QueryService(query_pb2_grpc.QueryServiceServicer):
+    """The ``QueryService`` servicer: runs the query pipeline for one request."""
+
     def __init__(
         self,
         *,
         catalog: Catalog,
         validator: Validator,
         decider: Decider,
-        authenticator: Authenticator,
+        authenticator: CallerSource,
         clients: Mapping[str, DepartmentClient],
         metrics: Metrics,
         audit: AuditSink | None = None,
@@ -180,6 +189,7 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
     async def Query(
         self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> query_pb2.QueryResponse:
+        """Answer one query: authenticate, validate, decide, reserve, fan out, disclose, record."""
         started = time.perf_counter()
         caller: Caller | None = None
         error: GatewayError

@@ -31,6 +31,8 @@ FREE_TEXT_FIELDS = ("case_reference", "officer_id", "represented_party")
 
 @dataclass(frozen=True, slots=True)
 class ValidQuery:
+    """A request that passed validation (step 2): identifiers checked, datasets known."""
+
     request_id: str
     subject_type: str
     subject_id: str
@@ -40,6 +42,8 @@ class ValidQuery:
 
 
 class Validator:
+    """Checks a ``QueryRequest`` against the catalog and the purposes (step 2)."""
+
     def __init__(self, catalog: Catalog, purposes: Mapping[str, Purpose]) -> None:
         self._catalog = catalog
         self._purposes = purposes
@@ -50,6 +54,12 @@ class Validator:
         }
 
     def validate(self, request: query_pb2.QueryRequest) -> ValidQuery:
+        """The :class:`ValidQuery` of ``request``.
+
+        Raises:
+            InvalidArgumentError: a field is missing or malformed (INVALID_ARGUMENT).
+            InvalidIdentifierError: the subject's identifier fails its GB check character.
+        """
         try:
             request_id = str(uuid.UUID(request.request_id))
         except ValueError:

@@ -288,6 +288,7 @@ class ConsentVerifier:
 
     @property
     def revoked(self) -> frozenset[str]:
+        """The consent ids (claim ``cid``) no longer honoured."""
         return self._revoked
 
     def set_revoked(self, cids: Iterable[str]) -> None:
@@ -296,6 +297,7 @@ class ConsentVerifier:
 
     @property
     def cached_consents(self) -> int:
+        """How many verified consents are cached."""
         return len(self._cache)
 
     def verify(self, token: str) -> Consent:

@@ -57,6 +57,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
+    """Mutual TLS files: certificate, key and the CA clients must chain to."""
+
     cert: Path
     key: Path
     client_ca: Path
@@ -64,6 +66,8 @@ class TlsConfig:
 
 @dataclass(frozen=True, slots=True)
 class IssuerConfig:
+    """A trusted token issuer: its ``iss`` and the JWKS file of its public keys."""
+
     issuer: str
     jwks: Path
 
@@ -113,6 +117,8 @@ class BillingConfig:
 
 @dataclass(frozen=True, slots=True)
 class FederationConfig:
+    """The client certificate and CA the gateway uses towards departments."""
+
     ca: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -124,6 +130,8 @@ class FederationConfig:
 
 @dataclass(frozen=True, slots=True)
 class DepartmentConfig:
+    """One department adapter: its id, address and deadline (milliseconds)."""
+
     id: str
     address: str
     timeout_ms: int | None = None
@@ -133,6 +141,8 @@ class DepartmentConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole gateway configuration, as read from its TOML file."""
+
     listen: str = "127.0.0.1:8443"
     default_timeout_ms: int = 3000
     drain_grace_s: float = 5.0

@@ -45,6 +45,7 @@ class JsonFormatter(logging.Formatter):
     and ``exc``; every value screened by :func:`gateway.pipeline.freetext.redact`."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON object per line: UTC time, level, logger, message and extra fields."""
         out: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -61,6 +62,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """Send every log record to stderr as one JSON line, at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

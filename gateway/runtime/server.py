@@ -30,8 +30,8 @@ from gateway import __version__
 from gateway.api.edge import Edge
 from gateway.api.reflection import enable_reflection
 from gateway.audit.auditor import AuditServicer, QueryAuditor
-from gateway.auth import Authenticator as AuthIdentityAuthenticator
-from gateway.auth.identity import Authenticator, InsecureDevAuthenticator
+from gateway.auth import Authenticator
+from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
 from gateway.billing import Meter
 from gateway.billing.admin import BillingAdminService
 from gateway.domain.catalog import Catalog, load_catalog
@@ -80,10 +80,10 @@ class Gateway:
         self,
         config: Config,
         *,
-        authenticator: Authenticator | None = None,
+        authenticator: CallerSource | None = None,
         decider: Decider | None = None,
         audit: QueryAuditor | None = None,
-        audit_authenticator: AuthIdentityAuthenticator | None = None,
+        audit_authenticator: Authenticator | None = None,
         catalog: Catalog | None = None,
         metrics: Metrics | None = None,
         meter: Meter | None = None,
@@ -118,6 +118,7 @@ class Gateway:
 
     @property
     def address(self) -> str:
+        """The address the server listens on (``host:port``, the port actually bound)."""
         host = self.config.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
@@ -335,6 +336,7 @@ class Gateway:
         self.clients.clear()
 
     async def wait(self) -> None:
+        """Wait until the server has stopped."""
         if self._server is not None:
             await self._server.wait_for_termination()
 
@@ -343,6 +345,9 @@ class Gateway:
 
     # For tests and the demo: what a caller needs to know.
     def describe(self) -> dict[str, Any]:
+        """What a caller needs to know (tests and the demo): addresses of the gateway and
+        departments.
+        """
         return {
             "gateway_address": self.address,
             "departments": {d: c.address for d, c in self.clients.items()},

@@ -159,7 +159,7 @@ def test_refusals_are_logged_without_the_token(
 
 
 def test_caller_adapter_fits_the_query_service_seam(auth_pki: Pki) -> None:
-    seam: identity.Authenticator = CallerAuthenticator(make(auth_pki))  # checked by mypy
+    seam: identity.CallerSource = CallerAuthenticator(make(auth_pki))  # checked by mypy
     caller = seam.authenticate(ctx(auth_pki, "bank"))  # type: ignore[arg-type]
     assert caller == identity.Caller(
         agency_id="bank",
