@@ -21,13 +21,13 @@ principal must never be nameable like the gateway or a department.
 from __future__ import annotations
 
 import enum
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.auth.certs import ROLE_ORGANIZATIONS, reserved_name_problem
+from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: ``policies/agencies.toml`` next to the ``gateway`` package (source checkout and wheel alike).
-DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parents[2] / "policies" / "agencies.toml"
+DEFAULT_REGISTRY_PATH = policies_path("agencies.toml")
 
 
 class Role(enum.StrEnum):
@@ -228,11 +228,5 @@ def load_registry(path: Path | None = None, *, departments: Sequence[str] = ()) 
         ConfigError: the file is missing, is not valid TOML, or fails :func:`parse_registry`.
     """
     path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(str(path), "agency registry file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    data = load_toml(path)
     return parse_registry(data, departments=departments)

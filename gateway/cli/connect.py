@@ -1,5 +1,11 @@
-"""A small client for the query service, used by ``credit-query``, the demo,
-the tests and the benchmarks.
+"""The one way a client connects to a gateway, and a small client for the query service.
+
+* :func:`open_channel`: a mutual-TLS channel and the metadata carrying a bearer token, or a
+  plaintext channel with a development identity header;
+* :func:`read_demo` and :func:`demo_member`: what ``credit-gateway demo --serve`` wrote to
+  ``demo.json`` for one agency or officer (``credit-query --demo``, ``credit-gateway
+  policy --demo``);
+* :class:`QueryClient`: ``credit-query``, the demo, the tests and the benchmarks use it::
 
     async with QueryClient.connect(
         "127.0.0.1:8443", ca=ca_pem, cert=cert_pem, key=key_pem, token=jwt
@@ -11,15 +17,101 @@ the tests and the benchmarks.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc
 
-__all__ = ["QueryClient", "build_request"]
+__all__ = [
+    "Metadata",
+    "QueryClient",
+    "UsageError",
+    "build_request",
+    "demo_member",
+    "open_channel",
+    "read_demo",
+]
+
+#: gRPC call metadata: (key, value) pairs sent on every call.
+Metadata = tuple[tuple[str, str], ...]
+
+
+class UsageError(Exception):
+    """A command line that names too little or contradicts itself: one line, exit status 2."""
+
+
+def read_demo(path: Path) -> dict[str, Any]:
+    """The ``demo.json`` that ``credit-gateway demo --serve`` wrote.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON.
+    """
+    demo: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return demo
+
+
+def demo_member(
+    demo: Mapping[str, Any], table: str, name: str | None, flag: str
+) -> dict[str, Path]:
+    """The files of principal ``name`` of ``demo[table]`` (``agencies``, ``officers``): the
+    CA certificate, its certificate, key and token file (keys ``ca``, ``cert``, ``key``,
+    ``token_file``).
+
+    Raises:
+        UsageError: ``name`` is not in the table (the message names ``--flag`` and the choices).
+        KeyError: the demo file lacks a field.
+    """
+    members: Mapping[str, Any] = demo.get(table, {})
+    member = members.get(name or "")
+    if member is None:
+        raise UsageError(f"--{flag} must be one of {', '.join(sorted(members)) or '(none)'}")
+    return {
+        "ca": Path(demo["ca_cert"]),
+        "cert": Path(member["cert"]),
+        "key": Path(member["key"]),
+        "token_file": Path(member["token_file"]),
+    }
+
+
+def open_channel(
+    address: str,
+    *,
+    ca: bytes | None = None,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    token: str | None = None,
+    dev_header: tuple[str, str] | None = None,
+) -> tuple[grpc.aio.Channel, Metadata]:
+    """A channel to ``address`` and the metadata every call on it sends.
+
+    Mutual TLS (PEM ``ca``, ``cert``, ``key``) when ``ca`` is given, with ``token`` as a
+    bearer token (RFC 6750); plaintext otherwise, with ``dev_header`` naming the caller
+    (only a gateway started with ``insecure_dev_plaintext`` accepts that).
+
+    Raises:
+        ValueError: a token without TLS (it would travel in clear).
+    """
+    if token and ca is None:
+        raise ValueError("a bearer token is only sent over TLS: give ca, cert and key")
+    metadata: list[tuple[str, str]] = []
+    if token:
+        metadata.append(("authorization", f"Bearer {token}"))
+    if dev_header:
+        metadata.append(dev_header)
+    if ca is not None:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+        return grpc.aio.secure_channel(address, creds), tuple(metadata)
+    return grpc.aio.insecure_channel(address), tuple(metadata)
+
 
 _MODES = {"free": query_pb2.QUERY_MODE_FREE, "paid": query_pb2.QUERY_MODE_PAID}
 
@@ -83,21 +175,11 @@ class QueryClient:
         """Mutual TLS when ``ca`` is given; plaintext with a development
         identity header otherwise (only a gateway started with
         ``insecure_dev_plaintext`` accepts that)."""
-        if token and ca is None:
-            raise ValueError("a bearer token is only sent over TLS: give ca, cert and key")
-        metadata: list[tuple[str, str]] = []
-        if token:
-            metadata.append(("authorization", f"Bearer {token}"))
-        if dev_agency:
-            metadata.append(("x-dev-agency-id", dev_agency))
-        if ca is not None:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=ca, private_key=key, certificate_chain=cert
-            )
-            channel = grpc.aio.secure_channel(address, creds)
-        else:
-            channel = grpc.aio.insecure_channel(address)
-        return cls(channel, tuple(metadata))
+        dev_header = ("x-dev-agency-id", dev_agency) if dev_agency else None
+        channel, metadata = open_channel(
+            address, ca=ca, cert=cert, key=key, token=token, dev_header=dev_header
+        )
+        return cls(channel, metadata)
 
     async def query(self, *, timeout: float = 10.0, **kwargs: object) -> query_pb2.QueryResponse:
         """Build and send a query (see :func:`build_request`). Raises ``grpc.aio.AioRpcError``."""

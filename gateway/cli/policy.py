@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from gateway.cli.connect import UsageError, demo_member, open_channel, read_demo
 from gateway.policyadmin.service import DEV_OFFICER_HEADER
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
 
@@ -56,10 +56,6 @@ _STATE = {
     policy_admin_pb2.CHECK_STATE_PASSED: "pass",
     policy_admin_pb2.CHECK_STATE_FAILED: "FAIL",
 }
-
-
-class _UsageError(Exception):
-    pass
 
 
 def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
@@ -152,29 +148,26 @@ def _connect(args: argparse.Namespace) -> tuple[grpc.aio.Channel, tuple[tuple[st
         args.token_file,
     )
     if args.demo:
-        demo = json.loads(args.demo.read_text(encoding="utf-8"))
-        officers = demo.get("officers", {})
-        officer = officers.get(args.officer or "")
-        if officer is None:
-            raise _UsageError(f"--officer must be one of {', '.join(sorted(officers)) or '(none)'}")
+        demo = read_demo(args.demo)
+        officer = demo_member(demo, "officers", args.officer, "officer")
         address = address or demo["gateway_address"]
-        ca = ca or Path(demo["ca_cert"])
-        cert = cert or Path(officer["cert"])
-        key = key or Path(officer["key"])
-        token_file = token_file or Path(officer["token_file"])
+        ca = ca or officer["ca"]
+        cert = cert or officer["cert"]
+        key = key or officer["key"]
+        token_file = token_file or officer["token_file"]
     elif not address:
-        raise _UsageError("name --gateway (or --demo)")
+        raise UsageError("name --gateway (or --demo)")
     elif args.dev_officer:
-        return grpc.aio.insecure_channel(address), ((DEV_OFFICER_HEADER, args.dev_officer),)
+        return open_channel(address, dev_header=(DEV_OFFICER_HEADER, args.dev_officer))
     if not (ca and cert and key and token_file):
-        raise _UsageError("--gateway needs --ca, --cert, --key and --token-file")
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=ca.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
+        raise UsageError("--gateway needs --ca, --cert, --key and --token-file")
+    return open_channel(
+        address,
+        ca=ca.read_bytes(),
+        cert=cert.read_bytes(),
+        key=key.read_bytes(),
+        token=token_file.read_text(encoding="utf-8").strip(),
     )
-    token = token_file.read_text(encoding="utf-8").strip()
-    return grpc.aio.secure_channel(address, creds), (("authorization", f"Bearer {token}"),)
 
 
 def _line(v: policy_admin_pb2.VersionInfo) -> str:
@@ -198,7 +191,7 @@ def _files(args: argparse.Namespace) -> list[policy_admin_pb2.PolicyFile]:
             policy_admin_pb2.PolicyFile(name=f"tests/{path.name}", content=path.read_text("utf-8"))
         )
     if not files:
-        raise _UsageError("draft: name at least one file (--policy, --model, ...)")
+        raise UsageError("draft: name at least one file (--policy, --model, ...)")
     return files
 
 
@@ -221,7 +214,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
                     if f.name == args.file:
                         out.write(f.content)
                         return EXIT_OK
-                raise _UsageError(f"version {args.version} has no file {args.file}")
+                raise UsageError(f"version {args.version} has no file {args.file}")
             print(_line(got.version), file=out)
             print(f"  content sha256 {got.version.content_hash}", file=out)
             print(f"  files: {', '.join(f.name for f in got.files)}", file=out)
@@ -315,7 +308,7 @@ def policy_main(
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
     try:
         return asyncio.run(_run(args, out))
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     except BrokenPipeError:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
-from gateway.cli.connect import QueryClient, build_request
+from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
 from gateway.cli.console import console_script, yuan
 from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
@@ -79,46 +79,34 @@ def _parser() -> argparse.ArgumentParser:
 _TLS_FLAGS = ("ca", "cert", "key", "token_file")
 
 
-class _UsageError(Exception):
-    """A usage problem found after parsing: one line, exit status 2."""
-
-
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
     """Where and how to connect: explicit flags, then ``--demo``'s values for the rest.
 
     Raises:
-        _UsageError: a usage problem (one line naming it).
+        UsageError: a usage problem (one line naming it).
         OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
     """
     given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
     if args.demo:
-        demo = json.loads(args.demo.read_text(encoding="utf-8"))
+        demo = read_demo(args.demo)
         from_demo: dict[str, Any] = {"gateway": demo["gateway_address"]}
         if "ca_cert" in demo:
-            agency = demo["agencies"].get(args.agency or "")
-            if agency is None:
-                raise _UsageError(f"--agency must be one of {', '.join(sorted(demo['agencies']))}")
-            from_demo |= {
-                "ca": Path(demo["ca_cert"]),
-                "cert": Path(agency["cert"]),
-                "key": Path(agency["key"]),
-                "token_file": Path(agency["token_file"]),
-            }
+            from_demo |= demo_member(demo, "agencies", args.agency, "agency")
         given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
     if not given["gateway"]:
-        raise _UsageError("name --gateway (or --demo)")
+        raise UsageError("name --gateway (or --demo)")
     conn: dict[str, Any] = {"address": given["gateway"]}
     tls = [f for f in _TLS_FLAGS if given[f] is not None]
     if args.insecure_dev_plaintext:
         if tls:
             flags = ", ".join("--" + f.replace("_", "-") for f in tls)
-            raise _UsageError(f"--insecure-dev-plaintext excludes {flags}")
+            raise UsageError(f"--insecure-dev-plaintext excludes {flags}")
         conn["dev_agency"] = args.agency or "development"
         return conn
     if len(tls) < len(_TLS_FLAGS):
         # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
         missing = [f for f in _TLS_FLAGS if given[f] is None]
-        raise _UsageError(
+        raise UsageError(
             "mutual TLS needs "
             + ", ".join("--" + f.replace("_", "-") for f in missing)
             + " (or --demo); --insecure-dev-plaintext only for a development gateway"
@@ -151,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             request_id=args.request_id,
         )
         conn = _connection(args)
-    except (_UsageError, OSError, ValueError, KeyError) as exc:
+    except (UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(_run(conn, request, args.timeout, args.json))

@@ -29,7 +29,7 @@ import grpc
 from gateway.audit import generate_key, generate_pseudonym_key, write_key_files, write_pseudonym_key
 from gateway.auth import Role, issue_token, load_registry
 from gateway.billing import load_prices
-from gateway.cli.connect import QueryClient
+from gateway.cli.connect import QueryClient, open_channel
 from gateway.dev.pki import (
     DEV_AGENCY_ISSUER,
     FEDERATION_IDENTITY,
@@ -327,13 +327,13 @@ class DevStack:
         carrying its freshly minted, certificate-bound token."""
         cert = self.pki.principal_cert(role_dir, principal)
         token = mint_token(self.pki, principal, cert)
-        creds = grpc.ssl_channel_credentials(
-            self.pki.ca_cert.read_bytes(),
-            self.pki.principal_key(role_dir, principal).read_bytes(),
-            cert.read_bytes(),
+        return open_channel(
+            self.gateway.address,
+            ca=self.pki.ca_cert.read_bytes(),
+            cert=cert.read_bytes(),
+            key=self.pki.principal_key(role_dir, principal).read_bytes(),
+            token=token,
         )
-        channel = grpc.aio.secure_channel(self.gateway.address, creds)
-        return channel, (("authorization", f"Bearer {token}"),)
 
     async def close(self) -> None:
         """Stop the gateway (2 s grace) and every department."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.files import parse_toml, policies_path, read_file
 from gateway.errors import ConfigError
 from protos.credit.v1 import adapter_pb2, common_pb2
 
@@ -154,20 +154,14 @@ class Catalog:
 
 def default_catalog_path() -> Path:
     """The catalog shipped in the ``policies`` folder."""
-    return Path(__file__).resolve().parents[2] / "policies" / "catalog.toml"
+    return policies_path("catalog.toml")
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
     """Load and check a catalog file. Raises :class:`ConfigError`."""
     path = path or default_catalog_path()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError("catalog", f"cannot read {path}: {exc.strerror}") from None
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError("catalog", f"{path} is not valid TOML: {exc}") from None
+    raw = read_file(path, "catalog")
+    doc = parse_toml(raw, "catalog", path=path)
     return parse_catalog(doc, digest=hashlib.sha256(raw).hexdigest())
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
 
 __all__ = ["Purpose", "default_purposes_path", "load_purposes"]
@@ -23,18 +23,13 @@ class Purpose:
 
 def default_purposes_path() -> Path:
     """The purposes file shipped with the package (``policies/purposes.toml``)."""
-    return Path(__file__).resolve().parents[2] / "policies" / "purposes.toml"
+    return policies_path("purposes.toml")
 
 
 def load_purposes(path: Path | None = None) -> Mapping[str, Purpose]:
     """Load the purpose list. Raises :class:`ConfigError` naming the key."""
     path = path or default_purposes_path()
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("purposes", f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("purposes", f"{path} is not valid TOML: {exc}") from None
+    doc = load_toml(path, "purposes")
     table = doc.get("purposes")
     if not isinstance(table, dict) or not table:
         raise ConfigError("purposes", "missing or empty table")

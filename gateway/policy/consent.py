@@ -56,7 +56,6 @@ import re
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -74,6 +73,7 @@ from gateway.auth.tokens import (
     load_signing_key,
 )
 from gateway.domain.catalog import Tier
+from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
 from gateway.runtime.secretfile import write_secret
 
@@ -98,9 +98,7 @@ CONSENT_TYP = "consent+jwt"
 MAX_CONSENT_LIFETIME_S = 366 * 86400
 DEFAULT_LEEWAY_S = 60
 #: ``policies/consent_revocations.toml`` next to the ``gateway`` package.
-DEFAULT_REVOCATIONS_PATH = (
-    Path(__file__).resolve().parents[2] / "policies" / "consent_revocations.toml"
-)
+DEFAULT_REVOCATIONS_PATH = policies_path("consent_revocations.toml")
 
 _SUBJECT_TYPES = frozenset({"person", "enterprise"})
 # Far above a consent with a long scope (~1 KiB); refused before any decoding work.
@@ -479,12 +477,7 @@ def load_revocations(path: Path | None = None) -> frozenset[str]:
             names it, e.g. ``revoked[2].cid``).
     """
     path = path or DEFAULT_REVOCATIONS_PATH
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read the revocation list: {exc.strerror}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    doc = load_toml(path)
     unknown = sorted(set(doc) - {"revoked"})
     if unknown:
         raise ConfigError(unknown[0], "unknown key (only [[revoked]] entries)")

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from gateway.auth.registry import DEFAULT_REGISTRY_PATH, Registry, Role, parse_r
 from gateway.auth.tokens import TrustedIssuer
 from gateway.billing.prices import PriceList, default_prices_path, parse_prices
 from gateway.domain.catalog import Catalog, default_catalog_path, parse_catalog
+from gateway.domain.files import parse_toml
 from gateway.errors import ConfigError, GatewayError
 from gateway.pipeline.decision import Decider
 from gateway.policy import DEFAULT_MODEL_PATH, DEFAULT_POLICY_PATH, PolicyDecider, PolicySet
@@ -87,10 +87,7 @@ def _digest(text: str) -> str:
 
 
 def _toml(files: Mapping[str, str], name: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(files[name])
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(name, f"not valid TOML: {exc}") from None
+    return parse_toml(files[name], name)
 
 
 def _in(name: str, err: ConfigError) -> ConfigError:

@@ -32,12 +32,12 @@ Relative paths are resolved against the file's folder. Every problem raises
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.files import load_toml
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -162,14 +162,7 @@ class Config:
 
 def load_config(path: Path) -> Config:
     """Read and check a configuration file. Raises :class:`ConfigError`."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("config", f"file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    doc = load_toml(path, "config")
     return parse_config(doc, base=path.resolve().parent)
 
 
