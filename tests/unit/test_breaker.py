@@ -1,18 +1,11 @@
 from __future__ import annotations
 
 from gateway.federation import BreakerState, CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 def test_opens_after_threshold_and_half_opens_after_reset() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     b = CircuitBreaker(failure_threshold=2, reset_after_s=5, clock=clock)
     assert b.allow()
     b.record_failure()
@@ -44,7 +37,7 @@ def test_success_resets_the_count() -> None:
 
 def test_an_abandoned_trial_frees_the_half_open_slot() -> None:
     """A cancelled trial call must not leave the department cut off for good."""
-    clock = Clock()
+    clock = Clock(0.0)
     b = CircuitBreaker(failure_threshold=1, reset_after_s=1, clock=clock)
     b.record_failure()
     clock.now = 1

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.dev.pki import Pki, init_pki
+from gateway.dev.pki import Pki
+from tests.helpers import make_pki
 
 
 @pytest.fixture(scope="session")
 def auth_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(
-        tmp_path_factory.mktemp("auth-pki") / "pki",
+    return make_pki(
+        tmp_path_factory,
+        name="auth-pki",
         departments=["tax", "court"],
         agencies=["ndrc", "bank", "suspended_agency", "stranger"],
         officers=["officer_a"],

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -24,20 +22,9 @@ from gateway.auth.authenticator import bearer_token
 from gateway.auth.registry import AgencyKind, load_registry
 from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, PermissionDeniedError
+from tests.helpers import FakeContext
 
 AUD = "urn:credit-gateway:unit"
-
-
-@dataclass
-class FakeContext:
-    cert_pem: bytes | None
-    metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
-
-    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
-        return {"x509_pem_cert": [self.cert_pem]} if self.cert_pem else {}
-
-    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None:
-        return tuple(self.metadata)
 
 
 def make(pki: Pki, **kw: Any) -> Authenticator:
