@@ -1,4 +1,4 @@
-"""One development PKI shared by the auth unit tests (made once: key generation is the cost)."""
+"""One development PKI shared by the unit tests (made once: key generation is the cost)."""
 
 from __future__ import annotations
 

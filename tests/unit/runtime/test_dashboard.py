@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.runtime.metrics import Metrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "credit-gateway.json"
+DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "credit-gateway.json"
 
 
 def test_dashboard_queries_exported_metrics() -> None:

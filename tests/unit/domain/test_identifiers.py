@@ -102,7 +102,7 @@ def test_uscc_single_substitution_is_caught(body: str, pos: int, ch: str) -> Non
     code = body + uscc_check_char(body)
     mutated = code[:pos] + ch + code[pos + 1 :]
     if mutated == code or (2 <= pos <= 7 and not ch.isdigit()):
-        return  # a letter in 3-8 is refused by its class: tests/unit/test_uscc_positions.py
+        return  # a letter in 3-8 is refused by its class: tests/unit/domain/test_uscc_positions.py
     # Weights are units mod 31 (31 is prime), so any one-character change breaks the check.
     with pytest.raises(IdentifierError, match="wrong check character"):
         validate_uscc(mutated)
