@@ -37,6 +37,10 @@ private OID arc; a department wanting more may also give ``--client-ca`` a CA th
 only the federation certificate.
 
 An organisation replaces all of this with its own CA; ``certs/README.md`` says how.
+
+One module of some 700 lines on purpose: the whole development PKI (CA, leaves, issuers,
+manifest and the ``certs`` command) reads top to bottom in one place, and nothing in
+production imports it; what production needs of certificates is :mod:`gateway.auth.certs`.
 """
 
 from __future__ import annotations

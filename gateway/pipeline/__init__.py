@@ -5,10 +5,10 @@
 3. :mod:`gateway.pipeline.decision`: the policy decision (datasets, tier, consent) per query;
 4. :mod:`gateway.federation.fanout`: asking the departments concurrently under one deadline;
 5. :mod:`gateway.pipeline.disclosure`: the ageing cut-off and the fields a tier may see;
-6. :mod:`gateway.pipeline.query`: the run that strings the steps together with billing
-   (reserve, deliver, refund) and the audit record.
+6. :mod:`gateway.pipeline.query`: :class:`QueryPipeline`, the run that strings the steps
+   together with billing (reserve, deliver, refund) and the audit record.
 
-Steps 1 to 5 take plain values and need no gRPC server; the gRPC entry point for the
-query lives beside the other servicers' edge in :mod:`gateway.api`.
+Steps 1 to 5 take plain values and need no gRPC server; nothing here imports
+:mod:`gateway.api`: the query's gRPC entry point is :mod:`gateway.api.query`.
 This package imports nothing itself.
 """

@@ -1,6 +1,7 @@
-"""The agency-facing ``QueryService``: a thin servicer running the pipeline.
+"""The query pipeline's run: :class:`QueryPipeline` strings the steps together.
 
-    1 authenticate   the caller (certificate + token; gateway.auth.identity seam)
+    1 authenticate   the caller (certificate + token; gateway.auth.identity seam), done
+                     by the gRPC entry point, :class:`gateway.api.query.QueryService`
     2 validate       identifier, purpose, mode, datasets, request id
     3 decide         which departments, datasets and fields (a Decider)
     4 meter          reserve the price of what was granted (a Meter)
@@ -10,8 +11,8 @@
     8 audit          append the record durably before answering
     9 respond
 
-Every failure is a :class:`~gateway.errors.GatewayError` and leaves through
-:func:`~gateway.errors.abort`; anything else is logged with its traceback and
+Every failure is a :class:`~gateway.errors.GatewayError`; the entry point maps it with
+:func:`~gateway.errors.abort`, and anything else is logged with its traceback and
 reaches the client as a bare INTERNAL.
 """
 
@@ -30,20 +31,19 @@ from typing import Any, Protocol
 
 import grpc
 
-from gateway.api.edge import authenticate, peer_thumbprint
 from gateway.auth.identity import Caller, CallerSource
 from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.domain import names
 from gateway.domain.catalog import Catalog, Tier
-from gateway.errors import AuditUnavailableError, GatewayError, InternalError, abort
+from gateway.errors import AuditUnavailableError, GatewayError
 from gateway.federation import DepartmentClient, fan_out
 from gateway.pipeline.decision import Decider, Decision, QueryFacts
 from gateway.pipeline.disclosure import ageing_cutoff, filter_records
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
-from protos.credit.v1 import adapter_pb2, query_pb2, query_pb2_grpc
+from protos.credit.v1 import adapter_pb2, query_pb2
 
-__all__ = ["AuditSink", "QueryReceipt", "QueryService"]
+__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt"]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -133,8 +133,10 @@ def _hashed_subject(subject_type: str, subject_id: str) -> str:
     return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()
 
 
-class QueryService(query_pb2_grpc.QueryServiceServicer):
-    """The ``QueryService`` servicer: runs the query pipeline for one request."""
+class QueryPipeline:
+    """The query path for one request, step by step (validate, decide, reserve, fan out,
+    disclose, record), with its metrics; :class:`gateway.api.query.QueryService` is its
+    gRPC entry point."""
 
     def __init__(
         self,
@@ -185,31 +187,6 @@ class QueryService(query_pb2_grpc.QueryServiceServicer):
             for ds in catalog.datasets()
             for f in ds.fields.values()
         }
-
-    async def Query(
-        self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> query_pb2.QueryResponse:
-        """Answer one query: authenticate, validate, decide, reserve, fan out, disclose, record."""
-        started = time.perf_counter()
-        caller: Caller | None = None
-        error: GatewayError
-        try:
-            caller = authenticate(self._auth.authenticate, context)
-            response, outcome = await self._run(caller, request, context)
-        except GatewayError as exc:
-            error = exc
-        except Exception:
-            log.exception("query failed", extra={"request_id": safe_request_id(request)})
-            error = InternalError("internal error")
-        else:
-            self._finish(caller, outcome, started, response.request_id)
-            return response
-        # Refused before it was known who called: the record still names the
-        # (CA-verified) client certificate.
-        anonymous = Caller("", "unauthenticated", cert_thumbprint=peer_thumbprint(context))
-        await self._audit_refusal(caller or anonymous, request, error)
-        self._finish(caller, error.reason.lower(), started, safe_request_id(request))
-        return await abort(context, error)
 
     async def _audit_refusal(
         self, caller: Caller | None, request: query_pb2.QueryRequest, error: GatewayError

@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway import __version__
 from gateway.api.edge import Edge
+from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
 from gateway.audit.auditor import AuditServicer, QueryAuditor
 from gateway.auth import Authenticator
@@ -39,7 +40,6 @@ from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
-from gateway.pipeline.query import QueryService
 from gateway.pipeline.validation import Validator
 from gateway.policyadmin.service import PolicyAdminService
 from gateway.runtime.config import Config

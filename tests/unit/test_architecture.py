@@ -204,3 +204,10 @@ def test_readme_layout_names_every_gateway_folder(folder: str) -> None:
     section = _layout_section()
     name = folder.rsplit("/", 1)[-1]
     assert re.search(rf"(^|[\s/`]){re.escape(name)}/", section, re.M), folder
+
+
+def test_the_pipeline_and_the_domain_never_import_the_grpc_edge() -> None:
+    # The layers point one way: api -> pipeline -> domain, never back.
+    for module, (top, local) in IMPORTS.items():
+        if module.startswith(("gateway.pipeline", "gateway.domain")):
+            assert not [t for t in top | local if t.startswith("gateway.api")], module
