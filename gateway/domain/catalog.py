@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.enums import SubjectType
 from gateway.domain.files import parse_toml, policies_path, read_file
 from gateway.errors import ConfigError
 from protos.credit.v1 import adapter_pb2, common_pb2
@@ -55,7 +56,7 @@ _TYPES: Mapping[str, int] = {
     "money_fen": common_pb2.FIELD_TYPE_MONEY_FEN,
 }
 _TYPE_NAMES = {v: k for k, v in _TYPES.items()}
-_SUBJECT_TYPES = frozenset({"enterprise", "person"})
+_SUBJECT_TYPES = frozenset(SubjectType)
 
 
 @dataclass(frozen=True, slots=True)

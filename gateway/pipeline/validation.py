@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.domain.catalog import Catalog, Dataset
+from gateway.domain.enums import SubjectType
 from gateway.domain.identifiers import IdentifierError, validate_resident_id, validate_uscc
 from gateway.domain.purposes import Purpose
 from gateway.errors import InvalidArgumentError, InvalidIdentifierError
@@ -18,8 +19,8 @@ from protos.credit.v1 import common_pb2, query_pb2
 __all__ = ["FREE_TEXT_FIELDS", "ValidQuery", "Validator"]
 
 _SUBJECT_TYPES = {
-    common_pb2.SUBJECT_TYPE_ENTERPRISE: ("enterprise", validate_uscc),
-    common_pb2.SUBJECT_TYPE_PERSON: ("person", validate_resident_id),
+    common_pb2.SUBJECT_TYPE_ENTERPRISE: (SubjectType.ENTERPRISE, validate_uscc),
+    common_pb2.SUBJECT_TYPE_PERSON: (SubjectType.PERSON, validate_resident_id),
 }
 _MODES = frozenset({query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID})
 _MAX_TEXT = 256
@@ -34,7 +35,7 @@ class ValidQuery:
     """A request that passed validation (step 2): identifiers checked, datasets known."""
 
     request_id: str
-    subject_type: str
+    subject_type: SubjectType
     subject_id: str
     purpose: str
     mode: int
@@ -49,8 +50,7 @@ class Validator:
         self._purposes = purposes
         # "All datasets" per subject type, computed once.
         self._all: dict[str, tuple[Dataset, ...]] = {
-            st: tuple(d for d in catalog.datasets() if st in d.subject_types)
-            for st in ("enterprise", "person")
+            st: tuple(d for d in catalog.datasets() if st in d.subject_types) for st in SubjectType
         }
 
     def validate(self, request: query_pb2.QueryRequest) -> ValidQuery:
