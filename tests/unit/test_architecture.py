@@ -211,3 +211,20 @@ def test_the_pipeline_and_the_domain_never_import_the_grpc_edge() -> None:
     for module, (top, local) in IMPORTS.items():
         if module.startswith(("gateway.pipeline", "gateway.domain")):
             assert not [t for t in top | local if t.startswith("gateway.api")], module
+
+
+def test_old_import_paths_keep_working() -> None:
+    # Departments' code and the certificate README name these (python-tuf style re-exports).
+    import gateway.catalog
+    import gateway.console
+    import gateway.identifiers
+    import gateway.pki
+    from gateway.auth.certs import FEDERATION_IDENTITY
+    from gateway.dev import pki
+    from gateway.domain import catalog, identifiers
+
+    assert gateway.identifiers.validate_uscc is identifiers.validate_uscc
+    assert gateway.catalog.load_catalog is catalog.load_catalog
+    assert gateway.console.console_script is not None
+    assert gateway.pki.init_pki is pki.init_pki
+    assert gateway.pki.FEDERATION_IDENTITY == FEDERATION_IDENTITY
