@@ -44,6 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from gateway.auth.certs import FEDERATION_IDENTITY
 from gateway.errors import (
     ConfigError,
     DepartmentError,
@@ -55,7 +56,6 @@ from gateway.errors import (
     abort,
 )
 from gateway.identifiers import IdentifierError, validate_resident_id, validate_uscc
-from gateway.pki import FEDERATION_IDENTITY
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 
 __all__ = [

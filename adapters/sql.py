@@ -34,7 +34,6 @@ import asyncio
 import re
 import sqlite3
 import threading
-import tomllib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.catalog import Catalog
+from gateway.domain.files import load_toml
 from gateway.errors import ConfigError
 from protos.credit.v1 import common_pb2
 
@@ -134,15 +134,7 @@ class SqlMapping:
 def load_mapping(path: Path | str) -> SqlMapping:
     """Read and check a mapping file. Raises :class:`ConfigError`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("mapping", f"cannot read {path}: {exc}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("mapping", f"{path} is not valid TOML: {exc}") from None
-    return parse_mapping(doc)
+    return parse_mapping(load_toml(path, "mapping"))
 
 
 def parse_mapping(doc: Mapping[str, Any]) -> SqlMapping:

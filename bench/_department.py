@@ -17,7 +17,7 @@ from adapters.sdk import (
     mtls_server_credentials,
     serve,
 )
-from gateway.pki import load_pki
+from gateway.dev.pki import load_pki
 from protos.credit.v1 import common_pb2
 
 SCHEMA = {"profile": {"name": common_pb2.FIELD_TYPE_TEXT, "rating": common_pb2.FIELD_TYPE_TEXT}}

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from gateway.pki import load_pki
+from gateway.dev.pki import load_pki
 
 METHOD = "/credit.v1.DepartmentAdapter/Lookup"
 

@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from gateway.auth.registry import AgencyKind, Principal, Registry, Role, Status
-from gateway.catalog import Catalog, Dataset, Tier, load_catalog
-from gateway.consent import ConsentVerifier, issue_consent
-from gateway.decision import QueryFacts, _legal_block
+from gateway.domain.catalog import Catalog, Dataset, Tier, load_catalog
+from gateway.domain.purposes import load_purposes
+from gateway.pipeline.decision import QueryFacts, _legal_block
 from gateway.policy import PolicyDecider
+from gateway.policy.consent import ConsentVerifier, issue_consent
 from gateway.policy.rules import DEFAULT_MODEL_PATH, PolicySet, parse_policy_set
 from gateway.policy.testing import MatrixIssuer
-from gateway.purposes import load_purposes
 from protos.credit.v1 import query_pb2
 
 SUBJECT_IDS = {"person": "360426199101010071", "enterprise": "91350200MA2YJ1XR9G"}

@@ -23,9 +23,9 @@ import grpc
 from bench import _procs
 from bench._department import CATALOG, POLICY, PRICES
 from gateway.auth import issue_token
-from gateway.client import build_request
-from gateway.devstack import AUDIENCE, ensure_audit_keys
-from gateway.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.cli.connect import build_request, open_channel
+from gateway.dev.devstack import AUDIENCE, ensure_audit_keys
+from gateway.dev.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
 from protos.credit.v1 import adapter_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"
@@ -33,9 +33,9 @@ SUBJECT = "91350200MA2YJ1XR9G"
 
 def _channel(address: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.Channel:
     if tls is None:
-        return grpc.aio.insecure_channel(address)
+        return open_channel(address)[0]
     ca, key, cert = tls
-    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca, key, cert))
+    return open_channel(address, ca=ca, cert=cert, key=key)[0]
 
 
 async def _drive(
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         gw, gw_addr = _procs.start(
             [
                 "-m",
-                "gateway.cli",
+                "gateway.cli.gateway",
                 "--log-level",
                 "WARNING",
                 "serve",

@@ -12,7 +12,7 @@ grouped by who is at fault:
 :func:`to_rpc_status` is the only function that turns one into a gRPC status
 with rich details (``google.rpc.ErrorInfo``, ``BadRequest``, ``QuotaFailure``,
 ``PreconditionFailure``, ``RetryInfo``). Servicers raise; the gRPC edge
-(:mod:`gateway.edge`) maps, so no traceback ever reaches a client.
+(:mod:`gateway.api.edge`) maps, so no traceback ever reaches a client.
 
 What a caller is told: a caller's error names the problem (its message and
 metadata are for the caller). A local failure's message is for the operator

@@ -56,8 +56,8 @@ from gateway.audit.records import (
 from gateway.audit.schema import QueryRecord
 from gateway.audit.store import LogReader, open_reader
 from gateway.audit.verify import VerifyReport, verify_log
-from gateway.console import console_script
-from gateway.identifiers import IdentifierError, validate_subject
+from gateway.cli.console import console_script
+from gateway.domain.identifiers import IdentifierError, validate_subject
 
 __all__ = ["main"]
 
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
-        raise  # the reader went away: gateway.console.console_script ends quietly
+        raise  # the reader went away: gateway.cli.console.console_script ends quietly
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

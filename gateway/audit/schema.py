@@ -208,7 +208,7 @@ class QueryRecord:
 
     The subject only as a keyed pseudonym; the request as ``request_hmac`` (HMAC-SHA256
     under the pseudonym key); the response as ``response_sha256``; the caller's free text
-    only as :func:`gateway.freetext.recordable` lets it. ``outcome`` is ``"ok"``,
+    only as :func:`gateway.pipeline.freetext.recordable` lets it. ``outcome`` is ``"ok"``,
     ``"partial"`` or the refusal's reason in lower case; ``error_field`` names the invalid
     argument. The fields from ``policy_version`` on are set only for an answered query.
     ``self_query`` is read, never written (the replay infers it from the purpose).

@@ -6,7 +6,8 @@
 * :mod:`gateway.auth.keys`: weak Ed25519 public keys refused as trust anchors (standard
   library only, for the auditors' tool too).
 
-The development PKI that produces the certificates and issuer keys is :mod:`gateway.pki`.
+Thumbprints and reserved names: :mod:`gateway.auth.certs`. The development PKI that
+issues certificates and issuer keys is :mod:`gateway.dev.pki` (never imported here).
 
 The names below are imported on first use (PEP 562), so that ``import gateway.auth.keys``
 pulls in neither PyJWT nor gRPC: the auditors' tool may depend on ``cryptography`` and the

@@ -32,13 +32,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from gateway.auth.certs import cert_thumbprint
+from gateway.auth.identity import Caller
 from gateway.auth.reasons import AuthReason
 from gateway.auth.registry import AgencyKind, Principal, Registry, Role
 from gateway.auth.tokens import TokenVerifier, VerifiedToken
+from gateway.domain.identifiers import IdentifierError, validate_subject
 from gateway.errors import AuthenticationError, InvalidArgumentError, PermissionDeniedError
-from gateway.identifiers import IdentifierError, validate_subject
-from gateway.identity import Caller
-from gateway.pki import cert_thumbprint
 
 __all__ = [
     "Authenticator",
@@ -284,7 +284,8 @@ class Authenticator:
 
 class CallerAuthenticator:
     """Adapts :class:`Authenticator` to the query service's seam
-    (:class:`gateway.identity.Authenticator`, which returns a :class:`~gateway.identity.Caller`).
+    (:class:`gateway.auth.identity.CallerSource`, which returns a
+    :class:`~gateway.auth.identity.Caller`).
 
     **Self-service subjects.** For an agency of kind ``subject_self_service`` (a kiosk or
     portal where a subject asks about itself, Art. 17), the token's ``subject`` claim names the

@@ -13,7 +13,7 @@ Each entry has ``name_zh``, ``name_en``, ``status`` (active | suspended), option
 strict: an unknown field, a missing field, a wrong type or a CN used twice is a
 :class:`~gateway.errors.ConfigError` naming the key (``agencies.bank.kind``) and the problem,
 because a typo in who-may-connect should stop the gateway, not be ignored. So is an id or
-certificate CN that is reserved (:func:`gateway.pki.reserved_name_problem`: the gateway's own
+certificate CN that is reserved (:func:`gateway.auth.certs.reserved_name_problem`: the gateway's own
 names such as ``credit-gateway``, words of its federation identity, department names): a
 principal must never be nameable like the gateway or a department.
 """
@@ -21,14 +21,14 @@ principal must never be nameable like the gateway or a department.
 from __future__ import annotations
 
 import enum
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.auth.certs import ROLE_ORGANIZATIONS, reserved_name_problem
+from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
-from gateway.pki import ROLE_ORGANIZATIONS, reserved_name_problem
 
 __all__ = [
     "DEFAULT_REGISTRY_PATH",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: ``policies/agencies.toml`` next to the ``gateway`` package (source checkout and wheel alike).
-DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parents[2] / "policies" / "agencies.toml"
+DEFAULT_REGISTRY_PATH = policies_path("agencies.toml")
 
 
 class Role(enum.StrEnum):
@@ -234,11 +234,5 @@ def load_registry(path: Path | None = None, *, departments: Sequence[str] = ()) 
         ConfigError: the file is missing, is not valid TOML, or fails :func:`parse_registry`.
     """
     path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(str(path), "agency registry file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    data = load_toml(path)
     return parse_registry(data, departments=departments)

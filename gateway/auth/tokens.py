@@ -59,12 +59,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.auth.certs import cert_thumbprint_pem
 from gateway.auth.jws import CompactJWSVerifier, JWSError, JWSFailure
 from gateway.auth.keys import ed25519_public_key_problem
 from gateway.auth.reasons import AuthReason
 from gateway.errors import AuthenticationError, ConfigError
-from gateway.pki import cert_thumbprint_pem
-from gateway.secretfile import write_secret
+from gateway.runtime.secretfile import write_secret
 
 __all__ = [
     "ALLOWED_ALGORITHMS",

@@ -5,7 +5,7 @@
   :class:`SQLiteLedger`, :class:`AsyncLedger`);
 * :mod:`gateway.billing.meter`: the pipeline's steps 4 and 7 (:class:`Meter`);
 * :mod:`gateway.billing.admin`: the ``BillingAdmin`` gRPC service (finance role);
-* :mod:`gateway.billing.cli`: ``credit-gateway billing``, offline administration.
+* :mod:`gateway.cli.billing`: ``credit-gateway billing``, offline administration.
 
 Money is integer fen everywhere; no float ever touches it.
 """

@@ -6,7 +6,7 @@ The servicer never decides who is finance staff itself: it takes an
 :class:`~gateway.errors.PermissionDeniedError` (or AuthenticationError) for
 anybody else. Every RPC calls it first, so a caller that is not finance staff
 learns nothing, not even whether an account exists. Errors are raised for the
-gRPC edge (:mod:`gateway.edge`) to map to statuses and put on the audit record.
+gRPC edge (:mod:`gateway.api.edge`) to map to statuses and put on the audit record.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc
 
+from gateway.api.edge import authenticate, identified
 from gateway.audit.schema import BillingRecord
 from gateway.billing.ledger import AccountState, AsyncLedger, Entry
 from gateway.billing.meter import EventHook
-from gateway.edge import authenticate, identified
 from gateway.errors import InvalidArgumentError, NotFoundError
-from gateway.freetext import echo, scan
+from gateway.pipeline.freetext import echo, scan
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = [
@@ -268,7 +268,7 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
 
     def _finance(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """The calling finance principal; raises AuthenticationError or
-        PermissionDeniedError for anybody else (see :func:`gateway.edge.authenticate`)."""
+        PermissionDeniedError for anybody else (see :func:`gateway.api.edge.authenticate`)."""
         principal = authenticate(self._authorize, context)
         identified(principal)
         return principal

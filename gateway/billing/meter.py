@@ -77,8 +77,8 @@ from gateway.billing.ledger import (
 )
 from gateway.billing.prices import PriceList
 from gateway.billing.reconcile import Movements, ledger_movements, record_movements
-from gateway.decision import Decision
 from gateway.errors import ConflictError, InternalError, InvalidArgumentError, LedgerError
+from gateway.pipeline.decision import Decision
 from protos.credit.v1 import query_pb2
 
 __all__ = [

@@ -20,14 +20,14 @@ cannot be added up exactly and a silently rounded price is a wrong charge.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.catalog import Catalog
+from gateway.domain.catalog import Catalog
+from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
 
 __all__ = ["MAX_PRICE_FEN", "PriceList", "default_prices_path", "load_prices", "parse_prices"]
@@ -81,23 +81,13 @@ class PriceList:
 
 def default_prices_path() -> Path:
     """The price list shipped in the ``policies`` folder."""
-    return Path(__file__).resolve().parents[2] / "policies" / "prices.toml"
+    return policies_path("prices.toml")
 
 
 def load_prices(path: Path | None = None) -> PriceList:
     """Read and check a price list file. Raises ConfigError."""
     path = path or default_prices_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("prices", f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("prices", f"{path} is not UTF-8") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("prices", f"{path} is not valid TOML: {exc}") from None
-    return parse_prices(doc)
+    return parse_prices(load_toml(path, "prices"))
 
 
 def parse_prices(doc: Mapping[str, Any]) -> PriceList:

@@ -4,10 +4,10 @@ and mode, with which consent.
 * :mod:`gateway.policy.rules`: ``policies/model.conf`` + ``policies/policy.csv`` ->
   a validated :class:`PolicySet` (refusals name the file and line);
 * :mod:`gateway.policy.decider`: :class:`PolicyDecider`, the production
-  :class:`~gateway.decision.Decider`, and :func:`build_decider`, its entry point;
+  :class:`~gateway.pipeline.decision.Decider`, and :func:`build_decider`, its entry point;
 * :mod:`gateway.policy.testing`: the policy test matrix (``policies/tests/*.toml``).
 
-Consent tokens are :mod:`gateway.consent`.
+Consent tokens are :mod:`gateway.policy.consent`.
 """
 
 from gateway.policy.decider import SELF_QUERY_PURPOSE, PolicyDecider, build_decider

@@ -27,7 +27,7 @@ line: 12 ms with a thousand lines), far too slow per field per query. So:
 * per (agency, purpose, dataset) it asks that enforcer once per field (once per tier when no
   line names single fields of the dataset), in both modes, and keeps the answers;
 * per (agency, purpose, mode, subject type, self-query, consent scope or problem, datasets) it
-  keeps the finished :class:`~gateway.decision.Decision`.
+  keeps the finished :class:`~gateway.pipeline.decision.Decision`.
 
 All three caches are bounded LRUs and belong to one policy version (``version``: a content
 hash of model, policy and catalog); a new policy is a new decider. The consent id is not part
@@ -51,9 +51,9 @@ import casbin
 
 from gateway.auth.registry import Registry, Role, load_registry
 from gateway.auth.tokens import TrustedIssuer
-from gateway.catalog import Catalog, Dataset, Tier
-from gateway.consent import MISSING, ConsentCheck, ConsentVerifier, load_revocations
-from gateway.decision import (
+from gateway.domain.catalog import Catalog, Dataset, Tier
+from gateway.domain.purposes import load_purposes
+from gateway.pipeline.decision import (
     CONSENT_TIERS,
     Decision,
     DepartmentDecision,
@@ -61,8 +61,8 @@ from gateway.decision import (
     Withheld,
     _legal_block,
 )
+from gateway.policy.consent import MISSING, ConsentCheck, ConsentVerifier, load_revocations
 from gateway.policy.rules import PolicySet, load_policy_set
-from gateway.purposes import load_purposes
 from protos.credit.v1 import query_pb2
 
 __all__ = ["SELF_QUERY_PURPOSE", "PolicyDecider", "build_decider"]
@@ -204,7 +204,7 @@ class PolicyDecider:
         """Re-read the revocation list; effective at the next query, cached consents included.
 
         Raises:
-            ConfigError: see :func:`gateway.consent.load_revocations` (the old list stays).
+            ConfigError: see :func:`gateway.policy.consent.load_revocations` (the old list stays).
         """
         self.consent.set_revoked(load_revocations(path) | frozenset(extra))
 

@@ -54,7 +54,8 @@ from typing import Any
 import casbin
 from casbin.persist import Adapter
 
-from gateway.catalog import Catalog, Tier
+from gateway.domain.catalog import Catalog, Tier
+from gateway.domain.files import policies_path
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -71,9 +72,8 @@ __all__ = [
     "subjects_of",
 ]
 
-_POLICIES = Path(__file__).resolve().parents[2] / "policies"
-DEFAULT_MODEL_PATH = _POLICIES / "model.conf"
-DEFAULT_POLICY_PATH = _POLICIES / "policy.csv"
+DEFAULT_MODEL_PATH = policies_path("model.conf")
+DEFAULT_POLICY_PATH = policies_path("policy.csv")
 
 ROLE_PREFIX = "role:"
 MODES = ("free", "paid", "any")

@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +48,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.auth.registry import Registry, load_registry
 from gateway.auth.tokens import TrustedIssuer
-from gateway.catalog import Catalog, Dataset, load_catalog
-from gateway.consent import issue_consent
-from gateway.decision import Decider, Decision, QueryFacts
+from gateway.domain.catalog import Catalog, Dataset, load_catalog
+from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
+from gateway.pipeline.decision import Decider, Decision, QueryFacts
+from gateway.policy.consent import issue_consent
 from protos.credit.v1 import query_pb2
 
 __all__ = [
@@ -67,7 +67,7 @@ __all__ = [
     "run_matrix",
 ]
 
-DEFAULT_MATRIX_PATH = Path(__file__).resolve().parents[2] / "policies" / "tests"
+DEFAULT_MATRIX_PATH = policies_path("tests")
 CONSENT_STATES = (
     "none",
     "valid",
@@ -220,12 +220,7 @@ def load_cases(path: Path) -> list[Case]:
         ConfigError: the file cannot be read or parsed, or a case is malformed (the key names
             it, e.g. ``demo.toml:case[3].mode``).
     """
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    doc = load_toml(path)
     raw_cases = doc.get("case")
     if not isinstance(raw_cases, list) or not raw_cases:
         raise ConfigError(f"{path.name}:case", "no [[case]] tables")

@@ -9,10 +9,10 @@ tested, reviewed by a second officer, reversible and on the record.
 * :mod:`gateway.policyadmin.admin`: the workflow and the hot switch
   (:class:`PolicyAdministrator`);
 * :mod:`gateway.policyadmin.service`: the ``credit.v1.PolicyAdmin`` gRPC servicer;
-* :mod:`gateway.policyadmin.cli`: ``credit-gateway policy``.
+* :mod:`gateway.cli.policy`: ``credit-gateway policy``.
 
 Wiring: ``[policy] store = "policy-versions.sqlite"`` in the gateway configuration
-(:func:`gateway.assembly.build_gateway`).
+(:func:`gateway.runtime.assembly.build_gateway`).
 """
 
 from gateway.policyadmin.admin import PolicyAdministrator, Serving, VersionView

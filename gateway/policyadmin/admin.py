@@ -37,13 +37,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import RecordError
 from gateway.audit.log import AuditLog
 from gateway.audit.records import decode_record
-from gateway.auditing import QueryAuditor
 from gateway.billing import Meter
-from gateway.catalog import Catalog
-from gateway.decision import Decider
+from gateway.domain.catalog import Catalog
 from gateway.errors import (
     ConfigError,
     GatewayError,
@@ -51,7 +50,8 @@ from gateway.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from gateway.freetext import scan
+from gateway.pipeline.decision import Decider
+from gateway.pipeline.freetext import scan
 from gateway.policy import PolicyDecider
 from gateway.policyadmin.analysis import FieldChange, Flip, diff_versions, replay_records, warm
 from gateway.policyadmin.errors import PolicyWorkflowError

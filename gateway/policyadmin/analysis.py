@@ -34,10 +34,10 @@ from typing import Any
 
 from gateway.audit.schema import QueryRecord
 from gateway.auth.registry import Role
-from gateway.catalog import Catalog, Dataset
-from gateway.consent import issue_consent
-from gateway.decision import Decider, Decision, QueryFacts
+from gateway.domain.catalog import Catalog, Dataset
+from gateway.pipeline.decision import Decider, Decision, QueryFacts
 from gateway.policy import SELF_QUERY_PURPOSE
+from gateway.policy.consent import issue_consent
 from gateway.policy.testing import MatrixIssuer
 from gateway.policyadmin.loading import DeciderRecipe, LoadedVersion
 from protos.credit.v1 import query_pb2

@@ -5,7 +5,7 @@
     cases, failures = run_tests(loaded, recipe)                  # the policy test matrix
     decider = recipe.build(loaded)                               # a PolicyDecider
 
-Everything reuses the loaders the gateway starts with (:func:`gateway.catalog.parse_catalog`,
+Everything reuses the loaders the gateway starts with (:func:`gateway.domain.catalog.parse_catalog`,
 :func:`gateway.auth.registry.parse_registry`, :func:`gateway.billing.prices.parse_prices`,
 :func:`gateway.policy.parse_policy_set`), so a version that validates here is one the
 gateway would have accepted from files on disk.
@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,12 @@ from typing import Any
 from gateway.auth.registry import DEFAULT_REGISTRY_PATH, Registry, Role, parse_registry
 from gateway.auth.tokens import TrustedIssuer
 from gateway.billing.prices import PriceList, default_prices_path, parse_prices
-from gateway.catalog import Catalog, default_catalog_path, parse_catalog
-from gateway.consent import ConsentVerifier, load_revocations
-from gateway.decision import Decider
+from gateway.domain.catalog import Catalog, default_catalog_path, parse_catalog
+from gateway.domain.files import parse_toml
 from gateway.errors import ConfigError, GatewayError
+from gateway.pipeline.decision import Decider
 from gateway.policy import DEFAULT_MODEL_PATH, DEFAULT_POLICY_PATH, PolicyDecider, PolicySet
+from gateway.policy.consent import ConsentVerifier, load_revocations
 from gateway.policy.decider import DEFAULT_CREDIT_DEPARTMENTS
 from gateway.policy.rules import parse_policy_set
 from gateway.policy.testing import DEFAULT_MATRIX_PATH, load_cases, run_matrix
@@ -85,10 +85,7 @@ def _digest(text: str) -> str:
 
 
 def _toml(files: Mapping[str, str], name: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(files[name])
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(name, f"not valid TOML: {exc}") from None
+    return parse_toml(files[name], name)
 
 
 def _in(name: str, err: ConfigError) -> ConfigError:

@@ -4,7 +4,7 @@ The servicer never decides who is an officer itself: it takes an
 ``authorize(context) -> officer_id`` callable (the gateway wires it to :mod:`gateway.auth`
 with ``Role.OFFICER``) that raises PermissionDeniedError or AuthenticationError for anybody
 else. Every RPC calls it first, so a caller who is not an officer learns nothing, not even
-which versions exist. Errors are raised for the gRPC edge (:mod:`gateway.edge`), which
+which versions exist. Errors are raised for the gRPC edge (:mod:`gateway.api.edge`), which
 maps them to statuses and records the refusals the workflow has not recorded.
 """
 
@@ -17,14 +17,14 @@ from typing import Any, NoReturn
 
 import grpc
 
-from gateway.edge import authenticate, identified
+from gateway.api.edge import authenticate, identified
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
     InvalidArgumentError,
     NotFoundError,
 )
-from gateway.freetext import echo, scan
+from gateway.pipeline.freetext import echo, scan
 from gateway.policyadmin.admin import PolicyAdministrator, VersionView
 from gateway.policyadmin.store import CheckResult
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
@@ -338,7 +338,7 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
 
 
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
-    """Hand ``exc`` to the gRPC edge (:mod:`gateway.edge`), which maps it to a status,
+    """Hand ``exc`` to the gRPC edge (:mod:`gateway.api.edge`), which maps it to a status,
     answers INTERNAL for anything not a GatewayError, and records the refusal unless
     the workflow already did."""
     raise exc

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 
 # Small enough to start in a few seconds, large enough to be realistic.
 SUBJECTS = 600

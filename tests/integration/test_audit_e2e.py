@@ -16,13 +16,13 @@ import pytest
 
 from adapters.testing import InMemoryStore
 from gateway.audit import Ed25519Signer, verify_inclusion
+from gateway.audit.auditor import QueryAuditor, response_digest
 from gateway.audit.log import AuditLog
 from gateway.audit.store import MemoryStore, SQLiteStore
-from gateway.auditing import QueryAuditor, response_digest
-from gateway.billing.cli import billing_main
-from gateway.catalog import load_catalog
-from gateway.client import QueryClient
-from gateway.devstack import DevStack
+from gateway.cli.billing import billing_main
+from gateway.cli.connect import QueryClient
+from gateway.dev.devstack import DevStack
+from gateway.domain.catalog import load_catalog
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
 from tests.integration.conftest import SUBJECTS, subject
 
@@ -124,9 +124,9 @@ async def test_no_audit_no_data(tmp_path: Path) -> None:
     async with await DevStack.create(
         tmp_path / "s", subjects=SUBJECTS, fakes={"food_drug": store}
     ) as stack:
-        from gateway.assembly import build_authenticators
-        from gateway.config import load_config
-        from gateway.server import Gateway
+        from gateway.runtime.assembly import build_authenticators
+        from gateway.runtime.config import load_config
+        from gateway.runtime.server import Gateway
 
         config = load_config(stack.config_path)
         assert config.auth is not None
@@ -198,7 +198,7 @@ async def test_sigkill_under_load_loses_no_answered_query(tmp_path: Path) -> Non
         cmd = [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.cli.gateway",
             "--log-level",
             "WARNING",
             "serve",

@@ -11,17 +11,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.testing import InMemoryStore
-from gateway.assembly import build_authenticators
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, load_verifiers
 from gateway.audit.store import MemoryStore
 from gateway.audit.verify import verify_log
-from gateway.auditing import QueryAuditor
-from gateway.catalog import load_catalog
-from gateway.client import QueryClient
-from gateway.config import load_config
-from gateway.devstack import DevStack
-from gateway.server import QUERY_SERVICE, Gateway
+from gateway.cli.connect import QueryClient
+from gateway.dev.devstack import DevStack
+from gateway.domain.catalog import load_catalog
+from gateway.runtime.assembly import build_authenticators
+from gateway.runtime.config import load_config
+from gateway.runtime.server import QUERY_SERVICE, Gateway
 from tests.integration.conftest import SUBJECTS, subject
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.audit import verify_inclusion
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
 from tests.integration.conftest import subject
 

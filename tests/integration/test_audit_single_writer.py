@@ -17,7 +17,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, generate_key, load_verifiers, write_key_files
 from gateway.audit.store import SQLiteStore
 from gateway.audit.verify import verify_log
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 from gateway.errors import ConfigError
 from tests.integration.conftest import SUBJECTS, subject
 
@@ -113,7 +113,7 @@ async def test_a_second_gateway_process_is_refused_and_the_first_serves_on(
 ) -> None:
     async with await DevStack.create(tmp_path / "s", subjects=SUBJECTS) as stack:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
+            sys.executable, "-m", "gateway.cli.gateway", "--log-level", "WARNING", "serve",
             "--config", str(stack.config_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

@@ -120,7 +120,7 @@ def test_history_refuses_a_mistyped_identifier(
         "--subject", typed, "--pseudonym-key", env.pkey,
     )  # fmt: skip
     assert code == 2 and out == ""
-    # The gateway's own rules and words (gateway.identifiers, stdlib only).
+    # The gateway's own rules and words (gateway.domain.identifiers, stdlib only).
     assert err.startswith("error: --subject: ") and problem in err
     assert typed not in err and typed[:-1] not in err  # the identifier is personal data
 

@@ -16,11 +16,12 @@ import pytest_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from gateway.api.edge import Edge
 from gateway.billing.admin import BillingAdminService
 from gateway.billing.ledger import AsyncLedger, PricedLine, ReserveSpec
-from gateway.edge import Edge
 from gateway.errors import PermissionDeniedError
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
+from tests.helpers import Clock
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 REGISTERED = {"bank", "guarantor"}
@@ -32,14 +33,6 @@ def authorize(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     if md.get("x-test-role") != "finance":
         raise PermissionDeniedError("billing administration is for finance staff")
     return str(md.get("x-test-principal", "finance"))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 5, 2, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -57,7 +50,7 @@ AGENCY = (("x-test-role", "agency"),)
 @pytest_asyncio.fixture
 async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     ledger = await AsyncLedger.open(tmp_path / "ledger.db")
-    clock = Clock()
+    clock = Clock(datetime(2026, 11, 5, 2, 0, tzinfo=UTC))
     events: list[dict[str, Any]] = []
 
     async def on_event(event: dict[str, Any]) -> None:

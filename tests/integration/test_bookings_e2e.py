@@ -16,14 +16,14 @@ import pytest
 
 import gateway.audit.log
 from adapters.testing import InMemoryStore
-from gateway.assembly import build_gateway
 from gateway.audit.errors import StorageError
 from gateway.audit.store import SQLiteStore
 from gateway.billing.reconcile import Movements, record_movements
-from gateway.catalog import load_catalog
-from gateway.client import build_request
-from gateway.config import load_config
-from gateway.devstack import DevStack
+from gateway.cli.connect import build_request
+from gateway.dev.devstack import DevStack
+from gateway.domain.catalog import load_catalog
+from gateway.runtime.assembly import build_gateway
+from gateway.runtime.config import load_config
 from tests.integration.conftest import SUBJECTS, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 from tests.integration.conftest import subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -30,7 +30,7 @@ async def test_bad_config_stops_startup_with_one_line(tmp_path: Path) -> None:
     config.write_text(
         "[gateway]\ninsecure_dev_plaintext = true\n[departments.tax]\ntimeout_ms = 5\n"
     )
-    code, _, err = await _run("-m", "gateway.cli", "serve", "--config", str(config))
+    code, _, err = await _run("-m", "gateway.cli.gateway", "serve", "--config", str(config))
     assert code == 2
     assert err.strip() == "credit-gateway: departments.tax.address: missing"
     assert "Traceback" not in err
@@ -43,20 +43,20 @@ async def test_unreachable_department_stops_startup(tmp_path: Path) -> None:
         "[federation]",
         "describe_timeout_ms = 300",
     ]
-    from gateway.catalog import load_catalog
+    from gateway.domain.catalog import load_catalog
 
     for dept in load_catalog().departments:
         lines += [f"[departments.{dept}]", 'address = "127.0.0.1:9"']
     config = tmp_path / "gateway.toml"
     config.write_text("\n".join(lines) + "\n")
-    code, _, err = await _run("-m", "gateway.cli", "serve", "--config", str(config))
+    code, _, err = await _run("-m", "gateway.cli.gateway", "serve", "--config", str(config))
     assert code == 2
     assert err.startswith("credit-gateway: departments.") and "Describe failed" in err
     assert len(err.strip().splitlines()) == 1
 
 
 async def test_certs_init_writes_private_keys_0600(tmp_path: Path) -> None:
-    code, _, err = await _run("-m", "gateway.cli", "certs", "init", str(tmp_path / "pki"))
+    code, _, err = await _run("-m", "gateway.cli.gateway", "certs", "init", str(tmp_path / "pki"))
     assert code == 0, err
     keys = list((tmp_path / "pki").rglob("*.key"))
     assert any(k.parent.name == "departments" and k.stem == "tax" for k in keys)
@@ -67,7 +67,7 @@ async def test_credit_query_table_and_json(stack: DevStack, tmp_path: Path) -> N
     demo = tmp_path / "demo.json"
     demo.write_text(json.dumps(stack.describe()))
     enterprise = subject(stack, "enterprise_all_departments")
-    base = ["-m", "gateway.query_cli", "--demo", str(demo), "--agency", "procurement",
+    base = ["-m", "gateway.cli.query", "--demo", str(demo), "--agency", "procurement",
             "--enterprise", enterprise, "--purpose", "government_procurement"]  # fmt: skip
     code, out, err = await _run(*base)
     assert code == 0, err

@@ -14,8 +14,8 @@ from grpc_status import rpc_status
 
 from adapters.sdk import StoredRecord
 from adapters.testing import InMemoryStore
-from gateway.catalog import load_catalog
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
+from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
 from protos.credit.v1 import query_pb2
 from tests.integration.conftest import SUBJECTS, subject

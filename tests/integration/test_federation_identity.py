@@ -24,8 +24,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from gateway.devstack import DevStack
-from gateway.pki import (
+from gateway.dev.devstack import DevStack
+from gateway.dev.pki import (
     FEDERATION_IDENTITY,
     GATEWAY_CN,
     GATEWAY_FEDERATION_OU,

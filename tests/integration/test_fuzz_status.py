@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from gateway.audit.records import decode_record
 from gateway.auth.tokens import load_signing_key
-from gateway.devstack import AUDIENCE, DevStack
-from gateway.pki import DEV_AGENCY_ISSUER, cert_thumbprint_pem
+from gateway.dev.devstack import AUDIENCE, DevStack
+from gateway.dev.pki import DEV_AGENCY_ISSUER, cert_thumbprint_pem
 from protos.credit.v1 import audit_pb2, billing_pb2, policy_admin_pb2, query_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

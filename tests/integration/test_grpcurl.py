@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 from tests.integration.conftest import subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

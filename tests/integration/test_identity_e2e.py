@@ -8,8 +8,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.client import QueryClient
-from gateway.devstack import DevStack
+from gateway.cli.connect import QueryClient
+from gateway.dev.devstack import DevStack
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc
 from tests.integration.conftest import subject
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 from tests.integration.conftest import subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -28,8 +28,9 @@ from grpc_status import rpc_status
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, issue_token, load_registry
 from gateway.auth.tokens import load_signing_key
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import DOMAIN, GatewayError, abort
-from gateway.pki import Pki, cert_thumbprint_pem, init_pki
+from tests.helpers import make_pki
 
 AUDIENCE = "urn:credit-gateway:test"
 METHOD = "/test.Auth/WhoAmI"
@@ -38,8 +39,8 @@ AGENCIES = ["ndrc", "bank", "suspended_agency", "nogrants", "stranger"]
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(
-        tmp_path_factory.mktemp("pki") / "pki",
+    return make_pki(
+        tmp_path_factory,
         departments=["tax"],
         agencies=AGENCIES,
         officers=["officer_a"],
@@ -50,13 +51,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="module")
 def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """Another CA entirely: same names, not trusted by the gateway."""
-    return init_pki(
-        tmp_path_factory.mktemp("rogue") / "pki",
-        departments=[],
-        agencies=["ndrc"],
-        officers=[],
-        auditors=[],
-    )
+    return make_pki(tmp_path_factory, agencies=["ndrc"], name="rogue")
 
 
 @dataclass

@@ -9,8 +9,8 @@ import logging
 import grpc
 import pytest
 
-from gateway.devstack import DevStack
-from gateway.logs import JsonFormatter
+from gateway.dev.devstack import DevStack
+from gateway.runtime.logs import JsonFormatter
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 from tests.integration.conftest import subject
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devstack import DevStack
-from gateway.policyadmin.cli import policy_main
+from gateway.cli.policy import policy_main
+from gateway.dev.devstack import DevStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

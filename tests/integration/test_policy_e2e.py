@@ -21,7 +21,6 @@ import pytest_asyncio
 
 from adapters.sdk import StoredRecord
 from adapters.testing import InMemoryStore
-from gateway.assembly import open_auditor
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -32,14 +31,21 @@ from gateway.auth import (
     load_registry,
 )
 from gateway.auth.tokens import load_signing_key
-from gateway.catalog import Catalog, load_catalog
-from gateway.client import QueryClient
-from gateway.config import load_config
-from gateway.consent import issue_consent
-from gateway.devstack import DepartmentProcess, ensure_audit_keys, serve_fake
-from gateway.pki import DEV_AGENCY_ISSUER, DEV_CONSENT_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.cli.connect import QueryClient
+from gateway.dev.devstack import DepartmentProcess, ensure_audit_keys, serve_fake
+from gateway.dev.pki import (
+    DEV_AGENCY_ISSUER,
+    DEV_CONSENT_ISSUER,
+    Pki,
+    cert_thumbprint_pem,
+    init_pki,
+)
+from gateway.domain.catalog import Catalog, load_catalog
 from gateway.policy import PolicyDecider, build_decider
-from gateway.server import Gateway
+from gateway.policy.consent import issue_consent
+from gateway.runtime.assembly import open_auditor
+from gateway.runtime.config import load_config
+from gateway.runtime.server import Gateway
 from protos.credit.v1 import common_pb2, query_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

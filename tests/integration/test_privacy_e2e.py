@@ -17,9 +17,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.audit.records import decode_record
-from gateway.devstack import DevStack
-from gateway.freetext import PSEUDONYM_PREFIX
-from gateway.logs import JsonFormatter
+from gateway.dev.devstack import DevStack
+from gateway.pipeline.freetext import PSEUDONYM_PREFIX
+from gateway.runtime.logs import JsonFormatter
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc, policy_admin_pb2, policy_admin_pb2_grpc
 from tests.integration.conftest import subject
 from tests.unit.privacy_kit import leaks

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

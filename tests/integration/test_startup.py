@@ -10,11 +10,11 @@ import pytest
 
 from adapters.sdk import FEDERATION_IDENTITY, bound_port, mtls_server_credentials, serve
 from adapters.testing import InMemoryStore
-from gateway.assembly import build_gateway
-from gateway.catalog import load_catalog
-from gateway.config import DepartmentConfig, load_config
-from gateway.devstack import DevStack
+from gateway.dev.devstack import DevStack
+from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
+from gateway.runtime.assembly import build_gateway
+from gateway.runtime.config import DepartmentConfig, load_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

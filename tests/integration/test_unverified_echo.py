@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, load_registry
 from gateway.auth.tokens import load_signing_key
-from gateway.consent import CONSENT_TYP, ConsentVerifier
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, GatewayError, abort
-from gateway.pki import Pki, cert_thumbprint_pem, init_pki
+from gateway.policy.consent import CONSENT_TYP, ConsentVerifier
+from tests.helpers import make_pki
 
 AUDIENCE = "urn:credit-gateway:test"
 METHOD = "/test.Auth/WhoAmI"
@@ -38,13 +39,7 @@ INJECTED = f'{PERSONAL}\n{{"level": "info", "msg": "forged"}}'
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(
-        tmp_path_factory.mktemp("pki") / "pki",
-        departments=[],
-        agencies=["ndrc"],
-        officers=[],
-        auditors=[],
-    )
+    return make_pki(tmp_path_factory, agencies=["ndrc"])
 
 
 @pytest.fixture

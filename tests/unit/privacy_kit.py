@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from gateway.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
+from gateway.domain.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
 
 #: What a person types between the parts of a number.
 SEPARATORS = (
@@ -145,5 +145,5 @@ _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-")
 
 def near_hex_token(text: str) -> bool:
     """Whether ``text`` holds something shaped like a UUID or digest, where the
-    screen records a pseudonym but does not refuse (see gateway.freetext)."""
+    screen records a pseudonym but does not refuse (see gateway.pipeline.freetext)."""
     return bool(_HEX_TOKEN.search(unicodedata.normalize("NFKC", text)))

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.sql import SqlStore, catalog_disagreements, load_mapping, parse_mapping
 from adapters.synth import DEPARTMENTS, sample_mapping, sample_schema
-from gateway.catalog import Catalog, Tier, load_catalog
+from gateway.domain.catalog import Catalog, Tier, load_catalog
 from gateway.errors import ConfigError
 from protos.credit.v1 import common_pb2
 

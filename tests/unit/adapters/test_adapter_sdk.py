@@ -22,7 +22,7 @@ from adapters.sdk import (
     shutdown,
 )
 from adapters.testing import InMemoryStore
-from gateway.catalog import load_catalog
+from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 

@@ -14,7 +14,7 @@ import pytest
 
 from adapters.sql import SqlStore, load_mapping
 from adapters.synth import DEPARTMENTS, REFERENCE_DATE, generate, sample_mapping, years_before
-from gateway.identifiers import validate_resident_id, validate_uscc
+from gateway.domain.identifiers import validate_resident_id, validate_uscc
 
 # Columns holding subject identifiers, per department database.
 _ID_COLUMNS = {

@@ -7,7 +7,7 @@ import pytest
 
 from adapters.sdk import FEDERATION_IDENTITY, serve
 from adapters.testing import InMemoryStore
-from gateway.catalog import load_catalog
+from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
 
 # Any credentials will do: the allow-list is checked before anything listens.

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.audit.auditor import response_digest as gateway_digest
 from gateway.audit.cli import main as credit_audit
 from gateway.audit.digest import (
     RECEIPT_FIELD,
@@ -23,7 +24,6 @@ from gateway.audit.digest import (
     message_digest,
     response_digest,
 )
-from gateway.auditing import response_digest as gateway_digest
 from protos.credit.v1 import common_pb2, query_pb2
 
 REPO = Path(__file__).resolve().parents[3]

@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-import gateway.auditing as auditing
-from gateway import names
+import gateway.audit.auditor as auditing
+from gateway.audit.auditor import QueryAuditor, response_digest
 from gateway.audit.records import canonical_json, decode_record, encode_record
 from gateway.audit.schema import BillingLine, BillingRecord, QueryBilling, QueryRecord
-from gateway.auditing import QueryAuditor, response_digest
+from gateway.auth.identity import Caller
 from gateway.billing.ledger import Entry, PricedLine, RequestRecord
 from gateway.billing.reconcile import Movements, record_key, record_movements
+from gateway.domain import names
 from gateway.errors import GatewayError, InvalidArgumentError, QuotaExhaustedError
-from gateway.identity import Caller
-from gateway.service import safe_request_id
-from gateway.validation import ValidQuery
+from gateway.pipeline.query import safe_request_id
+from gateway.pipeline.validation import ValidQuery
 from protos.credit.v1 import common_pb2, query_pb2
 
 KEY = b"k" * 32

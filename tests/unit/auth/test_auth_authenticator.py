@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from cryptography import x509
 
-from gateway import identity
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -18,26 +15,16 @@ from gateway.auth import (
     Role,
     TokenVerifier,
     TrustedIssuer,
+    identity,
     issue_token,
 )
 from gateway.auth.authenticator import bearer_token
 from gateway.auth.registry import AgencyKind, load_registry
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, PermissionDeniedError
-from gateway.pki import Pki, cert_thumbprint_pem
+from tests.helpers import FakeContext
 
 AUD = "urn:credit-gateway:unit"
-
-
-@dataclass
-class FakeContext:
-    cert_pem: bytes | None
-    metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
-
-    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
-        return {"x509_pem_cert": [self.cert_pem]} if self.cert_pem else {}
-
-    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None:
-        return tuple(self.metadata)
 
 
 def make(pki: Pki, **kw: Any) -> Authenticator:
@@ -159,7 +146,7 @@ def test_refusals_are_logged_without_the_token(
 
 
 def test_caller_adapter_fits_the_query_service_seam(auth_pki: Pki) -> None:
-    seam: identity.Authenticator = CallerAuthenticator(make(auth_pki))  # checked by mypy
+    seam: identity.CallerSource = CallerAuthenticator(make(auth_pki))  # checked by mypy
     caller = seam.authenticate(ctx(auth_pki, "bank"))  # type: ignore[arg-type]
     assert caller == identity.Caller(
         agency_id="bank",

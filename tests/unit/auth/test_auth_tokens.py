@@ -18,24 +18,17 @@ from gateway.auth.tokens import (
     load_signing_key,
     token_main,
 )
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, ConfigError
-from gateway.pki import Pki, cert_thumbprint_pem
+from tests.helpers import Clock
 
 AUD = "urn:credit-gateway:unit"
 T0 = 1_900_000_000.0
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.tokens import MAX_LIFETIME_S, TokenVerifier, TrustedIssuer, token_main
-from gateway.consent import MAX_CONSENT_LIFETIME_S, ConsentVerifier, consent_main
-from gateway.pki import DEV_CONSENT_ISSUER, Pki, cert_thumbprint_pem
+from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki, cert_thumbprint_pem
+from gateway.policy.consent import MAX_CONSENT_LIFETIME_S, ConsentVerifier, consent_main
 
 AUD = "urn:credit-gateway:unit"
 PERSON = "360426199101010071"

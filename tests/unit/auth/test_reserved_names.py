@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.registry import parse_registry
+from gateway.dev.pki import certs_main, init_pki
+from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
-from gateway.pki import certs_main, init_pki
 from gateway.policyadmin.loading import read_disk_files, validate_files
-from gateway.purposes import load_purposes
 
 
 @pytest.mark.parametrize(

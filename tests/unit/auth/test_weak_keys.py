@@ -27,9 +27,9 @@ from gateway.auth.keys import (
     ed25519_public_key_problem,
 )
 from gateway.auth.tokens import TokenVerifier, TrustedIssuer
-from gateway.catalog import load_catalog
-from gateway.consent import ConsentVerifier
+from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
+from gateway.policy.consent import ConsentVerifier
 from gateway.policy.decider import build_decider
 
 IDENTITY_B64 = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -226,7 +226,7 @@ def test_the_key_check_imports_only_the_standard_library() -> None:
     code = (
         "import sys, gateway.auth.keys\n"
         "heavy = [m for m in ('jwt', 'grpc', 'casbin', 'google.protobuf', 'gateway.errors',\n"
-        "    'gateway.auth.tokens', 'gateway.pki') if m in sys.modules]\n"
+        "    'gateway.auth.tokens', 'gateway.dev.pki') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run(

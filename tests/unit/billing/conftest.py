@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from gateway.billing import Meter, PriceList, parse_prices
 from gateway.billing.ledger import AsyncLedger
+from tests.helpers import Clock
 
 PRICES_DOC: dict[str, Any] = {
     "version": "test",
@@ -30,19 +31,6 @@ PRICES_DOC: dict[str, Any] = {
 SUBJECT_KEY = "5f" * 32
 OTHER_SUBJECT_KEY = "a7" * 32
 TODAY = date(2026, 11, 5)
-
-
-class Clock:
-    """A settable, timezone-aware clock."""
-
-    def __init__(self, now: datetime | None = None) -> None:
-        self.now = now or datetime(2026, 11, 5, 2, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 class Events:
@@ -68,7 +56,7 @@ def prices() -> PriceList:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2026, 11, 5, 2, 0, tzinfo=UTC))
 
 
 @pytest.fixture

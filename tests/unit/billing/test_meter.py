@@ -12,7 +12,6 @@ import pytest
 
 from gateway.billing import Meter, delivered_lines, granted_lines, mode_name
 from gateway.billing.ledger import AsyncLedger
-from gateway.decision import Decision, DepartmentDecision
 from gateway.errors import (
     AuditUnavailableError,
     ConfigError,
@@ -22,6 +21,7 @@ from gateway.errors import (
     InvalidArgumentError,
     QuotaExhaustedError,
 )
+from gateway.pipeline.decision import Decision, DepartmentDecision
 from protos.credit.v1 import query_pb2
 from tests.unit.billing.conftest import (
     OTHER_SUBJECT_KEY,

@@ -22,14 +22,14 @@ import pytest
 import pytest_asyncio
 
 from gateway.audit import Ed25519Signer
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.note import generate_key
 from gateway.audit.store import SQLiteStore
-from gateway.auditing import QueryAuditor
 from gateway.billing import Meter, PriceList, Reservation
-from gateway.billing.cli import billing_main
 from gateway.billing.reconcile import Movements, read_records, record_movements
+from gateway.cli.billing import billing_main
 from gateway.errors import AuditUnavailableError, GatewayError
 from protos.credit.v1 import query_pb2
 from tests.unit.billing.conftest import TODAY, fund
@@ -357,7 +357,7 @@ async def test_reconcile_names_what_differs_and_nothing_personal(books: Books) -
 async def test_bookings_of_an_outage_go_on_the_record_once_the_log_heals(books: Books) -> None:
     store = FailingStore(books.audit_log)
     meter, auditor = await books.open(store)
-    # As the gateway wires it (gateway.assembly), with a short settling time.
+    # As the gateway wires it (gateway.runtime.assembly), with a short settling time.
     auditor.log.add_listener(lambda ok: meter.audit_healed(settle_s=0.3) if ok else None)
     await fund(meter, "bank", 10_000)
     rid = str(uuid.uuid4())

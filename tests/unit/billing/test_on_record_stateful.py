@@ -4,7 +4,7 @@ the same story (``reconcile`` finds 0 differences) and no query that was not
 disclosed (no durable query record) is charged.
 
 Real ledger and audit log files, the real QueryAuditor; the steps are those the
-query service takes (gateway.service: _reserve, _answer, _undo).
+query service takes (gateway.pipeline.query: _reserve, _answer, _undo).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, generate_key
 from gateway.audit.store import SQLiteStore
-from gateway.auditing import QueryAuditor
 from gateway.billing import Meter, Reservation, Settlement, parse_prices
 from gateway.billing.reconcile import ledger_movements, read_records, reconcile
 from gateway.errors import GatewayError, InsufficientBalanceError

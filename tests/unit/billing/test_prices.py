@@ -11,7 +11,7 @@ import pytest
 
 import gateway.billing.prices
 from gateway.billing.prices import load_prices, parse_prices
-from gateway.catalog import load_catalog
+from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
 from tests.unit.billing.conftest import PRICES_DOC
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from gateway.auth.registry import Registry, load_registry
-from gateway.catalog import Catalog, Dataset, load_catalog
-from gateway.consent import issue_consent
-from gateway.decision import Decision, QueryFacts
+from gateway.domain.catalog import Catalog, Dataset, load_catalog
+from gateway.pipeline.decision import Decision, QueryFacts
 from gateway.policy import PolicyDecider, build_decider
+from gateway.policy.consent import issue_consent
 from gateway.policy.testing import MatrixIssuer
 from protos.credit.v1 import query_pb2
 

@@ -12,7 +12,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.consent import (
+from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki
+from gateway.errors import ConfigError
+from gateway.policy.consent import (
     CONSENT_TYP,
     ConsentError,
     ConsentProblem,
@@ -22,35 +24,20 @@ from gateway.consent import (
     load_revocations,
     parse_scope,
 )
-from gateway.errors import ConfigError
-from gateway.pki import DEV_CONSENT_ISSUER, Pki, init_pki
 from gateway.policy.testing import MatrixIssuer
+from tests.helpers import Clock, make_pki
 from tests.unit.policy.conftest import OTHER_PERSON, PERSON, consent, write
 
 NOW = 1_800_000_000.0
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(
-        tmp_path_factory.mktemp("consent") / "pki",
-        departments=["tax"],
-        agencies=["bank"],
-        officers=[],
-        auditors=[],
-    )
+    return make_pki(tmp_path_factory, departments=["tax"], agencies=["bank"], name="consent")
 
 
 def verifier(issuer: MatrixIssuer, **kw: Any) -> ConsentVerifier:
-    kw.setdefault("clock", Clock())
+    kw.setdefault("clock", Clock(NOW))
     return ConsentVerifier([issuer.trusted], **kw)
 
 
@@ -195,7 +182,7 @@ def test_header_checks(issuer: MatrixIssuer) -> None:
 
 
 def test_expiry_with_leeway_and_cache_eviction(issuer: MatrixIssuer) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     v = verifier(issuer, clock=clock, leeway_s=60)
     token = sign(issuer, claims(issuer, exp=int(NOW) + 100))
     v.verify(token)

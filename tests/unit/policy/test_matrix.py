@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.registry import Registry
-from gateway.catalog import Catalog
+from gateway.domain.catalog import Catalog
 from gateway.errors import ConfigError
 from gateway.policy import DEFAULT_POLICY_PATH
 from gateway.policy.testing import (

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.registry import Registry
-from gateway.catalog import Catalog, load_catalog
-from gateway.decision import Decider
+from gateway.domain.catalog import Catalog, load_catalog
 from gateway.errors import ConfigError
+from gateway.pipeline.decision import Decider
 from gateway.policy import PolicyDecider, build_decider
 from gateway.policy.testing import MatrixIssuer
+from tests.helpers import make_pki
 from tests.unit.policy.conftest import (
     ENTERPRISE,
     OTHER_PERSON,
@@ -225,12 +226,10 @@ def test_revocation_takes_effect_for_a_cached_consent(
 def test_consent_issuers_from_jwks_files(
     catalog: Catalog, registry: Registry, facts: FactsMaker, tmp_path: Path
 ) -> None:
-    from gateway.consent import issue_consent
-    from gateway.pki import DEV_CONSENT_ISSUER, init_pki
+    from gateway.dev.pki import DEV_CONSENT_ISSUER
+    from gateway.policy.consent import issue_consent
 
-    pki = init_pki(
-        tmp_path / "pki", departments=["tax"], agencies=["bank"], officers=[], auditors=[]
-    )
+    pki = make_pki(tmp_path, departments=["tax"], agencies=["bank"])
     decider = build_decider(
         catalog, consent_issuers=[(DEV_CONSENT_ISSUER, pki.consent.jwks)], registry=registry
     )

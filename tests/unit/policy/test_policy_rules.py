@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.registry import Registry
-from gateway.catalog import Catalog
+from gateway.domain.catalog import Catalog
+from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
 from gateway.policy import DEFAULT_MODEL_PATH, DEFAULT_POLICY_PATH, build_decider
 from gateway.policy.rules import PolicySet, parse_policy_set
-from gateway.purposes import load_purposes
 
 MODEL = DEFAULT_MODEL_PATH.read_text(encoding="utf-8")
 ROLES = "g, bank, role:lender\n"

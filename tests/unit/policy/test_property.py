@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gateway.auth.registry import Registry
-from gateway.catalog import Catalog, Dataset, Tier, load_catalog
-from gateway.consent import ConsentVerifier, issue_consent
-from gateway.decision import QueryFacts, _legal_block
+from gateway.domain.catalog import Catalog, Dataset, Tier, load_catalog
+from gateway.domain.purposes import load_purposes
+from gateway.pipeline.decision import QueryFacts, _legal_block
 from gateway.policy import DEFAULT_MODEL_PATH, DEFAULT_POLICY_PATH, PolicyDecider
+from gateway.policy.consent import ConsentVerifier, issue_consent
 from gateway.policy.rules import parse_policy_set
 from gateway.policy.testing import MatrixIssuer
-from gateway.purposes import load_purposes
 from protos.credit.v1 import query_pb2
 from tests.unit.policy.conftest import ENTERPRISE, PERSON, outcome
 

@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gateway.auth.registry import Registry, Role, load_registry
-from gateway.catalog import Catalog, load_catalog
-from gateway.consent import ConsentVerifier
-from gateway.decision import QueryFacts
+from gateway.domain.catalog import Catalog, load_catalog
+from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
+from gateway.pipeline.decision import QueryFacts
 from gateway.policy import PolicyDecider
+from gateway.policy.consent import ConsentVerifier
 from gateway.policy.rules import (
     DEFAULT_MODEL_PATH,
     DEFAULT_POLICY_PATH,
@@ -36,7 +37,6 @@ from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.errors import PolicyWorkflowError
 from gateway.policyadmin.loading import DeciderRecipe, read_disk_files, validate_files
 from gateway.policyadmin.store import SQLiteVersionStore
-from gateway.purposes import load_purposes
 from protos.credit.v1 import query_pb2
 
 MODEL = DEFAULT_MODEL_PATH.read_text(encoding="utf-8")

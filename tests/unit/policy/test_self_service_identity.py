@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -15,33 +13,21 @@ import pytest
 from gateway.auth import Authenticator, CallerAuthenticator, TokenVerifier, TrustedIssuer
 from gateway.auth.registry import load_registry
 from gateway.auth.tokens import load_signing_key
+from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError
-from gateway.pki import Pki, cert_thumbprint_pem, init_pki
+from tests.helpers import FakeContext, make_pki
 from tests.unit.policy.conftest import ENTERPRISE, PERSON
 
 AUD = "urn:credit-gateway:unit"
 
 
-@dataclass
-class FakeContext:
-    cert_pem: bytes
-    metadata: list[tuple[str, str | bytes]] = field(default_factory=list)
-
-    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
-        return {"x509_pem_cert": [self.cert_pem]}
-
-    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None:
-        return tuple(self.metadata)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return init_pki(
-        tmp_path_factory.mktemp("self-service") / "pki",
+    return make_pki(
+        tmp_path_factory,
         departments=["tax"],
         agencies=["self_service", "bank"],
-        officers=[],
-        auditors=[],
+        name="self-service",
     )
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.domain.purposes import load_purposes
 from gateway.policyadmin.loading import DeciderRecipe, LoadedVersion, load_version, read_disk_files
 from gateway.policyadmin.store import PolicyVersion, SQLiteVersionStore
-from gateway.purposes import load_purposes
 
 #: Procurement may now screen for joint punishment: visible in a diff, no test case breaks.
 WIDER = (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.catalog import load_catalog
-from gateway.decision import Decider
+from gateway.domain.catalog import load_catalog
+from gateway.pipeline.decision import Decider
 from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.errors import PolicyWorkflowError
 from gateway.policyadmin.loading import DeciderRecipe, version_number
@@ -114,9 +114,9 @@ async def test_no_audit_record_no_approval(
     """Four eyes are only worth what the record shows: an approval that cannot be
     recorded is not stored either."""
     from gateway.audit import Ed25519Signer, generate_key, write_key_files
+    from gateway.audit.auditor import QueryAuditor
     from gateway.audit.log import AuditLog
     from gateway.audit.store import MemoryStore
-    from gateway.auditing import QueryAuditor
     from gateway.errors import AuditUnavailableError
 
     skey, vkey = generate_key("credit-gateway.test/audit")

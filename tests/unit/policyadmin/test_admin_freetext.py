@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gateway.audit import Ed25519Signer, generate_key
+from gateway.audit.auditor import QueryAuditor
 from gateway.audit.log import AuditLog
 from gateway.audit.records import decode_record
-from gateway.auditing import QueryAuditor
-from gateway.catalog import load_catalog
+from gateway.domain.catalog import load_catalog
 from gateway.errors import InvalidArgumentError
-from gateway.freetext import text_pseudonym
+from gateway.pipeline.freetext import text_pseudonym
 from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.loading import DeciderRecipe
 from gateway.policyadmin.store import SQLiteVersionStore

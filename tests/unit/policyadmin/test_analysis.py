@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.catalog import load_catalog
+from gateway.domain.catalog import load_catalog
 from gateway.policyadmin.analysis import diff_versions, replay_records
 from gateway.policyadmin.loading import (
     DeciderRecipe,

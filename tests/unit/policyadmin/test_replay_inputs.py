@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway import names
-from gateway.catalog import load_catalog
-from gateway.decision import Decision, QueryFacts
+from gateway.domain import names
+from gateway.domain.catalog import load_catalog
+from gateway.pipeline.decision import Decision, QueryFacts
 from gateway.policy import SELF_QUERY_PURPOSE
 from gateway.policyadmin.analysis import replay_records
 from gateway.policyadmin.loading import DeciderRecipe, version_label
@@ -22,7 +22,7 @@ PERSON = "360426199101010071"
 
 
 def _record(agency: str, purpose: str, decision: Decision, **extra: Any) -> dict[str, Any]:
-    """The parts of an audit record replay reads, as gateway.auditing writes them."""
+    """The parts of an audit record replay reads, as gateway.audit.auditor writes them."""
     departments = {
         dept: {
             "datasets": list(dd.allowed),

@@ -1,0 +1,419 @@
+"""Step 8 of the pipeline: every decision becomes a signed audit record, and
+auditors read the log back through ``AuditService``.
+
+:class:`QueryAuditor` turns a query (answered, partly withheld, refused or
+failed) into one canonical record and appends it durably before the answer
+leaves; :class:`AuditServicer` serves checkpoints and proofs.
+
+What a query record holds, and what it deliberately does not:
+
+* the subject as a keyed pseudonym (HMAC-SHA256 under the pseudonym key),
+  never the identifier;
+* ``request_hmac``: HMAC-SHA256 of the request under the same key, not a plain
+  SHA-256. A request's only secret is an 18-character identifier with roughly
+  thirty bits of entropy, so a plain digest next to the logged request id could
+  be inverted by brute force; a keyed one cannot, and an auditor holding the
+  key still proves what was asked;
+* ``response_sha256``: SHA-256 of the response sent (its receipt left empty),
+  which the agency can recompute from what it received;
+* the caller's free text (``officer_id``, ``case_reference``,
+  ``represented_party``, ``consent_id``) only through
+  :func:`gateway.pipeline.freetext.recordable`: as written if no identifier-like text is
+  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome; the
+  ``purpose`` only if it is a known purpose name, else its pseudonym.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from gateway.api.edge import authenticate, identified
+from gateway.audit.digest import message_digest
+from gateway.audit.errors import AuditError, RecordError
+from gateway.audit.log import AuditLog
+from gateway.audit.log import Receipt as AuditReceipt
+from gateway.audit.merkle import leaf_hash
+from gateway.audit.records import canonical_json, decode_record, pseudonymize
+from gateway.audit.schema import DepartmentSection, QueryBilling, QueryRecord, WithheldField
+from gateway.auth import Authenticator, Role
+from gateway.auth.identity import Caller
+from gateway.billing.reconcile import record_key
+from gateway.domain import names
+from gateway.errors import (
+    AuditUnavailableError,
+    GatewayError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotYetIntegratedError,
+    PermissionDeniedError,
+)
+from gateway.pipeline.freetext import recordable, text_pseudonym
+from gateway.pipeline.query import QueryReceipt, safe_request_id
+from gateway.pipeline.validation import ValidQuery
+from gateway.runtime.metrics import Metrics
+from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
+
+__all__ = ["AuditServicer", "QueryAuditor", "response_digest"]
+
+log = logging.getLogger(__name__)
+
+_STATUS = names.STATUS
+_REASON = names.REASON
+_MODE = names.MODE
+_SUBJECT = names.SUBJECT_TYPE
+
+
+def response_digest(response: query_pb2.QueryResponse) -> bytes:
+    """SHA-256 of the canonical, language-neutral encoding, receipt left out
+    (the rule: :mod:`gateway.audit.digest`)."""
+    return message_digest(response)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class QueryAuditor:
+    """Implements :class:`gateway.pipeline.query.AuditSink` over an :class:`AuditLog`."""
+
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        pseudonym_key: bytes,
+        *,
+        gateway_origin: str,
+        metrics: Metrics | None = None,
+        purposes: Collection[str] = (),
+    ) -> None:
+        self.log = audit_log
+        self._key = pseudonym_key
+        self._origin = gateway_origin
+        #: Purpose names recorded in clear even when a query did not validate;
+        #: the gateway sets them from its purpose list.
+        self.known_purposes: frozenset[str] = frozenset(purposes)
+        self._metrics: Metrics | None = None
+        if metrics is not None:
+            self.bind_metrics(metrics)
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        """Count records and time appends on ``metrics``; the checkpoint gauges read
+        the log at scrape time."""
+        self._metrics = metrics
+        log = self.log
+        metrics.audit_checkpoint_size.set_function(lambda: float(log.checkpoint_size))
+        metrics.audit_checkpoint_age.set_function(lambda: log.checkpoint_age_s)
+
+    async def _append(self, record: dict[str, Any]) -> AuditReceipt:
+        if self._metrics is None:
+            return await self.log.append(record)
+        started = time.perf_counter()
+        receipt = await self.log.append(record)
+        self._metrics.audit_append_latency.observe(time.perf_counter() - started)
+        self._metrics.audit_records.labels(record["kind"]).inc()
+        return receipt
+
+    def pseudonym(self, subject_type: str, subject_id: str) -> str:
+        """The keyed pseudonym (HMAC-SHA256, hex) of a subject; see
+        :func:`gateway.audit.records.pseudonymize`."""
+        return pseudonymize(self._key, subject_type, subject_id)
+
+    def free_text(self, text: str) -> str:
+        """What of a caller's free text may be recorded: see
+        :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym)."""
+        return recordable(self._key, text)
+
+    def _consent_id(self, consent_id: str) -> str:
+        # The id of a consent whose signature verified: a UUID (what `consent
+        # issue` mints) is recorded as written, as request ids are, so that the
+        # consent can be followed through the log; a random UUID holds a
+        # check-valid credit-code shape about once in thirty, which the free-text
+        # rule would turn into a pseudonym. Any other issuer's id is free text.
+        try:
+            if str(uuid.UUID(consent_id)) == consent_id:
+                return consent_id
+        except ValueError:
+            pass
+        return self.free_text(consent_id)
+
+    def _purpose(self, query: ValidQuery | None, purpose: str) -> str:
+        # A purpose outside the closed list is the caller's free text.
+        if query is not None:
+            return query.purpose
+        if not purpose or purpose in self.known_purposes:
+            return purpose
+        return text_pseudonym(self._key, purpose)
+
+    async def append_query(
+        self,
+        query: ValidQuery | None,
+        caller: Caller | None,
+        request: query_pb2.QueryRequest,
+        response: query_pb2.QueryResponse | None,
+        error: GatewayError | None,
+        *,
+        consent_id: str = "",
+        charge_fen: int = 0,
+        billing: Mapping[str, Any] | None = None,
+        allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    ) -> QueryReceipt | None:
+        """Append one query record; returns its receipt once durable.
+
+        Raises :class:`~gateway.errors.AuditUnavailableError` if the log cannot
+        be written: the caller must then disclose nothing.
+        """
+        subject_type: str
+        if query is not None:
+            subject_type = query.subject_type.value
+            subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
+        else:
+            # The identifier did not validate: log its type only, never the text.
+            known = _SUBJECT.get(request.subject.type)
+            subject_type = "unspecified" if known is None else known.value
+            subject_pseudonym = ""
+        outcome: str | None = None
+        error_field: str | None = None
+        if error is not None:
+            outcome = error.reason.lower()
+            # The reason and the field, not the message: a message about a bad
+            # identifier describes the identifier.
+            if isinstance(error, InvalidArgumentError):
+                error_field = error.field
+        digest = b""
+        departments: dict[str, DepartmentSection] | None = None
+        if response is not None:
+            digest = response_digest(response)
+            departments = _sections(response, allowed)
+            outcome = "ok"
+            if any(s.withheld or s.status not in ("ok", "not_found") for s in departments.values()):
+                outcome = "partial"
+        record = QueryRecord(
+            time=_now(),
+            gateway=self._origin,
+            request_id=safe_request_id(request),
+            # A registered id (a development header naming anything identifier-like
+            # is refused by InsecureDevAuthenticator); agencies prove entries by it.
+            agency_id=caller.agency_id if caller else "",
+            cert_thumbprint=caller.cert_thumbprint if caller else "",
+            # Free text: as written only if nothing identifier-like is in it.
+            officer_id=self.free_text(request.officer_id),
+            represented_party=self.free_text(request.represented_party),
+            case_reference=self.free_text(request.case_reference),
+            purpose=self._purpose(query, request.purpose),
+            mode=_MODE.get(request.mode, "unspecified"),
+            consent_id=self._consent_id(consent_id),
+            request_hmac=hmac.new(
+                self._key, request.SerializeToString(deterministic=True), hashlib.sha256
+            ).hexdigest(),
+            charge_fen=charge_fen,
+            subject_type=subject_type,
+            subject_pseudonym=subject_pseudonym,
+            billing=None if billing is None else QueryBilling.from_json(billing),
+            outcome=outcome,
+            error_field=error_field,
+            policy_version=None if response is None else response.policy_version,
+            catalog_version=None if response is None else response.catalog_version,
+            departments=departments,
+            response_sha256=None if response is None else digest.hex(),
+        )
+        receipt = await self._append(record.to_json())
+        return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
+
+    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> QueryReceipt:
+        """Append a policy, admin or billing event. Raises AuditUnavailableError."""
+        receipt = await self._append(
+            {"kind": kind, "time": _now(), "gateway": self._origin, **fields}
+        )
+        return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash)
+
+    async def record_billing(self, event: dict[str, Any]) -> None:
+        """The meter's and the billing admin's ``on_event`` hook: append a
+        billing event, unless the query record carries it (a query's own
+        reservation and settlement: one durable append per query, not three).
+        Raises AuditUnavailableError."""
+        if event.pop("in_query_record", False):
+            return
+        fields = dict(event)
+        await self.append_event(fields.pop("kind", "billing"), fields)
+
+    @property
+    def available(self) -> bool:
+        """Whether the log takes appends now: False from a failed write until
+        it heals (every query is then refused before any department is asked
+        or anything is booked). No I/O."""
+        return self.log.available
+
+    async def billing_records(
+        self, bookings: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Every durable record about each booking, ``("request", request_id)``
+        or ``("top_up", reference)``: query records with a ``billing`` block
+        and ``billing`` events (the :data:`gateway.billing.meter.AuditLookup`
+        of start-up recovery). One scan of the log, whatever the number of
+        bookings. Raises AuditUnavailableError if the log cannot be read."""
+        wanted = set(bookings)
+        needles = [
+            canonical_json({"request_id" if kind == "request" else "reference": ref})[1:-1]
+            for kind, ref in wanted
+        ]
+        try:
+            leaves = await self.log.find_leaves(needles)
+        except AuditError as err:
+            raise AuditUnavailableError(f"audit log unreadable: {err}") from None
+        found: dict[tuple[str, str], list[dict[str, Any]]] = {b: [] for b in wanted}
+        for leaf in leaves:
+            try:
+                record = decode_record(leaf, canonical=False)
+            except RecordError:
+                continue
+            key = record_key(record)
+            if key in wanted:
+                found[key].append(record)
+        return found
+
+
+def _sections(
+    response: query_pb2.QueryResponse, allowed: Mapping[str, Mapping[str, Sequence[str]]] | None
+) -> dict[str, DepartmentSection]:
+    out: dict[str, DepartmentSection] = {}
+    for s in response.sections:
+        granted = allowed.get(s.department, {}) if allowed is not None else None
+        if granted is not None:
+            # The fields the gateway asked for and would disclose, for each
+            # dataset that returned records: known from the decision, where
+            # reading every record's field names cost more than the rest of
+            # the record together.
+            fields = {d.dataset: tuple(granted.get(d.dataset, ())) for d in s.datasets if d.records}
+        else:
+            fields = {
+                d.dataset: tuple(sorted({f for r in d.records for f in r.fields}))
+                for d in s.datasets
+            }
+        out[s.department] = DepartmentSection(
+            status=_STATUS.get(s.status, "unspecified"),
+            datasets=tuple(d.dataset for d in s.datasets),
+            records=sum(len(d.records) for d in s.datasets),
+            fields=fields,
+            aged_out=sum(d.aged_out for d in s.datasets),
+            withheld=tuple(
+                WithheldField(w.dataset, w.field, _REASON.get(w.reason, "unspecified"))
+                for w in s.withheld
+            ),
+        )
+    return out
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    """Checkpoints and proofs for auditors; an agency sees its own entries.
+
+    Errors are raised for the gRPC edge (:mod:`gateway.api.edge`) to map and record:
+
+    * an entry that is durable but not yet under a signed checkpoint (a receipt
+      fresher than about a second): UNAVAILABLE ``NOT_YET_INTEGRATED`` with
+      google.rpc.RetryInfo, the time until the next checkpoint is due;
+    * impossible ranges: INVALID_ARGUMENT (``index >= tree_size``, ``old_size >
+      new_size``, a size beyond the log);
+    * an index naming no entry: NOT_FOUND.
+
+    A consistency proof from size 0 is empty: every tree extends the empty tree
+    (RFC 6962 section 2.1.2 defines proofs for ``0 < m < n`` only; like
+    transparency-dev/merkle, which verifies size 0 against an empty proof).
+    """
+
+    #: Time allowed, past a checkpoint's due time, for signing and fsyncing it.
+    _SIGNING_MARGIN_S = 0.05
+
+    def __init__(self, audit_log: AuditLog, authenticator: Authenticator | None) -> None:
+        self._log = audit_log
+        self._auth = authenticator
+
+    def _who(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Role, str]:
+        if self._auth is None:  # insecure development mode
+            return Role.AUDITOR, "development"
+        ident = authenticate(self._auth.authenticate, context)
+        identified(ident.principal_id)
+        return ident.role, ident.principal_id
+
+    async def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.Checkpoint:
+        """The latest signed checkpoint (C2SP signed note). Auditors and agencies may call it."""
+        self._who(context)
+        note = self._log.latest_checkpoint()
+        size, root = _parse_checkpoint(note)
+        return audit_pb2.Checkpoint(note=note, tree_size=size, root_hash=root)
+
+    async def GetInclusionProof(
+        self,
+        request: audit_pb2.GetInclusionProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.InclusionProof:
+        """An RFC 6962 section 2.1.1 inclusion proof of one entry; an agency only for its own
+        entries."""
+        role, principal = self._who(context)
+        note = self._log.latest_checkpoint()
+        cp_size, _ = _parse_checkpoint(note)
+        logged = self._log.size
+        index, wanted = request.index, request.tree_size
+        if wanted and index >= wanted:
+            raise InvalidArgumentError("index", f"{index} is not below tree_size {wanted}")
+        if wanted > logged:
+            raise InvalidArgumentError("tree_size", f"{wanted} is beyond the log ({logged})")
+        if index >= logged:
+            raise NotFoundError(f"no entry {index}: the log has {logged} entries")
+        leaf = await self._log.read_leaf(index)
+        if leaf is None:
+            raise NotFoundError(f"no entry {index}: the log has {logged} entries")
+        if role is not Role.AUDITOR and _agency_of(leaf) != principal:
+            raise PermissionDeniedError("an agency may only prove entries of its own queries")
+        size = wanted or cp_size
+        if index >= size:
+            due = self._log.checkpoint_due_in_s + self._SIGNING_MARGIN_S
+            raise NotYetIntegratedError(index, due)
+        hashes = self._log.inclusion_proof(index, size)
+        return audit_pb2.InclusionProof(
+            index=index,
+            tree_size=size,
+            hashes=hashes,
+            leaf=leaf,
+            leaf_hash=leaf_hash(leaf),
+            checkpoint=note if size == cp_size else "",
+        )
+
+    async def GetConsistencyProof(
+        self,
+        request: audit_pb2.GetConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.ConsistencyProof:
+        """An RFC 6962 section 2.1.2 consistency proof between two tree sizes."""
+        self._who(context)
+        old, new, logged = request.old_size, request.new_size, self._log.size
+        if old > new:
+            raise InvalidArgumentError("old_size", f"{old} is larger than new_size {new}")
+        if new > logged:
+            raise InvalidArgumentError("new_size", f"{new} is beyond the log ({logged})")
+        hashes = self._log.consistency_proof(old, new) if old else []
+        return audit_pb2.ConsistencyProof(old_size=old, new_size=new, hashes=hashes)
+
+
+def _parse_checkpoint(note: str) -> tuple[int, bytes]:
+    lines = note.split("\n")
+    return int(lines[1]), base64.b64decode(lines[2])
+
+
+def _agency_of(leaf: bytes) -> str:
+    try:
+        value = json.loads(leaf).get("agency_id", "")
+    except ValueError:
+        return ""
+    return value if isinstance(value, str) else ""

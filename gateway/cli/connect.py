@@ -1,0 +1,210 @@
+"""The one way a client connects to a gateway, and a small client for the query service.
+
+* :func:`open_channel`: a mutual-TLS channel and the metadata carrying a bearer token, or a
+  plaintext channel with a development identity header;
+* :func:`read_demo` and :func:`demo_member`: what ``credit-gateway demo --serve`` wrote to
+  ``demo.json`` for one agency or officer (``credit-query --demo``, ``credit-gateway
+  policy --demo``);
+* :class:`QueryClient`: ``credit-query``, the demo, the tests and the benchmarks use it::
+
+    async with QueryClient.connect(
+        "127.0.0.1:8443", ca=ca_pem, cert=cert_pem, key=key_pem, token=jwt
+    ) as client:
+        response = await client.query(
+            enterprise="91350200MA2YJ1XR9G", purpose="lending", mode="paid"
+        )
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc
+
+__all__ = [
+    "Metadata",
+    "QueryClient",
+    "UsageError",
+    "build_request",
+    "demo_member",
+    "open_channel",
+    "read_demo",
+]
+
+#: gRPC call metadata: (key, value) pairs sent on every call.
+Metadata = tuple[tuple[str, str], ...]
+
+
+class UsageError(Exception):
+    """A command line that names too little or contradicts itself: one line, exit status 2."""
+
+
+def read_demo(path: Path) -> dict[str, Any]:
+    """The ``demo.json`` that ``credit-gateway demo --serve`` wrote.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON.
+    """
+    demo: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return demo
+
+
+def demo_member(
+    demo: Mapping[str, Any], table: str, name: str | None, flag: str
+) -> dict[str, Path]:
+    """The files of principal ``name`` of ``demo[table]`` (``agencies``, ``officers``): the
+    CA certificate, its certificate, key and token file (keys ``ca``, ``cert``, ``key``,
+    ``token_file``).
+
+    Raises:
+        UsageError: ``name`` is not in the table (the message names ``--flag`` and the choices).
+        KeyError: the demo file lacks a field.
+    """
+    members: Mapping[str, Any] = demo.get(table, {})
+    member = members.get(name or "")
+    if member is None:
+        raise UsageError(f"--{flag} must be one of {', '.join(sorted(members)) or '(none)'}")
+    return {
+        "ca": Path(demo["ca_cert"]),
+        "cert": Path(member["cert"]),
+        "key": Path(member["key"]),
+        "token_file": Path(member["token_file"]),
+    }
+
+
+def open_channel(
+    address: str,
+    *,
+    ca: bytes | None = None,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    token: str | None = None,
+    dev_header: tuple[str, str] | None = None,
+) -> tuple[grpc.aio.Channel, Metadata]:
+    """A channel to ``address`` and the metadata every call on it sends.
+
+    Mutual TLS (PEM ``ca``, ``cert``, ``key``) when ``ca`` is given, with ``token`` as a
+    bearer token (RFC 6750); plaintext otherwise, with ``dev_header`` naming the caller
+    (only a gateway started with ``insecure_dev_plaintext`` accepts that).
+
+    Raises:
+        ValueError: a token without TLS (it would travel in clear).
+    """
+    if token and ca is None:
+        raise ValueError("a bearer token is only sent over TLS: give ca, cert and key")
+    metadata: list[tuple[str, str]] = []
+    if token:
+        metadata.append(("authorization", f"Bearer {token}"))
+    if dev_header:
+        metadata.append(dev_header)
+    if ca is not None:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+        return grpc.aio.secure_channel(address, creds), tuple(metadata)
+    return grpc.aio.insecure_channel(address), tuple(metadata)
+
+
+_MODES = {"free": query_pb2.QUERY_MODE_FREE, "paid": query_pb2.QUERY_MODE_PAID}
+
+
+def build_request(
+    *,
+    enterprise: str | None = None,
+    person: str | None = None,
+    purpose: str,
+    mode: str = "free",
+    datasets: Sequence[str] = (),
+    consent_token: str = "",
+    case_reference: str = "",
+    officer_id: str = "",
+    represented_party: str = "",
+    request_id: str | None = None,
+) -> query_pb2.QueryRequest:
+    """A ``QueryRequest``; ``datasets`` as ``"department/dataset"`` strings."""
+    if (enterprise is None) == (person is None):
+        raise ValueError("name exactly one of enterprise or person")
+    req = query_pb2.QueryRequest(
+        request_id=request_id or str(uuid.uuid4()),
+        purpose=purpose,
+        mode=_MODES[mode],
+        consent_token=consent_token,
+        case_reference=case_reference,
+        officer_id=officer_id,
+        represented_party=represented_party,
+    )
+    if enterprise is not None:
+        req.subject.type, req.subject.id = common_pb2.SUBJECT_TYPE_ENTERPRISE, enterprise
+    else:
+        req.subject.type, req.subject.id = common_pb2.SUBJECT_TYPE_PERSON, person or ""
+    for ref in datasets:
+        dept, _, ds = ref.partition("/")
+        req.datasets.add(department=dept, dataset=ds)
+    return req
+
+
+class QueryClient:
+    """An agency's client of ``QueryService`` over one channel, sending the same metadata on every
+    call.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._channel = channel
+        self._metadata = metadata
+        self.stub = query_pb2_grpc.QueryServiceStub(channel)
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        *,
+        ca: bytes | None = None,
+        cert: bytes | None = None,
+        key: bytes | None = None,
+        token: str | None = None,
+        dev_agency: str | None = None,
+    ) -> QueryClient:
+        """Mutual TLS when ``ca`` is given; plaintext with a development
+        identity header otherwise (only a gateway started with
+        ``insecure_dev_plaintext`` accepts that)."""
+        dev_header = ("x-dev-agency-id", dev_agency) if dev_agency else None
+        channel, metadata = open_channel(
+            address, ca=ca, cert=cert, key=key, token=token, dev_header=dev_header
+        )
+        return cls(channel, metadata)
+
+    async def query(self, *, timeout: float = 10.0, **kwargs: object) -> query_pb2.QueryResponse:
+        """Build and send a query (see :func:`build_request`). Raises ``grpc.aio.AioRpcError``."""
+        return await self.send(build_request(**kwargs), timeout=timeout)  # type: ignore[arg-type]
+
+    async def send(
+        self, request: query_pb2.QueryRequest, *, timeout: float = 10.0
+    ) -> query_pb2.QueryResponse:
+        """Send one ``QueryRequest`` (``timeout`` in seconds) and return the response."""
+        response: query_pb2.QueryResponse = await self.stub.Query(
+            request, timeout=timeout, metadata=self._metadata
+        )
+        return response
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> QueryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

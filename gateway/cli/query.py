@@ -1,0 +1,228 @@
+"""``credit-query``: the agencies' command-line client.
+
+    credit-query --demo DIR/demo.json --agency procurement \\
+        --enterprise 91350200MA2YJ1XR9G --purpose government_procurement
+    credit-query --gateway HOST:PORT --ca ca.pem --cert me.pem --key me.key \\
+        --token-file me.jwt --person 360426199101010071 --purpose lending --mode paid --json
+
+A readable table by default; ``--json`` prints the response as JSON for
+scripts (money in integer fen there; the table prints yuan). ``--demo`` supplies the
+connection settings not given as flags: an explicit flag always wins. Without a CA
+certificate the client refuses to connect unless told ``--insecure-dev-plaintext`` (a
+gateway in development mode only; no token is sent). Exit status: 0 answered, 1 refused by
+the gateway (the status line is printed), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import json_format
+
+from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
+from gateway.cli.console import console_script, yuan
+from gateway.domain import names
+from protos.credit.v1 import common_pb2, query_pb2
+
+__all__ = ["main", "render"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="credit-query", description="Query credit-gateway about one subject."
+    )
+    conn = p.add_argument_group("connection")
+    conn.add_argument(
+        "--demo", type=Path, help="demo.json written by 'credit-gateway demo --serve'"
+    )
+    conn.add_argument("--agency", help="with --demo: which demo agency to act as")
+    conn.add_argument("--gateway", help="gateway address HOST:PORT")
+    conn.add_argument("--ca", type=Path, help="CA certificate (PEM)")
+    conn.add_argument("--cert", type=Path, help="this agency's client certificate (PEM)")
+    conn.add_argument("--key", type=Path, help="this agency's private key (PEM)")
+    conn.add_argument("--token-file", type=Path, help="file holding this agency's JWT")
+    conn.add_argument(
+        "--insecure-dev-plaintext",
+        action="store_true",
+        help="plaintext, no token: only for a gateway started in insecure development mode",
+    )
+    conn.add_argument(
+        "--timeout", type=float, default=10.0, help="deadline in seconds (default 10)"
+    )
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--enterprise", metavar="USCC", help="unified social credit code")
+    who.add_argument("--person", metavar="ID", help="resident identity number")
+    p.add_argument("--purpose", required=True, help="purpose code (policies/purposes.toml)")
+    p.add_argument("--mode", choices=("free", "paid"), default="free")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="DEPT/DATASET",
+        help="repeatable; default all",
+    )
+    p.add_argument("--consent-file", type=Path, help="file holding a consent token")
+    p.add_argument("--case-reference", default="")
+    p.add_argument("--officer-id", default="")
+    p.add_argument("--represented-party", default="")
+    p.add_argument("--request-id", help="UUID; default a fresh one")
+    p.add_argument("--json", action="store_true", help="print the response as JSON")
+    return p
+
+
+_TLS_FLAGS = ("ca", "cert", "key", "token_file")
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how to connect: explicit flags, then ``--demo``'s values for the rest.
+
+    Raises:
+        UsageError: a usage problem (one line naming it).
+        OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
+    """
+    given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
+    if args.demo:
+        demo = read_demo(args.demo)
+        from_demo: dict[str, Any] = {"gateway": demo["gateway_address"]}
+        if "ca_cert" in demo:
+            from_demo |= demo_member(demo, "agencies", args.agency, "agency")
+        given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
+    if not given["gateway"]:
+        raise UsageError("name --gateway (or --demo)")
+    conn: dict[str, Any] = {"address": given["gateway"]}
+    tls = [f for f in _TLS_FLAGS if given[f] is not None]
+    if args.insecure_dev_plaintext:
+        if tls:
+            flags = ", ".join("--" + f.replace("_", "-") for f in tls)
+            raise UsageError(f"--insecure-dev-plaintext excludes {flags}")
+        conn["dev_agency"] = args.agency or "development"
+        return conn
+    if len(tls) < len(_TLS_FLAGS):
+        # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
+        missing = [f for f in _TLS_FLAGS if given[f] is None]
+        raise UsageError(
+            "mutual TLS needs "
+            + ", ".join("--" + f.replace("_", "-") for f in missing)
+            + " (or --demo); --insecure-dev-plaintext only for a development gateway"
+        )
+    return conn | {
+        "ca": given["ca"].read_bytes(),
+        "cert": given["cert"].read_bytes(),
+        "key": given["key"].read_bytes(),
+        "token": given["token_file"].read_text(encoding="utf-8").strip(),
+    }
+
+
+@console_script
+def main(argv: list[str] | None = None) -> int:
+    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        request = build_request(
+            enterprise=args.enterprise,
+            person=args.person,
+            purpose=args.purpose,
+            mode=args.mode,
+            datasets=args.dataset,
+            consent_token=args.consent_file.read_text(encoding="utf-8").strip()
+            if args.consent_file
+            else "",
+            case_reference=args.case_reference,
+            officer_id=args.officer_id,
+            represented_party=args.represented_party,
+            request_id=args.request_id,
+        )
+        conn = _connection(args)
+    except (UsageError, OSError, ValueError, KeyError) as exc:
+        print(f"credit-query: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(conn, request, args.timeout, args.json))
+
+
+async def _run(
+    conn: dict[str, Any], request: query_pb2.QueryRequest, timeout: float, as_json: bool
+) -> int:
+    address = conn.pop("address")
+    async with QueryClient.connect(address, **conn) as client:
+        try:
+            response = await client.send(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            print(f"credit-query: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    if as_json:
+        print(json.dumps(json_format.MessageToDict(response), ensure_ascii=False, indent=2))
+    else:
+        render(response, sys.stdout)
+    return 0
+
+
+_STATUS = {k: v.replace("_", " ") for k, v in names.STATUS.items()}
+_REASON = {k: v.replace("_", " ") for k, v in names.REASON.items()}
+
+
+def _value(v: common_pb2.FieldValue) -> str:
+    kind = v.WhichOneof("kind")
+    if kind == "money_fen":
+        return yuan(v.money_fen)
+    if kind == "boolean":
+        return "yes" if v.boolean else "no"
+    if kind is None:
+        return "-"
+    return str(getattr(v, kind))
+
+
+def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
+    """Write a readable account of one answer."""
+    head = f"query {response.request_id} on {response.query_date}, policy {response.policy_version}"
+    charge = response.charge
+    if charge.amount_fen:
+        head += f", charged {yuan(charge.amount_fen)} (balance {yuan(charge.balance_fen)})"
+    elif charge.lines:
+        head += f", free ({charge.free_remaining} free queries left)"
+    print(head, file=out)
+    for section in response.sections:
+        status = _STATUS.get(section.status, "?")
+        timing = (
+            f", {section.latency_ms} ms"
+            if section.status != query_pb2.SECTION_STATUS_WITHHELD
+            else ""
+        )
+        print(
+            f"\n[{section.department}] {status}{timing}"
+            + (f": {section.detail}" if section.detail else ""),
+            file=out,
+        )
+        for ds in section.datasets:
+            if not ds.records and not ds.aged_out:
+                continue  # an empty dataset says nothing a reader needs
+            aged = f", {ds.aged_out} aged out" if ds.aged_out else ""
+            print(f"  {ds.dataset}: {len(ds.records)} record(s){aged}", file=out)
+            for rec in ds.records:
+                mark = "  [DISPUTED]" if rec.disputed else ""
+                cells = ", ".join(f"{k}={_value(rec.fields[k])}" for k in sorted(rec.fields))
+                print(f"    - {cells}{mark}", file=out)
+        if section.withheld:
+            print("  withheld:", file=out)
+            # One line per dataset and reason: a reader wants why, not a field list first.
+            groups: dict[tuple[str, query_pb2.WithholdReason.ValueType, str], list[str]] = {}
+            for w in section.withheld:
+                groups.setdefault((w.dataset, w.reason, w.detail), []).append(w.field)
+            for (dataset, reason, detail), fields in groups.items():
+                why = _REASON.get(reason, "?") + (f" ({detail})" if detail else "")
+                print(f"    {dataset}: {', '.join(fields)}: {why}", file=out)
+    if response.receipt.leaf_hash:
+        print(
+            f"\naudit receipt: {response.receipt.origin} #{response.receipt.log_index} "
+            f"leaf {response.receipt.leaf_hash.hex()[:16]}...",
+            file=out,
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

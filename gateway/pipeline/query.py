@@ -1,0 +1,468 @@
+"""The query pipeline's run: :class:`QueryPipeline` strings the steps together.
+
+    1 authenticate   the caller (certificate + token; gateway.auth.identity seam), done
+                     by the gRPC entry point, :class:`gateway.api.query.QueryService`
+    2 validate       identifier, purpose, mode, datasets, request id
+    3 decide         which departments, datasets and fields (a Decider)
+    4 meter          reserve the price of what was granted (a Meter)
+    5 fan out        ask only for the allowed fields, concurrently
+    6 filter         drop what was not asked, age out old negatives
+    7 settle         charge what was delivered, release the rest
+    8 audit          append the record durably before answering
+    9 respond
+
+Every failure is a :class:`~gateway.errors.GatewayError`; the entry point maps it with
+:func:`~gateway.errors.abort`, and anything else is logged with its traceback and
+reaches the client as a bare INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from gateway.auth.identity import Caller, CallerSource
+from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
+from gateway.domain import names
+from gateway.domain.catalog import Catalog, Tier
+from gateway.errors import AuditUnavailableError, GatewayError
+from gateway.federation import DepartmentClient, fan_out
+from gateway.pipeline.decision import Decider, Decision, QueryFacts
+from gateway.pipeline.disclosure import ageing_cutoff, filter_records
+from gateway.pipeline.validation import Validator, ValidQuery
+from gateway.runtime.metrics import Metrics
+from protos.credit.v1 import adapter_pb2, query_pb2
+
+__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt"]
+
+log = logging.getLogger("credit_gateway.query")
+
+#: Time kept back from the caller's deadline for settling, the durable audit
+#: append (a group-commit fsync) and the reply: 200 ms, or a fifth of a short
+#: deadline.
+_DEADLINE_RESERVE_S = 0.2
+_DEADLINE_RESERVE_SHARE = 0.2
+
+_SUBJECT_TYPE = names.SUBJECT_TYPE_CODE
+_STATUS_NAMES = names.STATUS
+_REASON_NAMES = names.REASON
+
+
+@dataclass(slots=True)
+class _Booking:
+    """How far one query's booking got, for undoing it. The audit append (step
+    8) runs as a task a cancelled caller cannot stop half-way, so the undo knows
+    whether the settlement is on the record. (The settle needs no such care:
+    ledger calls run in order on one thread, so an undo always comes after it.)"""
+
+    record: asyncio.Future[QueryReceipt | None] | None = None
+
+    async def on_record(self) -> bool:
+        """Wait for the append to finish; True if the query record is durable."""
+        if self.record is None:
+            return False
+        try:
+            await self.record
+        except BaseException:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class QueryReceipt:
+    """Where a query's audit record sits in the log: origin, leaf index and leaf hash."""
+
+    origin: str
+    index: int
+    leaf_hash: bytes
+    #: SHA-256 of the response as recorded (its receipt left empty).
+    response_digest: bytes = b""
+
+
+class AuditSink(Protocol):
+    """Step 8: must return only once the record is durable."""
+
+    @property
+    def available(self) -> bool:
+        """False while appends are known to fail: the query is refused before
+        any department is asked or anything is booked."""
+        ...
+
+    async def append_query(
+        self,
+        query: ValidQuery | None,
+        caller: Caller | None,
+        request: query_pb2.QueryRequest,
+        response: query_pb2.QueryResponse | None,
+        error: GatewayError | None,
+        *,
+        consent_id: str = "",
+        charge_fen: int = 0,
+        billing: Mapping[str, Any] | None = None,
+        allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    ) -> QueryReceipt | None:
+        """Append the audit record of one query (answered or refused) and return its receipt.
+
+        Raises:
+            AuditUnavailableError: the record could not be written.
+        """
+
+
+def safe_request_id(request: query_pb2.QueryRequest) -> str:
+    """The request id if it is a UUID, else a placeholder: a caller's free text
+    (an identity number by mistake, say) never reaches a log or the audit log."""
+    try:
+        return str(uuid.UUID(request.request_id))
+    except ValueError:
+        return "invalid"
+
+
+def _hashed_subject(subject_type: str, subject_id: str) -> str:
+    # Without an audit key there is no pseudonym key either; an unkeyed hash
+    # still keeps the raw identifier out of the ledger.
+    return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()
+
+
+class QueryPipeline:
+    """The query path for one request, step by step (validate, decide, reserve, fan out,
+    disclose, record), with its metrics; :class:`gateway.api.query.QueryService` is its
+    gRPC entry point."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        validator: Validator,
+        decider: Decider,
+        authenticator: CallerSource,
+        clients: Mapping[str, DepartmentClient],
+        metrics: Metrics,
+        audit: AuditSink | None = None,
+        meter: Meter | None = None,
+        pseudonym: Callable[[str, str], str] | None = None,
+        default_timeout_s: float = 3.0,
+        today: Callable[[], dt.date] = dt.date.today,
+    ) -> None:
+        self._catalog = catalog
+        self._validator = validator
+        self._decider = decider
+        self._auth = authenticator
+        self._clients = clients
+        self._metrics = metrics
+        self._audit = audit
+        self._meter = meter
+        self._pseudonym = pseudonym or _hashed_subject
+        self._default_timeout_s = default_timeout_s
+        self._today = today
+        self._dept_order = {d: i for i, d in enumerate(catalog.departments)}
+        # Label children bound once: the hot path only increments.
+        self._m_queries: dict[tuple[str, str], Any] = {}
+        self._m_dept = {
+            (d, s): metrics.department_requests.labels(d, name)
+            for d in catalog.departments
+            for s, name in _STATUS_NAMES.items()
+        }
+        self._m_dept_latency = {
+            d: metrics.department_latency.labels(d) for d in catalog.departments
+        }
+        self._m_dropped = {d: metrics.unrequested_fields.labels(d) for d in catalog.departments}
+        self._m_aged = {d: metrics.aged_out_records.labels(d) for d in catalog.departments}
+        self._m_withheld = {
+            (t.value, r): metrics.withheld_fields.labels(t.value, n)
+            for t in Tier
+            for r, n in _REASON_NAMES.items()
+        }
+        self._tier = {
+            (ds.department, ds.name, f.name): f.tier.value
+            for ds in catalog.datasets()
+            for f in ds.fields.values()
+        }
+
+    async def _audit_refusal(
+        self, caller: Caller | None, request: query_pb2.QueryRequest, error: GatewayError
+    ) -> None:
+        """Refusals are on the record too. Nothing is disclosed by a refusal, so
+        a log failure here is logged and the caller still gets its error."""
+        if self._audit is None or isinstance(error, AuditUnavailableError):
+            return
+        query = None
+        with contextlib.suppress(GatewayError):
+            query = self._validator.validate(request)
+        try:
+            await self._audit.append_query(query, caller, request, None, error)
+        except Exception:
+            log.exception(
+                "could not audit a refusal", extra={"request_id": safe_request_id(request)}
+            )
+
+    def _finish(self, caller: Caller | None, outcome: str, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        agency = caller.agency_id if caller else "unauthenticated"
+        child = self._m_queries.get((agency, outcome))
+        if child is None:
+            # Agencies are a registered, bounded set; outcomes a closed list.
+            child = self._m_queries[(agency, outcome)] = self._metrics.queries.labels(
+                agency, "Query", outcome
+            )
+        child.inc()
+        self._metrics.query_latency.observe(elapsed)
+        log.info(
+            "query",
+            extra={
+                "request_id": request_id,
+                "agency": agency,
+                "outcome": outcome,
+                "latency_ms": round(elapsed * 1000, 2),
+            },
+        )
+
+    async def _run(
+        self,
+        caller: Caller,
+        request: query_pb2.QueryRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> tuple[query_pb2.QueryResponse, str]:
+        query = self._validator.validate(request)
+        today = self._today()
+        is_self = (
+            bool(caller.subject_id)
+            and caller.subject_id == query.subject_id
+            and caller.subject_type == query.subject_type
+        )
+        decision = self._decider.decide(
+            QueryFacts(
+                agency_id=caller.agency_id,
+                agency_kind=caller.kind,
+                subject_type=query.subject_type,
+                purpose=query.purpose,
+                mode=query.mode,
+                datasets=query.datasets,
+                today=today,
+                is_self=is_self,
+                consent_token=request.consent_token,
+                subject_id=query.subject_id,
+            )
+        )
+        if self._audit is not None and not self._audit.available:
+            # No record, no query: ask no department and book nothing that
+            # could not be put on the record.
+            raise AuditUnavailableError("the audit log cannot be written; no query is answered")
+        reservation = await self._reserve(caller, query, decision, today, is_self)
+        booking = _Booking()
+        try:
+            return await self._answer(
+                caller, request, context, query, decision, today, reservation, booking
+            )
+        except BaseException as exc:
+            # Nothing was disclosed: give back what was reserved, or refund a
+            # charge settled before the audit append failed. A replay of a
+            # request already answered keeps its original charge. Shielded: a
+            # caller going away cannot stop the release half-way.
+            if reservation is not None and self._meter is not None and not reservation.replay:
+                gone = isinstance(exc, asyncio.CancelledError)
+                reason = "caller went away" if gone else "query failed"
+                await asyncio.shield(self._undo(reservation, booking, reason))
+            raise
+
+    async def _undo(self, reservation: Reservation, booking: _Booking, reason: str) -> None:
+        assert self._meter is not None
+        on_record = await booking.on_record()
+        try:
+            await self._meter.release_all(reservation, reason=reason, on_record=on_record)
+        except Exception:
+            # The booking stays marked unaudited in the ledger: start-up
+            # recovery releases or refunds it and puts that on the record.
+            log.exception(
+                "could not release a failed query's booking",
+                extra={"request_id": reservation.request_id},
+            )
+
+    async def _reserve(
+        self, caller: Caller, query: ValidQuery, decision: Decision, today: dt.date, is_self: bool
+    ) -> Reservation | None:
+        """Step 4: reserve the price (or a free unit) of everything granted,
+        before any department is asked. Raises InsufficientBalanceError or
+        QuotaExhaustedError, and then no department is called."""
+        if self._meter is None or not any(dd.allowed for dd in decision.departments.values()):
+            return None
+        subject_key = self._pseudonym(query.subject_type, query.subject_id)
+        datasets = ",".join(sorted(f"{d.department}/{d.name}" for d in query.datasets))
+        # Binds a request id to what it asked: a reused id for another subject
+        # or other datasets is refused instead of riding on the first charge.
+        digest = hashlib.sha256(f"{subject_key}|{query.purpose}|{datasets}".encode()).hexdigest()
+        return await self._meter.reserve(
+            request_id=query.request_id,
+            agency_id=caller.agency_id,
+            mode=mode_name(query.mode),
+            lines=granted_lines(decision),
+            today=today,
+            self_query_subject_key=subject_key if is_self else None,
+            request_digest=digest,
+        )
+
+    async def _answer(
+        self,
+        caller: Caller,
+        request: query_pb2.QueryRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        query: ValidQuery,
+        decision: Decision,
+        today: dt.date,
+        reservation: Reservation | None,
+        booking: _Booking,
+    ) -> tuple[query_pb2.QueryResponse, str]:
+        lookups = self._lookups(caller, query, decision, reservation)
+        remaining = context.time_remaining()
+        budget = self._default_timeout_s
+        if remaining is not None:
+            reserve = min(_DEADLINE_RESERVE_S, remaining * _DEADLINE_RESERVE_SHARE)
+            budget = min(budget, max(remaining - reserve, 0.001))
+        outcomes = await fan_out(self._clients, lookups, timeout_s=budget) if lookups else {}
+
+        response = query_pb2.QueryResponse(
+            request_id=query.request_id,
+            policy_version=decision.policy_version,
+            catalog_version=self._catalog.version,
+            query_date=today.isoformat(),
+        )
+        cutoff = ageing_cutoff(today)
+        partial = False
+        # Only departments of the decision are ever asked, so it names every section.
+        for dept in sorted(decision.departments, key=self._dept_order.__getitem__):
+            dd = decision.departments[dept]
+            section = response.sections.add(department=dept)
+            for w in dd.withheld:
+                section.withheld.add(
+                    dataset=w.dataset, field=w.field, reason=w.reason, detail=w.detail
+                )
+                self._m_withheld[(self._tier[(dept, w.dataset, w.field)], w.reason)].inc()
+            partial = partial or bool(dd.withheld)
+            outcome = outcomes.get(dept)
+            if outcome is None:
+                section.status = query_pb2.SECTION_STATUS_WITHHELD
+                section.detail = "nothing of this department may be shown for this query"
+                continue
+            section.status = outcome.status
+            section.detail = outcome.detail
+            section.latency_ms = int(outcome.latency_s * 1000)
+            self._m_dept[(dept, outcome.status)].inc()
+            self._m_dept_latency[dept].observe(outcome.latency_s)
+            if outcome.response is None:
+                partial = True
+                continue
+            self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
+        charge_fen = 0
+        billing: dict[str, Any] | None = None
+        if reservation is not None and self._meter is not None:
+            # Step 7: charge what was delivered, release the rest.
+            settlement = await self._meter.settle(reservation, delivered_lines(decision, outcomes))
+            response.charge.CopyFrom(settlement.to_proto())
+            charge_fen = settlement.amount_fen
+            billing = {
+                "basis": reservation.basis,
+                "reserved_fen": reservation.reserved_fen,
+                "charged_fen": settlement.amount_fen,
+                "state": settlement.state,
+                "replay": reservation.replay,
+                "lines": [
+                    {"department": x.department, "dataset": x.dataset, "amount_fen": x.amount_fen}
+                    for x in settlement.lines
+                ],
+            }
+            if charge_fen:
+                self._metrics.charges.labels(caller.agency_id).inc(charge_fen)
+        if self._audit is not None:
+            # Step 8. No audit, no data: if this raises, the response is never
+            # sent. The settlement is final only once this record is durable.
+            booking.record = asyncio.ensure_future(
+                self._audit.append_query(
+                    query,
+                    caller,
+                    request,
+                    response,
+                    None,
+                    charge_fen=charge_fen,
+                    billing=billing,
+                    allowed=decision.allowed_fields,
+                    consent_id=decision.consent_id,
+                )
+            )
+            receipt = await asyncio.shield(booking.record)
+            if reservation is not None and self._meter is not None:
+                self._meter.recorded(reservation)
+            if receipt is not None:
+                response.receipt.origin = receipt.origin
+                response.receipt.log_index = receipt.index
+                response.receipt.leaf_hash = receipt.leaf_hash
+                response.receipt.response_digest = receipt.response_digest
+        return response, ("partial" if partial else "ok")
+
+    def _lookups(
+        self,
+        caller: Caller,
+        query: ValidQuery,
+        decision: Decision,
+        reservation: Reservation | None,
+    ) -> dict[str, adapter_pb2.LookupRequest]:
+        lookups: dict[str, adapter_pb2.LookupRequest] = {}
+        # A replayed, already-paid request asks only for what was paid for.
+        deliverable = reservation.deliverable if reservation is not None else None
+        for dept, dd in decision.departments.items():
+            allowed = dd.allowed
+            if deliverable is not None:
+                allowed = {ds: f for ds, f in allowed.items() if (dept, ds) in deliverable}
+            if not allowed:
+                continue  # data minimisation: a department with nothing granted is not called
+            req = adapter_pb2.LookupRequest(
+                request_id=query.request_id, agency_id=caller.agency_id, purpose=query.purpose
+            )
+            req.subject.type = _SUBJECT_TYPE[query.subject_type]
+            req.subject.id = query.subject_id
+            for dataset, fields in allowed.items():
+                req.wanted.add(dataset=dataset, fields=fields)
+            lookups[dept] = req
+        return lookups
+
+    def _disclose(
+        self,
+        dept: str,
+        allowed: Mapping[str, frozenset[str]],
+        lookup: adapter_pb2.LookupResponse,
+        section: query_pb2.DepartmentSection,
+        cutoff: str,
+    ) -> None:
+        dropped = 0
+        aged_total = 0
+        for result in lookup.results:
+            fields = allowed.get(result.dataset)
+            if fields is None:
+                # A whole dataset nobody asked for: drop it, count its fields.
+                dropped += sum(len(r.fields) for r in result.records)
+                continue
+            ds = self._catalog.dataset(dept, result.dataset)
+            negative = ds is not None and ds.negative
+            kept, n_dropped, n_aged = filter_records(
+                result.records, fields, negative=negative, cutoff=cutoff
+            )
+            dropped += n_dropped
+            aged_total += n_aged
+            out = section.datasets.add(dataset=result.dataset, aged_out=n_aged)
+            out.records.extend(kept)
+        if dropped:
+            log.warning(
+                "department returned fields it was not asked for; dropped",
+                extra={"department": dept, "fields_dropped": dropped},
+            )
+            self._m_dropped[dept].inc(dropped)
+        if aged_total:
+            self._m_aged[dept].inc(aged_total)

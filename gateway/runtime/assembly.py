@@ -1,0 +1,226 @@
+"""Build a :class:`~gateway.runtime.server.Gateway` with all its parts from a config."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from gateway.audit import Ed25519Signer, load_pseudonym_key
+from gateway.audit.auditor import QueryAuditor
+from gateway.audit.errors import AuditError
+from gateway.audit.log import AuditLog
+from gateway.auth import (
+    Authenticator,
+    CallerAuthenticator,
+    Role,
+    TokenVerifier,
+    TrustedIssuer,
+    load_registry,
+)
+from gateway.billing import Meter, load_prices
+from gateway.billing.admin import BillingAdminService
+from gateway.domain.catalog import Catalog, load_catalog
+from gateway.domain.purposes import load_purposes
+from gateway.errors import ConfigError
+from gateway.pipeline.decision import Decider
+from gateway.policy import build_decider
+from gateway.policyadmin import (
+    DeciderRecipe,
+    PolicyAdministrator,
+    PolicyAdminService,
+    Serving,
+    SQLiteVersionStore,
+)
+from gateway.policyadmin.admin import query_records
+from gateway.policyadmin.loading import read_disk_files
+from gateway.policyadmin.service import dev_officer
+from gateway.runtime.config import AuditConfig, AuthConfig, Config
+from gateway.runtime.server import Gateway
+
+__all__ = ["build_authenticators", "build_gateway", "open_auditor"]
+
+
+def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
+    verifier = TokenVerifier(
+        [TrustedIssuer.from_jwks_file(i.issuer, i.jwks) for i in auth.issuers],
+        audience=auth.audience,
+    )
+    return Authenticator(load_registry(auth.registry), verifier, roles=roles)
+
+
+def build_authenticators(auth: AuthConfig) -> tuple[CallerAuthenticator, Authenticator]:
+    """The query service's authenticator (agencies) and the audit service's
+    (agencies and auditors). Raises ConfigError."""
+    return (
+        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,))),
+        _authenticator(auth, (Role.AGENCY, Role.AUDITOR)),
+    )
+
+
+async def open_auditor(audit: AuditConfig) -> QueryAuditor:
+    """Open the audit log named by the config. Raises ConfigError or AuditUnavailableError."""
+
+    def keys() -> tuple[Ed25519Signer, bytes, list[str], list[Ed25519Signer]]:
+        try:
+            signer = Ed25519Signer.from_file(audit.key)
+            co_signers = [Ed25519Signer.from_file(p) for p in audit.co_sign_keys]
+            pkey = load_pseudonym_key(audit.pseudonym_key)
+            trusted = [
+                line.strip()
+                for p in audit.trusted_keys
+                for line in p.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
+        except (OSError, AuditError) as exc:
+            raise ConfigError("audit.key", f"cannot load the audit keys: {exc}") from None
+        return signer, pkey, trusted, co_signers
+
+    signer, pkey, trusted, co_signers = await asyncio.to_thread(keys)
+    audit_log = await AuditLog.open(audit.path, signer, trusted_keys=trusted, co_signers=co_signers)
+    return QueryAuditor(audit_log, pkey, gateway_origin=audit_log.origin)
+
+
+async def _open_billing(
+    config: Config, catalog: Catalog, auditor: QueryAuditor | None
+) -> tuple[Meter, BillingAdminService, Callable[[], dt.date]]:
+    assert config.billing is not None
+    prices = load_prices(config.billing.prices)
+    prices.check_catalog(catalog)
+
+    # Every booking goes on the signed record: a query's own reserve and charge
+    # inside its query record; releases, refunds and top-ups as records of their own.
+    on_event = auditor.record_billing if auditor is not None else None
+    meter = await Meter.open(
+        config.billing.ledger,
+        prices,
+        on_event=on_event,
+        audit_lookup=auditor.billing_records if auditor is not None else None,
+    )
+    if auditor is not None:
+        # What was refunded while the log was down goes on the record once it heals.
+        auditor.log.add_listener(lambda available: meter.audit_healed() if available else None)
+    finance: Authenticator | None = None
+    registry = None
+    if config.auth is not None:
+        finance = _authenticator(config.auth, (Role.FINANCE,))
+        registry = load_registry(config.auth.registry)
+
+    def authorize(context: Any) -> str:
+        if finance is None:  # insecure development mode
+            return "development"
+        return finance.authenticate(context).principal_id
+
+    def account_exists(account: str) -> bool:
+        return registry is None or registry.agency(account) is not None
+
+    admin = BillingAdminService(
+        meter.ledger,
+        authorize=authorize,
+        timezone=prices.timezone,
+        account_exists=account_exists,
+        on_event=on_event,
+    )
+    tz = prices.timezone
+    return meter, admin, lambda: dt.datetime.now(tz).date()
+
+
+def _open_policy_admin(
+    config: Config, catalog: Catalog, auditor: QueryAuditor | None, purposes: tuple[str, ...]
+) -> tuple[PolicyAdminService, Decider]:
+    """The version store, the workflow and its servicer, and the active version's decider
+    (seeding version 1 from the files on disk on first start). Blocking: start-up only.
+    Raises ConfigError, PolicyStoreError."""
+    pc = config.policy
+    assert pc is not None and pc.store is not None
+    disk = read_disk_files(
+        model=pc.model,
+        policy=pc.policy,
+        catalog=config.catalog,
+        prices=config.billing.prices if config.billing else None,
+        registry=config.auth.registry if config.auth else None,
+    )
+    recipe = DeciderRecipe(
+        purposes=purposes,
+        consent_issuers=tuple(
+            TrustedIssuer.from_jwks_file(i.issuer, i.jwks) for i in pc.consent_issuers
+        ),
+        consent_audience=pc.consent_audience,
+        revocations=pc.revocations,
+    )
+    admin = PolicyAdministrator(
+        SQLiteVersionStore(pc.store),
+        recipe,
+        serving=Serving(catalog, disk["catalog.toml"], disk["agencies.toml"]),
+        audit=auditor,
+        records=query_records(auditor.log) if auditor is not None else None,
+    )
+    try:
+        decider = admin.initial_decider(disk)
+    except BaseException:
+        admin.store.close()
+        raise
+    if config.auth is not None:
+        officers = _authenticator(config.auth, (Role.OFFICER,))
+
+        def authorize(context: Any) -> str:
+            return officers.authenticate(context).principal_id
+
+    else:  # insecure development mode: a header names the officer
+        authorize = dev_officer
+    return PolicyAdminService(admin, authorize=authorize), decider
+
+
+async def build_gateway(config: Config) -> Gateway:
+    """The production wiring: authenticator, decider, audit log and billing
+    from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
+    catalog = load_catalog(config.catalog)
+    authenticator = None
+    audit_auth = None
+    if config.auth is not None:
+        authenticator, audit_auth = build_authenticators(config.auth)
+    auditor = await open_auditor(config.audit) if config.audit is not None else None
+    decider: Decider | None = None
+    policy_admin: PolicyAdminService | None = None
+    if config.policy is not None and config.policy.store is not None:
+        policy_admin, decider = await asyncio.to_thread(
+            _open_policy_admin,
+            config,
+            catalog,
+            auditor,
+            tuple(load_purposes(config.purposes)),
+        )
+    elif config.policy is not None:
+        decider = build_decider(
+            catalog,
+            model=config.policy.model,
+            policy=config.policy.policy,
+            revocations=config.policy.revocations,
+            consent_issuers=[(i.issuer, i.jwks) for i in config.policy.consent_issuers],
+            consent_audience=config.policy.consent_audience,
+            registry=load_registry(config.auth.registry) if config.auth else None,
+            purposes=tuple(load_purposes(config.purposes)),
+        )
+    elif not config.insecure_dev_plaintext:
+        raise ConfigError("policy", "missing: who may see what is decided by the policy")
+    meter = admin = None
+    today: Callable[[], dt.date] = dt.date.today
+    if config.billing is not None:
+        meter, admin, today = await _open_billing(config, catalog, auditor)
+        current = policy_admin.admin.current if policy_admin is not None else None
+        if current is not None:
+            # The active version's price list, not the file's: it may have changed since.
+            meter.prices = current.prices
+    return Gateway(
+        config,
+        catalog=catalog,
+        decider=decider,
+        authenticator=authenticator,
+        audit=auditor,
+        audit_authenticator=audit_auth,
+        meter=meter,
+        billing_admin=admin,
+        policy_admin=policy_admin,
+        today=today,
+    )

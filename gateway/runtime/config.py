@@ -1,0 +1,473 @@
+"""Gateway configuration, from one TOML file.
+
+A minimal file::
+
+    [gateway]
+    listen = "127.0.0.1:8443"
+
+    [tls]                       # agency-facing mutual TLS
+    cert = "certs/gateway/server.pem"
+    key = "certs/gateway/server.key"
+    client_ca = "certs/ca.pem"
+
+    [auth]                      # certificate-bound agency tokens
+    audience = "credit-gateway"
+    [[auth.issuers]]
+    issuer = "urn:credit-gateway:dev:agency-token-issuer"
+    jwks = "certs/issuers/agency-token/jwks.json"
+
+    [federation]                # the gateway's side of every department hop
+    ca = "certs/ca.pem"
+    client_cert = "certs/gateway/federation.pem"
+    client_key = "certs/gateway/federation.key"
+    timeout_ms = 2000
+
+    [departments.tax]
+    address = "127.0.0.1:50061"
+
+Relative paths are resolved against the file's folder. Every problem raises
+:class:`~gateway.errors.ConfigError` naming the key, e.g.
+``departments.tax.address: missing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.domain.files import load_toml
+from gateway.errors import ConfigError
+
+__all__ = [
+    "AuditConfig",
+    "AuthConfig",
+    "BillingConfig",
+    "Config",
+    "DepartmentConfig",
+    "FederationConfig",
+    "IssuerConfig",
+    "PolicyConfig",
+    "TlsConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Mutual TLS files: certificate, key and the CA clients must chain to."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """A trusted token issuer: its ``iss`` and the JWKS file of its public keys."""
+
+    issuer: str
+    jwks: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Who may call: the agency registry and the trusted token issuers."""
+
+    audience: str
+    issuers: tuple[IssuerConfig, ...]
+    registry: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The signed audit log: where it lives and the keys it is kept with."""
+
+    path: Path
+    key: Path
+    pseudonym_key: Path
+    #: Verifier keys of earlier signing keys (after a rotation).
+    trusted_keys: tuple[Path, ...] = ()
+    #: Private keys that co-sign every checkpoint (the old key during a rotation overlap).
+    co_sign_keys: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Who sees what: the Casbin model and policy, and who may issue consents."""
+
+    model: Path | None = None
+    policy: Path | None = None
+    revocations: Path | None = None
+    consent_issuers: tuple[IssuerConfig, ...] = ()
+    consent_audience: str | None = None
+    #: The policy version store (SQLite, created if absent): enables policy administration.
+    store: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BillingConfig:
+    """Prepaid accounts and free quotas: the ledger file and the price list."""
+
+    ledger: Path
+    prices: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FederationConfig:
+    """The client certificate and CA the gateway uses towards departments."""
+
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    timeout_ms: int = 2000
+    breaker_failures: int = 3
+    breaker_reset_ms: int = 5000
+    describe_timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentConfig:
+    """One department adapter: its id, address and deadline (milliseconds)."""
+
+    id: str
+    address: str
+    timeout_ms: int | None = None
+    #: The name in the department's server certificate, when it differs from the address.
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole gateway configuration, as read from its TOML file."""
+
+    listen: str = "127.0.0.1:8443"
+    default_timeout_ms: int = 3000
+    drain_grace_s: float = 5.0
+    catalog: Path | None = None
+    purposes: Path | None = None
+    metrics_listen: str | None = None
+    tls: TlsConfig | None = None
+    auth: AuthConfig | None = None
+    audit: AuditConfig | None = None
+    billing: BillingConfig | None = None
+    policy: PolicyConfig | None = None
+    #: Serve agencies over plaintext with header identities. Development only.
+    insecure_dev_plaintext: bool = False
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    departments: Mapping[str, DepartmentConfig] = field(default_factory=dict)
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a configuration file. Raises :class:`ConfigError`."""
+    doc = load_toml(path, "config")
+    return parse_config(doc, base=path.resolve().parent)
+
+
+def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
+    """Build a :class:`Config` from parsed TOML. Raises :class:`ConfigError`."""
+    known = {"gateway", "tls", "auth", "federation", "departments", "audit", "billing", "policy"}
+    for key in doc:
+        if key not in known:
+            raise ConfigError(key, f"unknown section; expected one of {', '.join(sorted(known))}")
+    gw = _section(doc, "gateway")
+    _no_unknown(
+        gw,
+        "gateway",
+        {
+            "listen",
+            "default_timeout_ms",
+            "drain_grace_s",
+            "catalog",
+            "purposes",
+            "metrics_listen",
+            "insecure_dev_plaintext",
+        },
+    )
+    tls_raw = doc.get("tls")
+    tls = None
+    if tls_raw is not None:
+        if not isinstance(tls_raw, Mapping):
+            raise ConfigError("tls", "must be a table")
+        _no_unknown(tls_raw, "tls", {"cert", "key", "client_ca"})
+        tls = TlsConfig(
+            cert=_required_path(tls_raw, "tls", "cert", base),
+            key=_required_path(tls_raw, "tls", "key", base),
+            client_ca=_required_path(tls_raw, "tls", "client_ca", base),
+        )
+    insecure = gw.get("insecure_dev_plaintext", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError("gateway.insecure_dev_plaintext", "must be true or false")
+    if tls is None and not insecure:
+        raise ConfigError(
+            "tls",
+            "missing: agencies must connect over mutual TLS "
+            "(set gateway.insecure_dev_plaintext = true only for development)",
+        )
+    auth = _parse_auth(doc.get("auth"), base)
+    if tls is not None and auth is None:
+        raise ConfigError("auth", "missing: with TLS, name the token audience and trusted issuers")
+    fed_raw = _section(doc, "federation")
+    _no_unknown(
+        fed_raw,
+        "federation",
+        {
+            "ca",
+            "client_cert",
+            "client_key",
+            "timeout_ms",
+            "breaker_failures",
+            "breaker_reset_ms",
+            "describe_timeout_ms",
+        },
+    )
+    fed = FederationConfig(
+        ca=_path(fed_raw, "federation", "ca", base),
+        client_cert=_path(fed_raw, "federation", "client_cert", base),
+        client_key=_path(fed_raw, "federation", "client_key", base),
+        timeout_ms=_int(fed_raw, "federation", "timeout_ms", 2000, 1, 600_000),
+        breaker_failures=_int(fed_raw, "federation", "breaker_failures", 3, 1, 1000),
+        breaker_reset_ms=_int(fed_raw, "federation", "breaker_reset_ms", 5000, 1, 3_600_000),
+        describe_timeout_ms=_int(fed_raw, "federation", "describe_timeout_ms", 10_000, 1, 600_000),
+    )
+    tls_parts = [fed.ca, fed.client_cert, fed.client_key]
+    if any(tls_parts) and not all(tls_parts):
+        raise ConfigError("federation", "ca, client_cert and client_key go together")
+    if not all(tls_parts) and not insecure:
+        raise ConfigError(
+            "federation.ca",
+            "missing: departments are reached over mutual TLS "
+            "(set gateway.insecure_dev_plaintext = true only for development)",
+        )
+    depts_raw = doc.get("departments")
+    if not isinstance(depts_raw, Mapping) or not depts_raw:
+        raise ConfigError("departments", "missing: name at least one department and its address")
+    departments: dict[str, DepartmentConfig] = {}
+    for dept_id, raw in depts_raw.items():
+        key = f"departments.{dept_id}"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(key, "must be a table with an address")
+        _no_unknown(raw, key, {"address", "timeout_ms", "server_name"})
+        address = raw.get("address")
+        if not isinstance(address, str) or not address:
+            raise ConfigError(f"{key}.address", "missing")
+        _check_hostport(address, f"{key}.address")
+        timeout = raw.get("timeout_ms")
+        server_name = raw.get("server_name")
+        if server_name is not None and not isinstance(server_name, str):
+            raise ConfigError(f"{key}.server_name", "must be a string")
+        departments[dept_id] = DepartmentConfig(
+            id=dept_id,
+            address=address,
+            timeout_ms=None if timeout is None else _int(raw, key, "timeout_ms", 0, 1, 600_000),
+            server_name=server_name,
+        )
+    listen = gw.get("listen", "127.0.0.1:8443")
+    if not isinstance(listen, str):
+        raise ConfigError("gateway.listen", "must be a HOST:PORT string")
+    _check_hostport(listen, "gateway.listen")
+    metrics_listen = gw.get("metrics_listen")
+    if metrics_listen is not None:
+        if not isinstance(metrics_listen, str):
+            raise ConfigError("gateway.metrics_listen", "must be a HOST:PORT string")
+        _check_hostport(metrics_listen, "gateway.metrics_listen")
+    drain = gw.get("drain_grace_s", 5.0)
+    if not isinstance(drain, int | float) or isinstance(drain, bool) or drain < 0:
+        raise ConfigError("gateway.drain_grace_s", "must be a number of seconds >= 0")
+    audit = _parse_audit(doc.get("audit"), base)
+    if audit is None and not insecure:
+        raise ConfigError(
+            "audit",
+            "missing: no query is answered without a durable audit record "
+            "(set gateway.insecure_dev_plaintext = true only for development)",
+        )
+    billing = _parse_billing(doc.get("billing"), base)
+    policy = _parse_policy(doc.get("policy"), base)
+    return Config(
+        listen=listen,
+        default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
+        drain_grace_s=float(drain),
+        catalog=_path(gw, "gateway", "catalog", base),
+        purposes=_path(gw, "gateway", "purposes", base),
+        metrics_listen=metrics_listen,
+        tls=tls,
+        auth=auth,
+        audit=audit,
+        billing=billing,
+        policy=policy,
+        insecure_dev_plaintext=insecure,
+        federation=fed,
+        departments=departments,
+    )
+
+
+def _parse_issuers(raw: Any, key: str, base: Path) -> tuple[IssuerConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(key, "must be a list of [[...]] tables with issuer and jwks")
+    issuers = []
+    for i, item in enumerate(raw):
+        ikey = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(ikey, "must be a table with issuer and jwks")
+        _no_unknown(item, ikey, {"issuer", "jwks"})
+        iss = item.get("issuer")
+        if not isinstance(iss, str) or not iss:
+            raise ConfigError(f"{ikey}.issuer", "missing")
+        issuers.append(IssuerConfig(iss, _required_path(item, ikey, "jwks", base)))
+    return tuple(issuers)
+
+
+def _parse_policy(raw: Any, base: Path) -> PolicyConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("policy", "must be a table")
+    _no_unknown(
+        raw,
+        "policy",
+        {"model", "policy", "revocations", "consent_issuers", "consent_audience", "store"},
+    )
+    audience = raw.get("consent_audience")
+    if audience is not None and (not isinstance(audience, str) or not audience):
+        raise ConfigError("policy.consent_audience", "must be a non-empty string")
+    store = raw.get("store")
+    store_path = None
+    if store is not None:
+        if not isinstance(store, str) or not store:
+            raise ConfigError("policy.store", "must be a file path (created if absent)")
+        store_path = base / store if not Path(store).is_absolute() else Path(store)
+        if not store_path.parent.is_dir():
+            raise ConfigError("policy.store", f"folder not found: {store_path.parent}")
+    return PolicyConfig(
+        model=_path(raw, "policy", "model", base),
+        policy=_path(raw, "policy", "policy", base),
+        revocations=_path(raw, "policy", "revocations", base),
+        consent_issuers=_parse_issuers(
+            raw.get("consent_issuers", []), "policy.consent_issuers", base
+        ),
+        consent_audience=audience,
+        store=store_path,
+    )
+
+
+def _parse_billing(raw: Any, base: Path) -> BillingConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("billing", "must be a table")
+    _no_unknown(raw, "billing", {"ledger", "prices"})
+    ledger = raw.get("ledger")
+    if not isinstance(ledger, str) or not ledger:
+        raise ConfigError("billing.ledger", "missing: the ledger file (created if absent)")
+    path = base / ledger if not Path(ledger).is_absolute() else Path(ledger)
+    if not path.parent.is_dir():
+        raise ConfigError("billing.ledger", f"folder not found: {path.parent}")
+    return BillingConfig(ledger=path, prices=_path(raw, "billing", "prices", base))
+
+
+def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("audit", "must be a table")
+    _no_unknown(raw, "audit", {"path", "key", "pseudonym_key", "trusted_keys", "co_sign_keys"})
+    path = raw.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
+    log_path = base / path if not Path(path).is_absolute() else Path(path)
+    if not log_path.parent.is_dir():
+        raise ConfigError("audit.path", f"folder not found: {log_path.parent}")
+    lists: dict[str, tuple[Path, ...]] = {}
+    for name in ("trusted_keys", "co_sign_keys"):
+        items = raw.get(name, [])
+        if not isinstance(items, list):
+            raise ConfigError(f"audit.{name}", "must be a list of key files")
+        lists[name] = tuple(
+            _required_path({"k": t}, f"audit.{name}[{i}]", "k", base) for i, t in enumerate(items)
+        )
+    return AuditConfig(
+        path=log_path,
+        key=_required_path(raw, "audit", "key", base),
+        pseudonym_key=_required_path(raw, "audit", "pseudonym_key", base),
+        trusted_keys=lists["trusted_keys"],
+        co_sign_keys=lists["co_sign_keys"],
+    )
+
+
+def _parse_auth(raw: Any, base: Path) -> AuthConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("auth", "must be a table")
+    _no_unknown(raw, "auth", {"audience", "registry", "issuers"})
+    audience = raw.get("audience")
+    if not isinstance(audience, str) or not audience:
+        raise ConfigError("auth.audience", "missing: the aud claim tokens must carry")
+    issuers_raw = raw.get("issuers")
+    if not isinstance(issuers_raw, list) or not issuers_raw:
+        raise ConfigError(
+            "auth.issuers", "missing: at least one [[auth.issuers]] with issuer and jwks"
+        )
+    issuers = []
+    for i, item in enumerate(issuers_raw):
+        key = f"auth.issuers[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(key, "must be a table with issuer and jwks")
+        _no_unknown(item, key, {"issuer", "jwks"})
+        iss = item.get("issuer")
+        if not isinstance(iss, str) or not iss:
+            raise ConfigError(f"{key}.issuer", "missing")
+        issuers.append(IssuerConfig(iss, _required_path(item, key, "jwks", base)))
+    return AuthConfig(audience, tuple(issuers), _path(raw, "auth", "registry", base))
+
+
+def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, "must be a table")
+    return value
+
+
+def _no_unknown(table: Mapping[str, Any], key: str, allowed: set[str]) -> None:
+    for name in table:
+        if name not in allowed:
+            raise ConfigError(
+                f"{key}.{name}", f"unknown key; expected one of {', '.join(sorted(allowed))}"
+            )
+
+
+def _int(table: Mapping[str, Any], key: str, name: str, default: int, lo: int, hi: int) -> int:
+    value = table.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{key}.{name}", f"must be an integer from {lo} to {hi}; got {value!r}")
+    return value
+
+
+def _path(
+    table: Mapping[str, Any], key: str, name: str, base: Path, *, required: bool = False
+) -> Path | None:
+    value = table.get(name)
+    if value is None:
+        if required:
+            raise ConfigError(f"{key}.{name}", "missing")
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}.{name}", "must be a file path")
+    path = (base / value) if not Path(value).is_absolute() else Path(value)
+    if not path.exists():
+        raise ConfigError(f"{key}.{name}", f"file not found: {path}")
+    return path
+
+
+def _required_path(table: Mapping[str, Any], key: str, name: str, base: Path) -> Path:
+    path = _path(table, key, name, base, required=True)
+    assert path is not None  # _path raised otherwise
+    return path
+
+
+def _check_hostport(value: str, key: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be HOST:PORT; got {value!r}")

@@ -1,0 +1,354 @@
+"""The gateway process: a grpc.aio server running the query pipeline.
+
+    gw = Gateway(load_config(Path("gateway.toml")))
+    await gw.start()            # connects departments, checks their Describe
+    print(gw.address)           # "127.0.0.1:8443"
+    await gw.stop()             # drains queries in flight
+
+:meth:`Gateway.start` raises :class:`~gateway.errors.ConfigError` when the
+configuration, the catalog or a department's ``Describe`` is wrong, naming the
+key or field. Standard gRPC health checking and server reflection (v1 and
+v1alpha) are served beside the query service; every call passes one
+:class:`~gateway.api.edge.Edge`. Health tells the truth: the overall ("") and the
+query service's status are NOT_SERVING while the audit log is failing (every
+query would be refused) and SERVING again once the log has healed itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from gateway import __version__
+from gateway.api.edge import Edge
+from gateway.api.query import QueryService
+from gateway.api.reflection import enable_reflection
+from gateway.audit.auditor import AuditServicer, QueryAuditor
+from gateway.auth import Authenticator
+from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
+from gateway.billing import Meter
+from gateway.billing.admin import BillingAdminService
+from gateway.domain.catalog import Catalog, load_catalog
+from gateway.domain.purposes import load_purposes
+from gateway.errors import ConfigError, GatewayError, UpstreamError
+from gateway.federation import CircuitBreaker, DepartmentClient
+from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.pipeline.validation import Validator
+from gateway.policyadmin.service import PolicyAdminService
+from gateway.runtime.config import Config
+from gateway.runtime.metrics import Metrics
+from protos.credit.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    billing_pb2,
+    billing_pb2_grpc,
+    policy_admin_pb2,
+    policy_admin_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+QUERY_SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+BILLING_SERVICE = billing_pb2.DESCRIPTOR.services_by_name["BillingAdmin"].full_name
+POLICY_ADMIN_SERVICE = policy_admin_pb2.DESCRIPTOR.services_by_name["PolicyAdmin"].full_name
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
+def _reader(breaker: CircuitBreaker) -> Callable[[], float]:
+    return lambda: float(breaker.state)
+
+
+class Gateway:
+    """One gateway process. Collaborators not given are built from the config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        authenticator: CallerSource | None = None,
+        decider: Decider | None = None,
+        audit: QueryAuditor | None = None,
+        audit_authenticator: Authenticator | None = None,
+        catalog: Catalog | None = None,
+        metrics: Metrics | None = None,
+        meter: Meter | None = None,
+        billing_admin: BillingAdminService | None = None,
+        policy_admin: PolicyAdminService | None = None,
+        today: Callable[[], dt.date] = dt.date.today,
+    ) -> None:
+        self.config = config
+        self.meter = meter
+        self._billing_admin = billing_admin
+        self.policy_admin = policy_admin
+        self._today = today
+        self.catalog = catalog or load_catalog(config.catalog)
+        self.metrics = metrics or Metrics()
+        self.metrics.build.info({"version": __version__})
+        self._authenticator = authenticator
+        self._decider = decider
+        self._audit = audit
+        self._audit_auth = audit_authenticator
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._health_lock = asyncio.Lock()
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        self._metrics_stop: Callable[[], None] | None = None
+        self.metrics_url = ""
+        if audit is not None:
+            audit.bind_metrics(self.metrics)
+        self.clients: dict[str, DepartmentClient] = {}
+        self.port = 0
+        #: The live decider; policy activation swaps what it delegates to.
+        self.decider: SwitchableDecider | None = None
+
+    @property
+    def address(self) -> str:
+        """The address the server listens on (``host:port``, the port actually bound)."""
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def _department_credentials(self) -> grpc.ChannelCredentials | None:
+        fed = self.config.federation
+        if fed.ca is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(fed.ca),
+            private_key=_read(fed.client_key),
+            certificate_chain=_read(fed.client_cert),
+        )
+
+    async def _connect_departments(self) -> None:
+        fed = self.config.federation
+        creds = self._department_credentials()
+        for dept_id in self.catalog.departments:
+            if dept_id not in self.config.departments:
+                raise ConfigError(
+                    f"departments.{dept_id}", "in the catalog but no address is configured"
+                )
+        for dept_id, dept in self.config.departments.items():
+            if dept_id not in self.catalog.departments:
+                raise ConfigError(f"departments.{dept_id}", "not in the catalog")
+            timeout_ms = dept.timeout_ms or fed.timeout_ms
+            self.clients[dept_id] = DepartmentClient(
+                dept_id,
+                dept.address,
+                credentials=creds,
+                timeout_s=timeout_ms / 1000,
+                breaker=CircuitBreaker(
+                    failure_threshold=fed.breaker_failures,
+                    reset_after_s=fed.breaker_reset_ms / 1000,
+                ),
+                # With TLS the department must present a certificate naming
+                # itself ("tax.department"), not merely one from our CA.
+                server_name=dept.server_name or (f"{dept_id}.department" if creds else None),
+            )
+
+        async def check(dept_id: str, client: DepartmentClient) -> None:
+            try:
+                described = await client.describe(fed.describe_timeout_ms / 1000)
+            except UpstreamError as exc:
+                raise ConfigError(
+                    f"departments.{dept_id}", f"Describe failed at {client.address}: {exc.message}"
+                ) from None
+            if described.department != dept_id:
+                raise ConfigError(
+                    f"departments.{dept_id}.address",
+                    f"{client.address} is department {described.department!r}, not {dept_id!r}",
+                )
+            self.catalog.check_describe(described)
+
+        await asyncio.gather(*(check(d, c) for d, c in self.clients.items()))
+
+    async def start(self) -> None:
+        """Connect departments, check them against the catalog, start serving.
+
+        Raises :class:`ConfigError` and leaves nothing running on failure.
+        """
+        try:
+            await self._connect_departments()
+            purposes = load_purposes(self.config.purposes)
+            if self._audit is not None:  # a refused query's purpose is recorded by name
+                self._audit.known_purposes = frozenset(purposes)
+            if not self.config.insecure_dev_plaintext:
+                # Fail closed: outside development every service authenticates.
+                if self._authenticator is None:
+                    raise ConfigError("auth", "no authenticator configured")
+                if self._audit is not None and self._audit_auth is None:
+                    raise ConfigError("auth", "the audit service needs an authenticator")
+                if self._audit is None:
+                    raise ConfigError("audit", "no audit log configured")
+            if self._authenticator is None:
+                self._authenticator = InsecureDevAuthenticator()
+            decider = SwitchableDecider(self._decider or CatalogDecider(self.catalog))
+            self.decider = decider
+            self.metrics.watch_decisions(decider.cache_info)
+            self.metrics.policy_version.info({"version": decider.version})
+            service = QueryService(
+                catalog=self.catalog,
+                validator=Validator(self.catalog, purposes),
+                decider=decider,
+                authenticator=self._authenticator,
+                clients=self.clients,
+                metrics=self.metrics,
+                audit=self._audit,
+                meter=self.meter,
+                pseudonym=self._audit.pseudonym if self._audit is not None else None,
+                default_timeout_s=self.config.default_timeout_ms / 1000,
+                today=self._today,
+            )
+            # One edge for every call: undecodable requests, error mapping, refusals audited.
+            server = grpc.aio.server(
+                interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
+            )
+            query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            services = [QUERY_SERVICE, health.SERVICE_NAME]
+            if self._audit is not None:
+                audit_pb2_grpc.add_AuditServiceServicer_to_server(
+                    AuditServicer(self._audit.log, self._audit_auth), server
+                )
+                services.append(AUDIT_SERVICE)
+            if self._billing_admin is not None:
+                billing_pb2_grpc.add_BillingAdminServicer_to_server(self._billing_admin, server)
+                services.append(BILLING_SERVICE)
+            if self.policy_admin is not None:
+                policy_admin_pb2_grpc.add_PolicyAdminServicer_to_server(self.policy_admin, server)
+                services.append(POLICY_ADMIN_SERVICE)
+            enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
+            for dept_id, client in self.clients.items():
+                # Read at scrape time: the query path pays nothing for it.
+                self.metrics.breaker_state.labels(dept_id).set_function(_reader(client.breaker))
+            self.port = self._bind(server)
+            await server.start()
+            self._server = server
+            if self.policy_admin is not None:
+                # From now on activations switch this gateway's decider and prices.
+                await self.policy_admin.admin.start(self.install_decider, meter=self.meter)
+            if self.config.metrics_listen:
+                self.metrics_url, self._metrics_stop = self.metrics.serve_http(
+                    self.config.metrics_listen
+                )
+        except BaseException:
+            if self._server is not None:
+                await self._server.stop(0)
+                self._server = None
+            await self._release()
+            raise
+        if self._audit is not None:
+            self._audit.log.add_listener(self._audit_changed)
+        await self._follow_audit()
+        log.info("gateway serving", extra={"address": self.address})
+
+    def _audit_changed(self, available: bool) -> None:
+        """Audit log listener (on the event loop): health follows the log."""
+        task = asyncio.get_running_loop().create_task(self._follow_audit())
+        self._health_tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _follow_audit(self) -> None:
+        """Set "" and the query service SERVING exactly when queries can be answered."""
+        async with self._health_lock:  # one change at a time, the latest state wins
+            ok = self._audit is None or self._audit.log.available
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            if ok:
+                status = health_pb2.HealthCheckResponse.SERVING
+            for name in ("", QUERY_SERVICE):
+                await self._health.set(name, status)
+
+    def install_decider(self, decider: Decider) -> None:
+        """Hot switch: the next query is decided by ``decider``; queries in
+        flight finish under the version they started with."""
+        if self.decider is None:
+            self._decider = decider
+            return
+        self.decider.swap(decider)
+        self.metrics.policy_version.info({"version": self.decider.version})
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        tls = self.config.tls
+        try:
+            if tls is None:
+                log.warning(
+                    "INSECURE: agency-facing listener is plaintext (insecure_dev_plaintext)"
+                )
+                port = server.add_insecure_port(self.config.listen)
+            else:
+                creds = grpc.ssl_server_credentials(
+                    [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                    root_certificates=tls.client_ca.read_bytes(),
+                    require_client_auth=True,
+                )
+                port = server.add_secure_port(self.config.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigError(
+                "gateway.listen", f"cannot listen on {self.config.listen}: {exc}"
+            ) from None
+        if port == 0:
+            raise ConfigError("gateway.listen", f"cannot listen on {self.config.listen}")
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking queries, let those in flight finish (up to ``grace``
+        seconds), then close department channels."""
+        await self._health.enter_graceful_shutdown()
+        if self._metrics_stop is not None:
+            await asyncio.to_thread(self._metrics_stop)
+            self._metrics_stop = None
+        if self._server is not None:
+            await self._server.stop(self.config.drain_grace_s if grace is None else grace)
+            self._server = None
+        # After the drain: an activation in flight has finished (or was cancelled).
+        await self._release()
+
+    async def _release(self) -> None:
+        """Close what the gateway holds, the audit log last: everything before it may
+        still append records (a settlement's release, a policy action)."""
+        await self._close_clients()
+        if self.policy_admin is not None:
+            await self.policy_admin.admin.close()
+        if self.meter is not None:
+            await self.meter.close()
+        if self._audit is not None:
+            # Flushes the queue and signs a final checkpoint. A log that had
+            # failed already refused every query since; say so and go on.
+            try:
+                await self._audit.log.close()
+            except GatewayError as exc:
+                log.error("audit log closed after a failure", extra={"reason": exc.message})
+
+    async def _close_clients(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients.values()))
+        self.clients.clear()
+
+    async def wait(self) -> None:
+        """Wait until the server has stopped."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.address} departments={sorted(self.clients)}>"
+
+    # For tests and the demo: what a caller needs to know.
+    def describe(self) -> dict[str, Any]:
+        """What a caller needs to know (tests and the demo): addresses of the gateway and
+        departments.
+        """
+        return {
+            "gateway_address": self.address,
+            "departments": {d: c.address for d, c in self.clients.items()},
+        }
