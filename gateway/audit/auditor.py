@@ -174,7 +174,7 @@ class QueryAuditor:
         """
         subject_type: str
         if query is not None:
-            subject_type = query.subject_type.value
+            subject_type = str(query.subject_type)  # a StrEnum: its value
             subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
         else:
             # The identifier did not validate: log its type only, never the text.
