@@ -112,8 +112,15 @@ def period_bounds(first: date, last: date, tz: tzinfo) -> tuple[datetime, dateti
     """
     if last < first:
         raise InvalidArgumentError("to_date", "is before from_date")
-    start = datetime.combine(first, time(0), tz).astimezone(UTC)
-    end = datetime.combine(last + timedelta(days=1), time(0), tz).astimezone(UTC)
+    try:
+        start = datetime.combine(first, time(0), tz).astimezone(UTC)
+        end = datetime.combine(last + timedelta(days=1), time(0), tz).astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01 in UTC+8 is before year 1; 9999-12-31's next day is past 9999.
+        raise InvalidArgumentError(
+            "from_date" if first.year == 1 else "to_date",
+            "out of range: from 0001-01-02 to 9999-12-30",
+        ) from None
     return start, end
 
 

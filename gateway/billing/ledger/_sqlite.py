@@ -84,6 +84,7 @@ from gateway.errors import (
     NotFoundError,
     QuotaExhaustedError,
 )
+from gateway.pipeline.freetext import echo
 from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
 
 __all__ = ["SQLiteLedger"]
@@ -610,7 +611,7 @@ class SQLiteLedger(LedgerStore):
         with self._write() as conn:
             rec = self._get_request(conn, request_id)
             if rec is None:
-                raise NotFoundError(f"no reservation for request {request_id!r}")
+                raise NotFoundError(f"no reservation for request {echo(request_id)}")
             if rec.state != "reserved" or attempt not in (None, rec.attempts):
                 return SettleResult(rec, True)
             charged = tuple(x for x in rec.lines if x.key in delivered)
@@ -622,7 +623,7 @@ class SQLiteLedger(LedgerStore):
                 acct = self._get_account(conn, rec.account_id)
                 if rec.reserved_fen:
                     if acct is None:
-                        raise LedgerError(f"request {request_id!r}: its account is gone")
+                        raise LedgerError(f"request {echo(request_id)}: its account is gone")
                     for line in rec.lines:
                         if line.amount_fen:
                             kind: EntryKind = "charge" if line in charged else "release"
@@ -704,7 +705,7 @@ class SQLiteLedger(LedgerStore):
         with self._write() as conn:
             rec = self._get_request(conn, request_id)
             if rec is None:
-                raise NotFoundError(f"no reservation for request {request_id!r}")
+                raise NotFoundError(f"no reservation for request {echo(request_id)}")
             released = refunded = 0
             if attempt not in (None, rec.attempts):
                 return ReleaseResult(rec, False, 0, 0)
@@ -716,7 +717,7 @@ class SQLiteLedger(LedgerStore):
                 if rec.charged_fen:
                     acct = self._get_account(conn, rec.account_id)
                     if acct is None:
-                        raise LedgerError(f"request {request_id!r}: its account is gone")
+                        raise LedgerError(f"request {echo(request_id)}: its account is gone")
                     for line in rec.delivered:
                         if line.amount_fen:
                             self._post(
@@ -789,7 +790,7 @@ class SQLiteLedger(LedgerStore):
         with self._write() as conn:
             acct = self._get_account(conn, account_id)
             if acct is None:
-                raise NotFoundError(f"no account {account_id!r}")
+                raise NotFoundError(f"no account {echo(account_id)}")
             acct.credit_limit_fen = credit_limit_fen
             self._save_account(conn, acct)
             return acct.frozen()
@@ -844,7 +845,7 @@ class SQLiteLedger(LedgerStore):
             acct = self._get_account(conn, account_id)
             if acct is None:
                 if not create:
-                    raise NotFoundError(f"no account {account_id!r}")
+                    raise NotFoundError(f"no account {echo(account_id)}")
                 conn.execute(
                     "INSERT INTO accounts (account_id, created_at) VALUES (?, ?)", (account_id, ts)
                 )
@@ -880,7 +881,7 @@ class SQLiteLedger(LedgerStore):
                 raise InvalidArgumentError("reference", "already booked", reason="REFERENCE_REUSED")
             acct = self._get_account(conn, account_id)
             if acct is None:
-                raise NotFoundError(f"no account {account_id!r}")
+                raise NotFoundError(f"no account {echo(account_id)}")
             seq = self._post(
                 conn,
                 acct,
@@ -924,7 +925,7 @@ class SQLiteLedger(LedgerStore):
         lo, hi = _ts(start), _ts(end)
         with self._read() as conn:
             if self._get_account(conn, account_id) is None:
-                raise NotFoundError(f"no account {account_id!r}")
+                raise NotFoundError(f"no account {echo(account_id)}")
 
             def balance_before(ts: str) -> int:
                 row = conn.execute(
@@ -1065,9 +1066,9 @@ def _balance_error(
     account_id: str, needed: int, available: int, missing: bool
 ) -> InsufficientBalanceError:
     what = (
-        f"no account for {account_id!r}"
+        f"no account for {echo(account_id)}"
         if missing
-        else f"account {account_id!r} has {available} fen available"
+        else f"account {echo(account_id)} has {available} fen available"
     )
     return InsufficientBalanceError(
         f"this query costs {needed} fen; {what}",
