@@ -30,6 +30,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway.cli.console import path_arg
 from gateway.console import console_script
 from gateway.errors import ConfigError, GatewayError
 
@@ -62,13 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve one department's database to the gateway")
-    serve.add_argument("--mapping", required=True, type=Path, help="the SQL mapping file (TOML)")
-    serve.add_argument("--db", required=True, type=Path, help="the SQLite file, opened read-only")
+    serve.add_argument(
+        "--mapping", required=True, type=path_arg, help="the SQL mapping file (TOML)"
+    )
+    serve.add_argument(
+        "--db", required=True, type=path_arg, help="the SQLite file, opened read-only"
+    )
     serve.add_argument("--listen", required=True, help="HOST:PORT; port 0 picks a free port")
     tls = serve.add_argument_group("mutual TLS (required unless --insecure-dev-plaintext)")
-    tls.add_argument("--tls-cert", type=Path, help="this adapter's certificate chain (PEM)")
-    tls.add_argument("--tls-key", type=Path, help="this adapter's private key (PEM)")
-    tls.add_argument("--client-ca", type=Path, help="CA that issues the gateway's certificate")
+    tls.add_argument("--tls-cert", type=path_arg, help="this adapter's certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=path_arg, help="this adapter's private key (PEM)")
+    tls.add_argument("--client-ca", type=path_arg, help="CA that issues the gateway's certificate")
     tls.add_argument(
         "--allow-client",
         action="append",
@@ -86,13 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", help="logging level (stderr)")
 
     gen = sub.add_parser("generate", help="write synthetic sample databases and subjects.json")
-    gen.add_argument("--out", required=True, type=Path, help="output directory")
+    gen.add_argument("--out", required=True, type=path_arg, help="output directory")
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--subjects", type=int, default=10_000)
 
     desc = sub.add_parser("describe", help="show (and check) a mapping file")
-    desc.add_argument("--mapping", required=True, type=Path)
-    desc.add_argument("--db", type=Path, help="also check the mapping against this database")
+    desc.add_argument("--mapping", required=True, type=path_arg)
+    desc.add_argument("--db", type=path_arg, help="also check the mapping against this database")
     desc.add_argument(
         "--catalog",
         nargs="?",

@@ -63,6 +63,7 @@ from gateway.auth.certs import cert_thumbprint_pem
 from gateway.auth.jws import CompactJWSVerifier, JWSError, JWSFailure
 from gateway.auth.keys import ed25519_public_key_problem
 from gateway.auth.reasons import AuthReason
+from gateway.cli.console import path_arg
 from gateway.errors import AuthenticationError, ConfigError
 from gateway.runtime.secretfile import write_secret
 
@@ -526,14 +527,18 @@ def token_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="credit-gateway token")
     sub = parser.add_subparsers(dest="command", required=True)
     issue = sub.add_parser("issue", help="mint a certificate-bound agency token")
-    issue.add_argument("--issuer-key", type=Path, required=True, help="issuer private key (PEM)")
+    issue.add_argument(
+        "--issuer-key", type=path_arg, required=True, help="issuer private key (PEM)"
+    )
     issue.add_argument("--kid", required=True, help="the key's kid in the issuer JWKS")
     issue.add_argument("--iss", required=True, help="issuer identifier")
     issue.add_argument("--aud", required=True, help="the gateway's audience")
     issue.add_argument("--sub", required=True, help="agency id")
-    issue.add_argument("--cert", type=Path, required=True, help="the agency's client cert (PEM)")
+    issue.add_argument(
+        "--cert", type=path_arg, required=True, help="the agency's client cert (PEM)"
+    )
     issue.add_argument("--lifetime", type=int, default=MAX_LIFETIME_S, help="seconds")
-    issue.add_argument("--out", type=Path, help="write here instead of stdout")
+    issue.add_argument("--out", type=path_arg, help="write here instead of stdout")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors

@@ -47,6 +47,7 @@ from gateway.audit.schema import BillingRecord, QueryRecord
 from gateway.audit.store import open_reader
 from gateway.audit.verify import iter_records, verify_log
 from gateway.billing.ledger import Entry, LedgerStore
+from gateway.cli.console import path_arg
 from gateway.errors import GatewayError
 
 __all__ = [
@@ -308,11 +309,14 @@ def read_records(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``reconcile`` besides ``--ledger``."""
     parser.add_argument(
-        "--audit-log", type=Path, required=True, help="the audit log (SQLite file or export folder)"
+        "--audit-log",
+        type=path_arg,
+        required=True,
+        help="the audit log (SQLite file or export folder)",
     )
     parser.add_argument(
         "--key",
-        type=Path,
+        type=path_arg,
         help="verifier key file: verify the log first and use only signed records",
     )
     parser.add_argument(

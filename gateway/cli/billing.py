@@ -30,7 +30,6 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -38,7 +37,7 @@ from gateway.billing import reconcile
 from gateway.billing.admin import parse_date, period_bounds
 from gateway.billing.ledger import AccountState, Entry, SQLiteLedger
 from gateway.billing.prices import default_prices_path, load_prices
-from gateway.cli.console import yuan
+from gateway.cli.console import path_arg, yuan
 from gateway.errors import GatewayError, NotFoundError
 
 __all__ = ["billing_main"]
@@ -74,10 +73,10 @@ def _fen(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser, default: Any) -> None:
-    p.add_argument("--ledger", type=Path, default=default, help="the ledger SQLite file")
+    p.add_argument("--ledger", type=path_arg, default=default, help="the ledger SQLite file")
     p.add_argument(
         "--prices",
-        type=Path,
+        type=path_arg,
         default=default,
         help="price list, for its time zone (default: the shipped policies/prices.toml)",
     )

@@ -11,11 +11,13 @@ action would let a peer closing a gRPC socket kill a serving process.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec
 
 __all__ = ["EXIT_BROKEN_PIPE", "console_script", "yuan"]
@@ -68,3 +70,15 @@ def yuan(fen: int) -> str:
     """
     whole, cents = divmod(abs(fen), 100)
     return f"{'-' if fen < 0 else ''}¥{whole:,}.{cents:02d}"
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a file or folder named on the command line.
+
+    Raises ``argparse.ArgumentTypeError`` for the empty string, which
+    ``pathlib.Path`` would read as the current folder (``--ca ""`` then failed
+    with "Is a directory: '.'" far from the flag that caused it).
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)

@@ -23,7 +23,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.cli.console import console_script
+from gateway.cli.console import console_script, path_arg
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
@@ -55,14 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", parents=[common], help="run the gateway from a TOML configuration"
     )
-    serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    serve.add_argument("--config", type=path_arg, required=True, help="configuration file (TOML)")
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run the whole federation on generated data"
     )
     demo.add_argument("--serve", action="store_true", help="keep running until interrupted")
     demo.add_argument(
-        "--workdir", type=Path, help="folder for data, keys and demo.json (default: temporary)"
+        "--workdir", type=path_arg, help="folder for data, keys and demo.json (default: temporary)"
     )
     demo.add_argument(
         "--subjects", type=int, default=10_000, help="synthetic subjects (default 10000)"

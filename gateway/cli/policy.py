@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import grpc
 
 from gateway.cli.connect import UsageError, demo_member, open_channel, read_demo
+from gateway.cli.console import path_arg
 from gateway.policyadmin.service import DEV_OFFICER_HEADER
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
 
@@ -62,19 +63,21 @@ def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
     conn = p.add_argument_group("connection (before or after the command)")
     conn.add_argument(
         "--demo",
-        type=Path,
+        type=path_arg,
         default=default,
         help="demo.json written by 'credit-gateway demo --serve'",
     )
     conn.add_argument("--officer", default=default, help="with --demo: which officer to act as")
     conn.add_argument("--gateway", default=default, help="gateway address HOST:PORT")
-    conn.add_argument("--ca", type=Path, default=default, help="CA certificate (PEM)")
+    conn.add_argument("--ca", type=path_arg, default=default, help="CA certificate (PEM)")
     conn.add_argument(
-        "--cert", type=Path, default=default, help="the officer's client certificate (PEM)"
+        "--cert", type=path_arg, default=default, help="the officer's client certificate (PEM)"
     )
-    conn.add_argument("--key", type=Path, default=default, help="the officer's private key (PEM)")
     conn.add_argument(
-        "--token-file", type=Path, default=default, help="file holding the officer's JWT"
+        "--key", type=path_arg, default=default, help="the officer's private key (PEM)"
+    )
+    conn.add_argument(
+        "--token-file", type=path_arg, default=default, help="file holding the officer's JWT"
     )
     conn.add_argument(
         "--dev-officer", default=default, help="insecure development gateway: officer id header"
@@ -102,9 +105,13 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("draft", help="upload files as a new version")
     for option, name in _FILE_OPTIONS.items():
-        s.add_argument(f"--{option}", type=Path, help=f"the new {name}")
+        s.add_argument(f"--{option}", type=path_arg, help=f"the new {name}")
     s.add_argument(
-        "--test", type=Path, action="append", default=[], help="extra test case file (repeatable)"
+        "--test",
+        type=path_arg,
+        action="append",
+        default=[],
+        help="extra test case file (repeatable)",
     )
     s.add_argument("--reason", required=True, help="why the policy changes")
 

@@ -19,14 +19,13 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 from google.protobuf import json_format
 
 from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
-from gateway.cli.console import console_script, yuan
+from gateway.cli.console import console_script, path_arg, yuan
 from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
 
@@ -39,14 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     conn = p.add_argument_group("connection")
     conn.add_argument(
-        "--demo", type=Path, help="demo.json written by 'credit-gateway demo --serve'"
+        "--demo", type=path_arg, help="demo.json written by 'credit-gateway demo --serve'"
     )
     conn.add_argument("--agency", help="with --demo: which demo agency to act as")
     conn.add_argument("--gateway", help="gateway address HOST:PORT")
-    conn.add_argument("--ca", type=Path, help="CA certificate (PEM)")
-    conn.add_argument("--cert", type=Path, help="this agency's client certificate (PEM)")
-    conn.add_argument("--key", type=Path, help="this agency's private key (PEM)")
-    conn.add_argument("--token-file", type=Path, help="file holding this agency's JWT")
+    conn.add_argument("--ca", type=path_arg, help="CA certificate (PEM)")
+    conn.add_argument("--cert", type=path_arg, help="this agency's client certificate (PEM)")
+    conn.add_argument("--key", type=path_arg, help="this agency's private key (PEM)")
+    conn.add_argument("--token-file", type=path_arg, help="file holding this agency's JWT")
     conn.add_argument(
         "--insecure-dev-plaintext",
         action="store_true",
@@ -67,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DEPT/DATASET",
         help="repeatable; default all",
     )
-    p.add_argument("--consent-file", type=Path, help="file holding a consent token")
+    p.add_argument("--consent-file", type=path_arg, help="file holding a consent token")
     p.add_argument("--case-reference", default="")
     p.add_argument("--officer-id", default="")
     p.add_argument("--represented-party", default="")

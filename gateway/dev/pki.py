@@ -77,6 +77,7 @@ from gateway.auth.certs import (
     reserved_name_problem,
 )
 from gateway.auth.registry import load_registry
+from gateway.cli.console import path_arg
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -639,13 +640,13 @@ def certs_main(
     parser = argparse.ArgumentParser(prog="credit-gateway certs", description=certs_main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create a development CA, certificates and issuer keys")
-    init.add_argument("dir", type=Path)
+    init.add_argument("dir", type=path_arg)
     init.add_argument("--departments", type=_csv, help="comma-separated department ids")
     init.add_argument("--agencies", type=_csv, help="comma-separated agency ids")
     init.add_argument("--officers", type=_csv, help="comma-separated security officer ids")
     init.add_argument("--auditors", type=_csv, help="comma-separated auditor ids")
     init.add_argument("--finance", type=_csv, help="comma-separated finance staff ids")
-    init.add_argument("--registry", type=Path, default=registry_path, help="agency registry")
+    init.add_argument("--registry", type=path_arg, default=registry_path, help="agency registry")
     init.add_argument("--force", action="store_true", help="replace an existing PKI")
     try:
         args = parser.parse_args(argv)

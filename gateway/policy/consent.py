@@ -70,6 +70,7 @@ from gateway.auth.tokens import (
     index_issuer_keys,
     load_signing_key,
 )
+from gateway.cli.console import path_arg
 from gateway.domain.catalog import Tier
 from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
@@ -550,7 +551,9 @@ def consent_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="credit-gateway consent")
     sub = parser.add_subparsers(dest="command", required=True)
     issue = sub.add_parser("issue", help="sign a consent token (development consent issuer)")
-    issue.add_argument("--issuer-key", type=Path, required=True, help="issuer private key (PEM)")
+    issue.add_argument(
+        "--issuer-key", type=path_arg, required=True, help="issuer private key (PEM)"
+    )
     issue.add_argument("--kid", required=True, help="the key's kid in the issuer JWKS")
     issue.add_argument("--iss", required=True, help="consent issuer identifier")
     issue.add_argument("--subject-type", required=True, choices=sorted(_SUBJECT_TYPES))
@@ -566,7 +569,7 @@ def consent_main(argv: list[str]) -> int:
     issue.add_argument("--lifetime-days", type=int, default=90)
     issue.add_argument("--aud", help="audience (the gateway), if the gateway requires one")
     issue.add_argument("--cid", help="consent id (default: a random UUID)")
-    issue.add_argument("--out", type=Path, help="write here instead of stdout")
+    issue.add_argument("--out", type=path_arg, help="write here instead of stdout")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors

@@ -260,3 +260,15 @@ def test_broken_pipe_mid_output_is_quiet(ledger: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.stderr == b""
     assert proc.returncode == EXIT_BROKEN_PIPE
+
+
+def test_an_empty_path_is_refused_naming_its_flag() -> None:
+    """``--ca ""`` was read as the current folder: "[Errno 21] Is a directory: '.'"."""
+    script = Path(sys.executable).parent / "credit-query"
+    argv = [str(script), "--gateway", "127.0.0.1:1", "--ca", "", "--enterprise", "x"]
+    proc = subprocess.run(
+        [*argv, "--purpose", "lending"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    assert "argument --ca: an empty path" in proc.stderr
+    assert "Errno" not in proc.stderr and "Traceback" not in proc.stderr
