@@ -17,7 +17,8 @@ Methods are synchronous: the log calls them from a worker thread so that
 the event loop never waits for the disk.
 
 One writer per log: a writable :class:`SQLiteStore` holds an exclusive lock
-(``flock``) on ``<log>.lock`` beside the file for as long as it is open, so a
+(``flock``) on ``<log>.lock`` beside the file, and on the log file itself (so a
+hard link under another name is the same log), for as long as it is open, so a
 second writer, in this process or another, is refused at its start with
 :class:`LogInUseError` instead of colliding with the first one's indexes. The
 lock goes with the process, however it ends. Readers take no lock.
@@ -62,8 +63,9 @@ class LogInUseError(StorageError):
         super().__init__(f"the audit log is already open for writing by {who}")
 
 
-def _take_writer_lock(path: Path) -> int:
-    """Lock ``<path>.lock`` exclusively without waiting; returns its descriptor.
+def _take_writer_lock(path: Path) -> tuple[int, int]:
+    """Lock ``<path>.lock`` and the log file itself exclusively without waiting;
+    returns both descriptors (closing them releases the locks).
 
     Raises LogInUseError if another open file description holds it, and
     StorageError if the lock file cannot be made.
@@ -82,7 +84,22 @@ def _take_writer_lock(path: Path) -> int:
     # The holder's pid, for the message a second writer gets: not the lock itself.
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    # The log file itself too: a hard link (or a bind mount) reaches the same file
+    # under another name, whose "<name>.lock" is another file, and two writers
+    # would then number entries twice. flock is on the inode, whatever the name,
+    # and independent of SQLite's own POSIX record locks on Linux.
+    try:
+        data_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        os.close(fd)
+        raise StorageError(f"{path}: cannot open the log ({err.strerror})") from None
+    try:
+        fcntl.flock(data_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(data_fd)
+        os.close(fd)
+        raise LogInUseError("") from None
+    return fd, data_fd
 
 
 @dataclass(slots=True)  # not frozen: frozen __init__ is slow, and verify makes one per entry
@@ -203,11 +220,11 @@ class SQLiteStore(AuditStore):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._read_only = read_only
-        self._lock_fd: int | None = None
+        self._lock_fds: tuple[int, int] | None = None
         if read_only and not self.path.is_file():
             raise StorageError(f"{self.path}: no such file")
         if not read_only:
-            self._lock_fd = _take_writer_lock(self.path)
+            self._lock_fds = _take_writer_lock(self.path)
         try:
             self._conn = self._connect()
         except BaseException:
@@ -230,9 +247,10 @@ class SQLiteStore(AuditStore):
         return conn
 
     def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = None
+        if self._lock_fds is not None:
+            for fd in self._lock_fds:
+                os.close(fd)  # closing the descriptor releases the flock
+            self._lock_fds = None
 
     def recover(self) -> None:
         """Close the connection and open a fresh one; the writer lock is kept."""

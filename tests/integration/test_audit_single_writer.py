@@ -107,6 +107,25 @@ async def test_a_second_writer_in_the_same_process_is_refused(tmp_path: Path) ->
     await again.close()
 
 
+async def test_a_hard_link_to_the_log_is_the_same_log(tmp_path: Path) -> None:
+    """A second gateway pointed at a hard link of the log (another name, so
+    another ``<name>.lock``) started, reused indexes and cleared the first one's
+    pending ledger marks; the lock on the file itself refuses it."""
+    key, _ = _keys(tmp_path)
+    signer = Ed25519Signer.from_file(key)
+    log = await AuditLog.open(tmp_path / "audit.db", signer)
+    await log.append({"kind": "query"})
+    (tmp_path / "other").mkdir()
+    os.link(tmp_path / "audit.db", tmp_path / "other" / "audit.db")
+    with pytest.raises(ConfigError, match="already open for writing"):
+        await AuditLog.open(tmp_path / "other" / "audit.db", signer)
+    assert (await log.append({"kind": "query"})).index == 1  # the first one is unharmed
+    await log.close()
+    linked = await AuditLog.open(tmp_path / "other" / "audit.db", signer)  # free again
+    assert linked.size == 2
+    await linked.close()
+
+
 @pytest.mark.timeout(180)
 async def test_a_second_gateway_process_is_refused_and_the_first_serves_on(
     tmp_path: Path,
