@@ -58,7 +58,7 @@ from gateway.errors import (
     NotYetIntegratedError,
     PermissionDeniedError,
 )
-from gateway.pipeline.freetext import recordable, text_pseudonym
+from gateway.pipeline.freetext import joined_identifier, recordable, text_pseudonym
 from gateway.pipeline.query import QueryReceipt, safe_request_id
 from gateway.pipeline.validation import ValidQuery
 from gateway.runtime.metrics import Metrics
@@ -197,6 +197,13 @@ class QueryAuditor:
             outcome = "ok"
             if any(s.withheld or s.status not in ("ok", "not_found") for s in departments.values()):
                 outcome = "partial"
+        free = self.free_text
+        texts = (request.officer_id, request.represented_party, request.case_reference)
+        if joined_identifier(texts):
+            # Together they make an identifier: none goes on the record as written.
+            def free(text: str) -> str:
+                return text_pseudonym(self._key, text) if text else ""
+
         record = QueryRecord(
             time=_now(),
             gateway=self._origin,
@@ -206,9 +213,9 @@ class QueryAuditor:
             agency_id=caller.agency_id if caller else "",
             cert_thumbprint=caller.cert_thumbprint if caller else "",
             # Free text: as written only if nothing identifier-like is in it.
-            officer_id=self.free_text(request.officer_id),
-            represented_party=self.free_text(request.represented_party),
-            case_reference=self.free_text(request.case_reference),
+            officer_id=free(request.officer_id),
+            represented_party=free(request.represented_party),
+            case_reference=free(request.case_reference),
             purpose=self._purpose(query, request.purpose),
             mode=_MODE.get(request.mode, "unspecified"),
             consent_id=self._consent_id(consent_id),

@@ -54,13 +54,19 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.domain.identifiers import USCC_ALPHABET, USCC_WEIGHTS
+from gateway.domain.identifiers import (
+    USCC_ALPHABET,
+    USCC_WEIGHTS,
+    IdentifierError,
+    validate_resident_id,
+)
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -70,6 +76,7 @@ __all__ = [
     "Finding",
     "echo",
     "holds_identifier",
+    "joined_identifier",
     "recordable",
     "redact",
     "scan",
@@ -87,6 +94,18 @@ REDACTED: Final = "[redacted]"
 WITHHELD: Final = "(not shown: it holds what looks like a personal identifier)"
 
 _BREAK: Final = "|"  # stands for a letter of another script: ends every run
+#: Chinese numerals as digits: an identity number read out or written in words
+#: (三五〇二〇三...; 壹贰叁 in the financial forms; 幺 for one when numbers are
+#: spoken). Unicode gives none of them a decimal value (〇 is a letter number,
+#: the rest letters), so NFKC and unicodedata.decimal leave them alone. 十, 百 and
+#: the like are not digits of a number read digit by digit, and are not mapped.
+_CJK_DIGITS: Final = {
+    ch: str(value)
+    for value, chars in enumerate(
+        ("〇零", "一壹幺", "二贰貳", "三叁參", "四肆", "五伍", "六陆陸", "七柒", "八捌", "九玖")
+    )
+    for ch in chars
+}
 _USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
 _ASCII_DIGIT = re.compile(r"[0-9]")
 _DIGIT_RUN = re.compile(r"[0-9]{15,}")
@@ -153,6 +172,8 @@ def _compact(text: str) -> tuple[str, list[int], list[int]]:
                 out.append(ch.upper())
             else:
                 continue  # space, punctuation, symbol, control: a separator
+        elif ch in _CJK_DIGITS:
+            out.append(_CJK_DIGITS[ch])
         else:
             cat = unicodedata.category(ch)
             if cat == "Nd":
@@ -228,6 +249,59 @@ def holds_identifier(text: str) -> bool:
     """Whether a request carrying ``text`` must be refused: a finding outside
     any hex token. Never raises."""
     return any(not f.in_hex for f in scan(text))
+
+
+def _valid(compact: str) -> bool:
+    """Whether a finding's compact form (digits and capitals) is a real
+    identifier: check character and birth date, not only the shape."""
+    if len(compact) == 15:  # first generation: YYMMDD of the 1900s at 7-12
+        return compact.isdigit() and _real_date(
+            1900 + int(compact[6:8]), int(compact[8:10]), int(compact[10:12])
+        )
+    try:
+        validate_resident_id(compact)
+    except IdentifierError:
+        pass
+    else:
+        return True
+    return all(c in _USCC_VALUE for c in compact) and _uscc_check_ok(compact)
+
+
+def joined_identifier(texts: Sequence[str]) -> bool:
+    """Whether the free texts of one request, read one after another in any
+    order, make a real identifier that none holds alone: ``officer_id`` ending
+    in ``110105194912`` and ``case_reference`` starting ``31002X`` put the
+    number on the record as surely as one field would.
+
+    Only a real identifier counts here (check character, and a birth date for
+    resident numbers), not the bare shape each field is screened for: the end
+    of one field and the start of another are often both numbers (an officer's
+    number, a case number), and their chance junction must not refuse a query.
+    Each ordered pair and ordered triple of non-empty texts is screened (up to
+    12 scans for three fields; none when they hold fewer than six digits
+    together, as every finding needs). Never raises."""
+    parts = [t for t in texts if t]
+    if len(parts) < 2:
+        return False
+    joined = "".join(parts)
+    if joined.isascii() and len(_ASCII_DIGIT.findall(joined)) < 6:
+        return False
+    for n in range(2, len(parts) + 1):
+        for order in itertools.permutations(parts, n):
+            text = "".join(order)
+            junctions = list(itertools.accumulate(len(p) for p in order[:-1]))
+            for f in scan(text):
+                # Only what spans a junction: a finding inside one field is that
+                # field's rule's business (a hex token's edge, say, may move
+                # when another field's text is set beside it). In a hex token
+                # (two request-id-like texts run together) nothing is refused.
+                if (
+                    not f.in_hex
+                    and any(f.start < j < f.end for j in junctions)
+                    and _valid(_compact(text[f.start : f.end])[0])
+                ):
+                    return True
+    return False
 
 
 def text_pseudonym(key: bytes, text: str) -> str:

@@ -13,7 +13,7 @@ from gateway.domain.enums import SubjectType
 from gateway.domain.identifiers import IdentifierError, validate_resident_id, validate_uscc
 from gateway.domain.purposes import Purpose
 from gateway.errors import InvalidArgumentError, InvalidIdentifierError
-from gateway.pipeline.freetext import echo, holds_identifier
+from gateway.pipeline.freetext import echo, holds_identifier, joined_identifier
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["FREE_TEXT_FIELDS", "ValidQuery", "Validator"]
@@ -88,6 +88,12 @@ class Validator:
                     "must not contain a resident identity number or unified social credit "
                     "code, whole or split by spaces or punctuation (the text is not repeated)",
                 )
+        if joined_identifier([getattr(request, name) for name in FREE_TEXT_FIELDS]):
+            raise InvalidArgumentError(
+                "+".join(FREE_TEXT_FIELDS),
+                "read one after another these fields make a resident identity number or "
+                "unified social credit code (the text is not repeated)",
+            )
         if not request.datasets:
             datasets = self._all[subject_type]
         else:

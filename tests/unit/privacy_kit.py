@@ -66,6 +66,11 @@ _MATH_BOLD = {c: chr(0x1D7CE + int(c)) for c in _DIGITS}  # 𝟎..𝟗, NFKC-equ
 _ARABIC_INDIC = {c: chr(0x0660 + int(c)) for c in _DIGITS}  # ٠..٩, decimal digits
 
 
+#: Digits written as Chinese numerals (三五〇二...), as a number read out is written.
+CHINESE_DIGITS = dict(zip("0123456789", "〇一二三四五六七八九", strict=True))
+_FROM_CHINESE = {v: k for k, v in CHINESE_DIGITS.items()}
+
+
 @st.composite
 def disguised(draw: st.DrawFn, identifier: str) -> str:
     """``identifier`` as a careless or evasive caller might write it: case
@@ -73,7 +78,9 @@ def disguised(draw: st.DrawFn, identifier: str) -> str:
     any of them."""
     out: list[str] = []
     for i, ch in enumerate(identifier):
-        form = draw(st.sampled_from(("plain", "plain", "lower", "full", "math", "arabic")))
+        form = draw(
+            st.sampled_from(("plain", "plain", "lower", "full", "math", "arabic", "chinese"))
+        )
         if form == "lower":
             ch = ch.lower()
         elif form == "full":
@@ -82,6 +89,8 @@ def disguised(draw: st.DrawFn, identifier: str) -> str:
             ch = _MATH_BOLD.get(ch, ch)
         elif form == "arabic":
             ch = _ARABIC_INDIC.get(ch, ch)
+        elif form == "chinese":
+            ch = CHINESE_DIGITS.get(ch, ch)
         if i and draw(st.integers(0, 3)) == 0:
             out.append(draw(st.sampled_from(SEPARATORS)) * draw(st.integers(1, 2)))
         out.append(ch)
@@ -104,14 +113,17 @@ def hidden(draw: st.DrawFn) -> tuple[str, str]:
 
 
 def compact(text: str) -> str:
-    """``text`` as the leak check reads it: NFKC, decimal digits as ASCII,
-    upper case, everything but ASCII letters and digits removed."""
+    """``text`` as the leak check reads it: NFKC, decimal digits and Chinese
+    numerals as ASCII digits, upper case, everything but ASCII letters and
+    digits removed."""
     out = []
     for ch in unicodedata.normalize("NFKC", text):
         if ch.isascii() and ch.isalnum():
             out.append(ch.upper())
         elif unicodedata.category(ch) == "Nd":
             out.append(str(unicodedata.decimal(ch)))
+        elif ch in _FROM_CHINESE:
+            out.append(_FROM_CHINESE[ch])
     return "".join(out)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import Ed25519Signer, generate_key
@@ -36,6 +36,7 @@ from gateway.pipeline.freetext import (
     WITHHELD,
     echo,
     holds_identifier,
+    joined_identifier,
     recordable,
     redact,
     scan,
@@ -44,7 +45,7 @@ from gateway.pipeline.freetext import (
 from gateway.pipeline.validation import FREE_TEXT_FIELDS, Validator
 from gateway.runtime.logs import JsonFormatter
 from protos.credit.v1 import common_pb2, query_pb2
-from tests.unit.privacy_kit import compact, hidden, leaks, near_hex_token
+from tests.unit.privacy_kit import compact, hidden, identifiers, leaks, near_hex_token
 
 KEY = b"k" * 32
 ISSUE_ID = "11010519491231002X"
@@ -77,6 +78,10 @@ SPLIT_ID = "１１０１０５-1949 1231.002x"
         "91 1100 0060 0037 341L",
         "９１１１０００００６０００３７３４１Ｌ",
         "91350211M0000XUF46",  # issued in practice, fails its check: still caught
+        # Chinese numerals, whole or mixed with digits (an outside tester's inputs):
+        "三五〇二〇三一九八七一〇〇六二六四一",
+        "3502031987一〇〇六2641",
+        "壹壹〇壹〇伍壹玖肆玖壹贰叁壹〇〇贰X",
     ],
 )
 def test_identifiers_in_free_text_are_caught(text: str) -> None:
@@ -100,6 +105,10 @@ def test_identifiers_in_free_text_are_caught(text: str) -> None:
         "BJ-2024-000123-loan",
         "tel 13800138000",
         "",
+        # A reference ending in a UUID (was refused: "PAY20261130" ran into the hex).
+        "PAY-20261130-9f0c2a52-8f4e-4a4b-9d55-0c1e6f3b2a01",
+        "第一次会议纪要，二〇二六年十一月三十日",
+        "一二三四五六七八九十",
     ],
 )
 def test_ordinary_free_text_passes(text: str) -> None:
@@ -421,3 +430,54 @@ def test_development_headers_never_carry_an_identifier_into_labels_or_records() 
         with pytest.raises(AuthenticationError) as exc:
             dev_officer(cast(Any, _Metadata((DEV_OFFICER_HEADER, text))))
         assert not leaks(ISSUE_ID, json.dumps(exc.value.message))
+
+
+# --- an identifier split across the fields of one request --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("officer_id", "case_reference", "represented_party"),
+    [
+        ("110105194912", "31002X", ""),  # an outside tester's input
+        ("", "31002X (case)", "110105194912"),  # in another order
+        ("9111000060", "0037", "341L"),  # a credit code over three fields
+        ("一一〇一〇五一九四九", "一二三一〇〇二X", ""),
+    ],
+)
+def test_an_identifier_split_across_fields_is_refused_and_never_recorded(
+    harness: Harness,
+    validator: Validator,
+    officer_id: str,
+    case_reference: str,
+    represented_party: str,
+) -> None:
+    request = query(
+        officer_id=officer_id, case_reference=case_reference, represented_party=represented_party
+    )
+    with pytest.raises(InvalidArgumentError) as exc:
+        validator.validate(request)
+    assert exc.value.field == "case_reference+officer_id+represented_party"
+    record = decode_record(harness.record(request, exc.value))
+    for name, text in (
+        ("officer_id", officer_id),
+        ("case_reference", case_reference),
+        ("represented_party", represented_party),
+    ):
+        assert record[name] == (text_pseudonym(KEY, text) if text else "")
+
+
+def test_numbers_that_only_meet_by_chance_are_not_refused(validator: Validator) -> None:
+    """An officer's number and a case number side by side: a 15-digit run across
+    the junction, but no real identifier (no birth date, no check character)."""
+    texts = ["警号 1234567", "2026-00012345", ""]
+    assert not joined_identifier(texts)
+    validator.validate(query(officer_id=texts[0], case_reference=texts[1]))
+
+
+@given(hidden_id=identifiers, cuts=st.lists(st.integers(1, 17), min_size=1, max_size=2))
+@settings(max_examples=150, deadline=None)
+def test_property_a_real_identifier_split_anyhow_is_found(hidden_id: str, cuts: list[int]) -> None:
+    points = sorted({min(c, len(hidden_id) - 1) for c in cuts})
+    parts = [hidden_id[a:b] for a, b in zip([0, *points], [*points, len(hidden_id)], strict=True)]
+    assume(not any(holds_identifier(p) for p in parts))
+    assert joined_identifier(parts)
