@@ -4,7 +4,7 @@
 * :mod:`gateway.billing.ledger`: accounts and append-only entries (:class:`LedgerStore`,
   :class:`SQLiteLedger`, :class:`AsyncLedger`);
 * :mod:`gateway.billing.meter`: the pipeline's steps 4 and 7 (:class:`Meter`);
-* :mod:`gateway.billing.admin`: the ``BillingAdmin`` gRPC service (finance role);
+* :mod:`gateway.api.billing`: the ``BillingAdmin`` gRPC service (finance role);
 * :mod:`gateway.cli.billing`: ``credit-gateway billing``, offline administration.
 
 Money is integer fen everywhere; no float ever touches it.
