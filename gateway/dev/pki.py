@@ -212,10 +212,6 @@ class Pki:
         """An auditor's client certificate (PEM)."""
         return self.principal_cert("auditors", auditor_id)
 
-    def auditor_key(self, auditor_id: str) -> Path:
-        """An auditor's client key (PKCS#8 PEM, mode 0600)."""
-        return self.principal_key("auditors", auditor_id)
-
     def principal_cert(self, role_dir: str, ident: str) -> Path:
         """Certificate of a principal; ``role_dir`` is a key of :data:`ROLE_ORGANIZATIONS`.
 

@@ -119,7 +119,6 @@ class ConsentProblem(enum.StrEnum):
     OTHER_AGENCY = "other agency"
     OTHER_PURPOSE = "other purpose"
     OTHER_SUBJECT = "other subject"
-    OUT_OF_SCOPE = "out of scope"
 
 
 class ConsentError(Exception):

@@ -270,7 +270,7 @@ def _request(row: Sequence[Any]) -> RequestRecord:
         quota_key=str(row[5]),
         period=str(row[6]),
         quota_limit=int(row[7]),
-        quota_units=int(row[8]),
+        # row[8], quota_units: read by SQL only (the quota-count triggers).
         lines=_load_lines(str(row[9])),
         delivered=_load_lines(str(row[10])),
         reserved_fen=int(row[11]),

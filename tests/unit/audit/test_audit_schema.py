@@ -233,7 +233,7 @@ async def test_a_query_record_encodes_to_the_bytes_of_the_old_dict(
 _AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 _REC = RequestRecord(
     request_id="q-1", account_id="bank-001", basis="paid", state="settled", digest="d",
-    quota_key="", period="", quota_limit=0, quota_units=0,
+    quota_key="", period="", quota_limit=0,
     lines=(PricedLine("market", "registration", 100), PricedLine("tax", "arrears", 300)),
     delivered=(PricedLine("market", "registration", 100),), reserved_fen=400,
     charged_fen=100, balance_fen=900, free_remaining=0, attempts=2, created_at=_AT,
