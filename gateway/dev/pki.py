@@ -38,7 +38,7 @@ only the federation certificate.
 
 An organisation replaces all of this with its own CA; ``certs/README.md`` says how.
 
-One module of some 700 lines on purpose: the whole development PKI (CA, leaves, issuers,
+Why one module (some 700 lines): the whole development PKI (CA, leaves, issuers,
 manifest and the ``certs`` command) reads top to bottom in one place, and nothing in
 production imports it; what production needs of certificates is :mod:`gateway.auth.certs`.
 """

@@ -36,7 +36,7 @@ Three tables, all in one SQLite file (WAL, ``synchronous=FULL``):
 ``BEGIN IMMEDIATE`` serializes writers across processes (the offline
 ``credit-gateway billing`` tool beside a running gateway).
 
-This module is longer than the package's other parts on purpose: it is one
+Why one module (some 1,100 lines): it is one
 class whose methods are each one transaction over the tables above, plus the
 schema and the row mapping they share; splitting the transactions apart would
 scatter the invariants (held amounts, quota counts, the unaudited marks) that
