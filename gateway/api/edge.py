@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar, cast
 import grpc
 from google.protobuf import descriptor_pool
 
+from gateway.audit.schema import RefusalRecord
 from gateway.auth.certs import cert_thumbprint_pem
 from gateway.auth.reasons import AuthReason
 from gateway.errors import (
@@ -58,7 +59,7 @@ __all__ = ["REFUSAL_KIND", "Edge", "EventSink", "authenticate", "identified", "p
 log = logging.getLogger("credit_gateway.edge")
 
 #: The ``kind`` of the audit record of a refused call.
-REFUSAL_KIND = "refusal"
+REFUSAL_KIND = RefusalRecord.KIND
 
 _T = TypeVar("_T")
 _C = TypeVar("_C")
@@ -238,18 +239,21 @@ class Edge(grpc.aio.ServerInterceptor):
             or isinstance(err, AuditUnavailableError | NotYetIntegratedError)
         ):
             return
-        record: dict[str, Any] = {
-            "service": call.service,
-            "method": call.method,
-            "outcome": reason.lower(),
-            "status": err.code.name,
-            "principal": call.principal,
-            "cert_thumbprint": peer_thumbprint(context),
-        }
+        error_field = None
         if isinstance(err, InvalidArgumentError) and _FIELD.fullmatch(err.field):
-            record["error_field"] = err.field  # our own field names only
+            error_field = err.field  # our own field names only
+        fields = RefusalRecord(
+            service=call.service,
+            method=call.method,
+            outcome=reason.lower(),
+            status=err.code.name,
+            principal=call.principal,
+            cert_thumbprint=peer_thumbprint(context),
+            error_field=error_field,
+        ).to_json()
+        kind = fields.pop("kind")  # the sink writes kind, time and gateway
         try:
-            await self._audit.append_event(REFUSAL_KIND, record)
+            await self._audit.append_event(kind, fields)
         except Exception:
             # Nothing was disclosed by a refusal: the caller still gets its error.
             log.exception("could not audit a refusal of %s/%s", call.service, call.method)

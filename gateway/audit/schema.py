@@ -14,7 +14,11 @@ documented default). Readers decide what an absent field means.
   :class:`DepartmentSection` per department asked and, for a metered query, its
   :class:`QueryBilling` block;
 * :class:`BillingRecord`, kind ``"billing"``: a ledger movement not carried by a query
-  record (a reservation released, a refund, a top-up, a booking recorded at start-up).
+  record (a reservation released, a refund, a top-up, a booking recorded at start-up);
+* :class:`RefusalRecord`, kind ``"refusal"``: a refused call no servicer recorded itself
+  (written by the gRPC edge);
+* :class:`PolicyAdminRecord`, kind ``"policy_admin"``: a step of the policy workflow,
+  done or refused.
 
 Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
 auditors' ``credit-audit`` tool reads these.
@@ -30,8 +34,10 @@ __all__ = [
     "BillingLine",
     "BillingRecord",
     "DepartmentSection",
+    "PolicyAdminRecord",
     "QueryBilling",
     "QueryRecord",
+    "RefusalRecord",
     "WithheldField",
 ]
 
@@ -388,4 +394,176 @@ class BillingRecord:
             reference=_str(obj, "reference"),
             actor=_str(obj, "actor"),
             reason=_str(obj, "reason"),
+        )
+
+
+def _strs(value: object) -> tuple[str, ...] | None:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalRecord:
+    """A refused call that no servicer recorded itself, written by the gRPC edge.
+
+    ``service`` and ``method`` name the RPC (``credit.v1.AuditService``,
+    ``GetInclusionProof``); ``outcome`` is the ErrorInfo reason in lower case; ``status``
+    the gRPC status code's name (``INVALID_ARGUMENT``); ``principal`` the verified
+    principal ("" when none was established); ``cert_thumbprint`` the RFC 8705 thumbprint
+    of the client certificate ("" without one); ``error_field`` the invalid argument's
+    field name, one of the gateway's own. Never a request field or other text the caller
+    chose. ``time`` and ``gateway`` are added by the writer of the log
+    (:meth:`gateway.audit.auditor.QueryAuditor.append_event`) and read back here.
+    """
+
+    KIND: ClassVar[str] = "refusal"
+
+    service: str
+    method: str
+    outcome: str
+    status: str
+    principal: str = ""
+    cert_thumbprint: str = ""
+    error_field: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "service": self.service,
+                "method": self.method,
+                "outcome": self.outcome,
+                "status": self.status,
+                "principal": self.principal,
+                "cert_thumbprint": self.cert_thumbprint,
+            },
+            error_field=self.error_field,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> RefusalRecord:
+        """Read a decoded refusal record (its ``kind`` is not checked: see :attr:`KIND`);
+        absent or mistyped fields read as ``""`` or None."""
+        return cls(
+            service=_str(obj, "service") or "",
+            method=_str(obj, "method") or "",
+            outcome=_str(obj, "outcome") or "",
+            status=_str(obj, "status") or "",
+            principal=_str(obj, "principal") or "",
+            cert_thumbprint=_str(obj, "cert_thumbprint") or "",
+            error_field=_str(obj, "error_field"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyAdminRecord:
+    """A step of the policy workflow (:mod:`gateway.policyadmin.admin`), done or refused.
+
+    ``officer`` and the free text (``reason``, ``files``) only as
+    :func:`gateway.pipeline.freetext.recordable` lets them (the writer screens them).
+    ``outcome`` is ``"ok"`` or ``"refused"``; a refusal carries ``error`` (the ErrorInfo
+    reason) and the fields known when it was refused. The fields of each ``action`` done:
+
+    * ``draft``: ``version``, ``parent`` (0: none), ``content_hash``, ``files`` (the file
+      names the draft brought), ``reason``;
+    * ``validate``: ``version``, ``problems`` (how many);
+    * ``test``: ``version``, ``cases``, ``failures`` (how many);
+    * ``diff``: ``version``, ``base``, ``changes`` (how many);
+    * ``replay``: ``version``, ``replayed``, ``flips`` (how many);
+    * ``approve``: ``version``, ``author``, ``reason``;
+    * ``activate``, ``rollback``: ``version``, ``previous`` (0: none),
+      ``policy_version`` (what queries then carry), ``reason``.
+
+    Refused: ``draft`` with ``reason``; ``approve`` with ``version`` and ``reason``;
+    ``activate`` and ``rollback`` with ``version``, ``previous`` and ``reason``; any action
+    refused before its caller was known as an officer (``list`` and ``show`` among them)
+    with no more. ``time`` and ``gateway`` are added by the writer of the log. None fields
+    are absent.
+    """
+
+    KIND: ClassVar[str] = "policy_admin"
+
+    action: str
+    officer: str
+    outcome: str
+    error: str | None = None
+    version: int | None = None
+    parent: int | None = None
+    content_hash: str | None = None
+    files: tuple[str, ...] | None = None
+    reason: str | None = None
+    problems: int | None = None
+    cases: int | None = None
+    failures: int | None = None
+    base: int | None = None
+    changes: int | None = None
+    replayed: int | None = None
+    flips: int | None = None
+    author: str | None = None
+    previous: int | None = None
+    policy_version: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "action": self.action,
+                "officer": self.officer,
+                "outcome": self.outcome,
+            },
+            error=self.error,
+            version=self.version,
+            parent=self.parent,
+            content_hash=self.content_hash,
+            files=None if self.files is None else list(self.files),
+            reason=self.reason,
+            problems=self.problems,
+            cases=self.cases,
+            failures=self.failures,
+            base=self.base,
+            changes=self.changes,
+            replayed=self.replayed,
+            flips=self.flips,
+            author=self.author,
+            previous=self.previous,
+            policy_version=self.policy_version,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PolicyAdminRecord:
+        """Read a decoded policy-administration record (its ``kind`` is not checked: see
+        :attr:`KIND`); absent or mistyped fields read as ``""`` or None."""
+        return cls(
+            action=_str(obj, "action") or "",
+            officer=_str(obj, "officer") or "",
+            outcome=_str(obj, "outcome") or "",
+            error=_str(obj, "error"),
+            version=_int(obj, "version"),
+            parent=_int(obj, "parent"),
+            content_hash=_str(obj, "content_hash"),
+            files=_strs(obj.get("files")),
+            reason=_str(obj, "reason"),
+            problems=_int(obj, "problems"),
+            cases=_int(obj, "cases"),
+            failures=_int(obj, "failures"),
+            base=_int(obj, "base"),
+            changes=_int(obj, "changes"),
+            replayed=_int(obj, "replayed"),
+            flips=_int(obj, "flips"),
+            author=_str(obj, "author"),
+            previous=_int(obj, "previous"),
+            policy_version=_str(obj, "policy_version"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
         )

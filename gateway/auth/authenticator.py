@@ -81,9 +81,6 @@ class Identity:
     name_en: str
     cert_thumbprint: str
     token_kid: str
-    token_issuer: str
-    token_jti: str
-    token_expires_at: int
 
     @property
     def agency_id(self) -> str:
@@ -199,9 +196,6 @@ class Authenticator:
             name_en=principal.name_en,
             cert_thumbprint=peer.thumbprint,
             token_kid=verified.kid,
-            token_issuer=verified.issuer,
-            token_jti=verified.jti,
-            token_expires_at=verified.expires_at,
         )
 
     def _principal(self, peer: _PeerCert, token: VerifiedToken) -> Principal:

@@ -3,25 +3,19 @@
 * :mod:`gateway.billing.prices`: the price list, quotas and allowance (``policies/prices.toml``);
 * :mod:`gateway.billing.ledger`: accounts and append-only entries (:class:`LedgerStore`,
   :class:`SQLiteLedger`, :class:`AsyncLedger`);
-* :mod:`gateway.billing.meter`: the pipeline's steps 4 and 7 (:class:`Meter`);
-* :mod:`gateway.billing.admin`: the ``BillingAdmin`` gRPC service (finance role);
+* :mod:`gateway.billing.meter`: the pipeline's steps 4 and 7 (:class:`Meter`), start-up
+  recovery of bookings not on the audit record;
+* :mod:`gateway.billing.charges`: what a query reserves and is charged (:class:`Reservation`,
+  :class:`Settlement`);
+* :mod:`gateway.api.billing`: the ``BillingAdmin`` gRPC service (finance role);
 * :mod:`gateway.cli.billing`: ``credit-gateway billing``, offline administration.
 
 Money is integer fen everywhere; no float ever touches it.
 """
 
-from gateway.billing.ledger import (
-    AccountState,
-    AsyncLedger,
-    Entry,
-    LedgerStore,
-    SQLiteLedger,
-)
-from gateway.billing.meter import (
+from gateway.billing.charges import (
     DELIVERED_STATUSES,
     ChargeLine,
-    EventHook,
-    Meter,
     Mode,
     Reservation,
     Settlement,
@@ -29,6 +23,14 @@ from gateway.billing.meter import (
     granted_lines,
     mode_name,
 )
+from gateway.billing.ledger import (
+    AccountState,
+    AsyncLedger,
+    Entry,
+    LedgerStore,
+    SQLiteLedger,
+)
+from gateway.billing.meter import EventHook, Meter
 from gateway.billing.prices import PriceList, default_prices_path, load_prices, parse_prices
 
 __all__ = [

@@ -49,6 +49,12 @@ The rules, and why:
   record was never disclosed and is refunded; whatever moved and is not on the
   record gets a billing record saying so (its ``movements``), so that the
   ledger and the log tell the same story (``credit-gateway billing reconcile``).
+
+Why one module (some 700 lines): booking (reserve, settle, release) and start-up
+recovery keep one rule together: every booking marks its request ``unaudited`` in the
+ledger, and the mark is cleared only once the audit record carrying it is durable; recovery
+reads exactly those marks. Apart, neither half shows how the other keeps the rule. The values
+the meter hands the pipeline are in :mod:`gateway.billing.charges`.
 """
 
 from __future__ import annotations
@@ -60,11 +66,17 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from gateway.audit.schema import BillingLine, BillingRecord, QueryRecord
+from gateway.billing.charges import (
+    Mode,
+    Reservation,
+    Settlement,
+    reservation_of,
+    settlement_of,
+)
 from gateway.billing.ledger import (
     AsyncLedger,
     Basis,
@@ -78,26 +90,11 @@ from gateway.billing.ledger import (
 from gateway.billing.prices import PriceList
 from gateway.billing.reconcile import Movements, ledger_movements, record_movements
 from gateway.errors import ConflictError, InternalError, InvalidArgumentError, LedgerError
-from gateway.pipeline.decision import Decision
-from protos.credit.v1 import query_pb2
 
-__all__ = [
-    "DELIVERED_STATUSES",
-    "AuditLookup",
-    "ChargeLine",
-    "EventHook",
-    "Meter",
-    "Mode",
-    "Reservation",
-    "Settlement",
-    "delivered_lines",
-    "granted_lines",
-    "mode_name",
-]
+__all__ = ["AuditLookup", "EventHook", "Meter"]
 
 log = logging.getLogger("credit_gateway.billing")
 
-Mode = Literal["free", "paid"]
 #: An async callback handed every billing event (a dict of str/int/list, no floats).
 EventHook = Callable[[dict[str, Any]], Awaitable[None]]
 #: Start-up recovery's view of the audit log: given bookings as
@@ -107,13 +104,6 @@ AuditLookup = Callable[
     [Sequence[tuple[UnauditedKind, str]]],
     Awaitable[Mapping[tuple[str, str], Sequence[Mapping[str, Any]]]],
 ]
-ChargeLine = PricedLine
-
-#: Section statuses that count as delivered (and are charged).
-DELIVERED_STATUSES: frozenset[int] = frozenset(
-    {query_pb2.SECTION_STATUS_OK, query_pb2.SECTION_STATUS_NOT_FOUND}
-)
-
 #: Seconds after the audit log heals before the bookings of the outage are put on
 #: the record: longer than any query in flight (the fan-out is bounded by seconds).
 HEALED_SETTLE_S = 60.0
@@ -124,100 +114,6 @@ _MIN_SUBJECT_KEY = 32
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What a request cost; :meth:`to_proto` gives the response's ``Charge``."""
-
-    request_id: str
-    #: "settled" (something was delivered) or "released" (nothing was charged).
-    state: Literal["settled", "released"]
-    amount_fen: int
-    lines: tuple[ChargeLine, ...]
-    #: The account's balance after the charge (0 if the agency has no account).
-    balance_fen: int
-    #: Free units left: today's quota (free mode) or this year's self-queries.
-    free_remaining: int
-    #: True if this is the stored outcome of an earlier call: nothing was booked now.
-    replay: bool = False
-
-    def to_proto(self) -> query_pb2.Charge:
-        """The ``credit.v1.Charge`` of a query response: amounts in fen, one line per dataset."""
-        charge = query_pb2.Charge(
-            amount_fen=self.amount_fen,
-            balance_fen=self.balance_fen,
-            free_remaining=self.free_remaining,
-        )
-        for line in self.lines:
-            charge.lines.add(
-                department=line.department, dataset=line.dataset, amount_fen=line.amount_fen
-            )
-        return charge
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """What :meth:`Meter.reserve` holds for a request; pass it to settle/release_all."""
-
-    request_id: str
-    agency_id: str
-    mode: Mode
-    basis: Basis
-    #: Every reserved dataset at the amount it will cost if delivered.
-    lines: tuple[ChargeLine, ...]
-    reserved_fen: int
-    balance_fen: int
-    free_remaining: int
-    #: True if the request id was seen before: this is the original reservation.
-    replay: bool = False
-    #: Set if the request id was already settled: its original outcome.
-    settlement: Settlement | None = None
-    #: Which attempt under this request id (a released id may be tried again).
-    attempt: int = 0
-
-    @property
-    def deliverable(self) -> frozenset[tuple[str, str]]:
-        """What may be asked for: the reserved lines, or, when replaying a
-        settled request, only what was paid for."""
-        lines = self.settlement.lines if self.settlement is not None else self.lines
-        return frozenset(x.key for x in lines)
-
-    @property
-    def empty(self) -> bool:
-        """True when no dataset was granted: nothing is metered and no free unit is used."""
-        return not self.lines
-
-
-class _HasStatus(Protocol):
-    @property
-    def status(self) -> int: ...
-
-
-def granted_lines(decision: Decision) -> list[tuple[str, str]]:
-    """Every (department, dataset) the decision allows, in a stable order."""
-    return sorted((dept, ds) for dept, dd in decision.departments.items() for ds in dd.allowed)
-
-
-def delivered_lines(
-    decision: Decision, outcomes: Mapping[str, _HasStatus]
-) -> list[tuple[str, str]]:
-    """The allowed datasets of every department whose outcome is OK or NOT_FOUND."""
-    out: list[tuple[str, str]] = []
-    for dept, outcome in outcomes.items():
-        dd = decision.departments.get(dept)
-        if dd is not None and outcome.status in DELIVERED_STATUSES:
-            out.extend((dept, ds) for ds in dd.allowed)
-    return sorted(out)
-
-
-def mode_name(mode: int) -> Mode:
-    """``query_pb2.QueryMode`` -> "free" | "paid". Raises InvalidArgumentError."""
-    if mode == query_pb2.QUERY_MODE_FREE:
-        return "free"
-    if mode == query_pb2.QUERY_MODE_PAID:
-        return "paid"
-    raise InvalidArgumentError("mode", "must be QUERY_MODE_FREE or QUERY_MODE_PAID")
 
 
 class Meter:
@@ -533,7 +429,7 @@ class Meter:
                 "a query with this request id is still being answered; retry when it is done",
                 metadata={"request_id": request_id},
             )
-        reservation = _reservation(result, mode)
+        reservation = reservation_of(result, mode)
         if not result.replay:
             try:
                 await self._emit(
@@ -619,7 +515,7 @@ class Meter:
             self._clock(),
             attempt=reservation.attempt,
         )
-        settlement = _settlement(result.record, replay=result.replay)
+        settlement = settlement_of(result.record, replay=result.replay)
         if not result.replay:
             rec = result.record
             if rec.state == "settled":
@@ -693,7 +589,7 @@ class Meter:
             rec = await self.ledger.run(self.store.request, reservation.request_id)
             if rec is None or rec.state == "reserved":
                 return Settlement(reservation.request_id, "released", 0, (), 0, 0, replay=True)
-            return _settlement(rec, replay=True)
+            return settlement_of(rec, replay=True)
         result = await self.ledger.run(
             self.store.release,
             reservation.request_id,
@@ -728,7 +624,7 @@ class Meter:
                 reason=reason,
                 movements=Movements(reserve=reserved, release=reserved),
             )
-        return _settlement(rec, replay=not result.changed)
+        return settlement_of(rec, replay=not result.changed)
 
     # --- events ------------------------------------------------------------------
 
@@ -820,32 +716,3 @@ def _settled_on_record(records: Sequence[Mapping[str, Any]]) -> bool:
 def _check_id(value: str, field: str) -> None:
     if not value or len(value) > 128 or not value.isprintable():
         raise InvalidArgumentError(field, "must be 1 to 128 printable characters")
-
-
-def _settlement(rec: RequestRecord, *, replay: bool) -> Settlement:
-    return Settlement(
-        request_id=rec.request_id,
-        state="settled" if rec.state == "settled" else "released",
-        amount_fen=rec.charged_fen,
-        lines=rec.delivered,
-        balance_fen=rec.balance_fen,
-        free_remaining=rec.free_remaining,
-        replay=replay,
-    )
-
-
-def _reservation(result: ReserveResult, mode: Mode) -> Reservation:
-    rec = result.record
-    return Reservation(
-        request_id=rec.request_id,
-        agency_id=rec.account_id,
-        mode=mode,
-        basis=rec.basis,
-        lines=rec.lines,
-        reserved_fen=rec.reserved_fen,
-        balance_fen=result.account.balance_fen if result.account else 0,
-        free_remaining=result.free_remaining,
-        replay=result.replay,
-        settlement=_settlement(rec, replay=True) if rec.state == "settled" else None,
-        attempt=rec.attempts,
-    )

@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from gateway.api.billing import parse_date, period_bounds
 from gateway.billing import reconcile
-from gateway.billing.admin import parse_date, period_bounds
 from gateway.billing.ledger import AccountState, Entry, SQLiteLedger
 from gateway.billing.prices import default_prices_path, load_prices
 from gateway.cli.console import path_arg, yuan

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return token_main(rest)
         if args.command == "consent":
-            from gateway.policy.consent import consent_main
+            from gateway.cli.consent import consent_main
 
             return consent_main(rest)
         if args.command == "billing":

@@ -34,9 +34,9 @@ from typing import Any, TextIO
 
 import grpc
 
+from gateway.api.policy_admin import DEV_OFFICER_HEADER
 from gateway.cli.connect import UsageError, demo_member, open_channel, read_demo
 from gateway.cli.console import path_arg
-from gateway.policyadmin.service import DEV_OFFICER_HEADER
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
 
 __all__ = ["policy_main"]

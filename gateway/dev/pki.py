@@ -38,7 +38,7 @@ only the federation certificate.
 
 An organisation replaces all of this with its own CA; ``certs/README.md`` says how.
 
-One module of some 700 lines on purpose: the whole development PKI (CA, leaves, issuers,
+Why one module (some 700 lines): the whole development PKI (CA, leaves, issuers,
 manifest and the ``certs`` command) reads top to bottom in one place, and nothing in
 production imports it; what production needs of certificates is :mod:`gateway.auth.certs`.
 """
@@ -212,10 +212,6 @@ class Pki:
     def auditor_cert(self, auditor_id: str) -> Path:
         """An auditor's client certificate (PEM)."""
         return self.principal_cert("auditors", auditor_id)
-
-    def auditor_key(self, auditor_id: str) -> Path:
-        """An auditor's client key (PKCS#8 PEM, mode 0600)."""
-        return self.principal_key("auditors", auditor_id)
 
     def principal_cert(self, role_dir: str, ident: str) -> Path:
         """Certificate of a principal; ``role_dir`` is a key of :data:`ROLE_ORGANIZATIONS`.

@@ -14,11 +14,10 @@ __all__ = ["Purpose", "default_purposes_path", "load_purposes"]
 
 @dataclass(frozen=True, slots=True)
 class Purpose:
-    """A purpose an agency may state, with its titles and legal basis."""
+    """A purpose an agency may state and its title (the file's ``title_en`` is for readers)."""
 
     code: str
     title: str
-    title_en: str
 
 
 def default_purposes_path() -> Path:
@@ -37,5 +36,5 @@ def load_purposes(path: Path | None = None) -> Mapping[str, Purpose]:
     for code, raw in table.items():
         if not isinstance(raw, dict) or not isinstance(raw.get("title"), str):
             raise ConfigError(f"purposes.{code}", "needs a title")
-        out[code] = Purpose(code, raw["title"], str(raw.get("title_en", code)))
+        out[code] = Purpose(code, raw["title"])
     return out

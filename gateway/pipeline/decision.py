@@ -78,7 +78,6 @@ class QueryFacts:
     """
 
     agency_id: str
-    agency_kind: str
     subject_type: str
     purpose: str
     mode: int  # query_pb2.QueryMode

@@ -242,7 +242,6 @@ class QueryPipeline:
         decision = self._decider.decide(
             QueryFacts(
                 agency_id=caller.agency_id,
-                agency_kind=caller.kind,
                 subject_type=query.subject_type,
                 purpose=query.purpose,
                 mode=query.mode,

@@ -45,12 +45,10 @@ Verified consents are cached under the SHA-256 of the token string until they ex
 
 from __future__ import annotations
 
-import argparse
 import enum
 import hashlib
 import hmac
 import re
-import sys
 import threading
 import time
 import uuid
@@ -70,13 +68,12 @@ from gateway.auth.tokens import (
     index_issuer_keys,
     load_signing_key,
 )
-from gateway.cli.console import path_arg
 from gateway.domain.catalog import Tier
 from gateway.domain.files import load_toml, policies_path
 from gateway.errors import ConfigError
-from gateway.runtime.secretfile import write_secret
 
 __all__ = [
+    "CONSENT_ID",
     "CONSENT_TYP",
     "DEFAULT_REVOCATIONS_PATH",
     "MAX_CONSENT_LIFETIME_S",
@@ -85,7 +82,6 @@ __all__ = [
     "ConsentError",
     "ConsentProblem",
     "ConsentVerifier",
-    "consent_main",
     "issue_consent",
     "load_revocations",
     "parse_scope",
@@ -105,7 +101,8 @@ _MAX_TOKEN_BYTES = 16384
 _MAX_SCOPE = 64
 _NAME = r"[a-z0-9_]+"
 _SCOPE_DATASET = re.compile(rf"^({_NAME})/({_NAME}|\*)$")
-_CID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A consent id (``cid``): 1 to 128 of ``A-Z a-z 0-9 . _ : -``.
+CONSENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONSENT_TIERS = frozenset(t.value for t in Tier if t is not Tier.STATE_SECRET)
 
@@ -120,7 +117,6 @@ class ConsentProblem(enum.StrEnum):
     OTHER_AGENCY = "other agency"
     OTHER_PURPOSE = "other purpose"
     OTHER_SUBJECT = "other subject"
-    OUT_OF_SCOPE = "out of scope"
 
 
 class ConsentError(Exception):
@@ -405,7 +401,7 @@ class ConsentVerifier:
             audiences = [aud] if isinstance(aud, str) else aud
             if not isinstance(audiences, list) or self.audience not in audiences:
                 raise _invalid("the consent is meant for another audience")
-        cid = _claim_str(claims, "cid", _CID)
+        cid = _claim_str(claims, "cid", CONSENT_ID)
         subject_type = _claim_str(claims, "sub_type", None)
         if subject_type not in _SUBJECT_TYPES:
             raise _invalid("claim 'sub_type' must be person or enterprise")
@@ -478,7 +474,7 @@ def load_revocations(path: Path | None = None) -> frozenset[str]:
         if extra:
             raise ConfigError(f"{where}.{extra[0]}", "unknown key")
         cid = entry.get("cid")
-        if not isinstance(cid, str) or _CID.match(cid) is None:
+        if not isinstance(cid, str) or CONSENT_ID.match(cid) is None:
             raise ConfigError(f"{where}.cid", "must be a consent id (1-128 of A-Z a-z 0-9 . _ : -)")
         cids.add(cid)
     return frozenset(cids)
@@ -538,76 +534,3 @@ def issue_consent(
     if audience is not None:
         claims["aud"] = audience
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": CONSENT_TYP})
-
-
-def consent_main(argv: list[str]) -> int:
-    """``credit-gateway consent issue --issuer-key F --kid K --iss I --subject-type person
-    --subject ID --grantee bank --purpose lending --scope pbccrc/personal_loans
-    --scope tier:personal_privacy [--lifetime-days 90] [--aud A] [--cid C] [--out F]``.
-
-    Prints the token (or writes it to ``--out`` with mode 0600: whoever holds it may use the
-    consent). Returns the exit status: 0 ok, 1 the key could not be used, 2 usage error.
-    """
-    parser = argparse.ArgumentParser(prog="credit-gateway consent")
-    sub = parser.add_subparsers(dest="command", required=True)
-    issue = sub.add_parser("issue", help="sign a consent token (development consent issuer)")
-    issue.add_argument(
-        "--issuer-key", type=path_arg, required=True, help="issuer private key (PEM)"
-    )
-    issue.add_argument("--kid", required=True, help="the key's kid in the issuer JWKS")
-    issue.add_argument("--iss", required=True, help="consent issuer identifier")
-    issue.add_argument("--subject-type", required=True, choices=sorted(_SUBJECT_TYPES))
-    issue.add_argument("--subject", required=True, help="identity number or USCC")
-    issue.add_argument("--grantee", required=True, help="agency id the consent is given to")
-    issue.add_argument("--purpose", required=True, help="purpose code")
-    issue.add_argument(
-        "--scope",
-        action="append",
-        required=True,
-        help="dept/dataset, dept/* or tier:<tier>; repeat for several",
-    )
-    issue.add_argument("--lifetime-days", type=int, default=90)
-    issue.add_argument("--aud", help="audience (the gateway), if the gateway requires one")
-    issue.add_argument("--cid", help="consent id (default: a random UUID)")
-    issue.add_argument("--out", type=path_arg, help="write here instead of stdout")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help and on usage errors
-        return int(exc.code or 0)
-    if not 0 < args.lifetime_days * 86400 <= MAX_CONSENT_LIFETIME_S:  # the verifier's limit
-        print(
-            f"credit-gateway consent: --lifetime-days must be 1 to "
-            f"{MAX_CONSENT_LIFETIME_S // 86400} (the gateway refuses longer consents)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.cid is not None and _CID.match(args.cid) is None:
-        print("credit-gateway consent: --cid is malformed", file=sys.stderr)
-        return 2
-    try:
-        parse_scope(args.scope)
-    except ValueError as exc:
-        print(f"credit-gateway consent: --scope: {exc}", file=sys.stderr)
-        return 2
-    try:
-        token = issue_consent(
-            args.issuer_key,
-            args.kid,
-            issuer=args.iss,
-            subject_type=args.subject_type,
-            subject_id=args.subject,
-            grantee=args.grantee,
-            purpose=args.purpose,
-            scope=args.scope,
-            lifetime_s=args.lifetime_days * 86400,
-            audience=args.aud,
-            cid=args.cid,
-        )
-    except ConfigError as exc:
-        print(f"credit-gateway consent: {exc}", file=sys.stderr)
-        return 1
-    if args.out is None:
-        print(token)
-    else:
-        write_secret(args.out, token)
-    return 0

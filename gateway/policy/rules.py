@@ -40,6 +40,11 @@ Every reference is checked against the catalog, the purposes and the agency regi
 field, is refused: whatever the policy says, those never leave (and ``decision._legal_block``
 withholds them anyway), so a line saying otherwise is a mistake an officer must see at load.
 Every refusal is a :class:`~gateway.errors.ConfigError` whose key is ``<file>:<line>``.
+
+Why one module (some 620 lines): the model's shape, the role graph and every policy line
+are checked together (a line is valid only against the model's matcher and the role links
+that precede it) and the enforcer is built only from what the checks accepted; apart, one
+half could change what the other assumes.
 """
 
 from __future__ import annotations

@@ -358,10 +358,8 @@ class _Runner:
         )
 
     def facts(self, case: Case, datasets: tuple[Dataset, ...], token: str) -> QueryFacts:
-        agency = self.registry.agency(case.agency)
         return QueryFacts(
             agency_id=case.agency,
-            agency_kind=agency.kind.value if agency is not None and agency.kind else "unknown",
             subject_type=case.subject,
             purpose=case.purpose,
             mode=_MODES[case.mode],

@@ -8,7 +8,7 @@ tested, reviewed by a second officer, reversible and on the record.
 * :mod:`gateway.policyadmin.analysis`: ``diff`` and ``replay``;
 * :mod:`gateway.policyadmin.admin`: the workflow and the hot switch
   (:class:`PolicyAdministrator`);
-* :mod:`gateway.policyadmin.service`: the ``credit.v1.PolicyAdmin`` gRPC servicer;
+* :mod:`gateway.api.policy_admin`: the ``credit.v1.PolicyAdmin`` gRPC servicer;
 * :mod:`gateway.cli.policy`: ``credit-gateway policy``.
 
 Wiring: ``[policy] store = "policy-versions.sqlite"`` in the gateway configuration
@@ -18,7 +18,6 @@ Wiring: ``[policy] store = "policy-versions.sqlite"`` in the gateway configurati
 from gateway.policyadmin.admin import PolicyAdministrator, Serving, VersionView
 from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
 from gateway.policyadmin.loading import DeciderRecipe, LoadedVersion, version_label
-from gateway.policyadmin.service import PolicyAdminService
 from gateway.policyadmin.store import (
     FILE_NAMES,
     Activation,
@@ -36,7 +35,6 @@ __all__ = [
     "CheckResult",
     "DeciderRecipe",
     "LoadedVersion",
-    "PolicyAdminService",
     "PolicyAdministrator",
     "PolicyStoreError",
     "PolicyVersion",

@@ -139,7 +139,6 @@ def _facts(
     """``is_self`` None: every ``self_query`` asked as the subject's own (diff and warm-up)."""
     return QueryFacts(
         agency_id=agency,
-        agency_kind="unknown",
         subject_type=subject_type,
         purpose=purpose,
         mode=mode,

@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from gateway.api.billing import BillingAdminService
+from gateway.api.policy_admin import PolicyAdminService, dev_officer
 from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import AuditError
@@ -20,7 +22,6 @@ from gateway.auth import (
     load_registry,
 )
 from gateway.billing import Meter, load_prices
-from gateway.billing.admin import BillingAdminService
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
@@ -29,13 +30,11 @@ from gateway.policy import build_decider
 from gateway.policyadmin import (
     DeciderRecipe,
     PolicyAdministrator,
-    PolicyAdminService,
     Serving,
     SQLiteVersionStore,
 )
 from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import read_disk_files
-from gateway.policyadmin.service import dev_officer
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
 

@@ -27,21 +27,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway import __version__
+from gateway.api.audit import AuditServicer
+from gateway.api.billing import BillingAdminService
 from gateway.api.edge import Edge
+from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
-from gateway.audit.auditor import AuditServicer, QueryAuditor
+from gateway.audit.auditor import QueryAuditor
 from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
 from gateway.billing import Meter
-from gateway.billing.admin import BillingAdminService
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
 from gateway.pipeline.validation import Validator
-from gateway.policyadmin.service import PolicyAdminService
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import (

@@ -19,8 +19,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 
+from gateway.api.billing import BillingAdminService
 from gateway.api.edge import Edge
-from gateway.billing.admin import BillingAdminService
 from gateway.billing.ledger import AsyncLedger
 from gateway.errors import PermissionDeniedError
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc

@@ -9,6 +9,8 @@
   imports; and adding the function-local imports must not make one either (a local import
   may save start-up time, never hide a circle).
 * The README's Layout section names every folder under ``gateway/``.
+* A hand-written module over :data:`LONG_MODULE` lines says why it is one module: its
+  docstring holds a paragraph starting :data:`WHY_ONE_MODULE`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ ROOTS = ("gateway", "adapters")
 DEV = ("gateway.dev", "gateway.pki", "adapters.testing")
 #: Production modules allowed to import development tooling, and only inside a function.
 DEV_DISPATCHERS = {"gateway.cli.gateway"}
+#: Longer than this (lines), a module states why it is not split.
+LONG_MODULE = 600
+WHY_ONE_MODULE = "Why one module"
 
 
 def _modules() -> dict[str, Path]:
@@ -228,3 +233,27 @@ def test_old_import_paths_keep_working() -> None:
     assert gateway.console.console_script is not None
     assert gateway.pki.init_pki is pki.init_pki
     assert gateway.pki.FEDERATION_IDENTITY == FEDERATION_IDENTITY
+
+
+def test_a_module_over_600_lines_says_why_it_is_one() -> None:
+    unexplained = []
+    for module, path in MODULES.items():
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) <= LONG_MODULE:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if not re.search(rf"^{WHY_ONE_MODULE}\b", doc, re.M):
+            unexplained.append(module)
+    assert not unexplained, unexplained
+
+
+def test_command_line_paths_use_the_one_argparse_type() -> None:
+    """``type=Path`` reads ``--ca ""`` as the current folder; every path flag goes
+    through :func:`gateway.cli.console.path_arg`, which refuses the empty path."""
+    offenders = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in _modules().values()
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "type=Path" in line.replace(" ", "")
+    ]
+    assert offenders == []

@@ -36,7 +36,7 @@ Three tables, all in one SQLite file (WAL, ``synchronous=FULL``):
 ``BEGIN IMMEDIATE`` serializes writers across processes (the offline
 ``credit-gateway billing`` tool beside a running gateway).
 
-This module is longer than the package's other parts on purpose: it is one
+Why one module (some 1,100 lines): it is one
 class whose methods are each one transaction over the tables above, plus the
 schema and the row mapping they share; splitting the transactions apart would
 scatter the invariants (held amounts, quota counts, the unaudited marks) that
@@ -271,7 +271,7 @@ def _request(row: Sequence[Any]) -> RequestRecord:
         quota_key=str(row[5]),
         period=str(row[6]),
         quota_limit=int(row[7]),
-        quota_units=int(row[8]),
+        # row[8], quota_units: read by SQL only (the quota-count triggers).
         lines=_load_lines(str(row[9])),
         delivered=_load_lines(str(row[10])),
         reserved_fen=int(row[11]),

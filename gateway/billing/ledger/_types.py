@@ -138,8 +138,6 @@ class RequestRecord:
     quota_key: str
     period: str
     quota_limit: int
-    #: 1 while the request uses a unit of a free quota or allowance, else 0.
-    quota_units: int
     lines: tuple[PricedLine, ...]
     delivered: tuple[PricedLine, ...]
     reserved_fen: int

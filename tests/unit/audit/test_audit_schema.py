@@ -19,7 +19,14 @@ import pytest
 import gateway.audit.auditor as auditing
 from gateway.audit.auditor import QueryAuditor, response_digest
 from gateway.audit.records import canonical_json, decode_record, encode_record
-from gateway.audit.schema import BillingLine, BillingRecord, QueryBilling, QueryRecord
+from gateway.audit.schema import (
+    BillingLine,
+    BillingRecord,
+    PolicyAdminRecord,
+    QueryBilling,
+    QueryRecord,
+    RefusalRecord,
+)
 from gateway.auth.identity import Caller
 from gateway.billing.ledger import Entry, PricedLine, RequestRecord
 from gateway.billing.reconcile import Movements, record_key, record_movements
@@ -233,7 +240,7 @@ async def test_a_query_record_encodes_to_the_bytes_of_the_old_dict(
 _AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 _REC = RequestRecord(
     request_id="q-1", account_id="bank-001", basis="paid", state="settled", digest="d",
-    quota_key="", period="", quota_limit=0, quota_units=0,
+    quota_key="", period="", quota_limit=0,
     lines=(PricedLine("market", "registration", 100), PricedLine("tax", "arrears", 300)),
     delivered=(PricedLine("market", "registration", 100),), reserved_fen=400,
     charged_fen=100, balance_fen=900, free_remaining=0, attempts=2, created_at=_AT,
@@ -337,3 +344,102 @@ def test_reading_is_lenient_with_old_and_odd_records() -> None:
     q = QueryRecord.from_json(odd)
     assert q.request_id == "" and q.billing == QueryBilling()
     assert record_key(odd) is None
+
+
+def _old_refusal(
+    service: str, method: str, reason: str, status: str, principal: str, thumb: str, field: str
+) -> dict[str, Any]:
+    """The edge's refusal fields as it built them before the types (verbatim)."""
+    record: dict[str, Any] = {
+        "service": service,
+        "method": method,
+        "outcome": reason.lower(),
+        "status": status,
+        "principal": principal,
+        "cert_thumbprint": thumb,
+    }
+    if field:
+        record["error_field"] = field
+    return record
+
+
+def _logged(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``QueryAuditor.append_event`` appends."""
+    return {"kind": kind, "time": "2026-03-01T08:00:00+00:00", "gateway": "gw-1", **fields}
+
+
+@pytest.mark.parametrize(
+    ("principal", "thumb", "field"),
+    [("", "", "request"), ("bank-001", "dGh1bWI", ""), ("auditor-1", "", "tree_size")],
+)
+def test_a_refusal_record_encodes_to_the_bytes_of_the_old_dict(
+    principal: str, thumb: str, field: str
+) -> None:
+    new = RefusalRecord(
+        service="credit.v1.AuditService", method="GetInclusionProof",
+        outcome="invalid_argument", status="INVALID_ARGUMENT", principal=principal,
+        cert_thumbprint=thumb, error_field=field or None,
+    ).to_json()  # fmt: skip
+    old = _old_refusal(
+        "credit.v1.AuditService", "GetInclusionProof", "INVALID_ARGUMENT", "INVALID_ARGUMENT",
+        principal, thumb, field,
+    )  # fmt: skip
+    kind = new.pop("kind")
+    assert kind == RefusalRecord.KIND == "refusal"
+    assert canonical_json(_logged(kind, new)) == canonical_json(_logged("refusal", old))
+    read = RefusalRecord.from_json(_logged("refusal", old))
+    assert read.time == "2026-03-01T08:00:00+00:00" and read.gateway == "gw-1"
+    assert canonical_json(read.to_json()) == canonical_json(_logged("refusal", old))
+
+
+def _free(text: str) -> str:
+    return "hmac:x" if "9" in text else text
+
+
+def _old_policy_admin(action: str, officer: str, **fields: Any) -> dict[str, Any]:
+    """The workflow's record fields as it built them before the types (verbatim)."""
+    record = {"action": action, "officer": _free(officer), **fields}
+    if "reason" in record:
+        record["reason"] = _free(record["reason"])
+    if "files" in record:
+        record["files"] = [_free(name) for name in record["files"]]
+    return record
+
+
+_DONE = {"outcome": "ok", "version": 3}
+_POLICY_ADMIN_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("draft", {**_DONE, "parent": 2, "content_hash": "ab12", "files": ["policy.csv", "n9"],
+               "reason": "ticket 4711"}),
+    ("draft", {**_DONE, "parent": 0, "content_hash": "ab12", "files": [], "reason": "9"}),
+    ("validate", {**_DONE, "problems": 0}),
+    ("test", {**_DONE, "cases": 41, "failures": 1}),
+    ("diff", {**_DONE, "base": 2, "changes": 5}),
+    ("replay", {**_DONE, "replayed": 100, "flips": 3}),
+    ("approve", {**_DONE, "author": "officer_a", "reason": "looks right"}),
+    ("activate", {**_DONE, "previous": 2, "policy_version": "v3-ab12", "reason": "go"}),
+    ("rollback", {**_DONE, "previous": 3, "policy_version": "v2-cd34", "reason": "undo"}),
+    ("draft", {"outcome": "refused", "error": "INVALID_ARGUMENT", "reason": "x"}),
+    ("approve", {"outcome": "refused", "error": "FOUR_EYES", "version": 3, "reason": "ok"}),
+    ("activate", {"outcome": "refused", "error": "NOT_APPROVED", "version": 3,
+                  "previous": 0, "reason": "go"}),
+    ("list", {"outcome": "refused", "error": "PERMISSION_DENIED"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("action", "fields"), _POLICY_ADMIN_CASES)
+@pytest.mark.parametrize("officer", ["officer_b", "9"])
+def test_a_policy_admin_record_encodes_to_the_bytes_of_the_old_dict(
+    action: str, fields: dict[str, Any], officer: str
+) -> None:
+    typed = dict(fields)
+    if "reason" in typed:
+        typed["reason"] = _free(typed["reason"])
+    if "files" in typed:
+        typed["files"] = tuple(_free(name) for name in typed["files"])
+    new = PolicyAdminRecord(action=action, officer=_free(officer), **typed).to_json()
+    old = _old_policy_admin(action, officer, **fields)
+    kind = new.pop("kind")
+    assert kind == PolicyAdminRecord.KIND == "policy_admin"
+    assert canonical_json(_logged(kind, new)) == canonical_json(_logged(kind, old))
+    read = PolicyAdminRecord.from_json(_logged(kind, old))
+    assert canonical_json(read.to_json()) == canonical_json(_logged(kind, old))

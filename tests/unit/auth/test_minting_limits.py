@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.tokens import MAX_LIFETIME_S, TokenVerifier, TrustedIssuer, token_main
+from gateway.cli.consent import consent_main
 from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki, cert_thumbprint_pem
-from gateway.policy.consent import MAX_CONSENT_LIFETIME_S, ConsentVerifier, consent_main
+from gateway.policy.consent import MAX_CONSENT_LIFETIME_S, ConsentVerifier
 
 AUD = "urn:credit-gateway:unit"
 PERSON = "360426199101010071"

@@ -415,9 +415,9 @@ class _Metadata:
 def test_development_headers_never_carry_an_identifier_into_labels_or_records() -> None:
     from typing import Any, cast
 
+    from gateway.api.policy_admin import DEV_OFFICER_HEADER, dev_officer
     from gateway.auth.identity import InsecureDevAuthenticator
     from gateway.errors import AuthenticationError
-    from gateway.policyadmin.service import DEV_OFFICER_HEADER, dev_officer
 
     agencies = InsecureDevAuthenticator()
     ok = cast(Any, _Metadata((InsecureDevAuthenticator.HEADER, "bank")))

@@ -72,7 +72,6 @@ def facts(catalog: Catalog) -> FactsMaker:
     ) -> QueryFacts:
         return QueryFacts(
             agency_id=agency,
-            agency_kind="test",
             subject_type=subject,
             purpose=purpose,
             mode=MODES[mode],

@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.cli.consent import consent_main
 from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki
 from gateway.errors import ConfigError
 from gateway.policy.consent import (
@@ -19,7 +20,6 @@ from gateway.policy.consent import (
     ConsentError,
     ConsentProblem,
     ConsentVerifier,
-    consent_main,
     issue_consent,
     load_revocations,
     parse_scope,

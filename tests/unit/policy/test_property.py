@@ -167,7 +167,6 @@ def facts_of(req: Request) -> QueryFacts:
         )
     return QueryFacts(
         agency_id=req.agency,
-        agency_kind="test",
         subject_type=req.subject,
         purpose=req.purpose,
         mode=MODES[req.mode],

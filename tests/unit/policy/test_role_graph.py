@@ -65,7 +65,6 @@ def registration_fields(catalog: Catalog, d: PolicyDecider) -> tuple[str, ...]:
     assert ds is not None
     facts = QueryFacts(
         agency_id="bank",
-        agency_kind="financial_institution",
         subject_type="enterprise",
         purpose="lending",
         mode=query_pb2.QUERY_MODE_PAID,
@@ -337,7 +336,6 @@ def test_property_refused_or_the_closure(
         subjects = _closure(links, agency)
         facts = QueryFacts(
             agency_id=agency,
-            agency_kind="test",
             subject_type="enterprise",
             purpose="lending",
             mode=query_pb2.QUERY_MODE_FREE,

@@ -57,7 +57,6 @@ def test_replay_of_the_deciding_version_reports_no_change(
     decision = recipe.build(version).decide(
         QueryFacts(
             agency_id="self_service",
-            agency_kind="subject_self_service",
             subject_type="person",
             purpose=SELF_QUERY_PURPOSE,
             mode=query_pb2.QUERY_MODE_FREE,

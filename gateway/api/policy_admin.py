@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
@@ -138,17 +138,14 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         resident identity number (GB 11643-1999) or unified social credit code
         (GB 32100-2015).
         """
-        try:
-            officer = await self._officer(context, "draft")
-            files: dict[str, str] = {}
-            for f in request.files:
-                if f.name in files:
-                    raise InvalidArgumentError("files", f"{echo(f.name)} given twice")
-                files[f.name] = f.content
-            view = await self.admin.draft(officer, files, request.reason)
-            return policy_admin_pb2.DraftResponse(version=version_proto(view))
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "draft")
+        files: dict[str, str] = {}
+        for f in request.files:
+            if f.name in files:
+                raise InvalidArgumentError("files", f"{echo(f.name)} given twice")
+            files[f.name] = f.content
+        view = await self.admin.draft(officer, files, request.reason)
+        return policy_admin_pb2.DraftResponse(version=version_proto(view))
 
     async def Validate(
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -157,12 +154,9 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
 
         An invalid version is a result, not an error status; the result is stored.
         """
-        try:
-            officer = await self._officer(context, "validate")
-            view, problems = await self.admin.validate(officer, _version(request.version))
-            return policy_admin_pb2.ValidateResponse(version=version_proto(view), problems=problems)
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "validate")
+        view, problems = await self.admin.validate(officer, _version(request.version))
+        return policy_admin_pb2.ValidateResponse(version=version_proto(view), problems=problems)
 
     async def Test(
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -171,14 +165,11 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
 
         A version that does not load fails its tests (``failures``), not the call.
         """
-        try:
-            officer = await self._officer(context, "test")
-            view, cases, failures = await self.admin.test(officer, _version(request.version))
-            return policy_admin_pb2.TestResponse(
-                version=version_proto(view), cases=cases, failures=failures
-            )
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "test")
+        view, cases, failures = await self.admin.test(officer, _version(request.version))
+        return policy_admin_pb2.TestResponse(
+            version=version_proto(view), cases=cases, failures=failures
+        )
 
     async def Diff(
         self, request: policy_admin_pb2.DiffRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -188,33 +179,30 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         ``base`` 0 means the active version: NOT_FOUND when none is active.
         FAILED_PRECONDITION (``LOAD_FAILED``) when either version does not load.
         """
-        try:
-            officer = await self._officer(context, "diff")
-            base, changes, compared = await self.admin.diff(
-                officer,
-                _version(request.version),
-                base=_version(request.base, "base") if request.base else 0,
-                with_consent=request.with_consent,
-            )
-            return policy_admin_pb2.DiffResponse(
-                base=base,
-                version=request.version,
-                compared=compared,
-                changes=[
-                    policy_admin_pb2.FieldChange(
-                        agency=c.agency,
-                        purpose=c.purpose,
-                        mode=c.mode,
-                        subject_type=c.subject_type,
-                        consent=c.consent,
-                        visible=c.visible,
-                        hidden=c.hidden,
-                    )
-                    for c in changes
-                ],
-            )
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "diff")
+        base, changes, compared = await self.admin.diff(
+            officer,
+            _version(request.version),
+            base=_version(request.base, "base") if request.base else 0,
+            with_consent=request.with_consent,
+        )
+        return policy_admin_pb2.DiffResponse(
+            base=base,
+            version=request.version,
+            compared=compared,
+            changes=[
+                policy_admin_pb2.FieldChange(
+                    agency=c.agency,
+                    purpose=c.purpose,
+                    mode=c.mode,
+                    subject_type=c.subject_type,
+                    consent=c.consent,
+                    visible=c.visible,
+                    hidden=c.hidden,
+                )
+                for c in changes
+            ],
+        )
 
     async def Replay(
         self, request: policy_admin_pb2.ReplayRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -224,31 +212,28 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         INVALID_ARGUMENT for ``last`` over 10,000 or a gateway that keeps no audit log;
         FAILED_PRECONDITION (``LOAD_FAILED``) when the version does not load.
         """
-        try:
-            officer = await self._officer(context, "replay")
-            replayed, flips = await self.admin.replay(
-                officer, _version(request.version), request.last or _DEFAULT_REPLAY
-            )
-            return policy_admin_pb2.ReplayResponse(
-                version=request.version,
-                replayed=replayed,
-                flips=[
-                    policy_admin_pb2.Flip(
-                        log_index=f.log_index,
-                        request_id=f.request_id,
-                        agency=f.agency,
-                        purpose=f.purpose,
-                        mode=f.mode,
-                        subject_type=f.subject_type,
-                        decided_under=f.decided_under,
-                        granted=f.granted,
-                        denied=f.denied,
-                    )
-                    for f in flips
-                ],
-            )
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "replay")
+        replayed, flips = await self.admin.replay(
+            officer, _version(request.version), request.last or _DEFAULT_REPLAY
+        )
+        return policy_admin_pb2.ReplayResponse(
+            version=request.version,
+            replayed=replayed,
+            flips=[
+                policy_admin_pb2.Flip(
+                    log_index=f.log_index,
+                    request_id=f.request_id,
+                    agency=f.agency,
+                    purpose=f.purpose,
+                    mode=f.mode,
+                    subject_type=f.subject_type,
+                    decided_under=f.decided_under,
+                    granted=f.granted,
+                    denied=f.denied,
+                )
+                for f in flips
+            ],
+        )
 
     async def Approve(
         self, request: policy_admin_pb2.ApproveRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -259,12 +244,9 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         (``ALREADY_APPROVED``) for a version approved before; INVALID_ARGUMENT for a reason
         holding an identifier.
         """
-        try:
-            officer = await self._officer(context, "approve")
-            view = await self.admin.approve(officer, _version(request.version), request.reason)
-            return policy_admin_pb2.VersionResponse(version=version_proto(view))
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "approve")
+        view = await self.admin.approve(officer, _version(request.version), request.reason)
+        return policy_admin_pb2.VersionResponse(version=version_proto(view))
 
     async def Activate(
         self, request: policy_admin_pb2.ActivateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -295,16 +277,13 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         *,
         rollback: bool,
     ) -> policy_admin_pb2.ActivateResponse:
-        try:
-            officer = await self._officer(context, "rollback" if rollback else "activate")
-            view, previous, label = await self.admin.activate(
-                officer, _version(request.version), request.reason, rollback=rollback
-            )
-            return policy_admin_pb2.ActivateResponse(
-                version=version_proto(view), previous=previous, policy_version=label
-            )
-        except Exception as exc:
-            await _fail(context, exc)
+        officer = await self._officer(context, "rollback" if rollback else "activate")
+        view, previous, label = await self.admin.activate(
+            officer, _version(request.version), request.reason, rollback=rollback
+        )
+        return policy_admin_pb2.ActivateResponse(
+            version=version_proto(view), previous=previous, policy_version=label
+        )
 
     async def ListVersions(
         self,
@@ -312,33 +291,20 @@ class PolicyAdminService(policy_admin_pb2_grpc.PolicyAdminServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> policy_admin_pb2.ListVersionsResponse:
         """RPC ``ListVersions``: every version, newest first, without file contents."""
-        try:
-            await self._officer(context, "list")
-            views = await self.admin.views()
-            return policy_admin_pb2.ListVersionsResponse(versions=[version_proto(v) for v in views])
-        except Exception as exc:
-            await _fail(context, exc)
+        await self._officer(context, "list")
+        views = await self.admin.views()
+        return policy_admin_pb2.ListVersionsResponse(versions=[version_proto(v) for v in views])
 
     async def GetVersion(
         self, request: policy_admin_pb2.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policy_admin_pb2.GetVersionResponse:
         """RPC ``GetVersion``: one version with its files' contents, by file name."""
-        try:
-            await self._officer(context, "show")
-            view = await self.admin.view(_version(request.version))
-            return policy_admin_pb2.GetVersionResponse(
-                version=version_proto(view),
-                files=[
-                    policy_admin_pb2.PolicyFile(name=n, content=t)
-                    for n, t in sorted(view.version.files.items())
-                ],
-            )
-        except Exception as exc:
-            await _fail(context, exc)
-
-
-async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
-    """Hand ``exc`` to the gRPC edge (:mod:`gateway.api.edge`), which maps it to a status,
-    answers INTERNAL for anything not a GatewayError, and records the refusal unless
-    the workflow already did."""
-    raise exc
+        await self._officer(context, "show")
+        view = await self.admin.view(_version(request.version))
+        return policy_admin_pb2.GetVersionResponse(
+            version=version_proto(view),
+            files=[
+                policy_admin_pb2.PolicyFile(name=n, content=t)
+                for n, t in sorted(view.version.files.items())
+            ],
+        )
