@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.billing.admin import period_bounds
+from gateway.api.billing import period_bounds
 from gateway.billing.ledger import SQLiteLedger
 from gateway.cli.billing import billing_main
 from gateway.errors import InvalidArgumentError, NotFoundError
