@@ -5,15 +5,18 @@ Tests import these (``from tests.helpers import Clock``) instead of writing thei
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import grpc
 import pytest
 
 from gateway.dev.pki import Pki, init_pki
+from gateway.errors import GatewayError, abort
 
 _T = TypeVar("_T", float, datetime)
 
@@ -76,3 +79,40 @@ def make_pki(
         auditors=list(auditors),
         **kw,
     )
+
+
+@contextlib.asynccontextmanager
+async def who_am_i_server(pki: Pki, authenticator: Any) -> AsyncIterator[int]:
+    """A real grpc.aio server on 127.0.0.1 behind the gateway's mutual TLS whose one
+    method, ``/test.Auth/WhoAmI``, answers the agency id ``authenticator`` finds
+    (any :class:`gateway.auth.Authenticator`), or aborts with its GatewayError.
+    Yields the port."""
+
+    async def who_am_i(request: bytes, context: grpc.aio.ServicerContext[object, object]) -> bytes:
+        try:
+            identity = authenticator.authenticate(context)
+        except GatewayError as err:
+            await abort(context, err)
+        return str(identity.agency_id).encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Auth",
+        {
+            "WhoAmI": grpc.unary_unary_rpc_method_handler(
+                who_am_i, request_deserializer=bytes, response_serializer=bytes
+            )
+        },
+    )
+    srv = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    srv.add_generic_rpc_handlers((handler,))
+    creds = grpc.ssl_server_credentials(
+        [(pki.gateway_server_key.read_bytes(), pki.gateway_server_cert.read_bytes())],
+        root_certificates=pki.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+    port = srv.add_secure_port("127.0.0.1:0", creds)
+    await srv.start()
+    try:
+        yield port
+    finally:
+        await srv.stop(None)

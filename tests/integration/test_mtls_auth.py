@@ -29,8 +29,8 @@ from grpc_status import rpc_status
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, issue_token, load_registry
 from gateway.auth.tokens import load_signing_key
 from gateway.dev.pki import Pki, cert_thumbprint_pem
-from gateway.errors import DOMAIN, GatewayError, abort
-from tests.helpers import make_pki
+from gateway.errors import DOMAIN
+from tests.helpers import make_pki, who_am_i_server
 
 AUDIENCE = "urn:credit-gateway:test"
 METHOD = "/test.Auth/WhoAmI"
@@ -68,34 +68,8 @@ async def server(pki: Pki) -> AsyncIterator[Server]:
     )
     authenticator = Authenticator(load_registry(), verifier)
 
-    async def who_am_i(request: bytes, context: grpc.aio.ServicerContext[object, object]) -> bytes:
-        try:
-            identity = authenticator.authenticate(context)
-        except GatewayError as err:
-            await abort(context, err)
-        return identity.agency_id.encode()
-
-    handler = grpc.method_handlers_generic_handler(
-        "test.Auth",
-        {
-            "WhoAmI": grpc.unary_unary_rpc_method_handler(
-                who_am_i, request_deserializer=_identity, response_serializer=_identity
-            )
-        },
-    )
-    srv = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    srv.add_generic_rpc_handlers((handler,))
-    creds = grpc.ssl_server_credentials(
-        [(pki.gateway_server_key.read_bytes(), pki.gateway_server_cert.read_bytes())],
-        root_certificates=pki.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
-    port = srv.add_secure_port("127.0.0.1:0", creds)
-    await srv.start()
-    try:
+    async with who_am_i_server(pki, authenticator) as port:
         yield Server(port, authenticator)
-    finally:
-        await srv.stop(None)
 
 
 def _identity(b: bytes) -> bytes:
