@@ -10,6 +10,7 @@ errors, :class:`~gateway.errors.DepartmentTimeoutError`,
 from __future__ import annotations
 
 import asyncio
+import enum
 
 import grpc
 
@@ -35,8 +36,31 @@ _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 _UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
+class DepartmentState(enum.Enum):
+    """Whether a department is asked (``SERVING``) or kept out, and why; kept up to date
+    by :class:`~gateway.federation.departments.DepartmentMonitor`."""
+
+    SERVING = "serving"
+    #: Not reached (down, unreachable, or not checked yet).
+    UNAVAILABLE = "unavailable"
+    #: Reached but kept out: not the department's own certificate, another department's
+    #: name, or a ``Describe`` that disagrees with the catalog.
+    REFUSED = "refused"
+
+
+# What gRPC says when the server's certificate does not name the department we dial
+# (another department's key from the same CA): an impostor, not an outage.
+_PEER_NAME_MARKERS = ("Peer name", "peer name", "hostname mismatch", "SSL_ERROR_SSL")
+
+
 class DepartmentClient:
-    """One reused channel to one department, guarded by a circuit breaker."""
+    """One reused channel to one department, guarded by a circuit breaker.
+
+    :attr:`state` says whether the department may be asked: a client starts
+    ``UNAVAILABLE`` (not checked yet) and only a ``SERVING`` one is called by
+    :func:`~gateway.federation.fanout.fan_out`; :attr:`detail` is the reason shown in
+    the section of a department kept out.
+    """
 
     def __init__(
         self,
@@ -61,9 +85,16 @@ class DepartmentClient:
         else:
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._stub = adapter_pb2_grpc.DepartmentAdapterStub(self._channel)
+        self.state = DepartmentState.UNAVAILABLE
+        self.detail = f"department {department} is unavailable: not checked yet"
+        #: Whether a check has set :attr:`state` at least once.
+        self.checked = False
 
     async def describe(self, timeout_s: float | None = None) -> adapter_pb2.DescribeResponse:
-        """The department's datasets and fields. Raises an :class:`UpstreamError`."""
+        """The department's datasets and fields, waiting up to ``timeout_s`` for it to
+        come up. Raises an :class:`UpstreamError`: a :class:`DepartmentUnavailableError`
+        with reason ``PEER_NOT_DEPARTMENT`` when the server at the address does not
+        present the department's own certificate."""
         try:
             return await self._stub.Describe(
                 adapter_pb2.DescribeRequest(),
@@ -71,6 +102,13 @@ class DepartmentClient:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            if any(m in details for m in _PEER_NAME_MARKERS):
+                raise DepartmentUnavailableError(
+                    f"department {self.department}: the server did not present the "
+                    "department's own certificate",
+                    reason="PEER_NOT_DEPARTMENT",
+                ) from None
             raise self._translate(exc) from None
 
     async def lookup(

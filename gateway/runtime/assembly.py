@@ -151,7 +151,13 @@ def _open_policy_admin(
     admin = PolicyAdministrator(
         SQLiteVersionStore(pc.store),
         recipe,
-        serving=Serving(catalog, disk["catalog.toml"], disk["agencies.toml"]),
+        serving=Serving(
+            catalog,
+            disk["catalog.toml"],
+            disk["agencies.toml"],
+            # A policy version may add only departments the config can reach.
+            departments=frozenset(config.departments),
+        ),
         audit=auditor,
         records=query_records(auditor.log) if auditor is not None else None,
     )
