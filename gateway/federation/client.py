@@ -50,7 +50,9 @@ class DepartmentState(enum.Enum):
 
 # What gRPC says when the server's certificate does not name the department we dial
 # (another department's key from the same CA): an impostor, not an outage.
-_PEER_NAME_MARKERS = ("Peer name", "peer name", "hostname mismatch", "SSL_ERROR_SSL")
+# (grpcio 1.6x: "Custom verification check failed ... Hostname Verification Check failed";
+# older: "Peer name tax.department is not in peer certificate").
+_PEER_NAME_MARKERS = ("Hostname Verification Check failed", "is not in peer certificate")
 
 
 class DepartmentClient:
@@ -103,6 +105,10 @@ class DepartmentClient:
             )
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                # Waiting for the channel hides why it never became ready; one
+                # call that does not wait says (an impostor's certificate, a refused port).
+                details = await self._connect_error()
             if any(m in details for m in _PEER_NAME_MARKERS):
                 raise DepartmentUnavailableError(
                     f"department {self.department}: the server did not present the "
@@ -110,6 +116,14 @@ class DepartmentClient:
                     reason="PEER_NOT_DEPARTMENT",
                 ) from None
             raise self._translate(exc) from None
+
+    async def _connect_error(self) -> str:
+        """The channel's last connection error, as gRPC words it ("" if it connects now)."""
+        try:
+            await self._stub.Describe(adapter_pb2.DescribeRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError as exc:
+            return exc.details() or ""
+        return ""
 
     async def lookup(
         self, request: adapter_pb2.LookupRequest, timeout_s: float

@@ -102,7 +102,7 @@ async def test_starts_with_two_of_seven_down_and_answers_them_unavailable_free_o
 
 
 async def test_a_department_that_starts_is_served_without_a_restart(
-    stack: DevStack, health: health_pb2_grpc.HealthStub, record_property: object
+    stack: DevStack, health: health_pb2_grpc.HealthStub
 ) -> None:
     gateway = stack.gateway
     started = time.monotonic()
@@ -111,7 +111,7 @@ async def test_a_department_that_starts_is_served_without_a_restart(
         while await status(health, DEPARTMENT_HEALTH_PREFIX + "court") != SERVING:
             await asyncio.sleep(0.05)
     took = time.monotonic() - started
-    print(f"court served {took:.2f} s after its process listened")  # noqa: T201
+    print(f"court served {took:.2f} s after its process listened")
     assert gateway is stack.gateway  # the same process, never restarted
     assert state(stack, "court", "serving") == 1 and state(stack, "court", "unavailable") == 0
     response = await paid_query(stack)
