@@ -30,7 +30,7 @@ At start-up the gateway's own catalog and registry prevail (with a warning) over
 version's.
 Prices are switched with the policy (the meter reads its price list per query).
 
-Why one module (some 670 lines): each step of the workflow runs on one
+Why one module (some 730 lines): each step of the workflow runs on one
 :class:`PolicyAdministrator`, under its one lock, with its one audit writer and its one hot
 switch, and the rules above are kept in its methods; storage, loading and the diff and replay
 analysis are already modules of their own.
@@ -211,10 +211,13 @@ class PolicyAdministrator:
                 assert active is not None
         version = self.store.version(active.version)
         files = dict(version.files)
+        own_catalog = self._catalog_served_hot(version)
         for name, text, what in (
             ("catalog.toml", self._serving.catalog_text, "catalog"),
             ("agencies.toml", self._serving.registry_text, "agency registry"),
         ):
+            if name == "catalog.toml" and own_catalog:
+                continue
             if files[name] != text:
                 log.warning(
                     "active policy version %d was drafted for another %s than the gateway "
@@ -239,9 +242,36 @@ class PolicyAdministrator:
                 "policy.store",
                 f"active policy version {version.number} does not load: {err.message}",
             ) from None
+        if own_catalog and loaded.catalog.digest != self._serving.catalog.digest:
+            log.info(
+                "active policy version %d changed the catalog while serving; serving its "
+                "catalog, not the file's",
+                version.number,
+            )
+            self._serving = dataclasses.replace(
+                self._serving, catalog=loaded.catalog, catalog_text=files["catalog.toml"]
+            )
         self.installed = version.number
         self.current = loaded
         return self.recipe.build(loaded)
+
+    def _catalog_served_hot(self, version: PolicyVersion) -> bool:
+        """Whether start-up serves the active version's own catalog: one activated hot
+        (adding or retiring departments) stays in force across a restart when the config
+        names every department's address; otherwise the file's catalog prevails."""
+        known = self._serving.departments
+        if known is None or version.files["catalog.toml"] == self._serving.catalog_text:
+            return False
+        try:
+            loaded = load_version(version, purposes=self.recipe.purposes)
+        except GatewayError:
+            return False  # reported by the load with the served catalog
+        return all(d in known for d in loaded.catalog.departments)
+
+    @property
+    def serving(self) -> Serving:
+        """What this gateway serves now: the catalog changes with hot activations."""
+        return self._serving
 
     async def start(
         self,

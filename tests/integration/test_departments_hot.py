@@ -17,7 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.dev.devstack import DevStack
 from gateway.domain.catalog import default_catalog_path
+from gateway.federation import DepartmentState
 from gateway.policyadmin import PolicyAdministrator, PolicyWorkflowError
+from gateway.runtime.assembly import build_gateway
+from gateway.runtime.config import load_config
 from gateway.runtime.server import DEPARTMENT_HEALTH_PREFIX
 from protos.credit.v1 import query_pb2
 from tests.integration.conftest import SUBJECTS, subject
@@ -160,3 +163,27 @@ async def test_a_catalog_naming_a_department_the_config_cannot_reach_is_refused(
         assert "food_drug" not in stack.gateway.clients
     finally:
         a._serving = served
+
+
+async def test_a_catalog_activated_hot_survives_a_restart(stack: DevStack) -> None:
+    """The config's catalog file lacks food_drug; the active version has it: a restarted
+    gateway serves the version's catalog (and prices), not the file's."""
+    a = admin(stack)
+    listed = await asyncio.to_thread(a.store.versions)
+    [number] = [
+        v.number
+        for v in listed
+        if v.files["catalog.toml"] == default_catalog_path().read_text("utf-8")
+        and a.store.approval(v.number) is not None
+    ][:1]
+    await a.activate("officer_a", number, "food_drug joins for good")
+    await stack.gateway.stop(grace=2)
+    stack.gateway = await build_gateway(load_config(stack.config_path))
+    await stack.gateway.start()
+    assert "food_drug" in stack.gateway.catalog.departments
+    assert stack.gateway.clients["food_drug"].state is DepartmentState.SERVING
+    sections = await query(stack)
+    assert sections["food_drug"].status in (
+        query_pb2.SECTION_STATUS_OK,
+        query_pb2.SECTION_STATUS_NOT_FOUND,
+    )
