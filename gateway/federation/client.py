@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 
 import grpc
 
@@ -20,7 +21,7 @@ from gateway.errors import (
     DepartmentUnavailableError,
     UpstreamError,
 )
-from gateway.federation.breaker import CircuitBreaker
+from gateway.federation.breaker import BreakerState, CircuitBreaker
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc
 
 # Keep the channel warm and notice a dead peer between queries rather than
@@ -91,6 +92,8 @@ class DepartmentClient:
         self.detail = f"department {department} is unavailable: not checked yet"
         #: Whether a check has set :attr:`state` at least once.
         self.checked = False
+        #: Called when unreachability opens the circuit (the monitor checks it again).
+        self.on_outage: Callable[[], None] | None = None
 
     async def describe(self, timeout_s: float | None = None) -> adapter_pb2.DescribeResponse:
         """The department's datasets and fields, waiting up to ``timeout_s`` for it to
@@ -153,6 +156,11 @@ class DepartmentClient:
             # outages and timeouts trip the breaker.
             if isinstance(err, DepartmentUnavailableError | DepartmentTimeoutError):
                 breaker.record_failure()
+                # Unreachable (not merely slow) until the circuit opened: it may come
+                # back another program, so its Describe is compared again first.
+                unreachable = isinstance(err, DepartmentUnavailableError)
+                if unreachable and breaker.state is BreakerState.OPEN and self.on_outage:
+                    self.on_outage()
             else:
                 breaker.record_success()
             raise err from None

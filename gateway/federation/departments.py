@@ -155,11 +155,13 @@ class DepartmentMonitor:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._checking: dict[str, asyncio.Task[None]] = {}
+        self._reports: set[asyncio.Task[None]] = set()
 
     async def check_all(self) -> None:
         """Check every department once, concurrently (start-up); those not serving are
         scheduled for the background. Never raises for a department's failure."""
-        for dept in self._clients:
+        for dept, client in self._clients.items():
+            self._watch(client)
             self.schedule.add(dept)
         await asyncio.gather(*(self._check(d) for d in list(self._clients)))
 
@@ -172,7 +174,31 @@ class DepartmentMonitor:
         """Check ``department`` now, in the background: a client just added to the
         gateway's mapping, or one whose catalog entry changed (it keeps its state until
         the check says otherwise)."""
+        client = self._clients.get(department)
+        if client is not None:
+            self._watch(client)
         self.schedule.add(department)
+        self._wake.set()
+
+    def _watch(self, client: DepartmentClient) -> None:
+        client.on_outage = functools.partial(self._outage, client.department)
+
+    def _outage(self, dept: str) -> None:
+        """A serving department's circuit opened on unreachability: keep it out until its
+        ``Describe`` agrees again (it may come back as another version of the program)."""
+        client = self._clients.get(dept)
+        if client is None or client.state is not DepartmentState.SERVING:
+            return
+        detail = (
+            f"department {dept} is unavailable: circuit open after repeated failures; "
+            "checked again in the background"
+        )
+        # At once: the next query does not ask it; the report (health, metric) follows.
+        client.state, client.detail = DepartmentState.UNAVAILABLE, detail
+        task = asyncio.get_running_loop().create_task(self._report(client))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+        self.schedule.add(dept)
         self._wake.set()
 
     async def remove(self, department: str) -> None:
@@ -197,6 +223,8 @@ class DepartmentMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._checking.clear()
+        for task in list(self._reports):
+            task.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -258,8 +286,12 @@ class DepartmentMonitor:
     async def _set(self, client: DepartmentClient, state: DepartmentState, detail: str) -> None:
         before, checked = client.state, client.checked
         client.state, client.detail, client.checked = state, detail, True
-        if before is state and checked:
-            return
+        if before is not state or not checked:
+            await self._report(client)
+
+    async def _report(self, client: DepartmentClient) -> None:
+        """Log a change of ``client``'s state once and tell the listener."""
+        state, detail = client.state, client.detail
         if state is DepartmentState.SERVING:
             log.info(
                 "department serving: its Describe agrees with the catalog",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from gateway.domain.catalog import load_catalog
 from gateway.errors import DepartmentUnavailableError
 from gateway.federation import (
     Backoff,
+    CircuitBreaker,
     DepartmentClient,
     DepartmentMonitor,
     DepartmentState,
@@ -167,3 +169,60 @@ async def test_monitor_states_changes_and_background_rechecks(
     for record in caplog.records:  # a department id and a reason, never a subject
         assert record.name == "gateway.federation.departments"
         assert getattr(record, "department", None) in ("tax", "court")
+
+
+class DownStub:
+    """Lookup on a department that went away: UNAVAILABLE every time."""
+
+    async def Lookup(self, request: object, timeout: float) -> object:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone"
+        )
+
+
+async def test_a_serving_department_whose_circuit_opens_is_checked_again_before_use() -> None:
+    """It may come back as another version of the program: Describe is compared first."""
+    catalog = load_catalog()
+    tax = FakeDepartment("tax")
+    tax.answer = describe("tax")
+    tax.breaker = CircuitBreaker(failure_threshold=2, reset_after_s=60)
+    changes: list[tuple[str, DepartmentState]] = []
+
+    async def changed(dept: str, state: DepartmentState) -> None:
+        changes.append((dept, state))
+
+    monitor = DepartmentMonitor(
+        {"tax": tax},
+        catalog=lambda: catalog,
+        describe_timeout_s=1,
+        on_change=changed,
+        schedule=RecheckSchedule(backoff=Backoff(initial_s=0.01, max_s=0.02)),
+    )
+    await monitor.check_all()
+    monitor.start()
+    try:
+        assert tax.state is DepartmentState.SERVING
+        tax.answer = DepartmentUnavailableError("down")
+        tax._stub = DownStub()  # type: ignore[assignment]
+        request = adapter_pb2.LookupRequest(request_id="r")
+        for _ in range(2):
+            with pytest.raises(DepartmentUnavailableError):
+                await tax.lookup(request, 1.0)
+        assert tax.state is DepartmentState.UNAVAILABLE  # at once: the next query skips it
+        assert "circuit open" in tax.detail
+        calls = tax.calls
+        async with asyncio.timeout(5):
+            while tax.calls < calls + 2:  # Describe checked again in the background
+                await asyncio.sleep(0.005)
+        tax.answer = describe("tax", drop="arrears")  # back, but another program
+        async with asyncio.timeout(5):
+            while tax.state is not DepartmentState.REFUSED:
+                await asyncio.sleep(0.005)
+        assert changes == [
+            ("tax", DepartmentState.SERVING),
+            ("tax", DepartmentState.UNAVAILABLE),
+            ("tax", DepartmentState.REFUSED),
+        ]
+    finally:
+        await monitor.close()
+        await tax.close()
