@@ -17,8 +17,9 @@ import datetime as dt
 import io
 import json
 import signal
+import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -94,6 +95,7 @@ async def start_department(
     mapping: Path | None = None,
     log_dir: Path | None = None,
     timeout_s: float = 30.0,
+    listen: str = "127.0.0.1:0",
 ) -> DepartmentProcess:
     """Start one sample department process over mutual TLS; wait until it listens.
 
@@ -106,7 +108,7 @@ async def start_department(
         sys.executable, "-m", "adapters", "serve",
         "--mapping", str(mapping or _SAMPLES / f"{dept}.toml"),
         "--db", str(data_dir / f"{dept}.sqlite"),
-        "--listen", "127.0.0.1:0",
+        "--listen", listen,
         "--tls-cert", str(pki.department_cert(dept)),
         "--tls-key", str(pki.department_key(dept)),
         "--client-ca", str(pki.ca_cert),
@@ -166,6 +168,8 @@ class DevStack:
     subjects: dict[str, Any] = field(default_factory=dict)
     #: Security officers' tokens (policy administration).
     officer_tokens: dict[str, Path] = field(default_factory=dict)
+    #: Departments created ``down``: the address the config names, nothing listening yet.
+    down: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     async def create(
@@ -176,11 +180,20 @@ class DevStack:
         seed: int = 1,
         today: dt.date | None = None,
         fakes: Mapping[str, Store] | None = None,
+        down: Collection[str] = (),
+        catalog_file: Path | None = None,
+        prices_file: Path | None = None,
+        describe_timeout_ms: int | None = None,
     ) -> DevStack:
         """Generate everything under ``workdir`` and start the federation.
 
         ``fakes`` replaces some departments' processes with stores served in
-        this process (``adapters.testing.InMemoryStore`` and its knobs).
+        this process (``adapters.testing.InMemoryStore`` and its knobs). ``down``
+        departments are not started: the config names a free local port for each, and
+        :meth:`start_down` starts one there later. ``catalog_file`` and ``prices_file``
+        replace the packaged catalog and price list in the gateway's config (every
+        packaged department is still started and configured), ``describe_timeout_ms``
+        the federation's ``Describe`` timeout.
         """
         from adapters import synth  # the department side is only needed here
 
@@ -188,7 +201,8 @@ class DevStack:
         workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         catalog = load_catalog()
         fakes = fakes or {}
-        dept_ids = [d for d in catalog.departments if d not in fakes]
+        dept_ids = [d for d in catalog.departments if d not in fakes and d not in down]
+        reserved = {d: f"127.0.0.1:{_free_port()}" for d in down}
         registry = load_registry()
         pki = await asyncio.to_thread(
             init_pki,
@@ -222,7 +236,16 @@ class DevStack:
         try:
             config_path = workdir / "gateway.toml"
             audit = ensure_audit_keys(workdir / "audit")
-            config_path.write_text(_gateway_toml(pki, started, audit), encoding="utf-8")
+            addresses = {d: p.address for d, p in started.items()} | reserved
+            toml = _gateway_toml(
+                pki,
+                addresses,
+                audit,
+                catalog=catalog_file,
+                prices=prices_file,
+                describe_timeout_ms=describe_timeout_ms,
+            )
+            config_path.write_text(toml, encoding="utf-8")
             _open_accounts(workdir / "ledger.sqlite")
             gateway = await build_gateway(load_config(config_path))
             await gateway.start()
@@ -235,8 +258,17 @@ class DevStack:
         )
         stack = cls(workdir, pki, data_dir, config_path, started, gateway, tokens, audit)
         stack.officer_tokens = officer_tokens
+        stack.down = reserved
         stack.subjects = json.loads(summary.subjects_file.read_text(encoding="utf-8"))["subjects"]
         return stack
+
+    async def start_down(self, dept: str) -> DepartmentProcess:
+        """Start a department created ``down``, at the address the config names.
+        Raises RuntimeError if it does not start, KeyError if it was not down."""
+        address = self.down.pop(dept)
+        proc = await start_department(dept, self.pki, self.data_dir, listen=address)
+        self.departments[dept] = proc
+        return proc
 
     def client(self, agency: str) -> QueryClient:
         """A client acting as ``agency``, with its certificate and token."""
@@ -356,14 +388,28 @@ class DevStack:
 _EXAMPLES = {"enterprise": "enterprise_all_departments", "person": "person_with_loans"}
 
 
+def _free_port() -> int:
+    """A local port free now (a department created down will listen there later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _gateway_toml(
-    pki: Pki, departments: dict[str, DepartmentProcess], audit: dict[str, Path]
+    pki: Pki,
+    departments: Mapping[str, str],
+    audit: dict[str, Path],
+    *,
+    catalog: Path | None = None,
+    prices: Path | None = None,
+    describe_timeout_ms: int | None = None,
 ) -> str:
     lines = [
         "# Written by credit-gateway's development stack.",
         "[gateway]",
         'listen = "127.0.0.1:0"',
         'metrics_listen = "127.0.0.1:0"',
+        *([f'catalog = "{catalog}"'] if catalog else []),
         "",
         "[tls]",
         f'cert = "{pki.gateway_server_cert}"',
@@ -389,16 +435,18 @@ def _gateway_toml(
         "",
         "[billing]",
         f'ledger = "{audit["log"].parent.parent / "ledger.sqlite"}"',
+        *([f'prices = "{prices}"'] if prices else []),
         "",
         "[federation]",
         f'ca = "{pki.ca_cert}"',
         f'client_cert = "{pki.gateway_client_cert}"',
         f'client_key = "{pki.gateway_client_key}"',
         "timeout_ms = 2000",
+        *([f"describe_timeout_ms = {describe_timeout_ms}"] if describe_timeout_ms else []),
         "",
     ]
-    for dept, proc in departments.items():
-        lines += [f"[departments.{dept}]", f'address = "{proc.address}"', ""]
+    for dept, address in departments.items():
+        lines += [f"[departments.{dept}]", f'address = "{address}"', ""]
     return "\n".join(lines)
 
 

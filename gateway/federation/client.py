@@ -10,6 +10,8 @@ errors, :class:`~gateway.errors.DepartmentTimeoutError`,
 from __future__ import annotations
 
 import asyncio
+import enum
+from collections.abc import Callable
 
 import grpc
 
@@ -19,7 +21,7 @@ from gateway.errors import (
     DepartmentUnavailableError,
     UpstreamError,
 )
-from gateway.federation.breaker import CircuitBreaker
+from gateway.federation.breaker import BreakerState, CircuitBreaker
 from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc
 
 # Keep the channel warm and notice a dead peer between queries rather than
@@ -35,8 +37,33 @@ _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 _UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
+class DepartmentState(enum.Enum):
+    """Whether a department is asked (``SERVING``) or kept out, and why; kept up to date
+    by :class:`~gateway.federation.departments.DepartmentMonitor`."""
+
+    SERVING = "serving"
+    #: Not reached (down, unreachable, or not checked yet).
+    UNAVAILABLE = "unavailable"
+    #: Reached but kept out: not the department's own certificate, another department's
+    #: name, or a ``Describe`` that disagrees with the catalog.
+    REFUSED = "refused"
+
+
+# What gRPC says when the server's certificate does not name the department we dial
+# (another department's key from the same CA): an impostor, not an outage.
+# (grpcio 1.6x: "Custom verification check failed ... Hostname Verification Check failed";
+# older: "Peer name tax.department is not in peer certificate").
+_PEER_NAME_MARKERS = ("Hostname Verification Check failed", "is not in peer certificate")
+
+
 class DepartmentClient:
-    """One reused channel to one department, guarded by a circuit breaker."""
+    """One reused channel to one department, guarded by a circuit breaker.
+
+    :attr:`state` says whether the department may be asked: a client starts
+    ``UNAVAILABLE`` (not checked yet) and only a ``SERVING`` one is called by
+    :func:`~gateway.federation.fanout.fan_out`; :attr:`detail` is the reason shown in
+    the section of a department kept out.
+    """
 
     def __init__(
         self,
@@ -61,9 +88,18 @@ class DepartmentClient:
         else:
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._stub = adapter_pb2_grpc.DepartmentAdapterStub(self._channel)
+        self.state = DepartmentState.UNAVAILABLE
+        self.detail = f"department {department} is unavailable: not checked yet"
+        #: Whether a check has set :attr:`state` at least once.
+        self.checked = False
+        #: Called when unreachability opens the circuit (the monitor checks it again).
+        self.on_outage: Callable[[], None] | None = None
 
     async def describe(self, timeout_s: float | None = None) -> adapter_pb2.DescribeResponse:
-        """The department's datasets and fields. Raises an :class:`UpstreamError`."""
+        """The department's datasets and fields, waiting up to ``timeout_s`` for it to
+        come up. Raises an :class:`UpstreamError`: a :class:`DepartmentUnavailableError`
+        with reason ``PEER_NOT_DEPARTMENT`` when the server at the address does not
+        present the department's own certificate."""
         try:
             return await self._stub.Describe(
                 adapter_pb2.DescribeRequest(),
@@ -71,7 +107,26 @@ class DepartmentClient:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                # Waiting for the channel hides why it never became ready; one
+                # call that does not wait says (an impostor's certificate, a refused port).
+                details = await self._connect_error()
+            if any(m in details for m in _PEER_NAME_MARKERS):
+                raise DepartmentUnavailableError(
+                    f"department {self.department}: the server did not present the "
+                    "department's own certificate",
+                    reason="PEER_NOT_DEPARTMENT",
+                ) from None
             raise self._translate(exc) from None
+
+    async def _connect_error(self) -> str:
+        """The channel's last connection error, as gRPC words it ("" if it connects now)."""
+        try:
+            await self._stub.Describe(adapter_pb2.DescribeRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError as exc:
+            return exc.details() or ""
+        return ""
 
     async def lookup(
         self, request: adapter_pb2.LookupRequest, timeout_s: float
@@ -101,6 +156,11 @@ class DepartmentClient:
             # outages and timeouts trip the breaker.
             if isinstance(err, DepartmentUnavailableError | DepartmentTimeoutError):
                 breaker.record_failure()
+                # Unreachable (not merely slow) until the circuit opened: it may come
+                # back another program, so its Describe is compared again first.
+                unreachable = isinstance(err, DepartmentUnavailableError)
+                if unreachable and breaker.state is BreakerState.OPEN and self.on_outage:
+                    self.on_outage()
             else:
                 breaker.record_success()
             raise err from None

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.errors import DepartmentTimeoutError, UpstreamError
-from gateway.federation.client import DepartmentClient
+from gateway.federation.client import DepartmentClient, DepartmentState
 from protos.credit.v1 import adapter_pb2, query_pb2
 
 
@@ -20,6 +20,20 @@ class Outcome:
     response: adapter_pb2.LookupResponse | None
     detail: str
     latency_s: float
+
+
+def _kept_out(department: str, client: DepartmentClient | None) -> Outcome | None:
+    """The outcome of a department that is not asked at all: kept out or retired."""
+    if client is None:  # retired by a policy version while this query was under way
+        return Outcome(
+            query_pb2.SECTION_STATUS_UNAVAILABLE,
+            None,
+            f"department {department} is no longer in the catalog",
+            0.0,
+        )
+    if client.state is not DepartmentState.SERVING:
+        return Outcome(query_pb2.SECTION_STATUS_UNAVAILABLE, None, client.detail, 0.0)
+    return None
 
 
 async def _ask(
@@ -54,15 +68,27 @@ async def fan_out(
 
     Each call gets ``min(client.timeout_s, timeout_s)``: its own budget, never
     more than what the caller has left. Never raises for a department's
-    failure; each comes back as its section's status.
+    failure; each comes back as its section's status. A department that is not
+    serving (:attr:`DepartmentClient.state`) or has no client (retired) is not
+    called: its section is ``SECTION_STATUS_UNAVAILABLE`` with the reason.
     """
-    if len(requests) == 1:
+    out: dict[str, Outcome] = {}
+    asked: list[tuple[str, DepartmentClient]] = []
+    for dept in requests:
+        client = clients.get(dept)
+        kept_out = _kept_out(dept, client)
+        if kept_out is not None:
+            out[dept] = kept_out
+        else:
+            assert client is not None
+            asked.append((dept, client))
+    if len(asked) == 1:
         # The common one-department query needs no task machinery.
-        ((dept, request),) = requests.items()
-        client = clients[dept]
-        return {dept: await _ask(client, request, min(client.timeout_s, timeout_s))}
-    names = list(requests)
-    results = await asyncio.gather(
-        *(_ask(clients[d], requests[d], min(clients[d].timeout_s, timeout_s)) for d in names)
-    )
-    return dict(zip(names, results, strict=True))
+        ((dept, client),) = asked
+        out[dept] = await _ask(client, requests[dept], min(client.timeout_s, timeout_s))
+    elif asked:
+        results = await asyncio.gather(
+            *(_ask(c, requests[d], min(c.timeout_s, timeout_s)) for d, c in asked)
+        )
+        out.update(zip((d for d, _ in asked), results, strict=True))
+    return out

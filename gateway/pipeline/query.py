@@ -164,29 +164,50 @@ class QueryPipeline:
         self._pseudonym = pseudonym or _hashed_subject
         self._default_timeout_s = default_timeout_s
         self._today = today
-        self._dept_order = {d: i for i, d in enumerate(catalog.departments)}
         # Label children bound once: the hot path only increments.
         self._m_queries: dict[tuple[str, str], Any] = {}
-        self._m_dept = {
-            (d, s): metrics.department_requests.labels(d, name)
-            for d in catalog.departments
-            for s, name in _STATUS_NAMES.items()
-        }
-        self._m_dept_latency = {
-            d: metrics.department_latency.labels(d) for d in catalog.departments
-        }
-        self._m_dropped = {d: metrics.unrequested_fields.labels(d) for d in catalog.departments}
-        self._m_aged = {d: metrics.aged_out_records.labels(d) for d in catalog.departments}
         self._m_withheld = {
             (t.value, r): metrics.withheld_fields.labels(t.value, n)
             for t in Tier
             for r, n in _REASON_NAMES.items()
         }
-        self._tier = {
-            (ds.department, ds.name, f.name): f.tier.value
+        self._dept_order: dict[str, int] = {}
+        self._m_dept: dict[tuple[str, int], Any] = {}
+        self._m_dept_latency: dict[str, Any] = {}
+        self._m_dropped: dict[str, Any] = {}
+        self._m_aged: dict[str, Any] = {}
+        self._tier: dict[tuple[str, str, str], str] = {}
+        self._bind_catalog(catalog)
+
+    def _bind_catalog(self, catalog: Catalog) -> None:
+        """Bind ``catalog``'s departments' label children and tiers. The maps only grow:
+        a query decided under the previous catalog (a department retired meanwhile)
+        still finds its entries; departments retired sort after the catalog's."""
+        metrics = self._metrics
+        order = {d: i for i, d in enumerate(catalog.departments)}
+        for d in self._dept_order:
+            order.setdefault(d, len(order))
+        for d in catalog.departments:
+            for s, name in _STATUS_NAMES.items():
+                self._m_dept.setdefault((d, s), metrics.department_requests.labels(d, name))
+            self._m_dept_latency.setdefault(d, metrics.department_latency.labels(d))
+            self._m_dropped.setdefault(d, metrics.unrequested_fields.labels(d))
+            self._m_aged.setdefault(d, metrics.aged_out_records.labels(d))
+        tiers = dict(self._tier)
+        tiers.update(
+            ((ds.department, ds.name, f.name), f.tier.value)
             for ds in catalog.datasets()
             for f in ds.fields.values()
-        }
+        )
+        self._tier = tiers
+        self._dept_order = order
+
+    def use_catalog(self, catalog: Catalog, validator: Validator) -> None:
+        """Hot switch: the next query is validated against ``catalog`` (a policy version
+        added or retired departments or datasets); queries under way finish as begun."""
+        self._bind_catalog(catalog)
+        self._validator = validator
+        self._catalog = catalog
 
     async def _audit_refusal(
         self, caller: Caller | None, request: query_pb2.QueryRequest, error: GatewayError

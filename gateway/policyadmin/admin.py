@@ -19,14 +19,18 @@ Rules (each refusal is a :class:`~gateway.errors.GatewayError` and an audit reco
   warmed before anything is switched;
 * the audit record of an activation is appended before the switch: no record, no change.
 
-The catalog and the agency registry of a version must equal those the gateway serves for a
-hot switch (``CATALOG_CHANGED``, ``REGISTRY_CHANGED``): departments were checked against the
-catalog, and the authenticators hold the registry, at start-up. Such versions can be
-drafted, validated, tested and diffed; the files are deployed with a restart. At start-up
-the gateway's own catalog and registry prevail (with a warning) over an active version's.
+The agency registry of a version must equal the one the gateway serves for a hot switch
+(``REGISTRY_CHANGED``): the authenticators hold it from start-up. A version may change the
+catalog (add or retire departments and datasets) hot when the gateway can serve it: the
+config names an address for each of its departments (else ``DEPARTMENT_NOT_CONFIGURED``,
+naming them), and the gateway passed ``install_catalog`` to :meth:`start` (else
+``CATALOG_CHANGED``: deploy with a restart); the new catalog is installed just before the
+decider, and departments added are checked in the background before they are asked.
+At start-up the gateway's own catalog and registry prevail (with a warning) over an active
+version's.
 Prices are switched with the policy (the meter reads its price list per query).
 
-Why one module (some 670 lines): each step of the workflow runs on one
+Why one module (some 730 lines): each step of the workflow runs on one
 :class:`PolicyAdministrator`, under its one lock, with its one audit writer and its one hot
 switch, and the rules above are kept in its methods; storage, loading and the diff and replay
 analysis are already modules of their own.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -128,6 +133,9 @@ class Serving:
     catalog: Catalog
     catalog_text: str
     registry_text: str
+    #: Departments the gateway config has an address for (a catalog change may name only
+    #: these); None: catalog changes need a restart.
+    departments: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +172,7 @@ class PolicyAdministrator:
         self._records = records
         self._poll_interval_s = poll_interval_s
         self._install: Callable[[Decider], None] | None = None
+        self._install_catalog: Callable[[Catalog], None] | None = None
         self._meter: Meter | None = None
         #: The version this process serves (None: not from the store yet).
         self.installed: int | None = None
@@ -202,10 +211,13 @@ class PolicyAdministrator:
                 assert active is not None
         version = self.store.version(active.version)
         files = dict(version.files)
+        own_catalog = self._catalog_served_hot(version)
         for name, text, what in (
             ("catalog.toml", self._serving.catalog_text, "catalog"),
             ("agencies.toml", self._serving.registry_text, "agency registry"),
         ):
+            if name == "catalog.toml" and own_catalog:
+                continue
             if files[name] != text:
                 log.warning(
                     "active policy version %d was drafted for another %s than the gateway "
@@ -230,14 +242,50 @@ class PolicyAdministrator:
                 "policy.store",
                 f"active policy version {version.number} does not load: {err.message}",
             ) from None
+        if own_catalog and loaded.catalog.digest != self._serving.catalog.digest:
+            log.info(
+                "active policy version %d changed the catalog while serving; serving its "
+                "catalog, not the file's",
+                version.number,
+            )
+            self._serving = dataclasses.replace(
+                self._serving, catalog=loaded.catalog, catalog_text=files["catalog.toml"]
+            )
         self.installed = version.number
         self.current = loaded
         return self.recipe.build(loaded)
 
-    async def start(self, install: Callable[[Decider], None], *, meter: Meter | None) -> None:
-        """Serve: activations now switch ``install``'s target; poll the store so that
-        activations made by other gateway processes are followed."""
+    def _catalog_served_hot(self, version: PolicyVersion) -> bool:
+        """Whether start-up serves the active version's own catalog: one activated hot
+        (adding or retiring departments) stays in force across a restart when the config
+        names every department's address; otherwise the file's catalog prevails."""
+        known = self._serving.departments
+        if known is None or version.files["catalog.toml"] == self._serving.catalog_text:
+            return False
+        try:
+            loaded = load_version(version, purposes=self.recipe.purposes)
+        except GatewayError:
+            return False  # reported by the load with the served catalog
+        return all(d in known for d in loaded.catalog.departments)
+
+    @property
+    def serving(self) -> Serving:
+        """What this gateway serves now: the catalog changes with hot activations."""
+        return self._serving
+
+    async def start(
+        self,
+        install: Callable[[Decider], None],
+        *,
+        meter: Meter | None,
+        install_catalog: Callable[[Catalog], None] | None = None,
+    ) -> None:
+        """Serve: activations now switch ``install``'s target (and, for a version with
+        another catalog, call ``install_catalog`` first; without it such versions are
+        refused); poll the store so that activations made by other gateway processes are
+        followed."""
         self._install = install
+        self._install_catalog = install_catalog
         self._meter = meter
         if self._poll_interval_s > 0 and self._poller is None:
             self._poller = asyncio.create_task(self._poll(), name="policy-store-poll")
@@ -610,22 +658,13 @@ class PolicyAdministrator:
                     f"(first: {failures[0]}); the active version keeps serving",
                     reason="TESTS_FAILED",
                 )
-        if version.files["catalog.toml"] != self._serving.catalog_text:
-            raise PolicyWorkflowError(
-                f"version {number} changes the data catalog, which departments were checked "
-                "against at start-up: deploy it with a restart, not a hot switch",
-                reason="CATALOG_CHANGED",
-            )
         return self._prepare(number)
 
     def _prepare(self, number: int) -> tuple[LoadedVersion, Decider]:
         """Load, build and warm a version's decider (in a thread: compiling costs)."""
         loaded = self._load(number)
         if loaded.catalog.digest != self._serving.catalog.digest:
-            raise PolicyWorkflowError(
-                f"version {number} has another catalog than this gateway serves",
-                reason="CATALOG_CHANGED",
-            )
+            self._check_catalog_change(number, loaded.catalog)
         # Here, not only at activation: a process following another's activation
         # must refuse it too, since its authenticators hold the registry it started with.
         if self.store.version(number).files["agencies.toml"] != self._serving.registry_text:
@@ -646,7 +685,36 @@ class PolicyAdministrator:
         log.debug("warmed policy version %d in %.3f s", number, time.perf_counter() - started)
         return loaded, decider
 
+    def _check_catalog_change(self, number: int, catalog: Catalog) -> None:
+        """Raise PolicyWorkflowError unless this gateway can switch to ``catalog`` hot."""
+        known = self._serving.departments
+        if known is None or self._install_catalog is None:
+            raise PolicyWorkflowError(
+                f"version {number} changes the data catalog, which this gateway cannot "
+                "switch while serving: deploy it with a restart, not a hot switch",
+                reason="CATALOG_CHANGED",
+            )
+        unknown = sorted(d for d in catalog.departments if d not in known)
+        if unknown:
+            # Department ids are catalog names, not identifiers of anyone.
+            raise PolicyWorkflowError(
+                f"version {number}'s catalog names department(s) {', '.join(unknown)} that "
+                "the gateway config has no address for: add [departments.<id>] address to "
+                "the config (a restart) before activating it",
+                reason="DEPARTMENT_NOT_CONFIGURED",
+            )
+
     def _switch(self, loaded: LoadedVersion, decider: Decider) -> None:
+        if loaded.catalog.digest != self._serving.catalog.digest:
+            # Departments added are checked before they are asked; the decider below
+            # may already name them (their sections say unavailable until then).
+            assert self._install_catalog is not None  # _check_catalog_change
+            self._install_catalog(loaded.catalog)
+            self._serving = dataclasses.replace(
+                self._serving,
+                catalog=loaded.catalog,
+                catalog_text=loaded.files["catalog.toml"],
+            )
         if self._install is not None:
             self._install(decider)
         if self._meter is not None:

@@ -21,7 +21,7 @@ from gateway.auth import (
     TrustedIssuer,
     load_registry,
 )
-from gateway.billing import Meter, load_prices
+from gateway.billing import Meter, PriceList, load_prices
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
@@ -82,11 +82,14 @@ async def open_auditor(audit: AuditConfig) -> QueryAuditor:
 
 
 async def _open_billing(
-    config: Config, catalog: Catalog, auditor: QueryAuditor | None
+    config: Config, catalog: Catalog, auditor: QueryAuditor | None, prices: PriceList | None
 ) -> tuple[Meter, BillingAdminService, Callable[[], dt.date]]:
+    """``prices``: the active policy version's (checked against its catalog when it was
+    loaded); None: the config's price list file, checked here."""
     assert config.billing is not None
-    prices = load_prices(config.billing.prices)
-    prices.check_catalog(catalog)
+    if prices is None:
+        prices = load_prices(config.billing.prices)
+        prices.check_catalog(catalog)
 
     # Every booking goes on the signed record: a query's own reserve and charge
     # inside its query record; releases, refunds and top-ups as records of their own.
@@ -151,7 +154,13 @@ def _open_policy_admin(
     admin = PolicyAdministrator(
         SQLiteVersionStore(pc.store),
         recipe,
-        serving=Serving(catalog, disk["catalog.toml"], disk["agencies.toml"]),
+        serving=Serving(
+            catalog,
+            disk["catalog.toml"],
+            disk["agencies.toml"],
+            # A policy version may add only departments the config can reach.
+            departments=frozenset(config.departments),
+        ),
         audit=auditor,
         records=query_records(auditor.log) if auditor is not None else None,
     )
@@ -205,12 +214,15 @@ async def build_gateway(config: Config) -> Gateway:
         raise ConfigError("policy", "missing: who may see what is decided by the policy")
     meter = admin = None
     today: Callable[[], dt.date] = dt.date.today
+    current = policy_admin.admin.current if policy_admin is not None else None
+    if policy_admin is not None:
+        # The active version's catalog when it was changed hot (see initial_decider).
+        catalog = policy_admin.admin.serving.catalog
     if config.billing is not None:
-        meter, admin, today = await _open_billing(config, catalog, auditor)
-        current = policy_admin.admin.current if policy_admin is not None else None
-        if current is not None:
-            # The active version's price list, not the file's: it may have changed since.
-            meter.prices = current.prices
+        # The active version's price list, not the file's: it may have changed since.
+        meter, admin, today = await _open_billing(
+            config, catalog, auditor, current.prices if current is not None else None
+        )
     return Gateway(
         config,
         catalog=catalog,

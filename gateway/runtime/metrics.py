@@ -58,6 +58,13 @@ class Metrics:
             ["department"],
             registry=r,
         )
+        self.department_state = Gauge(
+            "credit_gateway_department_state",
+            "1 for the state each department is in (serving, unavailable: not reached, "
+            "refused: kept out, its certificate or Describe disagrees), 0 for the others.",
+            ["department", "state"],
+            registry=r,
+        )
         self.unrequested_fields = Counter(
             "credit_gateway_unrequested_fields_dropped",
             "Fields a department returned without being asked; dropped before disclosure.",

@@ -6,17 +6,25 @@
     await gw.stop()             # drains queries in flight
 
 :meth:`Gateway.start` raises :class:`~gateway.errors.ConfigError` when the
-configuration, the catalog or a department's ``Describe`` is wrong, naming the
-key or field. Standard gRPC health checking and server reflection (v1 and
-v1alpha) are served beside the query service; every call passes one
-:class:`~gateway.api.edge.Edge`. Health tells the truth: the overall ("") and the
-query service's status are NOT_SERVING while the audit log is failing (every
-query would be refused) and SERVING again once the log has healed itself.
+configuration or the catalog is wrong, naming the key or field. Departments do not
+stop it: one that cannot be reached is ``unavailable`` and one whose certificate or
+``Describe`` disagrees is ``refused`` (kept out, with a log line); their query sections
+say so, and a :class:`~gateway.federation.DepartmentMonitor` checks them again in the
+background (1 s doubling to 30 s) until they serve. A policy version may add or retire
+departments (:meth:`Gateway.install_catalog`), hot. Standard gRPC health checking and
+server reflection (v1 and v1alpha) are served beside the query service; every call
+passes one :class:`~gateway.api.edge.Edge`. Health tells the truth: the overall ("") and
+the query service's status are NOT_SERVING while the audit log is failing (every query
+would be refused) and SERVING again once the log has healed itself; departments down do
+not change them (the gateway answers, with those sections unavailable). Each department
+has its own health service name, ``credit.v1.Department/<id>``: SERVING while it is
+asked, NOT_SERVING while it is kept out, SERVICE_UNKNOWN once retired.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -38,9 +46,14 @@ from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
 from gateway.billing import Meter
 from gateway.domain.catalog import Catalog, load_catalog
-from gateway.domain.purposes import load_purposes
-from gateway.errors import ConfigError, GatewayError, UpstreamError
-from gateway.federation import CircuitBreaker, DepartmentClient
+from gateway.domain.purposes import Purpose, load_purposes
+from gateway.errors import ConfigError, GatewayError
+from gateway.federation import (
+    CircuitBreaker,
+    DepartmentClient,
+    DepartmentMonitor,
+    DepartmentState,
+)
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
 from gateway.pipeline.validation import Validator
 from gateway.runtime.config import Config
@@ -64,6 +77,10 @@ QUERY_SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 BILLING_SERVICE = billing_pb2.DESCRIPTOR.services_by_name["BillingAdmin"].full_name
 POLICY_ADMIN_SERVICE = policy_admin_pb2.DESCRIPTOR.services_by_name["PolicyAdmin"].full_name
+#: Health service name of one department: ``credit.v1.Department/tax``.
+DEPARTMENT_HEALTH_PREFIX = "credit.v1.Department/"
+#: How long a retired department's channel stays open for queries already asking it.
+_RETIRE_GRACE_S = 30.0
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -109,10 +126,20 @@ class Gateway:
         self._health_lock = asyncio.Lock()
         self._health_tasks: set[asyncio.Task[None]] = set()
         self._metrics_stop: Callable[[], None] | None = None
+        self._department_creds: grpc.ChannelCredentials | None = None
         self.metrics_url = ""
         if audit is not None:
             audit.bind_metrics(self.metrics)
         self.clients: dict[str, DepartmentClient] = {}
+        self.monitor = DepartmentMonitor(
+            self.clients,
+            catalog=lambda: self.catalog,
+            describe_timeout_s=config.federation.describe_timeout_ms / 1000,
+            on_change=self._department_changed,
+        )
+        self._service: QueryService | None = None
+        self._purposes: dict[str, Purpose] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
         #: The live decider; policy activation swaps what it delegates to.
         self.decider: SwitchableDecider | None = None
@@ -133,47 +160,106 @@ class Gateway:
             certificate_chain=_read(fed.client_cert),
         )
 
-    async def _connect_departments(self) -> None:
+    def _client(self, dept_id: str, creds: grpc.ChannelCredentials | None) -> DepartmentClient:
+        """A client for a department the config names (not yet checked: unavailable)."""
         fed = self.config.federation
-        creds = self._department_credentials()
+        dept = self.config.departments[dept_id]
+        client = DepartmentClient(
+            dept_id,
+            dept.address,
+            credentials=creds,
+            timeout_s=(dept.timeout_ms or fed.timeout_ms) / 1000,
+            breaker=CircuitBreaker(
+                failure_threshold=fed.breaker_failures,
+                reset_after_s=fed.breaker_reset_ms / 1000,
+            ),
+            # With TLS the department must present a certificate naming
+            # itself ("tax.department"), not merely one from our CA.
+            server_name=dept.server_name or (f"{dept_id}.department" if creds else None),
+        )
+        # Read at scrape time: the query path pays nothing for it.
+        self.metrics.breaker_state.labels(dept_id).set_function(_reader(client.breaker))
+        self._set_state_metric(dept_id, client.state)
+        return client
+
+    def _set_state_metric(self, dept_id: str, state: DepartmentState | None) -> None:
+        for s in DepartmentState:
+            self.metrics.department_state.labels(dept_id, s.value).set(1 if s is state else 0)
+
+    async def _connect_departments(self) -> None:
+        """Build a client per catalog department and check each once, concurrently.
+        Raises ConfigError only for the configuration (a catalog department without an
+        address); a department down or disagreeing is kept out, not fatal."""
         for dept_id in self.catalog.departments:
             if dept_id not in self.config.departments:
                 raise ConfigError(
                     f"departments.{dept_id}", "in the catalog but no address is configured"
                 )
-        for dept_id, dept in self.config.departments.items():
+        for dept_id in self.config.departments:
             if dept_id not in self.catalog.departments:
-                raise ConfigError(f"departments.{dept_id}", "not in the catalog")
-            timeout_ms = dept.timeout_ms or fed.timeout_ms
-            self.clients[dept_id] = DepartmentClient(
-                dept_id,
-                dept.address,
-                credentials=creds,
-                timeout_s=timeout_ms / 1000,
-                breaker=CircuitBreaker(
-                    failure_threshold=fed.breaker_failures,
-                    reset_after_s=fed.breaker_reset_ms / 1000,
-                ),
-                # With TLS the department must present a certificate naming
-                # itself ("tax.department"), not merely one from our CA.
-                server_name=dept.server_name or (f"{dept_id}.department" if creds else None),
-            )
-
-        async def check(dept_id: str, client: DepartmentClient) -> None:
-            try:
-                described = await client.describe(fed.describe_timeout_ms / 1000)
-            except UpstreamError as exc:
-                raise ConfigError(
-                    f"departments.{dept_id}", f"Describe failed at {client.address}: {exc.message}"
-                ) from None
-            if described.department != dept_id:
-                raise ConfigError(
-                    f"departments.{dept_id}.address",
-                    f"{client.address} is department {described.department!r}, not {dept_id!r}",
+                # An address ready for a policy version that adds the department.
+                log.info(
+                    "department configured but not in the catalog: asked once a policy "
+                    "version adds it",
+                    extra={"department": dept_id},
                 )
-            self.catalog.check_describe(described)
+        self._department_creds = self._department_credentials()
+        for dept_id in self.catalog.departments:
+            self.clients[dept_id] = self._client(dept_id, self._department_creds)
+        await self.monitor.check_all()
 
-        await asyncio.gather(*(check(d, c) for d, c in self.clients.items()))
+    async def _department_changed(self, dept_id: str, state: DepartmentState) -> None:
+        """Monitor listener: the metric and the department's health follow its state."""
+        if dept_id not in self.clients:
+            return  # retired meanwhile
+        self._set_state_metric(dept_id, state)
+        status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if state is DepartmentState.SERVING:
+            status = health_pb2.HealthCheckResponse.SERVING
+        await self._health.set(DEPARTMENT_HEALTH_PREFIX + dept_id, status)
+
+    def install_catalog(self, catalog: Catalog) -> None:
+        """Hot switch of the catalog (a policy version adding or retiring departments or
+        datasets), before that version's decider is installed. Added departments get a
+        client and are checked at once in the background (unavailable until their
+        ``Describe`` agrees); retired ones are no longer asked, their channels closed
+        after a grace for queries under way; departments whose catalog entry changed are
+        checked again. The caller (the policy workflow) has made sure the config names
+        every department's address; a department it does not know raises ConfigError."""
+        for dept_id in catalog.departments:
+            if dept_id not in self.config.departments:
+                raise ConfigError(f"departments.{dept_id}", "no address is configured")
+        old = self.catalog
+        self.catalog = catalog
+        if self._service is not None:
+            self._service.use_catalog(catalog, Validator(catalog, self._purposes))
+        for dept_id in catalog.departments:
+            if dept_id not in self.clients:
+                self.clients[dept_id] = self._client(dept_id, self._department_creds)
+                self.monitor.add(dept_id)
+                log.info("department added by a policy version", extra={"department": dept_id})
+            elif catalog.departments[dept_id] != old.departments.get(dept_id):
+                self.monitor.add(dept_id)  # check its Describe against the new entry
+        for dept_id in [d for d in self.clients if d not in catalog.departments]:
+            client = self.clients.pop(dept_id)
+            log.info("department retired by a policy version", extra={"department": dept_id})
+            task = asyncio.get_running_loop().create_task(self._retire(client))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _retire(self, client: DepartmentClient) -> None:
+        dept_id = client.department
+        await self.monitor.remove(dept_id)
+        self._set_state_metric(dept_id, None)
+        with contextlib.suppress(KeyError):
+            self.metrics.breaker_state.remove(dept_id)
+        await self._health.set(
+            DEPARTMENT_HEALTH_PREFIX + dept_id, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        )
+        try:
+            await asyncio.sleep(_RETIRE_GRACE_S)
+        finally:
+            await client.close()
 
     async def start(self) -> None:
         """Connect departments, check them against the catalog, start serving.
@@ -183,6 +269,7 @@ class Gateway:
         try:
             await self._connect_departments()
             purposes = load_purposes(self.config.purposes)
+            self._purposes = dict(purposes)
             if self._audit is not None:  # a refused query's purpose is recorded by name
                 self._audit.known_purposes = frozenset(purposes)
             if not self.config.insecure_dev_plaintext:
@@ -212,6 +299,7 @@ class Gateway:
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
             )
+            self._service = service
             # One edge for every call: undecodable requests, error mapping, refusals audited.
             server = grpc.aio.server(
                 interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
@@ -231,15 +319,15 @@ class Gateway:
                 policy_admin_pb2_grpc.add_PolicyAdminServicer_to_server(self.policy_admin, server)
                 services.append(POLICY_ADMIN_SERVICE)
             enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
-            for dept_id, client in self.clients.items():
-                # Read at scrape time: the query path pays nothing for it.
-                self.metrics.breaker_state.labels(dept_id).set_function(_reader(client.breaker))
             self.port = self._bind(server)
             await server.start()
             self._server = server
             if self.policy_admin is not None:
                 # From now on activations switch this gateway's decider and prices.
-                await self.policy_admin.admin.start(self.install_decider, meter=self.meter)
+                await self.policy_admin.admin.start(
+                    self.install_decider, meter=self.meter, install_catalog=self.install_catalog
+                )
+            self.monitor.start()  # departments not serving are checked again from now on
             if self.config.metrics_listen:
                 self.metrics_url, self._metrics_stop = self.metrics.serve_http(
                     self.config.metrics_listen
@@ -333,6 +421,10 @@ class Gateway:
                 log.error("audit log closed after a failure", extra={"reason": exc.message})
 
     async def _close_clients(self) -> None:
+        await self.monitor.close()
+        for task in list(self._closing):  # retired departments: close their channels now
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self.clients.values()))
         self.clients.clear()
 

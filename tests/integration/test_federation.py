@@ -16,7 +16,7 @@ from adapters.sdk import StoredRecord
 from adapters.testing import InMemoryStore
 from gateway.dev.devstack import DevStack
 from gateway.domain.catalog import load_catalog
-from gateway.errors import ConfigError
+from gateway.federation import DepartmentState
 from protos.credit.v1 import query_pb2
 from tests.integration.conftest import SUBJECTS, subject
 
@@ -249,14 +249,28 @@ async def test_department_returning_unasked_fields(tmp_path: Path) -> None:
     assert set(leaky.calls[0].wanted) == {"licences"}
 
 
-async def test_catalog_mismatch_refuses_start(tmp_path: Path) -> None:
+async def test_catalog_mismatch_keeps_the_department_out_not_the_gateway(tmp_path: Path) -> None:
     catalog = load_catalog()
     store = InMemoryStore.from_catalog(catalog, "tax")
     del store._schema["arrears"]["amount_fen"]  # the department drifted from the catalog
-    with pytest.raises(ConfigError) as exc:
-        await DevStack.create(tmp_path / "s", subjects=50, fakes={"tax": store})
-    assert exc.value.key == "departments.tax.datasets.arrears.fields.amount_fen"
-    assert "does not serve this field" in exc.value.message
+    async with await DevStack.create(tmp_path / "s", subjects=50, fakes={"tax": store}) as stack:
+        tax = stack.gateway.clients["tax"]
+        assert tax.state is DepartmentState.REFUSED
+        assert tax.detail == (
+            "department tax is kept out: its Describe disagrees with the catalog "
+            "(departments.tax.datasets.arrears.fields.amount_fen: the department does not "
+            "serve this field)"
+        )
+        assert stack.gateway.clients["court"].state is DepartmentState.SERVING
+        async with stack.client("ndrc") as client:
+            response = await client.query(
+                enterprise=subject(stack, "enterprise_all_departments"),
+                purpose="joint_punishment_screen",
+            )
+        sections = {s.department: s for s in response.sections}
+        assert sections["tax"].status == query_pb2.SECTION_STATUS_UNAVAILABLE
+        assert sections["tax"].detail == tax.detail
+        assert not store.calls  # never asked while kept out
 
 
 async def test_shutdown_drains_queries_in_flight(tmp_path: Path) -> None:

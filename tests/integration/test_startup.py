@@ -13,6 +13,7 @@ from adapters.testing import InMemoryStore
 from gateway.dev.devstack import DevStack
 from gateway.domain.catalog import load_catalog
 from gateway.errors import ConfigError
+from gateway.federation import DepartmentState
 from gateway.runtime.assembly import build_gateway
 from gateway.runtime.config import DepartmentConfig, load_config
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def test_a_department_answering_with_another_departments_certificate(
     stack: DevStack,
 ) -> None:
-    """The market's key cannot stand in for the tax office, though both come from our CA."""
+    """The market's key cannot stand in for the tax office, though both come from our CA:
+    the gateway starts, and keeps the impostor out (tax is never asked)."""
     pki = stack.pki
     impostor = await serve(
         InMemoryStore.from_catalog(load_catalog(), "tax"),
@@ -47,10 +49,21 @@ async def test_a_department_answering_with_another_departments_certificate(
             insecure_dev_plaintext=True,  # only so that no second audit log is opened
         )
         gateway = await build_gateway(config)
-        with pytest.raises(ConfigError) as exc:
-            await gateway.start()
-        assert exc.value.key == "departments.tax"
-        assert "Describe failed" in exc.value.message
+        await gateway.start()
+        try:
+            tax = gateway.clients["tax"]
+            assert tax.state is DepartmentState.REFUSED
+            assert tax.detail == (
+                "department tax is kept out: the server at its address did not present "
+                "the department's own certificate"
+            )
+            assert gateway.clients["market"].state is DepartmentState.SERVING
+            sample = gateway.metrics.registry.get_sample_value(
+                "credit_gateway_department_state", {"department": "tax", "state": "refused"}
+            )
+            assert sample == 1
+        finally:
+            await gateway.stop(0)
     finally:
         await impostor.stop(0)
 

@@ -9,7 +9,13 @@ import time
 import grpc
 import pytest
 
-from gateway.federation import BreakerState, CircuitBreaker, DepartmentClient, fan_out
+from gateway.federation import (
+    BreakerState,
+    CircuitBreaker,
+    DepartmentClient,
+    DepartmentState,
+    fan_out,
+)
 from protos.credit.v1 import adapter_pb2, query_pb2
 
 
@@ -48,6 +54,7 @@ def client(
         name, "127.0.0.1:9", credentials=None, timeout_s=timeout_s, breaker=breaker
     )
     c._stub = stub  # type: ignore[assignment]
+    c.state = DepartmentState.SERVING  # as the monitor sets it once Describe agrees
     return c
 
 
@@ -131,3 +138,22 @@ async def test_an_open_breaker_answers_at_once_without_calling(code: grpc.Status
     assert out["tax"].status == query_pb2.SECTION_STATUS_UNAVAILABLE
     assert "circuit open" in out["tax"].detail
     assert out["court"].status == query_pb2.SECTION_STATUS_OK
+
+
+async def test_a_department_not_serving_is_not_called_and_says_why() -> None:
+    down = FakeStub()
+    kept = client("court", down)
+    kept.state = DepartmentState.UNAVAILABLE
+    kept.detail = "department court is unavailable: not reached"
+    clients = {"tax": client("tax", FakeStub()), "court": kept}
+    out = await fan_out(clients, requests("tax", "court"), timeout_s=1.0)
+    assert out["tax"].status == query_pb2.SECTION_STATUS_OK
+    assert out["court"].status == query_pb2.SECTION_STATUS_UNAVAILABLE
+    assert out["court"].detail == "department court is unavailable: not reached"
+    assert down.timeouts == []  # never called
+
+
+async def test_a_department_retired_mid_query_is_unavailable_not_a_crash() -> None:
+    out = await fan_out({}, requests("court"), timeout_s=1.0)
+    assert out["court"].status == query_pb2.SECTION_STATUS_UNAVAILABLE
+    assert "no longer in the catalog" in out["court"].detail
