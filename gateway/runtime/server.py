@@ -42,6 +42,7 @@ from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError, GatewayError, UpstreamError
 from gateway.federation import CircuitBreaker, DepartmentClient
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
@@ -91,8 +92,11 @@ class Gateway:
         billing_admin: BillingAdminService | None = None,
         policy_admin: PolicyAdminService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
+        #: Per-agency rate limits (None: none); policy activations reconfigure it.
+        self.limiter = limiter
         self.meter = meter
         self._billing_admin = billing_admin
         self.policy_admin = policy_admin
@@ -112,6 +116,8 @@ class Gateway:
         self.metrics_url = ""
         if audit is not None:
             audit.bind_metrics(self.metrics)
+        if limiter is not None:
+            limiter.bind_metrics(self.metrics)
         self.clients: dict[str, DepartmentClient] = {}
         self.port = 0
         #: The live decider; policy activation swaps what it delegates to.
@@ -211,6 +217,7 @@ class Gateway:
                 pseudonym=self._audit.pseudonym if self._audit is not None else None,
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
+                limiter=self.limiter,
             )
             # One edge for every call: undecodable requests, error mapping, refusals audited.
             server = grpc.aio.server(
