@@ -60,6 +60,7 @@ __all__ = [
 
 #: Distinct subjects remembered per agency per day (8 bytes each: 512 KiB per agency).
 MAX_SUBJECTS_PER_DAY = 65_536
+_SLACK = 1e-9
 _TOP_KEYS = frozenset({"version", "timezone", "default", "agencies"})
 _LIMIT_KEYS = frozenset({"rate_per_s", "burst", "daily_per_purpose", "daily"})
 
@@ -209,7 +210,9 @@ class TokenBucket:
     def wait_s(self, now: float) -> float:
         """Seconds until a token is there (0: one is there now)."""
         self._refill(now)
-        if self.tokens >= 1.0:
+        # A billionth of a token of slack: clock readings are floats, and a caller told to
+        # retry after (1 - tokens) / rate seconds must find the token there.
+        if self.tokens >= 1.0 - _SLACK:
             return 0.0
         return (1.0 - self.tokens) / self.rate
 
