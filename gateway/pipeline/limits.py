@@ -224,12 +224,14 @@ class TokenBucket:
         return True
 
     def reshape(self, rate: float, burst: int, now: float) -> None:
-        """New limits: refill under the old rate up to ``now``, then keep what is left
-        (at most the new burst)."""
+        """New limits: refill under the old rate up to ``now``; a larger burst adds its
+        extra tokens at once (a raised limit lets a waiting agency through now), a smaller
+        one caps what is left."""
         self._refill(now)
+        extra = max(burst - self.burst, 0)
         self.rate = rate
         self.burst = burst
-        self.tokens = min(self.tokens, float(burst))
+        self.tokens = min(self.tokens + extra, float(burst))
 
 
 class RateLimiter:
@@ -267,8 +269,9 @@ class RateLimiter:
         return self._limits
 
     def configure(self, limits: Limits) -> None:
-        """Switch to ``limits`` now (a policy activation). Buckets keep their tokens (at
-        most the new burst) and refill at the new rate; today's counts stay."""
+        """Switch to ``limits`` now (a policy activation). Buckets keep their tokens, plus
+        the extra of a raised burst, at most the new burst, and refill at the new rate;
+        today's counts stay."""
         with self._lock:
             now = self._monotonic()
             self._limits = limits
