@@ -296,10 +296,10 @@ def test_a_full_subject_set_counts_every_further_subject_as_new() -> None:
 def test_the_shipped_limits_parse_against_the_registry() -> None:
     agencies = load_registry().ids(Role.AGENCY)
     lim = parse_limits(load_toml(DEFAULT_LIMITS_PATH), agencies=agencies, purposes=PURPOSES)
-    assert lim.of("bank").ceiling("lending") == 10_000
-    assert lim.of("bank").ceiling("guarantee") == 5_000
+    assert lim.of("bank").ceiling("lending") == 200_000
+    assert lim.of("bank").ceiling("guarantee") == 20_000
     assert lim.of("procurement") == lim.default
-    assert lim.of("ndrc").rate_per_s == 100.0
+    assert lim.of("ndrc").rate_per_s == 200.0
 
 
 BASE = "[default]\nrate_per_s = 10\nburst = 20\ndaily_per_purpose = 100\n"

@@ -27,8 +27,8 @@ def test_the_shipped_version_carries_its_limits(
 ) -> None:
     assert "limits.toml" in files
     version = loaded(1, files, recipe)
-    assert version.limits.of("bank").burst == 20
-    assert version.limits.of("bank").ceiling("lending") == 10_000
+    assert version.limits.of("bank").burst == 500
+    assert version.limits.of("bank").ceiling("lending") == 200_000
 
 
 def test_a_version_without_limits_loads_unlimited(
