@@ -238,12 +238,16 @@ class QueryPipeline:
     ) -> tuple[query_pb2.QueryResponse, str]:
         query = self._validator.validate(request)
         if self._limiter is not None:
-            # Before deciding, booking or asking anyone: raises RateLimitedError.
+            # Before deciding, booking or asking anyone: raises RateLimitedError. The
+            # subject's pseudonym feeds the distinct-subject counter of queries naming no case.
+            cased = bool(request.case_reference.strip())
             self._limiter.admit(
                 caller.agency_id,
                 query.purpose,
-                subject_key=self._pseudonym(query.subject_type, query.subject_id),
-                case_reference=bool(request.case_reference.strip()),
+                subject_key=None
+                if cased
+                else self._pseudonym(query.subject_type, query.subject_id),
+                case_reference=cased,
             )
         today = self._today()
         is_self = (

@@ -5,6 +5,8 @@ limit lets the agency through without a restart. The harvesting counters move on
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from grpc_status import rpc_status
 
 from gateway.audit.records import decode_record
 from gateway.audit.store import SQLiteStore
+from gateway.cli.policy import policy_main
 from gateway.dev.devstack import DevStack
 from gateway.errors import DOMAIN
 from protos.credit.v1 import policy_admin_pb2 as pb
@@ -172,3 +175,38 @@ async def test_a_rate_limited_agency_is_refused_audited_and_raised_hot(stack: De
         )
         assert response.request_id
     assert query_records(stack)[-1]["outcome"] in ("ok", "partial")
+
+
+async def _policy(stack: DevStack, officer: str, *args: str) -> tuple[int, str, str]:
+    demo = stack.workdir / "demo.json"
+    if not demo.exists():
+        demo.write_text(json.dumps(stack.describe()), encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--demo", str(demo), "--officer", officer, *args]
+    code = await asyncio.to_thread(policy_main, argv, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_policy_draft_limits_flag_and_validation_naming_the_key(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(RAISED, encoding="utf-8")
+    bad.write_text(SHIPPED + "\n[agencies.procurement]\nburst = 2.5\n", encoding="utf-8")
+    code, out, err = await _policy(
+        stack, "officer_a", "draft", "--limits", str(good), "--reason", "x"
+    )
+    assert code == 0, err
+    number = int(out.split()[2])
+    code, out, _ = await _policy(stack, "officer_a", "show", str(number), "--file", "limits.toml")
+    assert code == 0 and out.strip() == RAISED.strip()
+    code, out, _ = await _policy(stack, "officer_a", "validate", str(number))
+    assert code == 0 and f"version {number}: valid" in out
+    code, out, err = await _policy(
+        stack, "officer_a", "draft", "--limits", str(bad), "--reason", "y"
+    )
+    assert code == 0, err
+    number = int(out.split()[2])
+    code, out, _ = await _policy(stack, "officer_a", "validate", str(number))
+    assert code == 1
+    assert "problem: limits.toml:agencies.procurement.burst: must be an integer" in out
