@@ -58,6 +58,7 @@ __all__ = [
     "NotYetIntegratedError",
     "PermissionDeniedError",
     "QuotaExhaustedError",
+    "RateLimitedError",
     "UpstreamError",
     "abort",
     "to_rpc_status",
@@ -161,6 +162,36 @@ class QuotaExhaustedError(CallerError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "QUOTA_EXHAUSTED"
+
+
+class RateLimitedError(CallerError):
+    """An agency is over one of its rate limits (:mod:`gateway.pipeline.limits`):
+    ``limit`` ``rate`` (queries per second; retry when the next token arrives) or
+    ``daily`` (queries per purpose per local day; retry at local midnight)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+    def __init__(
+        self,
+        agency: str,
+        limit: str,
+        problem: str,
+        *,
+        retry_after_s: float,
+        quota: int,
+        purpose: str = "",
+    ) -> None:
+        retry_ms = max(1, math.ceil(retry_after_s * 1000))
+        metadata = {"agency": agency, "limit": limit, "quota": str(quota)}
+        if purpose:
+            metadata["purpose"] = purpose
+        metadata["retry_after_ms"] = str(retry_ms)
+        super().__init__(f"rate limit ({limit}): {problem}", metadata=metadata)
+        self.agency = agency
+        self.limit = limit
+        self.problem = problem
+        self.retry_after_s = retry_ms / 1000
 
 
 # --- a department is at fault -------------------------------------------------
@@ -279,9 +310,10 @@ def to_rpc_status(err: GatewayError, *, now: dt.datetime | None = None) -> statu
 
     Details (google/rpc/error_details.proto, AIP-193): always ErrorInfo (reason,
     domain, and the metadata of a disclosed error); BadRequest for a bad argument;
-    QuotaFailure for an exhausted quota and PreconditionFailure for an
-    insufficient balance; RetryInfo where the time after which the same call may
-    succeed is known (``retry_after_s``, or a quota's ``resets_at`` after ``now``).
+    QuotaFailure for an exhausted quota or a rate limit (subject ``agency:<id>``) and
+    PreconditionFailure for an insufficient balance; RetryInfo where the time after which
+    the same call may succeed is known (``retry_after_s``, or a quota's ``resets_at`` after
+    ``now``).
     """
     message = err.message if err.disclosed else err.public_message
     metadata = err.metadata if err.disclosed else {}
@@ -300,6 +332,15 @@ def to_rpc_status(err: GatewayError, *, now: dt.datetime | None = None) -> statu
         )
         if err.metadata.get("quota", "").isdigit():
             violation.quota_value = int(err.metadata["quota"])
+        status.details.add().Pack(quota)
+    if isinstance(err, RateLimitedError):
+        quota = error_details_pb2.QuotaFailure()
+        quota.violations.add(
+            subject=f"agency:{err.agency}",
+            description=err.message,
+            quota_id=f"{err.limit}_limit",
+            quota_value=int(err.metadata["quota"]),
+        )
         status.details.add().Pack(quota)
     if isinstance(err, InsufficientBalanceError):
         pf = error_details_pb2.PreconditionFailure()

@@ -51,6 +51,7 @@ _FILE_OPTIONS = {
     "catalog": "catalog.toml",
     "prices": "prices.toml",
     "agencies": "agencies.toml",
+    "limits": "limits.toml",
 }
 _STATE = {
     policy_admin_pb2.CHECK_STATE_NOT_RUN: "-",

@@ -3,6 +3,7 @@
     1 authenticate   the caller (certificate + token; gateway.auth.identity seam), done
                      by the gRPC entry point, :class:`gateway.api.query.QueryService`
     2 validate       identifier, purpose, mode, datasets, request id
+      limit          the agency's rate and daily limits (a RateLimiter)
     3 decide         which departments, datasets and fields (a Decider)
     4 meter          reserve the price of what was granted (a Meter)
     5 fan out        ask only for the allowed fields, concurrently
@@ -39,6 +40,7 @@ from gateway.errors import AuditUnavailableError, GatewayError
 from gateway.federation import DepartmentClient, fan_out
 from gateway.pipeline.decision import Decider, Decision, QueryFacts
 from gateway.pipeline.disclosure import ageing_cutoff, filter_records
+from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, query_pb2
@@ -152,8 +154,10 @@ class QueryPipeline:
         pseudonym: Callable[[str, str], str] | None = None,
         default_timeout_s: float = 3.0,
         today: Callable[[], dt.date] = dt.date.today,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._catalog = catalog
+        self._limiter = limiter
         self._validator = validator
         self._decider = decider
         self._auth = authenticator
@@ -254,6 +258,18 @@ class QueryPipeline:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> tuple[query_pb2.QueryResponse, str]:
         query = self._validator.validate(request)
+        if self._limiter is not None:
+            # Before deciding, booking or asking anyone: raises RateLimitedError. The
+            # subject's pseudonym feeds the distinct-subject counter of queries naming no case.
+            cased = bool(request.case_reference.strip())
+            self._limiter.admit(
+                caller.agency_id,
+                query.purpose,
+                subject_key=None
+                if cased
+                else self._pseudonym(query.subject_type, query.subject_id),
+                case_reference=cased,
+            )
         today = self._today()
         is_self = (
             bool(caller.subject_id)

@@ -28,7 +28,8 @@ naming them), and the gateway passed ``install_catalog`` to :meth:`start` (else
 decider, and departments added are checked in the background before they are asked.
 At start-up the gateway's own catalog and registry prevail (with a warning) over an active
 version's.
-Prices are switched with the policy (the meter reads its price list per query).
+Prices and rate limits are switched with the policy (the meter reads its price list per
+query; the limiter, :attr:`PolicyAdministrator.limiter`, takes the version's ``limits.toml``).
 
 Why one module (some 730 lines): each step of the workflow runs on one
 :class:`PolicyAdministrator`, under its one lock, with its one audit writer and its one hot
@@ -63,6 +64,7 @@ from gateway.errors import (
 )
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.freetext import scan
+from gateway.pipeline.limits import RateLimiter
 from gateway.policy import PolicyDecider
 from gateway.policyadmin.analysis import FieldChange, Flip, diff_versions, replay_records, warm
 from gateway.policyadmin.errors import PolicyWorkflowError
@@ -76,6 +78,7 @@ from gateway.policyadmin.loading import (
 from gateway.policyadmin.store import (
     BOOTSTRAP_AUTHOR,
     FILE_NAMES,
+    OPTIONAL_FILE_NAMES,
     Approval,
     CheckResult,
     PolicyVersion,
@@ -174,6 +177,8 @@ class PolicyAdministrator:
         self._install: Callable[[Decider], None] | None = None
         self._install_catalog: Callable[[Catalog], None] | None = None
         self._meter: Meter | None = None
+        #: The query path's rate limiter: an activation switches its limits too.
+        self.limiter: RateLimiter | None = None
         #: The version this process serves (None: not from the store yet).
         self.installed: int | None = None
         #: Its parsed files (prices for the meter at start-up).
@@ -416,8 +421,9 @@ class PolicyAdministrator:
             merged = dict(files)
             if active is not None:
                 current = self.store.version(active.version)
-                for name in FILE_NAMES:
-                    merged.setdefault(name, current.files[name])
+                for name in (*FILE_NAMES, *OPTIONAL_FILE_NAMES):
+                    if name in current.files:
+                        merged.setdefault(name, current.files[name])
             version = self.store.add_version(
                 merged,
                 author=officer,
@@ -720,6 +726,8 @@ class PolicyAdministrator:
         if self._meter is not None:
             # The meter reads its price list per query: one reference assignment.
             self._meter.prices = loaded.prices
+        if self.limiter is not None:
+            self.limiter.configure(loaded.limits)
         self.installed = loaded.number
         self.current = loaded
         self._poll_failed = None

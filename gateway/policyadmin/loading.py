@@ -5,8 +5,9 @@
     cases, failures = run_tests(loaded, recipe)                  # the policy test matrix
     decider = recipe.build(loaded)                               # a PolicyDecider
 
-Everything reuses the loaders the gateway starts with (:func:`gateway.domain.catalog.parse_catalog`,
-:func:`gateway.auth.registry.parse_registry`, :func:`gateway.billing.prices.parse_prices`,
+Everything reuses the loaders the gateway starts with
+(:func:`gateway.domain.catalog.parse_catalog`, :func:`gateway.auth.registry.parse_registry`,
+:func:`gateway.billing.prices.parse_prices`, :func:`gateway.pipeline.limits.parse_limits`,
 :func:`gateway.policy.parse_policy_set`), so a version that validates here is one the
 gateway would have accepted from files on disk.
 
@@ -30,9 +31,10 @@ from gateway.auth.registry import DEFAULT_REGISTRY_PATH, Registry, Role, parse_r
 from gateway.auth.tokens import TrustedIssuer
 from gateway.billing.prices import PriceList, default_prices_path, parse_prices
 from gateway.domain.catalog import Catalog, default_catalog_path, parse_catalog
-from gateway.domain.files import parse_toml
+from gateway.domain.files import parse_toml, policies_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.pipeline.decision import Decider
+from gateway.pipeline.limits import UNLIMITED, Limits, parse_limits
 from gateway.policy import DEFAULT_MODEL_PATH, DEFAULT_POLICY_PATH, PolicyDecider, PolicySet
 from gateway.policy.consent import ConsentVerifier, load_revocations
 from gateway.policy.decider import DEFAULT_CREDIT_DEPARTMENTS
@@ -40,7 +42,11 @@ from gateway.policy.rules import parse_policy_set
 from gateway.policy.testing import DEFAULT_MATRIX_PATH, load_cases, run_matrix
 from gateway.policyadmin.store import FILE_NAMES, PolicyVersion, check_files
 
+#: The shipped rate limits (``policies/limits.toml``).
+DEFAULT_LIMITS_PATH = policies_path("limits.toml")
+
 __all__ = [
+    "DEFAULT_LIMITS_PATH",
     "DeciderRecipe",
     "LoadedVersion",
     "load_version",
@@ -78,6 +84,9 @@ class LoadedVersion:
     prices: PriceList
     policy: PolicySet
     files: Mapping[str, str]
+    #: The agencies' rate limits (:data:`~gateway.pipeline.limits.UNLIMITED` for a version
+    #: without ``limits.toml``).
+    limits: Limits = UNLIMITED
 
 
 def _digest(text: str) -> str:
@@ -93,7 +102,9 @@ def _in(name: str, err: ConfigError) -> ConfigError:
     return err if err.key.startswith(name) else ConfigError(f"{name}:{err.key}", err.problem)
 
 
-def _parse_parts(files: Mapping[str, str]) -> tuple[Catalog, Registry, PriceList]:
+def _parse_parts(
+    files: Mapping[str, str], purposes: Collection[str]
+) -> tuple[Catalog, Registry, PriceList, Limits]:
     try:
         catalog = parse_catalog(_toml(files, "catalog.toml"), digest=_digest(files["catalog.toml"]))
     except ConfigError as err:
@@ -110,7 +121,15 @@ def _parse_parts(files: Mapping[str, str]) -> tuple[Catalog, Registry, PriceList
         prices.check_catalog(catalog)
     except ConfigError as err:
         raise _in("prices.toml", err) from None
-    return catalog, registry, prices
+    limits = UNLIMITED
+    if "limits.toml" in files:
+        try:
+            limits = parse_limits(
+                _toml(files, "limits.toml"), agencies=registry.ids(Role.AGENCY), purposes=purposes
+            )
+        except ConfigError as err:
+            raise _in("limits.toml", err) from None
+    return catalog, registry, prices, limits
 
 
 def load_version(version: PolicyVersion, *, purposes: Collection[str]) -> LoadedVersion:
@@ -124,7 +143,7 @@ def load_version(version: PolicyVersion, *, purposes: Collection[str]) -> Loaded
     """
     files = version.files
     check_files(files)
-    catalog, registry, prices = _parse_parts(files)
+    catalog, registry, prices, limits = _parse_parts(files, purposes)
     policy = parse_policy_set(
         files["model.conf"],
         files["policy.csv"],
@@ -143,6 +162,7 @@ def load_version(version: PolicyVersion, *, purposes: Collection[str]) -> Loaded
         prices=prices,
         policy=policy,
         files=files,
+        limits=limits,
     )
 
 
@@ -166,7 +186,7 @@ def validate_files(files: Mapping[str, str], *, purposes: Collection[str]) -> li
         return [err.message]
     problems: list[str] = []
     try:
-        catalog, registry, _ = _parse_parts(files)
+        catalog, registry, _, _ = _parse_parts(files, purposes)
     except ConfigError as err:
         return [err.message]
     lines = files["policy.csv"].splitlines()
@@ -273,8 +293,9 @@ def read_disk_files(
     catalog: Path | None = None,
     prices: Path | None = None,
     registry: Path | None = None,
+    limits: Path | None = None,
 ) -> dict[str, str]:
-    """The five files of a version, read from disk (defaults: the shipped ``policies/``).
+    """The six files of a version, read from disk (defaults: the shipped ``policies/``).
     For seeding version 1 and for ``credit-gateway policy draft``.
 
     Raises:
@@ -282,13 +303,14 @@ def read_disk_files(
     """
     paths = dict(
         zip(
-            FILE_NAMES,
+            (*FILE_NAMES, "limits.toml"),
             (
                 model or DEFAULT_MODEL_PATH,
                 policy or DEFAULT_POLICY_PATH,
                 catalog or default_catalog_path(),
                 prices or default_prices_path(),
                 registry or DEFAULT_REGISTRY_PATH,
+                limits or DEFAULT_LIMITS_PATH,
             ),
             strict=True,
         )

@@ -6,8 +6,9 @@
     store.activate(v.number, "officer_a", "ticket 4711")
     store.active().version                                          # v.number
 
-A version is the text of the five files that decide who sees what (:data:`FILE_NAMES`) plus
-any policy test files a draft brings (``tests/<name>.toml``). Its ``content_hash`` is the
+A version is the text of the five files that decide who sees what (:data:`FILE_NAMES`), the
+agencies' rate limits (``limits.toml``, optional: versions drafted before it existed lack it),
+plus any policy test files a draft brings (``tests/<name>.toml``). Its ``content_hash`` is the
 SHA-256 of their canonical JSON. "Active" is not a flag that could be set twice: it is the
 newest row of an append-only activation history, so exactly one version is active once the
 store has been seeded.
@@ -47,6 +48,7 @@ __all__ = [
     "BOOTSTRAP_AUTHOR",
     "FILE_NAMES",
     "MAX_VERSION_BYTES",
+    "OPTIONAL_FILE_NAMES",
     "Activation",
     "Approval",
     "CheckResult",
@@ -59,6 +61,9 @@ __all__ = [
 
 #: The files every version holds.
 FILE_NAMES = ("model.conf", "policy.csv", "catalog.toml", "prices.toml", "agencies.toml")
+#: Files a version may hold besides :data:`FILE_NAMES` (versions drafted before a file
+#: existed lack it; the loader then applies its default: no rate limits).
+OPTIONAL_FILE_NAMES = ("limits.toml",)
 #: Extra policy test files a version may carry.
 _TEST_FILE = re.compile(r"^tests/[A-Za-z0-9_-]{1,64}\.toml$")
 #: A bound on one version's files: a policy of tens of thousands of lines is ~2 MiB.
@@ -131,10 +136,10 @@ def check_files(files: Mapping[str, str]) -> None:
     """
     total = 0
     for name, text in files.items():
-        if name not in FILE_NAMES and not _TEST_FILE.match(name):
+        if name not in FILE_NAMES + OPTIONAL_FILE_NAMES and not _TEST_FILE.match(name):
+            known = ", ".join(FILE_NAMES + OPTIONAL_FILE_NAMES)
             raise InvalidArgumentError(
-                "files",
-                f"unknown file {name[:80]!r}: one of {', '.join(FILE_NAMES)} or tests/<name>.toml",
+                "files", f"unknown file {name[:80]!r}: one of {known} or tests/<name>.toml"
             )
         if "\0" in text:
             raise InvalidArgumentError("files", f"{name} is not text")

@@ -23,9 +23,11 @@ from gateway.auth import (
 )
 from gateway.billing import Meter, PriceList, load_prices
 from gateway.domain.catalog import Catalog, load_catalog
+from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
 from gateway.pipeline.decision import Decider
+from gateway.pipeline.limits import RateLimiter, parse_limits
 from gateway.policy import build_decider
 from gateway.policyadmin import (
     DeciderRecipe,
@@ -34,7 +36,7 @@ from gateway.policyadmin import (
     SQLiteVersionStore,
 )
 from gateway.policyadmin.admin import query_records
-from gateway.policyadmin.loading import read_disk_files
+from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
 
@@ -223,8 +225,25 @@ async def build_gateway(config: Config) -> Gateway:
         meter, admin, today = await _open_billing(
             config, catalog, auditor, current.prices if current is not None else None
         )
+    # Rate limits: the active version's; without a policy store, the shipped file's.
+    limiter = RateLimiter()
+    if policy_admin is not None:
+        policy_admin.admin.limiter = limiter
+        if policy_admin.admin.current is not None:
+            limiter.configure(policy_admin.admin.current.limits)
+    elif config.policy is not None:
+        limiter.configure(
+            parse_limits(
+                load_toml(DEFAULT_LIMITS_PATH),
+                agencies=load_registry(config.auth.registry).ids(Role.AGENCY)
+                if config.auth
+                else None,
+                purposes=tuple(load_purposes(config.purposes)),
+            )
+        )
     return Gateway(
         config,
+        limiter=limiter,
         catalog=catalog,
         decider=decider,
         authenticator=authenticator,

@@ -33,6 +33,21 @@ class Metrics:
             ["agency", "method", "outcome"],
             registry=r,
         )
+        # Harvesting alarms (deploy/prometheus/credit-gateway-rules.yml) read these with
+        # queries_total: labels name the agency only, never a subject.
+        self.queries_without_case_reference = Counter(
+            "credit_gateway_queries_without_case_reference",
+            "Admitted queries that named no case reference, by agency.",
+            ["agency"],
+            registry=r,
+        )
+        self.subjects_without_case_reference = Counter(
+            "credit_gateway_subjects_without_case_reference",
+            "Subjects an agency queried without a case reference for the first time today "
+            "(local day; a bounded per-process set, so an overcount at most).",
+            ["agency"],
+            registry=r,
+        )
         self.query_latency = Histogram(
             "credit_gateway_query_duration_seconds",
             "End-to-end query latency inside the gateway.",

@@ -55,6 +55,7 @@ from gateway.federation import (
     DepartmentState,
 )
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
@@ -108,8 +109,11 @@ class Gateway:
         billing_admin: BillingAdminService | None = None,
         policy_admin: PolicyAdminService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
+        #: Per-agency rate limits (None: none); policy activations reconfigure it.
+        self.limiter = limiter
         self.meter = meter
         self._billing_admin = billing_admin
         self.policy_admin = policy_admin
@@ -130,6 +134,8 @@ class Gateway:
         self.metrics_url = ""
         if audit is not None:
             audit.bind_metrics(self.metrics)
+        if limiter is not None:
+            limiter.bind_metrics(self.metrics)
         self.clients: dict[str, DepartmentClient] = {}
         self.monitor = DepartmentMonitor(
             self.clients,
@@ -298,6 +304,7 @@ class Gateway:
                 pseudonym=self._audit.pseudonym if self._audit is not None else None,
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
+                limiter=self.limiter,
             )
             self._service = service
             # One edge for every call: undecodable requests, error mapping, refusals audited.
