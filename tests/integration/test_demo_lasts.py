@@ -3,9 +3,12 @@ survives the restart; ``credit-gateway token refresh`` re-mints before expiry.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 from gateway.auth.tokens import load_signing_key
 from gateway.cli.connect import QueryClient
 from gateway.cli.gateway import main as gateway_main
-from gateway.dev.devstack import AUDIENCE, DevStack
+from gateway.dev.devstack import AUDIENCE, DevStack, mint_token
 from gateway.dev.pki import DEV_AGENCY_ISSUER
 from gateway.dev.tokens import refresh_main
 from tests.integration.conftest import SUBJECTS, subject
@@ -138,3 +141,55 @@ async def test_token_refresh_and_every_role_in_demo_json(
         assert "no principal 'nobody'" in capsys.readouterr().err
         assert refresh_main(["--demo", str(tmp_path / "missing.json"), "--all"]) == 1
         assert refresh_main(["--demo", str(demo)]) == 2  # --agency or --all
+
+
+async def test_two_gateway_processes_share_the_replay_store(tmp_path: Path) -> None:
+    """A jti first used through one gateway is refused with another token string through a
+    second gateway process naming the same replay store; the same string works in both."""
+    async with await DevStack.create(tmp_path / "demo", subjects=SUBJECTS) as stack:
+        toml = stack.config_path.read_text()
+        second = tmp_path / "second"
+        second.mkdir()
+        audit_log = str(stack.audit["log"])
+        for old, new in [
+            (audit_log, str(second / "audit.sqlite")),
+            (str(stack.workdir / "policy-versions.sqlite"), str(second / "policy.sqlite")),
+            (str(stack.workdir / "ledger.sqlite"), str(second / "ledger.sqlite")),
+        ]:
+            assert old in toml
+            toml = toml.replace(old, new)
+        assert str(stack.workdir / "replay.sqlite") in toml  # shared
+        (second / "gateway.toml").write_text(toml)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli.gateway", "--log-level", "WARNING",
+            "serve", "--config", str(second / "gateway.toml"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert "serving on" in line, line
+            address = line.split()[-1]
+            other = replace(stack, gateway=_Address(address))  # type: ignore[arg-type]
+
+            first = mint_token(stack.pki, "ndrc", stack.pki.agency_cert("ndrc"))
+            await query(stack, "ndrc", first)
+            await query(other, "ndrc", first)  # the same string: reuse, in either process
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await query(other, "ndrc", resigned(stack, first))
+            assert "replayed" in (info.value.details() or "")
+
+            fresh = mint_token(stack.pki, "ndrc", stack.pki.agency_cert("ndrc"))
+            await query(other, "ndrc", fresh)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await query(stack, "ndrc", resigned(stack, fresh))
+            assert "replayed" in (info.value.details() or "")
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+class _Address:
+    def __init__(self, address: str) -> None:
+        self.address = address
