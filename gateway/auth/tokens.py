@@ -27,8 +27,11 @@ refused on another certificate). A *different* token string carrying an already-
 ``(iss, jti)`` within its lifetime is a replay (a re-signed or re-encoded copy) and is refused
 with ``TOKEN_REPLAYED``. Entries are purged when they expire, so memory is bounded by the
 tokens legitimately issued in one lifetime (only fully verified tokens, i.e. tokens a trusted
-issuer signed, are ever stored). The cache lives in one process: several gateway processes
-each keep their own, which allows a jti to be seen once per process (documented limitation).
+issuer signed, are ever stored). The cache lives in one process; with a
+:class:`~gateway.auth.replay.ReplayStore` (``[auth] replay_store``) the first use of each
+``(iss, jti)`` is also recorded in a file every gateway process shares, so a replay is
+refused across processes and restarts, while the same string stays reusable everywhere.
+Without one, each process remembers only its own (a jti may be used once per process).
 
 Every rejection is an :class:`~gateway.errors.AuthenticationError` whose ``reason`` is one of
 the ``TOKEN_*`` codes of :class:`~gateway.auth.reasons.AuthReason` and whose message says
@@ -37,6 +40,10 @@ chose that has not been verified: a refusal before the signature verifies (malfo
 or unknown algorithm or kid, bad signature) carries fixed words and no ``kid``; only once a
 trusted issuer's signature has verified may the ``kid`` name the token (ErrorInfo metadata
 ``kid``, and the authenticator's log line), and claim values never appear.
+
+Why one module (some 610 lines): verification, its reuse/replay cache and minting share
+one claim vocabulary (``cnf``, lifetimes, leeway); the verifier refuses exactly what the
+minter must never produce. The shared replay store is :mod:`gateway.auth.replay`.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from gateway.auth.certs import cert_thumbprint_pem
 from gateway.auth.jws import CompactJWSVerifier, JWSError, JWSFailure
 from gateway.auth.keys import ed25519_public_key_problem
 from gateway.auth.reasons import AuthReason
+from gateway.auth.replay import ReplayStore
 from gateway.cli.console import path_arg
 from gateway.errors import AuthenticationError, ConfigError
 from gateway.runtime.secretfile import write_secret
@@ -308,9 +316,14 @@ class TokenVerifier:
         max_lifetime_s: int = MAX_LIFETIME_S,
         algorithms: Sequence[str] = ALLOWED_ALGORITHMS,
         clock: Callable[[], float] = time.time,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         """Raises ConfigError if two issuers share an ``iss`` or a ``kid`` (a kid must name
-        one key, or a token could be checked against the wrong issuer's key)."""
+        one key, or a token could be checked against the wrong issuer's key).
+
+        ``replay_store`` (:mod:`gateway.auth.replay`) shares seen ``jti``s with other
+        processes and across restarts; without it they are remembered in this process only.
+        """
         self._keys = index_issuer_keys(issuers, "issuer")
         if not self._keys:
             raise ConfigError("issuers", "no trusted token issuer configured")
@@ -324,6 +337,7 @@ class TokenVerifier:
         self._by_token: dict[bytes, _CacheEntry] = {}
         self._by_jti: dict[tuple[str, str], bytes] = {}
         self._expiry: list[tuple[float, bytes]] = []  # heap of (deadline, token hash)
+        self._replay_store = replay_store
 
     @property
     def cached_tokens(self) -> int:
@@ -336,6 +350,8 @@ class TokenVerifier:
 
         Raises:
             AuthenticationError: ``reason`` is a ``TOKEN_*`` code of :class:`AuthReason`.
+            ReplayStoreUnavailableError: a new token string could not be recorded in the
+                replay store (fail closed; see :mod:`gateway.auth.replay`).
         """
         if not token:
             raise _reject(AuthReason.MISSING, "no bearer token: send 'authorization: Bearer <jwt>'")
@@ -354,20 +370,39 @@ class TokenVerifier:
         self._check_binding(verified, cert_thumbprint)
         jti_key = (verified.issuer, verified.jti)
         deadline = verified.expires_at + self.leeway_s
+        if self._replay_store is not None:
+            with self._lock:  # a replay this process saw costs no write
+                self._refuse_replay(jti_key, digest, verified)
+            # The shared store decides across processes and restarts (one fsynced write,
+            # once per token string per process; never on the cached path above).
+            if not self._replay_store.claim(
+                verified.issuer, verified.jti, digest, deadline=deadline, now=now
+            ):
+                raise self._replayed(verified)
         with self._lock:
             # Checked and recorded under one lock: two different strings with one jti racing
             # on two threads cannot both get in.
-            other = self._by_jti.get(jti_key)
-            if other is not None and other != digest:
-                raise _reject(
-                    AuthReason.REPLAYED,
-                    "token replayed: another token with the same jti was already used",
-                    kid=verified.kid,
-                )
+            self._refuse_replay(jti_key, digest, verified)
             self._by_token[digest] = _CacheEntry(verified, deadline, jti_key)
             self._by_jti[jti_key] = digest
             heapq.heappush(self._expiry, (deadline, digest))
         return verified
+
+    # The caller holds the lock.
+    def _refuse_replay(
+        self, jti_key: tuple[str, str], digest: bytes, verified: VerifiedToken
+    ) -> None:
+        other = self._by_jti.get(jti_key)
+        if other is not None and other != digest:
+            raise self._replayed(verified)
+
+    @staticmethod
+    def _replayed(verified: VerifiedToken) -> AuthenticationError:
+        return _reject(
+            AuthReason.REPLAYED,
+            "token replayed: another token with the same jti was already used",
+            kid=verified.kid,
+        )
 
     # The caller holds the lock.
     def _purge(self, now: float) -> None:

@@ -5,6 +5,7 @@
     credit-gateway demo --serve --workdir DIR   # keep the federation running
     credit-gateway certs init DIR               # development PKI
     credit-gateway token issue ...              # mint an agency token
+    credit-gateway token refresh --demo F --all # re-mint demo tokens before they expire
     credit-gateway consent issue ...            # mint a consent (development issuer)
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
@@ -33,7 +34,7 @@ __all__ = ["main"]
 #: before its subcommand: ``billing --ledger F balance``).
 _DELEGATED = {
     "certs": "development PKI",
-    "token": "agency tokens",
+    "token": "agency tokens: issue; refresh (demo tokens)",
     "consent": "consent tokens (development consent issuer)",
     "billing": "accounts: balance, top-up, statement, credit limit, check",
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.domain.catalog import load_catalog
 
             return certs_main(rest, default_departments=list(load_catalog().departments))
+        if args.command == "token" and rest[:1] == ["refresh"]:
+            from gateway.dev.tokens import refresh_main
+
+            return refresh_main(rest[1:])
         if args.command == "token":
             from gateway.auth.tokens import token_main
 

@@ -5,6 +5,11 @@ its own SQLite file, behind mutual TLS), the gateway, and agency tokens; then
 runs a scripted set of queries and prints what each agency sees. With
 ``--serve`` it keeps everything running and writes ``demo.json`` for clients
 (``credit-query --demo DIR/demo.json --agency procurement ...``).
+
+``demo --serve --workdir DIR`` on a folder an earlier run made keeps its keys,
+certificates, data, ledger and audit log (:mod:`gateway.dev.devstack`); while it
+serves, every token file with less than ten minutes left is re-minted each minute,
+so demo.json's tokens never run out (``credit-gateway token refresh`` does it by hand).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.cli.console import yuan
 from gateway.cli.query import render
 from gateway.dev.devstack import DevStack
+from gateway.errors import GatewayError
 
 __all__ = ["run_demo"]
 
@@ -64,7 +70,10 @@ async def run_demo(*, workdir: Path | None, serve: bool, subjects: int, seed: in
         _say(
             f"generating {subjects} synthetic subjects, a development PKI, starting departments..."
         )
+        kept = (workdir / "pki" / "pki.json").is_file()
         stack = await DevStack.create(workdir, subjects=subjects, seed=seed)
+        if kept:
+            _say("kept this folder's keys, certificates, data, ledger and audit log")
         try:
             _say(
                 f"federation up in {time.perf_counter() - started:.1f}s: "
@@ -205,12 +214,29 @@ async def _serve(stack: DevStack, workdir: Path) -> int:
         f"  .venv/bin/credit-query --demo {demo_json} --agency procurement "
         f"--enterprise {enterprise} --purpose government_procurement"
     )
-    _say("agency tokens last one hour; Ctrl-C stops everything.")
+    _say(
+        "tokens last one hour and are re-minted while this runs"
+        " (credit-gateway token refresh --demo ... --all by hand); Ctrl-C stops everything."
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _REFRESH_EVERY_S)
+        if not stop.is_set():
+            try:
+                renewed = await asyncio.to_thread(stack.ensure_tokens)
+            except (OSError, GatewayError) as exc:  # keep serving; say why once a minute
+                _say(f"token refresh failed: {exc}")
+            else:
+                if renewed:
+                    _say(f"re-minted tokens of {', '.join(renewed)}")
     _say("stopping...")
     return 0
+
+
+#: How often the serve loop re-mints token files close to expiry (seconds).
+_REFRESH_EVERY_S = 60

@@ -7,6 +7,13 @@ integration tests and the benchmarks.
         response = await client.query(enterprise=..., purpose="government_procurement")
 
 Nothing here is for production; every piece it starts is the real one.
+
+**A folder that lasts.** :meth:`DevStack.create` on a folder it made before keeps what is
+there: the PKI (CA, certificates, issuer keys), the departments' data, the audit log and its
+keys, the ledger, the policy versions and the replay store; only ``gateway.toml`` is
+rewritten (the departments' ports are new). Token files are kept while they have more than
+:data:`~gateway.dev.tokens.REFRESH_BEFORE_S` to run and re-minted otherwise. A PKI made for
+other principals or departments is refused with a clear error rather than replaced.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import json
 import signal
 import socket
 import sys
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,14 +41,17 @@ from gateway.cli.connect import QueryClient, open_channel
 from gateway.dev.pki import (
     DEV_AGENCY_ISSUER,
     FEDERATION_IDENTITY,
+    MANIFEST_NAME,
     Pki,
     cert_thumbprint_pem,
     init_pki,
+    load_pki,
 )
+from gateway.dev.tokens import TokenSpec, ensure_token
 from gateway.domain.catalog import load_catalog
+from gateway.errors import ConfigError
 from gateway.runtime.assembly import build_gateway
 from gateway.runtime.config import load_config
-from gateway.runtime.secretfile import write_secret
 from gateway.runtime.server import Gateway
 
 if TYPE_CHECKING:
@@ -170,6 +180,11 @@ class DevStack:
     officer_tokens: dict[str, Path] = field(default_factory=dict)
     #: Departments created ``down``: the address the config names, nothing listening yet.
     down: dict[str, str] = field(default_factory=dict)
+    #: Auditors' and finance staff's tokens.
+    auditor_tokens: dict[str, Path] = field(default_factory=dict)
+    finance_tokens: dict[str, Path] = field(default_factory=dict)
+    #: The subject the self-service kiosk's token attests (``{"type", "id"}``), if any.
+    self_service_subject: dict[str, str] | None = None
 
     @classmethod
     async def create(
@@ -185,7 +200,8 @@ class DevStack:
         prices_file: Path | None = None,
         describe_timeout_ms: int | None = None,
     ) -> DevStack:
-        """Generate everything under ``workdir`` and start the federation.
+        """Generate what ``workdir`` lacks and start the federation (a folder made
+        before keeps its keys, certificates and data: see the module docstring).
 
         ``fakes`` replaces some departments' processes with stores served in
         this process (``adapters.testing.InMemoryStore`` and its knobs). ``down``
@@ -194,6 +210,10 @@ class DevStack:
         replace the packaged catalog and price list in the gateway's config (every
         packaged department is still started and configured), ``describe_timeout_ms``
         the federation's ``Describe`` timeout.
+
+        Raises:
+            ConfigError: ``workdir/pki`` is a PKI without every department and principal
+                the catalog and registry name.
         """
         from adapters import synth  # the department side is only needed here
 
@@ -204,25 +224,27 @@ class DevStack:
         dept_ids = [d for d in catalog.departments if d not in fakes and d not in down]
         reserved = {d: f"127.0.0.1:{_free_port()}" for d in down}
         registry = load_registry()
-        pki = await asyncio.to_thread(
-            init_pki,
-            workdir / "pki",
-            departments=list(catalog.departments),
-            agencies=registry.ids(Role.AGENCY),
-            officers=registry.ids(Role.OFFICER),
-            auditors=registry.ids(Role.AUDITOR),
-            finance=registry.ids(Role.FINANCE),
-            force=True,
-        )
+        members = {
+            "agencies": registry.ids(Role.AGENCY),
+            "officers": registry.ids(Role.OFFICER),
+            "auditors": registry.ids(Role.AUDITOR),
+            "finance": registry.ids(Role.FINANCE),
+        }
+        pki = await asyncio.to_thread(_kept_or_new_pki, workdir / "pki", catalog, members)
         data_dir = workdir / "data"
-        summary = await asyncio.to_thread(
-            synth.generate,
-            data_dir,
-            seed=seed,
-            subjects=subjects,
-            # The gateway's calendar day is the price list's time zone's.
-            reference_date=today or dt.datetime.now(load_prices().timezone).date(),
-        )
+        subjects_file = data_dir / "subjects.json"
+        if not subjects_file.is_file() or not all(
+            (data_dir / f"{d}.sqlite").is_file() for d in dept_ids
+        ):
+            summary = await asyncio.to_thread(
+                synth.generate,
+                data_dir,
+                seed=seed,
+                subjects=subjects,
+                # The gateway's calendar day is the price list's time zone's.
+                reference_date=today or dt.datetime.now(load_prices().timezone).date(),
+            )
+            subjects_file = summary.subjects_file
         results = await asyncio.gather(
             *(start_department(d, pki, data_dir) for d in dept_ids),
             *(serve_fake(d, store, pki) for d, store in fakes.items()),
@@ -246,20 +268,28 @@ class DevStack:
                 describe_timeout_ms=describe_timeout_ms,
             )
             config_path.write_text(toml, encoding="utf-8")
-            _open_accounts(workdir / "ledger.sqlite")
+            if not (workdir / "ledger.sqlite").exists():  # opened once, kept after
+                _open_accounts(workdir / "ledger.sqlite")
             gateway = await build_gateway(load_config(config_path))
             await gateway.start()
         except BaseException:
             await asyncio.gather(*(p.stop() for p in started.values()))
             raise
-        tokens = _mint_tokens(pki, workdir / "tokens", registry.ids(Role.AGENCY))
-        officer_tokens = _mint_tokens(
-            pki, workdir / "tokens", registry.ids(Role.OFFICER), cert=pki.officer_cert
-        )
-        stack = cls(workdir, pki, data_dir, config_path, started, gateway, tokens, audit)
-        stack.officer_tokens = officer_tokens
+        stack = cls(workdir, pki, data_dir, config_path, started, gateway, {}, audit)
         stack.down = reserved
-        stack.subjects = json.loads(summary.subjects_file.read_text(encoding="utf-8"))["subjects"]
+        stack.subjects = json.loads(subjects_file.read_text(encoding="utf-8"))["subjects"]
+        person = stack.subjects.get(_EXAMPLES["person"])
+        if person is not None:
+            stack.self_service_subject = {"type": "person", "id": str(person["id"])}
+        stack.tokens = {a: workdir / "tokens" / f"{a}.jwt" for a in members["agencies"]}
+        stack.officer_tokens = {o: workdir / "tokens" / f"{o}.jwt" for o in members["officers"]}
+        stack.auditor_tokens = {a: workdir / "tokens" / f"{a}.jwt" for a in members["auditors"]}
+        stack.finance_tokens = {f: workdir / "tokens" / f"{f}.jwt" for f in members["finance"]}
+        try:
+            stack.ensure_tokens()
+        except BaseException:
+            await stack.close()
+            raise
         return stack
 
     async def start_down(self, dept: str) -> DepartmentProcess:
@@ -269,6 +299,36 @@ class DevStack:
         proc = await start_department(dept, self.pki, self.data_dir, listen=address)
         self.departments[dept] = proc
         return proc
+
+    def token_specs(self) -> dict[Path, TokenSpec]:
+        """Every token file of the stack and whom it is for."""
+        specs: dict[Path, TokenSpec] = {}
+        for role_dir, files in (
+            ("agencies", self.tokens),
+            ("officers", self.officer_tokens),
+            ("auditors", self.auditor_tokens),
+            ("finance", self.finance_tokens),
+        ):
+            for principal, path in files.items():
+                subject = self.self_service_subject if principal in _SELF_SERVICE else None
+                cert = self.pki.principal_cert(role_dir, principal)
+                specs[path] = TokenSpec(principal, cert, subject)
+        return specs
+
+    def ensure_tokens(self, *, min_remaining_s: int | None = None) -> list[str]:
+        """Re-mint the token files that expire within ``min_remaining_s`` (default
+        :data:`~gateway.dev.tokens.REFRESH_BEFORE_S`) or are missing; returns whose.
+
+        Raises ConfigError or OSError (a key, certificate or token file unusable)."""
+        from gateway.dev.tokens import REFRESH_BEFORE_S
+
+        (self.workdir / "tokens").mkdir(parents=True, exist_ok=True)
+        within = REFRESH_BEFORE_S if min_remaining_s is None else min_remaining_s
+        return [
+            spec.principal
+            for path, spec in self.token_specs().items()
+            if ensure_token(self.pki, spec, path, min_remaining_s=within)
+        ]
 
     def client(self, agency: str) -> QueryClient:
         """A client acting as ``agency``, with its certificate and token."""
@@ -325,17 +385,20 @@ class DevStack:
                     "cert": str(self.pki.agency_cert(a)),
                     "key": str(self.pki.agency_key(a)),
                     "token_file": str(path),
+                    # The self-service kiosk's token attests this subject (its own data).
+                    **(
+                        {"subject": self.self_service_subject}
+                        if a in _SELF_SERVICE and self.self_service_subject is not None
+                        else {}
+                    ),
                 }
                 for a, path in self.tokens.items()
             },
-            "officers": {
-                o: {
-                    "cert": str(self.pki.officer_cert(o)),
-                    "key": str(self.pki.officer_key(o)),
-                    "token_file": str(path),
-                }
-                for o, path in self.officer_tokens.items()
-            },
+            "officers": self._members("officers", self.officer_tokens),
+            "auditors": self._members("auditors", self.auditor_tokens),
+            "finance": self._members("finance", self.finance_tokens),
+            "pki": str(self.pki.root),
+            "replay_store": str(self.workdir / "replay.sqlite"),
             "config": str(self.config_path),
             "ledger": str(self.workdir / "ledger.sqlite"),
             # Subjects the README's commands ask about (``<demo.json: examples.enterprise>``).
@@ -349,6 +412,16 @@ class DevStack:
                 "log": str(self.audit["log"]),
                 "verifier_key": str(self.audit["verifier_key"]),
             },
+        }
+
+    def _members(self, role_dir: str, files: Mapping[str, Path]) -> dict[str, Any]:
+        return {
+            p: {
+                "cert": str(self.pki.principal_cert(role_dir, p)),
+                "key": str(self.pki.principal_key(role_dir, p)),
+                "token_file": str(path),
+            }
+            for p, path in files.items()
         }
 
     def channel(
@@ -386,6 +459,34 @@ class DevStack:
 
 #: demo.json's ``examples``: a key a reader types -> the synthetic subject it names.
 _EXAMPLES = {"enterprise": "enterprise_all_departments", "person": "person_with_loans"}
+#: Agencies of the registry that are self-service kiosks (their token names a subject).
+_SELF_SERVICE = frozenset({"self_service"})
+
+
+def _kept_or_new_pki(root: Path, catalog: Any, members: Mapping[str, Sequence[str]]) -> Pki:
+    """The PKI already in ``root`` if it covers every department and principal; a new one
+    if ``root`` holds none. Raises ConfigError for a PKI that lacks some of them."""
+    if not (root / MANIFEST_NAME).is_file():
+        return init_pki(
+            root,
+            departments=list(catalog.departments),
+            agencies=members["agencies"],
+            officers=members["officers"],
+            auditors=members["auditors"],
+            finance=members["finance"],
+            force=True,
+        )
+    pki = load_pki(root)
+    missing = [d for d in catalog.departments if d not in pki.departments]
+    for role_dir, ids in members.items():
+        missing += [f"{role_dir}/{i}" for i in ids if i not in pki.principals.get(role_dir, ())]
+    if missing:
+        raise ConfigError(
+            str(root),
+            f"this folder's PKI has no certificate for {', '.join(missing)}:"
+            " use a new --workdir (nothing here was changed)",
+        )
+    return pki
 
 
 def _free_port() -> int:
@@ -418,6 +519,7 @@ def _gateway_toml(
         "",
         "[auth]",
         f'audience = "{AUDIENCE}"',
+        f'replay_store = "{audit["log"].parent.parent / "replay.sqlite"}"',
         "[[auth.issuers]]",
         f'issuer = "{pki.agency_token.issuer}"',
         f'jwks = "{pki.agency_token.jwks}"',
@@ -489,24 +591,6 @@ def _open_accounts(ledger: Path) -> None:
         )  # fmt: skip
         if code != 0:
             raise RuntimeError(f"top-up of {account} failed: {out.getvalue().strip()}")
-
-
-def _mint_tokens(
-    pki: Pki,
-    out: Path,
-    principals: Sequence[str],
-    *,
-    cert: Callable[[str], Path] | None = None,
-) -> dict[str, Path]:
-    """Tokens bound to each principal's certificate (``cert``: default the agency's)."""
-    out.mkdir(parents=True, exist_ok=True)
-    cert_of = cert or pki.agency_cert
-    tokens: dict[str, Path] = {}
-    for agency in principals:
-        path = out / f"{agency}.jwt"
-        write_secret(path, mint_token(pki, agency, cert_of(agency)))
-        tokens[agency] = path
-    return tokens
 
 
 def mint_token(pki: Pki, principal: str, cert: Path) -> str:

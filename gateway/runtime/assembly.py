@@ -21,6 +21,7 @@ from gateway.auth import (
     TrustedIssuer,
     load_registry,
 )
+from gateway.auth.replay import ReplayStore
 from gateway.billing import Meter, PriceList, load_prices
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
@@ -44,9 +45,13 @@ __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
 
 def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
+    replay = None
+    if auth.replay_store is not None:  # one connection per file, shared by the verifiers
+        replay = ReplayStore.open(auth.replay_store, max_entries=auth.replay_store_max_entries)
     verifier = TokenVerifier(
         [TrustedIssuer.from_jwks_file(i.issuer, i.jwks) for i in auth.issuers],
         audience=auth.audience,
+        replay_store=replay,
     )
     return Authenticator(load_registry(auth.registry), verifier, roles=roles)
 

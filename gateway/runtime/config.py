@@ -79,6 +79,11 @@ class AuthConfig:
     audience: str
     issuers: tuple[IssuerConfig, ...]
     registry: Path | None = None
+    #: SQLite file of seen token jtis, shared by every process naming it
+    #: (:mod:`gateway.auth.replay`); None: each process remembers its own, in memory.
+    replay_store: Path | None = None
+    #: Most jtis the replay store holds (new tokens are refused beyond it).
+    replay_store_max_entries: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +406,11 @@ def _parse_auth(raw: Any, base: Path) -> AuthConfig | None:
         return None
     if not isinstance(raw, Mapping):
         raise ConfigError("auth", "must be a table")
-    _no_unknown(raw, "auth", {"audience", "registry", "issuers"})
+    _no_unknown(
+        raw,
+        "auth",
+        {"audience", "registry", "issuers", "replay_store", "replay_store_max_entries"},
+    )
     audience = raw.get("audience")
     if not isinstance(audience, str) or not audience:
         raise ConfigError("auth.audience", "missing: the aud claim tokens must carry")
@@ -420,7 +429,16 @@ def _parse_auth(raw: Any, base: Path) -> AuthConfig | None:
         if not isinstance(iss, str) or not iss:
             raise ConfigError(f"{key}.issuer", "missing")
         issuers.append(IssuerConfig(iss, _required_path(item, key, "jwks", base)))
-    return AuthConfig(audience, tuple(issuers), _path(raw, "auth", "registry", base))
+    max_entries = raw.get("replay_store_max_entries", 1_000_000)
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries <= 0:
+        raise ConfigError("auth.replay_store_max_entries", "must be a positive integer")
+    return AuthConfig(
+        audience,
+        tuple(issuers),
+        _path(raw, "auth", "registry", base),
+        replay_store=_created_path(raw, "auth", "replay_store", base),
+        replay_store_max_entries=max_entries,
+    )
 
 
 def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -458,6 +476,19 @@ def _path(
     path = (base / value) if not Path(value).is_absolute() else Path(value)
     if not path.exists():
         raise ConfigError(f"{key}.{name}", f"file not found: {path}")
+    return path
+
+
+def _created_path(table: Mapping[str, Any], key: str, name: str, base: Path) -> Path | None:
+    """A file the gateway creates if absent: only its folder must exist."""
+    value = table.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}.{name}", "must be a file path")
+    path = base / value if not Path(value).is_absolute() else Path(value)
+    if not path.parent.is_dir():
+        raise ConfigError(f"{key}.{name}", f"folder not found: {path.parent}")
     return path
 
 
