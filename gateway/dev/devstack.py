@@ -14,6 +14,11 @@ keys, the ledger, the policy versions and the replay store; only ``gateway.toml`
 rewritten (the departments' ports are new). Token files are kept while they have more than
 :data:`~gateway.dev.tokens.REFRESH_BEFORE_S` to run and re-minted otherwise. A PKI made for
 other principals or departments is refused with a clear error rather than replaced.
+
+Why one module (some 600 lines): :class:`DevStack` is one object whose ``create`` and
+``close`` bring up and tear down every piece in order (PKI, data, departments, config,
+gateway, tokens) and whose accessors (clients, demo.json, token specs) read that same state;
+the pieces it starts are modules of their own.
 """
 
 from __future__ import annotations
