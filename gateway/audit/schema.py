@@ -245,6 +245,9 @@ class QueryRecord:
     departments: Mapping[str, DepartmentSection] | None = None
     response_sha256: str | None = None
     self_query: bool | None = None
+    #: How often the consent (``consent_id``) had been used, this query included; absent
+    #: for a query without a counted consent.
+    consent_uses: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object appended to the log (None fields left out)."""
@@ -277,6 +280,7 @@ class QueryRecord:
             else {k: s.to_json() for k, s in self.departments.items()},
             response_sha256=self.response_sha256,
             self_query=self.self_query,
+            consent_uses=self.consent_uses,
         )
 
     @classmethod
@@ -315,6 +319,7 @@ class QueryRecord:
             else None,
             response_sha256=_str(obj, "response_sha256"),
             self_query=_bool(obj, "self_query"),
+            consent_uses=_int(obj, "consent_uses"),
         )
 
 

@@ -61,7 +61,14 @@ from gateway.pipeline.decision import (
     Withheld,
     _legal_block,
 )
-from gateway.policy.consent import MISSING, ConsentCheck, ConsentVerifier, load_revocations
+from gateway.controls import ControlsSnapshot, ControlsStore
+from gateway.policy.consent import (
+    MISSING,
+    ConsentCheck,
+    ConsentProblem,
+    ConsentVerifier,
+    load_revocations,
+)
 from gateway.policy.rules import PolicySet, load_policy_set
 from protos.credit.v1 import query_pb2
 
@@ -110,6 +117,8 @@ class _Lru(Generic[K, V]):
         return len(self._data)
 
 
+#: A consent with ``max_uses`` used that many times already.
+_SPENT = ConsentCheck(None, ConsentProblem.SPENT, "the consent has been used up")
 #: The consent outcome of a self-query: none needed, the subject is the one who would give it.
 _SELF = ConsentCheck(None, None, "a self-query needs no consent")
 
@@ -168,6 +177,22 @@ class PolicyDecider:
         # equal keys are one object (tuple comparison then short-circuits on identity).
         self._ds_keys: dict[int, tuple[tuple[Dataset, ...], tuple[tuple[str, str], ...]]] = {}
         self._ds_interned: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        self._controls: ControlsStore | None = None
+
+    def attach_controls(self, controls: ControlsStore | None) -> None:
+        """Use the live controls store: consents it revokes are refused on the next query
+        (cached verifications dropped at once), and every use of a consent is counted in it,
+        a consent with ``max_uses`` being withheld once spent (``consent revoked/spent``).
+        A gateway attaches its store to each decider it installs."""
+        self._controls = controls
+        self.consent.attach_controls(controls)
+        if controls is not None:
+            controls.add_listener(self._controls_changed)
+
+    def _controls_changed(self, old: ControlsSnapshot, new: ControlsSnapshot) -> None:
+        revoked = new.revoked_consents - old.revoked_consents
+        if revoked:
+            self.consent.forget(revoked)
 
     # --- the source of truth -----------------------------------------------------------
 
@@ -212,7 +237,12 @@ class PolicyDecider:
 
     def decide(self, facts: QueryFacts) -> Decision:
         """The decision for one query. Never raises for a bad consent (its fields are
-        withheld); raises only on a bug."""
+        withheld).
+
+        Raises:
+            ControlsStoreError: a live controls store is attached and cannot be read or
+                written (no consent use can then be counted or checked).
+        """
         waived = facts.is_self and facts.purpose == SELF_QUERY_PURPOSE
         if waived:
             check = _SELF
@@ -227,6 +257,18 @@ class PolicyDecider:
                 subject_id=facts.subject_id,
             )
         consent = check.consent
+        uses = 0
+        if consent is not None and self._controls is not None:
+            # Counted when bound to this query, before anything is disclosed: a use is an
+            # attempt. Atomic in the store: concurrent queries never exceed max_uses.
+            counted = self._controls.use_consent(
+                consent.cid, max_uses=consent.max_uses, expires_at=consent.expires_at
+            )
+            if counted is None:
+                check = _SPENT
+                consent = None
+            else:
+                uses = counted
         consent_key: Hashable = (
             consent.scope_key if consent is not None else (check.problem, check.message)
         )
@@ -247,7 +289,7 @@ class PolicyDecider:
                 self._decisions.put(key, decision)
         if consent is not None:
             # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
-            return Decision(decision.policy_version, decision.departments, consent.cid)
+            return Decision(decision.policy_version, decision.departments, consent.cid, uses)
         return decision
 
     def _datasets_key(self, datasets: tuple[Dataset, ...]) -> tuple[tuple[str, str], ...]:
