@@ -180,9 +180,7 @@ class Authenticator:
             with self._lock:
                 thumbs |= {p.thumbprint for p in self._certs.values() if p.serial in serials}
         if thumbs or subjects:
-            self._verifier.forget(
-                lambda t: t.cert_thumbprint in thumbs or t.subject in subjects
-            )
+            self._verifier.forget(lambda t: t.cert_thumbprint in thumbs or t.subject in subjects)
 
     def authenticate(self, context: PeerContext) -> Identity:
         """Identify the caller of this RPC.

@@ -429,7 +429,10 @@ class ControlsStore:
         """
         now = self._clock()
         with self._write(bump=False) as c:
-            if c.execute("SELECT 1 FROM suspensions WHERE agency = ?", (agency,)).fetchone() is None:
+            if (
+                c.execute("SELECT 1 FROM suspensions WHERE agency = ?", (agency,)).fetchone()
+                is None
+            ):
                 raise NotFoundError("the agency is not suspended")
             pending = c.execute(
                 "SELECT 1 FROM reinstatements WHERE agency = ?", (agency,)
@@ -439,7 +442,9 @@ class ControlsStore:
                     "a reinstatement of this agency already waits for approval",
                     reason="REINSTATEMENT_PENDING",
                 )
-            c.execute("INSERT INTO reinstatements VALUES (?, ?, ?, ?)", (agency, now, officer, reason))
+            c.execute(
+                "INSERT INTO reinstatements VALUES (?, ?, ?, ?)", (agency, now, officer, reason)
+            )
         return now
 
     def approve_reinstatement(self, agency: str, *, officer: str) -> str:

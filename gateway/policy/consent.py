@@ -346,15 +346,17 @@ class ConsentVerifier:
         """How many verified consents are cached (for metrics and tests)."""
         return len(self._cache)
 
-    def verify(self, token: str) -> Consent:
-        """Verify signature, claims, lifetime, expiry and revocation (not the binding).
+    def verify(self, token: str, *, check_revoked: bool = True) -> Consent:
+        """Verify signature, claims, lifetime, expiry and, with ``check_revoked``, revocation
+        (not the binding). Without it a revoked consent still verifies: its subject may ask
+        to revoke it again, and is told it already is.
 
         Raises:
             ConsentError: ``problem`` INVALID, EXPIRED or REVOKED.
         """
-        return self._verified(token).consent
+        return self._verified(token, check_revoked=check_revoked).consent
 
-    def _verified(self, token: str) -> _Cached:
+    def _verified(self, token: str, *, check_revoked: bool = True) -> _Cached:
         if len(token) > _MAX_TOKEN_BYTES:
             raise _invalid("the consent token is too long")
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -376,6 +378,8 @@ class ConsentVerifier:
                     self._cache.popitem(last=False)
         cid = hit.consent.cid
         live = self._live
+        if not check_revoked:
+            return hit
         if cid in self._revoked or (live is not None and cid in live.snapshot().revoked_consents):
             raise ConsentError(ConsentProblem.REVOKED, "the consent has been revoked")
         return hit

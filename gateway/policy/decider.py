@@ -51,6 +51,7 @@ import casbin
 
 from gateway.auth.registry import Registry, Role, load_registry
 from gateway.auth.tokens import TrustedIssuer
+from gateway.controls import ControlsSnapshot, ControlsStore
 from gateway.domain.catalog import Catalog, Dataset, Tier
 from gateway.domain.purposes import load_purposes
 from gateway.pipeline.decision import (
@@ -61,7 +62,6 @@ from gateway.pipeline.decision import (
     Withheld,
     _legal_block,
 )
-from gateway.controls import ControlsSnapshot, ControlsStore
 from gateway.policy.consent import (
     MISSING,
     ConsentCheck,
