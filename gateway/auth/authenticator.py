@@ -187,8 +187,8 @@ class Authenticator:
 
         Raises:
             AuthenticationError: no, unreadable or revoked client certificate (CERT_MISSING,
-                CERT_INVALID, CERT_REVOKED), any token failure (TOKEN_*), or a token whose ``sub`` is not
-                the principal the certificate names (TOKEN_SUBJECT_MISMATCH).
+                CERT_INVALID, CERT_REVOKED), any token failure (TOKEN_*), or a token whose
+                ``sub`` is not the principal the certificate names (TOKEN_SUBJECT_MISMATCH).
             PermissionDeniedError: the certificate's role may not use this service
                 (ROLE_NOT_ALLOWED), or the principal is unregistered (``<ROLE>_UNREGISTERED``,
                 e.g. AGENCY_UNREGISTERED) or suspended (``<ROLE>_SUSPENDED``).
