@@ -32,10 +32,12 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import inspect
 import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -250,7 +252,7 @@ class ControlsStore:
             self._r = _Conn(open_durable(path, schema=""))
         except (sqlite3.Error, SQLiteSetupError) as exc:
             raise ControlsStoreError(f"cannot open the controls store: {exc}") from None
-        self._listeners: list[Listener] = []
+        self._listeners: list[Callable[[], Listener | None]] = []
         self._snap = ControlsSnapshot(version=-1)
         seeds = sorted(set(seed_revoked_consents))
         if seeds:
@@ -261,8 +263,15 @@ class ControlsStore:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(old, new)`` (on the thread that noticed) whenever the sets change,
-        including changes made by other processes. A listener must not raise or block."""
-        self._listeners.append(listener)
+        including changes made by other processes. A listener must not raise or block.
+        A bound method is held weakly: a decider replaced by a policy activation is not kept
+        alive by its listener."""
+        ref: Callable[[], Listener | None]
+        if inspect.ismethod(listener):
+            ref = weakref.WeakMethod(listener)
+        else:
+            ref = lambda: listener  # noqa: E731
+        self._listeners.append(ref)
 
     def snapshot(self) -> ControlsSnapshot:
         """The sets as of now: one integer read, and a reload when another writer (or this
@@ -281,7 +290,11 @@ class ControlsStore:
                 raise ControlsStoreError(f"cannot read the controls store: {exc}") from None
             self._snap = new
         if old.version >= 0:
-            for listener in list(self._listeners):
+            for ref in list(self._listeners):
+                listener = ref()
+                if listener is None:
+                    self._listeners.remove(ref)
+                    continue
                 try:
                     listener(old, new)
                 except Exception:  # a cache that cannot be dropped must not stop the check
