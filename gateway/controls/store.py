@@ -266,12 +266,9 @@ class ControlsStore:
         including changes made by other processes. A listener must not raise or block.
         A bound method is held weakly: a decider replaced by a policy activation is not kept
         alive by its listener."""
-        ref: Callable[[], Listener | None]
-        if inspect.ismethod(listener):
-            ref = weakref.WeakMethod(listener)
-        else:
-            ref = lambda: listener  # noqa: E731
-        self._listeners.append(ref)
+        self._listeners.append(
+            weakref.WeakMethod(listener) if inspect.ismethod(listener) else lambda: listener
+        )
 
     def snapshot(self) -> ControlsSnapshot:
         """The sets as of now: one integer read, and a reload when another writer (or this
