@@ -7,7 +7,10 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
+
 from gateway.api.billing import BillingAdminService
+from gateway.api.controls import ControlsService
 from gateway.api.policy_admin import PolicyAdminService, dev_officer
 from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.auditor import QueryAuditor
@@ -22,11 +25,14 @@ from gateway.auth import (
     load_registry,
 )
 from gateway.billing import Meter, load_prices
+from gateway.controls import ControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
 from gateway.pipeline.decision import Decider
 from gateway.policy import build_decider
+from gateway.policy.consent import ConsentVerifier, load_revocations
+from gateway.policy.decider import PolicyDecider
 from gateway.policyadmin import (
     DeciderRecipe,
     PolicyAdministrator,
@@ -41,20 +47,73 @@ from gateway.runtime.server import Gateway
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
 
-def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
+def _authenticator(
+    auth: AuthConfig, roles: tuple[Role, ...], controls: ControlsStore | None = None
+) -> Authenticator:
     verifier = TokenVerifier(
         [TrustedIssuer.from_jwks_file(i.issuer, i.jwks) for i in auth.issuers],
         audience=auth.audience,
     )
-    return Authenticator(load_registry(auth.registry), verifier, roles=roles)
+    return Authenticator(load_registry(auth.registry), verifier, roles=roles, controls=controls)
 
 
-def build_authenticators(auth: AuthConfig) -> tuple[CallerAuthenticator, Authenticator]:
+def build_authenticators(
+    auth: AuthConfig, controls: ControlsStore | None = None
+) -> tuple[CallerAuthenticator, Authenticator]:
     """The query service's authenticator (agencies) and the audit service's
-    (agencies and auditors). Raises ConfigError."""
+    (agencies and auditors), both checking the live ``controls`` when given.
+    Raises ConfigError."""
     return (
-        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,))),
-        _authenticator(auth, (Role.AGENCY, Role.AUDITOR)),
+        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,), controls)),
+        _authenticator(auth, (Role.AGENCY, Role.AUDITOR), controls),
+    )
+
+
+def _open_controls(config: Config) -> ControlsStore | None:
+    """The live controls store named by the config, seeded with the revocation file's
+    consent ids. Blocking: start-up only. Raises ConfigError, ControlsStoreError."""
+    if config.controls is None:
+        return None
+    seed = load_revocations(config.policy.revocations if config.policy else None)
+    return ControlsStore(config.controls, seed_revoked_consents=seed)
+
+
+def _controls_service(
+    config: Config,
+    store: ControlsStore,
+    auditor: QueryAuditor | None,
+    agencies: CallerAuthenticator | None,
+    consents: Callable[[], ConsentVerifier | None],
+) -> ControlsService:
+    if config.auth is not None:
+        officers = _authenticator(config.auth, (Role.OFFICER,), store)
+
+        def authorize(context: Any) -> str:
+            return officers.authenticate(context).principal_id
+
+        registry = load_registry(config.auth.registry)
+
+        def agency_exists(agency: str) -> bool:
+            return registry.agency(agency) is not None
+
+    else:  # insecure development mode: a header names the officer
+        authorize = dev_officer
+
+        def agency_exists(agency: str) -> bool:
+            return True
+
+    ca = None
+    if config.tls is not None:
+        pems = config.tls.client_ca.read_bytes()
+        ca = x509.load_pem_x509_certificates(pems)[0]
+    return ControlsService(
+        store,
+        authorize=authorize,
+        caller=agencies.authenticate if agencies is not None else None,
+        consents=consents,
+        audit=auditor,
+        crl_issuer=ca,
+        agency_exists=agency_exists,
     )
 
 
@@ -82,7 +141,10 @@ async def open_auditor(audit: AuditConfig) -> QueryAuditor:
 
 
 async def _open_billing(
-    config: Config, catalog: Catalog, auditor: QueryAuditor | None
+    config: Config,
+    catalog: Catalog,
+    auditor: QueryAuditor | None,
+    controls: ControlsStore | None = None,
 ) -> tuple[Meter, BillingAdminService, Callable[[], dt.date]]:
     assert config.billing is not None
     prices = load_prices(config.billing.prices)
@@ -103,7 +165,7 @@ async def _open_billing(
     finance: Authenticator | None = None
     registry = None
     if config.auth is not None:
-        finance = _authenticator(config.auth, (Role.FINANCE,))
+        finance = _authenticator(config.auth, (Role.FINANCE,), controls)
         registry = load_registry(config.auth.registry)
 
     def authorize(context: Any) -> str:
@@ -126,7 +188,11 @@ async def _open_billing(
 
 
 def _open_policy_admin(
-    config: Config, catalog: Catalog, auditor: QueryAuditor | None, purposes: tuple[str, ...]
+    config: Config,
+    catalog: Catalog,
+    auditor: QueryAuditor | None,
+    purposes: tuple[str, ...],
+    controls: ControlsStore | None = None,
 ) -> tuple[PolicyAdminService, Decider]:
     """The version store, the workflow and its servicer, and the active version's decider
     (seeding version 1 from the files on disk on first start). Blocking: start-up only.
@@ -161,7 +227,7 @@ def _open_policy_admin(
         admin.store.close()
         raise
     if config.auth is not None:
-        officers = _authenticator(config.auth, (Role.OFFICER,))
+        officers = _authenticator(config.auth, (Role.OFFICER,), controls)
 
         def authorize(context: Any) -> str:
             return officers.authenticate(context).principal_id
@@ -175,10 +241,11 @@ async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
     catalog = load_catalog(config.catalog)
+    controls = await asyncio.to_thread(_open_controls, config)
     authenticator = None
     audit_auth = None
     if config.auth is not None:
-        authenticator, audit_auth = build_authenticators(config.auth)
+        authenticator, audit_auth = build_authenticators(config.auth, controls)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
@@ -189,6 +256,7 @@ async def build_gateway(config: Config) -> Gateway:
             catalog,
             auditor,
             tuple(load_purposes(config.purposes)),
+            controls,
         )
     elif config.policy is not None:
         decider = build_decider(
@@ -206,12 +274,23 @@ async def build_gateway(config: Config) -> Gateway:
     meter = admin = None
     today: Callable[[], dt.date] = dt.date.today
     if config.billing is not None:
-        meter, admin, today = await _open_billing(config, catalog, auditor)
+        meter, admin, today = await _open_billing(config, catalog, auditor, controls)
         current = policy_admin.admin.current if policy_admin is not None else None
         if current is not None:
             # The active version's price list, not the file's: it may have changed since.
             meter.prices = current.prices
-    return Gateway(
+    gateway: Gateway | None = None
+
+    def consents() -> ConsentVerifier | None:
+        current = gateway.decider.current if gateway and gateway.decider else None
+        return current.consent if isinstance(current, PolicyDecider) else None
+
+    service = (
+        _controls_service(config, controls, auditor, authenticator, consents)
+        if controls is not None
+        else None
+    )
+    gateway = Gateway(
         config,
         catalog=catalog,
         decider=decider,
@@ -221,5 +300,7 @@ async def build_gateway(config: Config) -> Gateway:
         meter=meter,
         billing_admin=admin,
         policy_admin=policy_admin,
+        controls=service,
         today=today,
     )
+    return gateway
