@@ -201,6 +201,11 @@ class Authenticator:
             raise AuthenticationError(
                 "the client certificate has been revoked", reason=AuthReason.CERT_REVOKED.value
             )
+        if live is not None and live.suspended_agencies:
+            # Before the token is verified: a suspended principal's tokens are not cached
+            # again after the change dropped them. The certificate (verified by TLS) names
+            # the principal; the token must name the same one, so nothing else can pass.
+            self._refuse_suspended(peer, live)
         token = bearer_token(context.invocation_metadata())
         try:
             verified = self._verifier.verify(token, peer.thumbprint)
@@ -213,13 +218,6 @@ class Authenticator:
             )
             raise
         principal = self._principal(peer, verified)
-        if live is not None and live.agency_suspended(principal.id):
-            log.info("permission refused: %s %s is suspended", principal.role.label, principal.id)
-            raise PermissionDeniedError(
-                f"{principal.role.organization} {principal.id!r} is suspended",
-                reason=f"{principal.role.label}_SUSPENDED",
-                metadata={"principal_id": principal.id},
-            )
         if log.isEnabledFor(logging.DEBUG):  # every call passes here: skip the formatting
             log.debug(
                 "authenticated %s %s (kid %s)",
@@ -236,6 +234,19 @@ class Authenticator:
             cert_thumbprint=peer.thumbprint,
             token_kid=verified.kid,
         )
+
+    def _refuse_suspended(self, peer: _PeerCert, live: ControlsSnapshot) -> None:
+        role = _ROLE_BY_ORGANIZATION.get(peer.organization or "")
+        if role is None or peer.common_name is None:
+            return  # refused later, for what it is
+        principal = self._registry.by_certificate(role, peer.common_name)
+        if principal is not None and live.agency_suspended(principal.id):
+            log.info("permission refused: %s %s is suspended", role.label, principal.id)
+            raise PermissionDeniedError(
+                f"{role.organization} {principal.id!r} is suspended",
+                reason=f"{role.label}_SUSPENDED",
+                metadata={"principal_id": principal.id},
+            )
 
     def _principal(self, peer: _PeerCert, token: VerifiedToken) -> Principal:
         role = _ROLE_BY_ORGANIZATION.get(peer.organization or "")
