@@ -389,10 +389,13 @@ async def test_a_limited_consent_is_spent_exactly_under_concurrent_queries(
         responses = await asyncio.gather(
             *(c.query(**query) for _ in range(4) for c in (a_client, b_client))
         )
+    seen = [(_pbccrc(r).status, sorted({w.detail for w in _pbccrc(r).withheld})) for r in responses]
     granted = [r for r in responses if _pbccrc(r).status == OK]
-    assert len(granted) == max_uses
+    assert len(granted) == max_uses, seen
     spent = [r for r in responses if _pbccrc(r).status != OK]
-    assert all(any("consent revoked/spent" in w.detail for w in _pbccrc(r).withheld) for r in spent)
+    assert all(
+        any("consent revoked/spent" in w.detail for w in _pbccrc(r).withheld) for r in spent
+    ), seen
     a = pair.officer(pair.a_address, "officer_a")
     status = await a.ConsentStatus(C.ConsentStatusRequest(consent_id=cid))
     assert status.state == C.CONSENT_STATE_SPENT
@@ -407,7 +410,7 @@ async def test_a_limited_consent_is_spent_exactly_under_concurrent_queries(
             for r in signed + unsigned
             if r.get("kind") == "query" and r.get("consent_id") == cid
         ]
-    assert sorted(u for u in uses if u is not None) == list(range(1, max_uses + 1))
+    assert sorted(u for u in uses if u is not None) == list(range(1, max_uses + 1)), uses
 
 
 async def test_every_action_is_on_the_record_refused_ones_too(pair: Pair) -> None:
