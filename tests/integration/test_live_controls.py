@@ -445,3 +445,39 @@ async def test_every_action_is_on_the_record_refused_ones_too(pair: Pair) -> Non
     assert four_eyes["error"] == "FOUR_EYES" and four_eyes["actor"] == "officer_a"
     print("propagation delays (s):", {k: round(v, 4) for k, v in DELAYS.items()})
     assert all(v < 1.0 for v in DELAYS.values()), DELAYS
+
+
+async def test_the_cli_suspends_asks_and_approves_through_either_process(pair: Pair) -> None:
+    import io
+
+    from gateway.cli.controls import controls_main
+
+    stack = pair.stack
+
+    def officer(address: str, who: str) -> list[str]:
+        return [
+            "--gateway", address,
+            "--ca", str(stack.pki.ca_cert),
+            "--cert", str(stack.pki.officer_cert(who)),
+            "--key", str(stack.pki.officer_key(who)),
+            "--token-file", str(stack.officer_tokens[who]),
+        ]  # fmt: skip
+
+    async def run(argv: list[str]) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = await asyncio.to_thread(controls_main, argv, out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+
+    a, b = officer(pair.a_address, "officer_a"), officer(pair.b_address, "officer_b")
+    code, out, _ = await run([*a, "suspend", "suspended_agency", "--reason", "audit finding"])
+    assert code == 0 and "suspended_agency suspended since" in out
+    code, out, _ = await run([*a, "reinstate", "suspended_agency", "--reason", "fixed"])
+    assert code == 0 and "a second officer must approve" in out
+    code, _, err = await run([*a, "reinstate", "suspended_agency"])
+    assert code == 1 and "PERMISSION_DENIED" in err
+    code, out, _ = await run([*b, "reinstate", "suspended_agency"])
+    assert code == 0 and "reinstated (asked by officer_a" in out
+    code, out, _ = await run([*b, "status", "never-seen-1"])
+    assert code == 0 and "unseen" in out and "used 0 time(s)" in out
+    code, _, err = await run([*b, "status", "bad id!"])
+    assert code == 1 and "INVALID_ARGUMENT" in err
