@@ -28,7 +28,7 @@ from gateway.controls import ControlsStore
 from gateway.dev.pki import cert_thumbprint_pem, init_pki
 from gateway.domain.catalog import load_catalog
 from gateway.pipeline.decision import QueryFacts
-from gateway.policy import build_decider
+from gateway.policy import PolicyDecider, build_decider
 from gateway.policy.consent import issue_consent
 from gateway.policy.testing import MatrixIssuer
 from protos.credit.v1 import query_pb2
@@ -78,7 +78,11 @@ def _authentication(root: Path, calls: int) -> tuple[float, float]:
             load_registry(), TokenVerifier([issuer], audience=AUD), controls=controls
         )
         ctx = _Context(pem, token)
-        out.append(_per_call(lambda a=auth, c=ctx: a.authenticate(c), calls))
+
+        def call(a: Authenticator = auth, c: _Context = ctx) -> object:
+            return a.authenticate(c)
+
+        out.append(_per_call(call, calls))
     return out[0], out[1]
 
 
@@ -111,7 +115,11 @@ def _decision(root: Path, calls: int) -> tuple[float, float]:
         decider = build_decider(catalog, consent_issuers=[issuer.trusted])
         if live:
             decider.attach_controls(ControlsStore(root / "decide-controls.sqlite"))
-        out.append(_per_call(lambda d=decider: d.decide(facts), calls))
+
+        def decide(d: PolicyDecider = decider) -> object:
+            return d.decide(facts)
+
+        out.append(_per_call(decide, calls))
     return out[0], out[1]
 
 
