@@ -170,7 +170,7 @@ class PolicyDecider:
         # Compiling calls Casbin, which is not thread-safe; it has its own (re-entrant) lock
         # so that cache hits never wait for a compilation.
         self._compile_lock = threading.RLock()
-        self._decisions: _Lru[Hashable, Decision] = _Lru(cache_size)
+        self._decisions: _Lru[Hashable, tuple[Decision, bool]] = _Lru(cache_size)
         self._rules: _Lru[tuple[str, str, str, str], tuple[_FieldRule, ...]] = _Lru(cache_size * 4)
         self._scopes: _Lru[tuple[str, str], _AgencyPurpose] = _Lru(max(cache_size // 4, 64))
         # Datasets keys: by identity of the requested tuple, and interned by value so that
@@ -256,19 +256,30 @@ class PolicyDecider:
                 subject_type=facts.subject_type,
                 subject_id=facts.subject_id,
             )
+        decision, used = self._cached(facts, check, waived)
         consent = check.consent
+        if consent is None:
+            return decision
         uses = 0
-        if consent is not None and self._controls is not None:
-            # Counted when bound to this query, before anything is disclosed: a use is an
-            # attempt. Atomic in the store: concurrent queries never exceed max_uses.
+        if used and self._controls is not None:
+            # Counted when the consent grants this query a field, before anything is asked
+            # or disclosed (a use is an attempt); atomic in the store, so concurrent queries
+            # in any process never exceed max_uses.
             counted = self._controls.use_consent(
                 consent.cid, max_uses=consent.max_uses, expires_at=consent.expires_at
             )
             if counted is None:
-                check = _SPENT
-                consent = None
-            else:
-                uses = counted
+                return self._cached(facts, _SPENT, waived)[0]
+            uses = counted
+        # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
+        return Decision(decision.policy_version, decision.departments, consent.cid, uses)
+
+    def _cached(
+        self, facts: QueryFacts, check: ConsentCheck, waived: bool
+    ) -> tuple[Decision, bool]:
+        """The decision for ``facts`` under ``check`` and whether a field was granted only
+        through the consent, from the cache or computed."""
+        consent = check.consent
         consent_key: Hashable = (
             consent.scope_key if consent is not None else (check.problem, check.message)
         )
@@ -282,15 +293,12 @@ class PolicyDecider:
             self._datasets_key(facts.datasets),
         )
         with self._lock:
-            decision = self._decisions.get(key)
-        if decision is None:
-            decision = self._compute(facts, check, waived)
+            found = self._decisions.get(key)
+        if found is None:
+            found = self._compute(facts, check, waived)
             with self._lock:
-                self._decisions.put(key, decision)
-        if consent is not None:
-            # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
-            return Decision(decision.policy_version, decision.departments, consent.cid, uses)
-        return decision
+                self._decisions.put(key, found)
+        return found
 
     def _datasets_key(self, datasets: tuple[Dataset, ...]) -> tuple[tuple[str, str], ...]:
         # "Every dataset" queries reuse one tuple object (the validator's); remembering its
@@ -311,7 +319,9 @@ class PolicyDecider:
             self._ds_keys[id(datasets)] = (datasets, key)
         return key
 
-    def _compute(self, facts: QueryFacts, check: ConsentCheck, waived: bool) -> Decision:
+    def _compute(
+        self, facts: QueryFacts, check: ConsentCheck, waived: bool
+    ) -> tuple[Decision, bool]:
         allowed: dict[str, dict[str, tuple[str, ...]]] = {}
         withheld: dict[str, list[Withheld]] = {}
         consent = check.consent
@@ -319,6 +329,7 @@ class PolicyDecider:
         self_only = purpose == SELF_QUERY_PURPOSE and not facts.is_self
         free = facts.mode == _FREE
         known_mode = facts.mode in (_FREE, _PAID)
+        used = False
         for ds in facts.datasets:
             dept = ds.department
             out = withheld.setdefault(dept, [])
@@ -363,6 +374,7 @@ class PolicyDecider:
                             )
                         )
                         continue
+                    used = True  # granted through the consent
                 fields.append(rule.name)
             if fields:
                 allowed.setdefault(dept, {})[ds.name] = tuple(fields)
@@ -372,7 +384,7 @@ class PolicyDecider:
             )
             for dept in withheld
         }
-        return Decision(self.version, MappingProxyType(departments))
+        return Decision(self.version, MappingProxyType(departments)), used
 
     def _dataset_rules(self, agency: str, purpose: str, ds: Dataset) -> tuple[_FieldRule, ...]:
         key = (agency, purpose, ds.department, ds.name)

@@ -170,3 +170,13 @@ def test_issue_consent_writes_the_claim(issuer: MatrixIssuer) -> None:
         max_uses=2,
     )
     assert ConsentVerifier([issuer.trusted]).verify(token).max_uses == 2
+
+
+def test_a_consent_that_grants_no_field_is_not_counted(
+    decider: PolicyDecider, facts: FactsMaker, issuer: MatrixIssuer, store: ControlsStore
+) -> None:
+    decider.attach_controls(store)
+    token = consent(issuer, scope=["tax/*"], max_uses=1, cid="elsewhere")
+    d = decider.decide(facts("bank", "lending", PRIVATE, mode="paid", token=token))
+    assert d.consent_id == "elsewhere" and d.consent_uses == 0
+    assert store.consent_status("elsewhere").uses == 0
