@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.audit_bench
 	$(BIN)/python -m bench.decision_bench
+	$(BIN)/python -m bench.controls_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -153,6 +153,7 @@ class QueryAuditor:
         error: GatewayError | None,
         *,
         consent_id: str = "",
+        consent_uses: int = 0,
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
@@ -209,6 +210,7 @@ class QueryAuditor:
             purpose=self._purpose(query, request.purpose),
             mode=_MODE.get(request.mode, "unspecified"),
             consent_id=self._consent_id(consent_id),
+            consent_uses=consent_uses or None,
             request_hmac=hmac.new(
                 self._key, request.SerializeToString(deterministic=True), hashlib.sha256
             ).hexdigest(),

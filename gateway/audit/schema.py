@@ -18,10 +18,15 @@ documented default). Readers decide what an absent field means.
 * :class:`RefusalRecord`, kind ``"refusal"``: a refused call no servicer recorded itself
   (written by the gRPC edge);
 * :class:`PolicyAdminRecord`, kind ``"policy_admin"``: a step of the policy workflow,
-  done or refused.
+  done or refused;
+* :class:`ControlsRecord`, kind ``"controls"``: a live security control (suspension,
+  reinstatement, certificate or consent revocation, consent status), done or refused.
 
 Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
 auditors' ``credit-audit`` tool reads these.
+
+Why one module (some 680 lines): every record kind of the log is read by the same
+auditors' tool with the same lenient helpers; one file is the log's whole schema.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BillingLine",
     "BillingRecord",
+    "ControlsRecord",
     "DepartmentSection",
     "PolicyAdminRecord",
     "QueryBilling",
@@ -245,6 +251,9 @@ class QueryRecord:
     departments: Mapping[str, DepartmentSection] | None = None
     response_sha256: str | None = None
     self_query: bool | None = None
+    #: How often the consent (``consent_id``) had been used, this query included; absent
+    #: for a query without a counted consent.
+    consent_uses: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object appended to the log (None fields left out)."""
@@ -277,6 +286,7 @@ class QueryRecord:
             else {k: s.to_json() for k, s in self.departments.items()},
             response_sha256=self.response_sha256,
             self_query=self.self_query,
+            consent_uses=self.consent_uses,
         )
 
     @classmethod
@@ -315,6 +325,7 @@ class QueryRecord:
             else None,
             response_sha256=_str(obj, "response_sha256"),
             self_query=_bool(obj, "self_query"),
+            consent_uses=_int(obj, "consent_uses"),
         )
 
 
@@ -564,6 +575,100 @@ class PolicyAdminRecord:
             author=_str(obj, "author"),
             previous=_int(obj, "previous"),
             policy_version=_str(obj, "policy_version"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ControlsRecord:
+    """A live security control (:mod:`gateway.api.controls`), done or refused.
+
+    ``actor`` is the officer (or, for ``revoke_my_consent``, the self-service agency) and
+    ``reason`` the caller's words, both only as :func:`gateway.pipeline.freetext.recordable`
+    lets them. ``outcome`` is ``"ok"`` or ``"refused"`` (then ``error``: the ErrorInfo
+    reason). Fields per ``action``:
+
+    * ``suspend``: ``agency``, ``reason``, ``newly``;
+    * ``reinstate_request``, ``reinstate_approve``: ``agency``, ``reason``,
+      ``requested_by`` (for an approval: the first officer);
+    * ``revoke_certificate``: ``serial`` or ``thumbprint``, or ``crl_entries`` (how many
+      serials a CRL listed); ``newly`` (how many were new, as ``count``), ``reason``;
+    * ``revoke_consent``, ``revoke_my_consent``: ``consent_id``, ``via`` (``officer`` on
+      behalf of the ``issuer`` or ``subject``, or ``subject`` itself), ``newly``, ``reason``;
+    * ``consent_status``: ``consent_id``, ``state``.
+
+    ``time`` and ``gateway`` are added by the writer of the log. None fields are absent.
+    """
+
+    KIND: ClassVar[str] = "controls"
+
+    action: str
+    actor: str
+    outcome: str
+    error: str | None = None
+    agency: str | None = None
+    consent_id: str | None = None
+    serial: str | None = None
+    thumbprint: str | None = None
+    crl_entries: int | None = None
+    count: int | None = None
+    newly: bool | None = None
+    via: str | None = None
+    on_behalf_of: str | None = None
+    requested_by: str | None = None
+    state: str | None = None
+    reason: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "action": self.action,
+                "actor": self.actor,
+                "outcome": self.outcome,
+            },
+            error=self.error,
+            agency=self.agency,
+            consent_id=self.consent_id,
+            serial=self.serial,
+            thumbprint=self.thumbprint,
+            crl_entries=self.crl_entries,
+            count=self.count,
+            newly=self.newly,
+            via=self.via,
+            on_behalf_of=self.on_behalf_of,
+            requested_by=self.requested_by,
+            state=self.state,
+            reason=self.reason,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ControlsRecord:
+        """Read a decoded controls record (its ``kind`` is not checked); absent or mistyped
+        fields read as ``""`` or None."""
+        return cls(
+            action=_str(obj, "action") or "",
+            actor=_str(obj, "actor") or "",
+            outcome=_str(obj, "outcome") or "",
+            error=_str(obj, "error"),
+            agency=_str(obj, "agency"),
+            consent_id=_str(obj, "consent_id"),
+            serial=_str(obj, "serial"),
+            thumbprint=_str(obj, "thumbprint"),
+            crl_entries=_int(obj, "crl_entries"),
+            count=_int(obj, "count"),
+            newly=_bool(obj, "newly"),
+            via=_str(obj, "via"),
+            on_behalf_of=_str(obj, "on_behalf_of"),
+            requested_by=_str(obj, "requested_by"),
+            state=_str(obj, "state"),
+            reason=_str(obj, "reason"),
             time=_str(obj, "time"),
             gateway=_str(obj, "gateway"),
         )

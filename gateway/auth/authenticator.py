@@ -11,6 +11,11 @@
 4. the registry: the certificate's ``O`` gives the role, its ``CN`` the registered principal,
    which must be the token's ``sub``, allowed on this service, and active.
 
+With a live controls store (:class:`gateway.controls.ControlsStore`), read on every call: a
+certificate revoked by serial or thumbprint is refused at step 1 (UNAUTHENTICATED
+``CERT_REVOKED``), a suspended principal at step 4 (``<ROLE>_SUSPENDED``), whichever gateway
+process wrote the change; the token verifications they cached are dropped when it is seen.
+
 Steps 1-3 fail with :class:`~gateway.errors.AuthenticationError` (UNAUTHENTICATED): the caller
 has not proven who it is. Step 4 fails with :class:`~gateway.errors.PermissionDeniedError`
 (PERMISSION_DENIED) when it has, but is unregistered, suspended or of the wrong role; a
@@ -37,6 +42,7 @@ from gateway.auth.identity import Caller
 from gateway.auth.reasons import AuthReason
 from gateway.auth.registry import AgencyKind, Principal, Registry, Role
 from gateway.auth.tokens import TokenVerifier, VerifiedToken
+from gateway.controls import ControlsSnapshot, ControlsStore
 from gateway.domain.identifiers import IdentifierError, validate_subject
 from gateway.errors import AuthenticationError, InvalidArgumentError, PermissionDeniedError
 
@@ -96,6 +102,7 @@ class Identity:
 @dataclass(frozen=True, slots=True)
 class _PeerCert:
     thumbprint: str
+    serial: str  # lower-case hex, no leading zeros (gateway.controls.normalize_serial)
     common_name: str | None
     organization: str | None
 
@@ -150,25 +157,55 @@ class Authenticator:
         verifier: TokenVerifier,
         *,
         roles: Collection[Role] = (Role.AGENCY,),
+        controls: ControlsStore | None = None,
     ) -> None:
+        """``controls``: the live controls store (revoked certificates, suspended principals),
+        read on every call; None: only the registry's ``active`` flag suspends."""
         self._registry = registry
         self._verifier = verifier
         self._roles = frozenset(roles)
         self._certs: OrderedDict[bytes, _PeerCert] = OrderedDict()
         self._lock = threading.Lock()
+        self._controls = controls
+        if controls is not None:
+            controls.add_listener(self._controls_changed)
+
+    def _controls_changed(self, old: ControlsSnapshot, new: ControlsSnapshot) -> None:
+        # Verified tokens that can no longer be used are dropped at once; the checks in
+        # authenticate() refuse them anyway, this frees what they held.
+        thumbs = new.revoked_thumbprints - old.revoked_thumbprints
+        subjects = new.suspended_agencies - old.suspended_agencies
+        serials = new.revoked_serials - old.revoked_serials
+        if serials:
+            with self._lock:
+                thumbs |= {p.thumbprint for p in self._certs.values() if p.serial in serials}
+        if thumbs or subjects:
+            self._verifier.forget(lambda t: t.cert_thumbprint in thumbs or t.subject in subjects)
 
     def authenticate(self, context: PeerContext) -> Identity:
         """Identify the caller of this RPC.
 
         Raises:
-            AuthenticationError: no or unreadable client certificate (CERT_MISSING,
-                CERT_INVALID), any token failure (TOKEN_*), or a token whose ``sub`` is not
-                the principal the certificate names (TOKEN_SUBJECT_MISMATCH).
+            AuthenticationError: no, unreadable or revoked client certificate (CERT_MISSING,
+                CERT_INVALID, CERT_REVOKED), any token failure (TOKEN_*), or a token whose
+                ``sub`` is not the principal the certificate names (TOKEN_SUBJECT_MISMATCH).
             PermissionDeniedError: the certificate's role may not use this service
                 (ROLE_NOT_ALLOWED), or the principal is unregistered (``<ROLE>_UNREGISTERED``,
                 e.g. AGENCY_UNREGISTERED) or suspended (``<ROLE>_SUSPENDED``).
+            ControlsStoreError: the live controls store cannot be read.
         """
         peer = self._peer_cert(context)
+        live = self._controls.snapshot() if self._controls is not None else None
+        if live is not None and live.certificate_revoked(peer.serial, peer.thumbprint):
+            log.info("authentication refused: certificate CN %s is revoked", peer.common_name)
+            raise AuthenticationError(
+                "the client certificate has been revoked", reason=AuthReason.CERT_REVOKED.value
+            )
+        if live is not None and live.suspended_agencies:
+            # Before the token is verified: a suspended principal's tokens are not cached
+            # again after the change dropped them. The certificate (verified by TLS) names
+            # the principal; the token must name the same one, so nothing else can pass.
+            self._refuse_suspended(peer, live)
         token = bearer_token(context.invocation_metadata())
         try:
             verified = self._verifier.verify(token, peer.thumbprint)
@@ -197,6 +234,19 @@ class Authenticator:
             cert_thumbprint=peer.thumbprint,
             token_kid=verified.kid,
         )
+
+    def _refuse_suspended(self, peer: _PeerCert, live: ControlsSnapshot) -> None:
+        role = _ROLE_BY_ORGANIZATION.get(peer.organization or "")
+        if role is None or peer.common_name is None:
+            return  # refused later, for what it is
+        principal = self._registry.by_certificate(role, peer.common_name)
+        if principal is not None and live.agency_suspended(principal.id):
+            log.info("permission refused: %s %s is suspended", role.label, principal.id)
+            raise PermissionDeniedError(
+                f"{role.organization} {principal.id!r} is suspended",
+                reason=f"{role.label}_SUSPENDED",
+                metadata={"principal_id": principal.id},
+            )
 
     def _principal(self, peer: _PeerCert, token: VerifiedToken) -> Principal:
         role = _ROLE_BY_ORGANIZATION.get(peer.organization or "")
@@ -266,6 +316,7 @@ class Authenticator:
             ) from None
         peer = _PeerCert(
             thumbprint=cert_thumbprint(cert.public_bytes(serialization.Encoding.DER)),
+            serial=format(cert.serial_number, "x"),
             common_name=_attribute(cert.subject, NameOID.COMMON_NAME),
             organization=_attribute(cert.subject, NameOID.ORGANIZATION_NAME),
         )

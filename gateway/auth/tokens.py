@@ -338,6 +338,22 @@ class TokenVerifier:
         self._by_jti: dict[tuple[str, str], bytes] = {}
         self._expiry: list[tuple[float, bytes]] = []  # heap of (deadline, token hash)
         self._replay_store = replay_store
+        self._forgotten: dict[bytes, tuple[str, str]] = {}  # dropped entries' jti keys
+
+    def forget(self, dropped: Callable[[VerifiedToken], bool]) -> int:
+        """Drop the cached verifications of every token for which ``dropped(token)`` is true
+        (its certificate was revoked, its agency suspended: the live controls). Their ``jti``
+        stays recorded until the token expires, so a dropped token is still never replayed
+        under another string. Returns how many were dropped."""
+        with self._lock:
+            stale = [d for d, e in self._by_token.items() if dropped(e.token)]
+            for digest in stale:
+                # A re-presentation verifies again; the jti entry keeps pointing at this
+                # digest (same string: allowed; another string: replayed) and goes with it
+                # at expiry (_purge).
+                entry = self._by_token.pop(digest)
+                self._forgotten[digest] = entry.jti_key
+        return len(stale)
 
     @property
     def cached_tokens(self) -> int:
@@ -409,8 +425,9 @@ class TokenVerifier:
         while self._expiry and self._expiry[0][0] <= now:
             _, digest = heapq.heappop(self._expiry)
             entry = self._by_token.pop(digest, None)
-            if entry is not None and self._by_jti.get(entry.jti_key) == digest:
-                del self._by_jti[entry.jti_key]
+            jti_key = entry.jti_key if entry is not None else self._forgotten.pop(digest, None)
+            if jti_key is not None and self._by_jti.get(jti_key) == digest:
+                del self._by_jti[jti_key]
 
     @staticmethod
     def _check_binding(token: VerifiedToken, cert_thumbprint: str) -> None:

@@ -14,6 +14,7 @@ from gateway.errors import ConfigError
 from gateway.policy.consent import (
     CONSENT_ID,
     MAX_CONSENT_LIFETIME_S,
+    MAX_CONSENT_USES,
     issue_consent,
     parse_scope,
 )
@@ -25,7 +26,8 @@ __all__ = ["consent_main"]
 def consent_main(argv: list[str]) -> int:
     """``credit-gateway consent issue --issuer-key F --kid K --iss I --subject-type person
     --subject ID --grantee bank --purpose lending --scope pbccrc/personal_loans
-    --scope tier:personal_privacy [--lifetime-days 90] [--aud A] [--cid C] [--out F]``.
+    --scope tier:personal_privacy [--lifetime-days 90] [--aud A] [--cid C]
+    [--max-uses N | --once] [--out F]``.
 
     Prints the token (or writes it to ``--out`` with mode 0600: whoever holds it may use the
     consent). Returns the exit status: 0 ok, 1 the key could not be used, 2 usage error.
@@ -53,6 +55,11 @@ def consent_main(argv: list[str]) -> int:
     issue.add_argument("--lifetime-days", type=int, default=90)
     issue.add_argument("--aud", help="audience (the gateway), if the gateway requires one")
     issue.add_argument("--cid", help="consent id (default: a random UUID)")
+    uses = issue.add_mutually_exclusive_group()
+    uses.add_argument(
+        "--max-uses", type=int, help="the consent allows N queries, then is spent (default: any)"
+    )
+    uses.add_argument("--once", action="store_true", help="a one-time consent (--max-uses 1)")
     issue.add_argument("--out", type=path_arg, help="write here instead of stdout")
     try:
         args = parser.parse_args(argv)
@@ -63,6 +70,12 @@ def consent_main(argv: list[str]) -> int:
             f"credit-gateway consent: --lifetime-days must be 1 to "
             f"{MAX_CONSENT_LIFETIME_S // 86400} (the gateway refuses longer consents)",
             file=sys.stderr,
+        )
+        return 2
+    max_uses = 1 if args.once else args.max_uses
+    if max_uses is not None and not 0 < max_uses <= MAX_CONSENT_USES:
+        print(
+            f"credit-gateway consent: --max-uses must be 1 to {MAX_CONSENT_USES}", file=sys.stderr
         )
         return 2
     if args.cid is not None and CONSENT_ID.match(args.cid) is None:
@@ -86,6 +99,7 @@ def consent_main(argv: list[str]) -> int:
             lifetime_s=args.lifetime_days * 86400,
             audience=args.aud,
             cid=args.cid,
+            max_uses=max_uses,
         )
     except ConfigError as exc:
         print(f"credit-gateway consent: {exc}", file=sys.stderr)

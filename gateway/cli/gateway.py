@@ -9,6 +9,7 @@
     credit-gateway consent issue ...            # mint a consent (development issuer)
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
+    credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -38,6 +39,7 @@ _DELEGATED = {
     "consent": "consent tokens (development consent issuer)",
     "billing": "accounts: balance, top-up, statement, credit limit, check",
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
+    "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
 }
 
 
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.policy import policy_main
 
             return policy_main(rest)
+        if args.command == "controls":
+            from gateway.cli.controls import controls_main
+
+            return controls_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2

@@ -95,6 +95,7 @@ __all__ = [
     "cert_thumbprint_pem",
     "certs_main",
     "init_pki",
+    "issue_crl",
     "load_pki",
     "reserved_name_problem",
 ]
@@ -615,6 +616,45 @@ def load_pki(root: Path) -> Pki:
 # --- CLI -------------------------------------------------------------------------------
 
 
+def issue_crl(
+    pki: Pki,
+    *,
+    certs: Sequence[Path] = (),
+    serials: Sequence[int] = (),
+    days: int = 7,
+    now: dt.datetime | None = None,
+) -> bytes:
+    """A CRL (PEM) signed by the development CA listing ``certs`` (PEM files) and ``serials``,
+    valid ``days`` days: what ``credit-gateway controls revoke-cert --crl`` takes.
+
+    Raises:
+        ConfigError: a certificate file cannot be read, or the CA key cannot be loaded.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+        listed = list(serials) + [
+            x509.load_pem_x509_certificate(p.read_bytes()).serial_number for p in certs
+        ]
+    except (OSError, ValueError) as exc:
+        raise ConfigError("certs", f"cannot make the CRL: {exc}") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("ca_key", "the development CA key is not a P-256 key")
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=days))
+    )
+    for serial in dict.fromkeys(listed):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -644,10 +684,34 @@ def certs_main(
     init.add_argument("--finance", type=_csv, help="comma-separated finance staff ids")
     init.add_argument("--registry", type=path_arg, default=registry_path, help="agency registry")
     init.add_argument("--force", action="store_true", help="replace an existing PKI")
+    crl = sub.add_parser("crl", help="a CRL of the development CA revoking certificates")
+    crl.add_argument("dir", type=path_arg, help="the PKI folder")
+    crl.add_argument(
+        "--cert", type=path_arg, action="append", default=[], help="a certificate to list"
+    )
+    crl.add_argument(
+        "--serial", action="append", default=[], help="a hex serial to list (repeatable)"
+    )
+    crl.add_argument("--days", type=int, default=7, help="valid this many days (default 7)")
+    crl.add_argument("--out", type=path_arg, required=True, help="write the CRL (PEM) here")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
+    if args.command == "crl":
+        try:
+            serials = [int(s.lower().removeprefix("0x").replace(":", ""), 16) for s in args.serial]
+        except ValueError:
+            print("credit-gateway certs: --serial must be hex", file=sys.stderr)
+            return 2
+        try:
+            data = issue_crl(load_pki(args.dir), certs=args.cert, serials=serials, days=args.days)
+            args.out.write_bytes(data)
+        except (ConfigError, OSError) as exc:
+            print(f"credit-gateway certs: {exc}", file=sys.stderr)
+            return 1
+        print(f"CRL written to {args.out}")
+        return 0
 
     try:
         lists: dict[str, list[str]] = {}

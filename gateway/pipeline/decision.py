@@ -62,6 +62,8 @@ class Decision:
     policy_version: str
     departments: Mapping[str, DepartmentDecision]
     consent_id: str = ""
+    #: How often the consent has been used, this query included (0: no consent counted).
+    consent_uses: int = 0
 
     @property
     def allowed_fields(self) -> dict[str, Mapping[str, tuple[str, ...]]]:

@@ -109,6 +109,7 @@ class AuditSink(Protocol):
         error: GatewayError | None,
         *,
         consent_id: str = "",
+        consent_uses: int = 0,
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
@@ -431,6 +432,7 @@ class QueryPipeline:
                     billing=billing,
                     allowed=decision.allowed_fields,
                     consent_id=decision.consent_id,
+                    consent_uses=decision.consent_uses,
                 )
             )
             receipt = await asyncio.shield(booking.record)

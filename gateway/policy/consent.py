@@ -20,6 +20,8 @@ Claims::
     scope      ["dept/dataset", "dept/*", "tier:<tier>", ...]: what it covers
     iat, exp   issued at / expires at (seconds); optional nbf
     aud        optional; required when the verifier is configured with an audience
+    max_uses   optional positive integer: the consent allows that many queries, then is spent
+               (1: a one-time consent); counted in the live controls store
 
 **Why the raw identifier.** The token is written for the subject and the agency, both of whom
 know the identifier already; the gateway must compare it with the queried subject, and a keyed
@@ -30,8 +32,9 @@ stores its own keyed pseudonym of the queried subject, not this claim.)
 **Checks** (:class:`ConsentVerifier`): signature with a trusted key whose algorithm is the
 header's; the claims above well-formed; lifetime at most ``max_lifetime_s`` (default 366 days);
 not yet expired (``now < exp + leeway``), not before ``iat``/``nbf`` (with leeway); the ``cid``
-not revoked (``policies/consent_revocations.toml``, checked on every use so that a revocation
-takes effect at once, even for a cached consent). :meth:`ConsentVerifier.check` then binds it to
+not revoked (``policies/consent_revocations.toml`` and, when attached, the live controls store
+:class:`gateway.controls.ControlsStore`; checked on every use so that a revocation takes effect
+at once, even for a cached consent). :meth:`ConsentVerifier.check` then binds it to
 the query: the grantee is the calling agency, the purpose is the query's purpose, the subject
 is the queried subject. Per field, :meth:`Consent.covers` says whether the scope covers it.
 
@@ -56,7 +59,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -77,6 +80,7 @@ __all__ = [
     "CONSENT_TYP",
     "DEFAULT_REVOCATIONS_PATH",
     "MAX_CONSENT_LIFETIME_S",
+    "MAX_CONSENT_USES",
     "Consent",
     "ConsentCheck",
     "ConsentError",
@@ -89,6 +93,8 @@ __all__ = [
 
 #: The JWS ``typ`` of a consent token.
 CONSENT_TYP = "consent+jwt"
+#: The largest ``max_uses`` a consent may carry.
+MAX_CONSENT_USES = 1_000_000
 #: A consent lasts at most a year (and a day, for leap years): consent is renewed, not eternal.
 MAX_CONSENT_LIFETIME_S = 366 * 86400
 DEFAULT_LEEWAY_S = 60
@@ -117,6 +123,7 @@ class ConsentProblem(enum.StrEnum):
     OTHER_AGENCY = "other agency"
     OTHER_PURPOSE = "other purpose"
     OTHER_SUBJECT = "other subject"
+    SPENT = "revoked/spent"
 
 
 class ConsentError(Exception):
@@ -146,6 +153,8 @@ class Consent:
     tiers: frozenset[str]
     issued_at: int
     expires_at: int
+    #: How many queries the consent allows (None: no limit but its lifetime).
+    max_uses: int | None = None
 
     def covers(self, department: str, dataset: str, tier: Tier) -> bool:
         """Whether the scope covers a field of ``department/dataset`` in ``tier``."""
@@ -251,6 +260,19 @@ def _claim_int(claims: Mapping[str, Any], name: str) -> int:
     return value
 
 
+class _RevokedSource(Protocol):
+    """What the verifier needs of the live controls store."""
+
+    def snapshot(self) -> _RevokedSnapshot:
+        """The current sets."""
+
+
+class _RevokedSnapshot(Protocol):
+    @property
+    def revoked_consents(self) -> frozenset[str]:
+        """Revoked consent ids."""
+
+
 @dataclass(slots=True)
 class _Cached:
     consent: Consent
@@ -284,6 +306,7 @@ class ConsentVerifier:
         self.leeway_s = leeway_s
         self.max_lifetime_s = max_lifetime_s
         self._revoked: frozenset[str] = frozenset(revoked)
+        self._live: _RevokedSource | None = None
         self._cache_size = cache_size
         self._clock = clock
         self._jws = CompactJWSVerifier(self._keys, algorithms=ALLOWED_ALGORITHMS, typ=CONSENT_TYP)
@@ -303,20 +326,37 @@ class ConsentVerifier:
         """Replace the revocation list; takes effect on the next check, cached or not."""
         self._revoked = frozenset(cids)
 
+    def attach_controls(self, live: _RevokedSource | None) -> None:
+        """Also refuse the consent ids that ``live.snapshot().revoked_consents`` names (the
+        live controls store, read on every check; None detaches)."""
+        self._live = live
+
+    def forget(self, cids: Iterable[str]) -> int:
+        """Drop the cached verifications of consents ``cids`` (they were revoked: the next
+        use is refused anyway, this frees the entries at once). Returns how many."""
+        gone = frozenset(cids)
+        with self._lock:
+            stale = [k for k, v in self._cache.items() if v.consent.cid in gone]
+            for k in stale:
+                del self._cache[k]
+        return len(stale)
+
     @property
     def cached_consents(self) -> int:
         """How many verified consents are cached (for metrics and tests)."""
         return len(self._cache)
 
-    def verify(self, token: str) -> Consent:
-        """Verify signature, claims, lifetime, expiry and revocation (not the binding).
+    def verify(self, token: str, *, check_revoked: bool = True) -> Consent:
+        """Verify signature, claims, lifetime, expiry and, with ``check_revoked``, revocation
+        (not the binding). Without it a revoked consent still verifies: its subject may ask
+        to revoke it again, and is told it already is.
 
         Raises:
             ConsentError: ``problem`` INVALID, EXPIRED or REVOKED.
         """
-        return self._verified(token).consent
+        return self._verified(token, check_revoked=check_revoked).consent
 
-    def _verified(self, token: str) -> _Cached:
+    def _verified(self, token: str, *, check_revoked: bool = True) -> _Cached:
         if len(token) > _MAX_TOKEN_BYTES:
             raise _invalid("the consent token is too long")
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -336,7 +376,11 @@ class ConsentVerifier:
                 self._cache[digest] = hit
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        if hit.consent.cid in self._revoked:
+        cid = hit.consent.cid
+        live = self._live
+        if not check_revoked:
+            return hit
+        if cid in self._revoked or (live is not None and cid in live.snapshot().revoked_consents):
             raise ConsentError(ConsentProblem.REVOKED, "the consent has been revoked")
         return hit
 
@@ -427,6 +471,11 @@ class ConsentVerifier:
             raise _invalid("the consent is not yet valid (nbf in the future)")
         if now >= exp + self.leeway_s:
             raise ConsentError(ConsentProblem.EXPIRED, "the consent has expired")
+        max_uses = None
+        if "max_uses" in claims:
+            max_uses = _claim_int(claims, "max_uses")
+            if not 0 < max_uses <= MAX_CONSENT_USES:
+                raise _invalid(f"claim 'max_uses' must be 1 to {MAX_CONSENT_USES}")
         return Consent(
             cid=cid,
             issuer=issuer,
@@ -439,6 +488,7 @@ class ConsentVerifier:
             scope_key=self._intern((datasets, tiers)),
             issued_at=iat,
             expires_at=exp,
+            max_uses=max_uses,
         )
 
 
@@ -497,6 +547,7 @@ def issue_consent(
     audience: str | None = None,
     cid: str | None = None,
     now: float | None = None,
+    max_uses: int | None = None,
 ) -> str:
     """Mint a consent token (the algorithm follows the key: Ed25519 -> EdDSA, P-256 -> ES256).
 
@@ -504,9 +555,12 @@ def issue_consent(
 
     Raises:
         ConfigError: the key file cannot be loaded.
-        ValueError: an unknown subject type, an empty or malformed scope, or a non-positive
-            lifetime.
+        ValueError: an unknown subject type, an empty or malformed scope, a non-positive
+            lifetime, or ``max_uses`` outside 1 to :data:`MAX_CONSENT_USES` (None: no limit;
+            1: a one-time consent).
     """
+    if max_uses is not None and not 0 < max_uses <= MAX_CONSENT_USES:
+        raise ValueError(f"max_uses must be 1 to {MAX_CONSENT_USES}")
     if subject_type not in _SUBJECT_TYPES:
         raise ValueError("subject_type must be person or enterprise")
     if lifetime_s <= 0:
@@ -533,4 +587,6 @@ def issue_consent(
     }
     if audience is not None:
         claims["aud"] = audience
+    if max_uses is not None:
+        claims["max_uses"] = max_uses
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": CONSENT_TYP})

@@ -51,6 +51,7 @@ import casbin
 
 from gateway.auth.registry import Registry, Role, load_registry
 from gateway.auth.tokens import TrustedIssuer
+from gateway.controls import ControlsSnapshot, ControlsStore
 from gateway.domain.catalog import Catalog, Dataset, Tier
 from gateway.domain.purposes import load_purposes
 from gateway.pipeline.decision import (
@@ -61,7 +62,13 @@ from gateway.pipeline.decision import (
     Withheld,
     _legal_block,
 )
-from gateway.policy.consent import MISSING, ConsentCheck, ConsentVerifier, load_revocations
+from gateway.policy.consent import (
+    MISSING,
+    ConsentCheck,
+    ConsentProblem,
+    ConsentVerifier,
+    load_revocations,
+)
 from gateway.policy.rules import PolicySet, load_policy_set
 from protos.credit.v1 import query_pb2
 
@@ -110,6 +117,8 @@ class _Lru(Generic[K, V]):
         return len(self._data)
 
 
+#: A consent with ``max_uses`` used that many times already.
+_SPENT = ConsentCheck(None, ConsentProblem.SPENT, "the consent has been used up")
 #: The consent outcome of a self-query: none needed, the subject is the one who would give it.
 _SELF = ConsentCheck(None, None, "a self-query needs no consent")
 
@@ -161,13 +170,29 @@ class PolicyDecider:
         # Compiling calls Casbin, which is not thread-safe; it has its own (re-entrant) lock
         # so that cache hits never wait for a compilation.
         self._compile_lock = threading.RLock()
-        self._decisions: _Lru[Hashable, Decision] = _Lru(cache_size)
+        self._decisions: _Lru[Hashable, tuple[Decision, bool]] = _Lru(cache_size)
         self._rules: _Lru[tuple[str, str, str, str], tuple[_FieldRule, ...]] = _Lru(cache_size * 4)
         self._scopes: _Lru[tuple[str, str], _AgencyPurpose] = _Lru(max(cache_size // 4, 64))
         # Datasets keys: by identity of the requested tuple, and interned by value so that
         # equal keys are one object (tuple comparison then short-circuits on identity).
         self._ds_keys: dict[int, tuple[tuple[Dataset, ...], tuple[tuple[str, str], ...]]] = {}
         self._ds_interned: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        self._controls: ControlsStore | None = None
+
+    def attach_controls(self, controls: ControlsStore | None) -> None:
+        """Use the live controls store: consents it revokes are refused on the next query
+        (cached verifications dropped at once), and every use of a consent is counted in it,
+        a consent with ``max_uses`` being withheld once spent (``consent revoked/spent``).
+        A gateway attaches its store to each decider it installs."""
+        self._controls = controls
+        self.consent.attach_controls(controls)
+        if controls is not None:
+            controls.add_listener(self._controls_changed)
+
+    def _controls_changed(self, old: ControlsSnapshot, new: ControlsSnapshot) -> None:
+        revoked = new.revoked_consents - old.revoked_consents
+        if revoked:
+            self.consent.forget(revoked)
 
     # --- the source of truth -----------------------------------------------------------
 
@@ -212,7 +237,12 @@ class PolicyDecider:
 
     def decide(self, facts: QueryFacts) -> Decision:
         """The decision for one query. Never raises for a bad consent (its fields are
-        withheld); raises only on a bug."""
+        withheld).
+
+        Raises:
+            ControlsStoreError: a live controls store is attached and cannot be read or
+                written (no consent use can then be counted or checked).
+        """
         waived = facts.is_self and facts.purpose == SELF_QUERY_PURPOSE
         if waived:
             check = _SELF
@@ -226,6 +256,29 @@ class PolicyDecider:
                 subject_type=facts.subject_type,
                 subject_id=facts.subject_id,
             )
+        decision, used = self._cached(facts, check, waived)
+        consent = check.consent
+        if consent is None:
+            return decision
+        uses = 0
+        if used and self._controls is not None:
+            # Counted when the consent grants this query a field, before anything is asked
+            # or disclosed (a use is an attempt); atomic in the store, so concurrent queries
+            # in any process never exceed max_uses.
+            counted = self._controls.use_consent(
+                consent.cid, max_uses=consent.max_uses, expires_at=consent.expires_at
+            )
+            if counted is None:
+                return self._cached(facts, _SPENT, waived)[0]
+            uses = counted
+        # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
+        return Decision(decision.policy_version, decision.departments, consent.cid, uses)
+
+    def _cached(
+        self, facts: QueryFacts, check: ConsentCheck, waived: bool
+    ) -> tuple[Decision, bool]:
+        """The decision for ``facts`` under ``check`` and whether a field was granted only
+        through the consent, from the cache or computed."""
         consent = check.consent
         consent_key: Hashable = (
             consent.scope_key if consent is not None else (check.problem, check.message)
@@ -240,15 +293,12 @@ class PolicyDecider:
             self._datasets_key(facts.datasets),
         )
         with self._lock:
-            decision = self._decisions.get(key)
-        if decision is None:
-            decision = self._compute(facts, check, waived)
+            found = self._decisions.get(key)
+        if found is None:
+            found = self._compute(facts, check, waived)
             with self._lock:
-                self._decisions.put(key, decision)
-        if consent is not None:
-            # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
-            return Decision(decision.policy_version, decision.departments, consent.cid)
-        return decision
+                self._decisions.put(key, found)
+        return found
 
     def _datasets_key(self, datasets: tuple[Dataset, ...]) -> tuple[tuple[str, str], ...]:
         # "Every dataset" queries reuse one tuple object (the validator's); remembering its
@@ -269,7 +319,9 @@ class PolicyDecider:
             self._ds_keys[id(datasets)] = (datasets, key)
         return key
 
-    def _compute(self, facts: QueryFacts, check: ConsentCheck, waived: bool) -> Decision:
+    def _compute(
+        self, facts: QueryFacts, check: ConsentCheck, waived: bool
+    ) -> tuple[Decision, bool]:
         allowed: dict[str, dict[str, tuple[str, ...]]] = {}
         withheld: dict[str, list[Withheld]] = {}
         consent = check.consent
@@ -277,6 +329,7 @@ class PolicyDecider:
         self_only = purpose == SELF_QUERY_PURPOSE and not facts.is_self
         free = facts.mode == _FREE
         known_mode = facts.mode in (_FREE, _PAID)
+        used = False
         for ds in facts.datasets:
             dept = ds.department
             out = withheld.setdefault(dept, [])
@@ -321,6 +374,7 @@ class PolicyDecider:
                             )
                         )
                         continue
+                    used = True  # granted through the consent
                 fields.append(rule.name)
             if fields:
                 allowed.setdefault(dept, {})[ds.name] = tuple(fields)
@@ -330,7 +384,7 @@ class PolicyDecider:
             )
             for dept in withheld
         }
-        return Decision(self.version, MappingProxyType(departments))
+        return Decision(self.version, MappingProxyType(departments)), used
 
     def _dataset_rules(self, agency: str, purpose: str, ds: Dataset) -> tuple[_FieldRule, ...]:
         key = (agency, purpose, ds.department, ds.name)

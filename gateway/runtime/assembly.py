@@ -7,7 +7,10 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
+
 from gateway.api.billing import BillingAdminService
+from gateway.api.controls import ControlsService
 from gateway.api.policy_admin import PolicyAdminService, dev_officer
 from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.auditor import QueryAuditor
@@ -23,6 +26,7 @@ from gateway.auth import (
 )
 from gateway.auth.replay import ReplayStore
 from gateway.billing import Meter, PriceList, load_prices
+from gateway.controls import ControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
@@ -30,6 +34,8 @@ from gateway.errors import ConfigError
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, parse_limits
 from gateway.policy import build_decider
+from gateway.policy.consent import ConsentVerifier, load_revocations
+from gateway.policy.decider import PolicyDecider
 from gateway.policyadmin import (
     DeciderRecipe,
     PolicyAdministrator,
@@ -44,7 +50,9 @@ from gateway.runtime.server import Gateway
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
 
-def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
+def _authenticator(
+    auth: AuthConfig, roles: tuple[Role, ...], controls: ControlsStore | None = None
+) -> Authenticator:
     replay = None
     if auth.replay_store is not None:  # one connection per file, shared by the verifiers
         replay = ReplayStore.open(auth.replay_store, max_entries=auth.replay_store_max_entries)
@@ -53,15 +61,66 @@ def _authenticator(auth: AuthConfig, roles: tuple[Role, ...]) -> Authenticator:
         audience=auth.audience,
         replay_store=replay,
     )
-    return Authenticator(load_registry(auth.registry), verifier, roles=roles)
+    return Authenticator(load_registry(auth.registry), verifier, roles=roles, controls=controls)
 
 
-def build_authenticators(auth: AuthConfig) -> tuple[CallerAuthenticator, Authenticator]:
+def build_authenticators(
+    auth: AuthConfig, controls: ControlsStore | None = None
+) -> tuple[CallerAuthenticator, Authenticator]:
     """The query service's authenticator (agencies) and the audit service's
-    (agencies and auditors). Raises ConfigError."""
+    (agencies and auditors), both checking the live ``controls`` when given.
+    Raises ConfigError."""
     return (
-        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,))),
-        _authenticator(auth, (Role.AGENCY, Role.AUDITOR)),
+        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,), controls)),
+        _authenticator(auth, (Role.AGENCY, Role.AUDITOR), controls),
+    )
+
+
+def _open_controls(config: Config) -> ControlsStore | None:
+    """The live controls store named by the config, seeded with the revocation file's
+    consent ids. Blocking: start-up only. Raises ConfigError, ControlsStoreError."""
+    if config.controls is None:
+        return None
+    seed = load_revocations(config.policy.revocations if config.policy else None)
+    return ControlsStore(config.controls, seed_revoked_consents=seed)
+
+
+def _controls_service(
+    config: Config,
+    store: ControlsStore,
+    auditor: QueryAuditor | None,
+    agencies: CallerAuthenticator | None,
+    consents: Callable[[], ConsentVerifier | None],
+) -> ControlsService:
+    if config.auth is not None:
+        officers = _authenticator(config.auth, (Role.OFFICER,), store)
+
+        def authorize(context: Any) -> str:
+            return officers.authenticate(context).principal_id
+
+        registry = load_registry(config.auth.registry)
+
+        def agency_exists(agency: str) -> bool:
+            return registry.agency(agency) is not None
+
+    else:  # insecure development mode: a header names the officer
+        authorize = dev_officer
+
+        def agency_exists(agency: str) -> bool:
+            return True
+
+    ca = None
+    if config.tls is not None:
+        pems = config.tls.client_ca.read_bytes()
+        ca = x509.load_pem_x509_certificates(pems)[0]
+    return ControlsService(
+        store,
+        authorize=authorize,
+        caller=agencies.authenticate if agencies is not None else None,
+        consents=consents,
+        audit=auditor,
+        crl_issuer=ca,
+        agency_exists=agency_exists,
     )
 
 
@@ -89,7 +148,11 @@ async def open_auditor(audit: AuditConfig) -> QueryAuditor:
 
 
 async def _open_billing(
-    config: Config, catalog: Catalog, auditor: QueryAuditor | None, prices: PriceList | None
+    config: Config,
+    catalog: Catalog,
+    auditor: QueryAuditor | None,
+    prices: PriceList | None,
+    controls: ControlsStore | None = None,
 ) -> tuple[Meter, BillingAdminService, Callable[[], dt.date]]:
     """``prices``: the active policy version's (checked against its catalog when it was
     loaded); None: the config's price list file, checked here."""
@@ -113,7 +176,7 @@ async def _open_billing(
     finance: Authenticator | None = None
     registry = None
     if config.auth is not None:
-        finance = _authenticator(config.auth, (Role.FINANCE,))
+        finance = _authenticator(config.auth, (Role.FINANCE,), controls)
         registry = load_registry(config.auth.registry)
 
     def authorize(context: Any) -> str:
@@ -136,7 +199,11 @@ async def _open_billing(
 
 
 def _open_policy_admin(
-    config: Config, catalog: Catalog, auditor: QueryAuditor | None, purposes: tuple[str, ...]
+    config: Config,
+    catalog: Catalog,
+    auditor: QueryAuditor | None,
+    purposes: tuple[str, ...],
+    controls: ControlsStore | None = None,
 ) -> tuple[PolicyAdminService, Decider]:
     """The version store, the workflow and its servicer, and the active version's decider
     (seeding version 1 from the files on disk on first start). Blocking: start-up only.
@@ -177,7 +244,7 @@ def _open_policy_admin(
         admin.store.close()
         raise
     if config.auth is not None:
-        officers = _authenticator(config.auth, (Role.OFFICER,))
+        officers = _authenticator(config.auth, (Role.OFFICER,), controls)
 
         def authorize(context: Any) -> str:
             return officers.authenticate(context).principal_id
@@ -191,10 +258,11 @@ async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
     catalog = load_catalog(config.catalog)
+    controls = await asyncio.to_thread(_open_controls, config)
     authenticator = None
     audit_auth = None
     if config.auth is not None:
-        authenticator, audit_auth = build_authenticators(config.auth)
+        authenticator, audit_auth = build_authenticators(config.auth, controls)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
@@ -205,6 +273,7 @@ async def build_gateway(config: Config) -> Gateway:
             catalog,
             auditor,
             tuple(load_purposes(config.purposes)),
+            controls,
         )
     elif config.policy is not None:
         decider = build_decider(
@@ -228,7 +297,7 @@ async def build_gateway(config: Config) -> Gateway:
     if config.billing is not None:
         # The active version's price list, not the file's: it may have changed since.
         meter, admin, today = await _open_billing(
-            config, catalog, auditor, current.prices if current is not None else None
+            config, catalog, auditor, current.prices if current is not None else None, controls
         )
     # Rate limits: the active version's; without a policy store, the shipped file's.
     limiter = RateLimiter()
@@ -246,7 +315,18 @@ async def build_gateway(config: Config) -> Gateway:
                 purposes=tuple(load_purposes(config.purposes)),
             )
         )
-    return Gateway(
+    gateway: Gateway | None = None
+
+    def consents() -> ConsentVerifier | None:
+        current = gateway.decider.current if gateway and gateway.decider else None
+        return current.consent if isinstance(current, PolicyDecider) else None
+
+    service = (
+        _controls_service(config, controls, auditor, authenticator, consents)
+        if controls is not None
+        else None
+    )
+    gateway = Gateway(
         config,
         limiter=limiter,
         catalog=catalog,
@@ -257,5 +337,7 @@ async def build_gateway(config: Config) -> Gateway:
         meter=meter,
         billing_admin=admin,
         policy_admin=policy_admin,
+        controls=service,
         today=today,
     )
+    return gateway

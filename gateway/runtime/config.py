@@ -159,6 +159,10 @@ class Config:
     audit: AuditConfig | None = None
     billing: BillingConfig | None = None
     policy: PolicyConfig | None = None
+    #: The live security-controls store (SQLite, created if absent; ``[controls] store``):
+    #: revocations, suspensions, consent use counts, shared by every process naming it.
+    #: Default: ``controls.sqlite`` beside the policy store; None without either.
+    controls: Path | None = None
     #: Serve agencies over plaintext with header identities. Development only.
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -173,7 +177,17 @@ def load_config(path: Path) -> Config:
 
 def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     """Build a :class:`Config` from parsed TOML. Raises :class:`ConfigError`."""
-    known = {"gateway", "tls", "auth", "federation", "departments", "audit", "billing", "policy"}
+    known = {
+        "gateway",
+        "tls",
+        "auth",
+        "federation",
+        "departments",
+        "audit",
+        "billing",
+        "policy",
+        "controls",
+    }
     for key in doc:
         if key not in known:
             raise ConfigError(key, f"unknown section; expected one of {', '.join(sorted(known))}")
@@ -290,6 +304,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         )
     billing = _parse_billing(doc.get("billing"), base)
     policy = _parse_policy(doc.get("policy"), base)
+    controls = _parse_controls(doc.get("controls"), base, policy)
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -302,6 +317,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         audit=audit,
         billing=billing,
         policy=policy,
+        controls=controls,
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
@@ -322,6 +338,25 @@ def _parse_issuers(raw: Any, key: str, base: Path) -> tuple[IssuerConfig, ...]:
             raise ConfigError(f"{ikey}.issuer", "missing")
         issuers.append(IssuerConfig(iss, _required_path(item, ikey, "jwks", base)))
     return tuple(issuers)
+
+
+def _parse_controls(raw: Any, base: Path, policy: PolicyConfig | None) -> Path | None:
+    """``[controls] store``: the live controls store's path (relative to the config's folder),
+    by default ``controls.sqlite`` beside the policy store. Raises ConfigError."""
+    if raw is None:
+        if policy is not None and policy.store is not None:
+            return policy.store.parent / "controls.sqlite"
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("controls", "must be a table")
+    _no_unknown(raw, "controls", {"store"})
+    store = raw.get("store")
+    if not isinstance(store, str) or not store:
+        raise ConfigError("controls.store", "must be a file path (created if absent)")
+    path = base / store if not Path(store).is_absolute() else Path(store)
+    if not path.parent.is_dir():
+        raise ConfigError("controls.store", f"folder not found: {path.parent}")
+    return path
 
 
 def _parse_policy(raw: Any, base: Path) -> PolicyConfig | None:

@@ -37,6 +37,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from gateway import __version__
 from gateway.api.audit import AuditServicer
 from gateway.api.billing import BillingAdminService
+from gateway.api.controls import ControlsService
 from gateway.api.edge import Edge
 from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
@@ -57,6 +58,7 @@ from gateway.federation import (
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
+from gateway.policy.decider import PolicyDecider
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import (
@@ -64,6 +66,8 @@ from protos.credit.v1 import (
     audit_pb2_grpc,
     billing_pb2,
     billing_pb2_grpc,
+    controls_pb2,
+    controls_pb2_grpc,
     policy_admin_pb2,
     policy_admin_pb2_grpc,
     query_pb2,
@@ -82,6 +86,7 @@ POLICY_ADMIN_SERVICE = policy_admin_pb2.DESCRIPTOR.services_by_name["PolicyAdmin
 DEPARTMENT_HEALTH_PREFIX = "credit.v1.Department/"
 #: How long a retired department's channel stays open for queries already asking it.
 _RETIRE_GRACE_S = 30.0
+CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].full_name
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -108,12 +113,15 @@ class Gateway:
         meter: Meter | None = None,
         billing_admin: BillingAdminService | None = None,
         policy_admin: PolicyAdminService | None = None,
+        controls: ControlsService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
         #: Per-agency rate limits (None: none); policy activations reconfigure it.
         self.limiter = limiter
+        #: The live security controls (``credit.v1.SecurityControls`` and its store).
+        self.controls = controls
         self.meter = meter
         self._billing_admin = billing_admin
         self.policy_admin = policy_admin
@@ -325,6 +333,10 @@ class Gateway:
             if self.policy_admin is not None:
                 policy_admin_pb2_grpc.add_PolicyAdminServicer_to_server(self.policy_admin, server)
                 services.append(POLICY_ADMIN_SERVICE)
+            if self.controls is not None:
+                controls_pb2_grpc.add_SecurityControlsServicer_to_server(self.controls, server)
+                services.append(CONTROLS_SERVICE)
+                self._attach_controls(decider.current)
             enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
             self.port = self._bind(server)
             await server.start()
@@ -366,9 +378,14 @@ class Gateway:
             for name in ("", QUERY_SERVICE):
                 await self._health.set(name, status)
 
+    def _attach_controls(self, decider: Decider) -> None:
+        if self.controls is not None and isinstance(decider, PolicyDecider):
+            decider.attach_controls(self.controls.store)
+
     def install_decider(self, decider: Decider) -> None:
         """Hot switch: the next query is decided by ``decider``; queries in
         flight finish under the version they started with."""
+        self._attach_controls(decider)
         if self.decider is None:
             self._decider = decider
             return
@@ -419,6 +436,8 @@ class Gateway:
             await self.policy_admin.admin.close()
         if self.meter is not None:
             await self.meter.close()
+        if self.controls is not None:
+            self.controls.store.close()
         if self._audit is not None:
             # Flushes the queue and signs a final checkpoint. A log that had
             # failed already refused every query since; say so and go on.

@@ -189,3 +189,35 @@ def test_certs_cli_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> 
     assert certs_main([]) == 2
     assert certs_main(["frobnicate"]) == 2
     capsys.readouterr()
+
+
+def test_certs_crl_lists_certificates_and_serials_signed_by_the_ca(
+    tmp_path: Path,
+) -> None:
+    from cryptography import x509
+
+    from gateway.api.controls import verify_crl
+    from gateway.dev.pki import certs_main, init_pki
+    from gateway.errors import InvalidArgumentError
+
+    pki = init_pki(
+        tmp_path / "pki", departments=["tax"], agencies=["bank"], officers=[], auditors=[]
+    )
+    out = tmp_path / "ca.crl"
+    argv = ["crl", str(pki.root), "--cert", str(pki.agency_cert("bank")), "--serial", "0x1F"]
+    argv += ["--out", str(out)]
+    assert certs_main(argv) == 0
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    bank = x509.load_pem_x509_certificate(pki.agency_cert("bank").read_bytes())
+    assert sorted(verify_crl(out.read_bytes(), ca)) == sorted(
+        [format(bank.serial_number, "x"), "1f"]
+    )
+    assert certs_main(["crl", str(pki.root), "--serial", "zz", "--out", str(out)]) == 2
+    other = init_pki(
+        tmp_path / "other", departments=["tax"], agencies=["bank"], officers=[], auditors=[]
+    )
+    assert certs_main(["crl", str(other.root), "--serial", "1", "--out", str(out)]) == 0
+    with pytest.raises(InvalidArgumentError):
+        verify_crl(out.read_bytes(), ca)  # another CA's CRL
+    with pytest.raises(InvalidArgumentError):
+        verify_crl(b"garbage", ca)
