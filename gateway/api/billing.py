@@ -24,7 +24,7 @@ from gateway.audit.schema import BillingRecord
 from gateway.billing.ledger import AccountState, AsyncLedger, Entry
 from gateway.billing.meter import EventHook
 from gateway.errors import InvalidArgumentError, NotFoundError
-from gateway.pipeline.freetext import echo, scan
+from gateway.pipeline.freetext import echo, holds_identifier
 from protos.credit.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = [
@@ -196,9 +196,10 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
         if len(request.reference) > _MAX_REFERENCE:
             raise InvalidArgumentError("reference", f"at most {_MAX_REFERENCE} characters")
         # The ledger keeps both for good, in clear, and the reference goes on the
-        # audit record: the strict screen (a hex id holding a birth date too).
+        # audit record. The query fields' rule: a bank reference carrying a UUID is not
+        # refused for the check-valid pattern one random hex id in thirty holds.
         for field, text in (("reference", request.reference), ("note", request.note)):
-            if scan(text):
+            if holds_identifier(text):
                 raise InvalidArgumentError(
                     field,
                     "must not contain a resident identity number or unified social "
@@ -287,7 +288,7 @@ class BillingAdminService(billing_pb2_grpc.BillingAdminServicer):
             event="top_up",
             request_id="",
             # Screened at TopUp; an entry booked before that screen existed is not repeated.
-            reference="(withheld)" if scan(entry.reference) else entry.reference,
+            reference="(withheld)" if holds_identifier(entry.reference) else entry.reference,
             agency_id=entry.account_id,
             amount_fen=entry.amount_fen,
             balance_fen=entry.balance_fen,

@@ -49,7 +49,7 @@ from gateway.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from gateway.pipeline.freetext import scan
+from gateway.pipeline.freetext import holds_identifier
 from gateway.policy.consent import CONSENT_ID, ConsentError, ConsentProblem, ConsentVerifier
 from protos.credit.v1 import controls_pb2, controls_pb2_grpc
 
@@ -110,13 +110,13 @@ def _reason(text: str, *, required: bool) -> str:
 
 
 def _agency(text: str) -> str:
-    if not text or _AGENCY_ID.match(text) is None or scan(text):
+    if not text or _AGENCY_ID.match(text) is None or holds_identifier(text):
         raise InvalidArgumentError("agency_id", "must be an agency id")
     return text
 
 
 def _cid(text: str) -> str:
-    if not text or CONSENT_ID.match(text) is None or scan(text):
+    if not text or CONSENT_ID.match(text) is None or holds_identifier(text):
         raise InvalidArgumentError(
             "consent_id", "must be a consent id (1-128 of A-Z a-z 0-9 . _ : -)"
         )

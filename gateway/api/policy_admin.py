@@ -24,7 +24,7 @@ from gateway.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from gateway.pipeline.freetext import echo, scan
+from gateway.pipeline.freetext import echo, holds_identifier
 from gateway.policyadmin.admin import PolicyAdministrator, VersionView
 from gateway.policyadmin.store import CheckResult
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
@@ -48,7 +48,7 @@ def dev_officer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """
     for key, value in context.invocation_metadata() or ():
         if key == DEV_OFFICER_HEADER and isinstance(value, str) and value:
-            if scan(value):  # it is recorded, logged and echoed as the officer
+            if holds_identifier(value):  # it is recorded, logged and echoed as the officer
                 raise AuthenticationError(
                     f"{DEV_OFFICER_HEADER} must name an officer", reason="DEV_OFFICER_INVALID"
                 )

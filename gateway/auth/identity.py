@@ -18,7 +18,7 @@ from typing import Protocol
 import grpc
 
 from gateway.errors import AuthenticationError
-from gateway.pipeline.freetext import scan
+from gateway.pipeline.freetext import holds_identifier
 
 __all__ = ["Caller", "CallerSource", "InsecureDevAuthenticator"]
 
@@ -72,7 +72,7 @@ class InsecureDevAuthenticator:
         """
         for key, value in context.invocation_metadata() or ():
             if key == self.HEADER and isinstance(value, str) and value:
-                if scan(value):  # it becomes a metric label, a log field, a record
+                if holds_identifier(value):  # it becomes a metric label, a log field, a record
                     raise AuthenticationError(
                         f"{self.HEADER} must name an agency", reason="DEV_AGENCY_INVALID"
                     )

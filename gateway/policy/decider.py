@@ -69,7 +69,7 @@ from gateway.policy.consent import (
     ConsentVerifier,
     load_revocations,
 )
-from gateway.policy.rules import PolicySet, load_policy_set
+from gateway.policy.rules import ENGINE_LOCK, PolicySet, load_policy_set
 from protos.credit.v1 import query_pb2
 
 __all__ = ["SELF_QUERY_PURPOSE", "PolicyDecider", "build_decider"]
@@ -202,7 +202,8 @@ class PolicyDecider:
         with self._compile_lock:
             if self._full is None:
                 self._full = self.policy.enforcer()
-            return bool(self._full.enforce(agency, obj, tier, purpose, mode))
+            with ENGINE_LOCK:
+                return bool(self._full.enforce(agency, obj, tier, purpose, mode))
 
     # --- caches ----------------------------------------------------------------------------
 
@@ -432,10 +433,11 @@ class PolicyDecider:
                 if answer is None:
                     obj = f"{ds.department}/{ds.name}/{f.name}"
                     enforcer = scope.enforcer
-                    answer = (
-                        bool(enforcer.enforce(agency, obj, f.tier.value, purpose, "free")),
-                        bool(enforcer.enforce(agency, obj, f.tier.value, purpose, "paid")),
-                    )
+                    with ENGINE_LOCK:
+                        answer = (
+                            bool(enforcer.enforce(agency, obj, f.tier.value, purpose, "free")),
+                            bool(enforcer.enforce(agency, obj, f.tier.value, purpose, "paid")),
+                        )
                     memo[group] = answer
                 free, paid = answer
             rules.append(

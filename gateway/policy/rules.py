@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,17 +95,27 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_:/*.-]+$")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
 
+#: Held around every call into pycasbin in this process (building a model or an enforcer,
+#: enforcing). pycasbin parses matcher expressions with ``ast.parse`` at enforce time, and
+#: CPython 3.11's AST constructor keeps its recursion depth in per-interpreter state: two
+#: threads parsing at once (a policy activation compiling on a worker thread while a query
+#: compiles a decision on the event loop) raise ``SystemError: AST constructor recursion
+#: depth mismatch``. Only cache misses call the engine, so the lock is rarely contended.
+ENGINE_LOCK = threading.RLock()
+
+
 def _engine_hierarchy_limit() -> int:
     """How many role levels pycasbin's default role manager follows (``max_hierarchy_level``,
     10 in pycasbin 1.x): ``has_link`` looks at distances 0 .. limit-1 and then answers "no
     link", silently. Read from the engine itself, so an upgrade that changes it is seen."""
-    model = casbin.Enforcer.new_model(
-        text="[request_definition]\nr = sub, obj\n"
-        "[policy_definition]\np = sub, obj\n[role_definition]\ng = _, _\n"
-        "[policy_effect]\ne = some(where (p.eft == allow))\n"
-        "[matchers]\nm = g(r.sub, p.sub) && r.obj == p.obj\n"
-    )
-    level = casbin.Enforcer(model).get_role_manager().max_hierarchy_level
+    with ENGINE_LOCK:
+        model = casbin.Enforcer.new_model(
+            text="[request_definition]\nr = sub, obj\n"
+            "[policy_definition]\np = sub, obj\n[role_definition]\ng = _, _\n"
+            "[policy_effect]\ne = some(where (p.eft == allow))\n"
+            "[matchers]\nm = g(r.sub, p.sub) && r.obj == p.obj\n"
+        )
+        level = casbin.Enforcer(model).get_role_manager().max_hierarchy_level
     return int(level)
 
 
@@ -180,11 +191,12 @@ class PolicySet:
         """
         chosen = self.grants if grants is None else grants
         chosen_links = self.links if links is None else links
-        model = casbin.Enforcer.new_model(text=self.model_text)
         adapter = _RulesAdapter(
             [g.rule for g in chosen], [[link.member, link.role] for link in chosen_links]
         )
-        return casbin.Enforcer(model, adapter)
+        with ENGINE_LOCK:
+            model = casbin.Enforcer.new_model(text=self.model_text)
+            return casbin.Enforcer(model, adapter)
 
     def window(self, agency: str, purpose: str) -> tuple[tuple[Grant, ...], tuple[RoleLink, ...]]:
         """The grants and role links that can decide a request of ``agency`` for ``purpose``.
@@ -202,7 +214,8 @@ class PolicySet:
 
 def _check_model(text: str, source: str) -> None:
     try:
-        model = casbin.Enforcer.new_model(text=text)
+        with ENGINE_LOCK:
+            model = casbin.Enforcer.new_model(text=text)
         r = model["r"]["r"].tokens
         p = model["p"]["p"].tokens
         effect = model["e"]["e"].value

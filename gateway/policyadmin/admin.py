@@ -63,7 +63,7 @@ from gateway.errors import (
     PermissionDeniedError,
 )
 from gateway.pipeline.decision import Decider
-from gateway.pipeline.freetext import scan
+from gateway.pipeline.freetext import holds_identifier
 from gateway.pipeline.limits import RateLimiter
 from gateway.policy import PolicyDecider
 from gateway.policyadmin.analysis import FieldChange, Flip, diff_versions, replay_records, warm
@@ -734,13 +734,15 @@ class PolicyAdministrator:
 
 
 def _screen(field: str, text: str) -> None:
-    """Refuse free text holding anything identifier-like: the policy store keeps
-    reasons and file names for good, in clear, and lists them to every officer, so
-    the strict screen applies (a hex id holding a birth date is refused too).
+    """Refuse free text holding an identifier: the policy store keeps reasons and
+    file names for good, in clear, and lists them to every officer. The rule is the
+    query fields' (:func:`~gateway.pipeline.freetext.holds_identifier`): a ticket id
+    or UUID is not refused for the check-valid digit pattern about one random hex id
+    in thirty holds (it was, at random, before).
 
     Raises InvalidArgumentError naming ``field``, never repeating the text.
     """
-    if scan(text):
+    if holds_identifier(text):
         raise InvalidArgumentError(
             field,
             "must not contain a resident identity number or unified social credit code "
