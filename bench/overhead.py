@@ -3,17 +3,28 @@
 Both stand in front of the same trivial department (bench/_department.py), in
 their own processes; one load generator drives each in turn with the same
 concurrency, alternating rounds so that a noisy neighbour hurts both alike.
-Printed: medians of throughput and of server CPU time per query, and the
-gateway/bare ratios. Not a test: nothing here asserts a time.
+Printed: medians of throughput (answered OK) and of server CPU time per query,
+the gateway/bare ratios, and the answers that were not OK on either side: any
+there (a rate limit, a deadline) and the run is not valid and exits 1. Not a
+test: nothing here asserts a time.
 
     python -m bench.overhead [--rounds 3] [--seconds 4] [--concurrency 32]
-        [--no-replay-store] [--fresh-tokens]
+        [--no-live-checks] [--no-replay-store] [--fresh-tokens]
 
-The gateway runs with its replay store (``[auth] replay_store``) unless
-``--no-replay-store``. An agency reuses one token for every query (the store is
-written once, on its first use); ``--fresh-tokens`` sends a newly minted token
-with every query instead, the worst case, where each query pays one fsynced
-write. Run both ways and compare the ratios for the store's cost per query.
+With mutual TLS (the default) the gateway runs with the live checks of issue 11:
+the live controls store (``[controls] store``: suspensions, revoked certificates
+and consents, one version read per request), the replay store (``[auth]
+replay_store``) and per-agency rate limits. The limits come, as in production,
+from ``limits.toml`` of the active policy version: the bench seeds its policy
+store (``[policy] store``) with a version whose limits are checked on every query
+but never bind (:data:`LIMITS`); the shipped ones (200 queries/s for ``ndrc``)
+would refuse most of the load. ``--no-live-checks`` serves the same configuration
+(policy store included) without all three (bench/_gateway.py); compare the CPU
+per query of both runs for the live checks' cost. ``--no-replay-store`` drops
+only the replay store (seen jtis in memory). An agency reuses one token for every
+query (the replay store is written once, on its first use); ``--fresh-tokens``
+sends a newly minted token with every query instead, the worst case, where each
+query pays one fsynced write.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +49,26 @@ from gateway.auth.tokens import load_signing_key
 from gateway.cli.connect import build_request, open_channel
 from gateway.dev.devstack import AUDIENCE, ensure_audit_keys
 from gateway.dev.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
+from gateway.domain.purposes import load_purposes
+from gateway.policyadmin import SQLiteVersionStore
+from gateway.policyadmin.loading import load_version, read_disk_files
+from gateway.policyadmin.store import BOOTSTRAP_AUTHOR
 from protos.credit.v1 import adapter_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"
+
+#: The bench's ``limits.toml``: every agency's bucket and daily ceilings are checked on
+#: every query, and never reached (a billion queries a second, a billion at once, a
+#: trillion a day per purpose).
+LIMITS = """\
+version = "bench"
+timezone = "Asia/Shanghai"
+
+[default]
+rate_per_s = 1000000000
+burst = 1000000000
+daily_per_purpose = 1000000000000
+"""
 
 
 def _channel(address: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.Channel:
@@ -58,23 +87,33 @@ async def _drive(
     seconds: float,
     tls: tuple[bytes, bytes, bytes] | None,
     fresh: Iterator[tuple[tuple[str, str], ...]] | None = None,
-) -> int:
+) -> tuple[int, Counter[str]]:
+    """Queries answered OK in ``seconds``, and the others by status code (warm-up too)."""
+    failed: Counter[str] = Counter()
     async with _channel(address, tls) as channel:
         call = channel.unary_unary(method)
+
+        async def one(md: tuple[tuple[str, str], ...]) -> bool:
+            try:
+                await call(payload, metadata=md, timeout=10)
+            except grpc.aio.AioRpcError as err:
+                failed[err.code().name] += 1
+                return False
+            return True
+
         for _ in range(20):  # warm up the connection and both servers
-            await call(payload, metadata=metadata, timeout=10)
+            await one(metadata)
         done = 0
         stop_at = time.perf_counter() + seconds
 
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() < stop_at:
-                md = metadata if fresh is None else next(fresh)
-                await call(payload, metadata=md, timeout=10)
-                done += 1
+                if await one(metadata if fresh is None else next(fresh)):
+                    done += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done
+        return done, failed
 
 
 def _measure(
@@ -86,15 +125,19 @@ def _measure(
     args: argparse.Namespace,
     tls: tuple[bytes, bytes, bytes] | None,
     fresh: Iterator[tuple[tuple[str, str], ...]] | None = None,
+    failed: Counter[str] | None = None,
 ) -> tuple[float, float]:
+    """OK queries/s and CPU microseconds per OK query; non-OK answers added to ``failed``."""
     cpu0 = _procs.cpu_seconds(pid)
     t0 = time.perf_counter()
-    n = asyncio.run(
+    n, bad = asyncio.run(
         _drive(address, method, payload, metadata, args.concurrency, args.seconds, tls, fresh)
     )
     elapsed = time.perf_counter() - t0
     cpu = _procs.cpu_seconds(pid) - cpu0
-    return n / elapsed, cpu / n * 1e6  # queries/s, CPU microseconds per query
+    if failed is not None:
+        failed.update(bad)
+    return n / elapsed, cpu / max(n, 1) * 1e6
 
 
 def _mint(pki: Pki) -> str:
@@ -131,7 +174,12 @@ def _gateway_toml(
     audit: dict[str, Path] | None,
     billing: bool,
     replay_store: bool = True,
+    live_checks: bool = True,
 ) -> str:
+    """The bench gateway's configuration. With mutual TLS, a policy store (seeded by
+    :func:`_seed_policy_store`) whose version carries the bench's limits: without it the
+    shipped limits would apply. ``live_checks``: name the controls store (the policy store
+    implies one anyway; bench/_gateway.py drops it with ``--no-live-checks``)."""
     lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{work / "catalog.toml"}"']
     if pki is None or audit is None:
         # Plaintext, or a gateway without its audit log: both only in development mode.
@@ -161,7 +209,13 @@ def _gateway_toml(
             f'pseudonym_key = "{audit["pseudonym_key"]}"',
         ]
     if pki is not None:  # outside development mode the policy decides, as in production
-        lines += ["[policy]", f'policy = "{work / "policy.csv"}"']
+        lines += [
+            "[policy]",
+            f'policy = "{work / "policy.csv"}"',
+            f'store = "{work / "policy.sqlite"}"',
+        ]
+    if live_checks:
+        lines += ["[controls]", f'store = "{work / "controls.sqlite"}"']
     if billing:
         lines += [
             "[billing]",
@@ -172,7 +226,29 @@ def _gateway_toml(
     return "\n".join(lines) + "\n"
 
 
+def _seed_policy_store(work: Path) -> None:
+    """Version 1 of ``work/policy.sqlite``: the bench's policy, catalog, prices and
+    :data:`LIMITS`, activated as the gateway's own first start would (author bootstrap)."""
+    (work / "limits.toml").write_text(LIMITS, encoding="utf-8")
+    files = read_disk_files(
+        policy=work / "policy.csv",
+        catalog=work / "catalog.toml",
+        prices=work / "prices.toml",
+        limits=work / "limits.toml",
+    )
+    store = SQLiteVersionStore(work / "policy.sqlite")
+    try:
+        version = store.add_version(
+            files, author=BOOTSTRAP_AUTHOR, reason="bench limits", parent=None
+        )
+        load_version(version, purposes=tuple(load_purposes()))  # fail here, not in the gateway
+        store.activate(version.number, BOOTSTRAP_AUTHOR, "bench", action="bootstrap")
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the bench; 1 if any answer was not OK (the figures are then not valid)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
@@ -180,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plaintext", action="store_true", help="no TLS, no tokens (development mode)")
     p.add_argument("--no-audit", action="store_true", help="run the gateway without its audit log")
     p.add_argument("--no-billing", action="store_true", help="run the gateway without its ledger")
+    p.add_argument(
+        "--no-live-checks",
+        action="store_true",
+        help="no controls store, no replay store, no rate limiter",
+    )
     p.add_argument(
         "--no-replay-store", action="store_true", help="seen jtis in memory only, not in a file"
     )
@@ -217,19 +298,22 @@ def main(argv: list[str] | None = None) -> int:
         audit = None if args.no_audit else ensure_audit_keys(work / "audit")
         dept, dept_addr = _procs.start(["-m", "bench._department", *pki_args])
         proxy, proxy_addr = _procs.start(["-m", "bench._proxy", "--upstream", dept_addr, *pki_args])
+        live = not args.no_live_checks
         (work / "gateway.toml").write_text(
             _gateway_toml(
-                work, dept_addr, pki, audit, not args.no_billing, not args.no_replay_store
+                work, dept_addr, pki, audit, not args.no_billing, not args.no_replay_store, live
             ),
             encoding="utf-8",
         )
+        if pki is not None:
+            _seed_policy_store(work)
         fresh = None
         if args.fresh_tokens and pki is not None:
             fresh = _fresh_tokens(pki)
         try:
             gw, gw_addr = _procs.start(
-                ["-m", "gateway.cli.gateway", "--log-level", "WARNING",
-                 "serve", "--config", str(work / "gateway.toml")],
+                ["-m", "bench._gateway", "--config", str(work / "gateway.toml"),
+                 *([] if live else ["--no-live-checks"])],
                 ready="serving on",
             )  # fmt: skip
         except BaseException:
@@ -238,14 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             bare: list[tuple[float, float]] = []
             gate: list[tuple[float, float]] = []
+            bare_failed: Counter[str] = Counter()
+            gate_failed: Counter[str] = Counter()
             for _ in range(args.rounds):
                 bare.append(
                     _measure(proxy.pid, proxy_addr, "/credit.v1.DepartmentAdapter/Lookup",
-                             lookup.SerializeToString(), metadata, args, tls)
+                             lookup.SerializeToString(), metadata, args, tls,
+                             failed=bare_failed)
                 )  # fmt: skip
                 gate.append(
                     _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
-                             query.SerializeToString(), metadata, args, tls, fresh)
+                             query.SerializeToString(), metadata, args, tls, fresh,
+                             failed=gate_failed)
                 )  # fmt: skip
         finally:
             _procs.stop(gw, proxy, dept)
@@ -257,8 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     mode += ", no audit" if args.no_audit else ", durable audit log"
     mode += ", no ledger" if args.no_billing else ", free-quota ledger"
     if not args.plaintext:
-        mode += ", jtis in memory" if args.no_replay_store else ", replay store"
+        if args.no_live_checks:
+            mode += ", no live checks (no controls store, jtis in memory, no limiter)"
+        else:
+            mode += ", live controls store"
+            mode += ", jtis in memory" if args.no_replay_store else ", replay store"
+            mode += ", limits checked (never binding)"
         mode += ", a fresh token per query" if args.fresh_tokens else ", one token reused"
+    elif not args.no_live_checks:
+        mode += ", live controls store (no tokens, no policy: no replay store, no limits)"
     print(
         f"one-department query, {mode}; concurrency {args.concurrency}, "
         f"{args.rounds} rounds of {args.seconds:g}s"
@@ -270,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio gateway/bare: throughput {med(gate, 0) / med(bare, 0):.2f}, "
         f"CPU per query {med(gate, 1) / med(bare, 1):.2f}"
     )
+
+    def counts(failed: Counter[str]) -> str:
+        return ", ".join(f"{n} {code}" for code, n in sorted(failed.items())) or "0"
+
+    print(f"not OK: bare {counts(bare_failed)}; gateway {counts(gate_failed)}")
+    if bare_failed or gate_failed:
+        print("NOT VALID: some answers were not OK; the figures above count only OK answers")
+        return 1
     return 0
 
 
