@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,13 +27,16 @@ from typing import Any
 
 import grpc
 
+from gateway.cli.console import path_arg
 from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc
 
 __all__ = [
     "Metadata",
     "QueryClient",
     "UsageError",
+    "add_connection_options",
     "build_request",
+    "connect_as",
     "demo_member",
     "open_channel",
     "read_demo",
@@ -111,6 +115,78 @@ def open_channel(
         )
         return grpc.aio.secure_channel(address, creds), tuple(metadata)
     return grpc.aio.insecure_channel(address), tuple(metadata)
+
+
+def add_connection_options(
+    p: argparse.ArgumentParser, default: Any, *, members: Mapping[str, str]
+) -> None:
+    """The connection flags of an admin command (``credit-gateway policy``,
+    ``controls``), accepted before or after its subcommand: call it on the parser
+    with ``default=None`` and on every subparser with ``argparse.SUPPRESS``.
+    ``members`` maps each ``--<flag>`` that picks a demo.json member (``officer``,
+    ``agency``) to its help text."""
+    conn = p.add_argument_group("connection (before or after the command)")
+    conn.add_argument(
+        "--demo", type=path_arg, default=default, help="demo.json written by 'demo --serve'"
+    )
+    for flag, text in members.items():
+        conn.add_argument(f"--{flag}", default=default, help=text)
+    conn.add_argument("--gateway", default=default, help="gateway address HOST:PORT")
+    conn.add_argument("--ca", type=path_arg, default=default, help="CA certificate (PEM)")
+    conn.add_argument("--cert", type=path_arg, default=default, help="client certificate (PEM)")
+    conn.add_argument("--key", type=path_arg, default=default, help="private key (PEM)")
+    conn.add_argument("--token-file", type=path_arg, default=default, help="file holding a JWT")
+    conn.add_argument(
+        "--dev-officer", default=default, help="insecure development gateway: officer id header"
+    )
+    conn.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0 if default is None else default,
+        help="deadline in seconds (default 60)",
+    )
+
+
+def connect_as(
+    args: argparse.Namespace, *, group: str, flag: str, dev_header: str
+) -> tuple[grpc.aio.Channel, Metadata]:
+    """A channel for the flags of :func:`add_connection_options`: with ``--demo``,
+    the member of demo.json's ``group`` (``"officers"``) that ``--<flag>``
+    (``officer``) names fills in the flags not given (a flag given always wins);
+    without it, ``--gateway`` with
+    ``--ca --cert --key --token-file``, or ``--dev-officer`` sent as ``dev_header``
+    to an insecure development gateway.
+
+    Raises UsageError (flags missing), OSError (a file unreadable), KeyError (demo.json).
+    """
+    address, ca, cert, key, token_file = (
+        args.gateway,
+        args.ca,
+        args.cert,
+        args.key,
+        args.token_file,
+    )
+    if args.demo:
+        demo = read_demo(args.demo)
+        found = demo_member(demo, group, getattr(args, flag), flag)
+        address = address or demo["gateway_address"]
+        ca = ca or found["ca"]
+        cert = cert or found["cert"]
+        key = key or found["key"]
+        token_file = token_file or found["token_file"]
+    elif not address:
+        raise UsageError("name --gateway (or --demo)")
+    elif args.dev_officer:
+        return open_channel(address, dev_header=(dev_header, args.dev_officer))
+    if not (ca and cert and key and token_file):
+        raise UsageError("--gateway needs --ca, --cert, --key and --token-file")
+    return open_channel(
+        address,
+        ca=ca.read_bytes(),
+        cert=cert.read_bytes(),
+        key=key.read_bytes(),
+        token=token_file.read_text(encoding="utf-8").strip(),
+    )
 
 
 _MODES = {"free": query_pb2.QUERY_MODE_FREE, "paid": query_pb2.QUERY_MODE_PAID}

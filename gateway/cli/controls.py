@@ -30,7 +30,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.api.policy_admin import DEV_OFFICER_HEADER
-from gateway.cli.connect import UsageError, demo_member, open_channel, read_demo
+from gateway.cli.connect import UsageError, add_connection_options, connect_as
 from gateway.cli.console import path_arg
 from protos.credit.v1 import controls_pb2, controls_pb2_grpc
 
@@ -49,29 +49,11 @@ _STATE_NAMES = {
 }
 
 
-def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
-    conn = p.add_argument_group("connection (before or after the command)")
-    conn.add_argument(
-        "--demo", type=path_arg, default=default, help="demo.json written by 'demo --serve'"
-    )
-    conn.add_argument("--officer", default=default, help="with --demo: which officer to act as")
-    conn.add_argument(
-        "--agency", default=default, help="with --demo, for revoke-my-consent: which agency"
-    )
-    conn.add_argument("--gateway", default=default, help="gateway address HOST:PORT")
-    conn.add_argument("--ca", type=path_arg, default=default, help="CA certificate (PEM)")
-    conn.add_argument("--cert", type=path_arg, default=default, help="client certificate (PEM)")
-    conn.add_argument("--key", type=path_arg, default=default, help="private key (PEM)")
-    conn.add_argument("--token-file", type=path_arg, default=default, help="file holding a JWT")
-    conn.add_argument(
-        "--dev-officer", default=default, help="insecure development gateway: officer id header"
-    )
-    conn.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0 if default is None else default,
-        help="deadline in seconds (default 60)",
-    )
+#: The demo.json member flags (see gateway.cli.connect.add_connection_options).
+_MEMBERS = {
+    "officer": "with --demo: which officer to act as",
+    "agency": "with --demo, for revoke-my-consent: which agency",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="credit-gateway controls",
         description="Suspend, reinstate and revoke while the gateway serves (security officers).",
     )
-    _connection_options(p, None)
+    add_connection_options(p, None, members=_MEMBERS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("suspend", help="suspend an agency now (one officer suffices)")
     s.add_argument("agency_id")
@@ -107,42 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="whether a consent is live, expired, revoked or spent")
     s.add_argument("consent_id")
     for s in sub.choices.values():
-        _connection_options(s, argparse.SUPPRESS)
+        add_connection_options(s, argparse.SUPPRESS, members=_MEMBERS)
     return p
 
 
 def _connect(args: argparse.Namespace) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
-    address, ca, cert, key, token_file = (
-        args.gateway,
-        args.ca,
-        args.cert,
-        args.key,
-        args.token_file,
-    )
-    if args.demo:
-        demo = read_demo(args.demo)
-        if args.command == "revoke-my-consent":
-            member = demo_member(demo, "agencies", args.agency, "agency")
-        else:
-            member = demo_member(demo, "officers", args.officer, "officer")
-        address = address or demo["gateway_address"]
-        ca = ca or member["ca"]
-        cert = cert or member["cert"]
-        key = key or member["key"]
-        token_file = token_file or member["token_file"]
-    elif not address:
-        raise UsageError("name --gateway (or --demo)")
-    elif args.dev_officer:
-        return open_channel(address, dev_header=(DEV_OFFICER_HEADER, args.dev_officer))
-    if not (ca and cert and key and token_file):
-        raise UsageError("--gateway needs --ca, --cert, --key and --token-file")
-    return open_channel(
-        address,
-        ca=ca.read_bytes(),
-        cert=cert.read_bytes(),
-        key=key.read_bytes(),
-        token=token_file.read_text(encoding="utf-8").strip(),
-    )
+    if args.command == "revoke-my-consent":  # the subject, through the self-service agency
+        return connect_as(args, group="agencies", flag="agency", dev_header=DEV_OFFICER_HEADER)
+    return connect_as(args, group="officers", flag="officer", dev_header=DEV_OFFICER_HEADER)
 
 
 def _time(ts: Timestamp) -> str:

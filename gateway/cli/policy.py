@@ -35,7 +35,7 @@ from typing import Any, TextIO
 import grpc
 
 from gateway.api.policy_admin import DEV_OFFICER_HEADER
-from gateway.cli.connect import UsageError, demo_member, open_channel, read_demo
+from gateway.cli.connect import UsageError, add_connection_options, connect_as
 from gateway.cli.console import path_arg
 from protos.credit.v1 import policy_admin_pb2, policy_admin_pb2_grpc
 
@@ -60,35 +60,8 @@ _STATE = {
 }
 
 
-def _connection_options(p: argparse.ArgumentParser, default: Any) -> None:
-    conn = p.add_argument_group("connection (before or after the command)")
-    conn.add_argument(
-        "--demo",
-        type=path_arg,
-        default=default,
-        help="demo.json written by 'credit-gateway demo --serve'",
-    )
-    conn.add_argument("--officer", default=default, help="with --demo: which officer to act as")
-    conn.add_argument("--gateway", default=default, help="gateway address HOST:PORT")
-    conn.add_argument("--ca", type=path_arg, default=default, help="CA certificate (PEM)")
-    conn.add_argument(
-        "--cert", type=path_arg, default=default, help="the officer's client certificate (PEM)"
-    )
-    conn.add_argument(
-        "--key", type=path_arg, default=default, help="the officer's private key (PEM)"
-    )
-    conn.add_argument(
-        "--token-file", type=path_arg, default=default, help="file holding the officer's JWT"
-    )
-    conn.add_argument(
-        "--dev-officer", default=default, help="insecure development gateway: officer id header"
-    )
-    conn.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0 if default is None else default,
-        help="deadline in seconds (default 60)",
-    )
+#: The demo.json member flags (see gateway.cli.connect.add_connection_options).
+_MEMBERS = {"officer": "with --demo: which officer to act as"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="credit-gateway policy",
         description="Draft, check, approve and activate policy versions (security officers).",
     )
-    _connection_options(p, None)
+    add_connection_options(p, None, members=_MEMBERS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="every version, newest first")
@@ -142,40 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--reason", required=True)
     for s in sub.choices.values():
         # SUPPRESS: an option given before the command is not reset by the command's default.
-        _connection_options(s, argparse.SUPPRESS)
+        add_connection_options(s, argparse.SUPPRESS, members=_MEMBERS)
     return p
 
 
 def _connect(args: argparse.Namespace) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
-    # --demo supplies what the flags do not name: an explicit flag always wins.
-    address, ca, cert, key, token_file = (
-        args.gateway,
-        args.ca,
-        args.cert,
-        args.key,
-        args.token_file,
-    )
-    if args.demo:
-        demo = read_demo(args.demo)
-        officer = demo_member(demo, "officers", args.officer, "officer")
-        address = address or demo["gateway_address"]
-        ca = ca or officer["ca"]
-        cert = cert or officer["cert"]
-        key = key or officer["key"]
-        token_file = token_file or officer["token_file"]
-    elif not address:
-        raise UsageError("name --gateway (or --demo)")
-    elif args.dev_officer:
-        return open_channel(address, dev_header=(DEV_OFFICER_HEADER, args.dev_officer))
-    if not (ca and cert and key and token_file):
-        raise UsageError("--gateway needs --ca, --cert, --key and --token-file")
-    return open_channel(
-        address,
-        ca=ca.read_bytes(),
-        cert=cert.read_bytes(),
-        key=key.read_bytes(),
-        token=token_file.read_text(encoding="utf-8").strip(),
-    )
+    return connect_as(args, group="officers", flag="officer", dev_header=DEV_OFFICER_HEADER)
 
 
 def _line(v: policy_admin_pb2.VersionInfo) -> str:
