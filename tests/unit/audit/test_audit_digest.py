@@ -216,6 +216,12 @@ def test_credit_audit_digest_of_a_saved_answer(
     saved.write_bytes(r.SerializeToString())
     assert credit_audit(["digest", str(saved)]) == 0
     assert capsys.readouterr().out.strip() == gateway_digest(r).hex()
+    # As the README gives it: through the installed console script.
+    script = Path(sys.executable).parent / "credit-audit"
+    run = subprocess.run(
+        [str(script), "digest", str(saved)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0 and run.stdout.strip() == gateway_digest(r).hex()
     saved.write_bytes(b"\x0a\x05ab")
     assert credit_audit(["digest", str(saved)]) == 2
     assert "runs past the end" in capsys.readouterr().err
