@@ -7,6 +7,8 @@ folder) and the log's public key::
     credit-audit keygen --name gateway.example/audit --private audit.key --public audit.pub
     credit-audit verify audit.db --key audit.pub [--checkpoint kept.note] [--allow-unsigned-tail]
     credit-audit export audit.db --key audit.pub --out exported/
+    credit-audit export "postgresql://auditor@db.example/gateway" --key audit.pub \\
+        --password-file pg.pass --out exported/    # the log many gateways share
     credit-audit prove audit.db --key audit.pub 42 [--size 512] > entry42.tlog-proof
     credit-audit check-proof entry42.tlog-proof --key audit.pub --leaf entry42.json
     credit-audit history audit.db --key audit.pub --subject-type person \\
@@ -17,6 +19,11 @@ folder) and the log's public key::
 Exit status: 0 success, 1 verification failed (the one line printed names the
 first bad index and why), 2 usage or I/O error. ``history`` and ``who`` verify
 the whole log first and answer only from a log that verifies.
+
+A ``postgresql://`` LOG (no password in it: ``--password-file`` or
+``--password-env``) is read in one consistent snapshot; only that path imports
+the PostgreSQL driver (psycopg), so verifying a file or an export still needs
+nothing beyond the standard library and ``cryptography``.
 
 Only what a signed checkpoint covers is verified. Records after the last
 checkpoint (the unsigned tail: a live log's last second, a crashed log not yet
@@ -79,8 +86,18 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_log(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("log", metavar="LOG", help="the SQLite log file or an export folder")
+        p.add_argument(
+            "log",
+            metavar="LOG",
+            help="the SQLite log file, an export folder or a postgresql:// URL (no password)",
+        )
         p.add_argument("--key", required=True, metavar="FILE", help="verifier key file")
+        p.add_argument(
+            "--password-file", metavar="FILE", help="PostgreSQL password, for a postgresql:// LOG"
+        )
+        p.add_argument(
+            "--password-env", metavar="NAME", help="environment variable holding that password"
+        )
         return p
 
     p = sub.add_parser("keygen", help="create a log signing key pair")
@@ -297,6 +314,29 @@ def _cmd_who(args: argparse.Namespace, reader: LogReader) -> int:
     return EXIT_OK
 
 
+def _open_log(args: argparse.Namespace) -> LogReader:
+    """The log named on the command line. A ``postgresql://`` URL is read through
+    psycopg, imported only here (verification offline never needs it)."""
+    if not str(args.log).startswith(("postgresql://", "postgres://")):
+        if args.password_file or args.password_env:
+            raise _UsageError("--password-file and --password-env are for a postgresql:// LOG")
+        return open_reader(args.log)
+    # Imported here only: psycopg stays out of offline verification.
+    from gateway.stores.postgres.audit import PostgresAuditStore
+    from gateway.stores.postgres.url import PgConfigError, PgTarget
+
+    try:
+        target = PgTarget(
+            url=args.log,
+            password_file=Path(args.password_file) if args.password_file else None,
+            password_env=args.password_env,
+            application_name="credit-audit",
+        )
+    except PgConfigError as err:
+        raise _UsageError(f"LOG: {err}") from None
+    return PostgresAuditStore(target, snapshot=True)
+
+
 _LOG_COMMANDS = {
     "verify": _cmd_verify,
     "export": _cmd_export,
@@ -315,7 +355,7 @@ def _run(args: argparse.Namespace) -> int:
         print(response_digest(Path(args.response).read_bytes()).hex())
         return EXIT_OK
     load_verifiers(args.key)  # a bad key file is a usage error, before any reading
-    reader = open_reader(args.log)
+    reader = _open_log(args)
     try:
         return _LOG_COMMANDS[args.command](args, reader)
     finally:

@@ -57,7 +57,7 @@ from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, Reco
 from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 from gateway.audit.note import Signer, Verifier, open_note
 from gateway.audit.records import encode_record
-from gateway.audit.store import AuditStore, LogInUseError, SQLiteStore
+from gateway.audit.store import AuditStore, LogInUseError, PendingLeaf, SQLiteStore
 from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
 
 __all__ = ["AuditLog", "Receipt"]
@@ -79,9 +79,10 @@ class Receipt:
 
 @dataclass
 class _Pending:
-    index: int
+    index: int  # -1 in a shared log until the store numbers it
     leaf: bytes
     future: asyncio.Future[Receipt]
+    template: PendingLeaf | None = None  # a shared log's record, index not yet spliced in
 
 
 _CLOSE = object()
@@ -163,35 +164,15 @@ class AuditLog:
         key, or a log another writer holds open; AuditUnavailableError if the
         log cannot be opened or does not match its last checkpoint.
         """
-        origin = signer.key_name if origin is None else origin
-        if origin != signer.key_name:
-            raise ConfigError("audit.origin", f"{origin!r} differs from the key name")
-        if (
-            checkpoint_interval <= 0
-            or checkpoint_every < 1
-            or max_batch < 1
-            or not 0 < retry_interval <= MAX_RETRY_INTERVAL
-        ):
-            raise ConfigError(
-                "audit", "checkpoint interval, checkpoint size, batch and retry must be > 0"
-            )
+        origin, verifiers = _check_options(
+            signer,
+            origin,
+            trusted_keys,
+            co_signers,
+            (checkpoint_interval, checkpoint_every, max_batch, retry_interval),
+        )
         if store is None and path is None:
             raise ConfigError("audit.path", "a path or a store is needed")
-        verifiers: list[Verifier] = []
-        try:
-            for s in (signer, *co_signers):
-                own = Verifier.from_key_string(s.verifier_key())
-                if own not in verifiers:  # a key listed twice counts once
-                    verifiers.append(own)
-        except AuditError as err:
-            raise ConfigError("audit.key", str(err)) from None
-        for key in trusted_keys:
-            try:
-                trusted = Verifier.from_key_string(key)
-            except AuditError as err:
-                raise ConfigError("audit.trusted_keys", str(err)) from None
-            if trusted not in verifiers:  # the same key listed twice counts once
-                verifiers.append(trusted)
         try:
             if store is None:
                 assert path is not None
@@ -531,6 +512,46 @@ class AuditLog:
         note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), self._signers)
         self._store.append(tree.size, [], [(tree.size, note)])
         return tree, (tree.size, note)
+
+
+def _check_options(
+    signer: Signer,
+    origin: str | None,
+    trusted_keys: Sequence[str],
+    co_signers: Sequence[Signer],
+    numbers: tuple[float, int, int, float],
+) -> tuple[str, list[Verifier]]:
+    """The origin and the verifiers (own keys first) of a log about to open; see
+    :meth:`AuditLog.open` for the rules. Raises ConfigError."""
+    checkpoint_interval, checkpoint_every, max_batch, retry_interval = numbers
+    origin = signer.key_name if origin is None else origin
+    if origin != signer.key_name:
+        raise ConfigError("audit.origin", f"{origin!r} differs from the key name")
+    if (
+        checkpoint_interval <= 0
+        or checkpoint_every < 1
+        or max_batch < 1
+        or not 0 < retry_interval <= MAX_RETRY_INTERVAL
+    ):
+        raise ConfigError(
+            "audit", "checkpoint interval, checkpoint size, batch and retry must be > 0"
+        )
+    verifiers: list[Verifier] = []
+    try:
+        for s in (signer, *co_signers):
+            own = Verifier.from_key_string(s.verifier_key())
+            if own not in verifiers:  # a key listed twice counts once
+                verifiers.append(own)
+    except AuditError as err:
+        raise ConfigError("audit.key", str(err)) from None
+    for key in trusted_keys:
+        try:
+            trusted = Verifier.from_key_string(key)
+        except AuditError as err:
+            raise ConfigError("audit.trusted_keys", str(err)) from None
+        if trusted not in verifiers:  # the same key listed twice counts once
+            verifiers.append(trusted)
+    return origin, verifiers
 
 
 def _signs(note: str, verifier: Verifier) -> bool:

@@ -31,6 +31,7 @@ from gateway.audit.errors import ProofError
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "CompactRange",
     "MerkleTree",
     "leaf_hash",
     "node_hash",
@@ -192,6 +193,63 @@ class MerkleTree:
             proof.append(self._range(lo, hi))
         proof.reverse()
         return proof
+
+
+class CompactRange:
+    """The right edge of a tree: the roots of its perfect subtrees, largest first
+    (one per set bit of the size, so at most 64 hashes).
+
+    Enough to append leaves and compute every new root without the rest of the tree:
+    the shared log's integrator (:mod:`gateway.audit.shared`) computes the roots it
+    signs with one before it extends its in-memory tree, so a transaction that fails
+    leaves that tree as it was.
+
+    >>> tree = MerkleTree(leaf_hash(bytes([i])) for i in range(5))
+    >>> edge = CompactRange.of(tree)
+    >>> edge.append(leaf_hash(b"x"))
+    >>> tree.append(leaf_hash(b"x"))
+    5
+    >>> edge.root() == tree.root()
+    True
+    """
+
+    __slots__ = ("_nodes", "size")
+
+    def __init__(self) -> None:
+        self._nodes: list[bytes] = []
+        self.size = 0
+
+    @classmethod
+    def of(cls, tree: MerkleTree) -> CompactRange:
+        """The right edge of ``tree`` as it is now."""
+        edge = cls()
+        lo, size = 0, tree.size
+        for bit in range(size.bit_length() - 1, -1, -1):
+            if size >> bit & 1:
+                edge._nodes.append(tree.range_hash(lo, lo + (1 << bit)))
+                lo += 1 << bit
+        edge.size = size
+        return edge
+
+    def append(self, hash_: bytes) -> None:
+        """Append one leaf hash (32 bytes; ValueError otherwise)."""
+        if len(hash_) != HASH_SIZE:
+            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, not {len(hash_)}")
+        node, n = hash_, self.size
+        while n & 1:  # each trailing one bit is a perfect subtree the new node completes
+            node = node_hash(self._nodes.pop(), node)
+            n >>= 1
+        self._nodes.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """MTH of the leaves appended so far (RFC 6962 section 2.1)."""
+        if not self._nodes:
+            return EMPTY_ROOT
+        root = self._nodes[-1]
+        for node in reversed(self._nodes[:-1]):
+            root = node_hash(node, root)
+        return root
 
 
 def _check_hash(value: bytes, what: str) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "generate_pseudonym_key",
+    "leaf_template",
     "load_pseudonym_key",
     "pseudonymize",
     "write_pseudonym_key",
@@ -148,6 +149,32 @@ def encode_record(record: Mapping[str, Any], *, seq: int) -> bytes:
     if clash:
         raise RecordError(f"field(s) {sorted(clash)} are set by the log, not by callers")
     return canonical_json({**record, "v": RECORD_VERSION, "seq": seq})
+
+
+def leaf_template(record: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """The leaf bytes for ``record`` without its index: ``(head, tail)`` such that
+    ``head + str(seq).encode() + tail == encode_record(record, seq=seq)`` for every
+    ``seq`` (keys sort by code point and ``"seq"`` is a top-level key, so the number
+    sits between the keys below ``"seq"`` and those above it).
+
+    A writer sharing the log with other processes learns an entry's index only in
+    the statement that stores it (:mod:`gateway.stores.postgres.audit`): the
+    template is encoded (and refused) before, the index spliced in there. Raises
+    :class:`~gateway.audit.errors.RecordError` as :func:`encode_record` does.
+    """
+    if not isinstance(record, Mapping):
+        raise RecordError(f"an audit record must be a JSON object, not {type(record).__name__}")
+    clash = RESERVED_FIELDS.intersection(record)
+    if clash:
+        raise RecordError(f"field(s) {sorted(clash)} are set by the log, not by callers")
+    full = {**record, "v": RECORD_VERSION}
+    for key in full:
+        if not isinstance(key, str):
+            raise RecordError(f"$: key {key!r} is not a string")
+    below = canonical_json({k: v for k, v in full.items() if k < "seq"})
+    above = canonical_json({k: v for k, v in full.items() if k > "seq"})  # "v" is here
+    head = below[:-1] + (b"," if len(below) > 2 else b"") + b'"seq":'
+    return head, b"," + above[1:]
 
 
 def _no_float(text: str) -> Any:

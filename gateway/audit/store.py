@@ -4,7 +4,10 @@
 batch of entries together with any checkpoints in one durable transaction,
 and read entries and checkpoints back. :class:`SQLiteStore` is the embedded
 default (WAL, ``synchronous=FULL``); :class:`MemoryStore` is a fake with the
-same behaviour minus durability, for tests; a PostgreSQL store can follow.
+same behaviour minus durability, for tests. :class:`SharedAuditStore` is the
+interface of a log many processes append to at once (PostgreSQL:
+:mod:`gateway.stores.postgres.audit`; the log over it is
+:mod:`gateway.audit.shared`).
 :class:`LogReader` is the read-only half, which the auditors' tool uses and
 which :class:`ExportReader` implements over an exported folder.
 
@@ -32,7 +35,7 @@ import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +46,15 @@ from gateway.stores.sqlite import SQLiteSetupError, open_durable, open_read_only
 __all__ = [
     "AuditStore",
     "ExportReader",
+    "Integration",
     "LogInUseError",
     "LogReader",
+    "LogState",
     "MemoryStore",
+    "NotLeaderError",
+    "PendingLeaf",
     "SQLiteStore",
+    "SharedAuditStore",
     "StoredCheckpoint",
     "StoredEntry",
     "open_reader",
@@ -180,6 +188,118 @@ class AuditStore(LogReader):
         """The most recently stored checkpoint, or None."""
         cps = self.checkpoints()
         return cps[-1] if cps else None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLeaf:
+    """One record waiting for its index in a shared log: ``append_id`` (16 random
+    bytes, the append's own identity: a retried batch is looked up by it, never
+    numbered twice) and the leaf without its index
+    (:func:`gateway.audit.records.leaf_template`): the stored leaf is
+    ``head + str(index) + tail``."""
+
+    append_id: bytes
+    head: bytes
+    tail: bytes
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf bytes at ``index``."""
+        return b"%b%d%b" % (self.head, index, self.tail)
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """Where a shared log stands: ``head`` (entries stored: the next index to hand
+    out), ``tree_size`` and ``tree_root`` (what the latest checkpoint signs) and
+    ``integrator`` (who signed it, ``host:pid``)."""
+
+    head: int
+    tree_size: int
+    tree_root: bytes
+    integrator: str
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """What an integrator stores in one transaction: the new tree ``size`` and
+    ``root`` and the signed checkpoints ``(size, root, note)``, ascending."""
+
+    size: int
+    root: bytes
+    checkpoints: Sequence[tuple[int, bytes, str]]
+
+
+class NotLeaderError(StorageError):
+    """This process does not (or no longer) hold the integrator's lock, or another
+    integrator moved the tree meanwhile: nothing was written."""
+
+
+class SharedAuditStore(LogReader):
+    """A log that many processes append to at once (one origin, one key).
+
+    The store, not the process, numbers entries: :meth:`append_leaves` assigns the
+    indices in the transaction that stores them. One integrator at a time
+    (:meth:`try_lead`) extends the tree and stores checkpoints
+    (:meth:`integrate`); every process follows the integrated tree through
+    :meth:`state` and :meth:`leaf_hashes`. Implemented by
+    :class:`gateway.stores.postgres.audit.PostgresAuditStore`. Methods are
+    synchronous (the log calls them from worker threads) and thread-safe; they
+    raise StorageError when the database cannot be reached.
+    """
+
+    @abstractmethod
+    def recover(self) -> None:
+        """Drop and reopen every connection (after a failure). Raises StorageError."""
+
+    @abstractmethod
+    def init_log(self, origin: str, empty_note: str) -> str:
+        """Record ``origin`` and the size-0 checkpoint ``empty_note`` unless the log
+        exists already; returns the log's stored origin."""
+
+    @abstractmethod
+    def append_leaves(self, batch: Sequence[PendingLeaf]) -> list[tuple[int, bytes]]:
+        """Store ``batch`` durably under consecutive fresh indices; returns each
+        one's ``(index, leaf_hash)`` in order. A batch whose outcome was lost with
+        its connection is looked up by ``append_id`` and never stored twice."""
+
+    @abstractmethod
+    def entry(self, index: int) -> StoredEntry | None:
+        """The entry at ``index``, or None."""
+
+    @abstractmethod
+    def state(self) -> LogState:
+        """The head and the integrated tree, as committed now."""
+
+    @abstractmethod
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of entries ``[start, end)`` in index order. Raises StorageError
+        if one is missing (the range must be below the head)."""
+
+    @abstractmethod
+    def checkpoint_for(self, size: int) -> StoredCheckpoint | None:
+        """The most recent checkpoint of tree size ``size``, or None."""
+
+    @abstractmethod
+    def try_lead(self) -> bool:
+        """Try (without waiting) to become the integrator; True while this store
+        holds the integrator's lock."""
+
+    @abstractmethod
+    def resign(self) -> None:
+        """Give up the integrator's lock (closing its connection)."""
+
+    @abstractmethod
+    def integrate(
+        self, step: Callable[[LogState, list[bytes], str], Integration | None], limit: int
+    ) -> Integration | None:
+        """One integration, in one transaction that re-checks leadership: call
+        ``step(state, new_leaf_hashes, latest_note)`` with the entries past the tree
+        (at most ``limit``) and store what it returns (None: nothing).
+        Raises NotLeaderError if this store is not the integrator."""
+
+    @abstractmethod
+    def find_leaves(self, needles: Collection[bytes], below: int) -> list[bytes]:
+        """Leaves below index ``below`` containing one of ``needles``, in index order."""
 
 
 _SCHEMA = """

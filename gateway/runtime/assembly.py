@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +16,9 @@ from gateway.api.controls import ControlsService
 from gateway.api.policy_admin import PolicyAdminService, dev_officer
 from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.auditor import QueryAuditor
-from gateway.audit.errors import AuditError
+from gateway.audit.errors import AuditError, StorageError
 from gateway.audit.log import AuditLog
+from gateway.audit.shared import SharedAuditLog
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -30,7 +33,7 @@ from gateway.controls import ControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
-from gateway.errors import ConfigError
+from gateway.errors import AuditUnavailableError, ConfigError
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, parse_limits
 from gateway.policy import build_decider
@@ -44,8 +47,9 @@ from gateway.policyadmin import (
 )
 from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
-from gateway.runtime.config import AuditConfig, AuthConfig, Config
+from gateway.runtime.config import AuditConfig, AuthConfig, Config, StorageConfig
 from gateway.runtime.server import Gateway
+from gateway.stores.postgres.audit import PostgresAuditStore
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -124,8 +128,10 @@ def _controls_service(
     )
 
 
-async def open_auditor(audit: AuditConfig) -> QueryAuditor:
-    """Open the audit log named by the config. Raises ConfigError or AuditUnavailableError."""
+async def open_auditor(audit: AuditConfig, storage: StorageConfig | None = None) -> QueryAuditor:
+    """Open the audit log named by the config: the SQLite file ``audit.path``, or the
+    log every process shares on PostgreSQL where ``[storage]`` moves the audit store
+    there. Raises ConfigError or AuditUnavailableError."""
 
     def keys() -> tuple[Ed25519Signer, bytes, list[str], list[Ed25519Signer]]:
         try:
@@ -143,7 +149,23 @@ async def open_auditor(audit: AuditConfig) -> QueryAuditor:
         return signer, pkey, trusted, co_signers
 
     signer, pkey, trusted, co_signers = await asyncio.to_thread(keys)
-    audit_log = await AuditLog.open(audit.path, signer, trusted_keys=trusted, co_signers=co_signers)
+    target = None
+    if storage is not None:
+        target = storage.target_for("audit", application_name="credit-gateway-audit")
+    audit_log: AuditLog
+    if target is not None:
+        identity = f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            store = await asyncio.to_thread(PostgresAuditStore, target, identity=identity)
+        except StorageError as exc:
+            raise AuditUnavailableError(f"audit log refused to open: {exc}") from None
+        audit_log = await SharedAuditLog.open_shared(
+            store, signer, trusted_keys=trusted, co_signers=co_signers
+        )
+    else:
+        audit_log = await AuditLog.open(
+            audit.path, signer, trusted_keys=trusted, co_signers=co_signers
+        )
     return QueryAuditor(audit_log, pkey, gateway_origin=audit_log.origin)
 
 
@@ -263,7 +285,7 @@ async def build_gateway(config: Config) -> Gateway:
     audit_auth = None
     if config.auth is not None:
         authenticator, audit_auth = build_authenticators(config.auth, controls)
-    auditor = await open_auditor(config.audit) if config.audit is not None else None
+    auditor = await open_auditor(config.audit, config.storage) if config.audit is not None else None
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
     if config.policy is not None and config.policy.store is not None:
