@@ -257,10 +257,14 @@ class SharedAuditStore(LogReader):
         exists already; returns the log's stored origin."""
 
     @abstractmethod
-    def append_leaves(self, batch: Sequence[PendingLeaf]) -> list[tuple[int, bytes]]:
+    def append_leaves(
+        self, batch: Sequence[PendingLeaf], *, uncertain: bool = False
+    ) -> list[tuple[int, bytes]]:
         """Store ``batch`` durably under consecutive fresh indices; returns each
         one's ``(index, leaf_hash)`` in order. A batch whose outcome was lost with
-        its connection is looked up by ``append_id`` and never stored twice."""
+        its connection is looked up by ``append_id`` and never stored twice: the
+        store does so itself after a lost connection, and first of all when
+        ``uncertain`` (the caller retries a batch it may have stored)."""
 
     @abstractmethod
     def entry(self, index: int) -> StoredEntry | None:

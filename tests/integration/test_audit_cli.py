@@ -260,7 +260,7 @@ _BLOCKED = textwrap.dedent(
     """
     import sys
 
-    BLOCKED = ("grpc", "google", "protobuf", "casbin", "prometheus_client", "jwt")
+    BLOCKED = ("grpc", "google", "protobuf", "casbin", "prometheus_client", "jwt", "psycopg")
 
     class Block:
         def find_spec(self, name, path=None, target=None):

@@ -326,11 +326,12 @@ class PostgresAuditStore(SharedAuditStore):
                 raise _fail("cannot create the log", err) from None
         return stored
 
-    def append_leaves(self, batch: Sequence[PendingLeaf]) -> list[tuple[int, bytes]]:
+    def append_leaves(
+        self, batch: Sequence[PendingLeaf], *, uncertain: bool = False
+    ) -> list[tuple[int, bytes]]:
         """See :meth:`SharedAuditStore.append_leaves`. Raises StorageError after
         :data:`_APPEND_ATTEMPTS` lost connections (the log then fails closed)."""
         found: dict[bytes, tuple[int, bytes]] = {}
-        uncertain = False  # an earlier attempt may have committed
         with self._wlock:
             for attempt in range(_APPEND_ATTEMPTS):
                 try:
