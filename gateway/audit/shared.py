@@ -294,10 +294,10 @@ class SharedAuditLog(AuditLog):
         self._queue.put_nowait(_CLOSE_SHARED)
         await self._writer
         await self._maintainer
-        if self._leading and self._failure is None:
+        if self._failure is None and self._may_integrate:
             try:
-                await asyncio.to_thread(self._integrate_once, True)
-            except (AuditError, NotLeaderError) as err:
+                await asyncio.to_thread(self._final_integration)
+            except AuditError as err:  # another process integrates them soon enough
                 log.warning("final integration skipped", extra={"reason": str(err)})
         await asyncio.to_thread(self._shared.close)
         if self._failure is not None:
@@ -388,6 +388,15 @@ class SharedAuditLog(AuditLog):
         if latest is not None and (latest[0] > self._cp_size or latest[1] != self._cp_note):
             self._cp_size, self._cp_note = latest
             self._cp_time = time.monotonic()
+
+    def _final_integration(self) -> None:
+        """At closing: sign what is waiting if this process is, or can become, the
+        integrator (a lone process has nobody else to do it); otherwise the
+        integrator will (worker thread). Raises AuditError."""
+        self._follow_once()
+        if self._leading or self._shared.try_lead():
+            self._leading = True
+            self._integrate_once(True)
 
     def _integrate_once(self, final: bool) -> None:
         """Integrate and sign if due (worker thread). Raises NotLeaderError."""
