@@ -4,7 +4,8 @@ many-process tests and bench/audit_pg_bench.py.
     python -m tests.integration.audit_pg_writer URL SIGNER_KEY_FILE OUT_FILE \\
         --seconds S [--count N] [--concurrency C]
 
-Prints ``ready`` once the log is open, then appends from C tasks until N records or S
+Prints ``ready`` once the log is open (then, with ``--wait-go``, waits for a line on
+standard input), then appends from C tasks until N records or S
 seconds, writing each receipt as a JSON line (``index``, ``leaf_hash`` hex, ``n``)
 flushed at once, so a process killed mid-load leaves every receipt it was handed.
 Prints ``done <appends> <seconds>`` after closing. The identity of the process in
@@ -38,6 +39,8 @@ async def _main(args: argparse.Namespace) -> None:
         store, signer, checkpoint_interval=args.checkpoint_interval
     )
     print("ready", flush=True)
+    if args.wait_go:  # start together with the other processes (the benchmark)
+        await asyncio.to_thread(sys.stdin.readline)
     out = Path(args.out).open("a", encoding="utf-8")  # noqa: ASYNC230, SIM115 - closed below
     deadline = time.monotonic() + args.seconds
     counter = iter(range(args.count))
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10**9)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--checkpoint-interval", type=float, default=1.0)
+    parser.add_argument("--wait-go", action="store_true", help="start on a line on stdin")
     asyncio.run(_main(parser.parse_args()))
 
 
