@@ -355,7 +355,8 @@ class SharedAuditLog(AuditLog):
         next_try = 0.0
         while not self._stop.is_set():
             try:
-                await asyncio.to_thread(self._follow_once)
+                head = await asyncio.to_thread(self._follow_once)
+                self._size = max(self._size, head, self._tree.size)
                 now = time.monotonic()
                 if self._may_integrate and not self._leading and now >= next_try:
                     next_try = now + self._lead_interval
@@ -364,6 +365,7 @@ class SharedAuditLog(AuditLog):
                         log.info("this process is now the audit log's integrator")
                 if self._leading:
                     await asyncio.to_thread(self._integrate_once, False)
+                    self._size = max(self._size, self._tree.size)
             except NotLeaderError as err:
                 log.warning("audit integrator stepped down", extra={"reason": str(err)})
                 self._leading = False
@@ -381,13 +383,15 @@ class SharedAuditLog(AuditLog):
             except TimeoutError:
                 pass
 
-    def _follow_once(self) -> None:
-        """Catch the in-memory tree up with the integrated one (worker thread)."""
+    def _follow_once(self) -> int:
+        """Catch the in-memory tree up with the integrated one; returns the head
+        (worker thread: the size is raised on the event loop, never here, so that
+        two threads never race on it)."""
         latest, head = _follow(self._shared, self._tree, self.origin, self._verifiers)
-        self._size = max(self._size, head, self._tree.size)
         if latest is not None and (latest[0] > self._cp_size or latest[1] != self._cp_note):
             self._cp_size, self._cp_note = latest
             self._cp_time = time.monotonic()
+        return head
 
     def _final_integration(self) -> None:
         """At closing: sign what is waiting if this process is, or can become, the
@@ -438,7 +442,6 @@ class SharedAuditLog(AuditLog):
         tree.extend(taken)
         if tree.root() != done.root:  # cannot happen: the same hashes, the same rule
             raise LogIntegrityError("the integrated root differs from the in-memory tree")
-        self._size = max(self._size, tree.size)
         self._cp_size, self._cp_note = done.size, done.checkpoints[-1][2]
         self._cp_time = time.monotonic()
 

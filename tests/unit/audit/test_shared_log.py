@@ -13,6 +13,7 @@ import itertools
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.api.audit import AuditServicer
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from gateway.audit.errors import StorageError
 from gateway.audit.merkle import (
@@ -30,8 +32,13 @@ from gateway.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from gateway.audit.note import Ed25519Signer, Verifier, generate_key
-from gateway.audit.records import decode_record, encode_record, leaf_template
+from gateway.audit.note import Ed25519Signer, Verifier, generate_key, write_key_files
+from gateway.audit.records import (
+    decode_record,
+    encode_record,
+    leaf_template,
+    write_pseudonym_key,
+)
 from gateway.audit.shared import SharedAuditLog
 from gateway.audit.store import PendingLeaf
 from gateway.audit.verify import verify_log
@@ -41,8 +48,11 @@ from gateway.errors import (
     NotFoundError,
     NotYetIntegratedError,
 )
+from gateway.runtime.assembly import open_auditor
+from gateway.runtime.config import AuditConfig, StorageConfig
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.url import PgTarget
+from protos.credit.v1 import audit_pb2
 from tests.unit.audit.audit_testkit import ORIGIN
 
 _json = st.recursive(
@@ -361,3 +371,55 @@ async def test_the_log_fails_closed_while_postgres_is_away_and_heals(
         await _until(lambda: log.checkpoint_size == 2)
     finally:
         await log.close()
+
+
+async def test_the_gateway_opens_the_shared_log_where_storage_says(
+    pg_url: str, pg_empty_url: str, tmp_path: Path
+) -> None:
+    skey, vkey = generate_key(ORIGIN)
+    write_key_files(skey, vkey, tmp_path / "audit.key", tmp_path / "audit.pub")
+    write_pseudonym_key(tmp_path / "pseudonym.key", bytes(32))
+    audit = AuditConfig(
+        path=tmp_path / "unused.db",
+        key=tmp_path / "audit.key",
+        pseudonym_key=tmp_path / "pseudonym.key",
+    )
+    auditor = await open_auditor(audit, StorageConfig(url=pg_url))
+    try:
+        assert isinstance(auditor.log, SharedAuditLog)
+        assert (await auditor.log.append({"kind": "query"})).index == 0
+    finally:
+        await auditor.log.close()
+    assert not (tmp_path / "unused.db").exists()
+    # The audit store kept on SQLite by a per-store override.
+    auditor = await open_auditor(audit, StorageConfig(url=pg_url, stores={"audit": "sqlite"}))
+    assert not isinstance(auditor.log, SharedAuditLog)
+    await auditor.log.close()
+    with pytest.raises(AuditUnavailableError, match="db migrate"):
+        await open_auditor(audit, StorageConfig(url=pg_empty_url))
+
+
+async def test_audit_service_proves_from_a_process_that_did_not_write(
+    pg_url: str, signer: Ed25519Signer
+) -> None:
+    writer = await _open(pg_url, signer, "writer", checkpoint_interval=0.3)
+    await _until(lambda: writer.leading)
+    reader = await _open(pg_url, signer, "reader", integrate=False)
+    service = AuditServicer(reader, None)  # no authenticator: development mode, auditor
+    try:
+        receipt = await writer.append({"kind": "query", "agency_id": "bank-1"})
+        await _until(lambda: reader.size > receipt.index)
+        request = audit_pb2.GetInclusionProofRequest(index=receipt.index)
+        if reader.checkpoint_size <= receipt.index:
+            with pytest.raises(NotYetIntegratedError):
+                await service.GetInclusionProof(request, None)  # type: ignore[arg-type]
+        await _until(lambda: reader.checkpoint_size > receipt.index)
+        proof = await service.GetInclusionProof(request, None)  # type: ignore[arg-type]
+        assert proof.leaf_hash == receipt.leaf_hash and proof.checkpoint
+        cp = open_checkpoint(proof.checkpoint, _verifiers(signer), origin=ORIGIN)
+        verify_inclusion(
+            receipt.leaf_hash, receipt.index, cp.size, list(proof.hashes), cp.root_hash
+        )
+    finally:
+        await reader.close()
+        await writer.close()
