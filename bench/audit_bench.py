@@ -17,8 +17,8 @@ from pathlib import Path
 
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, Verifier, generate_key
-from gateway.audit.store import SQLiteStore
 from gateway.audit.verify import verify_log
+from gateway.stores.sqlite.audit import SQLiteStore
 
 ORIGIN = "bench.credit-gateway/audit"
 

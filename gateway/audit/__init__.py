@@ -30,9 +30,12 @@ relies on that):
 * :mod:`~gateway.audit.merkle`: RFC 6962/9162 trees and proofs;
 * :mod:`~gateway.audit.note`, :mod:`~gateway.audit.checkpoint`: keys, signed
   notes, checkpoints, tlog-proofs;
-* :mod:`~gateway.audit.store`: SQLite and in-memory storage;
+* :mod:`~gateway.audit.store`: the storage interfaces and in-memory storage (the SQLite
+  file: :mod:`gateway.stores.sqlite.audit`; PostgreSQL: :mod:`gateway.stores.postgres.audit`);
 * :mod:`~gateway.audit.verify`: whole-log verification.
 """
+
+from typing import Any
 
 from gateway.audit.checkpoint import (
     Checkpoint,
@@ -81,7 +84,7 @@ from gateway.audit.records import (
     pseudonymize,
     write_pseudonym_key,
 )
-from gateway.audit.store import AuditStore, MemoryStore, SQLiteStore, open_reader
+from gateway.audit.store import AuditStore, MemoryStore
 from gateway.audit.verify import VerifyReport, verify_log
 
 __all__ = [
@@ -129,3 +132,14 @@ __all__ = [
     "write_key_files",
     "write_pseudonym_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``SQLiteStore`` and ``open_reader`` live in :mod:`gateway.stores.sqlite.audit`
+    (beside the PostgreSQL backend); imported on first use, because that module
+    imports this package's store interface."""
+    if name in ("SQLiteStore", "open_reader"):
+        from gateway.stores.sqlite import audit
+
+        return getattr(audit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -61,10 +61,11 @@ from gateway.audit.records import (
     write_pseudonym_key,
 )
 from gateway.audit.schema import QueryRecord
-from gateway.audit.store import LogReader, open_reader
+from gateway.audit.store import LogReader
 from gateway.audit.verify import VerifyReport, verify_log
 from gateway.cli.console import console_script
 from gateway.domain.identifiers import IdentifierError, validate_subject
+from gateway.stores.sqlite.audit import open_reader
 
 __all__ = ["main"]
 

@@ -57,8 +57,9 @@ from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, Reco
 from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 from gateway.audit.note import Signer, Verifier, open_note
 from gateway.audit.records import encode_record
-from gateway.audit.store import AuditStore, LogInUseError, PendingLeaf, SQLiteStore
+from gateway.audit.store import AuditStore, LogInUseError, PendingLeaf
 from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
+from gateway.stores.sqlite.audit import SQLiteStore
 
 __all__ = ["AuditLog", "Receipt"]
 

@@ -44,11 +44,11 @@ from typing import Any, TextIO
 from gateway.audit.errors import AuditError
 from gateway.audit.note import load_verifiers
 from gateway.audit.schema import BillingRecord, QueryRecord
-from gateway.audit.store import open_reader
 from gateway.audit.verify import iter_records, verify_log
 from gateway.billing.ledger import Entry, LedgerStore
 from gateway.cli.console import path_arg
 from gateway.errors import GatewayError
+from gateway.stores.sqlite.audit import open_reader
 
 __all__ = [
     "Movements",

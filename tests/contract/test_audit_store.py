@@ -22,11 +22,12 @@ from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519Signer, Verifier, generate_key
 from gateway.audit.records import decode_record
 from gateway.audit.shared import SharedAuditLog
-from gateway.audit.store import LogReader, SQLiteStore
+from gateway.audit.store import LogReader
 from gateway.audit.verify import verify_log
 from gateway.errors import AuditUnavailableError, InternalError, NotYetIntegratedError
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.url import PgTarget
+from gateway.stores.sqlite.audit import SQLiteStore
 
 ORIGIN = "credit-gateway.test/audit"
 

@@ -18,11 +18,12 @@ from adapters.testing import InMemoryStore
 from gateway.audit import Ed25519Signer, verify_inclusion
 from gateway.audit.auditor import QueryAuditor, response_digest
 from gateway.audit.log import AuditLog
-from gateway.audit.store import MemoryStore, SQLiteStore
+from gateway.audit.store import MemoryStore
 from gateway.cli.billing import billing_main
 from gateway.cli.connect import QueryClient
 from gateway.dev.devstack import DevStack
 from gateway.domain.catalog import load_catalog
+from gateway.stores.sqlite.audit import SQLiteStore
 from protos.credit.v1 import audit_pb2, audit_pb2_grpc, query_pb2
 from tests.integration.conftest import SUBJECTS, subject
 

@@ -15,10 +15,10 @@ import pytest
 
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, generate_key, load_verifiers, write_key_files
-from gateway.audit.store import SQLiteStore
 from gateway.audit.verify import verify_log
 from gateway.dev.devstack import DevStack
 from gateway.errors import ConfigError
+from gateway.stores.sqlite.audit import SQLiteStore
 from tests.integration.conftest import SUBJECTS, subject
 
 REPO = Path(__file__).resolve().parents[2]

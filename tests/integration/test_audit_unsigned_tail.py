@@ -12,8 +12,8 @@ import pytest
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, load_verifiers
 from gateway.audit.records import encode_record, pseudonymize
-from gateway.audit.store import SQLiteStore
 from gateway.audit.verify import verify_log
+from gateway.stores.sqlite.audit import SQLiteStore
 from tests.integration.test_audit_cli import PKEY, SUBJECT, Env, _fill, _run
 
 FORGED_AGENCY = "bank-1"

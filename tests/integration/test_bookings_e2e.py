@@ -17,13 +17,13 @@ import pytest
 import gateway.audit.log
 from adapters.testing import InMemoryStore
 from gateway.audit.errors import StorageError
-from gateway.audit.store import SQLiteStore
 from gateway.billing.reconcile import Movements, record_movements
 from gateway.cli.connect import build_request
 from gateway.dev.devstack import DevStack
 from gateway.domain.catalog import load_catalog
 from gateway.runtime.assembly import build_gateway
 from gateway.runtime.config import load_config
+from gateway.stores.sqlite.audit import SQLiteStore
 from tests.integration.conftest import SUBJECTS, subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

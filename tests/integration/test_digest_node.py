@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.store import SQLiteStore
 from gateway.dev.devstack import DevStack
+from gateway.stores.sqlite.audit import SQLiteStore
 from tests.integration.conftest import subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -20,10 +20,10 @@ import pytest
 import pytest_asyncio
 
 from gateway.audit.records import decode_record
-from gateway.audit.store import SQLiteStore
 from gateway.cli.policy import policy_main
 from gateway.dev.devstack import DevStack
 from gateway.policyadmin.loading import version_number
+from gateway.stores.sqlite.audit import SQLiteStore
 from protos.credit.v1 import policy_admin_pb2 as pb
 from protos.credit.v1 import policy_admin_pb2_grpc, query_pb2
 

@@ -19,10 +19,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.audit.records import decode_record
-from gateway.audit.store import SQLiteStore
 from gateway.cli.policy import policy_main
 from gateway.dev.devstack import DevStack
 from gateway.errors import DOMAIN
+from gateway.stores.sqlite.audit import SQLiteStore
 from protos.credit.v1 import policy_admin_pb2 as pb
 from protos.credit.v1 import policy_admin_pb2_grpc
 

@@ -20,9 +20,10 @@ from gateway.audit.log import AuditLog
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519Signer, Verifier, generate_key
 from gateway.audit.records import decode_record
-from gateway.audit.store import MemoryStore, SQLiteStore
+from gateway.audit.store import MemoryStore
 from gateway.audit.verify import verify_log
 from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
+from gateway.stores.sqlite.audit import SQLiteStore
 from tests.unit.audit.audit_testkit import ORIGIN
 
 REPO = Path(__file__).resolve().parents[3]

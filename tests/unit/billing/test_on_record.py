@@ -26,11 +26,11 @@ from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.note import generate_key
-from gateway.audit.store import SQLiteStore
 from gateway.billing import Meter, PriceList, Reservation
 from gateway.billing.reconcile import Movements, read_records, record_movements
 from gateway.cli.billing import billing_main
 from gateway.errors import AuditUnavailableError, GatewayError
+from gateway.stores.sqlite.audit import SQLiteStore
 from protos.credit.v1 import query_pb2
 from tests.unit.billing.conftest import TODAY, fund
 

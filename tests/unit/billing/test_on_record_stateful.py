@@ -25,10 +25,10 @@ from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, generate_key
-from gateway.audit.store import SQLiteStore
 from gateway.billing import Meter, Reservation, Settlement, parse_prices
 from gateway.billing.reconcile import ledger_movements, read_records, reconcile
 from gateway.errors import GatewayError, InsufficientBalanceError
+from gateway.stores.sqlite.audit import SQLiteStore
 from protos.credit.v1 import query_pb2
 from tests.unit.billing.conftest import PRICES_DOC, TODAY
 
