@@ -423,3 +423,23 @@ async def test_audit_service_proves_from_a_process_that_did_not_write(
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_start_up_recovery_finds_records_written_by_any_process(
+    pg_url: str, signer: Ed25519Signer
+) -> None:
+    one = await _open(pg_url, signer, "one")
+    two = await _open(pg_url, signer, "two", integrate=False)
+    try:
+        await one.append({"kind": "query", "request_id": "req-1", "billing": {"fen": 300}})
+        await two.append({"kind": "billing", "request_id": "req-2", "event": "release"})
+        await one.append({"kind": "query", "request_id": "req-3"})
+        await _until(lambda: one.size == 3 == two.size)
+        # The needles start-up recovery looks for (QueryAuditor.billing_records).
+        found = await two.find_leaves([b'"request_id":"req-1"', b'"request_id":"req-2"'])
+        assert [decode_record(leaf)["seq"] for leaf in found] == [0, 1]
+        assert await two.find_leaves([b'"request_id":"req-9"']) == []
+        assert await two.find_leaves([]) == []
+    finally:
+        await two.close()
+        await one.close()
