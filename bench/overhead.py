@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -175,12 +175,17 @@ def _gateway_toml(
     billing: bool,
     replay_store: bool = True,
     live_checks: bool = True,
+    departments: Mapping[str, str] | None = None,
+    catalog: Path | None = None,
 ) -> str:
     """The bench gateway's configuration. With mutual TLS, a policy store (seeded by
     :func:`_seed_policy_store`) whose version carries the bench's limits: without it the
     shipped limits would apply. ``live_checks``: name the controls store (the policy store
-    implies one anyway; bench/_gateway.py drops it with ``--no-live-checks``)."""
-    lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{work / "catalog.toml"}"']
+    implies one anyway; bench/_gateway.py drops it with ``--no-live-checks``).
+    ``departments`` (id -> HOST:PORT) replaces the one bench department at ``dept_addr``,
+    ``catalog`` the bench's one-department catalog."""
+    catalog = catalog if catalog is not None else work / "catalog.toml"
+    lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{catalog}"']
     if pki is None or audit is None:
         # Plaintext, or a gateway without its audit log: both only in development mode.
         lines.append("insecure_dev_plaintext = true")
@@ -222,13 +227,15 @@ def _gateway_toml(
             f'ledger = "{work / "ledger.sqlite"}"',
             f'prices = "{work / "prices.toml"}"',
         ]
-    lines += ["[departments.bench]", f'address = "{dept_addr}"']
+    for dept, address in (departments or {"bench": dept_addr}).items():
+        lines += [f"[departments.{dept}]", f'address = "{address}"']
     return "\n".join(lines) + "\n"
 
 
 def _seed_policy_store(work: Path) -> None:
-    """Version 1 of ``work/policy.sqlite``: the bench's policy, catalog, prices and
-    :data:`LIMITS`, activated as the gateway's own first start would (author bootstrap)."""
+    """Version 1 of ``work/policy.sqlite``: the policy, catalog and prices in ``work``
+    and :data:`LIMITS`, activated as the gateway's own first start would (author
+    bootstrap)."""
     (work / "limits.toml").write_text(LIMITS, encoding="utf-8")
     files = read_disk_files(
         policy=work / "policy.csv",
