@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import shutil
 import statistics
 import tempfile
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import policies
 from bench import _procs
-from bench.overhead import _gateway_toml, _measure, _mint, _seed_policy_store
+from bench.overhead import _gateway_toml, _measure, _mint, _seed_policy_store, fresh_ids
 from gateway.cli.connect import build_request
 from gateway.dev.devstack import ensure_audit_keys
 from gateway.dev.pki import init_pki
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for name in ("catalog.toml", "prices.toml", "policy.csv"):
             shutil.copy(shipped / name, work / name)
+        # The shipped free quotas (ndrc: 1,000 a day) would refuse most of the load.
+        prices = (work / "prices.toml").read_text(encoding="utf-8")
+        prices = re.sub(r"(?m)^daily_quota = \d+$", "daily_quota = 1000000000", prices)
+        prices = re.sub(r"(?m)^ndrc = \d+$", "ndrc = 1000000000", prices)
+        (work / "prices.toml").write_text(prices, encoding="utf-8")
         departments = sorted(load_catalog().departments)
         pki = init_pki(
             work / "pki", departments=departments, agencies=[AGENCY], officers=[], auditors=[]
@@ -135,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                              metadata, args, tls, failed=bare_failed)
                 )  # fmt: skip
                 gate.append(
-                    _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query", payload,
-                             metadata, args, tls, failed=gate_failed)
+                    _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
+                             fresh_ids(query), metadata, args, tls, failed=gate_failed)
                 )  # fmt: skip
         finally:
             _procs.stop(*reversed(procs))
@@ -146,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"seven-department query ({len(addresses)} departments, {asked} fields asked), "
-        "mutual TLS + bound tokens, live checks, durable audit log, free-quota ledger; "
+        "mutual TLS + bound tokens, live checks, durable audit log, free-quota ledger, "
+        "a new request id per query; "
         f"concurrency {args.concurrency}, {args.rounds} rounds of {args.seconds:g}s"
     )
     print(f"{'':10}{'queries/s':>12}{'CPU us/query':>15}")

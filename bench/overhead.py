@@ -53,7 +53,7 @@ from gateway.domain.purposes import load_purposes
 from gateway.policyadmin import SQLiteVersionStore
 from gateway.policyadmin.loading import load_version, read_disk_files
 from gateway.policyadmin.store import BOOTSTRAP_AUTHOR
-from protos.credit.v1 import adapter_pb2
+from protos.credit.v1 import adapter_pb2, query_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"
 
@@ -78,10 +78,18 @@ def _channel(address: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.C
     return open_channel(address, ca=ca, cert=cert, key=key)[0]
 
 
+def fresh_ids(query: query_pb2.QueryRequest) -> Iterator[bytes]:
+    """``query`` serialised with a new request id each time: every query is a new
+    booking, as an agency's are (one id sent again would be answered as a replay)."""
+    while True:
+        query.request_id = str(uuid.uuid4())
+        yield query.SerializeToString()
+
+
 async def _drive(
     address: str,
     method: str,
-    payload: bytes,
+    payload: bytes | Iterator[bytes],
     metadata: tuple[tuple[str, str], ...],
     concurrency: int,
     seconds: float,
@@ -95,7 +103,8 @@ async def _drive(
 
         async def one(md: tuple[tuple[str, str], ...]) -> bool:
             try:
-                await call(payload, metadata=md, timeout=10)
+                body = payload if isinstance(payload, bytes) else next(payload)
+                await call(body, metadata=md, timeout=10)
             except grpc.aio.AioRpcError as err:
                 failed[err.code().name] += 1
                 return False
@@ -120,7 +129,7 @@ def _measure(
     pid: int,
     address: str,
     method: str,
-    payload: bytes,
+    payload: bytes | Iterator[bytes],
     metadata: tuple[tuple[str, str], ...],
     args: argparse.Namespace,
     tls: tuple[bytes, bytes, bytes] | None,
@@ -339,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 gate.append(
                     _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
-                             query.SerializeToString(), metadata, args, tls, fresh,
+                             fresh_ids(query), metadata, args, tls, fresh,
                              failed=gate_failed)
                 )  # fmt: skip
         finally:
@@ -361,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         mode += ", a fresh token per query" if args.fresh_tokens else ", one token reused"
     elif not args.no_live_checks:
         mode += ", live controls store (no tokens, no policy: no replay store, no limits)"
+    mode += ", a new request id per query"
     print(
         f"one-department query, {mode}; concurrency {args.concurrency}, "
         f"{args.rounds} rounds of {args.seconds:g}s"
