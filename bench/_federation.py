@@ -1,9 +1,10 @@
 """The seven departments of the shipped catalog (policies/catalog.toml) for the fan-out
-bench, in one process: one gRPC server each, answered from memory with records of
+benches, in one process: one gRPC server each, answered from memory with records of
 realistic size (every field of the catalog filled, Chinese text, two records per
-dataset) for one enterprise. Prints ``listening on dept=HOST:PORT,dept=HOST:PORT,...``.
+dataset) for one enterprise and, optionally, one person. Prints
+``listening on dept=HOST:PORT,dept=HOST:PORT,...``.
 
-    python -m bench._federation --subject USCC [--pki DIR]
+    python -m bench._federation --subject USCC [--person ID] [--pki DIR]
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def _value(ftype: int, n: int) -> Value:
     return n % 2 == 0
 
 
-def records_for(catalog: Catalog, department: str) -> dict[str, list[StoredRecord]]:
+def records_for(
+    catalog: Catalog, department: str, subject_type: str = "enterprise"
+) -> dict[str, list[StoredRecord]]:
     """dataset -> two records with every catalog field of ``department`` filled, for
-    the datasets an enterprise may have."""
+    the datasets a subject of ``subject_type`` may have."""
     out: dict[str, list[StoredRecord]] = {}
     for ds in catalog.departments[department].datasets.values():
-        if "enterprise" not in ds.subject_types:
+        if subject_type not in ds.subject_types:
             continue
         out[ds.name] = [
             StoredRecord(
@@ -60,7 +63,7 @@ def records_for(catalog: Catalog, department: str) -> dict[str, list[StoredRecor
     return out
 
 
-async def _main(subject: str, pki_dir: str | None) -> None:
+async def _main(subject: str, person: str | None, pki_dir: str | None) -> None:
     catalog = load_catalog()
     creds = None
     allowed = None
@@ -68,7 +71,10 @@ async def _main(subject: str, pki_dir: str | None) -> None:
     addresses = []
     servers = []  # kept referenced: a grpc.aio server that is garbage-collected stops
     for dept in sorted(catalog.departments):
-        store = InMemoryStore.from_catalog(catalog, dept, {subject: records_for(catalog, dept)})
+        data = {subject: records_for(catalog, dept)}
+        if person:
+            data[person] = records_for(catalog, dept, "person")
+        store = InMemoryStore.from_catalog(catalog, dept, data)
         store.calls = collections.deque(maxlen=4)  # type: ignore[assignment]  # bounded
         if pki is not None:
             creds = mtls_server_credentials(
@@ -88,7 +94,8 @@ async def _main(subject: str, pki_dir: str | None) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True, help="the enterprise (USCC)")
+    p.add_argument("--person", help="a person too (resident identity number)")
     p.add_argument("--pki", help="serve mutual TLS with this development PKI")
     args = p.parse_args()
-    asyncio.run(_main(args.subject, args.pki))
+    asyncio.run(_main(args.subject, args.person, args.pki))

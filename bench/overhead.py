@@ -186,13 +186,15 @@ def _gateway_toml(
     live_checks: bool = True,
     departments: Mapping[str, str] | None = None,
     catalog: Path | None = None,
+    consent_issuer: tuple[str, Path] | None = None,
 ) -> str:
     """The bench gateway's configuration. With mutual TLS, a policy store (seeded by
     :func:`_seed_policy_store`) whose version carries the bench's limits: without it the
     shipped limits would apply. ``live_checks``: name the controls store (the policy store
     implies one anyway; bench/_gateway.py drops it with ``--no-live-checks``).
     ``departments`` (id -> HOST:PORT) replaces the one bench department at ``dept_addr``,
-    ``catalog`` the bench's one-department catalog."""
+    ``catalog`` the bench's one-department catalog; ``consent_issuer`` (issuer, JWKS file)
+    is trusted for consent tokens."""
     catalog = catalog if catalog is not None else work / "catalog.toml"
     lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{catalog}"']
     if pki is None or audit is None:
@@ -228,6 +230,12 @@ def _gateway_toml(
             f'policy = "{work / "policy.csv"}"',
             f'store = "{work / "policy.sqlite"}"',
         ]
+        if consent_issuer is not None:
+            lines += [
+                "[[policy.consent_issuers]]",
+                f'issuer = "{consent_issuer[0]}"',
+                f'jwks = "{consent_issuer[1]}"',
+            ]
     if live_checks:
         lines += ["[controls]", f'store = "{work / "controls.sqlite"}"']
     if billing:

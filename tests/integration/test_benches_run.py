@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 CASES = {
     "overhead": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "ratio gateway/bare"),
     "fanout": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "ratio gateway/bare"),
+    "mix": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "answered as expected"),
     "soak": (["--queries", "300", "--subjects", "40", "--token-every", "100"], "RSS MiB"),
     "audit_bench": (
         ["--records", "300", "--runs", "1", "--verify-records", "400"],
