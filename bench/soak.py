@@ -36,7 +36,7 @@ from gateway.dev.devstack import ensure_audit_keys
 from gateway.dev.pki import init_pki
 from gateway.domain.identifiers import uscc_check_char
 
-MARKS = (1_000, 10_000, 100_000, 1_000_000)
+MARKS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000)
 
 
 def subject(n: int) -> str:
