@@ -35,6 +35,8 @@ check: protos-check lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.mix
 	$(BIN)/python -m bench.audit_bench
 	$(BIN)/python -m bench.decision_bench
 	$(BIN)/python -m bench.controls_bench

@@ -3,9 +3,9 @@ processes, and the cost of following the tree (opening a log of N entries).
 
 Run ``python -m bench.audit_pg_bench [--seconds S] [--runs R] [--concurrency C]
 [--no-fsync-on]``. It starts throwaway clusters (Debian's postgresql package,
-tests/pg.py): the test cluster (``fsync=off``, ``synchronous_commit=off``: proves
-logic, bounds nothing but CPU and the head row) and, unless ``--no-fsync-on``, the same
-cluster restarted with the defaults (``fsync=on``, ``synchronous_commit=on``,
+gateway/dev/pgcluster.py): the test cluster (``fsync=off``, ``synchronous_commit=off``:
+proves logic, bounds nothing but CPU and the head row) and, unless ``--no-fsync-on``, a
+cluster with the defaults (``fsync=on``, ``synchronous_commit=on``,
 ``full_page_writes=on``: every batch statement waits for its WAL flush, the figure a
 deployment on this disk would see). Each writer is a separate process
 (tests/integration/audit_pg_writer.py) with C concurrent appenders (the in-flight
@@ -29,33 +29,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from gateway.audit.note import Ed25519Signer, generate_key, write_key_files
 from gateway.audit.shared import SharedAuditLog
+from gateway.dev.pgcluster import ClusterUnavailable, LocalCluster, start_cluster
 from gateway.stores.postgres.audit import PostgresAuditStore
+from gateway.stores.postgres.migrate import migrate
 from gateway.stores.postgres.url import PgTarget
-from tests.pg import PgCluster, fresh_database, start_cluster
 
 ORIGIN = "bench.credit-gateway/audit"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _restart_durable(cluster: PgCluster) -> None:
-    """Restart ``cluster`` with PostgreSQL's durable defaults (fsync, synchronous commit)."""
-    data = str(cluster.root / "data")
-    ctl = [*cluster.run_as, str(cluster.bindir / "pg_ctl"), "-D", data]
-    subprocess.run([*ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True)
-    opts = (
-        f"-c listen_addresses='' -c unix_socket_directories={cluster.root} -c max_connections=300"
-    )
-    subprocess.run(
-        [*ctl, "-l", str(cluster.root / "log"), "-o", opts, "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+@contextmanager
+def _database(cluster: LocalCluster) -> Iterator[str]:
+    """A fresh database migrated to this build's schema; dropped afterwards."""
+    url = cluster.create_database()
+    try:
+        with psycopg.connect(url) as conn:
+            migrate(conn)
+        yield url
+    finally:
+        cluster.drop_database(url)
 
 
 def _run_writers(url: str, key: Path, writers: int, seconds: float, concurrency: int) -> float:
@@ -103,13 +103,15 @@ async def _follow_rate(url: str, signer: Ed25519Signer) -> tuple[int, float]:
     return size, elapsed
 
 
-def _case(cluster: PgCluster, key: Path, signer: Ed25519Signer, args: argparse.Namespace) -> None:
+def _case(
+    cluster: LocalCluster, key: Path, signer: Ed25519Signer, args: argparse.Namespace
+) -> None:
     base = 0.0
     follow: list[tuple[int, float]] = []
     for writers in (1, 2, 4):
         rates = []
         for _ in range(args.runs):
-            with fresh_database(cluster) as url:
+            with _database(cluster) as url:
                 rates.append(_run_writers(url, key, writers, args.seconds, args.concurrency))
                 if writers == 4:
                     follow.append(asyncio.run(_follow_rate(url, signer)))
@@ -130,21 +132,24 @@ def main() -> None:
     args = parser.parse_args()
     skey, vkey = generate_key(ORIGIN)
     signer = Ed25519Signer.from_key_string(skey)
-    cluster = start_cluster()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            key = Path(tmp) / "audit.key"
-            write_key_files(skey, vkey, key, Path(tmp) / "audit.pub")
-            print(f"PostgreSQL audit log, {args.concurrency} appenders per process, "
-                  f"{args.seconds:g} s, median of {args.runs}")  # fmt: skip
-            print("fsync=off, synchronous_commit=off (the test cluster):")
-            _case(cluster, key, signer, args)
-            if not args.no_fsync_on:
-                _restart_durable(cluster)
-                print("fsync=on, synchronous_commit=on (PostgreSQL's defaults):")
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "audit.key"
+        write_key_files(skey, vkey, key, Path(tmp) / "audit.pub")
+        print(f"PostgreSQL audit log, {args.concurrency} appenders per process, "
+              f"{args.seconds:g} s, median of {args.runs}")  # fmt: skip
+        for durable in (False, True) if not args.no_fsync_on else (False,):
+            try:
+                cluster = start_cluster(durable=durable)
+            except ClusterUnavailable as exc:
+                sys.exit(f"NOT RUN: no PostgreSQL cluster ({exc})")
+            try:
+                if durable:
+                    print("fsync=on, synchronous_commit=on (PostgreSQL's defaults):")
+                else:
+                    print("fsync=off, synchronous_commit=off (the test cluster):")
                 _case(cluster, key, signer, args)
-    finally:
-        cluster.stop()
+            finally:
+                cluster.stop()
 
 
 if __name__ == "__main__":
