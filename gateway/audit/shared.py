@@ -396,11 +396,20 @@ class SharedAuditLog(AuditLog):
     def _final_integration(self) -> None:
         """At closing: sign what is waiting if this process is, or can become, the
         integrator (a lone process has nobody else to do it); otherwise the
-        integrator will (worker thread). Raises AuditError."""
-        self._follow_once()
-        if self._leading or self._shared.try_lead():
+        integrator will (worker thread). Another process closing at the same moment
+        may move the tree between the follow and the integration: follow again and
+        retry, a few times. Raises AuditError."""
+        for attempt in range(3):
+            self._follow_once()
+            if not (self._leading or self._shared.try_lead()):
+                return  # another process integrates
             self._leading = True
-            self._integrate_once(True)
+            try:
+                self._integrate_once(True)
+                return
+            except NotLeaderError:
+                if attempt == 2:
+                    raise
 
     def _integrate_once(self, final: bool) -> None:
         """Integrate and sign if due (worker thread). Raises NotLeaderError."""
