@@ -366,6 +366,8 @@ class SharedAuditLog(AuditLog):
                 if self._leading:
                     await asyncio.to_thread(self._integrate_once, False)
                     self._size = max(self._size, self._tree.size)
+            except _TreeMovedError:
+                log.info("audit integrator follows the tree again before integrating")
             except NotLeaderError as err:
                 log.warning("audit integrator stepped down", extra={"reason": str(err)})
                 self._leading = False
@@ -418,8 +420,9 @@ class SharedAuditLog(AuditLog):
 
         def step(state: LogState, hashes: list[bytes], latest: str) -> Integration | None:
             if state.tree_size != tree.size or (tree.size and tree.root() != state.tree_root):
-                # Another integrator moved the tree since this process followed it.
-                raise NotLeaderError("the tree moved under this integrator")
+                # The previous integrator's last write landed after this process
+                # followed: nothing written; follow again next tick.
+                raise _TreeMovedError("the tree moved since this process followed it")
             waiting = len(hashes)
             rotated = not _signs(latest, self._verifiers[0])
             due = waiting >= self._every or (
@@ -473,6 +476,11 @@ class SharedAuditLog(AuditLog):
 
 
 _CLOSE_SHARED = object()
+
+
+class _TreeMovedError(NotLeaderError):
+    """The stored tree is not the one this integrator followed (the previous
+    integrator's last write came after): nothing was written; still the integrator."""
 
 
 def _follow(
