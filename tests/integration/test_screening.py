@@ -1,0 +1,265 @@
+"""Screening over a real federation: black, red and no list, two scenarios whose measures
+differ, a 1,000-subject batch streaming with a department down, charges and audit records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from gateway.audit.records import decode_record
+from gateway.dev.devstack import DevStack
+from gateway.identifiers import uscc_check_char
+from protos.credit.v1 import common_pb2, query_pb2, screening_pb2, screening_pb2_grpc
+from tests.integration.conftest import SUBJECTS, subject
+
+pytestmark = pytest.mark.slow
+
+ON = screening_pb2.LIST_STATE_ON_LIST
+OFF = screening_pb2.LIST_STATE_NOT_ON_LIST
+UNKNOWN = screening_pb2.LIST_STATE_UNKNOWN
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevStack]:
+    async with await DevStack.create(
+        tmp_path_factory.mktemp("screen"), subjects=SUBJECTS, down=("hrss",)
+    ) as s:
+        yield s
+
+
+def _stub(stack: DevStack, agency: str) -> tuple[screening_pb2_grpc.ScreeningServiceStub, tuple]:
+    channel, metadata = stack.channel("agencies", agency)
+    return screening_pb2_grpc.ScreeningServiceStub(channel), metadata
+
+
+def _enterprise(uscc: str) -> common_pb2.Subject:
+    return common_pb2.Subject(type=common_pb2.SUBJECT_TYPE_ENTERPRISE, id=uscc)
+
+
+async def _screen(
+    stack: DevStack,
+    key: str,
+    scenario: str,
+    *,
+    agency: str = "procurement",
+    purpose: str = "government_procurement",
+    mode: int = query_pb2.QUERY_MODE_FREE,
+    request_id: str | None = None,
+) -> screening_pb2.ScreenResponse:
+    stub, md = _stub(stack, agency)
+    kind = stack.subjects[key]["type"]
+    subj = common_pb2.Subject(
+        type=common_pb2.SUBJECT_TYPE_ENTERPRISE
+        if kind == "enterprise"
+        else common_pb2.SUBJECT_TYPE_PERSON,
+        id=subject(stack, key),
+    )
+    return await stub.Screen(
+        screening_pb2.ScreenRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            subject=subj,
+            scenario=scenario,
+            purpose=purpose,
+            mode=mode,
+        ),
+        metadata=md,
+        timeout=10,
+    )
+
+
+def _uscc(n: int) -> str:
+    """A valid unified social credit code, the n-th of a deterministic series."""
+    body = f"91350200MA{n:07d}"
+    return body + uscc_check_char(body)
+
+
+def _by_list(response: screening_pb2.ScreenResponse) -> dict[str, screening_pb2.ListStatus]:
+    return {s.list: s for s in response.lists}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_subject_on_a_black_list_gets_the_binding_procurement_measure(
+    stack: DevStack,
+) -> None:
+    r = await _screen(stack, "enterprise_all_departments", "government_procurement")
+    lists = _by_list(r)
+    assert list(lists) == [
+        "dishonest_debtors",
+        "major_tax_violations",
+        "abnormal_operations",
+        "wage_arrears",
+    ]
+    dd = lists["dishonest_debtors"]
+    assert dd.state == ON and dd.kind == screening_pb2.LIST_KIND_BLACK
+    assert dd.since and dd.listing_authority.endswith("人民法院") and dd.basis_document
+    assert dd.disputed  # the showcase entry has an objection pending
+    assert [(m.id, m.binding) for m in dd.measures] == [("dd-gp-exclude", True)]
+    assert "政府采购法" in dd.measures[0].legal_source
+    ab = lists["abnormal_operations"]
+    assert ab.state == ON and [(m.id, m.binding) for m in ab.measures] == [("ab-gp-factor", False)]
+    # Its major tax violation ended seven years ago: off the list.
+    assert lists["major_tax_violations"].state == OFF
+    # hrss is down: that list is unknown, the screen incomplete and hrss not charged.
+    assert lists["wage_arrears"].state == UNKNOWN and not r.complete
+    assert r.black_listed and r.binding_measure and not r.red_listed
+    assert r.measures_version.startswith("2026.11.1-")
+    assert r.receipt.log_index > 0 or r.receipt.leaf_hash
+    # Never a record: no amounts, no case facts in what came back.
+    text = r.SerializeToString().decode("utf-8", "replace")
+    assert "执" not in dd.basis_document or "民初" in dd.basis_document
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_two_scenarios_bring_different_measures(stack: DevStack) -> None:
+    gp = _by_list(await _screen(stack, "enterprise_all_departments", "government_procurement"))
+    ma = _by_list(
+        await _screen(stack, "enterprise_all_departments", "market_access")
+    )
+    assert [m.id for m in gp["dishonest_debtors"].measures] == ["dd-gp-exclude"]
+    assert [m.id for m in ma["dishonest_debtors"].measures] == ["dd-ma-restrict"]
+    assert [(m.id, m.binding) for m in ma["abnormal_operations"].measures] == [
+        ("ab-ma-inspect", False)
+    ]
+    assert "tax_a_list" in ma and "tax_a_list" not in gp
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_subject_on_a_red_list_and_one_on_none(stack: DevStack) -> None:
+    red = await _screen(stack, "enterprise_clean", "market_access")
+    a = _by_list(red)["tax_a_list"]
+    assert a.state == ON and a.kind == screening_pb2.LIST_KIND_RED
+    assert [(m.id, m.binding) for m in a.measures] == [("ta-ma-green", False)]
+    assert red.red_listed and not red.black_listed and not red.binding_measure
+    assert red.complete  # market_access asks no hrss list
+    none = await _screen(stack, "enterprise_unknown", "market_access")
+    assert {s.state for s in none.lists} == {OFF}
+    assert not none.black_listed and not none.red_listed and none.complete
+    assert all(not s.measures and not s.since for s in none.lists)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_person_screened_for_lending_is_charged_once_per_request_id(
+    stack: DevStack,
+) -> None:
+    before = await stack.balance_fen("bank")
+    rid = str(uuid.uuid4())
+    first = await _screen(
+        stack,
+        "person_rural_household",
+        "lending",
+        agency="bank",
+        purpose="lending",
+        mode=query_pb2.QUERY_MODE_PAID,
+        request_id=rid,
+    )
+    lists = _by_list(first)
+    assert lists["credit_household"].state == ON
+    assert [m.id for m in lists["credit_household"].measures] == ["ch-le-credit"]
+    # court 20 + agriculture 30 fen; hrss (down) not charged.
+    assert first.charge.amount_fen == 50
+    again = await _screen(
+        stack,
+        "person_rural_household",
+        "lending",
+        agency="bank",
+        purpose="lending",
+        mode=query_pb2.QUERY_MODE_PAID,
+        request_id=rid,
+    )
+    assert again.charge.amount_fen == 50
+    assert await stack.balance_fen("bank") == before - 50
+    # Cheaper than a query of the same datasets.
+    assert first.charge.amount_fen < 200 + 300
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_refusals_and_feedback_are_on_the_record(stack: DevStack) -> None:
+    stub, md = _stub(stack, "procurement")
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.Screen(
+            screening_pb2.ScreenRequest(
+                request_id=str(uuid.uuid4()),
+                subject=_enterprise("91110000600037341M"),
+                scenario="government_procurement",
+                purpose="government_procurement",
+                mode=query_pb2.QUERY_MODE_FREE,
+            ),
+            metadata=md,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await _screen(stack, "enterprise_clean", "space_travel")
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    screened = await _screen(stack, "enterprise_all_departments", "government_procurement")
+    ack = await stub.ReportMeasure(
+        screening_pb2.MeasureFeedback(
+            request_id=str(uuid.uuid4()),
+            screen_request_id=screened.request_id,
+            list="dishonest_debtors",
+            measure="dd-gp-exclude",
+            applied=True,
+            decision_reference="bid 2026-17",
+        ),
+        metadata=md,
+    )
+    assert ack.receipt.leaf_hash
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await stub.ReportMeasure(
+            screening_pb2.MeasureFeedback(
+                request_id=str(uuid.uuid4()),
+                screen_request_id=screened.request_id,
+                list="dishonest_debtors",
+                measure="ab-gp-factor",  # a measure of another list
+                applied=True,
+            ),
+            metadata=md,
+        )
+    assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    log = stack.gateway._audit.log  # type: ignore[union-attr]
+    leaves = await log.find_leaves([b'"kind":"screening'])
+    records = [decode_record(leaf, canonical=False) for leaf in leaves]
+    kinds = [r["kind"] for r in records]
+    assert "screening_feedback" in kinds
+    outcomes = {r.get("outcome") for r in records if r["kind"] == "screening"}
+    assert {"partial", "invalid_identifier", "invalid_argument"} <= outcomes
+    for r in records:
+        blob = str(r)
+        assert subject(stack, "enterprise_all_departments") not in blob
+        assert "91110000600037341M" not in blob
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_batch_of_1000_streams_with_progress_and_per_subject_status(
+    stack: DevStack,
+) -> None:
+    showcase = [s["id"] for s in stack.subjects.values() if s["type"] == "enterprise"]
+    codes = showcase + [_uscc(i) for i in range(999 - len(showcase))]
+    subjects = [_enterprise(c) for c in codes]
+    subjects.insert(500, _enterprise("91110000600037341M"))  # one bad code
+    stub, md = _stub(stack, "procurement")
+    request = screening_pb2.ScreenBatchRequest(
+        batch_id=str(uuid.uuid4()),
+        scenario="government_procurement",
+        purpose="government_procurement",
+        mode=query_pb2.QUERY_MODE_FREE,
+        subjects=subjects,
+    )
+    items = [item async for item in stub.ScreenBatch(request, metadata=md, timeout=300)]
+    assert len(items) == 1000
+    assert [i.done for i in items] == list(range(1, 1001))
+    assert {i.total for i in items} == {1000}
+    assert sorted(i.index for i in items) == list(range(1000))
+    bad = [i for i in items if i.WhichOneof("outcome") == "error"]
+    assert [(i.index, i.error.reason) for i in bad] == [(500, "INVALID_IDENTIFIER")]
+    results = [i.result for i in items if i.WhichOneof("outcome") == "result"]
+    assert all(not r.complete for r in results)  # hrss is down for every subject
+    assert all(
+        _by_list(r)["wage_arrears"].state == UNKNOWN
+        and _by_list(r)["dishonest_debtors"].state in (ON, OFF)
+        for r in results
+    )
+    assert len({r.request_id for r in results}) == 999
