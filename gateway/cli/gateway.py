@@ -10,6 +10,7 @@
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
     credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
+    credit-gateway screening stats --audit-log F --key K --from D --to D  # screening counts
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -40,6 +41,7 @@ _DELEGATED = {
     "billing": "accounts: balance, top-up, statement, credit limit, check",
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
     "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
+    "screening": "screening reports: stats per list, scenario and agency",
 }
 
 
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.controls import controls_main
 
             return controls_main(rest)
+        if args.command == "screening":
+            from gateway.cli.screening import screening_main
+
+            return screening_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2

@@ -118,10 +118,20 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: The connection settings of any agency command (``credit-query screen`` too).
+connection = _connection
+
+
 @console_script
 def main(argv: list[str] | None = None) -> int:
-    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status.
+    ``credit-query screen ...`` is the screening command (:mod:`gateway.cli.screening`)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["screen"]:
+        from gateway.cli.screening import screen_main
+
+        return screen_main(words[1:])
+    args = _parser().parse_args(words)
     try:
         request = build_request(
             enterprise=args.enterprise,
