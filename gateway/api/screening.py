@@ -32,7 +32,6 @@ from gateway.errors import (
     GatewayError,
     InternalError,
     InvalidArgumentError,
-    abort,
 )
 from gateway.pipeline.freetext import holds_identifier, joined_identifier
 from gateway.screening.screener import Screener
@@ -128,7 +127,7 @@ class ScreeningServicer(screening_pb2_grpc.ScreeningServiceServicer):
                 scenario=request.scenario, purpose=request.purpose, mode=request.mode
             )
             await self.screener.record_refusal(who, probe, err, batch_id="")
-            await abort(context, err)
+            raise  # the edge ends the stream with the mapped status
         deadline = time.monotonic() + (context.time_remaining() or 3600.0)
         queue: asyncio.Queue[screening_pb2.ScreenBatchItem] = asyncio.Queue()
         indices = iter(range(total))

@@ -312,3 +312,53 @@ async def test_credit_query_screen_file_prints_progress_and_csv_then_stats_count
     assert doc["agencies"]["procurement"]["screens"] >= 202
     assert doc["lists"]["dishonest_debtors"]["on_list"] >= 1
     assert doc["scenarios"]["government_procurement"]["screens"] >= 202
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_garbage_and_bad_batches_get_clean_statuses_never_unknown(stack: DevStack) -> None:
+    channel, md = stack.channel("agencies", "procurement")
+    garbage = b"\xff\xff\xff\x0f\x01"
+    unary = channel.unary_unary("/credit.v1.ScreeningService/Screen")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await unary(garbage, metadata=md)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    stream = channel.unary_stream("/credit.v1.ScreeningService/ScreenBatch")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        _ = [x async for x in stream(garbage, metadata=md)]
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MALFORMED_REQUEST" in str(err.value.trailing_metadata())
+    stub = screening_pb2_grpc.ScreeningServiceStub(channel)
+    base = screening_pb2.ScreenBatchRequest(
+        batch_id=str(uuid.uuid4()),
+        scenario="government_procurement",
+        purpose="government_procurement",
+        mode=query_pb2.QUERY_MODE_FREE,
+    )
+    too_many = screening_pb2.ScreenBatchRequest()
+    too_many.CopyFrom(base)
+    too_many.subjects.extend([_enterprise(_uscc(0))] * 10_001)
+    not_uuid = screening_pb2.ScreenBatchRequest()
+    not_uuid.CopyFrom(base)
+    not_uuid.batch_id = "batch-1"
+    not_uuid.subjects.append(_enterprise(_uscc(0)))
+    for bad in (base, too_many, not_uuid):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            _ = [x async for x in stub.ScreenBatch(bad, metadata=md, timeout=30)]
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    anonymous = screening_pb2_grpc.ScreeningServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        _ = [x async for x in anonymous.ScreenBatch(not_uuid, timeout=30)]
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await channel.close()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_agency_without_grants_sees_every_list_withheld_and_pays_nothing(
+    stack: DevStack,
+) -> None:
+    r = await _screen(
+        stack, "enterprise_all_departments", "government_procurement", agency="nogrants"
+    )
+    assert {s.state for s in r.lists} == {screening_pb2.LIST_STATE_WITHHELD}
+    assert not r.black_listed and not r.complete and r.charge.amount_fen == 0
+    assert all(not s.since and not s.measures for s in r.lists)
