@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
-from gateway.cli.connect import UsageError, open_channel
+from gateway.cli.connect import UsageError, agency_connection, open_channel
 from gateway.cli.console import console_script, path_arg
 from gateway.domain.identifiers import IdentifierError, validate_subject
 from gateway.screening.stats import BEIJING
@@ -255,11 +255,9 @@ async def _run_screen(args: argparse.Namespace, conn: dict[str, Any]) -> int:
 @console_script
 def screen_main(argv: list[str] | None = None) -> int:
     """``credit-query screen``: returns the exit status (module docstring)."""
-    from gateway.cli.query import connection
-
     args = _screen_parser().parse_args(argv)
     try:
-        conn = connection(args)
+        conn = agency_connection(args)
         return asyncio.run(_run_screen(args, conn))
     except (UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query screen: {exc}", file=sys.stderr)

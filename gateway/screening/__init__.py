@@ -6,9 +6,11 @@ measures the scenario requires of it:
 
 * :mod:`gateway.screening.measures`: the measures catalog (``policies/measures.toml``):
   lists, scenarios, list x scenario -> measures with legal source and binding or advisory;
+* :mod:`gateway.screening.lists`: which list entries are in force on a day, the answer
+  per list, and the seam for approved credit repairs
+  (:class:`~gateway.screening.lists.RepairCheck`);
 * :mod:`gateway.screening.screener`: one screen (validate, decide, reserve, ask the
-  keeping departments for public-tier fields only, read the lists, settle, record), and
-  the seam for approved credit repairs (:class:`~gateway.screening.screener.RepairCheck`);
+  keeping departments for public-tier fields only, read the lists, settle, record);
 * :mod:`gateway.screening.stats`: counts per list, scenario and agency for a period, read
   from the signed audit log (``credit-gateway screening stats``).
 
@@ -17,7 +19,8 @@ The gRPC servicer is :mod:`gateway.api.screening`; the agencies' command is
 """
 
 from gateway.screening.measures import ListDef, MeasureDef, MeasuresCatalog, load_measures
-from gateway.screening.screener import RepairCheck, Screener, no_repairs
+from gateway.screening.lists import RepairCheck, no_repairs
+from gateway.screening.screener import Screener
 
 __all__ = [
     "ListDef",

@@ -30,9 +30,8 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from gateway.audit.auditor import QueryAuditor
 from gateway.audit.schema import QueryBilling, ScreeningRecord
@@ -51,6 +50,7 @@ from gateway.federation import DepartmentClient, fan_out
 from gateway.pipeline.decision import Decider, QueryFacts
 from gateway.pipeline.freetext import joined_identifier
 from gateway.pipeline.validation import Validator, ValidQuery
+from gateway.screening.lists import KIND, RepairCheck, current_entries, list_status, no_repairs
 from gateway.screening.measures import ListDef, MeasuresCatalog
 from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2, screening_pb2
 
@@ -66,20 +66,6 @@ _STATE_NAMES = {
     screening_pb2.LIST_STATE_UNKNOWN: "unknown",
     screening_pb2.LIST_STATE_WITHHELD: "withheld",
 }
-_KIND = {"black": screening_pb2.LIST_KIND_BLACK, "red": screening_pb2.LIST_KIND_RED}
-
-
-class RepairCheck(Protocol):
-    """Whether the credit repair of a list entry was approved (信用修复): such an entry is
-    no longer published or shared, and its measures are lifted, so it is not screened.
-
-    THE SEAM for issue 14's objections and repair store: pass its function as
-    ``Screener(repaired=...)`` (wired in :meth:`gateway.runtime.server.Gateway.start`).
-    Called once per returned list record, on the event loop: it must not block."""
-
-    def __call__(self, department: str, dataset: str, record_id: str) -> bool:
-        """True if the entry ``record_id`` of ``department``/``dataset`` was repaired."""
-        ...
 
 
 def screen_digest(response: screening_pb2.ScreenResponse) -> bytes:
@@ -93,108 +79,9 @@ def screen_digest(response: screening_pb2.ScreenResponse) -> bytes:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
-def no_repairs(department: str, dataset: str, record_id: str) -> bool:
-    """The :class:`RepairCheck` while no repair store exists: nothing was repaired."""
-    return False
-
-
 def screen_quota_key(agency_id: str) -> str:
     """The ledger's free-quota key of an agency's screens (apart from its queries')."""
     return f"screening:{agency_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    since: str
-    until: str
-    authority: str
-    basis: str
-    disputed: bool
-
-
-def _date(record: common_pb2.Record, name: str) -> str:
-    if not name or name not in record.fields:
-        return ""
-    value = record.fields[name]
-    kind = value.WhichOneof("kind")
-    return str(value.date) if kind == "date" else ""
-
-
-def _text(record: common_pb2.Record, name: str) -> str:
-    if not name or name not in record.fields:
-        return ""
-    value = record.fields[name]
-    return str(value.text) if value.WhichOneof("kind") == "text" else ""
-
-
-def _plus_days(day: str, days: int) -> str:
-    try:
-        return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
-    except ValueError:
-        return ""
-
-
-def current_entries(
-    lst: ListDef,
-    records: Iterable[common_pb2.Record],
-    today: str,
-    repaired: RepairCheck = no_repairs,
-) -> list[_Entry]:
-    """The entries of ``lst`` among a department's ``records`` that are in force on
-    ``today`` (YYYY-MM-DD): listed on or before it, not yet removed, expired or ended, not
-    repaired. An entry ends at the earliest of its ``until_field``, ``since`` plus
-    ``valid_days`` and the record's ``event_end_date``; on that day it is off the list."""
-    out: list[_Entry] = []
-    for r in records:
-        if repaired(lst.department, lst.dataset, r.record_id):
-            continue
-        since = _date(r, lst.since_field)
-        if not since or since > today:
-            continue
-        ends = [_date(r, lst.until_field), r.event_end_date]
-        if lst.valid_days:
-            ends.append(_plus_days(since, lst.valid_days))
-        until = min((e for e in ends if e), default="")
-        if until and until <= today:
-            continue
-        out.append(
-            _Entry(
-                since=since,
-                until=until,
-                authority=_text(r, lst.authority_field) or lst.keeper,
-                basis=_text(r, lst.basis_field) or lst.basis,
-                disputed=bool(r.disputed),
-            )
-        )
-    return out
-
-
-def list_status(
-    lst: ListDef, entries: list[_Entry], measures: MeasuresCatalog, scenario: str
-) -> screening_pb2.ListStatus:
-    """The :class:`ListStatus` of ``lst`` answered with ``entries`` in force: on the list
-    since the earliest entry (its authority and basis), with the scenario's measures."""
-    status = screening_pb2.ListStatus(
-        list=lst.id,
-        title=lst.title,
-        kind=_KIND[lst.kind],
-        department=lst.department,
-        state=screening_pb2.LIST_STATE_NOT_ON_LIST,
-    )
-    if not entries:
-        return status
-    first = min(entries, key=lambda e: e.since)
-    status.state = screening_pb2.LIST_STATE_ON_LIST
-    status.since = first.since
-    status.until = (
-        max((e.until for e in entries), default="") if all(e.until for e in entries) else ""
-    )
-    status.listing_authority = first.authority
-    status.basis_document = first.basis
-    status.disputed = any(e.disputed for e in entries)
-    for m in measures.measures(lst.id, scenario):
-        status.measures.add(id=m.id, text=m.text, legal_source=m.legal_source, binding=m.binding)
-    return status
 
 
 class Screener:
@@ -452,7 +339,7 @@ class Screener:
                 status = screening_pb2.ListStatus(
                     list=lst.id,
                     title=lst.title,
-                    kind=_KIND[lst.kind],
+                    kind=KIND[lst.kind],
                     department=lst.department,
                     state=screening_pb2.LIST_STATE_WITHHELD,
                     detail="the policy does not grant this list to this agency for this "
@@ -462,7 +349,7 @@ class Screener:
                 status = screening_pb2.ListStatus(
                     list=lst.id,
                     title=lst.title,
-                    kind=_KIND[lst.kind],
+                    kind=KIND[lst.kind],
                     department=lst.department,
                     state=screening_pb2.LIST_STATE_UNKNOWN,
                     detail=(
