@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The old name of :func:`gateway.cli.connect.agency_connection`.
+_connection = agency_connection
+
+
 @console_script
 def main(argv: list[str] | None = None) -> int:
     """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status.
