@@ -362,3 +362,45 @@ async def test_an_agency_without_grants_sees_every_list_withheld_and_pays_nothin
     assert {s.state for s in r.lists} == {screening_pb2.LIST_STATE_WITHHELD}
     assert not r.black_listed and not r.complete and r.charge.amount_fen == 0
     assert all(not s.since and not s.measures for s in r.lists)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_batch_cancelled_midway_leaves_nothing_reserved_and_the_books_reconcile(
+    stack: DevStack,
+) -> None:
+    import asyncio
+    import sys
+
+    stub, md = _stub(stack, "bank")
+    request = screening_pb2.ScreenBatchRequest(
+        batch_id=str(uuid.uuid4()),
+        scenario="lending",
+        purpose="lending",
+        mode=query_pb2.QUERY_MODE_PAID,
+        subjects=[_enterprise(_uscc(i)) for i in range(1000)],
+    )
+    call = stub.ScreenBatch(request, metadata=md, timeout=300)
+    seen = 0
+    async for item in call:
+        assert item.WhichOneof("outcome") == "result", item
+        seen += 1
+        if seen == 20:
+            break
+    call.cancel()
+    meter = stack.gateway.meter
+    assert meter is not None
+    for _ in range(100):  # the screens under way finish or release within their deadlines
+        if not await meter.ledger.run(meter.store.interrupted, None):
+            break
+        await asyncio.sleep(0.1)
+    assert await meter.ledger.run(meter.store.interrupted, None) == []
+    await asyncio.sleep(1.5)  # a checkpoint is signed at least every second
+    gw = Path(sys.executable).parent / "credit-gateway"
+    proc = await asyncio.create_subprocess_exec(
+        str(gw), "billing", "--ledger", str(stack.workdir / "ledger.sqlite"), "reconcile",
+        "--audit-log", str(stack.audit["log"]), "--key", str(stack.audit["verifier_key"]),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    # Screens book through the same ledger and their records carry their bookings.
+    assert proc.returncode == 0, out.decode() + err.decode()
