@@ -62,8 +62,8 @@ from gateway.pipeline.validation import Validator
 from gateway.policy.decider import PolicyDecider
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
-from gateway.screening.measures import MeasuresSource
 from gateway.screening.lists import no_repairs
+from gateway.screening.measures import MeasuresSource
 from gateway.screening.screener import Screener
 from protos.credit.v1 import (
     audit_pb2,

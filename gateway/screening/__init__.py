@@ -18,8 +18,8 @@ The gRPC servicer is :mod:`gateway.api.screening`; the agencies' command is
 ``credit-query screen``.
 """
 
-from gateway.screening.measures import ListDef, MeasureDef, MeasuresCatalog, load_measures
 from gateway.screening.lists import RepairCheck, no_repairs
+from gateway.screening.measures import ListDef, MeasureDef, MeasuresCatalog, load_measures
 from gateway.screening.screener import Screener
 
 __all__ = [

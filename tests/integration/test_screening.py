@@ -404,3 +404,49 @@ async def test_a_batch_cancelled_midway_leaves_nothing_reserved_and_the_books_re
     out, err = await proc.communicate()
     # Screens book through the same ledger and their records carry their bookings.
     assert proc.returncode == 0, out.decode() + err.decode()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_measures_catalog_is_versioned_with_the_policy(stack: DevStack) -> None:
+    from gateway.domain.files import policies_path
+    from protos.credit.v1 import policy_admin_pb2 as pb
+    from protos.credit.v1 import policy_admin_pb2_grpc
+
+    before = await _screen(stack, "enterprise_all_departments", "government_procurement")
+    text = policies_path("measures.toml").read_text(encoding="utf-8")
+    changed = text.replace(
+        'text = "不得作为供应商参加政府采购活动"', 'text = "不得参加政府采购活动（修订）"'
+    )
+    assert changed != text
+    a_chan, a_md = stack.channel("officers", "officer_a")
+    b_chan, b_md = stack.channel("officers", "officer_b")
+    a = policy_admin_pb2_grpc.PolicyAdminStub(a_chan)
+    b = policy_admin_pb2_grpc.PolicyAdminStub(b_chan)
+    bad = await a.Draft(
+        pb.DraftRequest(
+            files=[
+                pb.PolicyFile(
+                    name="measures.toml", content=text.replace('kind = "red"', 'kind = "pink"', 1)
+                )
+            ],
+            reason="a broken catalog",
+        ),
+        metadata=a_md,
+    )
+    checked = await a.Validate(pb.VersionRequest(version=bad.version.number), metadata=a_md)
+    assert "measures.toml" in str(checked)
+    draft = await a.Draft(
+        pb.DraftRequest(
+            files=[pb.PolicyFile(name="measures.toml", content=changed)], reason="memo 2026"
+        ),
+        metadata=a_md,
+    )
+    number = draft.version.number
+    await b.Approve(pb.ApproveRequest(version=number, reason="reviewed"), metadata=b_md)
+    await a.Activate(pb.ActivateRequest(version=number, reason="memo 2026"), metadata=a_md)
+    after = await _screen(stack, "enterprise_all_departments", "government_procurement")
+    assert after.measures_version != before.measures_version
+    assert _by_list(after)["dishonest_debtors"].measures[0].text == "不得参加政府采购活动（修订）"
+    assert after.policy_version != before.policy_version
+    await a_chan.close()
+    await b_chan.close()

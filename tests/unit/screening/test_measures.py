@@ -15,8 +15,8 @@ from gateway.billing.prices import load_prices, parse_prices
 from gateway.domain.catalog import load_catalog
 from gateway.domain.files import policies_path
 from gateway.errors import ConfigError
-from gateway.screening.measures import load_measures, parse_measures
 from gateway.screening.lists import current_entries, list_status
+from gateway.screening.measures import load_measures, parse_measures
 from gateway.screening.screener import screen_digest
 from gateway.screening.stats import tally
 from protos.credit.v1 import common_pb2, screening_pb2
