@@ -11,6 +11,7 @@
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
     credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
     credit-gateway db migrate --config gateway.toml   # PostgreSQL schema of the shared stores
+    credit-gateway screening stats --audit-log F --key K --from D --to D  # screening counts
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -42,6 +43,7 @@ _DELEGATED = {
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
     "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
     "db": "PostgreSQL schema of the shared stores: migrate, status",
+    "screening": "screening reports: stats per list, scenario and agency",
 }
 
 
@@ -156,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.db import db_main
 
             return db_main(rest)
+        if args.command == "screening":
+            from gateway.cli.screening import screening_main
+
+            return screening_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2
