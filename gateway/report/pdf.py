@@ -260,7 +260,8 @@ def _attach(canvas: Canvas, envelope: bytes) -> None:
     """Attach ``envelope`` as ``credit-report.json``, its stream left uncompressed."""
     doc = canvas._doc  # type: ignore[attr-defined]  # reportlab's document: no public API
     stream = PDFStream(
-        PDFDictionary({"Type": PDFName("EmbeddedFile"), "Subtype": PDFName("application/json")}),
+        # No /Subtype: its name would be application#2Fjson, which reportlab cannot write.
+        PDFDictionary({"Type": PDFName("EmbeddedFile")}),
         content=envelope,
         filters=[],  # no FlateDecode: the standard library must find the bytes
     )
