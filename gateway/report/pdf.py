@@ -41,15 +41,29 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-__all__ = ["ATTACHMENT_NAME", "RECORD_LABELS", "render_pdf"]
+__all__ = ["ATTACHMENT_NAME", "RECORD_LABELS", "VALUE_LABELS", "render_pdf"]
 
 #: The embedded file holding the signed JSON envelope.
 ATTACHMENT_NAME = "credit-report.json"
-#: Chinese labels of Record members other than ``fields`` (add one per new member).
+#: Chinese labels of Record members other than ``fields``, and of the members of messages
+#: they hold (add one per new member; until then its proto name shows). The dispute mark
+#: and the subject's statement are issue 14's (credit.v1.DisputeMark, Record.statement).
 RECORD_LABELS = {
     "record_id": "记录编号",
     "event_end_date": "失信行为（事件）结束日期",
     "disputed": "异议标注",
+    "dispute": "异议情况",
+    "objection_id": "异议编号",
+    "filed_on": "异议提出日期",
+    "due_on": "答复期限",
+    "outcome": "处理状态",
+    "department_note": "部门核查说明",
+    "statement": "信息主体声明",
+}
+#: Enum values in words (content keeps the proto names; unknown ones show as they are).
+VALUE_LABELS = {
+    "OBJECTION_OUTCOME_PENDING": "待核查",
+    "OBJECTION_OUTCOME_UNDETERMINED": "核查后仍无法确定",
 }
 _SKIP = {"fields"}
 _FONT = "CreditReportCJK"
@@ -93,7 +107,8 @@ def _text(value: Any, kind: str = "") -> str:
         return "；".join(_text(v) for v in value) or "—"
     if isinstance(value, dict):
         return "；".join(f"{RECORD_LABELS.get(k, k)}：{_text(v)}" for k, v in value.items()) or "—"
-    return str(value) if str(value) else "—"
+    text = str(value)
+    return VALUE_LABELS.get(text, text) if text else "—"
 
 
 class _QR(Flowable):
@@ -146,6 +161,12 @@ def _record_rows(record: Mapping[str, Any], p: Any) -> list[list[Any]]:
         rows.append([p(label), p(_text(f["value"], f["type"]))])
     for key, value in record.items():
         if key in _SKIP:
+            continue
+        if isinstance(value, dict) and value:
+            # A message (a dispute mark): one row per member, under the member's label.
+            label = RECORD_LABELS.get(key, key)
+            for k, v in value.items():
+                rows.append([p(f"{label}：{RECORD_LABELS.get(k, k)}"), p(_text(v))])
             continue
         shown = _text(value)
         if key == "disputed":

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.report.maker import MadeReport
+from gateway.report.maker import MadeReport, ReportMaker
 from gateway.report.pdf import ATTACHMENT_NAME
-from tests.unit.report.report_kit import USCC, kit, need
+from tests.unit.report.report_kit import USCC, font, kit, need
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,35 @@ def test_the_signed_json_is_attached(made: MadeReport, tmp_path: Path) -> None:
     _run(pdfdetach, "-save", "1", "-o", str(tmp_path / "a.json"), str(pdf))
     attached = (tmp_path / "a.json").read_bytes()
     assert attached.startswith(made.json.rstrip(b"\n}"))  # the JSON form, plus pdf_signature
+
+
+def test_members_record_gains_later_are_drawn(tmp_path: Path) -> None:
+    # Issue 14 adds Record.dispute (a DisputeMark) and Record.statement: content carries them
+    # by their proto names (record_json), and the PDF draws them under their labels.
+    pdftotext = need("pdftotext")
+    k = kit()
+    content = k.content()
+    record = content["sections"][0]["datasets"][0]["records"][0]
+    record["dispute"] = {
+        "objection_id": "OBJ-1",
+        "filed_on": "2026-11-01",
+        "due_on": "2026-11-21",
+        "outcome": "OBJECTION_OUTCOME_PENDING",
+    }
+    record["statement"] = "该处罚已全额缴纳罚款"
+    record["some_future_member"] = "shown by its name"
+    made = ReportMaker(k.signer, font()).make(content, k.proof())
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(made.pdf)
+    text = _run(pdftotext, "-enc", "UTF-8", str(pdf), "-")
+    for shown in (
+        "异议情况：异议编号",
+        "OBJ-1",
+        "异议情况：答复期限",
+        "2026-11-21",
+        "待核查",
+        "信息主体声明",
+        "该处罚已全额缴纳罚款",
+        "some_future_member",
+    ):
+        assert shown in text, shown
