@@ -41,7 +41,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-__all__ = ["ATTACHMENT_NAME", "RECORD_LABELS", "VALUE_LABELS", "render_pdf"]
+__all__ = ["ATTACHMENT_NAME", "RECORD_LABELS", "VALUE_LABELS", "register_font", "render_pdf"]
 
 #: The embedded file holding the signed JSON envelope.
 ATTACHMENT_NAME = "credit-report.json"
@@ -67,14 +67,23 @@ VALUE_LABELS = {
 }
 _SKIP = {"fields"}
 _FONT = "CreditReportCJK"
+_LOADED: dict[str, str] = {}  # font file -> its registered name
 _NUMERALS = "一二三四五六七八九十"
 
 
-def _register(font: Path) -> str:
-    if _FONT not in pdfmetrics.getRegisteredFontNames():
+def register_font(font: Path) -> str:
+    """Load ``font`` (once per process and file) and return the name reportlab knows it by.
+
+    Raises OSError or reportlab's TTFError if it is not a usable TrueType font.
+    """
+    key = str(font.resolve())
+    name = _LOADED.get(key)
+    if name is None:
+        name = f"{_FONT}{len(_LOADED)}"
         # subfontIndex 0: a .ttc collection's first face (Zen Hei; a .ttf has only one).
-        pdfmetrics.registerFont(TTFont(_FONT, str(font), subfontIndex=0))
-    return _FONT
+        pdfmetrics.registerFont(TTFont(name, key, subfontIndex=0))
+        _LOADED[key] = name
+    return name
 
 
 def _styles(font: str) -> dict[str, ParagraphStyle]:
@@ -308,7 +317,7 @@ def render_pdf(
     ``code`` is the verification code printed in the receipt part; ``qr_payload`` the text
     its QR code holds. Raises OSError or reportlab's TTFError if ``font`` cannot be read.
     """
-    name = _register(font)
+    name = register_font(font)
     out = io.BytesIO()
     doc = SimpleDocTemplate(
         out,

@@ -99,7 +99,12 @@ async def test_a_refused_report_is_refused_as_the_query_would_be(stack: DevStack
     assert as_report.value.details() == as_query.value.details()
 
 
-async def test_without_a_font_nothing_is_asked_or_charged(stack: DevStack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("font", ["missing.ttc", "not-a-font.ttf"])
+async def test_without_a_usable_font_nothing_is_asked_or_charged(
+    stack: DevStack, tmp_path: Path, font: str
+) -> None:
+    if font == "not-a-font.ttf":
+        (tmp_path / font).write_bytes(b"\x00\x01\x00\x00 not a font")
     gw = stack.gateway
     assert gw._service is not None and gw._audit is not None
     service = ReportService(
@@ -107,7 +112,7 @@ async def test_without_a_font_nothing_is_asked_or_charged(stack: DevStack, tmp_p
         gw._audit.log,
         catalog=lambda: gw.catalog,
         purposes=dict,
-        font=tmp_path / "no-such-font.ttc",
+        font=tmp_path / font,
     )
     server = grpc.aio.server(interceptors=[Edge()], options=[("grpc.so_reuseport", 0)])
     report_pb2_grpc.add_ReportServiceServicer_to_server(service, server)
@@ -126,7 +131,7 @@ async def test_without_a_font_nothing_is_asked_or_charged(stack: DevStack, tmp_p
     finally:
         await server.stop(0)
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "no-such-font" not in (err.value.details() or "")  # no path reaches a caller
+    assert font not in (err.value.details() or "")  # no path reaches a caller
     assert gw._audit.log.size == size  # no query ran, so nothing was recorded
 
 
@@ -193,3 +198,30 @@ async def test_check_report_refuses_a_report_of_another_log(
         "--key", str(stack.audit["verifier_key"]),
     )  # fmt: skip
     assert code == 1 and "not a trusted key" in out, out
+
+
+REPORT = "/credit.v1.ReportService/Report"
+
+
+@pytest.mark.parametrize(
+    ("who", "body", "expected"),
+    [
+        (("agencies", "ndrc"), b"\xff\xff\xff\xff\x0f", grpc.StatusCode.INVALID_ARGUMENT),
+        (("agencies", "ndrc"), b"", grpc.StatusCode.INVALID_ARGUMENT),
+        (("auditors", "auditor"), b"", None),
+    ],
+)
+async def test_odd_calls_are_refused_cleanly(
+    stack: DevStack, who: tuple[str, str], body: bytes, expected: grpc.StatusCode | None
+) -> None:
+    channel, metadata = stack.channel(*who)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await channel.unary_unary(REPORT)(body, timeout=30, metadata=metadata)
+    code = err.value.code()
+    assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+    if expected is not None:
+        assert code is expected
+    else:  # not an agency: refused before anything is asked
+        assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    assert "Error" not in (err.value.details() or "") and "/" not in (err.value.details() or "")

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.report import FONT_PATHS, find_font
+from gateway.report.pdf import register_font
 
 
 def test_the_configured_font_wins(tmp_path: Path) -> None:
@@ -38,3 +39,10 @@ def test_the_documented_list_starts_with_the_font_ci_installs() -> None:
     assert FONT_PATHS[0] == Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
     ci = (Path(__file__).resolve().parents[3] / ".ci" / "run").read_text(encoding="utf-8")
     assert "fonts-wqy-zenhei" in ci and "poppler-utils" in ci and str(FONT_PATHS[0]) in ci
+
+
+def test_a_file_that_is_not_a_font_is_refused_when_loaded(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ttf"
+    bad.write_bytes(b"\x00\x01\x00\x00 not really a font")
+    with pytest.raises(Exception, match="(?i)ttf|font|table|unpack"):
+        register_font(bad)
