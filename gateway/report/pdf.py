@@ -16,6 +16,7 @@ member of the Record under :data:`RECORD_LABELS` or, failing that, its proto nam
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -120,6 +121,16 @@ def _text(value: Any, kind: str = "") -> str:
     return VALUE_LABELS.get(text, text) if text else "—"
 
 
+def _beijing(utc: str) -> str:
+    """``2026-11-30T08:00:00Z`` -> ``2026-11-30 16:00:00（北京时间，UTC+8）`` (content: UTC)."""
+    try:
+        at = dt.datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return utc
+    local = at + dt.timedelta(hours=8)  # China has one time zone and no daylight saving
+    return f"{local:%Y-%m-%d %H:%M:%S}（北京时间，UTC+8）"
+
+
 class _QR(Flowable):
     """A QR code drawn as vector squares (segno's module matrix)."""
 
@@ -201,7 +212,7 @@ def _story(content: Mapping[str, Any], code: str, qr_payload: str, font: str) ->
         _grid(
             [
                 [p("报告编号"), p(content["request_id"])],
-                [p("生成时间"), p(f"{content['generated_at']}（UTC）")],
+                [p("生成时间"), p(_beijing(content["generated_at"]))],
                 [p("查询日期"), p(content["query_date"])],
                 [p("信息主体"), p(f"{subject['type_title']}  {subject['id']}")],
                 [p("查询机构"), p(f"{agency['name'] or agency['id']}（{agency['id']}）")],

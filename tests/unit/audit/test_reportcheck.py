@@ -239,3 +239,34 @@ def test_check_report_needs_no_pdf_library(made: tuple[Kit, MadeReport], tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: report ")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(min_size=1, max_size=60),
+        st.sampled_from(
+            [
+                MARKER.decode(),
+                '{"format":"credit-gateway-report/1","content":{}}',
+                '"pdf_signature":"' + "-" * 88 + '"}',
+                "stream\nendstream\nendobj %%EOF",
+                "\x00\x01\u2028\ud7ff\U0001f600",
+            ]
+        ),
+    )
+)
+def test_department_text_of_any_kind_never_confuses_the_check(text: str) -> None:
+    # Record text and section details are the departments' (and, through a statement, a
+    # subject's): whatever they hold, the report still checks, as PDF and as JSON.
+    font()
+    k = kit()
+    r = response()
+    record = r.sections[0].datasets[0].records[0]
+    record.fields["decision_number"].text = text
+    r.sections[1].detail = text
+    made = ReportMaker(k.signer, font()).make(k.content(r), k.proof())
+    for form in (made.pdf, made.json):
+        checked = check_report(form, k.verifiers)
+        fields = checked.content["sections"][0]["datasets"][0]["records"][0]["fields"]
+        assert fields[0]["value"] == text

@@ -52,6 +52,7 @@ def test_the_report_renders_with_readable_chinese(made: MadeReport, tmp_path: Pa
     ):
         assert heading in text, heading
     assert USCC in text and made.code in text and "12,345.67 元" in text
+    assert "2026-11-30 16:00:00（北京时间，UTC+8）" in text  # generated 08:00 UTC
     assert "示例商业银行（bank-001）" in text and "贷款审批（lending）" in text
 
 
