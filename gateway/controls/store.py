@@ -1,4 +1,9 @@
-"""The live security-controls store: one SQLite file shared by every gateway process.
+"""The live security-controls store, shared by every gateway process.
+
+:class:`ControlsStore` is the interface; :class:`SQLiteControlsStore` keeps it in one SQLite
+file (every process on one host), :class:`gateway.stores.postgres.controls.PgControlsStore`
+in PostgreSQL (every process on every host; changes propagate by LISTEN/NOTIFY). Both pass
+one contract suite (``tests/contract/test_controls_contract.py``).
 
 What it holds (each row with when and by whom):
 
@@ -12,8 +17,8 @@ What it holds (each row with when and by whom):
   from a CRL;
 * ``consent_uses``: how often each consent was used by a query, and its limit (``max_uses``).
 
-**Propagation.** Every write that changes a set (not a use count) bumps ``state.version`` in
-its own transaction. :meth:`ControlsStore.snapshot` reads that one integer (a primary-key
+**Propagation (SQLite).** Every write that changes a set (not a use count) bumps
+``state.version`` in its own transaction. :meth:`ControlsStore.snapshot` reads that one integer (a primary-key
 lookup on a dedicated read connection, a few microseconds) and reloads the sets only when it
 changed, so a change made by any process is seen by every other on its next request. Listeners
 (:meth:`ControlsStore.add_listener`) are told what changed, so that caches depending on it
@@ -38,6 +43,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +67,8 @@ __all__ = [
     "ControlsSnapshot",
     "ControlsStore",
     "ControlsStoreError",
+    "SQLiteControlsStore",
+    "consent_status_of",
     "normalize_serial",
     "normalize_thumbprint",
 ]
@@ -220,12 +228,147 @@ class _Conn:
 Listener = Callable[[ControlsSnapshot, ControlsSnapshot], None]
 
 
-class ControlsStore:
-    """The store (see the module docstring). Thread-safe; shared by processes through the file.
+def consent_status_of(
+    cid: str,
+    now: float,
+    rev: tuple[float, str, str] | None,
+    use: tuple[int, int | None, int | None, float | None] | None,
+) -> ConsentStatus:
+    """The state of consent ``cid`` from its revocation row ``(revoked_at, revoked_by, via)``
+    and use row ``(uses, max_uses, expires_at, last_used)``, either absent: revoked wins,
+    then spent, then expired (``now`` >= ``expires_at``, Unix seconds), then live; neither
+    row: unseen. One rule for every backend."""
+    uses, max_uses, expires_at, last_used = use if use is not None else (0, None, 0, 0.0)
+    expires_at = expires_at or 0
+    if rev is not None:
+        state = ConsentState.REVOKED
+    elif max_uses is not None and uses >= max_uses:
+        state = ConsentState.SPENT
+    elif expires_at and now >= expires_at:
+        state = ConsentState.EXPIRED
+    elif use is not None:
+        state = ConsentState.LIVE
+    else:
+        state = ConsentState.UNSEEN
+    return ConsentStatus(
+        cid=cid,
+        state=state,
+        uses=int(uses),
+        max_uses=None if max_uses is None else int(max_uses),
+        expires_at=int(expires_at),
+        revoked_at=float(rev[0]) if rev else 0.0,
+        revoked_by=str(rev[1]) if rev else "",
+        revoked_via=str(rev[2]) if rev else "",
+        last_used=float(last_used or 0.0),
+    )
+
+
+class ControlsStore(ABC):
+    """The live controls (see the module docstring). Implementations are thread-safe.
 
     ``snapshot()`` is called on every request (cheap); every other method is a short
     transaction, to be run off the event loop where it writes (``asyncio.to_thread``), except
-    :meth:`use_consent`, which the decider calls in line (one small write).
+    :meth:`use_consent`, which the decider calls in line (one small write). Every method
+    raises :class:`ControlsStoreError` when the store cannot be read or written.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], Listener | None]] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(old, new)`` (on the thread that noticed) whenever the sets change,
+        including changes made by other processes. A listener must not raise or block.
+        A bound method is held weakly: a decider replaced by a policy activation is not kept
+        alive by its listener."""
+        self._listeners.append(
+            weakref.WeakMethod(listener) if inspect.ismethod(listener) else lambda: listener
+        )
+
+    def _publish(self, old: ControlsSnapshot, new: ControlsSnapshot) -> None:
+        """Tell the listeners that the sets went from ``old`` to ``new``."""
+        for ref in list(self._listeners):
+            listener = ref()
+            if listener is None:
+                self._listeners.remove(ref)
+                continue
+            try:
+                listener(old, new)
+            except Exception:  # a cache that cannot be dropped must not stop the check
+                log.exception("a controls listener failed")
+
+    @abstractmethod
+    def snapshot(self) -> ControlsSnapshot:
+        """The sets as of now (a change by any process is seen within the backend's
+        bound). Raises ControlsStoreError."""
+
+    @abstractmethod
+    def consent_status(self, cid: str, *, now: float | None = None) -> ConsentStatus:
+        """What is known of consent ``cid`` (see :func:`consent_status_of`).
+        Raises ControlsStoreError."""
+
+    @abstractmethod
+    def pending_reinstatement(self, agency: str) -> tuple[str, float] | None:
+        """``(requested_by, requested_at)`` of the reinstatement waiting for approval, if
+        any. Raises ControlsStoreError."""
+
+    @abstractmethod
+    def revoke_consent(self, cid: str, *, by: str, via: str) -> tuple[float, bool]:
+        """Revoke consent ``cid`` (``via``: ``"officer"`` or ``"subject"``). Returns
+        ``(revoked_at, newly)``: a consent revoked before keeps its first time and author.
+        Raises ControlsStoreError."""
+
+    @abstractmethod
+    def suspend_agency(self, agency: str, *, officer: str, reason: str) -> tuple[float, bool]:
+        """Suspend ``agency`` now (one officer suffices). A pending reinstatement is dropped.
+        Returns ``(suspended_at, newly)``. Raises ControlsStoreError."""
+
+    @abstractmethod
+    def request_reinstatement(self, agency: str, *, officer: str, reason: str) -> float:
+        """Ask for ``agency``'s reinstatement; a second officer must approve it. Returns the
+        time asked (Unix seconds).
+
+        Raises:
+            NotFoundError: the agency is not suspended.
+            ConflictError: a reinstatement is already waiting (reason REINSTATEMENT_PENDING).
+            ControlsStoreError: the store fails.
+        """
+
+    @abstractmethod
+    def approve_reinstatement(self, agency: str, *, officer: str) -> str:
+        """Approve the waiting reinstatement of ``agency``: it is no longer suspended.
+        Returns the officer who asked for it.
+
+        Raises:
+            NotFoundError: nothing waits for approval for this agency.
+            PermissionDeniedError: ``officer`` asked for it (reason FOUR_EYES).
+            ControlsStoreError: the store fails.
+        """
+
+    @abstractmethod
+    def revoke_certificates(self, kind: str, values: Iterable[str], *, by: str) -> int:
+        """Revoke certificates by ``kind`` (``"serial"``: normalized hex, ``"thumbprint"``:
+        base64url), e.g. every serial of a CRL. Returns how many were new.
+        Raises ControlsStoreError; ValueError for another kind."""
+
+    @abstractmethod
+    def use_consent(self, cid: str, *, max_uses: int | None, expires_at: int) -> int | None:
+        """Count one use of consent ``cid`` and return its use count, or None when it is
+        spent (``max_uses`` uses already: not counted). Atomic across threads, processes
+        and hosts. The limit is the one of the first use. Raises ControlsStoreError."""
+
+    @abstractmethod
+    def certificate_revocations(self) -> list[CertificateRevocation]:
+        """Every certificate revocation, oldest first. Raises ControlsStoreError."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store's resources (idempotent)."""
+
+
+class SQLiteControlsStore(ControlsStore):
+    """The store in one SQLite file, shared by the processes of one host.
+
+    ``snapshot()`` reads one integer per call and reloads the sets when it changed.
     """
 
     def __init__(
@@ -242,6 +385,7 @@ class ControlsStore:
         Raises:
             ControlsStoreError: the file cannot be opened, made durable, or is of another format.
         """
+        super().__init__()
         self._clock = clock
         try:
             self._w = _Conn(open_durable(path, schema=_SCHEMA))
@@ -252,7 +396,6 @@ class ControlsStore:
             self._r = _Conn(open_durable(path, schema=""))
         except (sqlite3.Error, SQLiteSetupError) as exc:
             raise ControlsStoreError(f"cannot open the controls store: {exc}") from None
-        self._listeners: list[Callable[[], Listener | None]] = []
         self._snap = ControlsSnapshot(version=-1)
         seeds = sorted(set(seed_revoked_consents))
         if seeds:
@@ -260,15 +403,6 @@ class ControlsStore:
         self.snapshot()
 
     # --- reading -------------------------------------------------------------------------
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(old, new)`` (on the thread that noticed) whenever the sets change,
-        including changes made by other processes. A listener must not raise or block.
-        A bound method is held weakly: a decider replaced by a policy activation is not kept
-        alive by its listener."""
-        self._listeners.append(
-            weakref.WeakMethod(listener) if inspect.ismethod(listener) else lambda: listener
-        )
 
     def snapshot(self) -> ControlsSnapshot:
         """The sets as of now: one integer read, and a reload when another writer (or this
@@ -287,15 +421,7 @@ class ControlsStore:
                 raise ControlsStoreError(f"cannot read the controls store: {exc}") from None
             self._snap = new
         if old.version >= 0:
-            for ref in list(self._listeners):
-                listener = ref()
-                if listener is None:
-                    self._listeners.remove(ref)
-                    continue
-                try:
-                    listener(old, new)
-                except Exception:  # a cache that cannot be dropped must not stop the check
-                    log.exception("a controls listener failed")
+            self._publish(old, new)
         return new
 
     def _load(self) -> ControlsSnapshot:
@@ -332,29 +458,7 @@ class ControlsStore:
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise ControlsStoreError(f"cannot read the controls store: {exc}") from None
-        uses, max_uses, expires_at, last_used = use if use is not None else (0, None, 0, 0.0)
-        expires_at = expires_at or 0
-        if rev is not None:
-            state = ConsentState.REVOKED
-        elif max_uses is not None and uses >= max_uses:
-            state = ConsentState.SPENT
-        elif expires_at and now >= expires_at:
-            state = ConsentState.EXPIRED
-        elif use is not None:
-            state = ConsentState.LIVE
-        else:
-            state = ConsentState.UNSEEN
-        return ConsentStatus(
-            cid=cid,
-            state=state,
-            uses=int(uses),
-            max_uses=max_uses,
-            expires_at=int(expires_at),
-            revoked_at=float(rev[0]) if rev else 0.0,
-            revoked_by=str(rev[1]) if rev else "",
-            revoked_via=str(rev[2]) if rev else "",
-            last_used=float(last_used or 0.0),
-        )
+        return consent_status_of(cid, now, rev, use)
 
     def pending_reinstatement(self, agency: str) -> tuple[str, float] | None:
         """``(requested_by, requested_at)`` of the reinstatement waiting for approval, if any.

@@ -26,7 +26,7 @@ from gateway.auth import (
 )
 from gateway.auth.replay import ReplayStore
 from gateway.billing import Meter, PriceList, load_prices
-from gateway.controls import ControlsStore
+from gateway.controls import ControlsStore, SQLiteControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
@@ -82,7 +82,7 @@ def _open_controls(config: Config) -> ControlsStore | None:
     if config.controls is None:
         return None
     seed = load_revocations(config.policy.revocations if config.policy else None)
-    return ControlsStore(config.controls, seed_revoked_consents=seed)
+    return SQLiteControlsStore(config.controls, seed_revoked_consents=seed)
 
 
 def _controls_service(
