@@ -18,11 +18,12 @@ What it holds (each row with when and by whom):
 * ``consent_uses``: how often each consent was used by a query, and its limit (``max_uses``).
 
 **Propagation (SQLite).** Every write that changes a set (not a use count) bumps
-``state.version`` in its own transaction. :meth:`ControlsStore.snapshot` reads that one integer (a primary-key
-lookup on a dedicated read connection, a few microseconds) and reloads the sets only when it
-changed, so a change made by any process is seen by every other on its next request. Listeners
-(:meth:`ControlsStore.add_listener`) are told what changed, so that caches depending on it
-(verified tokens, verified consents) are dropped at once.
+``state.version`` in its own transaction. :meth:`SQLiteControlsStore.snapshot` reads that
+one integer (a primary-key lookup on a dedicated read connection, a few microseconds) and
+reloads the sets only when it changed, so a change made by any process is seen by every
+other on its next request. Listeners (:meth:`ControlsStore.add_listener`) are told what
+changed, so that caches depending on it (verified tokens, verified consents) are dropped at
+once.
 
 **Use counts** are counted atomically: ``UPDATE ... SET uses = uses + 1 WHERE uses < max_uses``
 in one ``BEGIN IMMEDIATE`` transaction, so concurrent queries in any number of processes never

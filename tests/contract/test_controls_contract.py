@@ -148,7 +148,9 @@ def test_uses_are_exact_under_concurrency(backend: Backend) -> None:
     assert got.count(None) == 40 - 7
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     limit=st.one_of(st.none(), st.integers(1, 6)),
     attempts=st.integers(0, 9),

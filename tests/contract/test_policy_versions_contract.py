@@ -133,9 +133,7 @@ def test_history_cannot_be_rewritten_with_sql(backend: Backend, files: dict[str,
     assert [a.version for a in store.activations()] == [1]
 
 
-def test_concurrent_drafts_get_consecutive_numbers(
-    backend: Backend, files: dict[str, str]
-) -> None:
+def test_concurrent_drafts_get_consecutive_numbers(backend: Backend, files: dict[str, str]) -> None:
     stores = [backend.versions() for _ in range(3)]
     numbers: list[int] = []
     lock = threading.Lock()

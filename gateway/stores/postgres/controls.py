@@ -170,8 +170,7 @@ class PgControlsStore(ControlsStore):
         """See :meth:`ControlsStore.pending_reinstatement`."""
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT requested_by, requested_at FROM controls_reinstatements"
-                " WHERE agency = %s",
+                "SELECT requested_by, requested_at FROM controls_reinstatements WHERE agency = %s",
                 (agency,),
             ).fetchone()
         return None if row is None else (str(row[0]), float(row[1]))

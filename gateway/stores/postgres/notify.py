@@ -86,7 +86,7 @@ class LiveListener:
         self.stale_after_s = stale_after_s
         self.poll_interval_s = poll_interval_s
         self._clock = clock
-        self._callbacks: dict[str, list[Callable[[int], None]]] = {}
+        self._callbacks: dict[str, list[Callable[[int], object]]] = {}
         self._applied: dict[str, int] = {}
         self._synced_at: float | None = None
         self._stop = threading.Event()
@@ -97,7 +97,7 @@ class LiveListener:
         #: How many times a connection was (re)established.
         self.connects = 0
 
-    def subscribe(self, store: str, callback: Callable[[int], None]) -> None:
+    def subscribe(self, store: str, callback: Callable[[int], object]) -> None:
         """Call ``callback(version)`` whenever ``store`` (one of :data:`LIVE_STORES`) changes,
         and once on the first re-read. Subscribe before :meth:`start`."""
         if store not in LIVE_STORES:
@@ -171,6 +171,7 @@ class LiveListener:
                     delay, outage = _RETRY_FIRST_S, False
                     self._listen(conn)
             except (psycopg.Error, OSError, PgConfigError) as exc:
+                log.debug("live listener: %r", exc)
                 if not outage:
                     # The class names the failure; server text may name hosts.
                     log.warning(

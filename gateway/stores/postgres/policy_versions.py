@@ -86,7 +86,7 @@ class PgVersionStore(VersionStore):
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._tx() as conn:
-            return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
         """Close the pool (when this store owns it)."""

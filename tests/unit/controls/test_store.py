@@ -19,8 +19,8 @@ from gateway.controls import (
     ConsentState,
     ControlsSnapshot,
     ControlsStore,
-    SQLiteControlsStore,
     ControlsStoreError,
+    SQLiteControlsStore,
     normalize_serial,
     normalize_thumbprint,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.auth.tokens import TrustedIssuer
 from gateway.cli.consent import consent_main
-from gateway.controls import SQLiteControlsStore
+from gateway.controls import ControlsStore, SQLiteControlsStore
 from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki
 from gateway.policy import PolicyDecider
 from gateway.policy.consent import MAX_CONSENT_USES, ConsentProblem, ConsentVerifier, issue_consent
