@@ -66,6 +66,10 @@ class LiveStateStaleError(LocalError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "LIVE_STATE_STALE"
+    public_message = (
+        "this gateway process cannot confirm the current policy and live controls "
+        "(its shared store is unreachable), so it answers nothing; retry on another process"
+    )
 
 
 class LiveListener:

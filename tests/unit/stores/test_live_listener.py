@@ -120,7 +120,9 @@ def test_a_lost_database_fails_closed_within_the_bound_and_recovers(
         with pytest.raises(LiveStateStaleError) as refused:
             store.snapshot()
         assert refused.value.reason == "LIVE_STATE_STALE"
+        # The log's message says for how long and the bound; the caller's names no server.
         assert "bound 2 s" in refused.value.message and "/" not in refused.value.message
+        assert "retry on another process" in refused.value.public_message
         _server_up(cluster)
         _wait(listener.fresh, 30)  # reconnects by itself
         writer = PgControlsStore(open_pool(PgTarget(url), max_size=1))
