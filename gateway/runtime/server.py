@@ -425,16 +425,20 @@ class Gateway:
         await self._follow_audit()
         if self.live:
             self._live_task = asyncio.create_task(self._watch_live(), name="live-state-watch")
+        else:
+            self.metrics.live_fresh.set(1)
         log.info("gateway serving", extra={"address": self.address})
 
     async def _watch_live(self) -> None:
         """Health follows the listeners' freshness (checked every 0.2 s: the bound is
         seconds); each change is logged once."""
         was = all(state.fresh() for state in self.live)
+        self.metrics.live_fresh.set(1 if was else 0)
         while True:
             await asyncio.sleep(_LIVE_WATCH_S)
             now = all(state.fresh() for state in self.live)
             if now != was:
+                self.metrics.live_fresh.set(1 if now else 0)
                 if now:
                     log.warning("live state confirmed again: serving")
                 else:

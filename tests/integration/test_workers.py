@@ -188,7 +188,10 @@ async def test_workers_share_a_port_restart_and_drain(
         await run_queries(address, enterprise, connections=16, each=3)
 
         # One /metrics page for both workers: every query counted once, by its worker.
-        assert total_queries(await asyncio.to_thread(scrape, metrics_port)) == 48
+        page = await asyncio.to_thread(scrape, metrics_port)
+        assert total_queries(page) == 48
+        # Both workers confirmed the shared policy and controls (least fresh of the live ones).
+        assert "\ncredit_gateway_live_state_fresh 1.0\n" in page
         per_worker = queries_by_pid(folder)
         assert set(per_worker) == first and sum(per_worker.values()) == 48
         assert all(n > 0 for n in per_worker.values()), per_worker  # the kernel spread them

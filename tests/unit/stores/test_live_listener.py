@@ -11,9 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.controls.store import ControlsStoreError
+from gateway.policyadmin.errors import PolicyStoreError
 from gateway.stores.postgres.connect import connect, open_pool
 from gateway.stores.postgres.controls import PgControlsStore
 from gateway.stores.postgres.notify import LiveListener, LiveStateStaleError
+from gateway.stores.postgres.policy_versions import PgVersionStore
 from gateway.stores.postgres.url import PgTarget
 from tests.pg import PgCluster, fresh_database, start_cluster
 
@@ -123,6 +126,16 @@ def test_a_lost_database_fails_closed_within_the_bound_and_recovers(
         # The log's message says for how long and the bound; the caller's names no server.
         assert "bound 2 s" in refused.value.message and "/" not in refused.value.message
         assert "retry on another process" in refused.value.public_message
+        # Every store call fails promptly (the pool's acquisition timeout) with the store's
+        # own error, naming neither the socket folder nor the server's text.
+        versions = PgVersionStore(open_pool(PgTarget(url), min_size=0, max_size=1, timeout_s=1.0))
+        with pytest.raises(ControlsStoreError) as write:
+            store.revoke_consent("c", by="o", via="officer")
+        with pytest.raises(PolicyStoreError) as read:
+            versions.active()
+        for err in (write.value, read.value):
+            assert str(cluster.root) not in err.message and "/" not in err.message
+        versions.close()
         _server_up(cluster)
         _wait(listener.fresh, 30)  # reconnects by itself
         writer = PgControlsStore(open_pool(PgTarget(url), max_size=1))
