@@ -60,7 +60,6 @@ class SharedStores:
     controls: PgTarget | None = None
     #: One listener per database URL.
     by_url: dict[str, LiveListener] = field(default_factory=dict)
-    _controls_store: PgControlsStore | None = None
     _closables: list[Any] = field(default_factory=list)
     _started: bool = False
 
@@ -96,17 +95,19 @@ class SharedStores:
         """The policy version store on PostgreSQL. Raises ConfigError."""
         assert self.policy is not None
         self._listener(self.policy)
-        return PgVersionStore(self._pool(self.policy))
+        store = PgVersionStore(self._pool(self.policy))
+        self._closables.append(store)
+        return store
 
     def open_controls(self, seed: Iterable[str]) -> PgControlsStore:
         """The live controls on PostgreSQL, seeded with ``seed`` revoked consent ids,
         followed by this process's listener. Raises ConfigError, ControlsStoreError."""
         assert self.controls is not None
         store = PgControlsStore(self._pool(self.controls), seed_revoked_consents=seed)
+        self._closables.append(store)
         listener = self._listener(self.controls)
         listener.subscribe("controls", store.refresh)
         store.follow(listener)
-        self._controls_store = store
         return store
 
     async def start_listening(
@@ -131,9 +132,13 @@ class SharedStores:
                 log.warning("live listener not in sync at start-up; refusing queries until it is")
 
     def close(self) -> None:
-        """Stop the listeners (the stores are closed by their owners)."""
+        """Stop the listeners and close the stores opened here: for a start-up that
+        failed (once serving, the gateway closes what it holds)."""
         for listener in self.by_url.values():
             listener.close()
+        for store in reversed(self._closables):
+            store.close()
+        self._closables.clear()
 
 
 def open_shared_stores(config: Config) -> SharedStores:
