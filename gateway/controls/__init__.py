@@ -7,6 +7,7 @@ certificates and consent use counts, shared by every gateway process naming one 
 True
 """
 
+from gateway.controls.sqlite import SQLiteControlsStore
 from gateway.controls.store import (
     CertificateRevocation,
     ConsentState,
@@ -14,7 +15,6 @@ from gateway.controls.store import (
     ControlsSnapshot,
     ControlsStore,
     ControlsStoreError,
-    SQLiteControlsStore,
     normalize_serial,
     normalize_thumbprint,
 )

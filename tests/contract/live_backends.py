@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from gateway.controls.store import ControlsStore, SQLiteControlsStore
+from gateway.controls.sqlite import SQLiteControlsStore
+from gateway.controls.store import ControlsStore
 from gateway.policyadmin.store import SQLiteVersionStore, VersionStore
 from gateway.stores.postgres.connect import connect, open_pool
 from gateway.stores.postgres.controls import PgControlsStore
