@@ -26,7 +26,7 @@ from gateway.auth import (
 )
 from gateway.auth.replay import ReplayStore
 from gateway.billing import Meter, PriceList, load_prices
-from gateway.controls import ControlsStore
+from gateway.controls import ControlsStore, SQLiteControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
@@ -41,11 +41,13 @@ from gateway.policyadmin import (
     PolicyAdministrator,
     Serving,
     SQLiteVersionStore,
+    VersionStore,
 )
 from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
+from gateway.stores.postgres.live import SharedStores, open_shared_stores
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -76,13 +78,17 @@ def build_authenticators(
     )
 
 
-def _open_controls(config: Config) -> ControlsStore | None:
-    """The live controls store named by the config, seeded with the revocation file's
-    consent ids. Blocking: start-up only. Raises ConfigError, ControlsStoreError."""
-    if config.controls is None:
+def _open_controls(config: Config, shared: SharedStores) -> ControlsStore | None:
+    """The live controls store named by the config (PostgreSQL when ``[storage]`` moves
+    it there), seeded with the revocation file's consent ids. Blocking: start-up only.
+    Raises ConfigError, ControlsStoreError."""
+    if config.controls is None and shared.controls is None:
         return None
     seed = load_revocations(config.policy.revocations if config.policy else None)
-    return ControlsStore(config.controls, seed_revoked_consents=seed)
+    if shared.controls is not None:
+        return shared.open_controls(seed)
+    assert config.controls is not None
+    return SQLiteControlsStore(config.controls, seed_revoked_consents=seed)
 
 
 def _controls_service(
@@ -204,12 +210,13 @@ def _open_policy_admin(
     auditor: QueryAuditor | None,
     purposes: tuple[str, ...],
     controls: ControlsStore | None = None,
+    shared: SharedStores | None = None,
 ) -> tuple[PolicyAdminService, Decider]:
     """The version store, the workflow and its servicer, and the active version's decider
     (seeding version 1 from the files on disk on first start). Blocking: start-up only.
     Raises ConfigError, PolicyStoreError."""
     pc = config.policy
-    assert pc is not None and pc.store is not None
+    assert pc is not None
     disk = read_disk_files(
         model=pc.model,
         policy=pc.policy,
@@ -225,8 +232,14 @@ def _open_policy_admin(
         consent_audience=pc.consent_audience,
         revocations=pc.revocations,
     )
+    store: VersionStore
+    if shared is not None and shared.policy is not None:
+        store = shared.open_versions()
+    else:
+        assert pc.store is not None
+        store = SQLiteVersionStore(pc.store)
     admin = PolicyAdministrator(
-        SQLiteVersionStore(pc.store),
+        store,
         recipe,
         serving=Serving(
             catalog,
@@ -258,7 +271,18 @@ async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
     catalog = load_catalog(config.catalog)
-    controls = await asyncio.to_thread(_open_controls, config)
+    # Policy versions and live controls on PostgreSQL, when [storage] moves them there:
+    # the schema is checked (never migrated) and one listener per database is prepared.
+    shared = await asyncio.to_thread(open_shared_stores, config)
+    try:
+        return await _build(config, catalog, shared)
+    except BaseException:
+        await asyncio.to_thread(shared.close)
+        raise
+
+
+async def _build(config: Config, catalog: Catalog, shared: SharedStores) -> Gateway:
+    controls = await asyncio.to_thread(_open_controls, config, shared)
     authenticator = None
     audit_auth = None
     if config.auth is not None:
@@ -266,7 +290,7 @@ async def build_gateway(config: Config) -> Gateway:
     auditor = await open_auditor(config.audit) if config.audit is not None else None
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
-    if config.policy is not None and config.policy.store is not None:
+    if config.policy is not None and (config.policy.store is not None or shared.policy):
         policy_admin, decider = await asyncio.to_thread(
             _open_policy_admin,
             config,
@@ -274,6 +298,7 @@ async def build_gateway(config: Config) -> Gateway:
             auditor,
             tuple(load_purposes(config.purposes)),
             controls,
+            shared,
         )
     elif config.policy is not None:
         decider = build_decider(
@@ -326,8 +351,15 @@ async def build_gateway(config: Config) -> Gateway:
         if controls is not None
         else None
     )
+    # Activations and control changes made by any process arrive by NOTIFY from now on;
+    # until the first complete re-read this process refuses queries (fails closed).
+    await shared.start_listening(
+        asyncio.get_running_loop(),
+        policy_admin.admin if policy_admin is not None else None,
+    )
     gateway = Gateway(
         config,
+        live=shared.listeners,
         limiter=limiter,
         catalog=catalog,
         decider=decider,
