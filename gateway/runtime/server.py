@@ -20,6 +20,11 @@ not change them (the gateway answers, with those sections unavailable). Each dep
 has its own health service name, ``credit.v1.Department/<id>``: SERVING while it is
 asked, NOT_SERVING while it is kept out, SERVICE_UNKNOWN once retired.
 
+Why one module (some 630 lines): :class:`Gateway` owns the order in which every service,
+store and background task starts and stops (departments before queries, the audit log
+last to close); the services themselves live in gateway/api/ and the wiring of stores in
+:mod:`gateway.runtime.assembly`.
+
 **Live state on PostgreSQL.** With policy versions or live controls on PostgreSQL the
 gateway watches its listeners (``live``, :class:`~gateway.stores.postgres.notify.LiveListener`):
 while one is stale past its bound (``[storage] stale_after_s``: its connection is lost)
