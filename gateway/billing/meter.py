@@ -156,7 +156,7 @@ class Meter:
     @classmethod
     async def open(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | LedgerStore,
         prices: PriceList,
         *,
         on_event: EventHook | None = None,
@@ -164,7 +164,8 @@ class Meter:
         clock: Callable[[], datetime] = _utcnow,
         recover: bool = True,
     ) -> Meter:
-        """Open the SQLite ledger at ``path`` and, with ``recover``, release
+        """Open the SQLite ledger at ``path`` (or drive the open store ``path``, such
+        as a :class:`~gateway.stores.postgres.ledger.PostgresLedger`) and, with ``recover``, release
         interrupted reservations and put unaudited bookings on the record
         (:meth:`recover`). Raises LedgerError, and AuditUnavailableError if a
         recovery record cannot be appended."""

@@ -35,10 +35,11 @@ from zoneinfo import ZoneInfo
 
 from gateway.api.billing import parse_date, period_bounds
 from gateway.billing import reconcile
-from gateway.billing.ledger import AccountState, Entry, SQLiteLedger
+from gateway.billing.ledger import AccountState, Entry, LedgerStore
 from gateway.billing.prices import default_prices_path, load_prices
 from gateway.cli.console import path_arg, yuan
 from gateway.errors import GatewayError, NotFoundError
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 __all__ = ["billing_main"]
 
@@ -184,7 +185,7 @@ def billing_main(
         ledger.close()
 
 
-def _run(args: argparse.Namespace, ledger: SQLiteLedger, out: TextIO) -> int:
+def _run(args: argparse.Namespace, ledger: LedgerStore, out: TextIO) -> int:
     now = datetime.now(UTC)
     if args.command == "balance":
         accounts = [ledger.account(args.account)] if args.account else ledger.accounts()
@@ -276,7 +277,7 @@ def _row(e: Entry, tz: ZoneInfo) -> tuple[Any, ...]:
 
 
 def _statement(
-    ledger: SQLiteLedger,
+    ledger: LedgerStore,
     account: str,
     bounds: tuple[datetime, datetime],
     period: str,

@@ -586,8 +586,8 @@ OPENING_BALANCES = {"bank": 50_000, "guarantor": 20_000}
 
 def _open_accounts(ledger: Path) -> None:
     """Top up the paying agencies once, through the finance staff's own command."""
-    from gateway.billing import SQLiteLedger
     from gateway.cli.billing import billing_main
+    from gateway.stores.sqlite.ledger import SQLiteLedger
 
     SQLiteLedger(ledger, create=True).close()
     for account, fen in OPENING_BALANCES.items():

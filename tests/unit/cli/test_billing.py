@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.billing.ledger import PricedLine, ReserveSpec, SQLiteLedger
+from gateway.billing.ledger import PricedLine, ReserveSpec
 from gateway.cli.billing import CSV_COLUMNS, billing_main
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 
 def run(*argv: str) -> tuple[int, str, str]:
