@@ -137,9 +137,7 @@ class PostgresLedger(SqlLedger):
             try:
                 with self._pool.connection() as conn, conn.transaction():
                     if not write:
-                        conn.execute(
-                            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-                        )
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     return fn(_PgDb(conn, self._sql))
             except _RETRYABLE as exc:
                 if attempt == RETRIES:
