@@ -41,8 +41,9 @@ that cannot be checked are not enforced by admitting everything. The lease runs 
 calling thread (the event loop): one short statement per chunk; ``bench/limits_shared.py``
 measures what it costs.
 
-Memory is bounded: agencies are a registered set, purposes a closed list, and the
-day's counters are dropped at midnight.
+The harvesting counters below stay per process (they feed metrics, which aggregate across
+processes). Memory is bounded: agencies are a registered set, purposes a closed list, and
+the day's counters are dropped at midnight.
 
 Harvesting counters (:class:`~gateway.runtime.metrics.Metrics`): queries without a case
 reference per agency, and per agency the subjects first seen today among those queries

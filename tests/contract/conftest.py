@@ -176,7 +176,8 @@ def budget_factory(
             from gateway.stores.postgres.limits import PostgresRateBudget
 
             pool = pg_pool(request) if not opened else second_pool(request)
-            budget = PostgresRateBudget(pool, owns_pool=False)
+            # Owns it: close() cuts the budget off, as a lost database would.
+            budget = PostgresRateBudget(pool)
         opened.append(budget)
         return budget
 

@@ -318,3 +318,51 @@ def _apply(ledger: LedgerStore, op: tuple[object, ...], at: datetime, i: int, ns
         _, account, limit = op
         if ledger.account(ns + str(account)) is not None:
             ledger.set_credit_limit(ns + str(account), int(limit))  # type: ignore[call-overload]
+
+
+def test_two_stores_booking_one_top_up_reference_book_it_once(
+    ledger: LedgerStore, other_ledger: LedgerStore
+) -> None:
+    """The same payment reference booked by two processes at once (on PostgreSQL the
+    loser's insert hits the unique key and its transaction is run again): once."""
+    ledger.top_up("bank", 1, "TX-0", T0, create=True)
+    replayed: list[bool] = []
+    start = threading.Barrier(2)
+
+    def run(store: LedgerStore) -> None:
+        start.wait()
+        for i in range(20):
+            replayed.append(store.top_up("bank", 100, f"TX-{i + 1}", T0).replayed)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (ledger, other_ledger)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(replayed) == [False] * 20 + [True] * 20
+    acct = ledger.account("bank")
+    assert acct is not None and acct.balance_fen == 1 + 20 * 100
+    assert ledger.check() == []
+
+
+def test_two_stores_taking_free_units_at_once_take_no_more_than_the_quota(
+    ledger: LedgerStore, other_ledger: LedgerStore
+) -> None:
+    granted: list[str] = []
+    start = threading.Barrier(2)
+
+    def run(store: LedgerStore, me: str) -> None:
+        start.wait()
+        for i in range(10):
+            with contextlib.suppress(QuotaExhaustedError):
+                granted.append(store.reserve(free_spec(f"{me}-{i}", "bank", 7)).record.request_id)
+
+    threads = [
+        threading.Thread(target=run, args=(s, m)) for s, m in ((ledger, "a"), (other_ledger, "b"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(granted) == 7
+    assert ledger.check() == []

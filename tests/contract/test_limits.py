@@ -9,10 +9,17 @@ from collections.abc import Callable
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+import grpc
 import pytest
 
 from gateway.errors import RateLimitedError
-from gateway.pipeline.limits import AgencyLimit, Limits, RateLimiter, SharedBudget
+from gateway.pipeline.limits import (
+    AgencyLimit,
+    Limits,
+    RateLimiter,
+    RateLimitsUnavailableError,
+    SharedBudget,
+)
 
 Factory = Callable[[], SharedBudget]
 SLOW = 1e-6  # tokens per second: no refill within a test
@@ -118,3 +125,13 @@ def test_close_gives_unspent_daily_units_back(budget_factory: Factory) -> None:
         "bank", "lending", day, rate_per_s=SLOW, burst=1, tokens=0, ceiling=1000, daily=1000
     )
     assert got.daily == 999
+
+
+def test_a_budget_out_of_reach_refuses_the_query(budget_factory: Factory) -> None:
+    """Limits that cannot be checked are not enforced by admitting everything."""
+    budget = budget_factory()
+    limiter = RateLimiter(limits(1e6, 1000, None), budget=budget)
+    budget.close()
+    with pytest.raises(RateLimitsUnavailableError) as info:
+        limiter.admit("bank", "lending")
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE

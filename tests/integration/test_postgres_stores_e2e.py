@@ -78,9 +78,7 @@ async def test_paid_load_on_postgres_is_charged_once_and_reconciles(
             assert record is not None and record.state == "settled" and record.attempts == 1
             kinds = [
                 e.kind
-                for e in await meter.ledger.run(
-                    meter.store.entries, request_id=request.request_id
-                )
+                for e in await meter.ledger.run(meter.store.entries, request_id=request.request_id)
             ]
             # One hold per priced line, each charged or released once: never twice.
             priced = [x for x in record.lines if x.amount_fen]

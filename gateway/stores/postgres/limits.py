@@ -33,7 +33,8 @@ _GIVE_BACK = (
 
 class PostgresRateBudget(SharedBudget):
     """The shared budget in PostgreSQL (see the module docstring). Thread-safe;
-    ``owns_pool``: :meth:`close` closes the pool too."""
+    ``owns_pool``: :meth:`close` closes the pool too. The pool must be this budget's
+    own: its connections are switched to autocommit (each lease is one statement)."""
 
     def __init__(
         self, pool: ConnectionPool[psycopg.Connection[Any]], *, owns_pool: bool = True
@@ -58,6 +59,8 @@ class PostgresRateBudget(SharedBudget):
         args = (agency, purpose, day, rate_per_s, burst, tokens, ceiling, daily)
         try:
             with self._pool.connection() as conn:
+                # One statement, atomic by itself: no BEGIN and COMMIT round trips.
+                conn.autocommit = True
                 row = conn.execute(_LEASE, args).fetchone()
         except (psycopg.Error, PoolTimeout) as exc:
             raise _unavailable(exc) from None
@@ -69,6 +72,7 @@ class PostgresRateBudget(SharedBudget):
         """See :meth:`SharedBudget.give_back`."""
         try:
             with self._pool.connection() as conn:
+                conn.autocommit = True
                 conn.execute(_GIVE_BACK, (daily, agency, purpose, day))
         except (psycopg.Error, PoolTimeout) as exc:
             raise _unavailable(exc) from None

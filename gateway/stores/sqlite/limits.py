@@ -13,6 +13,7 @@ For one host; several hosts need the PostgreSQL budget. Failures raise
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -116,8 +117,9 @@ class SQLiteRateBudget(SharedBudget):
                     )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # closed, or rolled back already
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                 raise RateLimitsUnavailableError(f"rate limits file: {exc}") from None
         return Lease(tokens=granted, daily=granted_daily, wait_s=wait)
 

@@ -143,7 +143,7 @@ def _config(tmp_path: Path, extra: str) -> Path:
 
 def test_config_names_the_sqlite_ledger(tmp_path: Path, db: Path) -> None:
     config = _config(tmp_path, f'[billing]\nledger = "{db}"\n')
-    code, out, err = run(
+    code, _, err = run(
         "--config", str(config), "top-up", "bank", "500", "--reference", "TX-1", "--create"
     )
     assert code == 0, err
