@@ -70,7 +70,7 @@ __all__ = [
 
 
 #: The stores a ``[storage]`` URL can move to PostgreSQL.
-STORE_NAMES = ("audit", "ledger", "policy", "controls", "replay")
+STORE_NAMES = ("audit", "ledger", "policy", "controls", "replay", "limits")
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,9 @@ class Gateway:
         self.limiter = limiter
         #: The live security controls (``credit.v1.SecurityControls`` and its store).
         self.controls = controls
+        #: Blocking closers of what assembly opened beside the parts above (the
+        #: PostgreSQL replay store), run after the meter.
+        self.on_release: list[Callable[[], None]] = []
         self.meter = meter
         self._billing_admin = billing_admin
         self.policy_admin = policy_admin
@@ -595,6 +598,10 @@ class Gateway:
             await self.policy_admin.admin.close()
         if self.meter is not None:
             await self.meter.close()
+        if self.limiter is not None:  # a shared budget gets today's unspent units back
+            await asyncio.to_thread(self.limiter.close)
+        for close in self.on_release:
+            await asyncio.to_thread(close)
         if self.controls is not None:
             self.controls.store.close()
         if self._audit is not None:
