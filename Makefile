@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.audit_bench
 	$(BIN)/python -m bench.decision_bench
 	$(BIN)/python -m bench.controls_bench
+	$(BIN)/python -m bench.report_bench
+	$(BIN)/python -m bench.screen_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -5,12 +5,17 @@
     credit-query --gateway HOST:PORT --ca ca.pem --cert me.pem --key me.key \\
         --token-file me.jwt --person 360426199101010071 --purpose lending --mode paid --json
 
+    credit-query report --demo DIR/demo.json --agency procurement \\
+        --enterprise 91350200MA2YJ1XR9G --purpose government_procurement \\
+        --out report.pdf --json report.json
+
 A readable table by default; ``--json`` prints the response as JSON for
 scripts (money in integer fen there; the table prints yuan). ``--demo`` supplies the
 connection settings not given as flags: an explicit flag always wins. Without a CA
 certificate the client refuses to connect unless told ``--insecure-dev-plaintext`` (a
-gateway in development mode only; no token is sent). Exit status: 0 answered, 1 refused by
-the gateway (the status line is printed), 2 usage.
+gateway in development mode only; no token is sent). ``report`` takes the same flags and
+writes the signed report (check it with ``credit-audit check-report``). Exit status: 0
+answered, 1 refused by the gateway (the status line is printed), 2 usage.
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
-from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
+from gateway.cli.connect import QueryClient, UsageError, agency_connection, build_request
 from gateway.cli.console import console_script, path_arg, yuan
+from gateway.cli.report import run_report
 from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["main", "render"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, report: bool = False) -> argparse.ArgumentParser:
+    """The query's flags; with ``report``, those of ``credit-query report`` (``--out`` and
+    ``--json FILE`` instead of the ``--json`` switch)."""
     p = argparse.ArgumentParser(
-        prog="credit-query", description="Query credit-gateway about one subject."
+        prog="credit-query report" if report else "credit-query",
+        description="Get a signed credit report (PDF, and JSON) about one subject."
+        if report
+        else "Query credit-gateway about one subject. "
+        "'credit-query report ...' gets a signed credit report instead.",
     )
     conn = p.add_argument_group("connection")
     conn.add_argument(
@@ -71,57 +83,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--officer-id", default="")
     p.add_argument("--represented-party", default="")
     p.add_argument("--request-id", help="UUID; default a fresh one")
-    p.add_argument("--json", action="store_true", help="print the response as JSON")
+    if report:
+        p.add_argument("--out", type=path_arg, required=True, help="write the PDF report here")
+        p.add_argument("--json", type=path_arg, metavar="FILE", help="also write its JSON form")
+    else:
+        p.add_argument("--json", action="store_true", help="print the response as JSON")
     return p
 
 
-_TLS_FLAGS = ("ca", "cert", "key", "token_file")
-
-
-def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """Where and how to connect: explicit flags, then ``--demo``'s values for the rest.
-
-    Raises:
-        UsageError: a usage problem (one line naming it).
-        OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
-    """
-    given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
-    if args.demo:
-        demo = read_demo(args.demo)
-        from_demo: dict[str, Any] = {"gateway": demo["gateway_address"]}
-        if "ca_cert" in demo:
-            from_demo |= demo_member(demo, "agencies", args.agency, "agency")
-        given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
-    if not given["gateway"]:
-        raise UsageError("name --gateway (or --demo)")
-    conn: dict[str, Any] = {"address": given["gateway"]}
-    tls = [f for f in _TLS_FLAGS if given[f] is not None]
-    if args.insecure_dev_plaintext:
-        if tls:
-            flags = ", ".join("--" + f.replace("_", "-") for f in tls)
-            raise UsageError(f"--insecure-dev-plaintext excludes {flags}")
-        conn["dev_agency"] = args.agency or "development"
-        return conn
-    if len(tls) < len(_TLS_FLAGS):
-        # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
-        missing = [f for f in _TLS_FLAGS if given[f] is None]
-        raise UsageError(
-            "mutual TLS needs "
-            + ", ".join("--" + f.replace("_", "-") for f in missing)
-            + " (or --demo); --insecure-dev-plaintext only for a development gateway"
-        )
-    return conn | {
-        "ca": given["ca"].read_bytes(),
-        "cert": given["cert"].read_bytes(),
-        "key": given["key"].read_bytes(),
-        "token": given["token_file"].read_text(encoding="utf-8").strip(),
-    }
+#: The old name of :func:`gateway.cli.connect.agency_connection`.
+_connection = agency_connection
 
 
 @console_script
 def main(argv: list[str] | None = None) -> int:
-    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status.
+    ``credit-query screen ...`` is the screening command (:mod:`gateway.cli.screening`)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["screen"]:
+        from gateway.cli.screening import screen_main
+
+        return screen_main(words[1:])
+    report = bool(words) and words[0] == "report"
+    args = _parser(report=report).parse_args(words[1:] if report else words)
     try:
         request = build_request(
             enterprise=args.enterprise,
@@ -137,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             represented_party=args.represented_party,
             request_id=args.request_id,
         )
-        conn = _connection(args)
+        conn = agency_connection(args)
     except (UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query: {exc}", file=sys.stderr)
         return 2
+    if report:
+        return asyncio.run(run_report(conn, request, args.timeout, args.out, args.json))
     return asyncio.run(_run(conn, request, args.timeout, args.json))
 
 

@@ -19,6 +19,22 @@ would be refused) and SERVING again once the log has healed itself; departments 
 not change them (the gateway answers, with those sections unavailable). Each department
 has its own health service name, ``credit.v1.Department/<id>``: SERVING while it is
 asked, NOT_SERVING while it is kept out, SERVICE_UNKNOWN once retired.
+
+Why one module (some 630 lines): :class:`Gateway` owns the order in which every service,
+store and background task starts and stops (departments before queries, the audit log
+last to close); the services themselves live in gateway/api/ and the wiring of stores in
+:mod:`gateway.runtime.assembly`.
+
+**Live state on PostgreSQL.** With policy versions or live controls on PostgreSQL the
+gateway watches its listeners (``live``, :class:`~gateway.stores.postgres.notify.LiveListener`):
+while one is stale past its bound (``[storage] stale_after_s``: its connection is lost)
+the overall and query health are NOT_SERVING and every query is refused UNAVAILABLE
+(``LIVE_STATE_STALE``) before it is decided; both recover by themselves once the listener
+has re-read the shared state.
+
+**Workers.** ``worker=True`` (``credit-gateway serve --workers N``) binds with
+``SO_REUSEPORT``, so that N processes share one port (the kernel spreads connections),
+and leaves ``/metrics`` to the supervisor (prometheus-client's multiprocess mode).
 """
 
 from __future__ import annotations
@@ -27,9 +43,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,9 +58,12 @@ from gateway.api.edge import Edge
 from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
+from gateway.api.report import ReportService
+from gateway.api.screening import ScreeningServicer
 from gateway.audit.auditor import QueryAuditor
 from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
+from gateway.auth.registry import load_registry
 from gateway.billing import Meter
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.purposes import Purpose, load_purposes
@@ -55,12 +74,21 @@ from gateway.federation import (
     DepartmentMonitor,
     DepartmentState,
 )
-from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.pipeline.decision import (
+    CatalogDecider,
+    Decider,
+    Decision,
+    QueryFacts,
+    SwitchableDecider,
+)
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
 from gateway.policy.decider import PolicyDecider
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
+from gateway.screening.lists import no_repairs
+from gateway.screening.measures import MeasuresSource
+from gateway.screening.screener import Screener
 from protos.credit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -72,6 +100,10 @@ from protos.credit.v1 import (
     policy_admin_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    report_pb2,
+    report_pb2_grpc,
+    screening_pb2,
+    screening_pb2_grpc,
 )
 
 __all__ = ["Gateway"]
@@ -86,7 +118,45 @@ POLICY_ADMIN_SERVICE = policy_admin_pb2.DESCRIPTOR.services_by_name["PolicyAdmin
 DEPARTMENT_HEALTH_PREFIX = "credit.v1.Department/"
 #: How long a retired department's channel stays open for queries already asking it.
 _RETIRE_GRACE_S = 30.0
+REPORT_SERVICE = report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].full_name
+SCREENING_SERVICE = screening_pb2.DESCRIPTOR.services_by_name["ScreeningService"].full_name
+
+
+#: How often the gateway looks at its listeners' freshness for its health (seconds).
+_LIVE_WATCH_S = 0.2
+
+
+class LiveState(Protocol):
+    """What the gateway needs of a live listener
+    (:class:`~gateway.stores.postgres.notify.LiveListener`)."""
+
+    def fresh(self) -> bool:
+        """Whether the shared state this process applied is within its bound."""
+        ...
+
+    def check(self) -> None:
+        """Raise a GatewayError (UNAVAILABLE) unless fresh."""
+        ...
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop listening."""
+        ...
+
+
+class _LiveDecider(SwitchableDecider):
+    """The switchable decider, refusing to decide while the live state is stale: a query
+    is never decided under a policy or controls older than the stated bound."""
+
+    def __init__(self, decider: Decider, live: Sequence[LiveState]) -> None:
+        super().__init__(decider)
+        self._live = tuple(live)
+
+    def decide(self, facts: QueryFacts) -> Decision:
+        """Check every listener (one clock read each), then decide."""
+        for state in self._live:
+            state.check()
+        return super().decide(facts)
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -116,12 +186,22 @@ class Gateway:
         controls: ControlsService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         limiter: RateLimiter | None = None,
+        live: Sequence[LiveState] = (),
+        worker: bool = False,
     ) -> None:
         self.config = config
+        #: Listeners of the shared live state (PostgreSQL); empty on SQLite.
+        self.live = tuple(live)
+        self._live_task: asyncio.Task[None] | None = None
+        #: One of several processes on one port (SO_REUSEPORT; no /metrics of its own).
+        self.worker = worker
         #: Per-agency rate limits (None: none); policy activations reconfigure it.
         self.limiter = limiter
         #: The live security controls (``credit.v1.SecurityControls`` and its store).
         self.controls = controls
+        #: Blocking closers of what assembly opened beside the parts above (the
+        #: PostgreSQL replay store), run after the meter.
+        self.on_release: list[Callable[[], None]] = []
         self.meter = meter
         self._billing_admin = billing_admin
         self.policy_admin = policy_admin
@@ -152,6 +232,8 @@ class Gateway:
             on_change=self._department_changed,
         )
         self._service: QueryService | None = None
+        #: ``credit.v1.ScreeningService`` (joint reward and punishment screening).
+        self.screening: ScreeningServicer | None = None
         self._purposes: dict[str, Purpose] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -247,6 +329,8 @@ class Gateway:
         self.catalog = catalog
         if self._service is not None:
             self._service.use_catalog(catalog, Validator(catalog, self._purposes))
+        if self.screening is not None:
+            self.screening.screener.use_catalog(catalog, Validator(catalog, self._purposes))
         for dept_id in catalog.departments:
             if dept_id not in self.clients:
                 self.clients[dept_id] = self._client(dept_id, self._department_creds)
@@ -296,7 +380,8 @@ class Gateway:
                     raise ConfigError("audit", "no audit log configured")
             if self._authenticator is None:
                 self._authenticator = InsecureDevAuthenticator()
-            decider = SwitchableDecider(self._decider or CatalogDecider(self.catalog))
+            first = self._decider or CatalogDecider(self.catalog)
+            decider = _LiveDecider(first, self.live) if self.live else SwitchableDecider(first)
             self.decider = decider
             self.metrics.watch_decisions(decider.cache_info)
             self.metrics.policy_version.info({"version": decider.version})
@@ -315,18 +400,49 @@ class Gateway:
                 limiter=self.limiter,
             )
             self._service = service
+            screener = Screener(
+                catalog=self.catalog,
+                validator=Validator(self.catalog, purposes),
+                decider=decider,
+                clients=self.clients,
+                measures=MeasuresSource(self._version_files, lambda: self.catalog),
+                audit=self._audit,
+                meter=self.meter,
+                today=self._today,
+                default_timeout_s=self.config.default_timeout_ms / 1000,
+                # Issue 14's approved credit repairs plug in here (RepairCheck).
+                repaired=no_repairs,
+            )
+            screener.measures  # noqa: B018 - a measures catalog that does not load stops start-up
+            self.screening = ScreeningServicer(screener, self._authenticator, audit=self._audit)
             # One edge for every call: undecodable requests, error mapping, refusals audited.
             server = grpc.aio.server(
-                interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
+                interceptors=[Edge(audit=self._audit)],
+                # Workers share one port; a lone process refuses one already taken.
+                options=[("grpc.so_reuseport", 1 if self.worker else 0)],
             )
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            services = [QUERY_SERVICE, health.SERVICE_NAME]
+            screening_pb2_grpc.add_ScreeningServiceServicer_to_server(self.screening, server)
+            services = [QUERY_SERVICE, SCREENING_SERVICE, health.SERVICE_NAME]
             if self._audit is not None:
                 audit_pb2_grpc.add_AuditServiceServicer_to_server(
                     AuditServicer(self._audit.log, self._audit_auth), server
                 )
                 services.append(AUDIT_SERVICE)
+                # Reports need the log: its key signs them, its proofs make them checkable.
+                report_pb2_grpc.add_ReportServiceServicer_to_server(
+                    ReportService(
+                        service,
+                        self._audit.log,
+                        catalog=lambda: self.catalog,
+                        purposes=lambda: self._purposes,
+                        agency_name=self._agency_names(),
+                        font=self.config.report_font,
+                    ),
+                    server,
+                )
+                services.append(REPORT_SERVICE)
             if self._billing_admin is not None:
                 billing_pb2_grpc.add_BillingAdminServicer_to_server(self._billing_admin, server)
                 services.append(BILLING_SERVICE)
@@ -347,7 +463,7 @@ class Gateway:
                     self.install_decider, meter=self.meter, install_catalog=self.install_catalog
                 )
             self.monitor.start()  # departments not serving are checked again from now on
-            if self.config.metrics_listen:
+            if self.config.metrics_listen and not self.worker:
                 self.metrics_url, self._metrics_stop = self.metrics.serve_http(
                     self.config.metrics_listen
                 )
@@ -360,7 +476,45 @@ class Gateway:
         if self._audit is not None:
             self._audit.log.add_listener(self._audit_changed)
         await self._follow_audit()
+        if self.live:
+            self._live_task = asyncio.create_task(self._watch_live(), name="live-state-watch")
+        else:
+            self.metrics.live_fresh.set(1)
         log.info("gateway serving", extra={"address": self.address})
+
+    def _version_files(self) -> Mapping[str, str] | None:
+        """The active policy version's files (None without a policy store)."""
+        current = self.policy_admin.admin.current if self.policy_admin is not None else None
+        return current.files if current is not None else None
+
+    def _agency_names(self) -> Callable[[str], str]:
+        """An agency's Chinese name from the registry, for reports ("" without one)."""
+        if self.config.auth is None:
+            return lambda _agency: ""
+        registry = load_registry(self.config.auth.registry)
+
+        def name(agency_id: str) -> str:
+            principal = registry.agency(agency_id)
+            return principal.name_zh if principal is not None else ""
+
+        return name
+
+    async def _watch_live(self) -> None:
+        """Health follows the listeners' freshness (checked every 0.2 s: the bound is
+        seconds); each change is logged once."""
+        was = all(state.fresh() for state in self.live)
+        self.metrics.live_fresh.set(1 if was else 0)
+        while True:
+            await asyncio.sleep(_LIVE_WATCH_S)
+            now = all(state.fresh() for state in self.live)
+            if now != was:
+                self.metrics.live_fresh.set(1 if now else 0)
+                if now:
+                    log.warning("live state confirmed again: serving")
+                else:
+                    log.error("live state stale past its bound: NOT_SERVING, refusing queries")
+                was = now
+                await self._follow_audit()
 
     def _audit_changed(self, available: bool) -> None:
         """Audit log listener (on the event loop): health follows the log."""
@@ -372,6 +526,7 @@ class Gateway:
         """Set "" and the query service SERVING exactly when queries can be answered."""
         async with self._health_lock:  # one change at a time, the latest state wins
             ok = self._audit is None or self._audit.log.available
+            ok = ok and all(state.fresh() for state in self.live)
             status = health_pb2.HealthCheckResponse.NOT_SERVING
             if ok:
                 status = health_pb2.HealthCheckResponse.SERVING
@@ -419,6 +574,11 @@ class Gateway:
         """Stop taking queries, let those in flight finish (up to ``grace``
         seconds), then close department channels."""
         await self._health.enter_graceful_shutdown()
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
+            self._live_task = None
         if self._metrics_stop is not None:
             await asyncio.to_thread(self._metrics_stop)
             self._metrics_stop = None
@@ -432,10 +592,16 @@ class Gateway:
         """Close what the gateway holds, the audit log last: everything before it may
         still append records (a settlement's release, a policy action)."""
         await self._close_clients()
+        for state in self.live:  # no more follows: the stores below close next
+            await asyncio.to_thread(state.close)
         if self.policy_admin is not None:
             await self.policy_admin.admin.close()
         if self.meter is not None:
             await self.meter.close()
+        if self.limiter is not None:  # a shared budget gets today's unspent units back
+            await asyncio.to_thread(self.limiter.close)
+        for close in self.on_release:
+            await asyncio.to_thread(close)
         if self.controls is not None:
             self.controls.store.close()
         if self._audit is not None:
