@@ -21,11 +21,14 @@ documented default). Readers decide what an absent field means.
   done or refused;
 * :class:`ControlsRecord`, kind ``"controls"``: a live security control (suspension,
   reinstatement, certificate or consent revocation, consent status), done or refused.
+* :class:`SubjectAccessRecord`, kind ``"subject_access"``: a read of the subject index or the
+  consent archive (a subject's own query records, an officer's list per legal basis, an
+  auditor's archived consent).
 
 Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
 auditors' ``credit-audit`` tool reads these.
 
-Why one module (some 680 lines): every record kind of the log is read by the same
+Why one module (some 750 lines): every record kind of the log is read by the same
 auditors' tool with the same lenient helpers; one file is the log's whole schema.
 """
 
@@ -44,6 +47,7 @@ __all__ = [
     "QueryBilling",
     "QueryRecord",
     "RefusalRecord",
+    "SubjectAccessRecord",
     "WithheldField",
 ]
 
@@ -254,6 +258,13 @@ class QueryRecord:
     #: How often the consent (``consent_id``) had been used, this query included; absent
     #: for a query without a counted consent.
     consent_uses: int | None = None
+    #: The legal basis the query cited (a code of ``policies/legal_bases.toml``; a code
+    #: that is not one is the caller's free text, recorded as the free-text rule lets it);
+    #: absent when none was cited.
+    legal_basis: str | None = None
+    #: YYYY-MM-DD (gateway calendar, Beijing time): the query is hidden from the subject's
+    #: own query records before this day; absent when nothing is confidential.
+    confidential_until: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object appended to the log (None fields left out)."""
@@ -287,6 +298,8 @@ class QueryRecord:
             response_sha256=self.response_sha256,
             self_query=self.self_query,
             consent_uses=self.consent_uses,
+            legal_basis=self.legal_basis,
+            confidential_until=self.confidential_until,
         )
 
     @classmethod
@@ -326,6 +339,8 @@ class QueryRecord:
             response_sha256=_str(obj, "response_sha256"),
             self_query=_bool(obj, "self_query"),
             consent_uses=_int(obj, "consent_uses"),
+            legal_basis=_str(obj, "legal_basis"),
+            confidential_until=_str(obj, "confidential_until"),
         )
 
 
@@ -669,6 +684,63 @@ class ControlsRecord:
             requested_by=_str(obj, "requested_by"),
             state=_str(obj, "state"),
             reason=_str(obj, "reason"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectAccessRecord:
+    """A read of the subject index or the consent archive (:mod:`gateway.api.subject`).
+
+    ``action`` is ``list_query_records`` (a subject's own), ``list_by_basis`` (an officer)
+    or ``get_archived_consent`` (an auditor); ``principal`` the verified caller;
+    ``subject_pseudonym`` the subject whose records were listed (keyed pseudonym, never the
+    identifier); ``legal_basis`` and ``consent_id`` what was asked for (a published code, a
+    consent id as query records name it); ``count`` how many entries were returned.
+    """
+
+    KIND: ClassVar[str] = "subject_access"
+
+    action: str
+    principal: str
+    outcome: str = "ok"
+    count: int | None = None
+    subject_pseudonym: str | None = None
+    legal_basis: str | None = None
+    consent_id: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "action": self.action,
+                "principal": self.principal,
+                "outcome": self.outcome,
+            },
+            count=self.count,
+            subject_pseudonym=self.subject_pseudonym,
+            legal_basis=self.legal_basis,
+            consent_id=self.consent_id,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> SubjectAccessRecord:
+        """Read a decoded record (its ``kind`` is not checked); absent or mistyped fields
+        read as ``""`` or None."""
+        return cls(
+            action=_str(obj, "action") or "",
+            principal=_str(obj, "principal") or "",
+            outcome=_str(obj, "outcome") or "",
+            count=_int(obj, "count"),
+            subject_pseudonym=_str(obj, "subject_pseudonym"),
+            legal_basis=_str(obj, "legal_basis"),
+            consent_id=_str(obj, "consent_id"),
             time=_str(obj, "time"),
             gateway=_str(obj, "gateway"),
         )

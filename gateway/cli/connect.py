@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from gateway.cli.console import path_arg
-from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc
+from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc, subject_pb2, subject_pb2_grpc
 
 __all__ = [
     "Metadata",
@@ -204,6 +204,7 @@ def build_request(
     officer_id: str = "",
     represented_party: str = "",
     request_id: str | None = None,
+    legal_basis: str = "",
 ) -> query_pb2.QueryRequest:
     """A ``QueryRequest``; ``datasets`` as ``"department/dataset"`` strings."""
     if (enterprise is None) == (person is None):
@@ -216,6 +217,7 @@ def build_request(
         case_reference=case_reference,
         officer_id=officer_id,
         represented_party=represented_party,
+        legal_basis=legal_basis,
     )
     if enterprise is not None:
         req.subject.type, req.subject.id = common_pb2.SUBJECT_TYPE_ENTERPRISE, enterprise
@@ -236,6 +238,8 @@ class QueryClient:
         self._channel = channel
         self._metadata = metadata
         self.stub = query_pb2_grpc.QueryServiceStub(channel)
+        #: ``SubjectService`` on the same channel (a self-service kiosk's own query records).
+        self.subject_stub = subject_pb2_grpc.SubjectServiceStub(channel)
 
     @classmethod
     def connect(
@@ -267,6 +271,18 @@ class QueryClient:
         """Send one ``QueryRequest`` (``timeout`` in seconds) and return the response."""
         response: query_pb2.QueryResponse = await self.stub.Query(
             request, timeout=timeout, metadata=self._metadata
+        )
+        return response
+
+    async def query_records(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float = 10.0
+    ) -> subject_pb2.ListQueryRecordsResponse:
+        """One page of the caller's own subject's query records (``SubjectService``).
+        Raises ``grpc.aio.AioRpcError``."""
+        response: subject_pb2.ListQueryRecordsResponse = await self.subject_stub.ListQueryRecords(
+            subject_pb2.ListQueryRecordsRequest(page_size=page_size, page_token=page_token),
+            timeout=timeout,
+            metadata=self._metadata,
         )
         return response
 

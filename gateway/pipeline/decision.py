@@ -64,6 +64,8 @@ class Decision:
     consent_id: str = ""
     #: How often the consent has been used, this query included (0: no consent counted).
     consent_uses: int = 0
+    #: The consent's expiry (Unix seconds; 0 without a consent), for the consent archive.
+    consent_expires_at: int = 0
 
     @property
     def allowed_fields(self) -> dict[str, Mapping[str, tuple[str, ...]]]:
@@ -90,6 +92,10 @@ class QueryFacts:
     #: Only for checking a consent's binding to the subject; never a cache key.
     subject_id: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: Tiers a legal basis the agency may cite opens without consent (Art. 18 "except where
+    #: the law provides otherwise"); resolved before deciding by
+    #: :meth:`gateway.policy.legal.LegalBases.resolve`. Empty: no basis cited.
+    legal_tiers: frozenset[Tier] = frozenset()
 
 
 class Decider(Protocol):

@@ -4,6 +4,7 @@
                      by the gRPC entry point, :class:`gateway.api.query.QueryService`
     2 validate       identifier, purpose, mode, datasets, request id
       limit          the agency's rate and daily limits (a RateLimiter)
+      legal basis    the cited basis, if any: may this agency cite it (a BasisResolver)
     3 decide         which departments, datasets and fields (a Decider)
     4 meter          reserve the price of what was granted (a Meter)
     5 fan out        ask only for the allowed fields, concurrently
@@ -36,7 +37,7 @@ from gateway.auth.identity import Caller, CallerSource
 from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.domain import names
 from gateway.domain.catalog import Catalog, Tier
-from gateway.errors import AuditUnavailableError, GatewayError
+from gateway.errors import AuditUnavailableError, GatewayError, InvalidArgumentError
 from gateway.federation import DepartmentClient, fan_out
 from gateway.pipeline.decision import Decider, Decision, QueryFacts
 from gateway.pipeline.disclosure import ageing_cutoff, filter_records
@@ -45,7 +46,14 @@ from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, query_pb2
 
-__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt"]
+__all__ = [
+    "AuditSink",
+    "BasisResolver",
+    "ConsentKeeper",
+    "QueryPipeline",
+    "QueryReceipt",
+    "ResolvedBasis",
+]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -91,6 +99,64 @@ class QueryReceipt:
     response_digest: bytes = b""
 
 
+class ResolvedBasis(Protocol):
+    """A legal basis the caller may cite (:class:`gateway.policy.legal.LegalBasis`)."""
+
+    @property
+    def code(self) -> str:
+        """The published code."""
+        ...
+
+    @property
+    def tiers(self) -> frozenset[Tier]:
+        """The tiers it opens without consent."""
+        ...
+
+    def confidential_until(self, query_date: dt.date) -> str:
+        """YYYY-MM-DD from which the query is shown to the subject; "" if never hidden."""
+        ...
+
+
+class BasisResolver(Protocol):
+    """The published legal bases (:class:`gateway.policy.legal.LegalBases`)."""
+
+    def resolve(
+        self,
+        code: str,
+        *,
+        agency_id: str,
+        agency_kind: str,
+        purpose: str,
+        case_reference: str,
+    ) -> ResolvedBasis:
+        """The basis if this agency may cite it for this purpose and case.
+
+        Raises:
+            InvalidArgumentError, PermissionDeniedError: it may not (the query is refused).
+        """
+        ...
+
+
+class ConsentKeeper(Protocol):
+    """The consent archive (Art. 18): a consent a query used, kept in signed form."""
+
+    async def keep(
+        self,
+        consent_id: str,
+        compact_jws: str,
+        *,
+        agency_id: str,
+        subject_key: str,
+        expires_at: int,
+    ) -> None:
+        """Archive the consent (idempotent); returns once it is durable.
+
+        Raises:
+            GatewayError: it could not be archived (the query is then refused).
+        """
+        ...
+
+
 class AuditSink(Protocol):
     """Step 8: must return only once the record is durable."""
 
@@ -113,6 +179,8 @@ class AuditSink(Protocol):
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        legal_basis: str = "",
+        confidential_until: str = "",
     ) -> QueryReceipt | None:
         """Append the audit record of one query (answered or refused) and return its receipt.
 
@@ -156,8 +224,12 @@ class QueryPipeline:
         default_timeout_s: float = 3.0,
         today: Callable[[], dt.date] = dt.date.today,
         limiter: RateLimiter | None = None,
+        legal_bases: BasisResolver | None = None,
+        consent_archive: ConsentKeeper | None = None,
     ) -> None:
         self._catalog = catalog
+        self._legal = legal_bases
+        self._consents = consent_archive
         self._limiter = limiter
         self._validator = validator
         self._decider = decider
@@ -271,6 +343,7 @@ class QueryPipeline:
                 else self._pseudonym(query.subject_type, query.subject_id),
                 case_reference=cased,
             )
+        basis = self._basis(caller, request, query)
         today = self._today()
         is_self = (
             bool(caller.subject_id)
@@ -288,6 +361,7 @@ class QueryPipeline:
                 is_self=is_self,
                 consent_token=request.consent_token,
                 subject_id=query.subject_id,
+                legal_tiers=basis.tiers if basis is not None else frozenset(),
             )
         )
         if self._audit is not None and not self._audit.available:
@@ -298,7 +372,7 @@ class QueryPipeline:
         booking = _Booking()
         try:
             return await self._answer(
-                caller, request, context, query, decision, today, reservation, booking
+                caller, request, context, query, decision, today, reservation, booking, basis
             )
         except BaseException as exc:
             # Nothing was disclosed: give back what was reserved, or refund a
@@ -310,6 +384,25 @@ class QueryPipeline:
                 reason = "caller went away" if gone else "query failed"
                 await asyncio.shield(self._undo(reservation, booking, reason))
             raise
+
+    def _basis(
+        self, caller: Caller, request: query_pb2.QueryRequest, query: ValidQuery
+    ) -> ResolvedBasis | None:
+        """The legal basis the query cites, checked: None when it cites none. Raises the
+        resolver's refusal (the query is then refused and audited with the basis)."""
+        if not request.legal_basis:
+            return None
+        if self._legal is None:
+            raise InvalidArgumentError(
+                "legal_basis", "this gateway publishes no legal bases", reason="UNKNOWN_LEGAL_BASIS"
+            )
+        return self._legal.resolve(
+            request.legal_basis,
+            agency_id=caller.agency_id,
+            agency_kind=caller.kind,
+            purpose=query.purpose,
+            case_reference=request.case_reference,
+        )
 
     async def _undo(self, reservation: Reservation, booking: _Booking, reason: str) -> None:
         assert self._meter is not None
@@ -357,7 +450,18 @@ class QueryPipeline:
         today: dt.date,
         reservation: Reservation | None,
         booking: _Booking,
+        basis: ResolvedBasis | None = None,
     ) -> tuple[query_pb2.QueryResponse, str]:
+        if decision.consent_id and self._consents is not None and request.consent_token:
+            # Art. 18: the authorisation behind this query is kept in signed form before any
+            # department is asked; if it cannot be kept, nothing is asked or disclosed.
+            await self._consents.keep(
+                decision.consent_id,
+                request.consent_token,
+                agency_id=caller.agency_id,
+                subject_key=self._pseudonym(query.subject_type, query.subject_id),
+                expires_at=decision.consent_expires_at,
+            )
         lookups = self._lookups(caller, query, decision, reservation)
         remaining = context.time_remaining()
         budget = self._default_timeout_s
@@ -433,6 +537,8 @@ class QueryPipeline:
                     allowed=decision.allowed_fields,
                     consent_id=decision.consent_id,
                     consent_uses=decision.consent_uses,
+                    legal_basis=basis.code if basis is not None else "",
+                    confidential_until=basis.confidential_until(today) if basis else "",
                 )
             )
             receipt = await asyncio.shield(booking.record)

@@ -16,6 +16,7 @@ from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import AuditError
 from gateway.audit.log import AuditLog
+from gateway.audit.store import open_reader
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -46,6 +47,7 @@ from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
+from gateway.subject import ConsentArchive, SQLiteQueryIndex, SubjectIndexer
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -254,6 +256,35 @@ def _open_policy_admin(
     return PolicyAdminService(admin, authorize=authorize), decider
 
 
+def _open_subject_parts(
+    audit: AuditConfig,
+) -> tuple[SubjectIndexer, ConsentArchive]:
+    """The subject index (following the audit log) and the consent archive, beside the log
+    unless the config names them. Blocking: start-up only. Raises ConfigError."""
+    try:
+        pkey = load_pseudonym_key(audit.pseudonym_key)
+    except (OSError, AuditError) as exc:
+        raise ConfigError("audit.pseudonym_key", f"cannot load the key: {exc}") from None
+    archive = ConsentArchive.open(
+        audit.consent_archive_path, pkey, retention_days=audit.consent_retention_days
+    )
+    index = SQLiteQueryIndex.open(audit.subject_index_path)
+    return SubjectIndexer(index, lambda: open_reader(audit.path)), archive
+
+
+def _staff_authorizer(
+    auth: AuthConfig, controls: ControlsStore | None
+) -> Callable[[Any], tuple[Role, str]]:
+    """Officers and auditors, for ``LegalBasisAdmin``: (role, principal id)."""
+    staff = _authenticator(auth, (Role.OFFICER, Role.AUDITOR), controls)
+
+    def authorize(context: Any) -> tuple[Role, str]:
+        ident = staff.authenticate(context)
+        return ident.role, ident.principal_id
+
+    return authorize
+
+
 async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
@@ -264,6 +295,9 @@ async def build_gateway(config: Config) -> Gateway:
     if config.auth is not None:
         authenticator, audit_auth = build_authenticators(config.auth, controls)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
+    indexer = archive = None
+    if config.audit is not None:
+        indexer, archive = await asyncio.to_thread(_open_subject_parts, config.audit)
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
     if config.policy is not None and config.policy.store is not None:
@@ -339,5 +373,8 @@ async def build_gateway(config: Config) -> Gateway:
         policy_admin=policy_admin,
         controls=service,
         today=today,
+        subject_index=indexer,
+        consent_archive=archive,
+        staff=_staff_authorizer(config.auth, controls) if config.auth is not None else None,
     )
     return gateway

@@ -97,6 +97,24 @@ class AuditConfig:
     trusted_keys: tuple[Path, ...] = ()
     #: Private keys that co-sign every checkpoint (the old key during a rotation overlap).
     co_sign_keys: tuple[Path, ...] = ()
+    #: The subject index ("who looked at me"; rebuilt from the log if lost). Default: beside
+    #: the log, ``<log stem>.subjects.sqlite``.
+    subject_index: Path | None = None
+    #: The consent archive (Art. 18; encrypted, owner-only). Default: beside the log,
+    #: ``<log stem>.consents.sqlite``.
+    consent_archive: Path | None = None
+    #: Days an archived consent is kept after it expires (default five years).
+    consent_retention_days: int = 1826
+
+    @property
+    def subject_index_path(self) -> Path:
+        """:attr:`subject_index`, or its default beside the log."""
+        return self.subject_index or self.path.with_name(self.path.stem + ".subjects.sqlite")
+
+    @property
+    def consent_archive_path(self) -> Path:
+        """:attr:`consent_archive`, or its default beside the log."""
+        return self.consent_archive or self.path.with_name(self.path.stem + ".consents.sqlite")
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +430,20 @@ def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
         return None
     if not isinstance(raw, Mapping):
         raise ConfigError("audit", "must be a table")
-    _no_unknown(raw, "audit", {"path", "key", "pseudonym_key", "trusted_keys", "co_sign_keys"})
+    _no_unknown(
+        raw,
+        "audit",
+        {
+            "path",
+            "key",
+            "pseudonym_key",
+            "trusted_keys",
+            "co_sign_keys",
+            "subject_index",
+            "consent_archive",
+            "consent_retention_days",
+        },
+    )
     path = raw.get("path")
     if not isinstance(path, str) or not path:
         raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
@@ -433,7 +464,29 @@ def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
         pseudonym_key=_required_path(raw, "audit", "pseudonym_key", base),
         trusted_keys=lists["trusted_keys"],
         co_sign_keys=lists["co_sign_keys"],
+        subject_index=_new_file(raw, "subject_index", base),
+        consent_archive=_new_file(raw, "consent_archive", base),
+        consent_retention_days=_retention_days(raw.get("consent_retention_days", 1826)),
     )
+
+
+def _new_file(raw: Mapping[str, Any], name: str, base: Path) -> Path | None:
+    """An ``[audit]`` file the gateway creates if absent (its folder must exist)."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"audit.{name}", "must be a file path")
+    path = base / value if not Path(value).is_absolute() else Path(value)
+    if not path.parent.is_dir():
+        raise ConfigError(f"audit.{name}", f"folder not found: {path.parent}")
+    return path
+
+
+def _retention_days(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError("audit.consent_retention_days", "must be a positive number of days")
+    return value
 
 
 def _parse_auth(raw: Any, base: Path) -> AuthConfig | None:

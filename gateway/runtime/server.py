@@ -42,6 +42,7 @@ from gateway.api.edge import Edge
 from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
+from gateway.api.subject import LegalBasisAdminService, SubjectService
 from gateway.audit.auditor import QueryAuditor
 from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
@@ -59,8 +60,10 @@ from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
 from gateway.policy.decider import PolicyDecider
+from gateway.policy.legal import LegalBases, load_legal_bases
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
+from gateway.subject import ConsentArchive, SubjectIndexer, SubjectStoreError
 from protos.credit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -72,6 +75,8 @@ from protos.credit.v1 import (
     policy_admin_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    subject_pb2,
+    subject_pb2_grpc,
 )
 
 __all__ = ["Gateway"]
@@ -87,6 +92,10 @@ DEPARTMENT_HEALTH_PREFIX = "credit.v1.Department/"
 #: How long a retired department's channel stays open for queries already asking it.
 _RETIRE_GRACE_S = 30.0
 CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].full_name
+SUBJECT_SERVICE = subject_pb2.DESCRIPTOR.services_by_name["SubjectService"].full_name
+LEGAL_BASIS_SERVICE = subject_pb2.DESCRIPTOR.services_by_name["LegalBasisAdmin"].full_name
+#: How often the consent archive is purged of consents past their retention (seconds).
+_PURGE_INTERVAL_S = 86_400.0
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -116,8 +125,22 @@ class Gateway:
         controls: ControlsService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         limiter: RateLimiter | None = None,
+        legal_bases: LegalBases | None = None,
+        subject_index: SubjectIndexer | None = None,
+        consent_archive: ConsentArchive | None = None,
+        staff: Callable[[Any], tuple[Any, str]] | None = None,
     ) -> None:
         self.config = config
+        #: The published legal bases (None: ``policies/legal_bases.toml``, read at start).
+        self.legal_bases = legal_bases
+        #: "Who looked at me" and the queries per legal basis (None: not served).
+        self.subject_index = subject_index
+        #: Every consent a query used, in signed form (None: not archived).
+        self.consent_archive = consent_archive
+        #: Officers' and auditors' authentication for ``LegalBasisAdmin`` (role, id).
+        self._staff = staff
+        self.subject_service: SubjectService | None = None
+        self._purge_task: asyncio.Task[None] | None = None
         #: Per-agency rate limits (None: none); policy activations reconfigure it.
         self.limiter = limiter
         #: The live security controls (``credit.v1.SecurityControls`` and its store).
@@ -284,6 +307,8 @@ class Gateway:
             await self._connect_departments()
             purposes = load_purposes(self.config.purposes)
             self._purposes = dict(purposes)
+            if self.legal_bases is None:
+                self.legal_bases = load_legal_bases(purposes=frozenset(purposes))
             if self._audit is not None:  # a refused query's purpose is recorded by name
                 self._audit.known_purposes = frozenset(purposes)
             if not self.config.insecure_dev_plaintext:
@@ -313,6 +338,8 @@ class Gateway:
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
                 limiter=self.limiter,
+                legal_bases=self.legal_bases,
+                consent_archive=self.consent_archive,
             )
             self._service = service
             # One edge for every call: undecodable requests, error mapping, refusals audited.
@@ -337,6 +364,31 @@ class Gateway:
                 controls_pb2_grpc.add_SecurityControlsServicer_to_server(self.controls, server)
                 services.append(CONTROLS_SERVICE)
                 self._attach_controls(decider.current)
+            if self.subject_index is not None and self._audit is not None:
+                await self.subject_index.start()  # catch up with the log before serving
+                self.subject_service = SubjectService(
+                    self.subject_index,
+                    self._authenticator,
+                    self._audit.pseudonym,
+                    audit=self._audit,
+                    origin=self._audit.log.origin,
+                    today=self._today,
+                )
+                subject_pb2_grpc.add_SubjectServiceServicer_to_server(self.subject_service, server)
+                services.append(SUBJECT_SERVICE)
+                if self._staff is not None:
+                    legal = LegalBasisAdminService(
+                        self.subject_index,
+                        self.legal_bases,
+                        authorize=self._staff,
+                        archive=self.consent_archive,
+                        audit=self._audit,
+                        origin=self._audit.log.origin,
+                    )
+                    subject_pb2_grpc.add_LegalBasisAdminServicer_to_server(legal, server)
+                    services.append(LEGAL_BASIS_SERVICE)
+            if self.consent_archive is not None:
+                self._purge_task = asyncio.create_task(self._purge_consents(), name="consents")
             enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
             self.port = self._bind(server)
             await server.start()
@@ -428,10 +480,32 @@ class Gateway:
         # After the drain: an activation in flight has finished (or was cancelled).
         await self._release()
 
+    async def _purge_consents(self) -> None:
+        """Purge the consent archive of consents past their retention, at start and daily."""
+        archive = self.consent_archive
+        assert archive is not None
+        while True:
+            try:
+                purged = await asyncio.to_thread(archive.purge)
+                if purged:
+                    log.info("consent archive purged", extra={"count": purged})
+            except SubjectStoreError as exc:
+                log.error("consent archive not purged", extra={"reason": exc.message})
+            await asyncio.sleep(_PURGE_INTERVAL_S)
+
     async def _release(self) -> None:
         """Close what the gateway holds, the audit log last: everything before it may
         still append records (a settlement's release, a policy action)."""
         await self._close_clients()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purge_task
+            self._purge_task = None
+        if self.subject_index is not None:
+            await self.subject_index.close()
+        if self.consent_archive is not None:
+            self.consent_archive.close()
         if self.policy_admin is not None:
             await self.policy_admin.admin.close()
         if self.meter is not None:
