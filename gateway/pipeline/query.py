@@ -39,21 +39,21 @@ from gateway.domain import names
 from gateway.domain.catalog import Catalog, Tier
 from gateway.errors import AuditUnavailableError, GatewayError, InvalidArgumentError
 from gateway.federation import DepartmentClient, fan_out
-from gateway.pipeline.decision import Decider, Decision, QueryFacts
+from gateway.pipeline.decision import (
+    BasisResolver,
+    ConsentKeeper,
+    Decider,
+    Decision,
+    QueryFacts,
+    ResolvedBasis,
+)
 from gateway.pipeline.disclosure import ageing_cutoff, filter_records
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, query_pb2
 
-__all__ = [
-    "AuditSink",
-    "BasisResolver",
-    "ConsentKeeper",
-    "QueryPipeline",
-    "QueryReceipt",
-    "ResolvedBasis",
-]
+__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt"]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -97,64 +97,6 @@ class QueryReceipt:
     leaf_hash: bytes
     #: SHA-256 of the response as recorded (its receipt left empty).
     response_digest: bytes = b""
-
-
-class ResolvedBasis(Protocol):
-    """A legal basis the caller may cite (:class:`gateway.policy.legal.LegalBasis`)."""
-
-    @property
-    def code(self) -> str:
-        """The published code."""
-        ...
-
-    @property
-    def tiers(self) -> frozenset[Tier]:
-        """The tiers it opens without consent."""
-        ...
-
-    def confidential_until(self, query_date: dt.date) -> str:
-        """YYYY-MM-DD from which the query is shown to the subject; "" if never hidden."""
-        ...
-
-
-class BasisResolver(Protocol):
-    """The published legal bases (:class:`gateway.policy.legal.LegalBases`)."""
-
-    def resolve(
-        self,
-        code: str,
-        *,
-        agency_id: str,
-        agency_kind: str,
-        purpose: str,
-        case_reference: str,
-    ) -> ResolvedBasis:
-        """The basis if this agency may cite it for this purpose and case.
-
-        Raises:
-            InvalidArgumentError, PermissionDeniedError: it may not (the query is refused).
-        """
-        ...
-
-
-class ConsentKeeper(Protocol):
-    """The consent archive (Art. 18): a consent a query used, kept in signed form."""
-
-    async def keep(
-        self,
-        consent_id: str,
-        compact_jws: str,
-        *,
-        agency_id: str,
-        subject_key: str,
-        expires_at: int,
-    ) -> None:
-        """Archive the consent (idempotent); returns once it is durable.
-
-        Raises:
-            GatewayError: it could not be archived (the query is then refused).
-        """
-        ...
 
 
 class AuditSink(Protocol):

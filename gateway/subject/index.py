@@ -43,6 +43,7 @@ from gateway.audit.errors import RecordError
 from gateway.audit.records import decode_record
 from gateway.audit.store import LogReader
 from gateway.errors import ConfigError
+from gateway.stores.sqlite import SQLiteSetupError, open_durable
 from gateway.subject.errors import SubjectStoreError
 
 __all__ = [
@@ -236,22 +237,19 @@ class SQLiteQueryIndex(QueryIndex):
         self._scanned, self._origin = self._meta()
 
     @classmethod
-    def open(cls, path: Path | str = ":memory:") -> SQLiteQueryIndex:
-        """Open (or create) the index file; ``":memory:"`` for tests.
+    def open(cls, path: Path) -> SQLiteQueryIndex:
+        """Open (or create) the index file.
 
         Raises:
             ConfigError: the file cannot be opened or is not an index.
         """
         try:
-            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            if str(path) != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
+            conn = open_durable(path, schema=_SCHEMA)
             # Derived data: a commit lost in a power cut is read again from the log.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, SQLiteSetupError) as exc:
             raise ConfigError("subject_index", f"cannot open the subject index: {exc}") from None
-        return cls(conn, None if str(path) == ":memory:" else Path(path))
+        return cls(conn, path)
 
     def _meta(self) -> tuple[int, str]:
         rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
