@@ -57,7 +57,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
-from prometheus_client import Gauge
 
 from gateway.audit.auditor import QueryAuditor
 from gateway.audit.schema import ObjectionRecord
@@ -238,23 +237,7 @@ class ObjectionDesk:
         self._consents = consents
         #: The clock deadlines are counted by; replace it to move time in a test.
         self.clock = clock
-        self._overdue_gauge: Gauge | None = None
-        self._open_gauge: Gauge | None = None
-        if metrics is not None:
-            # On the gateway's own registry; labelled by department only, never a subject.
-            self._overdue_gauge = Gauge(
-                "credit_gateway_objections_overdue",
-                "Objections and repair applications unanswered after their 20-day due day,"
-                " by department.",
-                ["department"],
-                registry=metrics.registry,
-            )
-            self._open_gauge = Gauge(
-                "credit_gateway_objections_open",
-                "Objections and repair applications not yet answered, by department.",
-                ["department"],
-                registry=metrics.registry,
-            )
+        self._metrics = metrics
         self.poll_interval_s = poll_interval_s
         self._route_timeout_s = route_timeout_s
         self._task: asyncio.Task[None] | None = None
@@ -769,15 +752,15 @@ class ObjectionDesk:
         self._set_metrics(counts, rows)
 
     def _set_metrics(self, overdue: Mapping[str, int], rows: Iterable[ObjectionRow]) -> None:
-        if self._overdue_gauge is None or self._open_gauge is None:
+        if self._metrics is None:
             return
         open_counts: dict[str, int] = {}
         for row in rows:
             if row.open:
                 open_counts[row.department] = open_counts.get(row.department, 0) + 1
         for dept in self._overdue_departments | set(overdue) | set(open_counts):
-            self._overdue_gauge.labels(dept).set(overdue.get(dept, 0))
-            self._open_gauge.labels(dept).set(open_counts.get(dept, 0))
+            self._metrics.objections_overdue.labels(dept).set(overdue.get(dept, 0))
+            self._metrics.objections_open.labels(dept).set(open_counts.get(dept, 0))
         self._overdue_departments |= set(overdue) | set(open_counts)
 
     def _update_metrics_soon(self) -> None:

@@ -80,7 +80,7 @@ def _publish_penalty(
 
 def _answer(stack: DevStack, objection_id: str, outcome: str, note: str = "") -> str:
     """The department answers through its own command, the installed console script."""
-    done = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+    done = subprocess.run(
         [
             str(CREDIT_ADAPTER),
             "objection",
@@ -95,7 +95,7 @@ def _answer(stack: DevStack, objection_id: str, outcome: str, note: str = "") ->
             outcome,
             "--note",
             note,
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -222,7 +222,7 @@ async def test_objections_marked_answered_three_ways_and_overdue(stack: DevStack
                 evidence_sha256=["ab" * 32], consent_token=_consent(stack, uscc),
                 statement="本企业已提出异议，处罚决定已被撤销" if rid == confirmed else "",
             )  # fmt: skip
-        for rid, obj in filed.items():
+        for obj in filed.values():
             assert obj.outcome == common_pb2.OBJECTION_OUTCOME_PENDING
             assert obj.filed_on == today.isoformat()
             assert obj.due_on == (today + dt.timedelta(days=20)).isoformat()
