@@ -31,6 +31,10 @@ gets them wrong:
   ``NO_SUCH_RECORD`` otherwise), and hands them to :meth:`Store.receive_objection`; the
   gateway polls :meth:`Store.objection_answer` until the department has answered. A store
   that takes no objections answers ``UNIMPLEMENTED``.
+
+Why one module (some 800 lines): it is the one file a department's engineers read and import;
+the store interface, the servicer that validates against it, the mutual-TLS gate and the
+serving helpers are one contract, and keeping them together keeps it readable in one sitting.
 """
 
 from __future__ import annotations
