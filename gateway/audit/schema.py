@@ -20,7 +20,9 @@ documented default). Readers decide what an absent field means.
 * :class:`PolicyAdminRecord`, kind ``"policy_admin"``: a step of the policy workflow,
   done or refused;
 * :class:`ControlsRecord`, kind ``"controls"``: a live security control (suspension,
-  reinstatement, certificate or consent revocation, consent status), done or refused.
+  reinstatement, certificate or consent revocation, consent status), done or refused;
+* :class:`ObjectionRecord`, kind ``"objection"``: a step of an objection (Decree 631
+  Art. 25) or a credit-repair application, done or refused;
 * :class:`SubjectAccessRecord`, kind ``"subject_access"``: a read of the subject index or the
   consent archive (a subject's own query records, an officer's list per legal basis, an
   auditor's archived consent).
@@ -28,7 +30,7 @@ documented default). Readers decide what an absent field means.
 Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
 auditors' ``credit-audit`` tool reads these.
 
-Why one module (some 750 lines): every record kind of the log is read by the same
+Why one module (some 860 lines): every record kind of the log is read by the same
 auditors' tool with the same lenient helpers; one file is the log's whole schema.
 """
 
@@ -43,6 +45,7 @@ __all__ = [
     "BillingRecord",
     "ControlsRecord",
     "DepartmentSection",
+    "ObjectionRecord",
     "PolicyAdminRecord",
     "QueryBilling",
     "QueryRecord",
@@ -684,6 +687,115 @@ class ControlsRecord:
             requested_by=_str(obj, "requested_by"),
             state=_str(obj, "state"),
             reason=_str(obj, "reason"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectionRecord:
+    """A step of an objection or a credit-repair application (:mod:`gateway.objections`).
+
+    ``action`` is ``file``, ``repair_apply``, ``statement`` (by an agency), ``routed``,
+    ``answered``, ``overdue`` (noticed once, by the gateway's poller) or ``repair_check``
+    (refused before routing). ``actor`` is the agency (``"gateway"`` for the poller);
+    ``subject`` the subject's keyed pseudonym, never its identifier; ``record``, ``grounds``,
+    ``statement`` and ``note`` only as :func:`gateway.pipeline.freetext.recordable` lets
+    them (an identifier becomes its keyed pseudonym). ``outcome`` is ``"ok"`` or
+    ``"refused"`` (then ``error``: the ErrorInfo reason); ``answer`` is the department's
+    outcome (``corrected``, ``confirmed``, ``undetermined``, ``repair_approved``...). Dates
+    are ISO days in Beijing time. None fields are absent.
+    """
+
+    KIND: ClassVar[str] = "objection"
+
+    action: str
+    actor: str
+    outcome: str
+    error: str | None = None
+    objection_id: str | None = None
+    objection_kind: str | None = None
+    subject: str | None = None
+    department: str | None = None
+    dataset: str | None = None
+    record: str | None = None
+    grounds: str | None = None
+    evidence_sha256: tuple[str, ...] | None = None
+    consent_id: str | None = None
+    via: str | None = None
+    filed_on: str | None = None
+    due_on: str | None = None
+    answer: str | None = None
+    answered_on: str | None = None
+    note: str | None = None
+    statement: str | None = None
+    severity: str | None = None
+    allowed_from: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "action": self.action,
+                "actor": self.actor,
+                "outcome": self.outcome,
+            },
+            error=self.error,
+            objection_id=self.objection_id,
+            objection_kind=self.objection_kind,
+            subject=self.subject,
+            department=self.department,
+            dataset=self.dataset,
+            record=self.record,
+            grounds=self.grounds,
+            evidence_sha256=None if self.evidence_sha256 is None else list(self.evidence_sha256),
+            consent_id=self.consent_id,
+            via=self.via,
+            filed_on=self.filed_on,
+            due_on=self.due_on,
+            answer=self.answer,
+            answered_on=self.answered_on,
+            note=self.note,
+            statement=self.statement,
+            severity=self.severity,
+            allowed_from=self.allowed_from,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ObjectionRecord:
+        """Read a decoded objection record (its ``kind`` is not checked); absent or
+        mistyped fields read as ``""`` or None."""
+        evidence = obj.get("evidence_sha256")
+        return cls(
+            action=_str(obj, "action") or "",
+            actor=_str(obj, "actor") or "",
+            outcome=_str(obj, "outcome") or "",
+            error=_str(obj, "error"),
+            objection_id=_str(obj, "objection_id"),
+            objection_kind=_str(obj, "objection_kind"),
+            subject=_str(obj, "subject"),
+            department=_str(obj, "department"),
+            dataset=_str(obj, "dataset"),
+            record=_str(obj, "record"),
+            grounds=_str(obj, "grounds"),
+            evidence_sha256=tuple(e for e in evidence if isinstance(e, str))
+            if isinstance(evidence, list)
+            else None,
+            consent_id=_str(obj, "consent_id"),
+            via=_str(obj, "via"),
+            filed_on=_str(obj, "filed_on"),
+            due_on=_str(obj, "due_on"),
+            answer=_str(obj, "answer"),
+            answered_on=_str(obj, "answered_on"),
+            note=_str(obj, "note"),
+            statement=_str(obj, "statement"),
+            severity=_str(obj, "severity"),
+            allowed_from=_str(obj, "allowed_from"),
             time=_str(obj, "time"),
             gateway=_str(obj, "gateway"),
         )

@@ -51,9 +51,9 @@ from gateway.pipeline.disclosure import ageing_cutoff, filter_records
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
-from protos.credit.v1 import adapter_pb2, query_pb2
+from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2
 
-__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt"]
+__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt", "RecordMarker"]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -131,6 +131,21 @@ class AuditSink(Protocol):
         """
 
 
+class RecordMarker(Protocol):
+    """Step 6 for objections (:meth:`gateway.objections.ObjectionDesk.mark`): the gateway's
+    own dispute marks and statements, and records dropped after an approved credit repair."""
+
+    def mark(
+        self,
+        department: str,
+        dataset: str,
+        subject: tuple[str, str],
+        records: Sequence[common_pb2.Record],
+    ) -> tuple[list[common_pb2.Record], int]:
+        """(records to disclose, how many were dropped). Raises a GatewayError when the
+        marks cannot be read (the query fails rather than miss a mark)."""
+
+
 def safe_request_id(request: query_pb2.QueryRequest) -> str:
     """The request id if it is a UUID, else a placeholder: a caller's free text
     (an identity number by mistake, say) never reaches a log or the audit log."""
@@ -168,10 +183,12 @@ class QueryPipeline:
         limiter: RateLimiter | None = None,
         legal_bases: BasisResolver | None = None,
         consent_archive: ConsentKeeper | None = None,
+        marker: RecordMarker | None = None,
     ) -> None:
         self._catalog = catalog
         self._legal = legal_bases
         self._consents = consent_archive
+        self._marker = marker
         self._limiter = limiter
         self._validator = validator
         self._decider = decider
@@ -443,7 +460,14 @@ class QueryPipeline:
             if outcome.response is None:
                 partial = True
                 continue
-            self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
+            self._disclose(
+                dept,
+                dd.allowed_sets,
+                outcome.response,
+                section,
+                cutoff,
+                (query.subject_type, query.subject_id),
+            )
         charge_fen = 0
         billing: dict[str, Any] | None = None
         if reservation is not None and self._meter is not None:
@@ -526,6 +550,7 @@ class QueryPipeline:
         lookup: adapter_pb2.LookupResponse,
         section: query_pb2.DepartmentSection,
         cutoff: str,
+        subject: tuple[str, str],
     ) -> None:
         dropped = 0
         aged_total = 0
@@ -542,6 +567,9 @@ class QueryPipeline:
             )
             dropped += n_dropped
             aged_total += n_aged
+            if self._marker is not None:
+                # Art. 25 marks from the gateway's own objections; repaired records go.
+                kept, _repaired = self._marker.mark(dept, result.dataset, subject, kept)
             out = section.datasets.add(dataset=result.dataset, aged_out=n_aged)
             out.records.extend(kept)
         if dropped:

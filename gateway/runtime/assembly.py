@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
+from gateway.objections import ObjectionDesk, SQLiteObjectionStore, load_repair_policy
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, parse_limits
 from gateway.policy import build_decider
@@ -377,4 +379,28 @@ async def build_gateway(config: Config) -> Gateway:
         consent_archive=archive,
         staff=_staff_authorizer(config.auth, controls) if config.auth is not None else None,
     )
+    if config.objections is not None:
+        oc = config.objections
+        repair = load_repair_policy(oc.repair)
+        repair.check_catalog(catalog)
+        store = await asyncio.to_thread(SQLiteObjectionStore, oc.store)
+        gw = gateway
+        gateway.objections = ObjectionDesk(
+            store,
+            catalog=lambda: gw.catalog,
+            clients=gateway.clients,
+            # The audit log's keyed pseudonym, as the query path uses.
+            pseudonym=auditor.pseudonym if auditor is not None else _unkeyed_pseudonym,
+            repair=repair,
+            audit=auditor,
+            consents=consents,
+            metrics=gateway.metrics,
+            poll_interval_s=oc.poll_interval_s,
+        )
     return gateway
+
+
+def _unkeyed_pseudonym(subject_type: str, subject_id: str) -> str:
+    """Without an audit log (development only) there is no pseudonym key: the same unkeyed
+    hash as the query path's ledger key."""
+    return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()

@@ -48,6 +48,7 @@ __all__ = [
     "DepartmentConfig",
     "FederationConfig",
     "IssuerConfig",
+    "ObjectionsConfig",
     "PolicyConfig",
     "TlsConfig",
     "load_config",
@@ -163,6 +164,18 @@ class DepartmentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectionsConfig:
+    """``[objections]``: the objection store (SQLite, created if absent; default
+    ``objections.sqlite`` beside the policy store), how often departments are polled for
+    answers (``poll_interval_s``, default 60) and the credit-repair periods file (``repair``,
+    default the packaged ``policies/repair.toml``)."""
+
+    store: Path
+    poll_interval_s: float = 60.0
+    repair: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole gateway configuration, as read from its TOML file."""
 
@@ -181,6 +194,8 @@ class Config:
     #: revocations, suspensions, consent use counts, shared by every process naming it.
     #: Default: ``controls.sqlite`` beside the policy store; None without either.
     controls: Path | None = None
+    #: Objections and credit repair (``[objections]``): None without a store.
+    objections: ObjectionsConfig | None = None
     #: Serve agencies over plaintext with header identities. Development only.
     insecure_dev_plaintext: bool = False
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -205,6 +220,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         "billing",
         "policy",
         "controls",
+        "objections",
     }
     for key in doc:
         if key not in known:
@@ -323,6 +339,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     billing = _parse_billing(doc.get("billing"), base)
     policy = _parse_policy(doc.get("policy"), base)
     controls = _parse_controls(doc.get("controls"), base, policy)
+    objections = _parse_objections(doc.get("objections"), base, policy)
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -336,6 +353,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         billing=billing,
         policy=policy,
         controls=controls,
+        objections=objections,
         insecure_dev_plaintext=insecure,
         federation=fed,
         departments=departments,
@@ -375,6 +393,34 @@ def _parse_controls(raw: Any, base: Path, policy: PolicyConfig | None) -> Path |
     if not path.parent.is_dir():
         raise ConfigError("controls.store", f"folder not found: {path.parent}")
     return path
+
+
+def _parse_objections(raw: Any, base: Path, policy: PolicyConfig | None) -> ObjectionsConfig | None:
+    """``[objections]``: see :class:`ObjectionsConfig`. Raises ConfigError."""
+    if raw is None:
+        if policy is not None and policy.store is not None:
+            return ObjectionsConfig(store=policy.store.parent / "objections.sqlite")
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("objections", "must be a table")
+    _no_unknown(raw, "objections", {"store", "poll_interval_s", "repair"})
+    store = _created_path(raw, "objections", "store", base)
+    if store is None:
+        if policy is None or policy.store is None:
+            raise ConfigError("objections.store", "missing: the objection store's file")
+        store = policy.store.parent / "objections.sqlite"
+    interval = raw.get("poll_interval_s", 60.0)
+    if (
+        not isinstance(interval, int | float)
+        or isinstance(interval, bool)
+        or not (0.05 <= interval <= 86_400)
+    ):
+        raise ConfigError("objections.poll_interval_s", "must be seconds from 0.05 to 86400")
+    return ObjectionsConfig(
+        store=store,
+        poll_interval_s=float(interval),
+        repair=_path(raw, "objections", "repair", base),
+    )
 
 
 def _parse_policy(raw: Any, base: Path) -> PolicyConfig | None:

@@ -39,6 +39,7 @@ from gateway.api.audit import AuditServicer
 from gateway.api.billing import BillingAdminService
 from gateway.api.controls import ControlsService
 from gateway.api.edge import Edge
+from gateway.api.objections import ObjectionService
 from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
@@ -56,6 +57,7 @@ from gateway.federation import (
     DepartmentMonitor,
     DepartmentState,
 )
+from gateway.objections import ObjectionDesk
 from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
@@ -71,6 +73,8 @@ from protos.credit.v1 import (
     billing_pb2_grpc,
     controls_pb2,
     controls_pb2_grpc,
+    objections_pb2,
+    objections_pb2_grpc,
     policy_admin_pb2,
     policy_admin_pb2_grpc,
     query_pb2,
@@ -96,6 +100,7 @@ SUBJECT_SERVICE = subject_pb2.DESCRIPTOR.services_by_name["SubjectService"].full
 LEGAL_BASIS_SERVICE = subject_pb2.DESCRIPTOR.services_by_name["LegalBasisAdmin"].full_name
 #: How often the consent archive is purged of consents past their retention (seconds).
 _PURGE_INTERVAL_S = 86_400.0
+OBJECTION_SERVICE = objections_pb2.DESCRIPTOR.services_by_name["ObjectionService"].full_name
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -180,6 +185,9 @@ class Gateway:
         self.port = 0
         #: The live decider; policy activation swaps what it delegates to.
         self.decider: SwitchableDecider | None = None
+        #: Objections and credit repair (``credit.v1.ObjectionService``), set by the
+        #: assembly once the gateway's clients and metrics exist; None: not served.
+        self.objections: ObjectionDesk | None = None
 
     @property
     def address(self) -> str:
@@ -340,6 +348,7 @@ class Gateway:
                 limiter=self.limiter,
                 legal_bases=self.legal_bases,
                 consent_archive=self.consent_archive,
+                marker=self.objections,
             )
             self._service = service
             # One edge for every call: undecodable requests, error mapping, refusals audited.
@@ -389,6 +398,12 @@ class Gateway:
                     services.append(LEGAL_BASIS_SERVICE)
             if self.consent_archive is not None:
                 self._purge_task = asyncio.create_task(self._purge_consents(), name="consents")
+            if self.objections is not None:
+                objections_pb2_grpc.add_ObjectionServiceServicer_to_server(
+                    ObjectionService(self.objections, caller=self._authenticator.authenticate),
+                    server,
+                )
+                services.append(OBJECTION_SERVICE)
             enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
             self.port = self._bind(server)
             await server.start()
@@ -399,6 +414,8 @@ class Gateway:
                     self.install_decider, meter=self.meter, install_catalog=self.install_catalog
                 )
             self.monitor.start()  # departments not serving are checked again from now on
+            if self.objections is not None:
+                self.objections.start()  # routes and polls objections from now on
             if self.config.metrics_listen:
                 self.metrics_url, self._metrics_stop = self.metrics.serve_http(
                     self.config.metrics_listen
@@ -496,6 +513,9 @@ class Gateway:
     async def _release(self) -> None:
         """Close what the gateway holds, the audit log last: everything before it may
         still append records (a settlement's release, a policy action)."""
+        if self.objections is not None:
+            await self.objections.stop()  # before the clients: it may be asking one
+            self.objections = None
         await self._close_clients()
         if self._purge_task is not None:
             self._purge_task.cancel()

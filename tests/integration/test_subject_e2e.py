@@ -294,9 +294,7 @@ async def test_officers_list_queries_per_basis_and_agencies_cannot(stack: DevSta
     finally:
         await channel.close()
     access = [r for r in _records(stack) if r.get("kind") == "subject_access"]
-    assert any(
-        r["action"] == "list_by_basis" and r["principal"] == "officer_a" for r in access
-    )
+    assert any(r["action"] == "list_by_basis" and r["principal"] == "officer_a" for r in access)
 
 
 async def test_a_consent_a_query_used_is_archived_and_an_auditor_reads_it_back(
