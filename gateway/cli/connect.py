@@ -274,6 +274,16 @@ class QueryClient:
         )
         return response
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel, for other services' stubs."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata every call sends (the bearer token)."""
+        return self._metadata
+
     async def query_records(
         self, *, page_size: int = 0, page_token: str = "", timeout: float = 10.0
     ) -> subject_pb2.ListQueryRecordsResponse:

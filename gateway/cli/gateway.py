@@ -10,6 +10,7 @@
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
     credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
+    credit-gateway legal-basis --demo F --officer ID queries CODE   # queries under a legal basis
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -40,6 +41,7 @@ _DELEGATED = {
     "billing": "accounts: balance, top-up, statement, credit limit, check",
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
     "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
+    "legal-basis": "legal bases: the published list, queries per basis, archived consents",
 }
 
 
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.controls import controls_main
 
             return controls_main(rest)
+        if args.command == "legal-basis":
+            from gateway.cli.legal import legal_main
+
+            return legal_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2

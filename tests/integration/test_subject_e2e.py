@@ -4,9 +4,12 @@ TLS, real tokens, the real audit log; the subject index follows that log."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,8 +19,16 @@ from google.rpc import error_details_pb2, status_pb2
 
 from gateway.audit.records import decode_record
 from gateway.audit.store import open_reader
+from gateway.cli import query as query_cli
 from gateway.dev.devstack import DevStack
-from protos.credit.v1 import query_pb2, subject_pb2, subject_pb2_grpc
+from protos.credit.v1 import (
+    common_pb2,
+    objections_pb2,
+    objections_pb2_grpc,
+    query_pb2,
+    subject_pb2,
+    subject_pb2_grpc,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -352,3 +363,54 @@ async def test_a_consent_a_query_used_is_archived_and_an_auditor_reads_it_back(
         if r.get("kind") == "subject_access" and r.get("action") == "get_archived_consent"
     ]
     assert got and json.dumps(got[-1]).find(me) == -1
+
+
+async def test_the_self_report_prints_records_marks_statements_objections_and_query_records(
+    stack: DevStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    me = _me(stack)
+    demo = tmp_path / "demo.json"
+    demo.write_text(json.dumps(stack.describe()), encoding="utf-8")
+    async with stack.client("bank") as bank:
+        token = stack.consent(
+            subject_type="person", subject_id=me, grantee="bank", purpose="lending", scope=[LOANS]
+        )
+        paid = await bank.query(
+            person=me, purpose="lending", mode="paid", datasets=[LOANS], consent_token=token
+        )
+    rid = next(
+        r.record_id for s in paid.sections for d in s.datasets for r in d.records if not r.disputed
+    )
+    async with stack.client("self_service") as kiosk:
+        objections = objections_pb2_grpc.ObjectionServiceStub(kiosk.channel)
+        filed = await objections.File(
+            objections_pb2.FileObjectionRequest(
+                request_id=str(uuid.uuid4()),
+                subject=common_pb2.Subject(type=common_pb2.SUBJECT_TYPE_PERSON, id=me),
+                department="pbccrc",
+                dataset="personal_loans",
+                record_id=rid,
+                grounds="该笔贷款金额有误",
+                statement="本人对该笔贷款金额有异议",
+            ),
+            metadata=kiosk.metadata,
+        )
+    argv = ["--demo", str(demo), "--agency", "self_service", "--self"]
+    assert await asyncio.to_thread(query_cli.main, argv) == 0
+    text = capsys.readouterr().out
+    assert "CREDIT REPORT (本人信用报告) of person" in text
+    assert me not in text  # the identifier is masked on a printout
+    assert f"DISPUTED since {filed.filed_on}, answer due {filed.due_on}" in text
+    assert "本人对该笔贷款金额有异议" in text
+    assert f"{filed.objection_id}: pbccrc/personal_loans {rid}, filed {filed.filed_on}" in text
+    assert f"answer due {filed.due_on}" in text
+    line = next(x for x in text.splitlines() if f"audit #{paid.receipt.log_index}" in x)
+    assert " bank  lending  paid " in line and "pbccrc/personal_loans" in line
+    # --json carries the same, machine-readable (the second free self-query of the year).
+    assert await asyncio.to_thread(query_cli.main, [*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert filed.objection_id in {o["objectionId"] for o in doc["open_objections"]}
+    assert str(paid.receipt.log_index) in {r["logIndex"] for r in doc["query_records"]}
+    # Not a self-service credential: the report is refused, exit 1.
+    bank_argv = ["--demo", str(demo), "--agency", "bank", "--self", "--person", me]
+    assert await asyncio.to_thread(query_cli.main, bank_argv) == 1
