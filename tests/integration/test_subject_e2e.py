@@ -21,6 +21,7 @@ from gateway.audit.records import decode_record
 from gateway.audit.store import open_reader
 from gateway.cli import query as query_cli
 from gateway.dev.devstack import DevStack
+from gateway.subject.errors import SubjectStoreError
 from protos.credit.v1 import (
     common_pb2,
     objections_pb2,
@@ -414,3 +415,35 @@ async def test_the_self_report_prints_records_marks_statements_objections_and_qu
     # Not a self-service credential: the report is refused, exit 1.
     bank_argv = ["--demo", str(demo), "--agency", "bank", "--self", "--person", me]
     assert await asyncio.to_thread(query_cli.main, bank_argv) == 1
+
+
+async def test_a_query_whose_consent_cannot_be_archived_is_refused_and_charges_nothing(
+    stack: DevStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = stack.gateway.consent_archive
+    assert archive is not None
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise SubjectStoreError("consent archive write failed: disk full")
+
+    me = _me(stack)
+    token = stack.consent(
+        subject_type="person", subject_id=me, grantee="bank", purpose="lending", scope=[LOANS]
+    )
+    balance = await stack.balance_fen("bank")
+    monkeypatch.setattr(archive, "keep", broken)
+    async with stack.client("bank") as bank:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await bank.query(
+                person=me, purpose="lending", mode="paid", datasets=[LOANS], consent_token=token
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _reason(caught.value) == "SUBJECT_STORE_UNAVAILABLE"
+    assert "disk" not in (caught.value.details() or "")  # the operator's message stays inside
+    assert await stack.balance_fen("bank") == balance
+    refused = [
+        r
+        for r in _records(stack)
+        if r.get("kind") == "query" and r.get("outcome") == "subject_store_unavailable"
+    ]
+    assert refused and refused[-1]["agency_id"] == "bank"
