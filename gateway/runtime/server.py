@@ -360,7 +360,13 @@ class Gateway:
             services = [QUERY_SERVICE, health.SERVICE_NAME]
             if self._audit is not None:
                 audit_pb2_grpc.add_AuditServiceServicer_to_server(
-                    AuditServicer(self._audit.log, self._audit_auth), server
+                    AuditServicer(
+                        self._audit.log,
+                        self._audit_auth,
+                        subject_of=self._subject_of,
+                        today=self._today,
+                    ),
+                    server,
                 )
                 services.append(AUDIT_SERVICE)
             if self._billing_admin is not None:
@@ -496,6 +502,15 @@ class Gateway:
             self._server = None
         # After the drain: an activation in flight has finished (or was cancelled).
         await self._release()
+
+    def _subject_of(self, context: Any) -> str | None:
+        """The pseudonym of the subject a self-service caller's token attests, or None."""
+        if self._authenticator is None or self._audit is None:
+            return None
+        caller = self._authenticator.authenticate(context)
+        if not caller.subject_id or not caller.subject_type:
+            return None
+        return self._audit.pseudonym(caller.subject_type, caller.subject_id)
 
     async def _purge_consents(self) -> None:
         """Purge the consent archive of consents past their retention, at start and daily."""

@@ -23,6 +23,8 @@ from gateway.cli import query as query_cli
 from gateway.dev.devstack import DevStack
 from gateway.subject.errors import SubjectStoreError
 from protos.credit.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     common_pb2,
     objections_pb2,
     objections_pb2_grpc,
@@ -447,3 +449,41 @@ async def test_a_query_whose_consent_cannot_be_archived_is_refused_and_charges_n
         if r.get("kind") == "query" and r.get("outcome") == "subject_store_unavailable"
     ]
     assert refused and refused[-1]["agency_id"] == "bank"
+
+
+async def _prove(stub: Any, md: Any, index: int) -> Any:
+    for _ in range(40):  # a fresh entry is under a signed checkpoint within about a second
+        try:
+            return await stub.GetInclusionProof(
+                audit_pb2.GetInclusionProofRequest(index=index), metadata=md
+            )
+        except grpc.aio.AioRpcError as exc:
+            if _reason(exc) != "NOT_YET_INTEGRATED":
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("never integrated")
+
+
+async def test_the_subject_proves_the_queries_about_it_and_no_others(stack: DevStack) -> None:
+    me, other = _me(stack), _other_person(stack)
+    async with stack.client("ndrc") as ndrc:
+        mine = await ndrc.query(person=me, purpose="supervision_inspection")
+        theirs = await ndrc.query(person=other, purpose="supervision_inspection")
+        secret = await ndrc.query(
+            person=me,
+            purpose="supervision_inspection",
+            legal_basis="supervision_law_art26",
+            case_reference="JW-9",
+        )
+    async with stack.client("self_service") as kiosk:
+        stub = audit_pb2_grpc.AuditServiceStub(kiosk.channel)
+        proof = await _prove(stub, kiosk.metadata, mine.receipt.log_index)
+        assert proof.leaf_hash == mine.receipt.leaf_hash
+        denied = []
+        for index in (theirs.receipt.log_index, secret.receipt.log_index):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _prove(stub, kiosk.metadata, index)
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            denied.append(caught.value.details())
+        # The confidential entry is refused exactly as another subject's: no oracle.
+        assert denied[0] == denied[1]
