@@ -48,6 +48,8 @@ __all__ = ["LegalBasisAdminService", "SubjectService"]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 _MODES = {"free": query_pb2.QUERY_MODE_FREE, "paid": query_pb2.QUERY_MODE_PAID}
+#: How long a listing waits for the index's first catch-up before it is refused (seconds).
+_READY_WAIT_S = 2.0
 _TOKEN_PREFIX = "q1:"  # noqa: S105 - a page-token prefix, not a secret
 
 
@@ -151,6 +153,7 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
         before = decode_page_token(request.page_token)
         limit = _page_size(request.page_size)
         subject = self._pseudonym(caller.subject_type, caller.subject_id)
+        await self._indexer.wait_ready(_READY_WAIT_S)
         await self._indexer.refresh()
         rows = await asyncio.to_thread(
             self._indexer.index.for_subject,
@@ -229,6 +232,7 @@ class LegalBasisAdminService(subject_pb2_grpc.LegalBasisAdminServicer):
             )
         before = decode_page_token(request.page_token)
         limit = _page_size(request.page_size)
+        await self._indexer.wait_ready(_READY_WAIT_S)
         await self._indexer.refresh()
         rows = await asyncio.to_thread(
             self._indexer.index.for_basis, code, before=before, limit=limit + 1

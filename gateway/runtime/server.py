@@ -380,7 +380,7 @@ class Gateway:
                 services.append(CONTROLS_SERVICE)
                 self._attach_controls(decider.current)
             if self.subject_index is not None and self._audit is not None:
-                await self.subject_index.start()  # catch up with the log before serving
+                await self.subject_index.start()  # catches up in the background
                 self.subject_service = SubjectService(
                     self.subject_index,
                     self._authenticator,

@@ -5,6 +5,10 @@ audit log; :meth:`SubjectIndexer.refresh` adds what the log gained since the las
 worker thread, one at a time), :meth:`SubjectIndexer.start` catches up once and then follows
 the log about once a second. The servicer calls :meth:`refresh` before each listing, so a
 query answered a moment ago is listed.
+
+The first catch-up (a rebuild, for a new index or one of another log: minutes for millions
+of records) runs in the background; the gateway serves queries meanwhile, and a listing
+waits for it at most ``ready_wait_s`` before it is refused as unavailable (retry later).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class SubjectIndexer:
         self._interval_s = interval_s
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
 
     def _sync(self) -> int:
         if self._reader is None:
@@ -66,22 +71,32 @@ class SubjectIndexer:
                 raise SubjectStoreError(f"cannot read the audit log for the index: {exc}") from None
 
     async def start(self) -> None:
-        """Catch up with the log (a rebuild if the index is new or of another log), then
-        follow it in the background.
+        """Catch up with the log (a rebuild if the index is new or of another log) and
+        follow it, in the background; :meth:`wait_ready` tells when the first catch-up is
+        done."""
+        self._task = asyncio.create_task(self._follow(), name="subject-index")
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Return once the first catch-up is done.
 
         Raises:
-            SubjectStoreError: the first catch-up failed.
+            SubjectStoreError: it is not done within ``timeout_s`` seconds.
         """
-        await self.refresh()
-        self._task = asyncio.create_task(self._follow(), name="subject-index")
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except TimeoutError:
+            raise SubjectStoreError(
+                "the subject index is still catching up with the audit log"
+            ) from None
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
             try:
                 await self.refresh()
+                self._ready.set()
             except SubjectStoreError as exc:
                 log.warning("subject index not refreshed", extra={"reason": exc.message})
+            await asyncio.sleep(self._interval_s)
 
     async def close(self) -> None:
         """Stop following and close the index and the log reader."""
