@@ -534,13 +534,15 @@ class ObjectionDesk:
     # --- reading and statements -----------------------------------------------------------
 
     def _visible(self, caller: Caller, row: ObjectionRow | None) -> ObjectionRow:
+        # A self-service agency speaks for many subjects, one per token: it sees the
+        # subject's objections only, whoever filed them; any other agency those it filed.
         if row is not None:
-            if row.filed_by == caller.agency_id:
-                return row
-            if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value and caller.subject_id:
-                key = self._pseudonym(caller.subject_type, caller.subject_id)
-                if key == row.subject_key:
+            if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value:
+                own = caller.subject_id and self._pseudonym(caller.subject_type, caller.subject_id)
+                if own == row.subject_key:
                     return row
+            elif row.filed_by == caller.agency_id:
+                return row
         raise NotFoundError("no such objection")
 
     @staticmethod
@@ -592,7 +594,11 @@ class ObjectionDesk:
             limit=page_size or 100,
             before=before,
         )
-        if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value and caller.subject_id:
+        if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value:
+            if not caller.subject_id:
+                raise PermissionDeniedError(
+                    "this self-service token names no subject", reason="OTHER_SUBJECT"
+                )
             own = self._pseudonym(caller.subject_type, caller.subject_id)
             if subject_key is not None and subject_key != own:
                 raise PermissionDeniedError(
