@@ -242,3 +242,12 @@ async def test_repair_outside_public_credit_information_is_refused(rig: Rig) -> 
     with pytest.raises(InvalidArgumentError) as err:
         await rig.desk.apply_repair(KIOSK, _filing(dataset="registration", record_id=ENTERPRISE))
     assert err.value.reason == "NOT_REPAIRABLE"
+
+
+async def test_a_departments_own_mark_stays_and_its_spoofed_fields_go(rig: Rig) -> None:
+    # The department flags record 18 disputed itself and tries to set gateway-only fields.
+    rec = common_pb2.Record(record_id="18", disputed=True, statement="伪造的声明")
+    rec.dispute.objection_id = "spoofed"
+    kept, _ = rig.desk.mark("market", PENALTIES, ("enterprise", ENTERPRISE), [rec])
+    assert kept[0].disputed  # its own Art. 25 mark is never stripped
+    assert kept[0].statement == "" and not kept[0].HasField("dispute")
