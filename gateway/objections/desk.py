@@ -674,8 +674,8 @@ class ObjectionDesk:
                 },
             )
             return
-        await asyncio.to_thread(self.store.routed, row.objection_id, self.clock().timestamp())
-        await self._record("routed", "gateway", outcome="ok", **self._row_fields(row))
+        if await asyncio.to_thread(self.store.routed, row.objection_id, self.clock().timestamp()):
+            await self._record("routed", "gateway", outcome="ok", **self._row_fields(row))
 
     async def _answered(self, row: ObjectionRow, outcome: str, on: str, note: str) -> None:
         # The department's words are shown with the record: an identifier in them is withheld.

@@ -178,8 +178,9 @@ class ObjectionStore(abc.ABC):
         """Every row not yet routed or not yet answered (the poller's work list)."""
 
     @abc.abstractmethod
-    def routed(self, objection_id: str, at: float) -> None:
-        """The department received it: set ``routed_at`` and blank the raw identifier."""
+    def routed(self, objection_id: str, at: float) -> bool:
+        """The department received it: set ``routed_at`` and blank the raw identifier; True
+        only for the first caller (several gateway processes may route the same one)."""
 
     @abc.abstractmethod
     def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
@@ -378,13 +379,16 @@ class SQLiteObjectionStore(ObjectionStore):
                 raise self._fail(exc) from None
         return [_row(r) for r in rows]
 
-    def routed(self, objection_id: str, at: float) -> None:
+    def routed(self, objection_id: str, at: float) -> bool:
         """See :meth:`ObjectionStore.routed`."""
-        self._write(
-            "UPDATE objections SET routed_at = ?, subject_id = '' WHERE objection_id = ?"
-            " AND routed_at IS NULL",
-            (at, objection_id),
-            bump=False,
+        return (
+            self._write(
+                "UPDATE objections SET routed_at = ?, subject_id = '' WHERE objection_id = ?"
+                " AND routed_at IS NULL",
+                (at, objection_id),
+                bump=False,
+            )
+            == 1
         )
 
     def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:

@@ -225,6 +225,15 @@ async def test_objections_marked_answered_three_ways_and_overdue(stack: DevStack
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert uscc not in (refused.value.details() or "")
 
+        # A consent granted to another agency is not this agency's authority.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await agency.file(
+                subject=_enterprise(uscc), department="market", dataset=PENALTIES,
+                record_id=corrected, grounds="金额有误",
+                consent_token=_consent(stack, uscc, grantee="bank"),
+            )  # fmt: skip
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
         filed = {}
         for rid in ids:
             filed[rid] = await agency.file(

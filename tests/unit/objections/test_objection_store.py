@@ -71,7 +71,8 @@ def test_one_open_objection_per_record_and_subject(store: SQLiteObjectionStore) 
 
 def test_routing_blanks_the_identifier_and_answers_land_once(store: SQLiteObjectionStore) -> None:
     row, _ = store.create(_row())
-    store.routed(row.objection_id, 1_780_000_100.0)
+    assert store.routed(row.objection_id, 1_780_000_100.0)
+    assert not store.routed(row.objection_id, 1_780_000_200.0)  # another process: no-op
     got = store.get(row.objection_id)
     assert got is not None and got.subject_id == "" and got.routed_at == 1_780_000_100.0
     raw = sqlite3.connect(store_path(store)).execute("SELECT subject_id FROM objections")
