@@ -280,7 +280,15 @@ class SQLiteObjectionStore(ObjectionStore):
         if fmt != _FORMAT:
             self._conn.close()
             raise ObjectionStoreError(f"the objection store is of format {fmt}, not {_FORMAT}")
+        try:
+            # The query path reads marks on the event loop: a connection and a lock of its
+            # own, never held across a writer's fsync (WAL readers do not wait for writers).
+            self._r = open_durable(path, schema="")
+        except (sqlite3.Error, SQLiteSetupError) as exc:
+            self._conn.close()
+            raise ObjectionStoreError(f"cannot open the objection store: {exc}") from None
         self._lock = threading.Lock()
+        self._rlock = threading.Lock()
         self._marks = Marks(version=-1)
 
     def _fail(self, exc: sqlite3.Error) -> ObjectionStoreError:
@@ -448,10 +456,10 @@ class SQLiteObjectionStore(ObjectionStore):
 
     def marks(self) -> Marks:
         """See :class:`Marks`: one integer read, a reload when the version moved."""
-        with self._lock:
+        with self._rlock:
             try:
                 version = int(
-                    self._conn.execute("SELECT version FROM state WHERE id = 1").fetchone()[0]
+                    self._r.execute("SELECT version FROM state WHERE id = 1").fetchone()[0]
                 )
                 if version == self._marks.version:
                     return self._marks
@@ -461,7 +469,7 @@ class SQLiteObjectionStore(ObjectionStore):
             return self._marks
 
     def _load(self) -> Marks:
-        c = self._conn
+        c = self._r
         c.execute("BEGIN")
         try:
             version = int(c.execute("SELECT version FROM state WHERE id = 1").fetchone()[0])
@@ -499,6 +507,7 @@ class SQLiteObjectionStore(ObjectionStore):
         return Marks(version=version, by_record=shown, repaired=frozenset(repaired))
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
+        """Close the connections."""
+        with self._lock, self._rlock:
             self._conn.close()
+            self._r.close()
