@@ -3,11 +3,15 @@ every process sharing the file sees, the raw identifier kept only until routed."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.objections.store import (
     ObjectionFilter,
@@ -161,3 +165,48 @@ def test_an_unreadable_file_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ObjectionStoreError) as err:
         SQLiteObjectionStore(path)
     assert str(tmp_path) not in err.value.message
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["file", "repair", "answer", "statement"]),
+        st.integers(min_value=0, max_value=2),  # record
+        st.integers(min_value=0, max_value=1),  # subject
+        st.sampled_from(["corrected", "confirmed", "undetermined", "repair_approved",
+                         "repair_refused", "no_such_record"]),
+        st.sampled_from(["", "声明"]),
+    ),
+    max_size=25,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(_OPS)
+def test_incremental_marks_equal_a_full_reload(ops: list[tuple[str, int, int, str, str]]) -> None:
+    """Whatever happens in whatever order, the marks a long-running process keeps up to date
+    (reloading only changed records) are those a fresh process reads from scratch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "o.sqlite"
+        live = SQLiteObjectionStore(path)
+        live.marks()
+        ids: list[str] = []
+        for n, (op, record, subj, outcome, statement) in enumerate(ops):
+            if op in ("file", "repair"):
+                row = _row(
+                    n, kind="objection" if op == "file" else "repair", record_id=str(record),
+                    subject_key=str(subj) * 64, filed_at=float(n),
+                )  # fmt: skip
+                with contextlib.suppress(OpenObjectionExists):
+                    ids.append(live.create(row)[0].objection_id)
+            elif ids and op == "answer":
+                live.answered(ids[record % len(ids)], outcome, "2026-05-10", "n")
+            elif ids:
+                live.set_statement(ids[record % len(ids)], statement)
+            fresh = SQLiteObjectionStore(path)
+            try:
+                want, got = fresh.marks(), live.marks()
+                assert got.by_record == want.by_record
+                assert got.repaired == want.repaired
+            finally:
+                fresh.close()
+        live.close()
