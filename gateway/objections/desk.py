@@ -464,6 +464,16 @@ class ObjectionDesk:
                     "an objection against this record is already open",
                     metadata={"objection_id": exc.existing},
                 ) from None
+            same = (kind, subject_key, f.department, f.dataset, f.record_id)
+            if (
+                not newly
+                and (row.kind, row.subject_key, row.department, row.dataset, row.record_id) != same
+            ):
+                # A retry must be the same filing: a request id reused for another subject
+                # (a kiosk serves many) must not hand back someone else's objection.
+                raise InvalidArgumentError(
+                    "request_id", "already used for another objection", reason="REQUEST_ID_REUSED"
+                )
         except GatewayError as err:
             await self._refused(action, caller.agency_id, err, **fields)
             raise

@@ -251,3 +251,14 @@ async def test_a_departments_own_mark_stays_and_its_spoofed_fields_go(rig: Rig) 
     kept, _ = rig.desk.mark("market", PENALTIES, ("enterprise", ENTERPRISE), [rec])
     assert kept[0].disputed  # its own Art. 25 mark is never stripped
     assert kept[0].statement == "" and not kept[0].HasField("dispute")
+
+
+async def test_a_request_id_reused_for_another_subject_is_refused(rig: Rig) -> None:
+    await rig.desk.file(KIOSK, _filing())
+    other_kiosk = Caller("kiosk", "subject_self_service", subject_id=OTHER,
+                         subject_type="enterprise")  # fmt: skip
+    with pytest.raises(InvalidArgumentError) as err:
+        await rig.desk.file(other_kiosk, _filing(subject_id=OTHER))
+    assert err.value.reason == "REQUEST_ID_REUSED"
+    with pytest.raises(InvalidArgumentError):
+        await rig.desk.file(KIOSK, _filing("18"))
