@@ -5,12 +5,14 @@
     credit-query --gateway HOST:PORT --ca ca.pem --cert me.pem --key me.key \\
         --token-file me.jwt --person 360426199101010071 --purpose lending --mode paid --json
     credit-query --demo DIR/demo.json --agency self_service --self
+    credit-query objection --demo DIR/demo.json --agency self_service file|status|list|...
 
 ``--self`` prints the subject's own report (:mod:`gateway.cli.selfreport`): its records with
 their objection marks and statements, its open objections with their deadlines, and every
 query about it (who, when, why, free or paid, the audit index). It runs as a self-service
 credential (the token attests the subject); the subject is the demo kiosk's, or the one named
-by ``--person``/``--enterprise``; the purpose is ``self_query``.
+by ``--person``/``--enterprise``; the purpose is ``self_query``. ``objection``: objections
+and credit repair, see :mod:`gateway.cli.objection`.
 
 A readable table by default; ``--json`` prints the response as JSON for
 scripts (money in integer fen there; the table prints yuan). ``--demo`` supplies the
@@ -33,6 +35,7 @@ from google.protobuf import json_format
 
 from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
 from gateway.cli.console import console_script, path_arg, yuan
+from gateway.cli.objection import objection_main
 from gateway.cli.selfreport import gather, render_report, report_json
 from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
@@ -141,6 +144,9 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
 @console_script
 def main(argv: list[str] | None = None) -> int:
     """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["objection"]:
+        return objection_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         enterprise, person = _subject(args)
@@ -272,12 +278,15 @@ def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
             print(f"  {ds.dataset}: {len(ds.records)} record(s){aged}", file=out)
             for rec in ds.records:
                 mark = "  [DISPUTED]" if rec.disputed else ""
-                if rec.disputed and rec.dispute.filed_on:
-                    mark = f"  [DISPUTED since {rec.dispute.filed_on}, due {rec.dispute.due_on}]"
-                cells = ", ".join(f"{k}={_value(rec.fields[k])}" for k in sorted(rec.fields))
-                print(f"    - {cells}{mark}", file=out)
+                if rec.HasField("dispute"):
+                    d = rec.dispute
+                    mark += f" since {d.filed_on}, due {d.due_on}"
+                    if d.outcome == common_pb2.OBJECTION_OUTCOME_UNDETERMINED:
+                        mark += f", undetermined: {d.department_note}"
                 if rec.statement:
-                    print(f"      statement (本人声明): {rec.statement}", file=out)
+                    mark += f"  [statement: {rec.statement}]"
+                cells = ", ".join(f"{k}={_value(rec.fields[k])}" for k in sorted(rec.fields))
+                print(f"    - #{rec.record_id} {cells}{mark}", file=out)
         if section.withheld:
             print("  withheld:", file=out)
             # One line per dataset and reason: a reader wants why, not a field list first.

@@ -464,6 +464,16 @@ class ObjectionDesk:
                     "an objection against this record is already open",
                     metadata={"objection_id": exc.existing},
                 ) from None
+            same = (kind, subject_key, f.department, f.dataset, f.record_id)
+            if (
+                not newly
+                and (row.kind, row.subject_key, row.department, row.dataset, row.record_id) != same
+            ):
+                # A retry must be the same filing: a request id reused for another subject
+                # (a kiosk serves many) must not hand back someone else's objection.
+                raise InvalidArgumentError(
+                    "request_id", "already used for another objection", reason="REQUEST_ID_REUSED"
+                )
         except GatewayError as err:
             await self._refused(action, caller.agency_id, err, **fields)
             raise
@@ -534,13 +544,15 @@ class ObjectionDesk:
     # --- reading and statements -----------------------------------------------------------
 
     def _visible(self, caller: Caller, row: ObjectionRow | None) -> ObjectionRow:
+        # A self-service agency speaks for many subjects, one per token: it sees the
+        # subject's objections only, whoever filed them; any other agency those it filed.
         if row is not None:
-            if row.filed_by == caller.agency_id:
-                return row
-            if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value and caller.subject_id:
-                key = self._pseudonym(caller.subject_type, caller.subject_id)
-                if key == row.subject_key:
+            if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value:
+                own = caller.subject_id and self._pseudonym(caller.subject_type, caller.subject_id)
+                if own == row.subject_key:
                     return row
+            elif row.filed_by == caller.agency_id:
+                return row
         raise NotFoundError("no such objection")
 
     @staticmethod
@@ -592,7 +604,11 @@ class ObjectionDesk:
             limit=page_size or 100,
             before=before,
         )
-        if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value and caller.subject_id:
+        if caller.kind == AgencyKind.SUBJECT_SELF_SERVICE.value:
+            if not caller.subject_id:
+                raise PermissionDeniedError(
+                    "this self-service token names no subject", reason="OTHER_SUBJECT"
+                )
             own = self._pseudonym(caller.subject_type, caller.subject_id)
             if subject_key is not None and subject_key != own:
                 raise PermissionDeniedError(
@@ -668,8 +684,8 @@ class ObjectionDesk:
                 },
             )
             return
-        await asyncio.to_thread(self.store.routed, row.objection_id, self.clock().timestamp())
-        await self._record("routed", "gateway", outcome="ok", **self._row_fields(row))
+        if await asyncio.to_thread(self.store.routed, row.objection_id, self.clock().timestamp()):
+            await self._record("routed", "gateway", outcome="ok", **self._row_fields(row))
 
     async def _answered(self, row: ObjectionRow, outcome: str, on: str, note: str) -> None:
         # The department's words are shown with the record: an identifier in them is withheld.

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -178,8 +179,9 @@ class ObjectionStore(abc.ABC):
         """Every row not yet routed or not yet answered (the poller's work list)."""
 
     @abc.abstractmethod
-    def routed(self, objection_id: str, at: float) -> None:
-        """The department received it: set ``routed_at`` and blank the raw identifier."""
+    def routed(self, objection_id: str, at: float) -> bool:
+        """The department received it: set ``routed_at`` and blank the raw identifier; True
+        only for the first caller (several gateway processes may route the same one)."""
 
     @abc.abstractmethod
     def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
@@ -241,13 +243,17 @@ CREATE TABLE IF NOT EXISTS objections (
     statement TEXT NOT NULL DEFAULT '',
     severity TEXT NOT NULL DEFAULT '',
     repair_allowed_from TEXT NOT NULL DEFAULT '',
-    overdue_noted INTEGER NOT NULL DEFAULT 0
+    overdue_noted INTEGER NOT NULL DEFAULT 0,
+    -- The state version of the last change a query shows (incremental reloads of marks).
+    changed INTEGER NOT NULL DEFAULT 0
 );
 -- One open objection (and one open repair) per record and subject.
 CREATE UNIQUE INDEX IF NOT EXISTS objections_one_open
     ON objections (kind, department, dataset, record_id, subject_key) WHERE outcome = 'pending';
 CREATE INDEX IF NOT EXISTS objections_by_subject ON objections (subject_key, filed_at);
 CREATE INDEX IF NOT EXISTS objections_by_filer ON objections (filed_by, filed_at);
+CREATE INDEX IF NOT EXISTS objections_by_record ON objections (department, dataset, record_id);
+CREATE INDEX IF NOT EXISTS objections_changed ON objections (changed);
 CREATE INDEX IF NOT EXISTS objections_unfinished
     ON objections (filed_at) WHERE outcome = 'pending' OR routed_at IS NULL;
 """
@@ -256,6 +262,43 @@ _COLUMNS = (
     " dataset, record_id, grounds, evidence_sha256, consent_id, filed_by, filed_at, filed_on,"
     " due_on, routed_at, outcome, answered_on, note, statement, severity, repair_allowed_from"
 )
+
+
+_MARK_ROWS = (
+    "SELECT kind, department, dataset, record_id, subject_key, objection_id,"
+    " filed_on, due_on, outcome, note, statement FROM objections"
+)
+_ORDER = " ORDER BY filed_at, objection_id"
+
+
+def _fold(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[dict[tuple[str, str, str, str], Mark], set[tuple[str, str, str]]]:
+    """Marks and approved repairs from objection rows in filing order (``_MARK_ROWS``)."""
+    by_record: dict[tuple[str, str, str, str], Mark] = {}
+    repaired: set[tuple[str, str, str]] = set()
+    for kind, dept, ds, rid, skey, oid, filed_on, due_on, outcome, note, statement in rows:
+        if kind == "repair":
+            if outcome == "repair_approved":
+                repaired.add((dept, ds, rid))
+            continue
+        key = (dept, ds, rid, skey)
+        if outcome in _RESET:
+            # The record changed at its source (or never was): earlier marks and
+            # statements addressed what it was.
+            by_record.pop(key, None)
+            continue
+        mark = Mark(
+            oid, filed_on, due_on, outcome, outcome in _MARKED, note=note, statement=statement
+        )
+        before = by_record.get(key)
+        # The latest objection decides the mark; a statement given earlier stays shown
+        # until a later one replaces it.
+        if before is not None and not statement and before.statement:
+            mark = replace(mark, statement=before.statement)
+        by_record[key] = mark
+    # Drop marks that show nothing (a confirmed record without a statement).
+    return {k: m for k, m in by_record.items() if m.disputed or m.statement}, repaired
 
 
 def _row(r: Sequence[object]) -> ObjectionRow:
@@ -279,14 +322,28 @@ class SQLiteObjectionStore(ObjectionStore):
         if fmt != _FORMAT:
             self._conn.close()
             raise ObjectionStoreError(f"the objection store is of format {fmt}, not {_FORMAT}")
+        try:
+            # The query path reads marks on the event loop: a connection and a lock of its
+            # own, never held across a writer's fsync (WAL readers do not wait for writers).
+            self._r = open_durable(path, schema="")
+        except (sqlite3.Error, SQLiteSetupError) as exc:
+            self._conn.close()
+            raise ObjectionStoreError(f"cannot open the objection store: {exc}") from None
         self._lock = threading.Lock()
+        self._rlock = threading.Lock()
         self._marks = Marks(version=-1)
 
     def _fail(self, exc: sqlite3.Error) -> ObjectionStoreError:
         return ObjectionStoreError(f"the objection store failed: {type(exc).__name__}")
 
-    def _bump(self) -> None:
+    def _bump(self, objection_id: str) -> None:
+        """In the writer's transaction: a new version, and the row stamped with it."""
         self._conn.execute("UPDATE state SET version = version + 1 WHERE id = 1")
+        self._conn.execute(
+            "UPDATE objections SET changed = (SELECT version FROM state WHERE id = 1)"
+            " WHERE objection_id = ?",
+            (objection_id,),
+        )
 
     def create(self, row: ObjectionRow) -> tuple[ObjectionRow, bool]:
         """See :meth:`ObjectionStore.create`."""
@@ -318,7 +375,7 @@ class SQLiteObjectionStore(ObjectionStore):
                         f" ({', '.join('?' * len(values))})",
                         values,
                     )
-                    self._bump()
+                    self._bump(row.objection_id)
                     c.execute("COMMIT")
                 except BaseException:
                     if c.in_transaction:
@@ -378,13 +435,16 @@ class SQLiteObjectionStore(ObjectionStore):
                 raise self._fail(exc) from None
         return [_row(r) for r in rows]
 
-    def routed(self, objection_id: str, at: float) -> None:
+    def routed(self, objection_id: str, at: float) -> bool:
         """See :meth:`ObjectionStore.routed`."""
-        self._write(
-            "UPDATE objections SET routed_at = ?, subject_id = '' WHERE objection_id = ?"
-            " AND routed_at IS NULL",
-            (at, objection_id),
-            bump=False,
+        return (
+            self._write(
+                "UPDATE objections SET routed_at = ?, subject_id = '' WHERE objection_id = ?"
+                " AND routed_at IS NULL",
+                (at, objection_id),
+                bump=None,
+            )
+            == 1
         )
 
     def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
@@ -395,7 +455,7 @@ class SQLiteObjectionStore(ObjectionStore):
                 " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
                 " WHERE objection_id = ? AND outcome = 'pending'",
                 (outcome, answered_on, note, objection_id),
-                bump=True,
+                bump=objection_id,
             )
             == 1
         )
@@ -407,7 +467,7 @@ class SQLiteObjectionStore(ObjectionStore):
                 "UPDATE objections SET overdue_noted = 1 WHERE objection_id = ?"
                 " AND overdue_noted = 0 AND outcome = 'pending'",
                 (objection_id,),
-                bump=False,
+                bump=None,
             )
             == 1
         )
@@ -417,22 +477,24 @@ class SQLiteObjectionStore(ObjectionStore):
         n = self._write(
             "UPDATE objections SET statement = ? WHERE objection_id = ?",
             (statement, objection_id),
-            bump=True,
+            bump=objection_id,
         )
         row = self.get(objection_id)
         if n != 1 or row is None:
             raise KeyError(objection_id)
         return row
 
-    def _write(self, sql: str, args: Sequence[object], *, bump: bool) -> int:
+    def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
+        """One statement in its own transaction; ``bump``: the objection id whose change a
+        query shows (a new version, the row stamped)."""
         with self._lock:
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
                     n = c.execute(sql, args).rowcount
-                    if n and bump:
-                        self._bump()
+                    if n and bump is not None:
+                        self._bump(bump)
                     c.execute("COMMIT")
                 except BaseException:
                     if c.in_transaction:
@@ -444,10 +506,10 @@ class SQLiteObjectionStore(ObjectionStore):
 
     def marks(self) -> Marks:
         """See :class:`Marks`: one integer read, a reload when the version moved."""
-        with self._lock:
+        with self._rlock:
             try:
                 version = int(
-                    self._conn.execute("SELECT version FROM state WHERE id = 1").fetchone()[0]
+                    self._r.execute("SELECT version FROM state WHERE id = 1").fetchone()[0]
                 )
                 if version == self._marks.version:
                     return self._marks
@@ -457,44 +519,40 @@ class SQLiteObjectionStore(ObjectionStore):
             return self._marks
 
     def _load(self) -> Marks:
-        c = self._conn
+        """The first load reads every row; later ones only the records whose rows changed
+        since the snapshot's version (a filing, an answer, a statement), so a change costs
+        the query path the rows of one record, not the whole store."""
+        old = self._marks
+        c = self._r
         c.execute("BEGIN")
         try:
             version = int(c.execute("SELECT version FROM state WHERE id = 1").fetchone()[0])
-            rows = c.execute(
-                "SELECT kind, department, dataset, record_id, subject_key, objection_id,"
-                " filed_on, due_on, outcome, note, statement FROM objections"
-                " ORDER BY filed_at, objection_id"
+            if old.version < 0:
+                by_record, repaired = _fold(c.execute(_MARK_ROWS + _ORDER).fetchall())
+                return Marks(version=version, by_record=by_record, repaired=frozenset(repaired))
+            changed = c.execute(
+                "SELECT DISTINCT department, dataset, record_id FROM objections WHERE changed > ?",
+                (old.version,),
             ).fetchall()
+            marks = dict(old.by_record)
+            repaired = set(old.repaired)
+            for dept, ds, rid in changed:
+                rows = c.execute(
+                    _MARK_ROWS + " WHERE department = ? AND dataset = ? AND record_id = ?" + _ORDER,
+                    (dept, ds, rid),
+                ).fetchall()
+                for row in rows:  # every subject ever marked on this record: recomputed
+                    marks.pop((dept, ds, rid, row[4]), None)
+                repaired.discard((dept, ds, rid))
+                fresh, fresh_repaired = _fold(rows)
+                marks.update(fresh)
+                repaired |= fresh_repaired
         finally:
             c.execute("COMMIT")
-        by_record: dict[tuple[str, str, str, str], Mark] = {}
-        repaired: set[tuple[str, str, str]] = set()
-        for kind, dept, ds, rid, skey, oid, filed_on, due_on, outcome, note, statement in rows:
-            if kind == "repair":
-                if outcome == "repair_approved":
-                    repaired.add((dept, ds, rid))
-                continue
-            key = (dept, ds, rid, skey)
-            if outcome in _RESET:
-                # The record changed at its source (or never was): earlier marks and
-                # statements addressed what it was.
-                by_record.pop(key, None)
-                continue
-            mark = Mark(
-                oid, filed_on, due_on, outcome, outcome in _MARKED, note=note, statement=statement
-            )
-            before = by_record.get(key)
-            # The latest objection decides the mark; a statement given earlier stays shown
-            # until a later one replaces it.
-            if before is not None and not statement and before.statement:
-                mark = replace(mark, statement=before.statement)
-            by_record[key] = mark
-        # Drop marks that show nothing (a confirmed record without a statement).
-        shown = {k: m for k, m in by_record.items() if m.disputed or m.statement}
-        return Marks(version=version, by_record=shown, repaired=frozenset(repaired))
+        return Marks(version=version, by_record=marks, repaired=frozenset(repaired))
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
+        """Close the connections."""
+        with self._lock, self._rlock:
             self._conn.close()
+            self._r.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -153,6 +154,16 @@ def _consent(stack: DevStack, uscc: str, grantee: str = "procurement") -> str:
     )
 
 
+def _person_consent(stack: DevStack, person: str) -> str:
+    return stack.consent(
+        subject_type="person",
+        subject_id=person,
+        grantee="ndrc",
+        purpose="supervision_inspection",
+        scope=["pbccrc/*", "hrss/*"],
+    )
+
+
 async def _scrape(stack: DevStack) -> str:
     def get() -> str:
         with urllib.request.urlopen(stack.gateway.metrics_url, timeout=10) as r:  # noqa: S310 - loopback
@@ -213,6 +224,15 @@ async def test_objections_marked_answered_three_ways_and_overdue(stack: DevStack
             )  # fmt: skip
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert uscc not in (refused.value.details() or "")
+
+        # A consent granted to another agency is not this agency's authority.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await agency.file(
+                subject=_enterprise(uscc), department="market", dataset=PENALTIES,
+                record_id=corrected, grounds="金额有误",
+                consent_token=_consent(stack, uscc, grantee="bank"),
+            )  # fmt: skip
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
         filed = {}
         for rid in ids:
@@ -385,9 +405,18 @@ async def test_the_subject_files_through_self_service_and_sees_only_its_own(
 ) -> None:
     person = subject(stack, "person_with_loans")
 
-    async def loans() -> dict[str, common_pb2.Record]:
-        async with stack.client("self_service") as client:
-            response = await client.query(person=person, purpose="self_query")
+    async def loans(agency: str = "ndrc") -> dict[str, common_pb2.Record]:
+        # The supervisor looks (free, with the person's consent); the subject itself once
+        # (two free reports a year).
+        async with stack.client(agency) as client:
+            if agency == "self_service":
+                response = await client.query(person=person, purpose="self_query")
+            else:
+                response = await client.query(
+                    person=person,
+                    purpose="supervision_inspection",
+                    consent_token=_person_consent(stack, person),
+                )
         return {
             r.record_id: r
             for s in response.sections
@@ -436,7 +465,82 @@ async def test_the_subject_files_through_self_service_and_sees_only_its_own(
                 objections_pb2.ListObjectionsRequest(subject=other), metadata=kiosk.metadata
             )
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        shown = (await loans())[rid]
+        shown = (await loans("self_service"))[rid]
         assert shown.disputed and shown.statement == "本人对该笔贷款金额有异议"
     finally:
         await kiosk.close()
+
+
+def _credit_query(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("credit-query")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_command_line_files_follows_and_states(stack: DevStack, tmp_path: Path) -> None:
+    demo = tmp_path / "demo.json"
+    demo.write_text(json.dumps(stack.describe()), encoding="utf-8")
+    person = subject(stack, "person_with_loans")
+    consent = _person_consent(stack, person)
+    async with stack.client("ndrc") as client:
+        response = await client.query(
+            person=person, purpose="supervision_inspection", consent_token=consent
+        )
+    loans = [
+        r.record_id
+        for s in response.sections
+        if s.department == "hrss"
+        for ds in s.datasets
+        if ds.dataset == "income"
+        for r in ds.records
+    ]
+    evidence = tmp_path / "payslip.pdf"
+    evidence.write_bytes(b"%PDF-1.4 a payslip")
+    conn = ["objection", "--demo", str(demo), "--agency", "self_service"]
+    filed = await asyncio.to_thread(
+        _credit_query,
+        *conn, "--json", "file", "--person", person, "--record", f"hrss/income/{loans[0]}",
+        "--grounds", "收入数额有误", "--evidence", str(evidence),
+    )  # fmt: skip
+    assert filed.returncode == 0, filed.stderr
+    (obj,) = json.loads(filed.stdout)
+    assert obj["outcome"] == "OBJECTION_OUTCOME_PENDING" and obj["routed"]
+    # The digest was computed here; the department received only it.
+    hrss_db = sqlite3.connect(stack.data_dir / "hrss.sqlite")
+    try:
+        (sent,) = hrss_db.execute(
+            "SELECT evidence_sha256 FROM gateway_objections WHERE objection_id = ?",
+            (obj["objectionId"],),
+        ).fetchone()
+    finally:
+        hrss_db.close()
+    assert sent == hashlib.sha256(evidence.read_bytes()).hexdigest()
+
+    stated = await asyncio.to_thread(
+        _credit_query, *conn, "statement", obj["objectionId"], "本人声明：收入记录有误"
+    )
+    assert stated.returncode == 0, stated.stderr
+    assert "statement: 本人声明：收入记录有误" in stated.stdout
+    listed = await asyncio.to_thread(_credit_query, *conn, "list", "--open")
+    assert listed.returncode == 0, listed.stderr
+    assert obj["objectionId"] in listed.stdout and "due " in listed.stdout
+    refused = await asyncio.to_thread(
+        _credit_query, *conn, "statement", obj["objectionId"], f"身份证 {person}"
+    )
+    assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr
+    assert person not in refused.stderr
+    # The query table shows the mark, its dates and the statement.
+    consent_file = tmp_path / "consent.jwt"
+    consent_file.write_text(consent, encoding="utf-8")
+    shown = await asyncio.to_thread(
+        _credit_query, "--demo", str(demo), "--agency", "ndrc", "--person", person,
+        "--purpose", "supervision_inspection", "--dataset", "hrss/income",
+        "--consent-file", str(consent_file),
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    line = next(ln for ln in shown.stdout.splitlines() if f"#{loans[0]} " in ln)
+    assert "[DISPUTED] since" in line and "本人声明：收入记录有误" in line
