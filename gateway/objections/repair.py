@@ -114,12 +114,14 @@ class RepairPolicy:
         return add_months(published_on, self.severities[severity].min_months)
 
     def check_catalog(self, catalog: Catalog) -> None:
-        """Every rule names a catalog dataset and fields of it. Raises ConfigError."""
+        """Every rule of a dataset the catalog has names fields of it. A rule for a dataset
+        the catalog lacks is kept: a catalog without that department (or a policy version
+        adding it later) simply leaves it unused. Raises ConfigError."""
         for (dept, ds), rule in self.rules.items():
             found = catalog.dataset(dept, ds)
             key = f'datasets."{dept}/{ds}"'
             if found is None:
-                raise ConfigError(key, "not a dataset of the catalog")
+                continue
             for name in rule.fields:
                 if name not in found.fields:
                     raise ConfigError(key, f"field {name!r} is not in the catalog's dataset")

@@ -84,3 +84,13 @@ def test_a_rule_on_a_field_the_catalog_lacks_is_refused() -> None:
     )  # fmt: skip
     with pytest.raises(ConfigError, match="published"):
         policy.check_catalog(load_catalog())
+
+
+def test_a_rule_for_a_dataset_the_catalog_lacks_is_left_unused() -> None:
+    policy = parse_repair_policy(
+        {
+            "severities": {"minor": {"min_months": 0, "max_months": 3}},
+            "datasets": {"customs/penalties": {"published_on": "decided_on", "default": "minor"}},
+        }
+    )
+    policy.check_catalog(load_catalog())  # no department customs: nothing to check
