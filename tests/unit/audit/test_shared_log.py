@@ -48,7 +48,7 @@ from gateway.errors import (
     NotFoundError,
     NotYetIntegratedError,
 )
-from gateway.runtime.assembly import open_auditor
+from gateway.runtime.assembly import _open_subject_parts, open_auditor
 from gateway.runtime.config import AuditConfig, StorageConfig
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.url import PgTarget
@@ -443,3 +443,29 @@ async def test_start_up_recovery_finds_records_written_by_any_process(
     finally:
         await two.close()
         await one.close()
+
+
+async def test_the_subject_index_follows_the_shared_log(
+    pg_url: str, tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    skey, vkey = generate_key(ORIGIN)
+    write_key_files(skey, vkey, tmp_path / "audit.key", tmp_path / "audit.pub")
+    write_pseudonym_key(tmp_path / "pseudonym.key", bytes(32))
+    audit = AuditConfig(
+        path=tmp_path / "unused.db",
+        key=tmp_path / "audit.key",
+        pseudonym_key=tmp_path / "pseudonym.key",
+    )
+    storage = StorageConfig(url=pg_url)
+    auditor = await open_auditor(audit, storage)
+    indexer, archive = await asyncio.to_thread(_open_subject_parts, audit, storage)
+    try:
+        await auditor.log.append({"kind": "query", "n": 0})
+        assert await indexer.refresh() >= 1  # it read the database, not the unused file
+        await auditor.log.append({"kind": "query", "n": 1})
+        assert await indexer.refresh() >= 1  # a reader kept open still sees new entries
+        assert not (tmp_path / "unused.db").exists()
+    finally:
+        await indexer.close()
+        archive.close()
+        await auditor.log.close()
