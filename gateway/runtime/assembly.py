@@ -30,7 +30,7 @@ from gateway.auth import (
 from gateway.auth.replay import ReplayStore
 from gateway.billing import LedgerStore, Meter, PriceList, load_prices
 from gateway.billing.meter import HEALED_SETTLE_S
-from gateway.controls import ControlsStore, SQLiteControlsStore
+from gateway.controls import ControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
@@ -45,7 +45,6 @@ from gateway.policyadmin import (
     DeciderRecipe,
     PolicyAdministrator,
     Serving,
-    SQLiteVersionStore,
     VersionStore,
 )
 from gateway.policyadmin.admin import query_records
@@ -53,6 +52,8 @@ from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
 from gateway.stores.postgres.live import SharedStores, open_shared_stores
+from gateway.stores.sqlite.controls import SQLiteControlsStore
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 from gateway.subject import ConsentArchive, SQLiteQueryIndex, SubjectIndexer
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]

@@ -20,11 +20,11 @@ from gateway.controls import (
     ControlsSnapshot,
     ControlsStore,
     ControlsStoreError,
-    SQLiteControlsStore,
     normalize_serial,
     normalize_thumbprint,
 )
 from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from gateway.stores.sqlite.controls import SQLiteControlsStore
 from tests.helpers import Clock
 
 
