@@ -10,6 +10,7 @@
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
     credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
+    credit-gateway portal --demo F --listen 127.0.0.1:8080   # the public lookup page
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -40,6 +41,7 @@ _DELEGATED = {
     "billing": "accounts: balance, top-up, statement, credit limit, check",
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
     "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
+    "portal": "serve the public enterprise lookup page",
 }
 
 
@@ -71,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         "--subjects", type=int, default=10_000, help="synthetic subjects (default 10000)"
     )
     demo.add_argument("--seed", type=int, default=1, help="data generator seed (default 1)")
+    demo.add_argument(
+        "--portal-listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="with --serve: where the public lookup page listens (default: a free local port)",
+    )
 
     for name, help_ in _DELEGATED.items():
         # Only the command word is parsed here; _split hands the rest, --help included, to
@@ -118,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return asyncio.run(
                 run_demo(
-                    workdir=args.workdir, serve=args.serve, subjects=args.subjects, seed=args.seed
+                    workdir=args.workdir,
+                    serve=args.serve,
+                    subjects=args.subjects,
+                    seed=args.seed,
+                    portal_listen=args.portal_listen,
                 )
             )
         if args.command == "certs":
@@ -150,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.controls import controls_main
 
             return controls_main(rest)
+        if args.command == "portal":
+            from gateway.cli.portal import portal_main
+
+            return portal_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2
