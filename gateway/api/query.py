@@ -32,6 +32,14 @@ class QueryService(QueryPipeline, query_pb2_grpc.QueryServiceServicer):
         self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> query_pb2.QueryResponse:
         """Answer one query: authenticate, validate, decide, reserve, fan out, disclose, record."""
+        return (await self.answer(request, context))[1]
+
+    async def answer(
+        self, request: query_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[Caller, query_pb2.QueryResponse]:
+        """What ``Query`` does, also returning the authenticated caller (the ``Report`` RPC
+        runs its query through here). A refusal is recorded and ends the call
+        (:func:`gateway.errors.abort` raises)."""
         started = time.perf_counter()
         caller: Caller | None = None
         error: GatewayError
@@ -45,7 +53,7 @@ class QueryService(QueryPipeline, query_pb2_grpc.QueryServiceServicer):
             error = InternalError("internal error")
         else:
             self._finish(caller, outcome, started, response.request_id)
-            return response
+            return caller, response
         # Refused before it was known who called: the record still names the
         # (CA-verified) client certificate.
         anonymous = Caller("", "unauthenticated", cert_thumbprint=peer_thumbprint(context))

@@ -348,6 +348,12 @@ class AuditLog:
         past the latest one (at most ``checkpoint_interval``; 0 when overdue)."""
         return max(0.0, self._cp_time + self._interval - time.monotonic())
 
+    @property
+    def signer(self) -> Signer:
+        """The log's own signing key (its checkpoints' first signature). Anything else it
+        signs must be domain-separated from note texts (see gateway.audit.reportcheck)."""
+        return self._signers[0]
+
     def latest_checkpoint(self) -> str:
         """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
         return self._cp_note

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from gateway.cli.console import path_arg
-from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc
+from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc, report_pb2, report_pb2_grpc
 
 __all__ = [
     "Metadata",
@@ -268,6 +268,17 @@ class QueryClient:
         response: query_pb2.QueryResponse = await self.stub.Query(
             request, timeout=timeout, metadata=self._metadata
         )
+        return response
+
+    async def report(
+        self, request: query_pb2.QueryRequest, *, timeout: float = 20.0
+    ) -> report_pb2.ReportResponse:
+        """Ask ``ReportService.Report`` for a signed report of ``request`` (``timeout`` in
+        seconds; the gateway waits up to a second for a checkpoint). Raises
+        ``grpc.aio.AioRpcError``."""
+        response: report_pb2.ReportResponse = await report_pb2_grpc.ReportServiceStub(
+            self._channel
+        ).Report(report_pb2.ReportRequest(query=request), timeout=timeout, metadata=self._metadata)
         return response
 
     async def close(self) -> None:

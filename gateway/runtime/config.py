@@ -154,6 +154,8 @@ class Config:
     catalog: Path | None = None
     purposes: Path | None = None
     metrics_listen: str | None = None
+    #: The CJK TrueType font reports embed (None: gateway.report.fonts.FONT_PATHS).
+    report_font: Path | None = None
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
     audit: AuditConfig | None = None
@@ -203,6 +205,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
             "purposes",
             "metrics_listen",
             "insecure_dev_plaintext",
+            "report_font",
         },
     )
     tls_raw = doc.get("tls")
@@ -312,6 +315,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
         catalog=_path(gw, "gateway", "catalog", base),
         purposes=_path(gw, "gateway", "purposes", base),
         metrics_listen=metrics_listen,
+        report_font=_path(gw, "gateway", "report_font", base),
         tls=tls,
         auth=auth,
         audit=audit,

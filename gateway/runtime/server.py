@@ -42,9 +42,11 @@ from gateway.api.edge import Edge
 from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
+from gateway.api.report import ReportService
 from gateway.audit.auditor import QueryAuditor
 from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
+from gateway.auth.registry import load_registry
 from gateway.billing import Meter
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.purposes import Purpose, load_purposes
@@ -72,6 +74,8 @@ from protos.credit.v1 import (
     policy_admin_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
+    report_pb2,
+    report_pb2_grpc,
 )
 
 __all__ = ["Gateway"]
@@ -86,6 +90,7 @@ POLICY_ADMIN_SERVICE = policy_admin_pb2.DESCRIPTOR.services_by_name["PolicyAdmin
 DEPARTMENT_HEALTH_PREFIX = "credit.v1.Department/"
 #: How long a retired department's channel stays open for queries already asking it.
 _RETIRE_GRACE_S = 30.0
+REPORT_SERVICE = report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].full_name
 
 
@@ -327,6 +332,19 @@ class Gateway:
                     AuditServicer(self._audit.log, self._audit_auth), server
                 )
                 services.append(AUDIT_SERVICE)
+                # Reports need the log: its key signs them, its proofs make them checkable.
+                report_pb2_grpc.add_ReportServiceServicer_to_server(
+                    ReportService(
+                        service,
+                        self._audit.log,
+                        catalog=lambda: self.catalog,
+                        purposes=lambda: self._purposes,
+                        agency_name=self._agency_names(),
+                        font=self.config.report_font,
+                    ),
+                    server,
+                )
+                services.append(REPORT_SERVICE)
             if self._billing_admin is not None:
                 billing_pb2_grpc.add_BillingAdminServicer_to_server(self._billing_admin, server)
                 services.append(BILLING_SERVICE)
@@ -361,6 +379,18 @@ class Gateway:
             self._audit.log.add_listener(self._audit_changed)
         await self._follow_audit()
         log.info("gateway serving", extra={"address": self.address})
+
+    def _agency_names(self) -> Callable[[str], str]:
+        """An agency's Chinese name from the registry, for reports ("" without one)."""
+        if self.config.auth is None:
+            return lambda _agency: ""
+        registry = load_registry(self.config.auth.registry)
+
+        def name(agency_id: str) -> str:
+            principal = registry.agency(agency_id)
+            return principal.name_zh if principal is not None else ""
+
+        return name
 
     def _audit_changed(self, available: bool) -> None:
         """Audit log listener (on the event loop): health follows the log."""
