@@ -8,8 +8,9 @@ our own errors (as :mod:`gateway.federation.client` does for departments):
   as the portal agency (purpose ``public_lookup``, free mode, the public tier is all its
   policy grants);
 * :class:`ReportSource` ``report(code, form)``: the signed credit report of that enterprise
-  (issue 15 item 2), as a PDF or its JSON form; :class:`NoReports` where the gateway offers
-  none (the page then shows no download link).
+  (issue 15 item 2, ``ReportService.Report``: :class:`GatewayReports`), as a PDF or its
+  JSON form; :class:`NoReports` where none is to be offered (the page then shows no
+  download link).
 
 :class:`GatewayConnection` implements both over one mutual-TLS channel with the portal's own
 certificate and a token read from a file (:class:`TokenFile`: re-read whenever the file
@@ -37,12 +38,13 @@ from google.protobuf import message as pb_message
 
 from gateway.cli.connect import open_channel
 from gateway.errors import ConfigError, UpstreamError
-from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc
+from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc, report_pb2, report_pb2_grpc
 
 __all__ = [
     "PURPOSE",
     "CreditSource",
     "GatewayConnection",
+    "GatewayReports",
     "NoReports",
     "PortalUpstreamError",
     "ReportFile",
@@ -256,12 +258,7 @@ class GatewayConnection(CreditSource):
     async def lookup(self, code: str) -> query_pb2.QueryResponse:
         """See :meth:`CreditSource.lookup`; one query of the portal agency, a fresh request
         id each time."""
-        request = query_pb2.QueryRequest(
-            request_id=str(uuid.uuid4()),
-            purpose=PURPOSE,
-            mode=query_pb2.QUERY_MODE_FREE,
-            subject=common_pb2.Subject(type=common_pb2.SUBJECT_TYPE_ENTERPRISE, id=code),
-        )
+        request = _request(code)
         try:
             response: query_pb2.QueryResponse = await self._query.Query(
                 request, timeout=self._timeout_s, metadata=self.metadata()
@@ -271,10 +268,58 @@ class GatewayConnection(CreditSource):
         return response
 
     def reports(self) -> ReportSource:
-        """The report source over this connection (:class:`NoReports` while the gateway's
-        contract has no report service)."""
-        return NoReports()
+        """The report source over this connection (``ReportService.Report``)."""
+        return GatewayReports(self)
 
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()
+
+
+def _request(code: str) -> query_pb2.QueryRequest:
+    """The portal's query about enterprise ``code``: purpose ``public_lookup``, free mode,
+    every dataset its policy grants, a fresh request id."""
+    return query_pb2.QueryRequest(
+        request_id=str(uuid.uuid4()),
+        purpose=PURPOSE,
+        mode=query_pb2.QUERY_MODE_FREE,
+        subject=common_pb2.Subject(type=common_pb2.SUBJECT_TYPE_ENTERPRISE, id=code),
+    )
+
+
+#: A report waits for the audit log's next signed checkpoint (about a second) and is
+#: rendered and checked by the gateway before it leaves: it gets longer than a lookup.
+REPORT_TIMEOUT_S: Final = 30.0
+_FORMS: Final = {"pdf": "application/pdf", "json": "application/json"}
+
+
+class GatewayReports(ReportSource):
+    """Signed credit reports from the gateway's ``ReportService.Report`` (issue 15 item 2),
+    over a :class:`GatewayConnection`. Each download runs one query of the portal agency,
+    decided, counted and audited like a lookup; the report carries its receipt and an
+    inclusion proof, so whoever receives it checks it with ``credit-audit check-report``."""
+
+    available = True
+
+    def __init__(self, connection: GatewayConnection) -> None:
+        self._connection = connection
+        self._stub = report_pb2_grpc.ReportServiceStub(connection.channel)
+
+    async def report(self, code: str, form: str) -> ReportFile:
+        """See :meth:`ReportSource.report`. A gateway without the report service
+        (UNIMPLEMENTED) raises :class:`ReportsUnavailableError`."""
+        media_type = _FORMS.get(form)
+        if media_type is None:
+            raise ValueError(f"no report form {form!r}: pdf or json")
+        try:
+            answer: report_pb2.ReportResponse = await self._stub.Report(
+                report_pb2.ReportRequest(query=_request(code)),
+                timeout=max(REPORT_TIMEOUT_S, self._connection.timeout_s),
+                metadata=self._connection.metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise ReportsUnavailableError("the gateway has no report service") from None
+            raise upstream_error(exc, "report") from None
+        content = answer.pdf if form == "pdf" else answer.json
+        return ReportFile(f"credit-report-{code}.{form}", media_type, content)
