@@ -152,6 +152,8 @@ def _route_of(path: str) -> str:
 def _page(
     template: str, status: int = 200, headers: Mapping[str, str] | None = None, **context: Any
 ) -> Response:
+    context.setdefault("message", "")  # the form's own message (a refused input)
+    context.setdefault("echo", "")  # what the form field shows again
     body = _TEMPLATES.get_template(template).render(**context)
     out = Response(body, status_code=status, media_type=_HTML, headers=dict(headers or {}))
     out.headers["cache-control"] = "no-store"
@@ -178,8 +180,7 @@ def _too_many(wait_s: float) -> Response:
         429,
         {"retry-after": retry},
         title="查询过于频繁",
-        message=f"您的查询过于频繁，请在 {retry} 秒后再试。",
-        echo="",
+        problem=f"您的查询过于频繁，请在 {retry} 秒后再试。",
     )
 
 
@@ -188,7 +189,7 @@ def _unavailable(exc: PortalUpstreamError) -> Response:
     if exc.retry_after_s is not None:
         headers["retry-after"] = retry_after_header(exc.retry_after_s)
     message = "查询服务繁忙，请稍后再试。" if exc.busy else "查询服务暂时不可用，请稍后再试。"
-    return _page("error.html", 503, headers, title="服务暂时不可用", message=message, echo="")
+    return _page("error.html", 503, headers, title="服务暂时不可用", problem=message)
 
 
 def create_app(
@@ -264,8 +265,7 @@ def create_app(
                 "error.html",
                 404,
                 title="暂不提供信用报告下载",
-                message="本查询服务暂不提供信用报告下载。",
-                echo="",
+                problem="本查询服务暂不提供信用报告下载。",
             )
         wait = limiter.admit(_client(request))
         if wait > 0:
@@ -277,8 +277,7 @@ def create_app(
                 "error.html",
                 404,
                 title="暂不提供信用报告下载",
-                message="本查询服务暂不提供信用报告下载。",
-                echo="",
+                problem="本查询服务暂不提供信用报告下载。",
             )
         except PortalUpstreamError as exc:
             return _unavailable(exc)
@@ -297,20 +296,14 @@ def create_app(
     async def not_found(request: Request, exc: Exception) -> Response:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
         if code == 405:
-            return _page(
-                "error.html", 405, title="不支持的请求", message="不支持该请求方式。", echo=""
-            )
+            return _page("error.html", 405, title="不支持的请求", problem="不支持该请求方式。")
         if code == 404:
-            return _page(
-                "error.html", 404, title="页面不存在", message="您访问的页面不存在。", echo=""
-            )
-        return _page("error.html", code, title="请求有误", message="请求有误。", echo="")
+            return _page("error.html", 404, title="页面不存在", problem="您访问的页面不存在。")
+        return _page("error.html", code, title="请求有误", problem="请求有误。")
 
     async def server_error(request: Request, exc: Exception) -> Response:
         _log.error("portal error: %s", type(exc).__name__)
-        return _page(
-            "error.html", 500, title="服务出错", message="查询服务出错，请稍后再试。", echo=""
-        )
+        return _page("error.html", 500, title="服务出错", problem="查询服务出错，请稍后再试。")
 
     static = StaticFiles(packages=[("gateway.portal", "static")])
     app = Starlette(

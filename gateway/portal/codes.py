@@ -15,7 +15,10 @@ accepts exactly what the gateway accepts; this module only explains a refusal in
 **Personal data.** Input that is, or looks like, a resident identity number (GB 11643: 15 or
 18 characters with a real birth date, whether or not its check character is right, written
 with or without spaces) is refused as personal: the page never looks up persons, and such a
-refusal never repeats the input, not even in the form field (``echo`` is empty).
+refusal never repeats the input, not even in the form field (``echo`` is empty). A string
+valid under both standards at once (about one valid identity number in 31 also passes the
+GB 32100 check) is a code: the page asks the gateway about an *enterprise* with it, so no
+person's record can come back, and the enterprise whose code it is can still be found.
 """
 
 from __future__ import annotations
