@@ -106,6 +106,7 @@ class PortalServer:
             uvicorn.Config(
                 app,
                 log_config=None,
+                log_level="warning",  # its start and stop lines say nothing ours do not
                 access_log=False,
                 server_header=False,
                 proxy_headers=bool(config.trusted_proxies),
