@@ -219,3 +219,80 @@ async def test_a_plain_http_client_sees_the_same_headers(portal: PortalServer) -
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert "set-cookie" not in {k.lower() for k in headers}
     assert "server" not in {k.lower() for k in headers}
+
+
+async def _start(stack: DevStack, **settings: Any) -> PortalServer:
+    base: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "gateway": stack.gateway.address,
+        "ca": stack.pki.ca_cert,
+        "cert": stack.pki.agency_cert("portal"),
+        "key": stack.pki.agency_key("portal"),
+        "token_file": stack.tokens["portal"],
+        "rate_per_minute": 1,
+    }
+    return await PortalServer.start(PortalConfig(**(base | settings)))
+
+
+async def _status(url: str, forwarded_for: str | None = None) -> int:
+    import asyncio
+    import urllib.error
+
+    def get() -> int:
+        request = urllib.request.Request(url)  # noqa: S310 - loopback
+        if forwarded_for:
+            request.add_header("X-Forwarded-For", forwarded_for)
+        try:
+            with urllib.request.urlopen(request, timeout=20) as r:  # noqa: S310 - loopback
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    return await asyncio.to_thread(get)
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(
+    stack: DevStack,
+) -> None:
+    code = subject(stack, "enterprise_all_departments")
+    server = await _start(stack, burst=1, trusted_proxies=("127.0.0.1",))
+    try:
+        page = f"{server.url}enterprise/{code}"
+        assert await _status(page, "203.0.113.1") == 200
+        assert await _status(page, "203.0.113.1") == 429
+        assert await _status(page, "203.0.113.2") == 200
+    finally:
+        await server.stop()
+
+
+async def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(stack: DevStack) -> None:
+    code = subject(stack, "enterprise_all_departments")
+    server = await _start(stack, burst=1)
+    try:
+        page = f"{server.url}enterprise/{code}"
+        assert await _status(page, "203.0.113.1") == 200
+        assert await _status(page, "203.0.113.2") == 429  # the same client, whatever it says
+    finally:
+        await server.stop()
+
+
+async def test_a_valid_code_nobody_knows_is_404_in_chinese(stack: DevStack) -> None:
+    server = await _start(stack, burst=2)
+    try:
+        assert await _status(f"{server.url}enterprise/91110000600037341L") == 404
+    finally:
+        await server.stop()
+
+
+async def test_a_token_file_that_changes_is_read_again(stack: DevStack, tmp_path: Path) -> None:
+    code = subject(stack, "enterprise_all_departments")
+    token = tmp_path / "portal.jwt"
+    token.write_text("not-a-token\n", encoding="utf-8")
+    server = await _start(stack, burst=5, token_file=token)
+    try:
+        page = f"{server.url}enterprise/{code}"
+        assert await _status(page) == 503  # the gateway refuses the portal: the page says so
+        token.write_text(stack.tokens["portal"].read_text(encoding="utf-8"), encoding="utf-8")
+        assert await _status(page) == 200  # no restart
+    finally:
+        await server.stop()
