@@ -38,7 +38,7 @@ from gateway.domain.catalog import Catalog
 from gateway.domain.identifiers import IdentifierError, validate_subject
 from gateway.domain.names import SUBJECT_TYPE
 from gateway.domain.purposes import Purpose
-from gateway.errors import GatewayError, InternalError, NotYetIntegratedError
+from gateway.errors import ConfigError, GatewayError, InternalError, NotYetIntegratedError
 from gateway.report import ReportFacts, ReportMaker, build_content, find_font
 from protos.credit.v1 import report_pb2, report_pb2_grpc
 
@@ -83,9 +83,16 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         self._verifiers = [Verifier.from_key_string(audit_log.signer.verifier_key())]
 
     def _ready(self) -> ReportMaker:
-        """The maker, once a font is found. Raises ConfigError (no font)."""
+        """The maker, once a usable font is found. Raises ConfigError (no usable font)."""
         if self._maker is None:
-            self._maker = ReportMaker(self._log.signer, find_font(self._font))
+            font = find_font(self._font)
+            try:
+                self._maker = ReportMaker(self._log.signer, font)
+            except Exception as exc:  # reportlab's TTFError, OSError: the file, not the call
+                log.warning("report font unusable", extra={"error": type(exc).__name__})
+                raise ConfigError(
+                    "gateway.report_font", f"{font} is not a usable TrueType font: {exc}"
+                ) from None
         return self._maker
 
     async def Report(

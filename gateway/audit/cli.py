@@ -13,10 +13,16 @@ folder) and the log's public key::
         --subject 11010519491231002X --pseudonym-key pseudonym.key
     credit-audit who audit.db --key audit.pub --agency bank-001 --since 2025-01-01
     credit-audit digest response.bin     # the receipt's response_digest of a saved answer
+    credit-audit check-report report.pdf --key audit.pub [--log audit.db]
 
 Exit status: 0 success, 1 verification failed (the one line printed names the
 first bad index and why), 2 usage or I/O error. ``history`` and ``who`` verify
 the whole log first and answer only from a log that verifies.
+
+``check-report`` verifies a signed credit report (the PDF, or its JSON form) offline: the
+gateway's signatures (over the content and, for a PDF, over the whole file), the
+verification code, and the inclusion proof of its audit receipt against a signed checkpoint;
+with ``--log`` also that this copy of the log verifies and holds that checkpoint's tree.
 
 Only what a signed checkpoint covers is verified. Records after the last
 checkpoint (the unsigned tail: a live log's last second, a crashed log not yet
@@ -53,6 +59,7 @@ from gateway.audit.records import (
     pseudonymize,
     write_pseudonym_key,
 )
+from gateway.audit.reportcheck import ReportCheck, ReportError, check_report
 from gateway.audit.schema import QueryRecord
 from gateway.audit.store import LogReader, open_reader
 from gateway.audit.verify import VerifyReport, verify_log
@@ -121,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
         help="the receipt's response_digest of a QueryResponse saved as received (binary)",
     )
     p.add_argument("response", metavar="RESPONSE_FILE", help="protobuf bytes, any serialiser")
+
+    p = sub.add_parser(
+        "check-report",
+        help="verify a signed credit report (PDF or JSON) and its audit receipt, offline",
+    )
+    p.add_argument("report", metavar="FILE", help="report.pdf or report.json")
+    p.add_argument("--key", required=True, metavar="FILE", help="the log's verifier key file")
+    p.add_argument(
+        "--log", metavar="LOG", help="also check against this copy of the log (SQLite or export)"
+    )
 
     p = with_log("who", "list one agency's queries")
     p.add_argument("--agency", required=True, metavar="AGENCY_ID")
@@ -297,6 +314,38 @@ def _cmd_who(args: argparse.Namespace, reader: LogReader) -> int:
     return EXIT_OK
 
 
+def _cmd_check_report(args: argparse.Namespace) -> int:
+    verifiers = load_verifiers(args.key)
+    checked = check_report(Path(args.report).read_bytes(), verifiers)
+    if args.log:
+        reader = open_reader(args.log)
+        try:
+            _against_log(checked, verify_log(reader, verifiers, allow_unsigned_tail=True))
+        finally:
+            reader.close()
+    content = checked.content
+    cp = checked.checkpoint
+    form = "PDF file and content signatures" if checked.pdf else "content signature"
+    against = f"; the log {args.log} agrees" if args.log else ""
+    print(
+        f"OK: report {checked.verification_code} ({content.get('generated_at')}): {form} "
+        f"verified; receipt entry {content['receipt']['log_index']} is in {cp.origin} "
+        f"at tree size {cp.size}{against}"
+    )
+    return EXIT_OK
+
+
+def _against_log(checked: ReportCheck, report: VerifyReport) -> None:
+    """The report's checkpoint must be a view of this log: same tree at its size."""
+    cp = checked.checkpoint
+    if cp.size > report.size:
+        raise ReportError(
+            f"the log copy has {report.size} entries; the report's checkpoint covers {cp.size}"
+        )
+    if report.tree.root(cp.size) != cp.root_hash:
+        raise ReportError(f"the log copy disagrees with the report's checkpoint (size {cp.size})")
+
+
 _LOG_COMMANDS = {
     "verify": _cmd_verify,
     "export": _cmd_export,
@@ -311,6 +360,8 @@ def _run(args: argparse.Namespace) -> int:
         return _cmd_keygen(args)
     if args.command == "check-proof":
         return _cmd_check_proof(args)
+    if args.command == "check-report":
+        return _cmd_check_report(args)
     if args.command == "digest":
         print(response_digest(Path(args.response).read_bytes()).hex())
         return EXIT_OK
@@ -333,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except LogIntegrityError as err:
         print(f"FAILED: {err}", file=sys.stderr)
-    except (ProofError, NoteError) as err:
+    except (ProofError, NoteError, ReportError) as err:
         print(f"FAILED: {err}", file=sys.stderr)
     except (StorageError, KeyFormatError, _UsageError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -133,7 +133,6 @@ def _no_float(text: str) -> Any:
 def _parse(data: bytes, start: int) -> tuple[dict[str, Any], int]:
     """Parse one JSON object at ``data[start:]``; returns it and its end offset."""
     try:
-        text_start = len(data[:start].decode("latin-1"))  # offsets stay byte offsets
         tail = data[start:].decode("utf-8", errors="surrogateescape")
         value, end = json.JSONDecoder(parse_float=_no_float).raw_decode(tail)
     except json.JSONDecodeError as err:
@@ -141,7 +140,7 @@ def _parse(data: bytes, start: int) -> tuple[dict[str, Any], int]:
     if not isinstance(value, dict):
         raise ReportError("the report is not a JSON object")
     consumed = len(tail[:end].encode("utf-8", errors="surrogateescape"))
-    return value, text_start + consumed
+    return value, start + consumed
 
 
 def extract_envelope(data: bytes) -> tuple[dict[str, Any], int, int]:
@@ -170,6 +169,9 @@ def _b64(value: Any, what: str, size: int | None = None) -> bytes:
         raise ReportError(f"{what} is not valid base64") from None
     if size is not None and len(raw) != size:
         raise ReportError(f"{what} is not {size} bytes")
+    if base64.b64encode(raw).decode() != value:
+        # Unused low bits of the last character: another text for the same bytes.
+        raise ReportError(f"{what} is not canonical base64")
     return raw
 
 

@@ -5,12 +5,17 @@
     credit-query --gateway HOST:PORT --ca ca.pem --cert me.pem --key me.key \\
         --token-file me.jwt --person 360426199101010071 --purpose lending --mode paid --json
 
+    credit-query report --demo DIR/demo.json --agency procurement \\
+        --enterprise 91350200MA2YJ1XR9G --purpose government_procurement \\
+        --out report.pdf --json report.json
+
 A readable table by default; ``--json`` prints the response as JSON for
 scripts (money in integer fen there; the table prints yuan). ``--demo`` supplies the
 connection settings not given as flags: an explicit flag always wins. Without a CA
 certificate the client refuses to connect unless told ``--insecure-dev-plaintext`` (a
-gateway in development mode only; no token is sent). Exit status: 0 answered, 1 refused by
-the gateway (the status line is printed), 2 usage.
+gateway in development mode only; no token is sent). ``report`` takes the same flags and
+writes the signed report (check it with ``credit-audit check-report``). Exit status: 0
+answered, 1 refused by the gateway (the status line is printed), 2 usage.
 """
 
 from __future__ import annotations
@@ -26,15 +31,22 @@ from google.protobuf import json_format
 
 from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
 from gateway.cli.console import console_script, path_arg, yuan
+from gateway.cli.report import run_report
 from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["main", "render"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, report: bool = False) -> argparse.ArgumentParser:
+    """The query's flags; with ``report``, those of ``credit-query report`` (``--out`` and
+    ``--json FILE`` instead of the ``--json`` switch)."""
     p = argparse.ArgumentParser(
-        prog="credit-query", description="Query credit-gateway about one subject."
+        prog="credit-query report" if report else "credit-query",
+        description="Get a signed credit report (PDF, and JSON) about one subject."
+        if report
+        else "Query credit-gateway about one subject. "
+        "'credit-query report ...' gets a signed credit report instead.",
     )
     conn = p.add_argument_group("connection")
     conn.add_argument(
@@ -71,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--officer-id", default="")
     p.add_argument("--represented-party", default="")
     p.add_argument("--request-id", help="UUID; default a fresh one")
-    p.add_argument("--json", action="store_true", help="print the response as JSON")
+    if report:
+        p.add_argument("--out", type=path_arg, required=True, help="write the PDF report here")
+        p.add_argument("--json", type=path_arg, metavar="FILE", help="also write its JSON form")
+    else:
+        p.add_argument("--json", action="store_true", help="print the response as JSON")
     return p
 
 
@@ -121,7 +137,9 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
 @console_script
 def main(argv: list[str] | None = None) -> int:
     """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    report = bool(argv) and argv[0] == "report"
+    args = _parser(report=report).parse_args(argv[1:] if report else argv)
     try:
         request = build_request(
             enterprise=args.enterprise,
@@ -141,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query: {exc}", file=sys.stderr)
         return 2
+    if report:
+        return asyncio.run(run_report(conn, request, args.timeout, args.out, args.json))
     return asyncio.run(_run(conn, request, args.timeout, args.json))
 
 

@@ -16,6 +16,7 @@ in what a report proves.
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from gateway.audit.reportcheck import (
     envelope_bytes,
     pdf_message,
 )
-from gateway.report.pdf import render_pdf
+from gateway.report.pdf import register_font, render_pdf
 
 __all__ = ["MadeReport", "ReportMaker", "qr_payload"]
 
@@ -51,11 +52,18 @@ def qr_payload(content: Mapping[str, Any], code: str) -> str:
 
 
 class ReportMaker:
-    """Signs report content with ``signer`` and renders it with the CJK ``font``."""
+    """Signs report content with ``signer`` and renders it with the CJK ``font``.
+
+    The font is loaded here, so a file that is not a usable TrueType font fails at once
+    (reportlab's TTFError, or OSError), before any query is run for a report.
+    """
 
     def __init__(self, signer: Signer, font: Path) -> None:
         self._signer = signer
         self._font = font
+        register_font(font)
+        # reportlab keeps per-font subsetting state across documents: one render at a time.
+        self._lock = threading.Lock()
         # "name+keyid": the verifier key string without the key itself.
         self._key = "+".join(signer.verifier_key().split("+")[:2])
 
@@ -76,13 +84,14 @@ class ReportMaker:
         as_json = envelope_bytes(envelope)
         slot = b'"pdf_signature":"' + PDF_FILLER.encode() + b'"'
         attached = envelope_bytes({**envelope, "pdf_signature": PDF_FILLER})
-        pdf = render_pdf(
-            content,
-            code=code,
-            qr_payload=qr_payload(content, code),
-            envelope=attached,
-            font=self._font,
-        )
+        with self._lock:
+            pdf = render_pdf(
+                content,
+                code=code,
+                qr_payload=qr_payload(content, code),
+                envelope=attached,
+                font=self._font,
+            )
         at = pdf.find(slot)
         if at < 0 or pdf.find(slot, at + 1) >= 0:
             raise RuntimeError("the PDF's signature slot is not found exactly once")

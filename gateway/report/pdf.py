@@ -16,6 +16,7 @@ member of the Record under :data:`RECORD_LABELS` or, failing that, its proto nam
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,26 +42,49 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-__all__ = ["ATTACHMENT_NAME", "RECORD_LABELS", "render_pdf"]
+__all__ = ["ATTACHMENT_NAME", "RECORD_LABELS", "VALUE_LABELS", "register_font", "render_pdf"]
 
 #: The embedded file holding the signed JSON envelope.
 ATTACHMENT_NAME = "credit-report.json"
-#: Chinese labels of Record members other than ``fields`` (add one per new member).
+#: Chinese labels of Record members other than ``fields``, and of the members of messages
+#: they hold (add one per new member; until then its proto name shows). The dispute mark
+#: and the subject's statement are issue 14's (credit.v1.DisputeMark, Record.statement).
 RECORD_LABELS = {
     "record_id": "记录编号",
     "event_end_date": "失信行为（事件）结束日期",
     "disputed": "异议标注",
+    "dispute": "异议情况",
+    "objection_id": "异议编号",
+    "filed_on": "异议提出日期",
+    "due_on": "答复期限",
+    "outcome": "处理状态",
+    "department_note": "部门核查说明",
+    "statement": "信息主体声明",
+}
+#: Enum values in words (content keeps the proto names; unknown ones show as they are).
+VALUE_LABELS = {
+    "OBJECTION_OUTCOME_PENDING": "待核查",
+    "OBJECTION_OUTCOME_UNDETERMINED": "核查后仍无法确定",
 }
 _SKIP = {"fields"}
 _FONT = "CreditReportCJK"
+_LOADED: dict[str, str] = {}  # font file -> its registered name
 _NUMERALS = "一二三四五六七八九十"
 
 
-def _register(font: Path) -> str:
-    if _FONT not in pdfmetrics.getRegisteredFontNames():
+def register_font(font: Path) -> str:
+    """Load ``font`` (once per process and file) and return the name reportlab knows it by.
+
+    Raises OSError or reportlab's TTFError if it is not a usable TrueType font.
+    """
+    key = str(font.resolve())
+    name = _LOADED.get(key)
+    if name is None:
+        name = f"{_FONT}{len(_LOADED)}"
         # subfontIndex 0: a .ttc collection's first face (Zen Hei; a .ttf has only one).
-        pdfmetrics.registerFont(TTFont(_FONT, str(font), subfontIndex=0))
-    return _FONT
+        pdfmetrics.registerFont(TTFont(name, key, subfontIndex=0))
+        _LOADED[key] = name
+    return name
 
 
 def _styles(font: str) -> dict[str, ParagraphStyle]:
@@ -93,7 +117,18 @@ def _text(value: Any, kind: str = "") -> str:
         return "；".join(_text(v) for v in value) or "—"
     if isinstance(value, dict):
         return "；".join(f"{RECORD_LABELS.get(k, k)}：{_text(v)}" for k, v in value.items()) or "—"
-    return str(value) if str(value) else "—"
+    text = str(value)
+    return VALUE_LABELS.get(text, text) if text else "—"
+
+
+def _beijing(utc: str) -> str:
+    """``2026-11-30T08:00:00Z`` -> ``2026-11-30 16:00:00（北京时间，UTC+8）`` (content: UTC)."""
+    try:
+        at = dt.datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return utc
+    local = at + dt.timedelta(hours=8)  # China has one time zone and no daylight saving
+    return f"{local:%Y-%m-%d %H:%M:%S}（北京时间，UTC+8）"
 
 
 class _QR(Flowable):
@@ -147,6 +182,12 @@ def _record_rows(record: Mapping[str, Any], p: Any) -> list[list[Any]]:
     for key, value in record.items():
         if key in _SKIP:
             continue
+        if isinstance(value, dict) and value:
+            # A message (a dispute mark): one row per member, under the member's label.
+            label = RECORD_LABELS.get(key, key)
+            for k, v in value.items():
+                rows.append([p(f"{label}：{RECORD_LABELS.get(k, k)}"), p(_text(v))])
+            continue
         shown = _text(value)
         if key == "disputed":
             shown = "有异议，正在核查处理" if value else "无"
@@ -171,7 +212,7 @@ def _story(content: Mapping[str, Any], code: str, qr_payload: str, font: str) ->
         _grid(
             [
                 [p("报告编号"), p(content["request_id"])],
-                [p("生成时间"), p(f"{content['generated_at']}（UTC）")],
+                [p("生成时间"), p(_beijing(content["generated_at"]))],
                 [p("查询日期"), p(content["query_date"])],
                 [p("信息主体"), p(f"{subject['type_title']}  {subject['id']}")],
                 [p("查询机构"), p(f"{agency['name'] or agency['id']}（{agency['id']}）")],
@@ -260,7 +301,8 @@ def _attach(canvas: Canvas, envelope: bytes) -> None:
     """Attach ``envelope`` as ``credit-report.json``, its stream left uncompressed."""
     doc = canvas._doc  # type: ignore[attr-defined]  # reportlab's document: no public API
     stream = PDFStream(
-        PDFDictionary({"Type": PDFName("EmbeddedFile"), "Subtype": PDFName("application/json")}),
+        # No /Subtype: its name would be application#2Fjson, which reportlab cannot write.
+        PDFDictionary({"Type": PDFName("EmbeddedFile")}),
         content=envelope,
         filters=[],  # no FlateDecode: the standard library must find the bytes
     )
@@ -286,7 +328,7 @@ def render_pdf(
     ``code`` is the verification code printed in the receipt part; ``qr_payload`` the text
     its QR code holds. Raises OSError or reportlab's TTFError if ``font`` cannot be read.
     """
-    name = _register(font)
+    name = register_font(font)
     out = io.BytesIO()
     doc = SimpleDocTemplate(
         out,
