@@ -10,7 +10,8 @@ is in Chinese and says what to fix::
     True
 
 The verdict on a code is :func:`gateway.domain.identifiers.validate_uscc`'s, so the page
-accepts exactly what the gateway accepts; this module only explains a refusal in Chinese.
+accepts exactly what the gateway accepts, once full-width digits and letters (as Chinese
+input methods type them) are read as ASCII; this module only explains a refusal in Chinese.
 
 **Personal data.** Input that is, or looks like, a resident identity number (GB 11643: 15 or
 18 characters with a real birth date, whether or not its check character is right, written
@@ -30,7 +31,7 @@ from typing import Final
 
 from gateway.domain.identifiers import USCC_ALPHABET, IdentifierError, validate_uscc
 
-__all__ = ["MAX_INPUT", "CodeCheck", "check_code"]
+__all__ = ["FULL_WIDTH", "MAX_INPUT", "CodeCheck", "check_code", "looks_personal"]
 
 #: Longer input is refused without being examined (a form field, not a document).
 MAX_INPUT: Final = 64
@@ -78,7 +79,7 @@ def looks_personal(text: str) -> bool:
     """Whether ``text`` (separators removed) has the shape of a resident identity number
     with a real birth date: 18 characters (17 digits and a digit or X, born 1800-2099) or
     the first generation's 15 digits (born 19YY). Never raises."""
-    compact = _SEPARATORS.sub("", text.translate(_FULL_WIDTH))
+    compact = _SEPARATORS.sub("", text.translate(FULL_WIDTH))
     if _ID18.fullmatch(compact):
         year = int(compact[6:10])
         return 1800 <= year <= 2099 and _real_date(year, int(compact[10:12]), int(compact[12:14]))
@@ -87,9 +88,9 @@ def looks_personal(text: str) -> bool:
     return False
 
 
-#: Full-width digits and letters (０-９, Ａ-Ｚ, ａ-ｚ) as ASCII: how Chinese input methods often
-#: type them. Only for recognising personal data; a code must be typed in ASCII.
-_FULL_WIDTH: Final = {cp: cp - 0xFEE0 for cp in range(0xFF10, 0xFF5B)}
+#: Full-width digits and letters (０-９, Ａ-Ｚ, ａ-ｚ, and the few signs between them) as
+#: ASCII: how Chinese input methods often type them.
+FULL_WIDTH: Final = {cp: cp - 0xFEE0 for cp in range(0xFF10, 0xFF5B)}
 
 
 def _position_problem(code: str) -> str:
@@ -111,7 +112,10 @@ def _position_problem(code: str) -> str:
 def check_code(text: str) -> CodeCheck:
     """The verdict on ``text``, what a visitor typed (see the module docstring). Never
     raises."""
-    stripped = text.strip(_ASCII_SPACE + "\u3000")
+    # Chinese input methods often type full-width digits and letters (９１３５...): read
+    # each as its ASCII twin, one character for one. No other mapping: a Unicode case or
+    # compatibility mapping could turn a non-code character into a code one.
+    stripped = text.translate(FULL_WIDTH).strip(_ASCII_SPACE + "\u3000")
     if not stripped:
         return CodeCheck(None, EMPTY_MESSAGE)
     if len(stripped) > MAX_INPUT:

@@ -7,7 +7,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gateway.domain.identifiers import IdentifierError, validate_uscc
-from gateway.portal.codes import PERSONAL_MESSAGE, check_code, looks_personal
+from gateway.portal.codes import FULL_WIDTH, PERSONAL_MESSAGE, check_code, looks_personal
 from tests.unit.privacy_kit import credit_code, resident_id_15, resident_id_18
 
 
@@ -18,6 +18,8 @@ from tests.unit.privacy_kit import credit_code, resident_id_15, resident_id_18
         ("  91350200ma2yj1xr9g\t", "91350200MA2YJ1XR9G"),
         ("913502000728319549", "913502000728319549"),  # all digits, and still a code
         ("\u300091110000600037341L\u3000", "91110000600037341L"),  # ideographic spaces around
+        ("９１３５０２００ＭＡ２ＹＪ１ＸＲ９Ｇ", "91350200MA2YJ1XR9G"),  # full width, as IMEs type
+        ("９１３５０２００ｍａ２ｙｊ１ｘｒ９ｇ", "91350200MA2YJ1XR9G"),
     ],
 )
 def test_valid_codes_are_looked_up_in_upper_case(typed: str, code: str) -> None:
@@ -94,10 +96,16 @@ def test_every_valid_code_is_accepted(code: str) -> None:
     assert check_code(code).code == code
 
 
-@given(st.text(max_size=30) | st.text("0123456789ABCDEFGHJKLMNPQRTUWXYIOSVZabc ", max_size=20))
+@given(
+    st.text(max_size=30)
+    | st.text("0123456789ABCDEFGHJKLMNPQRTUWXYIOSVZabc ", max_size=20)
+    | st.text("０１２３４５６７８９ＡＢＣＭＬＹＩＯ9a\u3000", max_size=20)
+)
 def test_the_page_accepts_exactly_what_the_gateway_accepts(typed: str) -> None:
     try:
-        expected: str | None = validate_uscc(typed.strip(" \t\r\n\x0b\x0c\u3000"))
+        expected: str | None = validate_uscc(
+            typed.translate(FULL_WIDTH).strip(" \t\r\n\x0b\x0c\u3000")
+        )
     except IdentifierError:
         expected = None
     check = check_code(typed)
