@@ -35,9 +35,14 @@ check: protos-check lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.mix
 	$(BIN)/python -m bench.audit_bench
 	$(BIN)/python -m bench.decision_bench
 	$(BIN)/python -m bench.controls_bench
+	$(BIN)/python -m bench.report_bench
+	$(BIN)/python -m bench.screen_bench
+	$(BIN)/python -m bench.portal_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

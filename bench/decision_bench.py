@@ -108,7 +108,6 @@ def _facts(
         facts.append(
             QueryFacts(
                 agency_id=agency,
-                agency_kind="financial_institution",
                 subject_type=subject,
                 purpose=purpose,
                 mode=rng.choice([query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID]),

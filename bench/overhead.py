@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -53,7 +53,7 @@ from gateway.domain.purposes import load_purposes
 from gateway.policyadmin import SQLiteVersionStore
 from gateway.policyadmin.loading import load_version, read_disk_files
 from gateway.policyadmin.store import BOOTSTRAP_AUTHOR
-from protos.credit.v1 import adapter_pb2
+from protos.credit.v1 import adapter_pb2, query_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"
 
@@ -78,10 +78,18 @@ def _channel(address: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.C
     return open_channel(address, ca=ca, cert=cert, key=key)[0]
 
 
+def fresh_ids(query: query_pb2.QueryRequest) -> Iterator[bytes]:
+    """``query`` serialised with a new request id each time: every query is a new
+    booking, as an agency's are (one id sent again would be answered as a replay)."""
+    while True:
+        query.request_id = str(uuid.uuid4())
+        yield query.SerializeToString()
+
+
 async def _drive(
     address: str,
     method: str,
-    payload: bytes,
+    payload: bytes | Iterator[bytes],
     metadata: tuple[tuple[str, str], ...],
     concurrency: int,
     seconds: float,
@@ -95,7 +103,8 @@ async def _drive(
 
         async def one(md: tuple[tuple[str, str], ...]) -> bool:
             try:
-                await call(payload, metadata=md, timeout=10)
+                body = payload if isinstance(payload, bytes) else next(payload)
+                await call(body, metadata=md, timeout=10)
             except grpc.aio.AioRpcError as err:
                 failed[err.code().name] += 1
                 return False
@@ -120,7 +129,7 @@ def _measure(
     pid: int,
     address: str,
     method: str,
-    payload: bytes,
+    payload: bytes | Iterator[bytes],
     metadata: tuple[tuple[str, str], ...],
     args: argparse.Namespace,
     tls: tuple[bytes, bytes, bytes] | None,
@@ -175,12 +184,19 @@ def _gateway_toml(
     billing: bool,
     replay_store: bool = True,
     live_checks: bool = True,
+    departments: Mapping[str, str] | None = None,
+    catalog: Path | None = None,
+    consent_issuer: tuple[str, Path] | None = None,
 ) -> str:
     """The bench gateway's configuration. With mutual TLS, a policy store (seeded by
     :func:`_seed_policy_store`) whose version carries the bench's limits: without it the
     shipped limits would apply. ``live_checks``: name the controls store (the policy store
-    implies one anyway; bench/_gateway.py drops it with ``--no-live-checks``)."""
-    lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{work / "catalog.toml"}"']
+    implies one anyway; bench/_gateway.py drops it with ``--no-live-checks``).
+    ``departments`` (id -> HOST:PORT) replaces the one bench department at ``dept_addr``,
+    ``catalog`` the bench's one-department catalog; ``consent_issuer`` (issuer, JWKS file)
+    is trusted for consent tokens."""
+    catalog = catalog if catalog is not None else work / "catalog.toml"
+    lines = ["[gateway]", 'listen = "127.0.0.1:0"', f'catalog = "{catalog}"']
     if pki is None or audit is None:
         # Plaintext, or a gateway without its audit log: both only in development mode.
         lines.append("insecure_dev_plaintext = true")
@@ -214,6 +230,12 @@ def _gateway_toml(
             f'policy = "{work / "policy.csv"}"',
             f'store = "{work / "policy.sqlite"}"',
         ]
+        if consent_issuer is not None:
+            lines += [
+                "[[policy.consent_issuers]]",
+                f'issuer = "{consent_issuer[0]}"',
+                f'jwks = "{consent_issuer[1]}"',
+            ]
     if live_checks:
         lines += ["[controls]", f'store = "{work / "controls.sqlite"}"']
     if billing:
@@ -222,13 +244,15 @@ def _gateway_toml(
             f'ledger = "{work / "ledger.sqlite"}"',
             f'prices = "{work / "prices.toml"}"',
         ]
-    lines += ["[departments.bench]", f'address = "{dept_addr}"']
+    for dept, address in (departments or {"bench": dept_addr}).items():
+        lines += [f"[departments.{dept}]", f'address = "{address}"']
     return "\n".join(lines) + "\n"
 
 
 def _seed_policy_store(work: Path) -> None:
-    """Version 1 of ``work/policy.sqlite``: the bench's policy, catalog, prices and
-    :data:`LIMITS`, activated as the gateway's own first start would (author bootstrap)."""
+    """Version 1 of ``work/policy.sqlite``: the policy, catalog and prices in ``work``
+    and :data:`LIMITS`, activated as the gateway's own first start would (author
+    bootstrap)."""
     (work / "limits.toml").write_text(LIMITS, encoding="utf-8")
     files = read_disk_files(
         policy=work / "policy.csv",
@@ -332,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 gate.append(
                     _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
-                             query.SerializeToString(), metadata, args, tls, fresh,
+                             fresh_ids(query), metadata, args, tls, fresh,
                              failed=gate_failed)
                 )  # fmt: skip
         finally:
@@ -354,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         mode += ", a fresh token per query" if args.fresh_tokens else ", one token reused"
     elif not args.no_live_checks:
         mode += ", live controls store (no tokens, no policy: no replay store, no limits)"
+    mode += ", a new request id per query"
     print(
         f"one-department query, {mode}; concurrency {args.concurrency}, "
         f"{args.rounds} rounds of {args.seconds:g}s"

@@ -2,7 +2,7 @@
 
     server = grpc.aio.server(interceptors=[Edge(audit=auditor)])
 
-For every unary method it wraps, the edge
+For every unary method it wraps (and every server-streaming one, alike), the edge
 
 1. **decodes the request itself.** grpc deserializes a request before any
    servicer code runs and answers UNKNOWN, naming protobuf's ``DecodeError``, if
@@ -30,11 +30,12 @@ UNAUTHENTICATED.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
@@ -176,12 +177,13 @@ class Edge(grpc.aio.ServerInterceptor):
         refusal records.
         """
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # unknown method (UNIMPLEMENTED) or a stream: untouched
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
+            return handler  # unknown method (UNIMPLEMENTED) or a client stream: untouched
         method = handler_call_details.method
         wrapped = self._handlers.get(method)
         if wrapped is None or wrapped.original is not handler:
-            wrapped = _Wrapped(handler, self._wrap(method, handler))
+            wrap = self._wrap if handler.unary_unary is not None else self._wrap_stream
+            wrapped = _Wrapped(handler, wrap(method, handler))
             self._handlers[method] = wrapped
         return cast("grpc.RpcMethodHandler[_Req, _Resp]", wrapped.handler)
 
@@ -219,6 +221,54 @@ class Edge(grpc.aio.ServerInterceptor):
 
         deserializer = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=_lenient(deserializer, type_name) if deserializer else None,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_stream(self, method: str, handler: _Handler) -> _Handler:
+        """As :meth:`_wrap`, for a server-streaming method (``ScreenBatch``): the request is
+        decoded leniently, and a failure before or between items ends the stream with the
+        mapped status (and a refusal record) instead of UNKNOWN."""
+        inner = handler.unary_stream
+        if not inspect.isasyncgenfunction(inner):
+            return handler  # not an async generator servicer: not ours
+        type_name = _input_type(method)
+        service, _, name = method.lstrip("/").rpartition("/")
+
+        async def behavior(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            call = _Call(service, name)
+            token = _CALL.set(call)
+            try:
+                if isinstance(request, _Undecodable):
+                    err: GatewayError = InvalidArgumentError(
+                        "request",
+                        f"not a valid {request.type_name} message",
+                        reason="MALFORMED_REQUEST",
+                    )
+                else:
+                    try:
+                        async for item in inner(request, context):
+                            yield item
+                        return
+                    except GatewayError as exc:
+                        err = exc
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception:
+                        log.exception("unexpected failure in %s", method)
+                        err = InternalError("internal error")
+                await self._refused(call, err, context)
+                await abort(context, err)
+            finally:
+                # A generator may be finalised in another context; the call is over anyway.
+                with contextlib.suppress(ValueError):
+                    _CALL.reset(token)
+
+        deserializer = handler.request_deserializer
+        return grpc.unary_stream_rpc_method_handler(
             behavior,
             request_deserializer=_lenient(deserializer, type_name) if deserializer else None,
             response_serializer=handler.response_serializer,

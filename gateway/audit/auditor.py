@@ -118,6 +118,17 @@ class QueryAuditor:
         :func:`gateway.audit.records.pseudonymize`."""
         return pseudonymize(self._key, subject_type, subject_id)
 
+    def keyed_digest(self, data: bytes) -> str:
+        """HMAC-SHA256 (hex) of ``data`` under the pseudonym key: how a record holds a
+        request (``request_hmac``) that an auditor with the key can still prove."""
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def text_pseudonym(self, text: str) -> str:
+        """``text`` always as its keyed pseudonym ``"hmac:..."`` (see
+        :func:`gateway.pipeline.freetext.text_pseudonym`); "" for "". For free-text fields
+        that together make an identifier although none does alone."""
+        return text_pseudonym(self._key, text) if text else ""
+
     def free_text(self, text: str) -> str:
         """What of a caller's free text may be recorded: see
         :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym)."""

@@ -6,6 +6,7 @@ folder) and the log's public key::
 
     credit-audit keygen --name gateway.example/audit --private audit.key --public audit.pub
     credit-audit verify audit.db --key audit.pub [--checkpoint kept.note] [--allow-unsigned-tail]
+    credit-audit verify audit.db --key audit.pub --workers 4 --progress   # large logs
     credit-audit export audit.db --key audit.pub --out exported/
     credit-audit prove audit.db --key audit.pub 42 [--size 512] > entry42.tlog-proof
     credit-audit check-proof entry42.tlog-proof --key audit.pub --leaf entry42.json
@@ -52,6 +53,7 @@ from gateway.audit.errors import (
     StorageError,
 )
 from gateway.audit.note import generate_key, load_verifiers, write_key_files
+from gateway.audit.progress import SHOW_FROM, Progress
 from gateway.audit.records import (
     SUBJECT_TYPES,
     generate_pseudonym_key,
@@ -62,7 +64,7 @@ from gateway.audit.records import (
 from gateway.audit.reportcheck import ReportCheck, ReportError, check_report
 from gateway.audit.schema import QueryRecord
 from gateway.audit.store import LogReader, open_reader
-from gateway.audit.verify import VerifyReport, verify_log
+from gateway.audit.verify import MAX_WORKERS, PARALLEL_FROM, VerifyReport, verify_log
 from gateway.cli.console import console_script
 from gateway.domain.identifiers import IdentifierError, validate_subject
 
@@ -88,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("log", metavar="LOG", help="the SQLite log file or an export folder")
         p.add_argument("--key", required=True, metavar="FILE", help="verifier key file")
+        p.add_argument(
+            "--workers",
+            type=int,
+            metavar="N",
+            help="processes that parse and hash records (default: one per CPU, at most "
+            f"{MAX_WORKERS}, on logs of {PARALLEL_FROM:,} entries or more; 1 = this one)",
+        )
+        p.add_argument(
+            "--progress",
+            action="store_true",
+            help=f"show progress on standard error even when it is not a terminal "
+            f"(a terminal gets it on logs of {SHOW_FROM:,} entries or more)",
+        )
         return p
 
     p = sub.add_parser("keygen", help="create a log signing key pair")
@@ -152,12 +167,17 @@ def _verified(
     if getattr(args, "checkpoint", None):
         kept = Path(args.checkpoint).read_text(encoding="utf-8")
     strict = bool(getattr(args, "strict", False))
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 1:
+        raise _UsageError(f"--workers must be 1 or more; got {workers}")
     return verify_log(
         reader,
         load_verifiers(args.key),
         kept=kept,
         strict=strict,
         allow_unsigned_tail=allow_unsigned_tail,
+        on_progress=Progress("verifying", force=bool(getattr(args, "progress", False))),
+        workers=workers,
         **kw,
     )
 

@@ -20,7 +20,11 @@ documented default). Readers decide what an absent field means.
 * :class:`PolicyAdminRecord`, kind ``"policy_admin"``: a step of the policy workflow,
   done or refused;
 * :class:`ControlsRecord`, kind ``"controls"``: a live security control (suspension,
-  reinstatement, certificate or consent revocation, consent status), done or refused.
+  reinstatement, certificate or consent revocation, consent status), done or refused;
+* :class:`ScreeningRecord`, kind ``"screening"``: one screen against the reward and
+  punishment lists, with its billing block as a query's;
+* :class:`MeasureFeedbackRecord`, kind ``"screening_feedback"``: a measure an agency
+  reports it applied (联合奖惩反馈).
 
 Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
 auditors' ``credit-audit`` tool reads these.
@@ -36,14 +40,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "BILLED_KINDS",
     "BillingLine",
     "BillingRecord",
     "ControlsRecord",
     "DepartmentSection",
+    "MeasureFeedbackRecord",
     "PolicyAdminRecord",
     "QueryBilling",
     "QueryRecord",
     "RefusalRecord",
+    "ScreeningRecord",
     "WithheldField",
 ]
 
@@ -672,3 +679,178 @@ class ControlsRecord:
             time=_str(obj, "time"),
             gateway=_str(obj, "gateway"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningRecord:
+    """The audit record of one screen (:mod:`gateway.screening`), answered or refused.
+
+    Like a query record: the subject only as a keyed pseudonym, the request as
+    ``request_hmac``, the response as ``response_sha256``, free text only as
+    :func:`gateway.pipeline.freetext.recordable` lets it, and the screen's own
+    reservation and settlement in ``billing`` (the same block as a query's, so that
+    start-up recovery and ``billing reconcile`` read it alike). ``lists`` maps each list
+    screened to its state name (``on_list``, ``not_on_list``, ``unknown``, ``withheld``),
+    never to the records behind it. ``batch_id``: the batch the screen was part of.
+    ``outcome``: ``"ok"``, ``"partial"`` (some list unknown or withheld) or the refusal's
+    reason in lower case.
+    """
+
+    KIND: ClassVar[str] = "screening"
+
+    time: str = ""
+    gateway: str = ""
+    request_id: str = ""
+    agency_id: str = ""
+    cert_thumbprint: str = ""
+    officer_id: str = ""
+    case_reference: str = ""
+    purpose: str = ""
+    scenario: str = ""
+    mode: str = ""
+    request_hmac: str = ""
+    charge_fen: int = 0
+    subject_type: str = ""
+    subject_pseudonym: str = ""
+    batch_id: str | None = None
+    billing: QueryBilling | None = None
+    outcome: str | None = None
+    error_field: str | None = None
+    policy_version: str | None = None
+    measures_version: str | None = None
+    lists: Mapping[str, str] | None = None
+    response_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "time": self.time,
+                "gateway": self.gateway,
+                "request_id": self.request_id,
+                "agency_id": self.agency_id,
+                "cert_thumbprint": self.cert_thumbprint,
+                "officer_id": self.officer_id,
+                "case_reference": self.case_reference,
+                "purpose": self.purpose,
+                "scenario": self.scenario,
+                "mode": self.mode,
+                "request_hmac": self.request_hmac,
+                "charge_fen": self.charge_fen,
+                "subject_type": self.subject_type,
+                "subject_pseudonym": self.subject_pseudonym,
+            },
+            batch_id=self.batch_id,
+            billing=None if self.billing is None else self.billing.to_json(),
+            outcome=self.outcome,
+            error_field=self.error_field,
+            policy_version=self.policy_version,
+            measures_version=self.measures_version,
+            lists=None if self.lists is None else dict(self.lists),
+            response_sha256=self.response_sha256,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ScreeningRecord:
+        """Read a decoded screening record (its ``kind`` is not checked); absent or
+        mistyped fields read as ``""``, 0 or None."""
+        billing = obj.get("billing")
+        lists = obj.get("lists")
+        return cls(
+            time=_str(obj, "time") or "",
+            gateway=_str(obj, "gateway") or "",
+            request_id=_str(obj, "request_id") or "",
+            agency_id=_str(obj, "agency_id") or "",
+            cert_thumbprint=_str(obj, "cert_thumbprint") or "",
+            officer_id=_str(obj, "officer_id") or "",
+            case_reference=_str(obj, "case_reference") or "",
+            purpose=_str(obj, "purpose") or "",
+            scenario=_str(obj, "scenario") or "",
+            mode=_str(obj, "mode") or "",
+            request_hmac=_str(obj, "request_hmac") or "",
+            charge_fen=_int(obj, "charge_fen") or 0,
+            subject_type=_str(obj, "subject_type") or "",
+            subject_pseudonym=_str(obj, "subject_pseudonym") or "",
+            batch_id=_str(obj, "batch_id"),
+            billing=QueryBilling.from_json(billing) if isinstance(billing, Mapping) else None,
+            outcome=_str(obj, "outcome"),
+            error_field=_str(obj, "error_field"),
+            policy_version=_str(obj, "policy_version"),
+            measures_version=_str(obj, "measures_version"),
+            lists={str(k): v for k, v in lists.items() if isinstance(v, str)}
+            if isinstance(lists, Mapping)
+            else None,
+            response_sha256=_str(obj, "response_sha256"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureFeedbackRecord:
+    """联合奖惩反馈: an agency reports which measure it applied after a screen.
+
+    ``screen_request_id`` names the screen; ``list`` and ``measure`` are ids of the
+    measures catalog; ``applied`` whether the agency applied it; ``decision_reference``
+    and ``note`` are the caller's free text as :func:`gateway.pipeline.freetext.recordable`
+    lets them. ``outcome``: ``"ok"`` or the refusal's reason in lower case.
+    """
+
+    KIND: ClassVar[str] = "screening_feedback"
+
+    time: str = ""
+    gateway: str = ""
+    request_id: str = ""
+    agency_id: str = ""
+    officer_id: str = ""
+    screen_request_id: str = ""
+    list: str = ""
+    measure: str = ""
+    applied: bool = False
+    decision_reference: str = ""
+    note: str = ""
+    outcome: str = "ok"
+    measures_version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "time": self.time,
+                "gateway": self.gateway,
+                "request_id": self.request_id,
+                "agency_id": self.agency_id,
+                "officer_id": self.officer_id,
+                "screen_request_id": self.screen_request_id,
+                "list": self.list,
+                "measure": self.measure,
+                "applied": self.applied,
+                "decision_reference": self.decision_reference,
+                "note": self.note,
+                "outcome": self.outcome,
+            },
+            measures_version=self.measures_version,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> MeasureFeedbackRecord:
+        """Read a decoded feedback record; absent or mistyped fields read as empty."""
+        return cls(
+            time=_str(obj, "time") or "",
+            gateway=_str(obj, "gateway") or "",
+            request_id=_str(obj, "request_id") or "",
+            agency_id=_str(obj, "agency_id") or "",
+            officer_id=_str(obj, "officer_id") or "",
+            screen_request_id=_str(obj, "screen_request_id") or "",
+            list=_str(obj, "list") or "",
+            measure=_str(obj, "measure") or "",
+            applied=bool(_bool(obj, "applied")),
+            decision_reference=_str(obj, "decision_reference") or "",
+            note=_str(obj, "note") or "",
+            outcome=_str(obj, "outcome") or "",
+            measures_version=_str(obj, "measures_version"),
+        )
+
+
+#: Record kinds that carry a request's own reservation and settlement in ``billing``.
+BILLED_KINDS: frozenset[str] = frozenset({QueryRecord.KIND, ScreeningRecord.KIND})

@@ -27,6 +27,12 @@ naming the first bad index.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +44,16 @@ from gateway.audit.note import Verifier
 from gateway.audit.records import decode_record
 from gateway.audit.store import LogReader, StoredCheckpoint
 
-__all__ = ["VerifyReport", "iter_records", "verify_log"]
+__all__ = ["MAX_WORKERS", "PARALLEL_FROM", "VerifyReport", "iter_records", "verify_log"]
+
+#: Entries per unit of work: large enough that handing it to another process
+#: costs little beside parsing it, small enough to keep memory flat.
+CHUNK = 2_000
+#: Logs shorter than this are verified in this process alone: starting worker
+#: processes (a fresh interpreter each) costs more than it saves below it.
+PARALLEL_FROM = 50_000
+#: At most this many worker processes, whatever the machine.
+MAX_WORKERS = 8
 
 
 @dataclass
@@ -97,6 +112,8 @@ def verify_log(
     strict: bool = False,
     allow_unsigned_tail: bool = False,
     on_record: Callable[[int, dict[str, Any]], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Verify every entry and checkpoint of the log in ``reader``.
 
@@ -109,6 +126,12 @@ def verify_log(
     ``on_record`` is called with each record that is well formed and in its
     place; records at or above the returned ``verified_size`` are not covered
     by a signature, so a caller listing records must leave those out.
+    ``on_progress(done, total)`` is called after each chunk of entries (counts
+    of entries). ``workers`` is how many processes parse and hash records on a
+    log of at least :data:`PARALLEL_FROM` entries (default: one per CPU, at most
+    :data:`MAX_WORKERS`; 1 = this process only); the tree, the checkpoints and
+    every check stay in this process, in log order, so the outcome and the
+    first bad index reported are the same whatever the count.
     Raises LogIntegrityError on the first problem (an unsigned tail is one,
     unless allowed), and StorageError if the log cannot be read.
     """
@@ -148,30 +171,22 @@ def verify_log(
             nxt = next(pending, None)
 
     settle()
-    for expected, entry in enumerate(reader.iter_entries()):
-        if entry.index != expected:
-            raise LogIntegrityError(
-                f"entry is missing (the next stored index is {entry.index})", index=expected
-            )
-        h = leaf_hash(entry.leaf)
-        if entry.leaf_hash is not None and entry.leaf_hash != h:
-            raise LogIntegrityError(
-                "record bytes do not match the stored leaf hash", index=expected
-            )
-        try:
-            record = decode_record(entry.leaf, canonical=strict)
-        except RecordError as err:
-            raise LogIntegrityError(f"record is malformed: {err}", index=expected) from None
-        if record["seq"] != expected:
-            raise LogIntegrityError(
-                f"record says seq {record['seq']}: moved, copied, or a record before it is gone",
-                index=expected,
-            )
-        tree.append(h)
-        if nxt is not None and nxt[1].size == expected + 1:
-            settle()
-        if on_record is not None:
-            on_record(expected, record)
+    total = reader.size()
+    done = 0
+    for start, hashes, records, bad in _checked_chunks(
+        reader, strict=strict, want_records=on_record is not None, workers=_workers(workers, total)
+    ):
+        for offset, h in enumerate(hashes):
+            tree.append(h)
+            if nxt is not None and nxt[1].size == tree.size:
+                settle()
+            if on_record is not None and records is not None:
+                on_record(start + offset, records[offset])
+        if bad is not None:
+            raise bad
+        done = start + len(hashes)
+        if on_progress is not None:
+            on_progress(done, max(total, done))
     if nxt is not None:
         row, cp = nxt
         raise LogIntegrityError(
@@ -233,3 +248,175 @@ def iter_records(reader: LogReader) -> Iterator[tuple[int, dict[str, Any]]]:
             yield entry.index, decode_record(entry.leaf)
         except RecordError:
             continue
+
+
+#: (start index, leaf hashes of the good entries, their records or None, the
+#: failure at the first bad entry or None): the good entries before a failure
+#: still count, so the failure reported first is the same as one by one.
+_Checked = tuple[int, list[bytes], list[dict[str, Any]] | None, LogIntegrityError | None]
+
+
+def _workers(asked: int | None, total: int) -> int:
+    if asked is not None:
+        return max(1, asked)
+    if total < PARALLEL_FROM:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def _check_chunk(
+    start: int,
+    leaves: list[bytes],
+    stored: list[bytes | None],
+    strict: bool,
+    want_records: bool,
+) -> _Checked:
+    """Hash and parse one run of consecutive entries from index ``start``.
+
+    Returns a :data:`_Checked` tuple; the entries after the first bad one are
+    not looked at. Runs in worker processes, hence a module-level function of
+    picklable arguments."""
+    hashes: list[bytes] = []
+    records: list[dict[str, Any]] | None = [] if want_records else None
+    for offset, leaf in enumerate(leaves):
+        index = start + offset
+        h = leaf_hash(leaf)
+        lh = stored[offset]
+        if lh is not None and lh != h:
+            bad = LogIntegrityError("record bytes do not match the stored leaf hash", index=index)
+            return start, hashes, records, bad
+        try:
+            record = decode_record(leaf, canonical=strict)
+        except RecordError as err:
+            return (
+                start,
+                hashes,
+                records,
+                LogIntegrityError(f"record is malformed: {err}", index=index),
+            )
+        if record["seq"] != index:
+            return (
+                start,
+                hashes,
+                records,
+                LogIntegrityError(
+                    f"record says seq {record['seq']}: moved, copied, "
+                    "or a record before it is gone",
+                    index=index,
+                ),
+            )
+        hashes.append(h)
+        if records is not None:
+            records.append(record)
+    return start, hashes, records, None
+
+
+def _raw_chunks(reader: LogReader) -> Iterator[tuple[int, list[bytes], list[bytes | None]]]:
+    """Consecutive runs of at most :data:`CHUNK` entries; a gap in the stored
+    indexes raises LogIntegrityError at the first missing index."""
+    leaves: list[bytes] = []
+    stored: list[bytes | None] = []
+    start = 0
+    for expected, entry in enumerate(reader.iter_entries()):
+        if entry.index != expected:
+            if leaves:
+                yield start, leaves, stored
+            raise LogIntegrityError(
+                f"entry is missing (the next stored index is {entry.index})", index=expected
+            )
+        leaves.append(entry.leaf)
+        stored.append(entry.leaf_hash)
+        if len(leaves) == CHUNK:
+            yield start, leaves, stored
+            start, leaves, stored = expected + 1, [], []
+    if leaves:
+        yield start, leaves, stored
+
+
+def _checked_chunks(
+    reader: LogReader, *, strict: bool, want_records: bool, workers: int
+) -> Iterator[_Checked]:
+    """The checked chunks, in log order.
+
+    With ``workers`` > 1, chunk ``i`` goes to worker ``i mod workers``, one chunk
+    in flight per worker (memory stays flat), and results are taken in chunk
+    order, so the first failure reported is the first in the log. The workers
+    are fresh interpreters running :func:`_serve_chunks` over pipes (pickle
+    frames), not :mod:`multiprocessing`: that re-imports the caller's main
+    module in each worker (failing in scripts without a ``__main__`` guard), and
+    forking a gateway process, which has threads, is unsafe."""
+    if workers <= 1:
+        for start, leaves, stored in _raw_chunks(reader):
+            yield _check_chunk(start, leaves, stored, strict, want_records)
+        return
+    procs = [_start_worker() for _ in range(workers)]
+    inflight: deque[subprocess.Popen[bytes]] = deque()
+    gap: LogIntegrityError | None = None
+    try:
+        chunks = _raw_chunks(reader)
+        while True:
+            try:
+                start, leaves, stored = next(chunks)
+            except StopIteration:
+                break
+            except LogIntegrityError as err:
+                gap = err  # reported after every chunk before it
+                break
+            if len(inflight) == workers:
+                yield _result(inflight.popleft())
+            proc = procs[(start // CHUNK) % workers]
+            assert proc.stdin is not None
+            pickle.dump((start, leaves, stored, strict, want_records), proc.stdin, protocol=5)
+            proc.stdin.flush()
+            inflight.append(proc)
+        while inflight:
+            yield _result(inflight.popleft())
+    finally:
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                if proc.stdin is not None:
+                    proc.stdin.close()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    if gap is not None:
+        raise gap
+
+
+def _start_worker() -> subprocess.Popen[bytes]:
+    code = "from gateway.audit.verify import _serve_chunks; _serve_chunks()"
+    env = dict(os.environ)
+    # The worker imports this package from wherever this process did.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+
+
+def _result(proc: subprocess.Popen[bytes]) -> _Checked:
+    assert proc.stdout is not None
+    try:
+        # Our own child over a private pipe; the log's bytes travel inside as bytes.
+        result: _Checked = pickle.load(proc.stdout)  # noqa: S301
+    except (EOFError, pickle.UnpicklingError) as err:
+        raise OSError(f"a verification worker process failed ({err})") from None
+    return result
+
+
+def _serve_chunks() -> None:
+    """A worker's loop: read pickled chunks on standard input, write each
+    :func:`_check_chunk` result on standard output, until end of input. Only
+    the parent verify process talks to it, over private pipes."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            args = pickle.load(inp)  # noqa: S301 - only the parent writes here
+        except EOFError:
+            return
+        pickle.dump(_check_chunk(*args), out, protocol=5)
+        out.flush()

@@ -69,7 +69,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from gateway.audit.schema import BillingLine, BillingRecord, QueryRecord
+from gateway.audit.schema import BILLED_KINDS, BillingLine, BillingRecord, QueryRecord
 from gateway.billing.charges import (
     Mode,
     Reservation,
@@ -345,6 +345,7 @@ class Meter:
         today: date,
         self_query_subject_key: str | None = None,
         request_digest: str = "",
+        quota_key: str | None = None,
     ) -> Reservation:
         """Reserve the cost of a query before any department is asked.
 
@@ -353,7 +354,8 @@ class Meter:
         pseudonym when the subject queries itself (never the identifier).
         ``request_digest`` optionally identifies the request's content (e.g. a
         hash of subject and datasets): a reused request id with another digest
-        is refused.
+        is refused. ``quota_key`` counts free-mode units under another key than
+        the agency id (screens count apart from queries: ``screening:<agency>``).
 
         Returns the reservation, or, for a request id seen before, the
         original one (``replay``; with ``settlement`` if it was settled).
@@ -388,7 +390,7 @@ class Meter:
         elif mode == "free":
             basis = "free_quota"
             spec_args = {
-                "quota_key": agency_id,
+                "quota_key": quota_key or agency_id,
                 "period": today.isoformat(),
                 "quota_limit": self.prices.free_daily_quota(agency_id),
                 "resets_at": datetime.combine(today + timedelta(days=1), time(0), tz).isoformat(),
@@ -705,7 +707,7 @@ class Meter:
 def _settled_on_record(records: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a query record carries a settlement (not a replay) of the request."""
     for r in records:
-        if r.get("kind") != QueryRecord.KIND:
+        if r.get("kind") not in BILLED_KINDS:  # a query's or a screen's record
             continue
         billing = QueryRecord.from_json(r).billing
         if billing is not None and billing.state == "settled" and not billing.replay:

@@ -20,6 +20,7 @@ cannot be added up exactly and a silently rounded price is a wrong charge.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ __all__ = ["MAX_PRICE_FEN", "PriceList", "default_prices_path", "load_prices", "
 #: price typed in the wrong unit and keeps every sum far inside int64.
 MAX_PRICE_FEN = 100_000_000
 
-_TOP_KEYS = frozenset({"version", "currency", "timezone", "free", "self_query", "prices"})
+_TOP_KEYS = frozenset(
+    {"version", "currency", "timezone", "free", "self_query", "prices", "screening"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,11 @@ class PriceList:
     free_daily_overrides: Mapping[str, int] = field(default_factory=dict)
     self_free_per_year: int = 2
     currency: str = "CNY"
+    #: The ``[screening]`` section: per list dataset, what one screen of one subject
+    #: costs (fen), and the free screens per agency and day; None when absent (nothing
+    #: can then be screened). Its quotas count apart from the queries' (see
+    #: gateway.screening).
+    screening: PriceList | None = None
 
     def price(self, department: str, dataset: str) -> int:
         """The price of one dataset in fen.
@@ -77,6 +85,15 @@ class PriceList:
             raise ConfigError(f"prices.{dept}.{ds}", "not a dataset of the catalog")
         for dept, ds in sorted(known - self.prices.keys()):
             raise ConfigError(f"prices.{dept}.{ds}", "catalog dataset has no price")
+        if self.screening is not None:
+            for (dept, ds), fen in sorted(self.screening.prices.items()):
+                key = f"screening.prices.{dept}.{ds}"
+                if (dept, ds) not in known:
+                    raise ConfigError(key, "not a dataset of the catalog")
+                if fen >= self.prices[(dept, ds)] > 0:
+                    # A screen answers "on the list or not", never the records: it
+                    # must cost less than the query that returns them.
+                    raise ConfigError(key, f"{fen} fen is not below the query price")
 
 
 def default_prices_path() -> Path:
@@ -120,6 +137,16 @@ def parse_prices(doc: Mapping[str, Any]) -> PriceList:
         for agency, n in _table(free, "agencies", "free.agencies", required=False).items()
     }
 
+    screening = None
+    section = _table(doc, "screening", required=False)
+    if section:
+        _only(section, {"free", "prices"}, "screening")
+        try:
+            inner = parse_prices({"version": version, "timezone": tz_name, **section})
+        except ConfigError as err:
+            raise ConfigError(f"screening.{err.key}", err.problem) from None
+        screening = dataclasses.replace(inner, self_free_per_year=0)
+
     self_query = _table(doc, "self_query", required=False)
     _only(self_query, {"free_per_year"}, "self_query")
     self_free = _count(self_query.get("free_per_year", 2), "self_query.free_per_year")
@@ -142,6 +169,7 @@ def parse_prices(doc: Mapping[str, Any]) -> PriceList:
         free_daily_overrides=overrides,
         self_free_per_year=self_free,
         currency=currency,
+        screening=screening,
     )
 
 

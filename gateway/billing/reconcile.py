@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 from gateway.audit.errors import AuditError
 from gateway.audit.note import load_verifiers
-from gateway.audit.schema import BillingRecord, QueryRecord
+from gateway.audit.schema import BILLED_KINDS, BillingRecord, QueryRecord
 from gateway.audit.store import open_reader
 from gateway.audit.verify import iter_records, verify_log
 from gateway.billing.ledger import Entry, LedgerStore
@@ -132,7 +132,7 @@ def record_key(record: Mapping[str, Any]) -> tuple[str, str] | None:
         if event.event == "top_up":
             return ("top_up", event.reference) if event.reference else None
         return ("request", event.request_id) if event.request_id else None
-    if kind == QueryRecord.KIND:
+    if kind in BILLED_KINDS:  # a screen's billing block reads as a query's
         query = QueryRecord.from_json(record)
         if query.billing is not None and query.request_id:
             return ("request", query.request_id)
@@ -149,7 +149,7 @@ def record_movements(record: Mapping[str, Any]) -> Movements:
     its ``event``. Anything else: nothing.
     """
     kind = record.get("kind")
-    if kind == QueryRecord.KIND:
+    if kind in BILLED_KINDS:
         billing = QueryRecord.from_json(record).billing
         if billing is None or billing.replay:
             return Movements()

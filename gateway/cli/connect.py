@@ -35,6 +35,7 @@ __all__ = [
     "QueryClient",
     "UsageError",
     "add_connection_options",
+    "agency_connection",
     "build_request",
     "connect_as",
     "demo_member",
@@ -295,3 +296,48 @@ class QueryClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+_TLS_FLAGS = ("ca", "cert", "key", "token_file")
+
+
+def agency_connection(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how an agency command (``credit-query``, ``credit-query screen``) connects:
+    explicit flags, then ``--demo``'s values for the rest (``args``: ``demo``, ``agency``,
+    ``gateway``, ``ca``, ``cert``, ``key``, ``token_file``, ``insecure_dev_plaintext``).
+
+    Raises:
+        UsageError: a usage problem (one line naming it).
+        OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
+    """
+    given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
+    if args.demo:
+        demo = read_demo(args.demo)
+        from_demo: dict[str, Any] = {"gateway": demo["gateway_address"]}
+        if "ca_cert" in demo:
+            from_demo |= demo_member(demo, "agencies", args.agency, "agency")
+        given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
+    if not given["gateway"]:
+        raise UsageError("name --gateway (or --demo)")
+    conn: dict[str, Any] = {"address": given["gateway"]}
+    tls = [f for f in _TLS_FLAGS if given[f] is not None]
+    if args.insecure_dev_plaintext:
+        if tls:
+            flags = ", ".join("--" + f.replace("_", "-") for f in tls)
+            raise UsageError(f"--insecure-dev-plaintext excludes {flags}")
+        conn["dev_agency"] = args.agency or "development"
+        return conn
+    if len(tls) < len(_TLS_FLAGS):
+        # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
+        missing = [f for f in _TLS_FLAGS if given[f] is None]
+        raise UsageError(
+            "mutual TLS needs "
+            + ", ".join("--" + f.replace("_", "-") for f in missing)
+            + " (or --demo); --insecure-dev-plaintext only for a development gateway"
+        )
+    return conn | {
+        "ca": given["ca"].read_bytes(),
+        "cert": given["cert"].read_bytes(),
+        "key": given["key"].read_bytes(),
+        "token": given["token_file"].read_text(encoding="utf-8").strip(),
+    }

@@ -10,6 +10,8 @@
     credit-gateway billing --ledger F balance   # accounts, top-ups, statements
     credit-gateway policy --demo F --officer ID list   # policy versions (security officers)
     credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
+    credit-gateway db migrate --config gateway.toml   # PostgreSQL schema of the shared stores
+    credit-gateway screening stats --audit-log F --key K --from D --to D  # screening counts
     credit-gateway portal --demo F --listen 127.0.0.1:8080   # the public lookup page
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
@@ -41,6 +43,8 @@ _DELEGATED = {
     "billing": "accounts: balance, top-up, statement, credit limit, check",
     "policy": "policy versions: draft, validate, test, diff, replay, approve, activate",
     "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
+    "db": "PostgreSQL schema of the shared stores: migrate, status",
+    "screening": "screening reports: stats per list, scenario and agency",
     "portal": "serve the public enterprise lookup page",
 }
 
@@ -162,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.controls import controls_main
 
             return controls_main(rest)
+        if args.command == "db":
+            from gateway.cli.db import db_main
+
+            return db_main(rest)
+        if args.command == "screening":
+            from gateway.cli.screening import screening_main
+
+            return screening_main(rest)
         if args.command == "portal":
             from gateway.cli.portal import portal_main
 

@@ -52,6 +52,7 @@ _FILE_OPTIONS = {
     "prices": "prices.toml",
     "agencies": "agencies.toml",
     "limits": "limits.toml",
+    "measures": "measures.toml",
 }
 _STATE = {
     policy_admin_pb2.CHECK_STATE_NOT_RUN: "-",

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
-from gateway.cli.connect import QueryClient, UsageError, build_request, demo_member, read_demo
+from gateway.cli.connect import QueryClient, UsageError, agency_connection, build_request
 from gateway.cli.console import console_script, path_arg, yuan
 from gateway.cli.report import run_report
 from gateway.domain import names
@@ -91,55 +91,21 @@ def _parser(*, report: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-_TLS_FLAGS = ("ca", "cert", "key", "token_file")
-
-
-def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """Where and how to connect: explicit flags, then ``--demo``'s values for the rest.
-
-    Raises:
-        UsageError: a usage problem (one line naming it).
-        OSError, KeyError, ValueError: a file named cannot be read or the demo file is bad.
-    """
-    given: dict[str, Any] = {"gateway": args.gateway} | {f: getattr(args, f) for f in _TLS_FLAGS}
-    if args.demo:
-        demo = read_demo(args.demo)
-        from_demo: dict[str, Any] = {"gateway": demo["gateway_address"]}
-        if "ca_cert" in demo:
-            from_demo |= demo_member(demo, "agencies", args.agency, "agency")
-        given = {k: v if v is not None else from_demo.get(k) for k, v in given.items()}
-    if not given["gateway"]:
-        raise UsageError("name --gateway (or --demo)")
-    conn: dict[str, Any] = {"address": given["gateway"]}
-    tls = [f for f in _TLS_FLAGS if given[f] is not None]
-    if args.insecure_dev_plaintext:
-        if tls:
-            flags = ", ".join("--" + f.replace("_", "-") for f in tls)
-            raise UsageError(f"--insecure-dev-plaintext excludes {flags}")
-        conn["dev_agency"] = args.agency or "development"
-        return conn
-    if len(tls) < len(_TLS_FLAGS):
-        # Never a silent fall-back to plaintext: a token or an identity in clear is a leak.
-        missing = [f for f in _TLS_FLAGS if given[f] is None]
-        raise UsageError(
-            "mutual TLS needs "
-            + ", ".join("--" + f.replace("_", "-") for f in missing)
-            + " (or --demo); --insecure-dev-plaintext only for a development gateway"
-        )
-    return conn | {
-        "ca": given["ca"].read_bytes(),
-        "cert": given["cert"].read_bytes(),
-        "key": given["key"].read_bytes(),
-        "token": given["token_file"].read_text(encoding="utf-8").strip(),
-    }
+#: The old name of :func:`gateway.cli.connect.agency_connection`.
+_connection = agency_connection
 
 
 @console_script
 def main(argv: list[str] | None = None) -> int:
-    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    report = bool(argv) and argv[0] == "report"
-    args = _parser(report=report).parse_args(argv[1:] if report else argv)
+    """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status.
+    ``credit-query screen ...`` is the screening command (:mod:`gateway.cli.screening`)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["screen"]:
+        from gateway.cli.screening import screen_main
+
+        return screen_main(words[1:])
+    report = bool(words) and words[0] == "report"
+    args = _parser(report=report).parse_args(words[1:] if report else words)
     try:
         request = build_request(
             enterprise=args.enterprise,
@@ -155,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             represented_party=args.represented_party,
             request_id=args.request_id,
         )
-        conn = _connection(args)
+        conn = agency_connection(args)
     except (UsageError, OSError, ValueError, KeyError) as exc:
         print(f"credit-query: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ from gateway.policy.decider import DEFAULT_CREDIT_DEPARTMENTS
 from gateway.policy.rules import parse_policy_set
 from gateway.policy.testing import DEFAULT_MATRIX_PATH, load_cases, run_matrix
 from gateway.policyadmin.store import FILE_NAMES, PolicyVersion, check_files
+from gateway.screening.measures import MEASURES_FILE, default_measures_path, parse_measures_text
 
 #: The shipped rate limits (``policies/limits.toml``).
 DEFAULT_LIMITS_PATH = policies_path("limits.toml")
@@ -129,6 +130,12 @@ def _parse_parts(
             )
         except ConfigError as err:
             raise _in("limits.toml", err) from None
+    if MEASURES_FILE in files:
+        # The screening measures catalog travels with the version (gateway.screening).
+        try:
+            parse_measures_text(files[MEASURES_FILE], catalog=catalog)
+        except ConfigError as err:
+            raise _in(MEASURES_FILE, err) from None
     return catalog, registry, prices, limits
 
 
@@ -294,8 +301,9 @@ def read_disk_files(
     prices: Path | None = None,
     registry: Path | None = None,
     limits: Path | None = None,
+    measures: Path | None = None,
 ) -> dict[str, str]:
-    """The six files of a version, read from disk (defaults: the shipped ``policies/``).
+    """The seven files of a version, read from disk (defaults: the shipped ``policies/``).
     For seeding version 1 and for ``credit-gateway policy draft``.
 
     Raises:
@@ -303,7 +311,7 @@ def read_disk_files(
     """
     paths = dict(
         zip(
-            (*FILE_NAMES, "limits.toml"),
+            (*FILE_NAMES, "limits.toml", MEASURES_FILE),
             (
                 model or DEFAULT_MODEL_PATH,
                 policy or DEFAULT_POLICY_PATH,
@@ -311,6 +319,7 @@ def read_disk_files(
                 prices or default_prices_path(),
                 registry or DEFAULT_REGISTRY_PATH,
                 limits or DEFAULT_LIMITS_PATH,
+                measures or default_measures_path(),
             ),
             strict=True,
         )

@@ -63,7 +63,7 @@ __all__ = [
 FILE_NAMES = ("model.conf", "policy.csv", "catalog.toml", "prices.toml", "agencies.toml")
 #: Files a version may hold besides :data:`FILE_NAMES` (versions drafted before a file
 #: existed lack it; the loader then applies its default: no rate limits).
-OPTIONAL_FILE_NAMES = ("limits.toml",)
+OPTIONAL_FILE_NAMES = ("limits.toml", "measures.toml")
 #: Extra policy test files a version may carry.
 _TEST_FILE = re.compile(r"^tests/[A-Za-z0-9_-]{1,64}\.toml$")
 #: A bound on one version's files: a policy of tens of thousands of lines is ~2 MiB.

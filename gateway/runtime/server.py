@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
 from gateway.api.report import ReportService
+from gateway.api.screening import ScreeningServicer
 from gateway.audit.auditor import QueryAuditor
 from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
@@ -63,6 +64,9 @@ from gateway.pipeline.validation import Validator
 from gateway.policy.decider import PolicyDecider
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
+from gateway.screening.lists import no_repairs
+from gateway.screening.measures import MeasuresSource
+from gateway.screening.screener import Screener
 from protos.credit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -76,6 +80,8 @@ from protos.credit.v1 import (
     query_pb2_grpc,
     report_pb2,
     report_pb2_grpc,
+    screening_pb2,
+    screening_pb2_grpc,
 )
 
 __all__ = ["Gateway"]
@@ -92,6 +98,7 @@ DEPARTMENT_HEALTH_PREFIX = "credit.v1.Department/"
 _RETIRE_GRACE_S = 30.0
 REPORT_SERVICE = report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].full_name
+SCREENING_SERVICE = screening_pb2.DESCRIPTOR.services_by_name["ScreeningService"].full_name
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -157,6 +164,8 @@ class Gateway:
             on_change=self._department_changed,
         )
         self._service: QueryService | None = None
+        #: ``credit.v1.ScreeningService`` (joint reward and punishment screening).
+        self.screening: ScreeningServicer | None = None
         self._purposes: dict[str, Purpose] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -252,6 +261,8 @@ class Gateway:
         self.catalog = catalog
         if self._service is not None:
             self._service.use_catalog(catalog, Validator(catalog, self._purposes))
+        if self.screening is not None:
+            self.screening.screener.use_catalog(catalog, Validator(catalog, self._purposes))
         for dept_id in catalog.departments:
             if dept_id not in self.clients:
                 self.clients[dept_id] = self._client(dept_id, self._department_creds)
@@ -320,13 +331,29 @@ class Gateway:
                 limiter=self.limiter,
             )
             self._service = service
+            screener = Screener(
+                catalog=self.catalog,
+                validator=Validator(self.catalog, purposes),
+                decider=decider,
+                clients=self.clients,
+                measures=MeasuresSource(self._version_files, lambda: self.catalog),
+                audit=self._audit,
+                meter=self.meter,
+                today=self._today,
+                default_timeout_s=self.config.default_timeout_ms / 1000,
+                # Issue 14's approved credit repairs plug in here (RepairCheck).
+                repaired=no_repairs,
+            )
+            screener.measures  # noqa: B018 - a measures catalog that does not load stops start-up
+            self.screening = ScreeningServicer(screener, self._authenticator, audit=self._audit)
             # One edge for every call: undecodable requests, error mapping, refusals audited.
             server = grpc.aio.server(
                 interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
             )
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            services = [QUERY_SERVICE, health.SERVICE_NAME]
+            screening_pb2_grpc.add_ScreeningServiceServicer_to_server(self.screening, server)
+            services = [QUERY_SERVICE, SCREENING_SERVICE, health.SERVICE_NAME]
             if self._audit is not None:
                 audit_pb2_grpc.add_AuditServiceServicer_to_server(
                     AuditServicer(self._audit.log, self._audit_auth), server
@@ -379,6 +406,11 @@ class Gateway:
             self._audit.log.add_listener(self._audit_changed)
         await self._follow_audit()
         log.info("gateway serving", extra={"address": self.address})
+
+    def _version_files(self) -> Mapping[str, str] | None:
+        """The active policy version's files (None without a policy store)."""
+        current = self.policy_admin.admin.current if self.policy_admin is not None else None
+        return current.files if current is not None else None
 
     def _agency_names(self) -> Callable[[str], str]:
         """An agency's Chinese name from the registry, for reports ("" without one)."""

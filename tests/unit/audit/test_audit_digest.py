@@ -238,3 +238,14 @@ def test_the_digest_module_needs_only_the_standard_library() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_catalog_record_with_prefix_keys_takes_the_fast_path() -> None:
+    # tax/credit_rating has "rating" and "rating_year": the rule's order is not upb's.
+    r = _response_with_map(["rating_year", "rating", "rated_by"])
+    record = r.sections[0].datasets[0].records[0]
+    record.event_end_date, record.disputed = "2025-01-01", True
+    r.sections[0].withheld.add(dataset="x", field="y", reason=2)
+    r.sections.add(department="market").datasets.add(dataset="clean").records.add(record_id="1")
+    r.charge.amount_fen = 7
+    assert gateway_digest(r) == response_digest(r.SerializeToString())

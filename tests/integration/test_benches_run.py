@@ -1,0 +1,46 @@
+"""Every benchmark still runs (issue 13): each is started with the smallest parameters
+and must finish, exit 0 and print its figures. Nothing here looks at a figure's value:
+benchmarks measure, tests do not time. A bench that no longer ran (one did, after a
+field it named was removed) would otherwise be found only by the next person to
+measure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+CASES = {
+    "overhead": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "ratio gateway/bare"),
+    "fanout": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "ratio gateway/bare"),
+    "mix": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "answered as expected"),
+    "soak": (["--queries", "300", "--subjects", "40", "--token-every", "100"], "RSS MiB"),
+    "audit_bench": (
+        ["--records", "300", "--runs", "1", "--verify-records", "400"],
+        "verified records/s, seven-department query records",
+    ),
+    "decision_bench": (["--lines", "100", "--decisions", "300"], "cached, with consent token"),
+    "controls_bench": (["--calls", "200", "--trials", "2"], "propagation between processes"),
+    "portal_bench": (["--n", "3", "--concurrency", "2"], "page/query"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench", sorted(CASES))
+def test_the_bench_runs(bench: str) -> None:
+    args, expected = CASES[bench]
+    run = subprocess.run(
+        [sys.executable, "-m", f"bench.{bench}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert expected in run.stdout, run.stdout[-2000:]
+    assert "Traceback" not in run.stderr
