@@ -65,6 +65,7 @@ from gateway.portal.sources import (
     ReportsUnavailableError,
 )
 from gateway.portal.view import enterprise_view
+from gateway.screening.measures import MeasuresCatalog, load_measures
 
 __all__ = ["SECURITY_HEADERS", "create_app"]
 
@@ -198,13 +199,20 @@ def create_app(
     reports: ReportSource,
     catalog: Catalog,
     limiter: ClientLimiter,
+    measures: MeasuresCatalog | None = None,
 ) -> ASGIApp:
     """The page as an ASGI application (serve it with uvicorn: :mod:`gateway.portal.serve`).
 
     ``source`` answers lookups, ``reports`` gives reports (:class:`NoReports`: no download
     link), ``catalog`` titles departments, datasets and fields, ``limiter`` limits each
-    client address. Never raises for a request: every failure is a page in Chinese.
+    client address, ``measures`` says which datasets are lists (default: the packaged
+    ``policies/measures.toml``). Never raises for a request: every failure is a page in
+    Chinese.
+
+    Raises:
+        ConfigError: the packaged measures catalog does not load (at creation, not later).
     """
+    lists = measures if measures is not None else load_measures(catalog=catalog)
 
     async def index(request: Request) -> Response:
         return _form_page()
@@ -240,7 +248,7 @@ def create_app(
             response = await source.lookup(check.code)
         except PortalUpstreamError as exc:
             return _unavailable(exc)
-        view = enterprise_view(check.code, response, catalog)
+        view = enterprise_view(check.code, response, catalog, lists)
         status = 404 if not view.found and not view.incomplete else 200
         return _page(
             "enterprise.html",

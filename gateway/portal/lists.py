@@ -1,21 +1,18 @@
 """List status (红黑名单) on the public page, read from the public-tier records of the datasets
 that are lists.
 
-A list is a dataset of the catalog (``policies/catalog.toml``) whose records say a subject is
-on it: black lists bring joint punishment (失信惩戒), red lists incentives (守信激励). Which
-datasets are lists is written down here, in :data:`LISTS`, because the catalog does not say
-it; the title shown is the catalog's. See ``../shared/DOMAIN.md`` "Reward and punishment
-lists" for their keepers and terms.
+Which datasets are lists, their keepers and how long an entry lasts are the measures
+catalog's (``policies/measures.toml``, :mod:`gateway.screening.measures`), and whether an
+entry is in force on the query's date is decided by the very rule screening applies
+(:func:`gateway.screening.lists.current_entries`: listed on or before the day, not yet
+removed, not past its term, its event not ended), so the page and a screen never disagree.
+Only the lists that hold enterprises are shown; the page shows no measures (they are for
+deciding agencies, not the public). :func:`list_statuses` reads one answer of the gateway::
 
-:func:`list_statuses` reads one answer of the gateway::
-
-    on      a record without a removal date, or one removed in the future (在列)
-    removed every record has a removal date on or before the query's date (已移出)
+    on      an entry in force (在列), since the earliest one's date
+    removed records, none in force: removed, expired or ended (已移出), the latest end date
     off     the department answered and holds no record (未列入)
     unknown the department did not answer, or the dataset was not disclosed (暂无法确认)
-
-The page shows the list's keeper and, when on a list, the date since when; never more
-than the public records themselves say.
 """
 
 from __future__ import annotations
@@ -25,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.domain.catalog import Catalog
+from gateway.screening.lists import current_entries
+from gateway.screening.measures import ListDef, MeasuresCatalog
 from protos.credit.v1 import common_pb2, query_pb2
 
-__all__ = ["LISTS", "ListDef", "ListKind", "ListState", "ListStatus", "list_statuses"]
+__all__ = ["ListKind", "ListState", "ListStatus", "list_statuses"]
 
 
 class ListKind(enum.StrEnum):
@@ -48,29 +46,6 @@ class ListState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class ListDef:
-    """One list: the dataset that holds it, its kind, the fields that date it."""
-
-    department: str
-    dataset: str
-    kind: ListKind
-    #: The field holding the date the subject was put on the list.
-    since_field: str
-    #: The field holding the date it was taken off (empty: the list has none).
-    removed_field: str = ""
-
-
-#: The lists of the catalog, in the order the page shows them: black lists first.
-LISTS: Final[Sequence[ListDef]] = (
-    ListDef("court", "dishonest_debtors", ListKind.BLACK, "published_on", "removed_on"),
-    ListDef("tax", "major_violations", ListKind.BLACK, "decided_on"),
-    ListDef("market", "abnormal_operations", ListKind.BLACK, "listed_on", "removed_on"),
-    ListDef("hrss", "wage_arrears_blacklist", ListKind.BLACK, "listed_on", "removed_on"),
-    ListDef("tax", "a_list", ListKind.RED, "published_on"),
-)
-
-
-@dataclass(frozen=True, slots=True)
 class ListStatus:
     """One list's line on the page."""
 
@@ -78,7 +53,7 @@ class ListStatus:
     keeper: str
     kind: ListKind
     state: ListState
-    #: YYYY-MM-DD: since when on it (ON) or when taken off (REMOVED); "" otherwise.
+    #: YYYY-MM-DD: since when on it (ON) or when the last entry ended (REMOVED); "" otherwise.
     date: str = ""
 
 
@@ -86,47 +61,41 @@ _ANSWERED: Final = frozenset({query_pb2.SECTION_STATUS_OK, query_pb2.SECTION_STA
 
 
 def _date(record: common_pb2.Record, name: str) -> str:
-    value = record.fields.get(name)
+    value = record.fields.get(name) if name else None
     return value.date if value is not None and value.WhichOneof("kind") == "date" else ""
 
 
 def _status(
-    spec: ListDef, sections: Mapping[str, query_pb2.DepartmentSection], today: str
-) -> ListState | tuple[ListState, str]:
-    section = sections.get(spec.department)
+    lst: ListDef, sections: Mapping[str, query_pb2.DepartmentSection], today: str
+) -> tuple[ListState, str]:
+    section = sections.get(lst.department)
     if section is None or section.status not in _ANSWERED:
-        return ListState.UNKNOWN
+        return ListState.UNKNOWN, ""
     if section.status == query_pb2.SECTION_STATUS_NOT_FOUND:
-        return ListState.OFF
-    result = next((d for d in section.datasets if d.dataset == spec.dataset), None)
+        return ListState.OFF, ""
+    result = next((d for d in section.datasets if d.dataset == lst.dataset), None)
     if result is None:
-        return ListState.UNKNOWN  # not disclosed: the page cannot say either way
-    current = [
-        r
-        for r in result.records
-        if not spec.removed_field
-        or not _date(r, spec.removed_field)
-        or _date(r, spec.removed_field) > today
-    ]
-    if current:
-        return ListState.ON, min((_date(r, spec.since_field) for r in current), default="")
+        return ListState.UNKNOWN, ""  # not disclosed: the page cannot say either way
+    entries = current_entries(lst, result.records, today)
+    if entries:
+        return ListState.ON, min(e.since for e in entries)
     if result.records:
-        return ListState.REMOVED, max(_date(r, spec.removed_field) for r in result.records)
-    return ListState.OFF
+        ended = [_date(r, lst.until_field) or r.event_end_date for r in result.records]
+        return ListState.REMOVED, max((e for e in ended if e), default="")
+    return ListState.OFF, ""
 
 
-def list_statuses(response: query_pb2.QueryResponse, catalog: Catalog) -> list[ListStatus]:
-    """Every list of :data:`LISTS` the catalog has, with the subject's state on it in
-    ``response``, whose ``query_date`` (YYYY-MM-DD, Beijing) decides whether a removal
-    date has passed. Never raises."""
+def list_statuses(
+    response: query_pb2.QueryResponse, measures: MeasuresCatalog
+) -> Sequence[ListStatus]:
+    """Every enterprise list of ``measures``, black lists first, each with the subject's
+    state in ``response``, whose ``query_date`` (YYYY-MM-DD, Beijing) is the day an entry
+    must be in force on. Never raises."""
     sections = {s.department: s for s in response.sections}
+    lists = [lst for lst in measures.lists.values() if "enterprise" in lst.subject_types]
+    lists.sort(key=lambda lst: lst.kind != ListKind.BLACK)  # stable: file order kept
     out: list[ListStatus] = []
-    for spec in LISTS:
-        dataset = catalog.dataset(spec.department, spec.dataset)
-        department = catalog.departments.get(spec.department)
-        if dataset is None or department is None:
-            continue  # a catalog without this list: nothing to say about it
-        found = _status(spec, sections, response.query_date)
-        state, date = found if isinstance(found, tuple) else (found, "")
-        out.append(ListStatus(dataset.title, department.name, spec.kind, state, date))
+    for lst in lists:
+        state, date = _status(lst, sections, response.query_date)
+        out.append(ListStatus(lst.title, lst.keeper, ListKind(lst.kind), state, date))
     return out

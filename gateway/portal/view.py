@@ -20,6 +20,7 @@ from typing import Final
 
 from gateway.domain.catalog import Catalog
 from gateway.portal.lists import ListStatus, list_statuses
+from gateway.screening.measures import MeasuresCatalog
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = [
@@ -136,11 +137,14 @@ def _dataset_view(
 
 
 def enterprise_view(
-    code: str, response: query_pb2.QueryResponse, catalog: Catalog
+    code: str,
+    response: query_pb2.QueryResponse,
+    catalog: Catalog,
+    measures: MeasuresCatalog,
 ) -> EnterpriseView:
     """The page's view of ``response``, the gateway's answer about enterprise ``code``
     (validated upper case). Departments and datasets are titled from ``catalog``; one the
-    catalog does not know is shown by its id. Never raises."""
+    catalog does not know is shown by its id. The lists are ``measures``'s. Never raises."""
     sections: list[SectionView] = []
     nothing_public: list[str] = []
     name = ""
@@ -170,7 +174,7 @@ def enterprise_view(
         code=code,
         name=name,
         query_date=response.query_date,
-        lists=list_statuses(response, catalog),
+        lists=list_statuses(response, measures),
         sections=sections,
         nothing_public=tuple(nothing_public),
         found=found,

@@ -7,12 +7,18 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.domain.catalog import Catalog, load_catalog
+from gateway.screening.measures import MeasuresCatalog, load_measures
 from tests.unit.portal.fakes import Portal, make_portal
 
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def measures(catalog: Catalog) -> MeasuresCatalog:
+    return load_measures(catalog=catalog)
 
 
 @pytest.fixture
