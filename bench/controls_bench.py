@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, load_registry
 from gateway.auth.tokens import issue_token
-from gateway.controls import ControlsStore
+from gateway.controls import SQLiteControlsStore
 from gateway.dev.pki import cert_thumbprint_pem, init_pki
 from gateway.domain.catalog import load_catalog
 from gateway.pipeline.decision import QueryFacts
@@ -69,7 +69,7 @@ def _authentication(root: Path, calls: int) -> tuple[float, float]:
         cert_thumbprint=cert_thumbprint_pem(pem),
     )
     issuer = TrustedIssuer.from_jwks_file(pki.agency_token.issuer, pki.agency_token.jwks)
-    store = ControlsStore(root / "auth-controls.sqlite")
+    store = SQLiteControlsStore(root / "auth-controls.sqlite")
     store.suspend_agency("other", officer="o", reason="a non-empty set")
     store.revoke_certificates("serial", ["1f"], by="o")
     out = []
@@ -114,7 +114,7 @@ def _decision(root: Path, calls: int) -> tuple[float, float]:
     for live in (False, True):
         decider = build_decider(catalog, consent_issuers=[issuer.trusted])
         if live:
-            decider.attach_controls(ControlsStore(root / "decide-controls.sqlite"))
+            decider.attach_controls(SQLiteControlsStore(root / "decide-controls.sqlite"))
 
         def decide(d: PolicyDecider = decider) -> object:
             return d.decide(facts)
@@ -124,7 +124,7 @@ def _decision(root: Path, calls: int) -> tuple[float, float]:
 
 
 def _writer(path: str, go: Any, done: Any, trials: int) -> None:
-    store = ControlsStore(path)
+    store = SQLiteControlsStore(path)
     for i in range(trials):
         go.wait(30)
         go.clear()
@@ -134,7 +134,7 @@ def _writer(path: str, go: Any, done: Any, trials: int) -> None:
 
 def _propagation(root: Path, trials: int) -> list[float]:
     path = root / "propagation.sqlite"
-    reader = ControlsStore(path)
+    reader = SQLiteControlsStore(path)
     ctx = multiprocessing.get_context("spawn")
     go, done = ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=_writer, args=(str(path), go, done, trials))

@@ -42,8 +42,9 @@ from typing import ClassVar
 import grpc
 
 from gateway.errors import LocalError
-from gateway.stores.replay import Claim, SQLiteJtiStore
+from gateway.stores.replay import Claim, JtiStore, JtiStoreError
 from gateway.stores.sqlite import SQLiteSetupError
+from gateway.stores.sqlite.replay import SQLiteJtiStore
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "ReplayStore", "ReplayStoreUnavailableError"]
 
@@ -66,7 +67,8 @@ class ReplayStoreUnavailableError(LocalError):
 
 
 class ReplayStore:
-    """``(issuer, jti)`` -> first token string, shared through one SQLite file.
+    """``(issuer, jti)`` -> first token string, shared through one SQLite file (or one
+    PostgreSQL table, see :meth:`__init__`'s ``store``).
 
     Thread-safe. :meth:`open` shares one instance (one connection) per file in a process,
     so the gateway's several verifiers do not each hold a connection.
@@ -75,13 +77,27 @@ class ReplayStore:
     _open: ClassVar[weakref.WeakValueDictionary[Path, ReplayStore]] = weakref.WeakValueDictionary()
     _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, path: Path, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        """Open or create the store at ``path``.
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        store: JtiStore | None = None,
+    ) -> None:
+        """Open or create the SQLite store at ``path``, or wrap ``store`` (an open
+        :class:`~gateway.stores.replay.JtiStore`, such as the PostgreSQL one shared by
+        every host; ``max_entries`` is then the store's own).
 
         Raises:
             ReplayStoreUnavailableError: the file cannot be opened, made durable, or is
                 another store's file (the message names the path, for the operator).
         """
+        if store is not None:
+            self.path: Path | str = path if path is not None else "(PostgreSQL)"
+            self._store: JtiStore = store
+            return
+        if path is None:
+            raise ValueError("name a path or pass a store")
         self.path = path
         try:
             self._store = SQLiteJtiStore(path, max_entries=max_entries)
@@ -114,7 +130,7 @@ class ReplayStore:
             found = self._store.claim(issuer, jti, token_sha256, expires_at=deadline, now=now)
             if found is Claim.FULL:
                 earliest = self._store.next_expiry()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, JtiStoreError) as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store {self.path}: cannot record a token ({exc})"
             ) from None
@@ -133,7 +149,8 @@ class ReplayStore:
         return found is Claim.ACCEPTED
 
     def __len__(self) -> int:
-        """Rows held, expired but not yet purged included (metrics, tests). Raises sqlite3.Error."""
+        """Rows held, expired but not yet purged included (metrics, tests). Raises the
+        backend's error (sqlite3.Error, JtiStoreError)."""
         return len(self._store)
 
     def close(self) -> None:

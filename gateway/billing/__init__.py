@@ -2,7 +2,7 @@
 
 * :mod:`gateway.billing.prices`: the price list, quotas and allowance (``policies/prices.toml``);
 * :mod:`gateway.billing.ledger`: accounts and append-only entries (:class:`LedgerStore`,
-  :class:`SQLiteLedger`, :class:`AsyncLedger`);
+  :class:`AsyncLedger`; the backends are in :mod:`gateway.stores`);
 * :mod:`gateway.billing.meter`: the pipeline's steps 4 and 7 (:class:`Meter`), start-up
   recovery of bookings not on the audit record;
 * :mod:`gateway.billing.charges`: what a query reserves and is charged (:class:`Reservation`,
@@ -28,7 +28,6 @@ from gateway.billing.ledger import (
     AsyncLedger,
     Entry,
     LedgerStore,
-    SQLiteLedger,
 )
 from gateway.billing.meter import EventHook, Meter
 from gateway.billing.prices import PriceList, default_prices_path, load_prices, parse_prices
@@ -45,7 +44,6 @@ __all__ = [
     "Mode",
     "PriceList",
     "Reservation",
-    "SQLiteLedger",
     "Settlement",
     "default_prices_path",
     "delivered_lines",

@@ -156,22 +156,25 @@ class Meter:
     @classmethod
     async def open(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | LedgerStore,
         prices: PriceList,
         *,
         on_event: EventHook | None = None,
         audit_lookup: AuditLookup | None = None,
         clock: Callable[[], datetime] = _utcnow,
         recover: bool = True,
+        recover_older_than: timedelta | None = None,
     ) -> Meter:
-        """Open the SQLite ledger at ``path`` and, with ``recover``, release
-        interrupted reservations and put unaudited bookings on the record
-        (:meth:`recover`). Raises LedgerError, and AuditUnavailableError if a
+        """Open the SQLite ledger at ``path`` (or drive the open store ``path``, such
+        as a :class:`~gateway.stores.postgres.ledger.PostgresLedger`) and, with
+        ``recover``, release interrupted reservations and put unaudited bookings on
+        the record (:meth:`recover`; ``recover_older_than``: its bound, for a ledger
+        other processes share). Raises LedgerError, and AuditUnavailableError if a
         recovery record cannot be appended."""
         ledger = await AsyncLedger.open(path)
         meter = cls(ledger, prices, on_event=on_event, audit_lookup=audit_lookup, clock=clock)
         if recover:
-            await meter.recover()
+            await meter.recover(older_than=recover_older_than)
         return meter
 
     @property

@@ -9,13 +9,19 @@
     credit-gateway billing --ledger ledger.db credit-limit bank 100000
     credit-gateway billing --ledger ledger.db check
     credit-gateway billing reconcile --ledger ledger.db --audit-log audit.db [--key verifier.key]
+    credit-gateway billing --config gateway.toml balance bank
 
 It works directly on the SQLite file and is safe beside a running gateway
-(every write is a ``BEGIN IMMEDIATE`` transaction). Amounts typed are integer fen;
+(every write is a ``BEGIN IMMEDIATE`` transaction). ``--config`` instead names the
+gateway's own configuration and uses the ledger it does: the ``[storage]`` PostgreSQL
+database when ``[storage]`` puts the ledger there (the password from its
+``password_file``/``password_env``, never the command line; the schema must be
+current), else ``[billing] ledger``; every write is one transaction there too, so it is
+safe beside any number of running gateway processes. Amounts typed are integer fen;
 ``12.50`` is refused. Amounts printed are yuan (``¥5,000.00``, as ``credit-query``
 prints them); ``--json`` and ``--csv`` give integer fen for machines. Statement dates and
 times are the price list's zone (Asia/Shanghai, ``+08:00``), as the header says. The
-options ``--ledger``, ``--prices`` and ``--json`` go before or after the command. The
+options ``--ledger``, ``--config``, ``--prices`` and ``--json`` go before or after the command. The
 ledger file must exist (a typo never creates an empty ledger); ``top-up --create`` opens a
 new account. Exit status: 0 done,
 1 ``check`` or ``reconcile`` found discrepancies, 2 usage or ledger error.
@@ -30,15 +36,17 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from gateway.api.billing import parse_date, period_bounds
 from gateway.billing import reconcile
-from gateway.billing.ledger import AccountState, Entry, SQLiteLedger
+from gateway.billing.ledger import AccountState, Entry, LedgerStore
 from gateway.billing.prices import default_prices_path, load_prices
 from gateway.cli.console import path_arg, yuan
-from gateway.errors import GatewayError, NotFoundError
+from gateway.errors import ConfigError, GatewayError, NotFoundError
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 __all__ = ["billing_main"]
 
@@ -74,6 +82,12 @@ def _fen(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser, default: Any) -> None:
     p.add_argument("--ledger", type=path_arg, default=default, help="the ledger SQLite file")
+    p.add_argument(
+        "--config",
+        type=path_arg,
+        default=default,
+        help="the gateway configuration: its ledger ([storage] PostgreSQL or [billing] ledger)",
+    )
     p.add_argument(
         "--prices",
         type=path_arg,
@@ -157,11 +171,15 @@ def billing_main(
         args = parser.parse_args(list(argv))
     except SystemExit as exc:  # argparse exits on --help and on bad usage
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    if args.ledger is None:
-        print("error: name the ledger file: --ledger FILE", file=err)
+    if (args.ledger is None) == (args.config is None):
+        print("error: name the ledger: --ledger FILE or --config GATEWAY.toml", file=err)
         return EXIT_USAGE
     try:
-        ledger = SQLiteLedger(args.ledger, create=False)
+        ledger = (
+            SQLiteLedger(args.ledger, create=False)
+            if args.ledger is not None
+            else _configured_ledger(args.config)
+        )
     except GatewayError as exc:
         print(f"error: {exc.message}", file=err)
         return EXIT_USAGE
@@ -184,7 +202,38 @@ def billing_main(
         ledger.close()
 
 
-def _run(args: argparse.Namespace, ledger: SQLiteLedger, out: TextIO) -> int:
+def _configured_ledger(path: Path) -> LedgerStore:
+    """The ledger the gateway configured at ``path`` uses. Raises ConfigError (also for
+    a schema that is not current, or a database that cannot be reached), LedgerError."""
+    from gateway.runtime.config import load_config
+
+    config = load_config(path)
+    target = config.storage.target_for("ledger", application_name="credit-gateway billing")
+    if target is None:
+        if config.billing is None:
+            raise ConfigError("billing", "missing: this gateway keeps no ledger")
+        return SQLiteLedger(config.billing.ledger, create=False)
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    from gateway.stores.postgres._current import open_current_pool
+    from gateway.stores.postgres.ledger import PostgresLedger
+    from gateway.stores.postgres.migrate import SchemaMismatch
+    from gateway.stores.postgres.url import PgConfigError
+
+    try:
+        return PostgresLedger(open_current_pool(target, max_size=2))
+    except SchemaMismatch as exc:
+        raise ConfigError("storage", str(exc)) from None
+    except PgConfigError as exc:
+        raise ConfigError("storage", str(exc)) from None
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise ConfigError(
+            "storage", f"the ledger database cannot be reached ({type(exc).__name__})"
+        ) from None
+
+
+def _run(args: argparse.Namespace, ledger: LedgerStore, out: TextIO) -> int:
     now = datetime.now(UTC)
     if args.command == "balance":
         accounts = [ledger.account(args.account)] if args.account else ledger.accounts()
@@ -276,7 +325,7 @@ def _row(e: Entry, tz: ZoneInfo) -> tuple[Any, ...]:
 
 
 def _statement(
-    ledger: SQLiteLedger,
+    ledger: LedgerStore,
     account: str,
     bounds: tuple[datetime, datetime],
     period: str,

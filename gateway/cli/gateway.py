@@ -1,6 +1,7 @@
 """``credit-gateway``: run the gateway, the demo, and the PKI and token tools.
 
     credit-gateway serve --config gateway.toml
+    credit-gateway serve --config gateway.toml --workers 4   # 4 processes on one port
     credit-gateway demo                         # scripted queries, then exit 0
     credit-gateway demo --serve --workdir DIR   # keep the federation running
     credit-gateway certs init DIR               # development PKI
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -65,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="run the gateway from a TOML configuration"
     )
     serve.add_argument("--config", type=path_arg, required=True, help="configuration file (TOML)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port (SO_REUSEPORT), under a supervisor that "
+        "restarts a dead one and drains all on SIGTERM (default 1; above 1 needs the audit "
+        "log on PostgreSQL)",
+    )
+    # One of a supervisor's workers: SO_REUSEPORT, no metrics port of its own.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run the whole federation on generated data"
@@ -124,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(args.config))
+            if args.workers != 1 and not args.worker:
+                return asyncio.run(_supervise(args.config, args.workers, args.log_level))
+            return asyncio.run(_serve(args.config, worker=args.worker))
         if args.command == "demo":
             from gateway.dev.demo import run_demo
 
@@ -186,21 +200,41 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(args.command)  # argparse allows no other
 
 
-async def _serve(config_path: Path) -> int:
+async def _supervise(config_path: Path, workers: int, log_level: str) -> int:
+    from gateway.runtime.config import load_config
+    from gateway.runtime.workers import Supervisor
+
+    supervisor = Supervisor(config_path, load_config(config_path), workers, log_level=log_level)
+    return await supervisor.run()
+
+
+async def _orphaned(parent: int, stop: asyncio.Event) -> None:
+    """A worker whose supervisor is gone stops (drains) rather than serve unsupervised."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event tells of a parent's death
+        await asyncio.sleep(1.0)
+    logging.getLogger(__name__).error("supervisor gone; draining")
+    stop.set()
+
+
+async def _serve(config_path: Path, *, worker: bool = False) -> int:
     from gateway.runtime.assembly import build_gateway
     from gateway.runtime.config import load_config
 
     gateway = await build_gateway(load_config(config_path))
+    gateway.worker = worker
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(_orphaned(os.getppid(), stop)) if worker else None
     # Only now: a SIGTERM sent as soon as this line is read must still stop
     # the gateway cleanly (final audit checkpoint), not kill it outright.
     print(f"credit-gateway serving on {gateway.address}", flush=True)
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     logging.getLogger(__name__).info("draining")
     await gateway.stop()
     return 0

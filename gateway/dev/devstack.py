@@ -204,6 +204,7 @@ class DevStack:
         catalog_file: Path | None = None,
         prices_file: Path | None = None,
         describe_timeout_ms: int | None = None,
+        storage_url: str | None = None,
     ) -> DevStack:
         """Generate what ``workdir`` lacks and start the federation (a folder made
         before keeps its keys, certificates and data: see the module docstring).
@@ -214,7 +215,9 @@ class DevStack:
         :meth:`start_down` starts one there later. ``catalog_file`` and ``prices_file``
         replace the packaged catalog and price list in the gateway's config (every
         packaged department is still started and configured), ``describe_timeout_ms``
-        the federation's ``Describe`` timeout.
+        the federation's ``Describe`` timeout. ``storage_url`` (a migrated PostgreSQL
+        database) puts the ledger, the replay store and the rate limits there
+        (``[storage]``); the other stores stay on their SQLite files.
 
         Raises:
             ConfigError: ``workdir/pki`` is a PKI without every department and principal
@@ -271,9 +274,12 @@ class DevStack:
                 catalog=catalog_file,
                 prices=prices_file,
                 describe_timeout_ms=describe_timeout_ms,
+                storage_url=storage_url,
             )
             config_path.write_text(toml, encoding="utf-8")
-            if not (workdir / "ledger.sqlite").exists():  # opened once, kept after
+            if storage_url is not None:  # top-ups are idempotent by reference
+                _open_accounts(config_path, config=True)
+            elif not (workdir / "ledger.sqlite").exists():  # opened once, kept after
                 _open_accounts(workdir / "ledger.sqlite")
             gateway = await build_gateway(load_config(config_path))
             await gateway.start()
@@ -509,6 +515,7 @@ def _gateway_toml(
     catalog: Path | None = None,
     prices: Path | None = None,
     describe_timeout_ms: int | None = None,
+    storage_url: str | None = None,
 ) -> str:
     lines = [
         "# Written by credit-gateway's development stack.",
@@ -557,6 +564,14 @@ def _gateway_toml(
     ]
     for dept, address in departments.items():
         lines += [f"[departments.{dept}]", f'address = "{address}"', ""]
+    if storage_url is not None:
+        lines += [
+            "[storage]",
+            f'url = "{storage_url}"',
+            "[storage.stores]",
+            *(f'{store} = "sqlite"' for store in ("audit", "policy", "controls")),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -584,16 +599,18 @@ def ensure_audit_keys(folder: Path, origin: str = AUDIT_ORIGIN) -> dict[str, Pat
 OPENING_BALANCES = {"bank": 50_000, "guarantor": 20_000}
 
 
-def _open_accounts(ledger: Path) -> None:
-    """Top up the paying agencies once, through the finance staff's own command."""
-    from gateway.billing import SQLiteLedger
+def _open_accounts(ledger: Path, *, config: bool = False) -> None:
+    """Top up the paying agencies once, through the finance staff's own command
+    (``config``: ``ledger`` is the gateway's configuration, ``billing --config``)."""
     from gateway.cli.billing import billing_main
+    from gateway.stores.sqlite.ledger import SQLiteLedger
 
-    SQLiteLedger(ledger, create=True).close()
+    if not config:
+        SQLiteLedger(ledger, create=True).close()
     for account, fen in OPENING_BALANCES.items():
         out = io.StringIO()
         code = billing_main(
-            ["--ledger", str(ledger), "top-up", account, str(fen),
+            ["--config" if config else "--ledger", str(ledger), "top-up", account, str(fen),
              "--reference", f"opening-{account}", "--create", "--note", "opening balance"],
             out=out, err=out,
         )  # fmt: skip

@@ -20,10 +20,30 @@ before any department is asked; an admitted query counts whatever its outcome (a
 the policy then denies still asked). Over a limit: :class:`~gateway.errors.RateLimitedError`
 (RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo).
 
-The state is **per process**: two gateway processes each admit up to the limit (the
-operator divides by the number of processes, or issue 12's shared store replaces the
-buckets). Memory is bounded: agencies are a registered set, purposes a closed list, and the
-day's counters are dropped at midnight.
+**Alone** (no budget) the state is per process: two gateway processes each admit up to
+the limit. **Shared** (``RateLimiter(budget=...)``, a :class:`SharedBudget` such as
+:class:`~gateway.stores.postgres.limits.PostgresRateBudget`, configured by ``[storage]``
+for the store ``limits``), every process on every host draws from one bucket per agency
+and one daily count per (agency, purpose), kept in the database. A query must not pay a
+database round trip: each process **leases** tokens in chunks of
+``ceil(rate_per_s * lease_s)`` (at least 1, at most ``burst``) and spends them locally;
+a leased token is good for ``lease_s`` seconds (default 0.1), then dropped. So one
+statement serves a whole chunk of queries (one per query only for agencies slower than
+``1 / lease_s`` per second), and the guarantee becomes: in any window of ``t`` seconds,
+across all processes, at most ``burst + rate_per_s * (t + lease_s)`` queries are admitted
+(every admitted query spent a token taken from the shared bucket at most ``lease_s``
+earlier). Tokens a process leased but did not spend are lost, never double-spent: the
+error is toward refusing. Daily units are leased in chunks of at most 1 % of the
+ceiling (1 for ceilings under 200), so the day's count is exact to within one chunk per
+process; :meth:`RateLimiter.close` gives unspent daily units back. A database that cannot
+be reached refuses the query (:class:`RateLimitsUnavailableError`, UNAVAILABLE): limits
+that cannot be checked are not enforced by admitting everything. The lease runs on the
+calling thread (the event loop): one short statement per chunk; ``bench/limits_shared.py``
+measures what it costs.
+
+The harvesting counters below stay per process (they feed metrics, which aggregate across
+processes). Memory is bounded: agencies are a registered set, purposes a closed list, and
+the day's counters are dropped at midnight.
 
 Harvesting counters (:class:`~gateway.runtime.metrics.Metrics`): queries without a case
 reference per agency, and per agency the subjects first seen today among those queries
@@ -39,24 +59,34 @@ import hashlib
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.errors import ConfigError, RateLimitedError
+import grpc
+
+from gateway.errors import ConfigError, LocalError, RateLimitedError
 from gateway.runtime.metrics import Metrics
 
 __all__ = [
+    "DEFAULT_LEASE_S",
     "MAX_SUBJECTS_PER_DAY",
     "UNLIMITED",
     "AgencyLimit",
+    "Lease",
     "Limits",
     "RateLimiter",
+    "RateLimitsUnavailableError",
+    "SharedBudget",
     "TokenBucket",
     "parse_limits",
 ]
+
+#: How long a leased token stays good in a process (seconds); see the module docstring.
+DEFAULT_LEASE_S = 0.1
 
 #: Distinct subjects remembered per agency per day (8 bytes each: 512 KiB per agency).
 MAX_SUBJECTS_PER_DAY = 65_536
@@ -190,6 +220,64 @@ def parse_limits(
     return Limits(default, MappingProxyType(per), tz, version)
 
 
+class RateLimitsUnavailableError(LocalError):
+    """The shared rate-limit store cannot be reached: the query is refused (UNAVAILABLE)
+    rather than admitted unchecked."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "RATE_LIMITS_UNAVAILABLE"
+    public_message = "the gateway cannot check rate limits now; try again later"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What :meth:`SharedBudget.lease` granted: ``tokens`` from the agency's bucket,
+    ``daily`` units of the day's ceiling, and, when tokens were asked for and none was
+    granted, ``wait_s`` seconds until the shared bucket has one."""
+
+    tokens: int
+    daily: int
+    wait_s: float = 0.0
+
+
+class SharedBudget(ABC):
+    """The limits' state shared by processes: one token bucket per agency, one count
+    per (agency, purpose, day). Implementations: SQLite (one host) and PostgreSQL
+    (every host), in :mod:`gateway.stores`; tested by tests/contract/test_limits.py."""
+
+    @abstractmethod
+    def lease(
+        self,
+        agency: str,
+        purpose: str,
+        day: str,
+        *,
+        rate_per_s: float,
+        burst: int,
+        tokens: int,
+        ceiling: int,
+        daily: int,
+    ) -> Lease:
+        """In one transaction, take up to ``tokens`` tokens from ``agency``'s bucket
+        (refilled at ``rate_per_s`` per second by the store's clock, holding at most
+        ``burst``; a new bucket starts full) and up to ``daily`` units of the
+        ``ceiling`` of ``(agency, purpose)`` on ``day`` (YYYY-MM-DD, local). Either
+        count may be 0 (nothing asked). Raises RateLimitsUnavailableError."""
+
+    @abstractmethod
+    def give_back(self, agency: str, purpose: str, day: str, daily: int) -> None:
+        """Return ``daily`` unspent units of ``day``. Raises RateLimitsUnavailableError."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release connections."""
+
+
+@dataclass(slots=True)
+class _Leased:
+    tokens: int
+    until: float
+
+
 class TokenBucket:
     """A token bucket: ``burst`` tokens at most, refilled at ``rate`` per second from a
     monotonic clock reading (seconds). Not thread-safe on its own."""
@@ -248,7 +336,15 @@ class RateLimiter:
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        budget: SharedBudget | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
+        if not lease_s > 0:
+            raise ValueError("lease_s must be positive")
+        self._budget = budget
+        self._lease_s = lease_s
+        self._leased: dict[str, _Leased] = {}
+        self._daily_left: dict[tuple[str, str], int] = {}
         self._limits = limits
         self._metrics = metrics
         self._monotonic = monotonic
@@ -279,11 +375,108 @@ class RateLimiter:
                 lim = limits.of(agency)
                 bucket.reshape(lim.rate_per_s, lim.burst, now)
 
+    @property
+    def budget(self) -> SharedBudget | None:
+        """The shared budget, or None when this process's limits are its own."""
+        return self._budget
+
     def _roll(self, today: dt.date) -> None:
         if today != self._day:
             self._day = today
             self._counts.clear()
             self._seen.clear()
+            self._daily_left.clear()  # yesterday's units are of no use today
+
+    def close(self) -> None:
+        """Give today's unspent daily units back to the shared budget and close it
+        (best effort: what cannot be returned is lost, which errs toward refusing)."""
+        budget = self._budget
+        if budget is None:
+            return
+        with self._lock:
+            left = {k: n for k, n in self._daily_left.items() if n > 0}
+            self._daily_left.clear()
+            day = self._day.isoformat() if self._day else ""
+        for (agency, purpose), n in sorted(left.items()):
+            try:
+                budget.give_back(agency, purpose, day, n)
+            except RateLimitsUnavailableError:
+                break
+        budget.close()
+
+    def _chunk(self, lim: AgencyLimit) -> int:
+        return max(1, min(lim.burst, math.ceil(lim.rate_per_s * self._lease_s)))
+
+    def _take_shared(
+        self,
+        budget: SharedBudget,
+        agency: str,
+        purpose: str,
+        lim: AgencyLimit,
+        ceiling: int | None,
+        now: float,
+        local: dt.datetime,
+    ) -> None:
+        """Spend one leased token and one daily unit, leasing more when out. Raises
+        RateLimitedError, RateLimitsUnavailableError."""
+        key = (agency, purpose)
+        finite = math.isfinite(lim.rate_per_s)
+        leased = self._leased.get(agency)
+        if leased is not None and leased.until <= now:
+            leased.tokens = 0  # expired: spending it now could exceed the shared bound
+        want_tokens = self._chunk(lim) if finite and (leased is None or leased.tokens <= 0) else 0
+        daily_left = self._daily_left.get(key, 0)
+        want_daily = 0
+        if ceiling is not None and daily_left <= 0:
+            want_daily = max(1, min(self._chunk(lim), ceiling // 100))
+        wait = 0.0
+        if want_tokens or want_daily:
+            got = budget.lease(
+                agency,
+                purpose,
+                local.date().isoformat(),
+                rate_per_s=lim.rate_per_s if finite else 0.0,
+                burst=lim.burst,
+                tokens=want_tokens,
+                ceiling=ceiling if ceiling is not None else 0,
+                daily=want_daily,
+            )
+            if want_tokens:
+                leased = self._leased[agency] = _Leased(got.tokens, now + self._lease_s)
+                wait = got.wait_s
+            if want_daily:
+                daily_left += got.daily
+                self._daily_left[key] = daily_left
+        if ceiling is not None and daily_left <= 0:
+            raise self._daily_refusal(agency, purpose, ceiling, local)
+        if finite:
+            assert leased is not None
+            if leased.tokens <= 0:
+                raise RateLimitedError(
+                    agency,
+                    "rate",
+                    f"at most {lim.rate_per_s:g} queries a second, {lim.burst} at once",
+                    retry_after_s=max(wait, 0.001),
+                    quota=lim.burst,
+                )
+            leased.tokens -= 1
+        if ceiling is not None:
+            self._daily_left[key] = daily_left - 1
+
+    def _daily_refusal(
+        self, agency: str, purpose: str, ceiling: int, local: dt.datetime
+    ) -> RateLimitedError:
+        midnight = dt.datetime.combine(
+            local.date() + dt.timedelta(days=1), dt.time(0), self._limits.timezone
+        )
+        return RateLimitedError(
+            agency,
+            "daily",
+            f"at most {ceiling} queries a day for purpose {purpose}",
+            retry_after_s=max((midnight - local).total_seconds(), 0.001),
+            quota=ceiling,
+            purpose=purpose,
+        )
 
     def admit(
         self,
@@ -302,6 +495,7 @@ class RateLimiter:
             RateLimitedError: the agency's bucket is empty (``limit`` ``rate``, retry when
                 the next token arrives) or its daily ceiling for ``purpose`` is reached
                 (``limit`` ``daily``, retry at local midnight). Nothing is counted then.
+            RateLimitsUnavailableError: the shared budget cannot be reached.
         """
         with self._lock:
             lim = self._limits.of(agency)
@@ -310,20 +504,11 @@ class RateLimiter:
             self._roll(local.date())
             ceiling = lim.ceiling(purpose)
             used = self._counts.get((agency, purpose), 0)
-            if ceiling is not None and used >= ceiling:
-                midnight = dt.datetime.combine(
-                    local.date() + dt.timedelta(days=1), dt.time(0), self._limits.timezone
-                )
-                raise RateLimitedError(
-                    agency,
-                    "daily",
-                    f"at most {ceiling} queries a day for purpose {purpose}",
-                    retry_after_s=max((midnight - local).total_seconds(), 0.001),
-                    quota=ceiling,
-                    purpose=purpose,
-                )
-            bucket = None
-            if math.isfinite(lim.rate_per_s):
+            if self._budget is not None:
+                self._take_shared(self._budget, agency, purpose, lim, ceiling, now, local)
+            elif ceiling is not None and used >= ceiling:
+                raise self._daily_refusal(agency, purpose, ceiling, local)
+            elif math.isfinite(lim.rate_per_s):
                 bucket = self._buckets.get(agency)
                 if bucket is None:
                     bucket = self._buckets[agency] = TokenBucket(lim.rate_per_s, lim.burst, now)

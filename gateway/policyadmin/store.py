@@ -20,9 +20,11 @@ version is activated only once approved (the bootstrap version excepted, and onl
 very first activation; a rollback may return to it). The store checks the same rules first,
 to raise clear errors.
 
-:class:`VersionStore` is the interface (a PostgreSQL store can follow);
-:class:`SQLiteVersionStore` the embedded one (WAL, a ``BEGIN IMMEDIATE`` per write, safe for
-several gateway processes sharing the file).
+:class:`VersionStore` is the interface; :class:`SQLiteVersionStore` the embedded one (WAL, a
+``BEGIN IMMEDIATE`` per write, safe for several gateway processes on one host sharing the
+file); :class:`gateway.stores.postgres.policy_versions.PgVersionStore` the shared one (many
+processes on many hosts; activations propagate by LISTEN/NOTIFY). Both pass one contract
+suite (``tests/contract/test_policy_versions_contract.py``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ __all__ = [
     "PolicyVersion",
     "SQLiteVersionStore",
     "VersionStore",
+    "canonical_files",
     "check_files",
     "content_hash",
+    "now_utc",
 ]
 
 #: The files every version holds.
@@ -157,12 +161,19 @@ def _canonical(files: Mapping[str, str]) -> bytes:
     ).encode("utf-8")
 
 
+def canonical_files(files: Mapping[str, str]) -> str:
+    """The canonical JSON text of ``files`` (sorted names, UTF-8), as every backend stores
+    it: :func:`content_hash` is the SHA-256 of exactly this text."""
+    return _canonical(files).decode("utf-8")
+
+
 def content_hash(files: Mapping[str, str]) -> str:
     """SHA-256 (hex) of the canonical JSON of ``files`` (sorted names, UTF-8)."""
     return hashlib.sha256(_canonical(files)).hexdigest()
 
 
-def _now() -> datetime:
+def now_utc() -> datetime:
+    """The current time, timezone-aware UTC (every backend stamps rows with it)."""
     return datetime.now(UTC)
 
 
@@ -395,7 +406,7 @@ class SQLiteVersionStore(VersionStore):
             raise InvalidArgumentError("author", "required")
         if not reason.strip():
             raise InvalidArgumentError("reason", "required: say why the policy changes")
-        at = now or _now()
+        at = now or now_utc()
         digest = content_hash(files)
         try:
             number = self._write(
@@ -457,7 +468,7 @@ class SQLiteVersionStore(VersionStore):
             raise PolicyWorkflowError(
                 f"version {number} is already approved", reason="ALREADY_APPROVED"
             )
-        at = now or _now()
+        at = now or now_utc()
         try:
             self._write(
                 "INSERT INTO approvals (version, officer, reason, at) VALUES (?, ?, ?, ?)",
@@ -492,7 +503,7 @@ class SQLiteVersionStore(VersionStore):
         if kind not in CHECK_KINDS:
             raise ValueError(f"unknown check kind {kind!r}")
         self.version(number)
-        at = now or _now()
+        at = now or now_utc()
         try:
             self._write(
                 "INSERT INTO checks (version, kind, problems, at) VALUES (?, ?, ?, ?)",
@@ -539,7 +550,7 @@ class SQLiteVersionStore(VersionStore):
                 f"version {number} is not approved: another security officer must approve it first",
                 reason="NOT_APPROVED",
             )
-        at = now or _now()
+        at = now or now_utc()
         try:
             seq = self._write(
                 "INSERT INTO activations (version, officer, reason, action, at)"

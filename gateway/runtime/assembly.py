@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -25,14 +26,15 @@ from gateway.auth import (
     load_registry,
 )
 from gateway.auth.replay import ReplayStore
-from gateway.billing import Meter, PriceList, load_prices
-from gateway.controls import ControlsStore
+from gateway.billing import LedgerStore, Meter, PriceList, load_prices
+from gateway.billing.meter import HEALED_SETTLE_S
+from gateway.controls import ControlsStore, SQLiteControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
 from gateway.pipeline.decision import Decider
-from gateway.pipeline.limits import RateLimiter, parse_limits
+from gateway.pipeline.limits import RateLimiter, SharedBudget, parse_limits
 from gateway.policy import build_decider
 from gateway.policy.consent import ConsentVerifier, load_revocations
 from gateway.policy.decider import PolicyDecider
@@ -41,20 +43,26 @@ from gateway.policyadmin import (
     PolicyAdministrator,
     Serving,
     SQLiteVersionStore,
+    VersionStore,
 )
 from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
+from gateway.stores.postgres.live import SharedStores, open_shared_stores
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
 
 def _authenticator(
-    auth: AuthConfig, roles: tuple[Role, ...], controls: ControlsStore | None = None
+    auth: AuthConfig,
+    roles: tuple[Role, ...],
+    controls: ControlsStore | None = None,
+    replay: ReplayStore | None = None,
 ) -> Authenticator:
-    replay = None
-    if auth.replay_store is not None:  # one connection per file, shared by the verifiers
+    # ``replay``: the PostgreSQL store every host shares, opened once (see _open_shared).
+    if replay is None and auth.replay_store is not None:
+        # One connection per file, shared by the verifiers.
         replay = ReplayStore.open(auth.replay_store, max_entries=auth.replay_store_max_entries)
     verifier = TokenVerifier(
         [TrustedIssuer.from_jwks_file(i.issuer, i.jwks) for i in auth.issuers],
@@ -65,24 +73,94 @@ def _authenticator(
 
 
 def build_authenticators(
-    auth: AuthConfig, controls: ControlsStore | None = None
+    auth: AuthConfig, controls: ControlsStore | None = None, replay: ReplayStore | None = None
 ) -> tuple[CallerAuthenticator, Authenticator]:
     """The query service's authenticator (agencies) and the audit service's
-    (agencies and auditors), both checking the live ``controls`` when given.
+    (agencies and auditors), both checking the live ``controls`` when given and
+    recording ``jti``s in ``replay`` (else ``[auth] replay_store``, if set).
     Raises ConfigError."""
     return (
-        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,), controls)),
-        _authenticator(auth, (Role.AGENCY, Role.AUDITOR), controls),
+        CallerAuthenticator(_authenticator(auth, (Role.AGENCY,), controls, replay)),
+        _authenticator(auth, (Role.AGENCY, Role.AUDITOR), controls, replay),
     )
 
 
-def _open_controls(config: Config) -> ControlsStore | None:
-    """The live controls store named by the config, seeded with the revocation file's
-    consent ids. Blocking: start-up only. Raises ConfigError, ControlsStoreError."""
-    if config.controls is None:
+@dataclass
+class _Shared:
+    """The stores ``[storage]`` puts on PostgreSQL, opened once per process."""
+
+    ledger: LedgerStore | None = None
+    replay: ReplayStore | None = None
+    limits: SharedBudget | None = None
+
+    def close(self) -> None:
+        """Close what was opened (a failed start-up; a running gateway closes them
+        through their owners)."""
+        for opened in (self.ledger, self.replay, self.limits):
+            if opened is not None:
+                opened.close()
+
+
+def _pg_pool(config: Config, store: str, max_size: int) -> Any:
+    """A pool for ``store`` after the schema check, or None where it stays on SQLite.
+    Blocking: start-up only. Raises ConfigError (schema behind, database unreachable)."""
+    target = config.storage.target_for(store, application_name=f"credit-gateway {store}")
+    if target is None:
+        return None
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    from gateway.stores.postgres._current import open_current_pool
+    from gateway.stores.postgres.migrate import SchemaMismatch
+    from gateway.stores.postgres.url import PgConfigError
+
+    try:
+        return open_current_pool(target, max_size=min(max_size, config.storage.pool_max))
+    except SchemaMismatch as exc:
+        raise ConfigError("storage", f"{store}: {exc}") from None
+    except (psycopg.Error, PoolTimeout, PgConfigError) as exc:
+        reason = exc if isinstance(exc, PgConfigError) else type(exc).__name__
+        raise ConfigError(
+            "storage", f"{store}: the database cannot be reached ({reason})"
+        ) from None
+
+
+def _open_shared(config: Config) -> _Shared:
+    """Open the ledger, the replay store and the rate-limit budget on PostgreSQL where
+    ``[storage]`` says so (``credit-gateway db migrate`` must have run). Blocking:
+    start-up only. Raises ConfigError."""
+    from gateway.stores.postgres.ledger import PostgresLedger
+    from gateway.stores.postgres.limits import PostgresRateBudget
+    from gateway.stores.postgres.replay import PostgresJtiStore
+
+    shared = _Shared()
+    try:
+        if config.billing is not None and (pool := _pg_pool(config, "ledger", 8)) is not None:
+            shared.ledger = PostgresLedger(pool)
+        if config.auth is not None and (pool := _pg_pool(config, "replay", 2)) is not None:
+            jti = PostgresJtiStore(pool, max_entries=config.auth.replay_store_max_entries)
+            shared.replay = ReplayStore(store=jti)
+        if (pool := _pg_pool(config, "limits", 2)) is not None:
+            shared.limits = PostgresRateBudget(pool)
+    except BaseException:
+        for opened in (shared.ledger, shared.replay, shared.limits):
+            if opened is not None:
+                opened.close()
+        raise
+    return shared
+
+
+def _open_controls(config: Config, shared: SharedStores) -> ControlsStore | None:
+    """The live controls store named by the config (PostgreSQL when ``[storage]`` moves
+    it there), seeded with the revocation file's consent ids. Blocking: start-up only.
+    Raises ConfigError, ControlsStoreError."""
+    if config.controls is None and shared.controls is None:
         return None
     seed = load_revocations(config.policy.revocations if config.policy else None)
-    return ControlsStore(config.controls, seed_revoked_consents=seed)
+    if shared.controls is not None:
+        return shared.open_controls(seed)
+    assert config.controls is not None
+    return SQLiteControlsStore(config.controls, seed_revoked_consents=seed)
 
 
 def _controls_service(
@@ -91,9 +169,10 @@ def _controls_service(
     auditor: QueryAuditor | None,
     agencies: CallerAuthenticator | None,
     consents: Callable[[], ConsentVerifier | None],
+    replay: ReplayStore | None = None,
 ) -> ControlsService:
     if config.auth is not None:
-        officers = _authenticator(config.auth, (Role.OFFICER,), store)
+        officers = _authenticator(config.auth, (Role.OFFICER,), store, replay)
 
         def authorize(context: Any) -> str:
             return officers.authenticate(context).principal_id
@@ -153,6 +232,7 @@ async def _open_billing(
     auditor: QueryAuditor | None,
     prices: PriceList | None,
     controls: ControlsStore | None = None,
+    shared: _Shared | None = None,
 ) -> tuple[Meter, BillingAdminService, Callable[[], dt.date]]:
     """``prices``: the active policy version's (checked against its catalog when it was
     loaded); None: the config's price list file, checked here."""
@@ -164,11 +244,16 @@ async def _open_billing(
     # Every booking goes on the signed record: a query's own reserve and charge
     # inside its query record; releases, refunds and top-ups as records of their own.
     on_event = auditor.record_billing if auditor is not None else None
+    shared = shared or _Shared()
     meter = await Meter.open(
-        config.billing.ledger,
+        shared.ledger if shared.ledger is not None else config.billing.ledger,
         prices,
         on_event=on_event,
         audit_lookup=auditor.billing_records if auditor is not None else None,
+        # A shared ledger: never touch another live process's queries in flight.
+        recover_older_than=(
+            dt.timedelta(seconds=HEALED_SETTLE_S) if shared.ledger is not None else None
+        ),
     )
     if auditor is not None:
         # What was refunded while the log was down goes on the record once it heals.
@@ -176,7 +261,7 @@ async def _open_billing(
     finance: Authenticator | None = None
     registry = None
     if config.auth is not None:
-        finance = _authenticator(config.auth, (Role.FINANCE,), controls)
+        finance = _authenticator(config.auth, (Role.FINANCE,), controls, shared.replay)
         registry = load_registry(config.auth.registry)
 
     def authorize(context: Any) -> str:
@@ -204,12 +289,14 @@ def _open_policy_admin(
     auditor: QueryAuditor | None,
     purposes: tuple[str, ...],
     controls: ControlsStore | None = None,
+    shared: SharedStores | None = None,
+    replay: ReplayStore | None = None,
 ) -> tuple[PolicyAdminService, Decider]:
     """The version store, the workflow and its servicer, and the active version's decider
     (seeding version 1 from the files on disk on first start). Blocking: start-up only.
     Raises ConfigError, PolicyStoreError."""
     pc = config.policy
-    assert pc is not None and pc.store is not None
+    assert pc is not None
     disk = read_disk_files(
         model=pc.model,
         policy=pc.policy,
@@ -225,8 +312,14 @@ def _open_policy_admin(
         consent_audience=pc.consent_audience,
         revocations=pc.revocations,
     )
+    store: VersionStore
+    if shared is not None and shared.policy is not None:
+        store = shared.open_versions()
+    else:
+        assert pc.store is not None
+        store = SQLiteVersionStore(pc.store)
     admin = PolicyAdministrator(
-        SQLiteVersionStore(pc.store),
+        store,
         recipe,
         serving=Serving(
             catalog,
@@ -244,7 +337,7 @@ def _open_policy_admin(
         admin.store.close()
         raise
     if config.auth is not None:
-        officers = _authenticator(config.auth, (Role.OFFICER,), controls)
+        officers = _authenticator(config.auth, (Role.OFFICER,), controls, replay)
 
         def authorize(context: Any) -> str:
             return officers.authenticate(context).principal_id
@@ -258,15 +351,32 @@ async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
     catalog = load_catalog(config.catalog)
-    controls = await asyncio.to_thread(_open_controls, config)
+    # Policy versions and live controls on PostgreSQL, when [storage] moves them there:
+    # the schema is checked (never migrated) and one listener per database is prepared.
+    shared = await asyncio.to_thread(open_shared_stores, config)
+    try:
+        pg = await asyncio.to_thread(_open_shared, config)
+    except BaseException:
+        await asyncio.to_thread(shared.close)
+        raise
+    try:
+        return await _build(config, catalog, shared, pg)
+    except BaseException:
+        await asyncio.to_thread(shared.close)
+        await asyncio.to_thread(pg.close)
+        raise
+
+
+async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Shared) -> Gateway:
+    controls = await asyncio.to_thread(_open_controls, config, shared)
     authenticator = None
     audit_auth = None
     if config.auth is not None:
-        authenticator, audit_auth = build_authenticators(config.auth, controls)
+        authenticator, audit_auth = build_authenticators(config.auth, controls, pg.replay)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
-    if config.policy is not None and config.policy.store is not None:
+    if config.policy is not None and (config.policy.store is not None or shared.policy):
         policy_admin, decider = await asyncio.to_thread(
             _open_policy_admin,
             config,
@@ -274,6 +384,8 @@ async def build_gateway(config: Config) -> Gateway:
             auditor,
             tuple(load_purposes(config.purposes)),
             controls,
+            shared,
+            pg.replay,
         )
     elif config.policy is not None:
         decider = build_decider(
@@ -297,10 +409,16 @@ async def build_gateway(config: Config) -> Gateway:
     if config.billing is not None:
         # The active version's price list, not the file's: it may have changed since.
         meter, admin, today = await _open_billing(
-            config, catalog, auditor, current.prices if current is not None else None, controls
+            config,
+            catalog,
+            auditor,
+            current.prices if current is not None else None,
+            controls,
+            pg,
         )
     # Rate limits: the active version's; without a policy store, the shipped file's.
-    limiter = RateLimiter()
+    # With [storage] on PostgreSQL, one budget for every process on every host.
+    limiter = RateLimiter(budget=pg.limits)
     if policy_admin is not None:
         policy_admin.admin.limiter = limiter
         if policy_admin.admin.current is not None:
@@ -322,12 +440,19 @@ async def build_gateway(config: Config) -> Gateway:
         return current.consent if isinstance(current, PolicyDecider) else None
 
     service = (
-        _controls_service(config, controls, auditor, authenticator, consents)
+        _controls_service(config, controls, auditor, authenticator, consents, pg.replay)
         if controls is not None
         else None
     )
+    # Activations and control changes made by any process arrive by NOTIFY from now on;
+    # until the first complete re-read this process refuses queries (fails closed).
+    await shared.start_listening(
+        asyncio.get_running_loop(),
+        policy_admin.admin if policy_admin is not None else None,
+    )
     gateway = Gateway(
         config,
+        live=shared.listeners,
         limiter=limiter,
         catalog=catalog,
         decider=decider,
@@ -340,4 +465,6 @@ async def build_gateway(config: Config) -> Gateway:
         controls=service,
         today=today,
     )
+    if pg.replay is not None:
+        gateway.on_release.append(pg.replay.close)
     return gateway

@@ -28,6 +28,7 @@ A minimal file::
     [storage]                   # optional: shared stores on PostgreSQL
     url = "postgresql://gateway@db.example/credit"   # never a password here
     password_file = "/run/secrets/pg-password"       # or password_env = "PGPASSWORD"
+    stale_after_s = 5           # live changes: refuse queries when unconfirmed this long
     [storage.stores]            # optional per-store override; "sqlite" keeps that
     replay = "sqlite"           # store on its embedded SQLite file
 
@@ -69,7 +70,7 @@ __all__ = [
 
 
 #: The stores a ``[storage]`` URL can move to PostgreSQL.
-STORE_NAMES = ("audit", "ledger", "policy", "controls", "replay")
+STORE_NAMES = ("audit", "ledger", "policy", "controls", "replay", "limits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,12 @@ class StorageConfig:
     stores: Mapping[str, str] = field(default_factory=dict)
     pool_max: int = 8
     connect_timeout_s: int = 5
+    #: Live propagation (policy activations, revocations, suspensions on PostgreSQL):
+    #: a process that has not confirmed the current versions for this many seconds
+    #: refuses queries (UNAVAILABLE) and reports NOT_SERVING until it reconnects.
+    stale_after_s: float = 5.0
+    #: How often the listener re-reads the versions between notifications (seconds).
+    poll_interval_s: float = 1.0
 
     def url_for(self, store: str) -> str | None:
         """The PostgreSQL URL of ``store``, or None where it stays on SQLite."""
@@ -393,7 +400,16 @@ def _parse_storage(raw: Any, base: Path) -> StorageConfig:
     _no_unknown(
         raw,
         "storage",
-        {"url", "password_file", "password_env", "stores", "pool_max", "connect_timeout_s"},
+        {
+            "url",
+            "password_file",
+            "password_env",
+            "stores",
+            "pool_max",
+            "connect_timeout_s",
+            "stale_after_s",
+            "poll_interval_s",
+        },
     )
 
     def url(value: Any, key: str, *, sqlite_ok: bool) -> str:
@@ -420,6 +436,12 @@ def _parse_storage(raw: Any, base: Path) -> StorageConfig:
     env = raw.get("password_env")
     if env is not None and (not isinstance(env, str) or not env):
         raise ConfigError("storage.password_env", "must be an environment variable name")
+    stale, poll = raw.get("stale_after_s", 5.0), raw.get("poll_interval_s", 1.0)
+    for key, value, lo in (("stale_after_s", stale, 0.5), ("poll_interval_s", poll, 0.05)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= 3600:
+            raise ConfigError(f"storage.{key}", f"must be a number of seconds from {lo} to 3600")
+    if poll >= stale:
+        raise ConfigError("storage.poll_interval_s", "must be shorter than storage.stale_after_s")
     return StorageConfig(
         url=main_url,
         password_file=_path(raw, "storage", "password_file", base),
@@ -427,6 +449,8 @@ def _parse_storage(raw: Any, base: Path) -> StorageConfig:
         stores=stores,
         pool_max=_int(raw, "storage", "pool_max", 8, 1, 1000),
         connect_timeout_s=_int(raw, "storage", "connect_timeout_s", 5, 1, 600),
+        stale_after_s=stale,
+        poll_interval_s=poll,
     )
 
 

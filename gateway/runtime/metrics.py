@@ -120,6 +120,14 @@ class Metrics:
             "Seconds since the latest checkpoint was signed.",
             registry=r,
         )
+        # Under --workers (multiprocess mode) the page shows the least fresh live worker.
+        self.live_fresh = Gauge(
+            "credit_gateway_live_state_fresh",
+            "1 while the policy and live controls shared on PostgreSQL are confirmed within "
+            "[storage] stale_after_s (or nothing is shared), 0 while queries are refused.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.policy_version = Info(
             "credit_gateway_policy", "The active policy version.", registry=r
         )

@@ -19,6 +19,22 @@ would be refused) and SERVING again once the log has healed itself; departments 
 not change them (the gateway answers, with those sections unavailable). Each department
 has its own health service name, ``credit.v1.Department/<id>``: SERVING while it is
 asked, NOT_SERVING while it is kept out, SERVICE_UNKNOWN once retired.
+
+Why one module (some 630 lines): :class:`Gateway` owns the order in which every service,
+store and background task starts and stops (departments before queries, the audit log
+last to close); the services themselves live in gateway/api/ and the wiring of stores in
+:mod:`gateway.runtime.assembly`.
+
+**Live state on PostgreSQL.** With policy versions or live controls on PostgreSQL the
+gateway watches its listeners (``live``, :class:`~gateway.stores.postgres.notify.LiveListener`):
+while one is stale past its bound (``[storage] stale_after_s``: its connection is lost)
+the overall and query health are NOT_SERVING and every query is refused UNAVAILABLE
+(``LIVE_STATE_STALE``) before it is decided; both recover by themselves once the listener
+has re-read the shared state.
+
+**Workers.** ``worker=True`` (``credit-gateway serve --workers N``) binds with
+``SO_REUSEPORT``, so that N processes share one port (the kernel spreads connections),
+and leaves ``/metrics`` to the supervisor (prometheus-client's multiprocess mode).
 """
 
 from __future__ import annotations
@@ -27,9 +43,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -58,7 +74,13 @@ from gateway.federation import (
     DepartmentMonitor,
     DepartmentState,
 )
-from gateway.pipeline.decision import CatalogDecider, Decider, SwitchableDecider
+from gateway.pipeline.decision import (
+    CatalogDecider,
+    Decider,
+    Decision,
+    QueryFacts,
+    SwitchableDecider,
+)
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
 from gateway.policy.decider import PolicyDecider
@@ -101,6 +123,42 @@ CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].
 SCREENING_SERVICE = screening_pb2.DESCRIPTOR.services_by_name["ScreeningService"].full_name
 
 
+#: How often the gateway looks at its listeners' freshness for its health (seconds).
+_LIVE_WATCH_S = 0.2
+
+
+class LiveState(Protocol):
+    """What the gateway needs of a live listener
+    (:class:`~gateway.stores.postgres.notify.LiveListener`)."""
+
+    def fresh(self) -> bool:
+        """Whether the shared state this process applied is within its bound."""
+        ...
+
+    def check(self) -> None:
+        """Raise a GatewayError (UNAVAILABLE) unless fresh."""
+        ...
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop listening."""
+        ...
+
+
+class _LiveDecider(SwitchableDecider):
+    """The switchable decider, refusing to decide while the live state is stale: a query
+    is never decided under a policy or controls older than the stated bound."""
+
+    def __init__(self, decider: Decider, live: Sequence[LiveState]) -> None:
+        super().__init__(decider)
+        self._live = tuple(live)
+
+    def decide(self, facts: QueryFacts) -> Decision:
+        """Check every listener (one clock read each), then decide."""
+        for state in self._live:
+            state.check()
+        return super().decide(facts)
+
+
 def _read(path: Path | None) -> bytes | None:
     return None if path is None else path.read_bytes()
 
@@ -128,12 +186,22 @@ class Gateway:
         controls: ControlsService | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         limiter: RateLimiter | None = None,
+        live: Sequence[LiveState] = (),
+        worker: bool = False,
     ) -> None:
         self.config = config
+        #: Listeners of the shared live state (PostgreSQL); empty on SQLite.
+        self.live = tuple(live)
+        self._live_task: asyncio.Task[None] | None = None
+        #: One of several processes on one port (SO_REUSEPORT; no /metrics of its own).
+        self.worker = worker
         #: Per-agency rate limits (None: none); policy activations reconfigure it.
         self.limiter = limiter
         #: The live security controls (``credit.v1.SecurityControls`` and its store).
         self.controls = controls
+        #: Blocking closers of what assembly opened beside the parts above (the
+        #: PostgreSQL replay store), run after the meter.
+        self.on_release: list[Callable[[], None]] = []
         self.meter = meter
         self._billing_admin = billing_admin
         self.policy_admin = policy_admin
@@ -312,7 +380,8 @@ class Gateway:
                     raise ConfigError("audit", "no audit log configured")
             if self._authenticator is None:
                 self._authenticator = InsecureDevAuthenticator()
-            decider = SwitchableDecider(self._decider or CatalogDecider(self.catalog))
+            first = self._decider or CatalogDecider(self.catalog)
+            decider = _LiveDecider(first, self.live) if self.live else SwitchableDecider(first)
             self.decider = decider
             self.metrics.watch_decisions(decider.cache_info)
             self.metrics.policy_version.info({"version": decider.version})
@@ -348,7 +417,9 @@ class Gateway:
             self.screening = ScreeningServicer(screener, self._authenticator, audit=self._audit)
             # One edge for every call: undecodable requests, error mapping, refusals audited.
             server = grpc.aio.server(
-                interceptors=[Edge(audit=self._audit)], options=[("grpc.so_reuseport", 0)]
+                interceptors=[Edge(audit=self._audit)],
+                # Workers share one port; a lone process refuses one already taken.
+                options=[("grpc.so_reuseport", 1 if self.worker else 0)],
             )
             query_pb2_grpc.add_QueryServiceServicer_to_server(service, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -392,7 +463,7 @@ class Gateway:
                     self.install_decider, meter=self.meter, install_catalog=self.install_catalog
                 )
             self.monitor.start()  # departments not serving are checked again from now on
-            if self.config.metrics_listen:
+            if self.config.metrics_listen and not self.worker:
                 self.metrics_url, self._metrics_stop = self.metrics.serve_http(
                     self.config.metrics_listen
                 )
@@ -405,6 +476,10 @@ class Gateway:
         if self._audit is not None:
             self._audit.log.add_listener(self._audit_changed)
         await self._follow_audit()
+        if self.live:
+            self._live_task = asyncio.create_task(self._watch_live(), name="live-state-watch")
+        else:
+            self.metrics.live_fresh.set(1)
         log.info("gateway serving", extra={"address": self.address})
 
     def _version_files(self) -> Mapping[str, str] | None:
@@ -424,6 +499,23 @@ class Gateway:
 
         return name
 
+    async def _watch_live(self) -> None:
+        """Health follows the listeners' freshness (checked every 0.2 s: the bound is
+        seconds); each change is logged once."""
+        was = all(state.fresh() for state in self.live)
+        self.metrics.live_fresh.set(1 if was else 0)
+        while True:
+            await asyncio.sleep(_LIVE_WATCH_S)
+            now = all(state.fresh() for state in self.live)
+            if now != was:
+                self.metrics.live_fresh.set(1 if now else 0)
+                if now:
+                    log.warning("live state confirmed again: serving")
+                else:
+                    log.error("live state stale past its bound: NOT_SERVING, refusing queries")
+                was = now
+                await self._follow_audit()
+
     def _audit_changed(self, available: bool) -> None:
         """Audit log listener (on the event loop): health follows the log."""
         task = asyncio.get_running_loop().create_task(self._follow_audit())
@@ -434,6 +526,7 @@ class Gateway:
         """Set "" and the query service SERVING exactly when queries can be answered."""
         async with self._health_lock:  # one change at a time, the latest state wins
             ok = self._audit is None or self._audit.log.available
+            ok = ok and all(state.fresh() for state in self.live)
             status = health_pb2.HealthCheckResponse.NOT_SERVING
             if ok:
                 status = health_pb2.HealthCheckResponse.SERVING
@@ -481,6 +574,11 @@ class Gateway:
         """Stop taking queries, let those in flight finish (up to ``grace``
         seconds), then close department channels."""
         await self._health.enter_graceful_shutdown()
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
+            self._live_task = None
         if self._metrics_stop is not None:
             await asyncio.to_thread(self._metrics_stop)
             self._metrics_stop = None
@@ -494,10 +592,16 @@ class Gateway:
         """Close what the gateway holds, the audit log last: everything before it may
         still append records (a settlement's release, a policy action)."""
         await self._close_clients()
+        for state in self.live:  # no more follows: the stores below close next
+            await asyncio.to_thread(state.close)
         if self.policy_admin is not None:
             await self.policy_admin.admin.close()
         if self.meter is not None:
             await self.meter.close()
+        if self.limiter is not None:  # a shared budget gets today's unspent units back
+            await asyncio.to_thread(self.limiter.close)
+        for close in self.on_release:
+            await asyncio.to_thread(close)
         if self.controls is not None:
             self.controls.store.close()
         if self._audit is not None:

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, generate_key, write_key_files
-from gateway.billing.ledger import SQLiteLedger
 from gateway.cli.billing import billing_main
 from gateway.cli.console import EXIT_BROKEN_PIPE, yuan
 from gateway.cli.query import _connection, _parser, _value
 from gateway.cli.query import main as query_main
+from gateway.stores.sqlite.ledger import SQLiteLedger
 from protos.credit.v1 import common_pb2
 
 BIN = Path(sys.executable).parent

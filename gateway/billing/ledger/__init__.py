@@ -1,17 +1,21 @@
 """The ledger: accounts, append-only money entries, and the metered requests.
 
-A package of three parts; every public name is re-exported here, so
-``from gateway.billing.ledger import SQLiteLedger`` keeps working:
+The concept and its rules live here; the storage backends live with the other
+stores (:mod:`gateway.stores.sqlite.ledger`, the embedded file;
+:mod:`gateway.stores.postgres.ledger`, shared by many processes), so this package
+never imports a backend:
 
 * the types and the store interface (:class:`LedgerStore`, :class:`Entry`,
   :class:`RequestRecord`, :class:`ReserveSpec` and the results);
-* :class:`SQLiteLedger`, the embedded store (one SQLite file);
-* :class:`AsyncLedger`, the group-commit worker that drives a store from asyncio.
+* :class:`SqlLedger`, every operation written once over portable SQL, which both
+  backends subclass (the rules cannot drift apart between them);
+* :class:`AsyncLedger`, the worker that drives a store from asyncio (group commit
+  on SQLite, a few concurrent transactions on PostgreSQL).
 
 Money is integer fen everywhere.
 """
 
-from gateway.billing.ledger._sqlite import SQLiteLedger
+from gateway.billing.ledger._engine import SqlLedger
 from gateway.billing.ledger._types import (
     MAX_AMOUNT_FEN,
     AccountState,
@@ -51,8 +55,8 @@ __all__ = [
     "RequestState",
     "ReserveResult",
     "ReserveSpec",
-    "SQLiteLedger",
     "SettleResult",
+    "SqlLedger",
     "StatementPage",
     "TopUpResult",
     "UnauditedKind",

@@ -1,10 +1,12 @@
 """The ledger's types and its store interface: what every backend shares.
 
 :class:`LedgerStore` is the interface (synchronous; every operation is one
-transaction); :class:`~gateway.billing.ledger.SQLiteLedger` is the embedded
-implementation; a PostgreSQL one can follow (``SELECT ... FOR UPDATE`` on the
-account row where SQLite uses ``BEGIN IMMEDIATE``). Amounts are integer fen;
-times are timezone-aware UTC.
+transaction). It stays here, with the concept, and the backends live in
+:mod:`gateway.stores`: :class:`~gateway.stores.sqlite.ledger.SQLiteLedger` (the
+embedded file, ``BEGIN IMMEDIATE``) and
+:class:`~gateway.stores.postgres.ledger.PostgresLedger` (shared by many processes,
+``SELECT ... FOR UPDATE`` on the rows it changes). Amounts are integer fen; times
+are timezone-aware UTC.
 
 The effect of each entry kind on an account (:func:`entry_effect`):
 

@@ -1,9 +1,13 @@
-"""The group-commit worker: :class:`AsyncLedger` drives a :class:`LedgerStore` from asyncio.
+"""The ledger worker: :class:`AsyncLedger` drives a :class:`LedgerStore` from asyncio.
 
-Every call runs on one dedicated thread, so the event loop never waits for
-the disk and, within a process, writes are serialized; ``BEGIN IMMEDIATE``
-serializes them across processes (the offline ``credit-gateway billing`` tool
-beside a running gateway).
+Every call runs on a dedicated thread, so the event loop never waits for the disk or
+the database. A store with a ``batch()`` context (SQLite) gets one thread and group
+commit: the calls queued while a transaction ran share the next one and its one fsync;
+``BEGIN IMMEDIATE`` serializes writers across processes. A store that names
+``workers`` (PostgreSQL: its pool size) gets that many threads, each running one call
+per transaction: the server itself shares one WAL flush among concurrent commits,
+and a per-process batch would hold many accounts' row locks at once, which across
+processes invites deadlocks.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from gateway.billing.ledger._sqlite import SQLiteLedger
 from gateway.billing.ledger._types import LedgerStore
 from gateway.errors import LedgerError
 
@@ -45,12 +48,12 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class AsyncLedger:
-    """A :class:`LedgerStore` driven from asyncio: every call runs on one
-    dedicated thread, so the event loop never blocks on SQLite or fsync and
-    this process's writes are applied one at a time.
+    """A :class:`LedgerStore` driven from asyncio: every call runs on a
+    dedicated thread, so the event loop never blocks on storage or fsync (one
+    thread for a store with ``batch()``; ``store.workers`` threads otherwise).
 
     Group commit: the thread takes every call queued by the time it is free and
-    runs them in one transaction (:meth:`SQLiteLedger.batch`), so concurrent
+    runs them in one transaction (``store.batch()``), so concurrent
     queries share one fsync instead of paying one each. A call's future is
     resolved only after that commit: nothing is reported before it is durable.
 
@@ -67,13 +70,28 @@ class AsyncLedger:
         self.store = store
         self._closed = False
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="ledger", daemon=True)
-        self._thread.start()
+        batched = getattr(store, "batch", None) is not None
+        count = 1 if batched else max(1, int(getattr(store, "workers", 1)))
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"ledger-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> AsyncLedger:
-        """Open (or create) a :class:`SQLiteLedger` off the event loop. Raises LedgerError."""
-        store = await asyncio.to_thread(SQLiteLedger, path, create=create)
+    async def open(
+        cls, source: str | os.PathLike[str] | LedgerStore, *, create: bool = True
+    ) -> AsyncLedger:
+        """Drive ``source``: a :class:`LedgerStore` already open, or the path of an SQLite
+        ledger file, opened (or created, with ``create``) off the event loop. Raises
+        LedgerError."""
+        if isinstance(source, LedgerStore):
+            return cls(source)
+        # Imported here: the backend imports this package, never the other way round.
+        from gateway.stores.sqlite.ledger import SQLiteLedger
+
+        store = await asyncio.to_thread(SQLiteLedger, source, create=create)
         return cls(store)
 
     def submit(
@@ -97,7 +115,11 @@ class AsyncLedger:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.put(None)  # the other threads stop too
                 return
+            if batch_of is None:
+                self._finish([first], [self._call(first)])
+                continue
             calls = [first]
             stop = False
             while len(calls) < self.MAX_BATCH:
@@ -106,6 +128,7 @@ class AsyncLedger:
                 except queue.Empty:
                     break
                 if nxt is None:
+                    self._queue.put(None)
                     stop = True
                     break
                 calls.append(nxt)
@@ -124,13 +147,24 @@ class AsyncLedger:
                     else LedgerError(f"ledger batch failed: {exc}")
                 )
                 outcomes = [(False, err)] * len(calls)
-            for call, (ok, value) in zip(calls, outcomes, strict=True):
-                try:
-                    call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
-                except RuntimeError:  # that caller's event loop is gone; serve the others
-                    continue
+            self._finish(calls, outcomes)
             if stop:
                 return
+
+    @staticmethod
+    def _call(call: _Call) -> tuple[bool, Any]:
+        try:
+            return True, call.fn()
+        except BaseException as exc:  # reported to that caller alone
+            return False, exc
+
+    @staticmethod
+    def _finish(calls: list[_Call], outcomes: list[tuple[bool, Any]]) -> None:
+        for call, (ok, value) in zip(calls, outcomes, strict=True):
+            try:
+                call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
+            except RuntimeError:  # that caller's event loop is gone; serve the others
+                continue
 
     @property
     def closed(self) -> bool:
@@ -145,5 +179,6 @@ class AsyncLedger:
         # Everything queued before this is committed first; then the thread ends
         # and the store closes outside any batch.
         self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
         await asyncio.to_thread(self.store.close)

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, load_registry
 from gateway.auth.tokens import issue_token
-from gateway.controls import ControlsStore
+from gateway.controls import SQLiteControlsStore
 from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from tests.helpers import Clock
@@ -64,8 +64,8 @@ class _Context:
 
 
 def test_the_authenticator_follows_the_store(auth_pki: Pki, tmp_path: Path) -> None:
-    store = ControlsStore(tmp_path / "controls.sqlite")
-    other = ControlsStore(tmp_path / "controls.sqlite")  # another process's view
+    store = SQLiteControlsStore(tmp_path / "controls.sqlite")
+    other = SQLiteControlsStore(tmp_path / "controls.sqlite")  # another process's view
     verifier = _verifier(auth_pki)
     auth = Authenticator(load_registry(), verifier, controls=store)
     pem = auth_pki.agency_cert("ndrc").read_bytes()

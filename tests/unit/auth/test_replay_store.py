@@ -21,7 +21,8 @@ from gateway.auth.tokens import TokenVerifier, TrustedIssuer, issue_token
 from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, to_rpc_status
 from gateway.runtime.config import load_config
-from gateway.stores.replay import PURGE_BATCH, Claim, SQLiteJtiStore
+from gateway.stores.replay import Claim
+from gateway.stores.sqlite.replay import SQLiteJtiStore
 from tests.helpers import Clock
 
 AUD = "urn:credit-gateway:unit"
@@ -178,30 +179,7 @@ address = "127.0.0.1:1"
 # --- the table: expiry, purge, the bound -----------------------------------------------
 
 
-def test_same_string_is_reuse_another_is_replay_until_expiry(tmp_path: Path) -> None:
-    store = SQLiteJtiStore(tmp_path / "r.sqlite")
-    assert store.claim("i", "j", sha("a"), expires_at=100, now=0) is Claim.ACCEPTED
-    assert store.claim("i", "j", sha("a"), expires_at=100, now=50) is Claim.ACCEPTED
-    assert store.claim("i", "j", sha("b"), expires_at=120, now=99.9) is Claim.REPLAYED
-    assert store.claim("other-issuer", "j", sha("b"), expires_at=120, now=50) is Claim.ACCEPTED
-    # At expires_at the row is dead: another string may take the jti (even before a purge).
-    assert store.claim("i", "j", sha("b"), expires_at=200, now=100) is Claim.ACCEPTED
-    assert store.claim("i", "j", sha("a"), expires_at=100, now=150) is Claim.REPLAYED
-    store.close()
-
-
-def test_expired_rows_are_purged_in_bounded_batches(tmp_path: Path) -> None:
-    store = SQLiteJtiStore(tmp_path / "r.sqlite")
-    n = PURGE_BATCH * 2 + 10
-    for k in range(n):
-        store.claim("i", f"old{k}", sha(str(k)), expires_at=10, now=0)
-    store.claim("i", "live", sha("live"), expires_at=1000, now=0)
-    assert len(store) == n + 1
-    store.claim("i", "new1", sha("n1"), expires_at=1000, now=20)
-    assert len(store) == n + 2 - PURGE_BATCH  # one batch per claim, not all at once
-    assert store.purge(20, batch=10_000) == n - PURGE_BATCH
-    assert len(store) == 2  # the live rows stay
-    store.close()
+# (expiry, reuse and the purge of the table itself: tests/contract/test_replay.py)
 
 
 def test_full_refuses_new_tokens_and_never_evicts_a_live_jti(auth_pki: Pki, tmp_path: Path) -> None:
@@ -230,7 +208,7 @@ def test_full_refuses_new_tokens_and_never_evicts_a_live_jti(auth_pki: Pki, tmp_
 _RACER = textwrap.dedent(
     """
     import hashlib, sys
-    from gateway.stores.replay import SQLiteJtiStore
+    from gateway.stores.sqlite.replay import SQLiteJtiStore
     path, me, go = sys.argv[1], sys.argv[2], sys.argv[3]
     store = SQLiteJtiStore(path)
     import os, time

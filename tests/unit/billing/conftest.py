@@ -72,17 +72,37 @@ def ledger_path(tmp_path: Path) -> Path:
 OpenMeter = Callable[..., Awaitable[Meter]]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_backend(request: pytest.FixtureRequest) -> str:
+    """The meter's ledger: the SQLite file, or a PostgreSQL database (the meter's rules,
+    recovery included, must hold on both)."""
+    return str(request.param)
+
+
 @pytest_asyncio.fixture
 async def open_meter(
-    ledger_path: Path, prices: PriceList, clock: Clock, events: Events
+    ledger_path: Path,
+    prices: PriceList,
+    clock: Clock,
+    events: Events,
+    ledger_backend: str,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[OpenMeter]:
-    """Open meters on the test's ledger file; all are closed at the end."""
+    """Open meters on the test's ledger (each call: a process starting on it); all are
+    closed at the end."""
     opened: list[Meter] = []
+    pg_url = request.getfixturevalue("pg_url") if ledger_backend == "postgres" else ""
 
     async def make(*, recover: bool = True, **kw: Any) -> Meter:
         kw.setdefault("on_event", events)
         kw.setdefault("clock", clock)
-        meter = await Meter.open(str(ledger_path), prices, recover=recover, **kw)
+        source: Any = str(ledger_path)
+        if pg_url:
+            from gateway.stores.postgres.connect import PgTarget, open_pool
+            from gateway.stores.postgres.ledger import PostgresLedger
+
+            source = PostgresLedger(open_pool(PgTarget(pg_url), max_size=2))
+        meter = await Meter.open(source, prices, recover=recover, **kw)
         opened.append(meter)
         return meter
 

@@ -234,8 +234,9 @@ async def test_concurrent_duplicates_charge_once(meter: Meter) -> None:
         return (await meter.settle(res, THREE)).amount_fen
 
     outcomes = await asyncio.gather(*(query() for _ in range(5)))
-    # One copy is answered and charged; copies racing it are told to retry...
-    assert sorted(map(str, outcomes)) == ["600"] + ["in progress"] * 4
+    # One copy is answered and charged; copies racing it are told to retry, or (on a
+    # backend running calls side by side, once it is settled) get its charge back...
+    assert "600" in map(str, outcomes) and set(map(str, outcomes)) <= {"600", "in progress"}
     assert await account(meter, "bank") == (9_400, 0)
     # ...and a retry once it is done gets the original charge, not a new one.
     again = await paid(meter, "dup")
@@ -363,8 +364,11 @@ async def test_cancelled_reserve_is_undone(meter: Meter) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # Wait for the release itself: where the ledger runs calls side by side
+    # (PostgreSQL), a read may overtake the reservation still being booked.
     for _ in range(200):
-        if await account(meter, "bank") == (1_000, 0):
+        rec = await meter.ledger.run(meter.store.request, "r1")
+        if rec is not None and rec.state == "released":
             break
         await asyncio.sleep(0.01)
     assert await account(meter, "bank") == (1_000, 0)

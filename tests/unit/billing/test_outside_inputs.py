@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.api.billing import period_bounds
-from gateway.billing.ledger import SQLiteLedger
 from gateway.cli.billing import billing_main
 from gateway.errors import InvalidArgumentError, NotFoundError
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 ISSUE_ID = "11010519491231002X"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.billing.ledger import PricedLine, ReserveSpec, SQLiteLedger
+from gateway.billing.ledger import PricedLine, ReserveSpec
 from gateway.cli.billing import CSV_COLUMNS, billing_main
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -126,3 +127,49 @@ def test_credit_limit_and_check(db: Path) -> None:
     conn.close()
     code, out, _ = run("--ledger", str(db), "check")
     assert code == 1 and "bank" in out
+
+
+# --- --config: the gateway's own ledger, SQLite or PostgreSQL ------------------------------
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        '[gateway]\ninsecure_dev_plaintext = true\n[departments.tax]\naddress = "h:1"\n' + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_config_names_the_sqlite_ledger(tmp_path: Path, db: Path) -> None:
+    config = _config(tmp_path, f'[billing]\nledger = "{db}"\n')
+    code, _, err = run(
+        "--config", str(config), "top-up", "bank", "500", "--reference", "TX-1", "--create"
+    )
+    assert code == 0, err
+    assert run("--ledger", str(db), "balance", "bank")[1].count("¥5.00") == 2
+
+
+def test_config_uses_the_postgres_ledger(tmp_path: Path, pg_url: str) -> None:
+    config = _config(tmp_path, f'[storage]\nurl = "{pg_url}"\n')
+    code, out, err = run(
+        "--config", str(config), "top-up", "bank", "500", "--reference", "TX-1", "--create"
+    )
+    assert code == 0 and "booked" in out, err
+    code, out, _ = run("--config", str(config), "--json", "balance", "bank")
+    assert code == 0 and '"balance_fen": 500' in out
+    code, out, _ = run("--config", str(config), "check")
+    assert code == 0 and "ledger consistent: 1 accounts" in out
+
+
+def test_config_refuses_a_schema_that_is_behind(tmp_path: Path, pg_empty_url: str) -> None:
+    config = _config(tmp_path, f'[storage]\nurl = "{pg_empty_url}"\n')
+    code, _, err = run("--config", str(config), "balance")
+    assert code == 2 and "credit-gateway db migrate" in err
+
+
+def test_ledger_and_config_are_one_or_the_other(tmp_path: Path, db: Path) -> None:
+    config = _config(tmp_path, f'[billing]\nledger = "{db}"\n')
+    assert run("--ledger", str(db), "--config", str(config), "balance")[0] == 2
+    code, _, err = run("balance")
+    assert code == 2 and "--ledger FILE or --config" in err

@@ -20,6 +20,7 @@ from gateway.controls import (
     ControlsSnapshot,
     ControlsStore,
     ControlsStoreError,
+    SQLiteControlsStore,
     normalize_serial,
     normalize_thumbprint,
 )
@@ -33,7 +34,7 @@ def path(tmp_path: Path) -> Path:
 
 
 def test_a_change_by_one_store_is_seen_by_another_on_its_next_snapshot(path: Path) -> None:
-    a, b = ControlsStore(path), ControlsStore(path)
+    a, b = SQLiteControlsStore(path), SQLiteControlsStore(path)
     assert not b.snapshot().agency_suspended("bank")
     a.suspend_agency("bank", officer="officer_a", reason="key leaked")
     a.revoke_consent("c-1", by="officer_a", via="officer")
@@ -47,7 +48,7 @@ def test_a_change_by_one_store_is_seen_by_another_on_its_next_snapshot(path: Pat
 
 
 def test_listeners_hear_what_changed_and_a_dead_method_is_dropped(path: Path) -> None:
-    a, b = ControlsStore(path), ControlsStore(path)
+    a, b = SQLiteControlsStore(path), SQLiteControlsStore(path)
     heard: list[tuple[ControlsSnapshot, ControlsSnapshot]] = []
 
     class Owner:
@@ -68,7 +69,7 @@ def test_listeners_hear_what_changed_and_a_dead_method_is_dropped(path: Path) ->
 
 
 def test_a_reinstatement_needs_a_second_officer(path: Path) -> None:
-    s = ControlsStore(path)
+    s = SQLiteControlsStore(path)
     with pytest.raises(NotFoundError):
         s.request_reinstatement("bank", officer="officer_a", reason="r")
     s.suspend_agency("bank", officer="officer_a", reason="urgent")
@@ -86,7 +87,7 @@ def test_a_reinstatement_needs_a_second_officer(path: Path) -> None:
 
 
 def test_a_new_suspension_drops_a_pending_reinstatement(path: Path) -> None:
-    s = ControlsStore(path)
+    s = SQLiteControlsStore(path)
     s.suspend_agency("bank", officer="officer_a", reason="one")
     s.request_reinstatement("bank", officer="officer_a", reason="r")
     _, newly = s.suspend_agency("bank", officer="officer_b", reason="again, worse")
@@ -95,7 +96,7 @@ def test_a_new_suspension_drops_a_pending_reinstatement(path: Path) -> None:
 
 def test_a_revocation_keeps_its_first_time_and_author(path: Path) -> None:
     clock = Clock(1000.0)
-    s = ControlsStore(path, clock=clock)
+    s = SQLiteControlsStore(path, clock=clock)
     at, newly = s.revoke_consent("c", by="subject-kiosk", via="subject")
     clock.now = 2000.0
     again, newly2 = s.revoke_consent("c", by="officer_a", via="officer")
@@ -110,7 +111,7 @@ def test_a_revocation_keeps_its_first_time_and_author(path: Path) -> None:
 
 def test_consent_states(path: Path) -> None:
     clock = Clock(1000.0)
-    s = ControlsStore(path, clock=clock, seed_revoked_consents=["seeded"])
+    s = SQLiteControlsStore(path, clock=clock, seed_revoked_consents=["seeded"])
     assert s.consent_status("never").state is ConsentState.UNSEEN
     assert s.consent_status("seeded").revoked_via == "seed"
     assert s.use_consent("c", max_uses=None, expires_at=1500) == 1
@@ -124,13 +125,13 @@ def test_consent_states(path: Path) -> None:
 
 
 def test_seeding_twice_changes_nothing(path: Path) -> None:
-    ControlsStore(path, seed_revoked_consents=["a", "b"])
-    s = ControlsStore(path, seed_revoked_consents=["a", "b"])
+    SQLiteControlsStore(path, seed_revoked_consents=["a", "b"])
+    s = SQLiteControlsStore(path, seed_revoked_consents=["a", "b"])
     assert s.snapshot().revoked_consents == {"a", "b"}
 
 
 def test_uses_are_exact_under_threads(path: Path) -> None:
-    stores = [ControlsStore(path) for _ in range(4)]
+    stores = [SQLiteControlsStore(path) for _ in range(4)]
     got: list[int | None] = []
     lock = threading.Lock()
 
@@ -150,12 +151,12 @@ def test_uses_are_exact_under_threads(path: Path) -> None:
 
 
 def _use_many(path: str, n: int, out: multiprocessing.Queue[list[int | None]]) -> None:
-    store = ControlsStore(path)
+    store = SQLiteControlsStore(path)
     out.put([store.use_consent("shared", max_uses=25, expires_at=0) for _ in range(n)])
 
 
 def test_uses_are_exact_across_processes(path: Path) -> None:
-    ControlsStore(path)  # created before the children race
+    SQLiteControlsStore(path)  # created before the children race
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[list[int | None]] = ctx.Queue()
     procs = [ctx.Process(target=_use_many, args=(str(path), 20, out)) for _ in range(3)]
@@ -169,14 +170,14 @@ def test_uses_are_exact_across_processes(path: Path) -> None:
 
 
 def _suspend_later(path: str, ready: Any, done: Any) -> None:
-    store = ControlsStore(path)
+    store = SQLiteControlsStore(path)
     ready.wait(30)
     store.suspend_agency("bank", officer="o", reason="r")
     done.put(time.time())  # just after the commit
 
 
 def test_propagation_between_processes_is_well_under_a_second(path: Path) -> None:
-    reader = ControlsStore(path)
+    reader = SQLiteControlsStore(path)
     ctx = multiprocessing.get_context("spawn")
     ready, done = ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=_suspend_later, args=(str(path), ready, done))
@@ -195,7 +196,7 @@ def test_propagation_between_processes_is_well_under_a_second(path: Path) -> Non
 
 
 def test_a_snapshot_costs_microseconds(path: Path) -> None:
-    s = ControlsStore(path)
+    s = SQLiteControlsStore(path)
     n = 2000
     start = time.perf_counter()
     for _ in range(n):
@@ -208,18 +209,18 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "controls.sqlite"
     bad.write_bytes(b"not a database" * 100)
     with pytest.raises(ControlsStoreError) as exc:
-        ControlsStore(bad)
+        SQLiteControlsStore(bad)
     assert str(bad) not in str(exc.value) and exc.value.reason == "CONTROLS_UNAVAILABLE"
 
 
 def test_another_format_is_refused(path: Path) -> None:
-    ControlsStore(path).close()
+    SQLiteControlsStore(path).close()
     conn = sqlite3.connect(path)
     conn.execute("UPDATE meta SET value = 'controls-0' WHERE key = 'format'")
     conn.commit()
     conn.close()
     with pytest.raises(ControlsStoreError, match="format"):
-        ControlsStore(path)
+        SQLiteControlsStore(path)
 
 
 @given(st.integers(min_value=0, max_value=2**159 - 1))

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.auth.tokens import TrustedIssuer
 from gateway.cli.consent import consent_main
-from gateway.controls import ControlsStore
+from gateway.controls import ControlsStore, SQLiteControlsStore
 from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki
 from gateway.policy import PolicyDecider
 from gateway.policy.consent import MAX_CONSENT_USES, ConsentProblem, ConsentVerifier, issue_consent
@@ -21,8 +21,8 @@ PRIVATE = "pbccrc/personal_loans"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ControlsStore:
-    return ControlsStore(tmp_path / "controls.sqlite")
+def store(tmp_path: Path) -> SQLiteControlsStore:
+    return SQLiteControlsStore(tmp_path / "controls.sqlite")
 
 
 def _visible(decider: PolicyDecider, facts: Any) -> tuple[bool, str, int]:
@@ -68,8 +68,8 @@ def test_a_consent_bound_to_another_query_is_not_counted(
 def test_a_live_revocation_is_refused_at_once_and_the_cache_dropped(
     decider: PolicyDecider, facts: FactsMaker, issuer: MatrixIssuer, tmp_path: Path
 ) -> None:
-    ours = ControlsStore(tmp_path / "c.sqlite")
-    theirs = ControlsStore(tmp_path / "c.sqlite")
+    ours = SQLiteControlsStore(tmp_path / "c.sqlite")
+    theirs = SQLiteControlsStore(tmp_path / "c.sqlite")
     decider.attach_controls(ours)
     token = consent(issuer, scope=["pbccrc/*"], cid="to-revoke")
     f = facts("bank", "lending", PRIVATE, mode="paid", token=token)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.store import SQLiteStore
-from gateway.billing.ledger import SQLiteLedger
 from gateway.policyadmin.store import SQLiteVersionStore
 from gateway.stores.sqlite import ensure_format, open_durable, open_read_only
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 REPO = Path(__file__).resolve().parents[3]
 _SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -75,7 +75,7 @@ def test_no_store_opens_sqlite_by_itself() -> None:
     # The connection settings live in one place: no other production module calls connect.
     offenders = []
     for path in sorted((REPO / "gateway").rglob("*.py")):
-        if path.parent.name == "stores":
+        if path == REPO / "gateway" / "stores" / "sqlite" / "__init__.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
