@@ -7,6 +7,15 @@
     credit-adapter serve ... --listen 127.0.0.1:0 --insecure-dev-plaintext
     credit-adapter generate --out data/ [--seed 1] [--subjects 10000]
     credit-adapter describe --mapping market.toml [--db market.sqlite] [--catalog [FILE]]
+    credit-adapter objection list --mapping market.toml --db market.sqlite
+    credit-adapter objection answer --mapping market.toml --db market.sqlite \\
+        --id OBJECTION_ID --outcome corrected|confirmed|undetermined [--note TEXT]
+
+``objection`` is the department's side of an objection (Decree 631 Art. 25) or a
+credit-repair application (outcomes ``repair_approved``, ``repair_refused``): ``list`` prints
+those not answered yet, oldest due first; ``answer`` records the department's answer in the
+mapping's objections table, where the gateway reads it on its next poll. A correction itself
+is made in the department's records first.
 
 With TLS, ``serve`` answers only a client certificate carrying the gateway's federation
 identity, the URI SAN ``urn:credit-gateway:federation`` (``--allow-client URI`` names
@@ -24,6 +33,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -35,7 +45,7 @@ from gateway.console import console_script
 from gateway.errors import ConfigError, GatewayError
 
 from . import sdk, synth
-from .sql import SqlStore, catalog_disagreements, load_mapping
+from .sql import ObjectionTable, SqlStore, catalog_disagreements, load_mapping
 
 __all__ = ["main"]
 
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(args))
         if args.command == "generate":
             return _generate(args)
+        if args.command == "objection":
+            return _objection(args)
         return _describe(args)
     except GatewayError as err:
         # One clear line; configuration errors name the offending key.
@@ -105,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also check agreement with the catalog (default: the packaged one)",
     )
+    obj = sub.add_parser("objection", help="the department's side of objections")
+    osub = obj.add_subparsers(dest="action", required=True)
+    olist = osub.add_parser("list", help="objections not answered yet, oldest due first")
+    answer = osub.add_parser("answer", help="answer one objection")
+    for p in (olist, answer):
+        p.add_argument("--mapping", required=True, type=path_arg)
+        p.add_argument("--db", required=True, type=path_arg)
+    answer.add_argument("--id", required=True, help="the objection id (a UUID)")
+    answer.add_argument(
+        "--outcome", required=True, choices=[o for o in sdk.OUTCOMES if o != "pending"]
+    )
+    answer.add_argument("--note", default="", help="the department's account of its check")
     return parser
 
 
@@ -234,7 +258,7 @@ def _describe(args: argparse.Namespace) -> int:
             print(f"    {f.name}: {f.type_name} <- {f.column}")
     status = 0
     if args.db is not None:
-        store = SqlStore(mapping, args.db, workers=1)
+        store = SqlStore(mapping, args.db, workers=1, take_objections=False)
         asyncio.run(store.close())
         print(f"agrees with database {args.db}")
     if args.catalog is not None:
@@ -249,3 +273,30 @@ def _describe(args: argparse.Namespace) -> int:
         else:
             print(f"agrees with catalog {catalog.version}")
     return status
+
+
+# --- objection ------------------------------------------------------------------
+
+
+def _objection(args: argparse.Namespace) -> int:
+    mapping = load_mapping(args.mapping)
+    if mapping.objections_table is None:
+        raise ConfigError("objections.table", "this mapping keeps no objections table")
+    if not args.db.is_file():
+        raise ConfigError("--db", f"no database file at {args.db}")
+    try:
+        table = ObjectionTable(args.db, mapping.objections_table)
+    except sqlite3.Error as exc:
+        raise ConfigError("--db", f"cannot open the objections table: {exc}") from None
+    try:
+        if args.action == "list":
+            for oid, kind, dataset, record_id, due_on in table.pending():
+                print(f"{oid}  {kind:9}  {dataset}  record {record_id}  due {due_on}")
+            return 0
+        if not table.answer(args.id, args.outcome, note=args.note):
+            print(f"credit-adapter: error: no objection {args.id!r}", file=sys.stderr)
+            return 1
+        print(f"objection {args.id}: {args.outcome}")
+        return 0
+    finally:
+        table.close()

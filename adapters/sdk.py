@@ -24,7 +24,17 @@ gets them wrong:
   ``urn:credit-gateway:federation`` (:data:`gateway.pki.FEDERATION_IDENTITY`),
   never judged by its common name, which any holder of a certificate from the
   CA may choose; anyone else gets ``PERMISSION_DENIED`` (``NOT_THE_GATEWAY``);
-* it serves standard gRPC health checking and server reflection.
+* it serves standard gRPC health checking and server reflection;
+* objections (Decree 631 Art. 25) and credit-repair applications routed by the gateway
+  (``ReceiveObjection``, ``ObjectionAnswer``): it validates them, checks through the
+  store's own ``lookup`` that the subject has the record named (``NOT_FOUND``
+  ``NO_SUCH_RECORD`` otherwise), and hands them to :meth:`Store.receive_objection`; the
+  gateway polls :meth:`Store.objection_answer` until the department has answered. A store
+  that takes no objections answers ``UNIMPLEMENTED``.
+
+Why one module (some 800 lines): it is the one file a department's engineers read and import;
+the store interface, the servicer that validates against it, the mutual-TLS gate and the
+serving helpers are one contract, and keeping them together keeps it readable in one sitting.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ import abc
 import datetime as dt
 import inspect
 import logging
+import re
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +64,7 @@ from gateway.errors import (
     InternalError,
     InvalidArgumentError,
     InvalidIdentifierError,
+    NotFoundError,
     PermissionDeniedError,
     abort,
 )
@@ -60,10 +73,13 @@ from protos.credit.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 
 __all__ = [
     "FEDERATION_IDENTITY",
+    "OUTCOMES",
     "SERVICE_NAME",
     "AdapterServicer",
     "FieldTypeValue",
     "LookupResult",
+    "ObjectionAnswer",
+    "ReceivedObjection",
     "Store",
     "StoreFailure",
     "StoredRecord",
@@ -122,6 +138,53 @@ class LookupResult:
     subject_known: bool = False
 
 
+#: Outcome names as stores and mapping files write them -> the wire enum.
+OUTCOMES: Final[Mapping[str, int]] = {
+    "pending": common_pb2.OBJECTION_OUTCOME_PENDING,
+    "corrected": common_pb2.OBJECTION_OUTCOME_CORRECTED,
+    "confirmed": common_pb2.OBJECTION_OUTCOME_CONFIRMED,
+    "undetermined": common_pb2.OBJECTION_OUTCOME_UNDETERMINED,
+    "repair_approved": common_pb2.OBJECTION_OUTCOME_REPAIR_APPROVED,
+    "repair_refused": common_pb2.OBJECTION_OUTCOME_REPAIR_REFUSED,
+}
+_KINDS: Final[Mapping[int, str]] = {
+    common_pb2.OBJECTION_KIND_OBJECTION: "objection",
+    common_pb2.OBJECTION_KIND_REPAIR: "repair",
+}
+_HEX64: Final = re.compile(r"[0-9a-f]{64}\Z")
+_MAX_RECORD_ID = 128
+_MAX_GROUNDS = 1000
+_MAX_EVIDENCE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedObjection:
+    """An objection (``kind`` ``"objection"``) or a credit-repair application (``"repair"``)
+    the gateway routed to this department, validated by the SDK. Dates are ISO
+    ``YYYY-MM-DD`` (Beijing time); ``due_on`` is ``filed_on`` + 20 days (Art. 25)."""
+
+    objection_id: str
+    kind: str
+    subject_type: SubjectType
+    subject_id: str = field(repr=False)
+    dataset: str
+    record_id: str
+    grounds: str
+    evidence_sha256: tuple[str, ...]
+    filed_on: str
+    due_on: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectionAnswer:
+    """How a department answered: ``outcome`` is a key of :data:`OUTCOMES` (``"pending"``
+    until answered), ``answered_on`` the day it answered, ``note`` its account."""
+
+    outcome: str = "pending"
+    answered_on: dt.date | str | None = None
+    note: str = ""
+
+
 class StoreFailure(DepartmentError):
     """A store could not answer; the RPC fails with ``code``.
 
@@ -172,6 +235,33 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release resources (connections, threads). Default: nothing to do."""
+
+    async def receive_objection(self, objection: ReceivedObjection) -> bool:
+        """Keep an objection the gateway routed; True if it is new, False if this
+        ``objection_id`` was received before (a retry: keep the first).
+
+        The SDK has checked that the subject has the record. Default: this department
+        takes no objections (``UNIMPLEMENTED``).
+
+        Raises:
+            StoreFailure: the objection could not be kept.
+        """
+        raise StoreFailure(
+            f"department {self.department} takes no objections through this adapter",
+            code=grpc.StatusCode.UNIMPLEMENTED,
+        )
+
+    async def objection_answer(self, objection_id: str) -> ObjectionAnswer:
+        """How the department has answered objection ``objection_id`` so far.
+
+        Raises:
+            NotFoundError: no objection with this id was received.
+            StoreFailure: the store cannot be read (default: ``UNIMPLEMENTED``).
+        """
+        raise StoreFailure(
+            f"department {self.department} takes no objections through this adapter",
+            code=grpc.StatusCode.UNIMPLEMENTED,
+        )
 
 
 def field_value(value: str | int | bool | dt.date, ftype: FieldTypeValue) -> common_pb2.FieldValue:
@@ -314,17 +404,136 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
         )
         return response
 
-    def _validate(self, request: adapter_pb2.LookupRequest) -> _Request:
-        subject_type = _SUBJECT_TYPES.get(request.subject.type)
+    async def ReceiveObjection(
+        self,
+        request: adapter_pb2.ReceiveObjectionRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> adapter_pb2.ReceiveObjectionResponse:
+        """RPC ``ReceiveObjection``: validate, check the subject has the record, keep it.
+
+        Statuses: INVALID_ARGUMENT for a malformed id, kind, subject, dataset, record id,
+        grounds (over 1000 characters), evidence digest (not 64 lower-case hex; over 16) or
+        date; NOT_FOUND ``NO_SUCH_RECORD`` when the subject has no record ``record_id`` in
+        the dataset; UNIMPLEMENTED when the store takes no objections; INTERNAL for a bug.
+        """
+        try:
+            objection = self._objection(request)
+            # The store's own lookup proves the record is the subject's: an objection
+            # never lands on a record of someone else.
+            fields = next(iter(self._schema[objection.dataset]))
+            found = await self._store.lookup(
+                objection.subject_type, objection.subject_id, {objection.dataset: (fields,)}
+            )
+            if not any(
+                r.record_id == objection.record_id for r in found.records.get(objection.dataset, ())
+            ):
+                raise NotFoundError(
+                    "the subject has no such record in this dataset", reason="NO_SUCH_RECORD"
+                )
+            newly = await self._store.receive_objection(objection)
+        except InternalError as err:
+            log.error("objection failed (id=%r): %s", request.objection_id, err.message)
+            await abort(context, err)
+        except GatewayError as err:
+            await abort(context, err)
+        except Exception:
+            log.exception("objection failed (id=%r)", request.objection_id)
+            await abort(context, InternalError("the department's store failed"))
+        log.info(
+            "objection received id=%s kind=%s dataset=%s newly=%s",
+            objection.objection_id,
+            objection.kind,
+            objection.dataset,
+            newly,
+        )
+        return adapter_pb2.ReceiveObjectionResponse(newly=newly)
+
+    async def ObjectionAnswer(
+        self,
+        request: adapter_pb2.ObjectionAnswerRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> adapter_pb2.ObjectionAnswerResponse:
+        """RPC ``ObjectionAnswer``: the department's answer so far (PENDING until it answers).
+
+        Statuses: INVALID_ARGUMENT for an id that is not a UUID; NOT_FOUND for an objection
+        never received; UNIMPLEMENTED when the store takes no objections; INTERNAL when the
+        store holds an outcome that is not one of :data:`OUTCOMES`.
+        """
+        try:
+            objection_id = _objection_id(request.objection_id)
+            answer = await self._store.objection_answer(objection_id)
+            outcome = OUTCOMES.get(answer.outcome)
+            if outcome is None:
+                raise InternalError(f"unknown outcome {answer.outcome!r} in the store")
+            response = adapter_pb2.ObjectionAnswerResponse(
+                outcome=cast("common_pb2.ObjectionOutcome.ValueType", outcome),
+                note=answer.note,
+            )
+            if answer.answered_on is not None:
+                response.answered_on = _iso_date(answer.answered_on)
+        except InternalError as err:
+            log.error("objection answer failed (id=%r): %s", request.objection_id, err.message)
+            await abort(context, err)
+        except GatewayError as err:
+            await abort(context, err)
+        except Exception:
+            log.exception("objection answer failed (id=%r)", request.objection_id)
+            await abort(context, InternalError("the department's store failed"))
+        return response
+
+    def _objection(self, request: adapter_pb2.ReceiveObjectionRequest) -> ReceivedObjection:
+        objection_id = _objection_id(request.objection_id)
+        kind = _KINDS.get(request.kind)
+        if kind is None:
+            raise InvalidArgumentError("kind", "must be OBJECTION_KIND_OBJECTION or _REPAIR")
+        subject_type, subject_id = self._subject(request.subject)
+        if request.dataset not in self._schema:
+            raise InvalidArgumentError(
+                "dataset", f"unknown dataset {_shown(request.dataset)}", reason="UNKNOWN_DATASET"
+            )
+        if not request.record_id or len(request.record_id) > _MAX_RECORD_ID:
+            raise InvalidArgumentError("record_id", f"1 to {_MAX_RECORD_ID} characters")
+        if len(request.grounds) > _MAX_GROUNDS:
+            raise InvalidArgumentError("grounds", f"at most {_MAX_GROUNDS} characters")
+        if len(request.evidence_sha256) > _MAX_EVIDENCE or not all(
+            _HEX64.match(d) for d in request.evidence_sha256
+        ):
+            raise InvalidArgumentError(
+                "evidence_sha256", f"at most {_MAX_EVIDENCE} SHA-256 digests, 64 lower-case hex"
+            )
+        for name in ("filed_on", "due_on"):
+            try:
+                _iso_date(getattr(request, name))
+            except ValueError:
+                raise InvalidArgumentError(name, "must be YYYY-MM-DD") from None
+        return ReceivedObjection(
+            objection_id=objection_id,
+            kind=kind,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            dataset=request.dataset,
+            record_id=request.record_id,
+            grounds=request.grounds,
+            evidence_sha256=tuple(request.evidence_sha256),
+            filed_on=request.filed_on,
+            due_on=request.due_on,
+        )
+
+    @staticmethod
+    def _subject(subject: common_pb2.Subject) -> tuple[SubjectType, str]:
+        subject_type = _SUBJECT_TYPES.get(subject.type)
         if subject_type is None:
             raise InvalidArgumentError(
                 "subject.type", "must be SUBJECT_TYPE_ENTERPRISE or SUBJECT_TYPE_PERSON"
             )
         check = validate_uscc if subject_type == "enterprise" else validate_resident_id
         try:
-            subject_id = check(request.subject.id)
+            return subject_type, check(subject.id)
         except IdentifierError as exc:
             raise InvalidIdentifierError(exc.field, exc.problem) from None
+
+    def _validate(self, request: adapter_pb2.LookupRequest) -> _Request:
+        subject_type, subject_id = self._subject(request.subject)
         wanted: dict[str, tuple[str, ...]] = {}
         for i, item in enumerate(request.wanted):
             fields = self._schema.get(item.dataset)
@@ -383,6 +592,13 @@ class AdapterServicer(adapter_pb2_grpc.DepartmentAdapterServicer):
                         # Names only: the value may be personal data.
                         raise InternalError(f"{ds}.{name}: {exc}") from exc
         return response
+
+
+def _objection_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidArgumentError("objection_id", "must be a UUID") from None
 
 
 # --- mutual TLS: only the gateway's federation identity --------------------------

@@ -26,11 +26,24 @@ becomes a sub-query from which only the wanted columns are selected.
 
 The database is opened read-only (``mode=ro`` URI and ``PRAGMA query_only``):
 an adapter answers questions, it never changes the department's records.
+
+**Objections** (Decree 631 Art. 25) and credit-repair applications the gateway routes are
+kept in one table of the department's own database, named by the mapping::
+
+    [objections]
+    table = "gateway_objections"        # created if absent
+
+That table, and only it, is written, through a second connection that runs only the fixed
+statements of :class:`ObjectionTable`. The department answers with its own tools or with
+``credit-adapter objection answer`` (it sets ``outcome``, ``answered_on`` and ``note``);
+the gateway polls the answer. A correction itself is made in the department's records, as
+always, by the department.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import sqlite3
 import threading
@@ -42,15 +55,25 @@ from typing import Any, Final
 
 from gateway.catalog import Catalog
 from gateway.domain.files import load_toml
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, NotFoundError
 from protos.credit.v1 import common_pb2
 
-from .sdk import FieldTypeValue, LookupResult, Store, StoredRecord, SubjectType
+from .sdk import (
+    OUTCOMES,
+    FieldTypeValue,
+    LookupResult,
+    ObjectionAnswer,
+    ReceivedObjection,
+    Store,
+    StoredRecord,
+    SubjectType,
+)
 
 __all__ = [
     "FIELD_TYPES",
     "DatasetMapping",
     "FieldMapping",
+    "ObjectionTable",
     "SqlMapping",
     "SqlStore",
     "catalog_disagreements",
@@ -123,6 +146,9 @@ class SqlMapping:
 
     department: str
     datasets: Mapping[str, DatasetMapping]
+    #: The table of the department's database that holds objections received; None:
+    #: this department takes no objections through the adapter.
+    objections_table: str | None = None
 
     def schema(self) -> dict[str, dict[str, FieldTypeValue]]:
         """dataset -> field -> type, as :meth:`adapters.sdk.Store.schema` wants it."""
@@ -139,7 +165,7 @@ def load_mapping(path: Path | str) -> SqlMapping:
 
 def parse_mapping(doc: Mapping[str, Any]) -> SqlMapping:
     """Build a :class:`SqlMapping` from parsed TOML, checking it agrees with itself."""
-    unknown = sorted(set(doc) - {"department", "datasets", "description"})
+    unknown = sorted(set(doc) - {"department", "datasets", "description", "objections"})
     if unknown:
         raise ConfigError(unknown[0], "unknown key")
     department = doc.get("department")
@@ -151,7 +177,20 @@ def parse_mapping(doc: Mapping[str, Any]) -> SqlMapping:
     datasets = {
         name: _parse_dataset(name, raw, f"datasets.{name}") for name, raw in raw_datasets.items()
     }
-    return SqlMapping(department=department, datasets=datasets)
+    table = None
+    raw_objections = doc.get("objections")
+    if raw_objections is not None:
+        if not isinstance(raw_objections, Mapping):
+            raise ConfigError("objections", "must be a table with a key 'table'")
+        extra = sorted(set(raw_objections) - {"table"})
+        if extra:
+            raise ConfigError(f"objections.{extra[0]}", "unknown key")
+        table = _column(raw_objections.get("table"), "objections.table", required=True)
+        if table is not None and any(
+            table.lower() in ds.sql.lower().replace('"', " ").split() for ds in datasets.values()
+        ):
+            raise ConfigError("objections.table", "must not be a table a dataset reads")
+    return SqlMapping(department=department, datasets=datasets, objections_table=table)
 
 
 def _parse_dataset(name: str, raw: object, key: str) -> DatasetMapping:
@@ -272,15 +311,127 @@ def _quote(column: str) -> str:
     return f'"{column}"'
 
 
+_STATES: Final = ", ".join(f"'{o}'" for o in OUTCOMES)
+
+
+class ObjectionTable:
+    """The one table of a department's database the adapter writes: objections received.
+
+    Blocking (SQLite); :class:`SqlStore` calls it from its pool and the ``credit-adapter
+    objection`` commands call it directly. Every statement is fixed here; the table name
+    comes from the mapping and is a plain identifier. Raises ``sqlite3.Error``.
+    """
+
+    def __init__(self, db_path: Path | str, table: str) -> None:
+        if not _IDENTIFIER.match(table):
+            raise ConfigError("objections.table", "must be a plain identifier")
+        self.table = _quote(table)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(Path(db_path), check_same_thread=False, timeout=5.0)
+        self._conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                objection_id    TEXT PRIMARY KEY,
+                kind            TEXT NOT NULL CHECK (kind IN ('objection', 'repair')),
+                subject_type    TEXT NOT NULL,
+                subject_id      TEXT NOT NULL,
+                dataset         TEXT NOT NULL,
+                record_id       TEXT NOT NULL,
+                grounds         TEXT NOT NULL,
+                evidence_sha256 TEXT NOT NULL,
+                filed_on        TEXT NOT NULL,
+                due_on          TEXT NOT NULL,
+                outcome         TEXT NOT NULL DEFAULT 'pending' CHECK (outcome IN ({_STATES})),
+                answered_on     TEXT,
+                note            TEXT NOT NULL DEFAULT ''
+            )"""
+        )
+        self._conn.commit()
+
+    def receive(self, objection: ReceivedObjection) -> bool:
+        """Keep ``objection``; False if its id was kept before (the first one stays)."""
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                f"INSERT OR IGNORE INTO {self.table} (objection_id, kind, subject_type,"
+                " subject_id, dataset, record_id, grounds, evidence_sha256, filed_on, due_on)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    objection.objection_id,
+                    objection.kind,
+                    objection.subject_type,
+                    objection.subject_id,
+                    objection.dataset,
+                    objection.record_id,
+                    objection.grounds,
+                    ",".join(objection.evidence_sha256),
+                    objection.filed_on,
+                    objection.due_on,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def answer_of(self, objection_id: str) -> ObjectionAnswer | None:
+        """The answer so far, or None for an id never received."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT outcome, answered_on, note FROM {self.table} WHERE objection_id = ?",
+                (objection_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return ObjectionAnswer(outcome=row[0], answered_on=row[1], note=row[2] or "")
+
+    def answer(
+        self, objection_id: str, outcome: str, *, note: str = "", on: dt.date | None = None
+    ) -> bool:
+        """The department answers: set ``outcome`` (a key of :data:`~adapters.sdk.OUTCOMES`
+        other than ``pending``), the day and its account. False for an unknown id.
+        Raises ValueError for an unknown outcome."""
+        if outcome not in OUTCOMES or outcome == "pending":
+            raise ValueError(f"outcome must be one of {', '.join(list(OUTCOMES)[1:])}")
+        day = (on or dt.date.today()).isoformat()
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                f"UPDATE {self.table} SET outcome = ?, answered_on = ?, note = ?"
+                " WHERE objection_id = ?",
+                (outcome, day, note, objection_id),
+            )
+            return cur.rowcount == 1
+
+    def pending(self) -> list[tuple[str, str, str, str, str]]:
+        """Objections not yet answered: (id, kind, dataset, record id, due on), oldest due
+        first (the department's work list)."""
+        with self._lock:
+            return [
+                tuple(r)
+                for r in self._conn.execute(
+                    f"SELECT objection_id, kind, dataset, record_id, due_on FROM {self.table}"
+                    " WHERE outcome = 'pending' ORDER BY due_on, objection_id"
+                )
+            ]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
 class SqlStore(Store):
     """A read-only :class:`~adapters.sdk.Store` over one SQLite file.
 
     Construction opens the file and checks the mapping against it (blocking,
-    once, at start-up). Lookups run on a small thread pool, each thread with
+    once, at start-up), and creates the mapping's objections table if absent
+    (``take_objections=False``: a read-only check that neither creates nor serves it).
+    Lookups run on a small thread pool, each thread with
     its own connection, so the event loop never waits for SQLite.
     """
 
-    def __init__(self, mapping: SqlMapping, db_path: Path | str, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        mapping: SqlMapping,
+        db_path: Path | str,
+        *,
+        workers: int = 4,
+        take_objections: bool = True,
+    ) -> None:
         self.department = mapping.department
         self.mapping = mapping
         path = Path(db_path)
@@ -296,7 +447,10 @@ class SqlStore(Store):
             max_workers=workers, thread_name_prefix=f"sql-{mapping.department}"
         )
         self._schema = mapping.schema()
+        self._objections: ObjectionTable | None = None
         try:
+            if mapping.objections_table is not None and take_objections:
+                self._objections = ObjectionTable(path, mapping.objections_table)
             self._check(self._connection())
         except BaseException:
             self._close_connections()
@@ -320,6 +474,25 @@ class SqlStore(Store):
         """Stop the pool and close every connection."""
         await asyncio.to_thread(self._pool.shutdown, wait=True)
         self._close_connections()
+
+    async def receive_objection(self, objection: ReceivedObjection) -> bool:
+        """Keep it in the mapping's objections table (UNIMPLEMENTED without one)."""
+        table = self._objections
+        if table is None:
+            return await super().receive_objection(objection)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, table.receive, objection)
+
+    async def objection_answer(self, objection_id: str) -> ObjectionAnswer:
+        """Read from the objections table. Raises NotFoundError for an unknown id."""
+        table = self._objections
+        if table is None:
+            return await super().objection_answer(objection_id)
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self._pool, table.answer_of, objection_id)
+        if answer is None:
+            raise NotFoundError("no objection with this id was received")
+        return answer
 
     # --- in a pool thread ---------------------------------------------------------
 
@@ -411,6 +584,9 @@ class SqlStore(Store):
         return False
 
     def _close_connections(self) -> None:
+        if self._objections is not None:
+            self._objections.close()
+            self._objections = None
         with self._lock:
             conns, self._connections = self._connections, []
         for conn in conns:

@@ -27,21 +27,30 @@ changed between calls:
 
 :attr:`InMemoryStore.calls` records every lookup the store was asked, so a
 test can check what the gateway asked for (minimisation on the gateway side).
+
+Objections routed by the gateway land in :attr:`InMemoryStore.objections` (id ->
+:class:`~adapters.sdk.ReceivedObjection`); :meth:`InMemoryStore.answer` is the department
+answering one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from gateway.catalog import Catalog
+from gateway.errors import NotFoundError
 
 from .sdk import (
+    OUTCOMES,
     FieldTypeValue,
     LookupResult,
+    ObjectionAnswer,
+    ReceivedObjection,
     Store,
     StoredRecord,
     StoreFailure,
@@ -99,6 +108,9 @@ class InMemoryStore(Store):
         self.fail_with = fail_with
         #: Every lookup asked, oldest first.
         self.calls: list[LookupCall] = []
+        #: Objections received, by id, and the answers given so far.
+        self.objections: dict[str, ReceivedObjection] = {}
+        self.answers: dict[str, ObjectionAnswer] = {}
 
     @classmethod
     def from_catalog(
@@ -156,3 +168,30 @@ class InMemoryStore(Store):
                 for rec in held.get(ds, ())
             ]
         return LookupResult(records=records, subject_known=True)
+
+    async def receive_objection(self, objection: ReceivedObjection) -> bool:
+        """Keep it in :attr:`objections` (a retry keeps the first)."""
+        if self.fail_with is not None:
+            raise StoreFailure(f"injected failure: {self.fail_with.name}", code=self.fail_with)
+        if objection.objection_id in self.objections:
+            return False
+        self.objections[objection.objection_id] = objection
+        return True
+
+    async def objection_answer(self, objection_id: str) -> ObjectionAnswer:
+        """The answer given by :meth:`answer`, else pending. Raises NotFoundError."""
+        if self.fail_with is not None:
+            raise StoreFailure(f"injected failure: {self.fail_with.name}", code=self.fail_with)
+        if objection_id not in self.objections:
+            raise NotFoundError("no objection with this id was received")
+        return self.answers.get(objection_id, ObjectionAnswer())
+
+    def answer(
+        self, objection_id: str, outcome: str, *, note: str = "", on: dt.date | None = None
+    ) -> None:
+        """The department answers objection ``objection_id`` (KeyError if never received;
+        ValueError for an outcome not in :data:`~adapters.sdk.OUTCOMES`)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(outcome)
+        self.objections[objection_id]
+        self.answers[objection_id] = ObjectionAnswer(outcome, on or dt.date.today(), note)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped = Path(policies.__file__).parent
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in ("catalog.toml", "prices.toml", "policy.csv"):
+        for name in ("catalog.toml", "prices.toml", "policy.csv", "measures.toml"):
             shutil.copy(shipped / name, work / name)
         # The shipped free quotas (ndrc: 1,000 a day) would refuse most of the load.
         prices = (work / "prices.toml").read_text(encoding="utf-8")

@@ -39,13 +39,13 @@ import policies
 from bench import _procs
 from bench.fanout import AGENCY, PURPOSE, SUBJECT, _lookups
 from bench.overhead import _channel, _gateway_toml, _measure, _seed_policy_store
-from gateway.billing import SQLiteLedger
 from gateway.cli.billing import billing_main
 from gateway.cli.connect import build_request
 from gateway.dev.devstack import AUDIENCE, ensure_audit_keys, mint_token
 from gateway.dev.pki import Pki, init_pki
 from gateway.domain.catalog import load_catalog
 from gateway.policy.consent import issue_consent
+from gateway.stores.sqlite.ledger import SQLiteLedger
 
 PERSON = "11010519491231002X"
 BAD_ID = "91350200MA2YJ1XR9H"  # wrong check character
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped = Path(policies.__file__).parent
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in ("catalog.toml", "prices.toml", "policy.csv"):
+        for name in ("catalog.toml", "prices.toml", "policy.csv", "measures.toml"):
             shutil.copy(shipped / name, work / name)
         prices = (work / "prices.toml").read_text(encoding="utf-8")
         prices = re.sub(r"(?m)^daily_quota = \\d+$", "daily_quota = 1000000000", prices)

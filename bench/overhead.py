@@ -254,11 +254,16 @@ def _seed_policy_store(work: Path) -> None:
     and :data:`LIMITS`, activated as the gateway's own first start would (author
     bootstrap)."""
     (work / "limits.toml").write_text(LIMITS, encoding="utf-8")
+    measures = work / "measures.toml"
+    if not measures.exists():
+        # The shipped measures catalog names lists of the shipped catalog's departments.
+        measures.write_text('version = "bench"\n[scenarios]\n[lists]\n', encoding="utf-8")
     files = read_disk_files(
         policy=work / "policy.csv",
         catalog=work / "catalog.toml",
         prices=work / "prices.toml",
         limits=work / "limits.toml",
+        measures=measures,
     )
     store = SQLiteVersionStore(work / "policy.sqlite")
     try:

@@ -6,7 +6,9 @@ record holds, :mod:`gateway.audit.auditor`.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -46,9 +48,21 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     #: Time allowed, past a checkpoint's due time, for signing and fsyncing it.
     _SIGNING_MARGIN_S = 0.05
 
-    def __init__(self, audit_log: AuditLog, authenticator: Authenticator | None) -> None:
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        authenticator: Authenticator | None,
+        *,
+        subject_of: Callable[[grpc.aio.ServicerContext[Any, Any]], str | None] | None = None,
+        today: Callable[[], dt.date] = dt.date.today,
+    ) -> None:
         self._log = audit_log
         self._auth = authenticator
+        #: The keyed pseudonym of the subject a self-service caller's token attests (None for
+        #: any other caller): such a caller may also prove the query records about its
+        #: subject ("who looked at me" names their indices), except those still confidential.
+        self._subject_of = subject_of
+        self._today = today
 
     def _who(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Role, str]:
         if self._auth is None:  # insecure development mode
@@ -87,8 +101,17 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         leaf = await self._log.read_leaf(index)
         if leaf is None:
             raise NotFoundError(f"no entry {index}: the log has {logged} entries")
-        if role is not Role.AUDITOR and _agency_of(leaf) != principal:
-            raise PermissionDeniedError("an agency may only prove entries of its own queries")
+        if (
+            role is not Role.AUDITOR
+            and _agency_of(leaf) != principal
+            and not self._about_callers_subject(leaf, context)
+        ):
+            # One message whatever the reason: a confidential query about the subject must
+            # not be told apart from another subject's entry.
+            raise PermissionDeniedError(
+                "an agency may only prove entries of its own queries, a subject's self-service "
+                "credential also those about its subject"
+            )
         size = wanted or cp_size
         if index >= size:
             due = self._log.checkpoint_due_in_s + self._SIGNING_MARGIN_S
@@ -117,6 +140,27 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise InvalidArgumentError("new_size", f"{new} is beyond the log ({logged})")
         hashes = self._log.consistency_proof(old, new) if old else []
         return audit_pb2.ConsistencyProof(old_size=old, new_size=new, hashes=hashes)
+
+    def _about_callers_subject(
+        self, leaf: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bool:
+        """Whether ``leaf`` is an answered query record about the subject the caller's
+        token attests and not confidential today (``confidential_until``, Beijing time)."""
+        if self._subject_of is None:
+            return False
+        try:
+            record = json.loads(leaf)
+        except ValueError:
+            return False
+        if not isinstance(record, dict) or record.get("kind") != "query":
+            return False
+        subject = record.get("subject_pseudonym")
+        if not isinstance(subject, str) or not subject:
+            return False
+        hidden = record.get("confidential_until")
+        if isinstance(hidden, str) and hidden and hidden > self._today().isoformat():
+            return False
+        return subject == self._subject_of(context)
 
 
 def _parse_checkpoint(note: str) -> tuple[int, bytes]:

@@ -168,8 +168,16 @@ class QueryAuditor:
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        legal_basis: str = "",
+        confidential_until: str = "",
     ) -> QueryReceipt | None:
         """Append one query record; returns its receipt once durable.
+
+        ``legal_basis`` is the resolved basis code of an answered query; for a refused one
+        the request's ``legal_basis`` is recorded under the free-text rule (a refusal
+        citing a basis it may not is on the record with the basis it cited).
+        ``confidential_until`` (YYYY-MM-DD) hides the query from the subject's own query
+        records until that day.
 
         Raises :class:`~gateway.errors.AuditUnavailableError` if the log cannot
         be written: the caller must then disclose nothing.
@@ -235,6 +243,8 @@ class QueryAuditor:
             catalog_version=None if response is None else response.catalog_version,
             departments=departments,
             response_sha256=None if response is None else digest.hex(),
+            legal_basis=(legal_basis or free(request.legal_basis)) or None,
+            confidential_until=confidential_until or None,
         )
         receipt = await self._append(record.to_json())
         return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)

@@ -125,6 +125,15 @@ SCHEMA: Mapping[str, Mapping[int, FieldSpec]] = {
         2: _S("fields", "map", "FieldValue"),
         3: _S("event_end_date", "string"),
         4: _S("disputed", "bool"),
+        5: _S("dispute", "message", "DisputeMark"),
+        6: _S("statement", "string"),
+    },
+    "DisputeMark": {
+        1: _S("objection_id", "string"),
+        2: _S("filed_on", "string"),
+        3: _S("due_on", "string"),
+        4: _S("outcome", "enum"),
+        5: _S("department_note", "string"),
     },
     "FieldValue": {
         1: _S("text", "string", oneof="kind"),

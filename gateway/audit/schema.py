@@ -25,11 +25,16 @@ documented default). Readers decide what an absent field means.
   punishment lists, with its billing block as a query's;
 * :class:`MeasureFeedbackRecord`, kind ``"screening_feedback"``: a measure an agency
   reports it applied (联合奖惩反馈).
+* :class:`ObjectionRecord`, kind ``"objection"``: a step of an objection (Decree 631
+  Art. 25) or a credit-repair application, done or refused;
+* :class:`SubjectAccessRecord`, kind ``"subject_access"``: a read of the subject index or the
+  consent archive (a subject's own query records, an officer's list per legal basis, an
+  auditor's archived consent).
 
 Amounts are integer fen; times are ISO 8601 text in UTC. Standard library only: the
 auditors' ``credit-audit`` tool reads these.
 
-Why one module (some 680 lines): every record kind of the log is read by the same
+Why one module (some 860 lines): every record kind of the log is read by the same
 auditors' tool with the same lenient helpers; one file is the log's whole schema.
 """
 
@@ -46,11 +51,13 @@ __all__ = [
     "ControlsRecord",
     "DepartmentSection",
     "MeasureFeedbackRecord",
+    "ObjectionRecord",
     "PolicyAdminRecord",
     "QueryBilling",
     "QueryRecord",
     "RefusalRecord",
     "ScreeningRecord",
+    "SubjectAccessRecord",
     "WithheldField",
 ]
 
@@ -261,6 +268,13 @@ class QueryRecord:
     #: How often the consent (``consent_id``) had been used, this query included; absent
     #: for a query without a counted consent.
     consent_uses: int | None = None
+    #: The legal basis the query cited (a code of ``policies/legal_bases.toml``; a code
+    #: that is not one is the caller's free text, recorded as the free-text rule lets it);
+    #: absent when none was cited.
+    legal_basis: str | None = None
+    #: YYYY-MM-DD (gateway calendar, Beijing time): the query is hidden from the subject's
+    #: own query records before this day; absent when nothing is confidential.
+    confidential_until: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object appended to the log (None fields left out)."""
@@ -294,6 +308,8 @@ class QueryRecord:
             response_sha256=self.response_sha256,
             self_query=self.self_query,
             consent_uses=self.consent_uses,
+            legal_basis=self.legal_basis,
+            confidential_until=self.confidential_until,
         )
 
     @classmethod
@@ -333,6 +349,8 @@ class QueryRecord:
             response_sha256=_str(obj, "response_sha256"),
             self_query=_bool(obj, "self_query"),
             consent_uses=_int(obj, "consent_uses"),
+            legal_basis=_str(obj, "legal_basis"),
+            confidential_until=_str(obj, "confidential_until"),
         )
 
 
@@ -854,3 +872,169 @@ class MeasureFeedbackRecord:
 
 #: Record kinds that carry a request's own reservation and settlement in ``billing``.
 BILLED_KINDS: frozenset[str] = frozenset({QueryRecord.KIND, ScreeningRecord.KIND})
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectionRecord:
+    """A step of an objection or a credit-repair application (:mod:`gateway.objections`).
+
+    ``action`` is ``file``, ``repair_apply``, ``statement`` (by an agency), ``routed``,
+    ``answered``, ``overdue`` (noticed once, by the gateway's poller) or ``repair_check``
+    (refused before routing). ``actor`` is the agency (``"gateway"`` for the poller);
+    ``subject`` the subject's keyed pseudonym, never its identifier; ``record``, ``grounds``,
+    ``statement`` and ``note`` only as :func:`gateway.pipeline.freetext.recordable` lets
+    them (an identifier becomes its keyed pseudonym). ``outcome`` is ``"ok"`` or
+    ``"refused"`` (then ``error``: the ErrorInfo reason); ``answer`` is the department's
+    outcome (``corrected``, ``confirmed``, ``undetermined``, ``repair_approved``...). Dates
+    are ISO days in Beijing time. None fields are absent.
+    """
+
+    KIND: ClassVar[str] = "objection"
+
+    action: str
+    actor: str
+    outcome: str
+    error: str | None = None
+    objection_id: str | None = None
+    objection_kind: str | None = None
+    subject: str | None = None
+    department: str | None = None
+    dataset: str | None = None
+    record: str | None = None
+    grounds: str | None = None
+    evidence_sha256: tuple[str, ...] | None = None
+    consent_id: str | None = None
+    via: str | None = None
+    filed_on: str | None = None
+    due_on: str | None = None
+    answer: str | None = None
+    answered_on: str | None = None
+    note: str | None = None
+    statement: str | None = None
+    severity: str | None = None
+    allowed_from: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "action": self.action,
+                "actor": self.actor,
+                "outcome": self.outcome,
+            },
+            error=self.error,
+            objection_id=self.objection_id,
+            objection_kind=self.objection_kind,
+            subject=self.subject,
+            department=self.department,
+            dataset=self.dataset,
+            record=self.record,
+            grounds=self.grounds,
+            evidence_sha256=None if self.evidence_sha256 is None else list(self.evidence_sha256),
+            consent_id=self.consent_id,
+            via=self.via,
+            filed_on=self.filed_on,
+            due_on=self.due_on,
+            answer=self.answer,
+            answered_on=self.answered_on,
+            note=self.note,
+            statement=self.statement,
+            severity=self.severity,
+            allowed_from=self.allowed_from,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ObjectionRecord:
+        """Read a decoded objection record (its ``kind`` is not checked); absent or
+        mistyped fields read as ``""`` or None."""
+        evidence = obj.get("evidence_sha256")
+        return cls(
+            action=_str(obj, "action") or "",
+            actor=_str(obj, "actor") or "",
+            outcome=_str(obj, "outcome") or "",
+            error=_str(obj, "error"),
+            objection_id=_str(obj, "objection_id"),
+            objection_kind=_str(obj, "objection_kind"),
+            subject=_str(obj, "subject"),
+            department=_str(obj, "department"),
+            dataset=_str(obj, "dataset"),
+            record=_str(obj, "record"),
+            grounds=_str(obj, "grounds"),
+            evidence_sha256=tuple(e for e in evidence if isinstance(e, str))
+            if isinstance(evidence, list)
+            else None,
+            consent_id=_str(obj, "consent_id"),
+            via=_str(obj, "via"),
+            filed_on=_str(obj, "filed_on"),
+            due_on=_str(obj, "due_on"),
+            answer=_str(obj, "answer"),
+            answered_on=_str(obj, "answered_on"),
+            note=_str(obj, "note"),
+            statement=_str(obj, "statement"),
+            severity=_str(obj, "severity"),
+            allowed_from=_str(obj, "allowed_from"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectAccessRecord:
+    """A read of the subject index or the consent archive (:mod:`gateway.api.subject`).
+
+    ``action`` is ``list_query_records`` (a subject's own), ``list_by_basis`` (an officer)
+    or ``get_archived_consent`` (an auditor); ``principal`` the verified caller;
+    ``subject_pseudonym`` the subject whose records were listed (keyed pseudonym, never the
+    identifier); ``legal_basis`` and ``consent_id`` what was asked for (a published code, a
+    consent id as query records name it); ``count`` how many entries were returned.
+    """
+
+    KIND: ClassVar[str] = "subject_access"
+
+    action: str
+    principal: str
+    outcome: str = "ok"
+    count: int | None = None
+    subject_pseudonym: str | None = None
+    legal_basis: str | None = None
+    consent_id: str | None = None
+    time: str | None = None
+    gateway: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object appended to the log (None fields left out)."""
+        return _set(
+            {
+                "kind": self.KIND,
+                "action": self.action,
+                "principal": self.principal,
+                "outcome": self.outcome,
+            },
+            count=self.count,
+            subject_pseudonym=self.subject_pseudonym,
+            legal_basis=self.legal_basis,
+            consent_id=self.consent_id,
+            time=self.time,
+            gateway=self.gateway,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> SubjectAccessRecord:
+        """Read a decoded record (its ``kind`` is not checked); absent or mistyped fields
+        read as ``""`` or None."""
+        return cls(
+            action=_str(obj, "action") or "",
+            principal=_str(obj, "principal") or "",
+            outcome=_str(obj, "outcome") or "",
+            count=_int(obj, "count"),
+            subject_pseudonym=_str(obj, "subject_pseudonym"),
+            legal_basis=_str(obj, "legal_basis"),
+            consent_id=_str(obj, "consent_id"),
+            time=_str(obj, "time"),
+            gateway=_str(obj, "gateway"),
+        )

@@ -28,7 +28,15 @@ from typing import Any
 import grpc
 
 from gateway.cli.console import path_arg
-from protos.credit.v1 import common_pb2, query_pb2, query_pb2_grpc, report_pb2, report_pb2_grpc
+from protos.credit.v1 import (
+    common_pb2,
+    query_pb2,
+    query_pb2_grpc,
+    report_pb2,
+    report_pb2_grpc,
+    subject_pb2,
+    subject_pb2_grpc,
+)
 
 __all__ = [
     "Metadata",
@@ -205,6 +213,7 @@ def build_request(
     officer_id: str = "",
     represented_party: str = "",
     request_id: str | None = None,
+    legal_basis: str = "",
 ) -> query_pb2.QueryRequest:
     """A ``QueryRequest``; ``datasets`` as ``"department/dataset"`` strings."""
     if (enterprise is None) == (person is None):
@@ -217,6 +226,7 @@ def build_request(
         case_reference=case_reference,
         officer_id=officer_id,
         represented_party=represented_party,
+        legal_basis=legal_basis,
     )
     if enterprise is not None:
         req.subject.type, req.subject.id = common_pb2.SUBJECT_TYPE_ENTERPRISE, enterprise
@@ -237,6 +247,8 @@ class QueryClient:
         self._channel = channel
         self._metadata = metadata
         self.stub = query_pb2_grpc.QueryServiceStub(channel)
+        #: ``SubjectService`` on the same channel (a self-service kiosk's own query records).
+        self.subject_stub = subject_pb2_grpc.SubjectServiceStub(channel)
 
     @classmethod
     def connect(
@@ -280,6 +292,28 @@ class QueryClient:
         response: report_pb2.ReportResponse = await report_pb2_grpc.ReportServiceStub(
             self._channel
         ).Report(report_pb2.ReportRequest(query=request), timeout=timeout, metadata=self._metadata)
+        return response
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel, for other services' stubs."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata every call sends (the bearer token)."""
+        return self._metadata
+
+    async def query_records(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float = 10.0
+    ) -> subject_pb2.ListQueryRecordsResponse:
+        """One page of the caller's own subject's query records (``SubjectService``).
+        Raises ``grpc.aio.AioRpcError``."""
+        response: subject_pb2.ListQueryRecordsResponse = await self.subject_stub.ListQueryRecords(
+            subject_pb2.ListQueryRecordsRequest(page_size=page_size, page_token=page_token),
+            timeout=timeout,
+            metadata=self._metadata,
+        )
         return response
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@
     credit-gateway controls --demo F --officer ID suspend bank_x --reason R   # live controls
     credit-gateway db migrate --config gateway.toml   # PostgreSQL schema of the shared stores
     credit-gateway screening stats --audit-log F --key K --from D --to D  # screening counts
+    credit-gateway legal-basis --demo F --officer ID queries CODE   # queries under a legal basis
     credit-gateway portal --demo F --listen 127.0.0.1:8080   # the public lookup page
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
@@ -47,6 +48,7 @@ _DELEGATED = {
     "controls": "live controls: suspend, reinstate, revoke certificates and consents, status",
     "db": "PostgreSQL schema of the shared stores: migrate, status",
     "screening": "screening reports: stats per list, scenario and agency",
+    "legal-basis": "legal bases: the published list, queries per basis, archived consents",
     "portal": "serve the public enterprise lookup page",
 }
 
@@ -188,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.screening import screening_main
 
             return screening_main(rest)
+        if args.command == "legal-basis":
+            from gateway.cli.legal import legal_main
+
+            return legal_main(rest)
         if args.command == "portal":
             from gateway.cli.portal import portal_main
 

@@ -4,6 +4,15 @@
         --enterprise 91350200MA2YJ1XR9G --purpose government_procurement
     credit-query --gateway HOST:PORT --ca ca.pem --cert me.pem --key me.key \\
         --token-file me.jwt --person 360426199101010071 --purpose lending --mode paid --json
+    credit-query --demo DIR/demo.json --agency self_service --self
+    credit-query objection --demo DIR/demo.json --agency self_service file|status|list|...
+
+``--self`` prints the subject's own report (:mod:`gateway.cli.selfreport`): its records with
+their objection marks and statements, its open objections with their deadlines, and every
+query about it (who, when, why, free or paid, the audit index). It runs as a self-service
+credential (the token attests the subject); the subject is the demo kiosk's, or the one named
+by ``--person``/``--enterprise``; the purpose is ``self_query``. ``objection``: objections
+and credit repair, see :mod:`gateway.cli.objection`.
 
     credit-query report --demo DIR/demo.json --agency procurement \\
         --enterprise 91350200MA2YJ1XR9G --purpose government_procurement \\
@@ -29,9 +38,17 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
-from gateway.cli.connect import QueryClient, UsageError, agency_connection, build_request
+from gateway.cli.connect import (
+    QueryClient,
+    UsageError,
+    agency_connection,
+    build_request,
+    read_demo,
+)
 from gateway.cli.console import console_script, path_arg, yuan
+from gateway.cli.objection import objection_main
 from gateway.cli.report import run_report
+from gateway.cli.selfreport import gather, render_report, report_json
 from gateway.domain import names
 from protos.credit.v1 import common_pb2, query_pb2
 
@@ -66,10 +83,17 @@ def _parser(*, report: bool = False) -> argparse.ArgumentParser:
     conn.add_argument(
         "--timeout", type=float, default=10.0, help="deadline in seconds (default 10)"
     )
-    who = p.add_mutually_exclusive_group(required=True)
+    p.add_argument(
+        "--self",
+        action="store_true",
+        dest="self_report",
+        help="the subject's own report: records, marks and statements, open objections, "
+        "query records (a self-service credential)",
+    )
+    who = p.add_mutually_exclusive_group()
     who.add_argument("--enterprise", metavar="USCC", help="unified social credit code")
     who.add_argument("--person", metavar="ID", help="resident identity number")
-    p.add_argument("--purpose", required=True, help="purpose code (policies/purposes.toml)")
+    p.add_argument("--purpose", help="purpose code (policies/purposes.toml); --self: self_query")
     p.add_argument("--mode", choices=("free", "paid"), default="free")
     p.add_argument(
         "--dataset",
@@ -80,6 +104,11 @@ def _parser(*, report: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--consent-file", type=path_arg, help="file holding a consent token")
     p.add_argument("--case-reference", default="")
+    p.add_argument(
+        "--legal-basis",
+        default="",
+        help="a code of policies/legal_bases.toml: query by law instead of with consent",
+    )
     p.add_argument("--officer-id", default="")
     p.add_argument("--represented-party", default="")
     p.add_argument("--request-id", help="UUID; default a fresh one")
@@ -98,19 +127,28 @@ _connection = agency_connection
 @console_script
 def main(argv: list[str] | None = None) -> int:
     """Run ``credit-query`` with ``argv`` (default: the command line); returns the exit status.
-    ``credit-query screen ...`` is the screening command (:mod:`gateway.cli.screening`)."""
+    ``credit-query screen ...`` is the screening command (:mod:`gateway.cli.screening`),
+    ``credit-query objection ...`` the objections command (:mod:`gateway.cli.objection`)."""
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["screen"]:
         from gateway.cli.screening import screen_main
 
         return screen_main(words[1:])
+    if words[:1] == ["objection"]:
+        return objection_main(words[1:])
     report = bool(words) and words[0] == "report"
     args = _parser(report=report).parse_args(words[1:] if report else words)
     try:
+        enterprise, person = _subject(args)
+        if args.self_report and args.purpose not in (None, "self_query"):
+            raise UsageError("--self queries with purpose self_query")
+        purpose = "self_query" if args.self_report else args.purpose
+        if not purpose:
+            raise UsageError("name --purpose")
         request = build_request(
-            enterprise=args.enterprise,
-            person=args.person,
-            purpose=args.purpose,
+            enterprise=enterprise,
+            person=person,
+            purpose=purpose,
             mode=args.mode,
             datasets=args.dataset,
             consent_token=args.consent_file.read_text(encoding="utf-8").strip()
@@ -120,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             officer_id=args.officer_id,
             represented_party=args.represented_party,
             request_id=args.request_id,
+            legal_basis=args.legal_basis,
         )
         conn = agency_connection(args)
     except (UsageError, OSError, ValueError, KeyError) as exc:
@@ -127,7 +166,48 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if report:
         return asyncio.run(run_report(conn, request, args.timeout, args.out, args.json))
+    if args.self_report:
+        return asyncio.run(_run_self(conn, request, args.timeout, args.json))
     return asyncio.run(_run(conn, request, args.timeout, args.json))
+
+
+def _subject(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(enterprise, person) to query: the flags, or with ``--self`` and ``--demo`` the
+    subject the demo kiosk's token attests.
+
+    Raises:
+        UsageError: no subject named (or none to be found); OSError, KeyError, ValueError:
+            the demo file cannot be read.
+    """
+    if args.enterprise or args.person:
+        return args.enterprise, args.person
+    if args.self_report and args.demo:
+        member = read_demo(args.demo).get("agencies", {}).get(args.agency or "", {})
+        subject = member.get("subject") if isinstance(member, dict) else None
+        if isinstance(subject, dict) and subject.get("type") in ("person", "enterprise"):
+            sid = str(subject.get("id", ""))
+            return (sid, None) if subject["type"] == "enterprise" else (None, sid)
+        raise UsageError(
+            "--self: this demo agency attests no subject; name --person or --enterprise"
+        )
+    raise UsageError("name --enterprise or --person")
+
+
+async def _run_self(
+    conn: dict[str, Any], request: query_pb2.QueryRequest, timeout: float, as_json: bool
+) -> int:
+    address = conn.pop("address")
+    async with QueryClient.connect(address, **conn) as client:
+        try:
+            report = await gather(client, request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            print(f"credit-query: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    if as_json:
+        print(json.dumps(report_json(report), ensure_ascii=False, indent=2))
+    else:
+        render_report(report, request.subject, sys.stdout)
+    return 0
 
 
 async def _run(
@@ -190,8 +270,15 @@ def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
             print(f"  {ds.dataset}: {len(ds.records)} record(s){aged}", file=out)
             for rec in ds.records:
                 mark = "  [DISPUTED]" if rec.disputed else ""
+                if rec.HasField("dispute"):
+                    d = rec.dispute
+                    mark += f" since {d.filed_on}, due {d.due_on}"
+                    if d.outcome == common_pb2.OBJECTION_OUTCOME_UNDETERMINED:
+                        mark += f", undetermined: {d.department_note}"
+                if rec.statement:
+                    mark += f"  [statement: {rec.statement}]"
                 cells = ", ".join(f"{k}={_value(rec.fields[k])}" for k in sorted(rec.fields))
-                print(f"    - {cells}{mark}", file=out)
+                print(f"    - #{rec.record_id} {cells}{mark}", file=out)
         if section.withheld:
             print("  withheld:", file=out)
             # One line per dataset and reason: a reader wants why, not a field list first.

@@ -167,6 +167,33 @@ class DepartmentClient:
         breaker.record_success()
         return response
 
+    async def receive_objection(
+        self, request: adapter_pb2.ReceiveObjectionRequest, timeout_s: float | None = None
+    ) -> adapter_pb2.ReceiveObjectionResponse:
+        """Route an objection to the department (Art. 25). Raises an :class:`UpstreamError`;
+        a department refusal keeps its code in ``metadata["department_code"]`` (NOT_FOUND:
+        no such record of the subject)."""
+        try:
+            response: adapter_pb2.ReceiveObjectionResponse = await self._stub.ReceiveObjection(
+                request, timeout=timeout_s or self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from None
+        return response
+
+    async def objection_answer(
+        self, objection_id: str, timeout_s: float | None = None
+    ) -> adapter_pb2.ObjectionAnswerResponse:
+        """The department's answer to an objection so far. Raises an :class:`UpstreamError`."""
+        try:
+            response: adapter_pb2.ObjectionAnswerResponse = await self._stub.ObjectionAnswer(
+                adapter_pb2.ObjectionAnswerRequest(objection_id=objection_id),
+                timeout=timeout_s or self.timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from None
+        return response
+
     def _translate(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
         code = exc.code()
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -6,6 +6,12 @@ be asked for, and which are withheld and why. Deciders implement
 catalog field except state secrets and prohibited items. The Casbin decider
 (``gateway.policy``) replaces it with per-agency grants; the pipeline does not
 change.
+
+Before deciding, a query citing a legal basis has it resolved by a :class:`BasisResolver`
+(:class:`gateway.policy.legal.LegalBases`): the tiers it opens become
+:attr:`QueryFacts.legal_tiers`. A consent a decision rests on is kept by a
+:class:`ConsentKeeper` (:class:`gateway.subject.consents.ConsentArchive`) before any
+department is asked.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from gateway.domain.catalog import Catalog, Dataset, Tier
 from protos.credit.v1 import query_pb2
 
 __all__ = [
+    "BasisResolver",
     "CatalogDecider",
+    "ConsentKeeper",
     "Decider",
     "Decision",
     "DepartmentDecision",
     "QueryFacts",
+    "ResolvedBasis",
     "SwitchableDecider",
     "Withheld",
 ]
@@ -64,6 +73,8 @@ class Decision:
     consent_id: str = ""
     #: How often the consent has been used, this query included (0: no consent counted).
     consent_uses: int = 0
+    #: The consent's expiry (Unix seconds; 0 without a consent), for the consent archive.
+    consent_expires_at: int = 0
 
     @property
     def allowed_fields(self) -> dict[str, Mapping[str, tuple[str, ...]]]:
@@ -90,6 +101,68 @@ class QueryFacts:
     #: Only for checking a consent's binding to the subject; never a cache key.
     subject_id: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: Tiers a legal basis the agency may cite opens without consent (Art. 18 "except where
+    #: the law provides otherwise"); resolved before deciding by
+    #: :meth:`gateway.policy.legal.LegalBases.resolve`. Empty: no basis cited.
+    legal_tiers: frozenset[Tier] = frozenset()
+
+
+class ResolvedBasis(Protocol):
+    """A legal basis the caller may cite (:class:`gateway.policy.legal.LegalBasis`)."""
+
+    @property
+    def code(self) -> str:
+        """The published code."""
+        ...
+
+    @property
+    def tiers(self) -> frozenset[Tier]:
+        """The tiers it opens without consent."""
+        ...
+
+    def confidential_until(self, query_date: dt.date) -> str:
+        """YYYY-MM-DD from which the query is shown to the subject; "" if never hidden."""
+        ...
+
+
+class BasisResolver(Protocol):
+    """The published legal bases (:class:`gateway.policy.legal.LegalBases`)."""
+
+    def resolve(
+        self,
+        code: str,
+        *,
+        agency_id: str,
+        agency_kind: str,
+        purpose: str,
+        case_reference: str,
+    ) -> ResolvedBasis:
+        """The basis if this agency may cite it for this purpose and case.
+
+        Raises:
+            InvalidArgumentError, PermissionDeniedError: it may not (the query is refused).
+        """
+        ...
+
+
+class ConsentKeeper(Protocol):
+    """The consent archive (Art. 18): a consent a query used, kept in signed form."""
+
+    async def keep(
+        self,
+        consent_id: str,
+        compact_jws: str,
+        *,
+        agency_id: str,
+        subject_key: str,
+        expires_at: int,
+    ) -> None:
+        """Archive the consent (idempotent); returns once it is durable.
+
+        Raises:
+            GatewayError: it could not be archived (the query is then refused).
+        """
+        ...
 
 
 class Decider(Protocol):

@@ -4,6 +4,7 @@
                      by the gRPC entry point, :class:`gateway.api.query.QueryService`
     2 validate       identifier, purpose, mode, datasets, request id
       limit          the agency's rate and daily limits (a RateLimiter)
+      legal basis    the cited basis, if any: may this agency cite it (a BasisResolver)
     3 decide         which departments, datasets and fields (a Decider)
     4 meter          reserve the price of what was granted (a Meter)
     5 fan out        ask only for the allowed fields, concurrently
@@ -36,16 +37,23 @@ from gateway.auth.identity import Caller, CallerSource
 from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
 from gateway.domain import names
 from gateway.domain.catalog import Catalog, Tier
-from gateway.errors import AuditUnavailableError, GatewayError
+from gateway.errors import AuditUnavailableError, GatewayError, InvalidArgumentError
 from gateway.federation import DepartmentClient, fan_out
-from gateway.pipeline.decision import Decider, Decision, QueryFacts
+from gateway.pipeline.decision import (
+    BasisResolver,
+    ConsentKeeper,
+    Decider,
+    Decision,
+    QueryFacts,
+    ResolvedBasis,
+)
 from gateway.pipeline.disclosure import ageing_cutoff, filter_records
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
-from protos.credit.v1 import adapter_pb2, query_pb2
+from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2
 
-__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt"]
+__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt", "RecordMarker"]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -113,12 +121,29 @@ class AuditSink(Protocol):
         charge_fen: int = 0,
         billing: Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        legal_basis: str = "",
+        confidential_until: str = "",
     ) -> QueryReceipt | None:
         """Append the audit record of one query (answered or refused) and return its receipt.
 
         Raises:
             AuditUnavailableError: the record could not be written.
         """
+
+
+class RecordMarker(Protocol):
+    """Step 6 for objections (:meth:`gateway.objections.ObjectionDesk.mark`): the gateway's
+    own dispute marks and statements, and records dropped after an approved credit repair."""
+
+    def mark(
+        self,
+        department: str,
+        dataset: str,
+        subject: tuple[str, str],
+        records: Sequence[common_pb2.Record],
+    ) -> tuple[list[common_pb2.Record], int]:
+        """(records to disclose, how many were dropped). Raises a GatewayError when the
+        marks cannot be read (the query fails rather than miss a mark)."""
 
 
 def safe_request_id(request: query_pb2.QueryRequest) -> str:
@@ -156,8 +181,14 @@ class QueryPipeline:
         default_timeout_s: float = 3.0,
         today: Callable[[], dt.date] = dt.date.today,
         limiter: RateLimiter | None = None,
+        legal_bases: BasisResolver | None = None,
+        consent_archive: ConsentKeeper | None = None,
+        marker: RecordMarker | None = None,
     ) -> None:
         self._catalog = catalog
+        self._legal = legal_bases
+        self._consents = consent_archive
+        self._marker = marker
         self._limiter = limiter
         self._validator = validator
         self._decider = decider
@@ -271,6 +302,7 @@ class QueryPipeline:
                 else self._pseudonym(query.subject_type, query.subject_id),
                 case_reference=cased,
             )
+        basis = self._basis(caller, request, query)
         today = self._today()
         is_self = (
             bool(caller.subject_id)
@@ -288,6 +320,7 @@ class QueryPipeline:
                 is_self=is_self,
                 consent_token=request.consent_token,
                 subject_id=query.subject_id,
+                legal_tiers=basis.tiers if basis is not None else frozenset(),
             )
         )
         if self._audit is not None and not self._audit.available:
@@ -298,7 +331,7 @@ class QueryPipeline:
         booking = _Booking()
         try:
             return await self._answer(
-                caller, request, context, query, decision, today, reservation, booking
+                caller, request, context, query, decision, today, reservation, booking, basis
             )
         except BaseException as exc:
             # Nothing was disclosed: give back what was reserved, or refund a
@@ -310,6 +343,25 @@ class QueryPipeline:
                 reason = "caller went away" if gone else "query failed"
                 await asyncio.shield(self._undo(reservation, booking, reason))
             raise
+
+    def _basis(
+        self, caller: Caller, request: query_pb2.QueryRequest, query: ValidQuery
+    ) -> ResolvedBasis | None:
+        """The legal basis the query cites, checked: None when it cites none. Raises the
+        resolver's refusal (the query is then refused and audited with the basis)."""
+        if not request.legal_basis:
+            return None
+        if self._legal is None:
+            raise InvalidArgumentError(
+                "legal_basis", "this gateway publishes no legal bases", reason="UNKNOWN_LEGAL_BASIS"
+            )
+        return self._legal.resolve(
+            request.legal_basis,
+            agency_id=caller.agency_id,
+            agency_kind=caller.kind,
+            purpose=query.purpose,
+            case_reference=request.case_reference,
+        )
 
     async def _undo(self, reservation: Reservation, booking: _Booking, reason: str) -> None:
         assert self._meter is not None
@@ -357,7 +409,18 @@ class QueryPipeline:
         today: dt.date,
         reservation: Reservation | None,
         booking: _Booking,
+        basis: ResolvedBasis | None = None,
     ) -> tuple[query_pb2.QueryResponse, str]:
+        if decision.consent_id and self._consents is not None and request.consent_token:
+            # Art. 18: the authorisation behind this query is kept in signed form before any
+            # department is asked; if it cannot be kept, nothing is asked or disclosed.
+            await self._consents.keep(
+                decision.consent_id,
+                request.consent_token,
+                agency_id=caller.agency_id,
+                subject_key=self._pseudonym(query.subject_type, query.subject_id),
+                expires_at=decision.consent_expires_at,
+            )
         lookups = self._lookups(caller, query, decision, reservation)
         remaining = context.time_remaining()
         budget = self._default_timeout_s
@@ -397,7 +460,14 @@ class QueryPipeline:
             if outcome.response is None:
                 partial = True
                 continue
-            self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff)
+            self._disclose(
+                dept,
+                dd.allowed_sets,
+                outcome.response,
+                section,
+                cutoff,
+                (query.subject_type, query.subject_id),
+            )
         charge_fen = 0
         billing: dict[str, Any] | None = None
         if reservation is not None and self._meter is not None:
@@ -433,6 +503,8 @@ class QueryPipeline:
                     allowed=decision.allowed_fields,
                     consent_id=decision.consent_id,
                     consent_uses=decision.consent_uses,
+                    legal_basis=basis.code if basis is not None else "",
+                    confidential_until=basis.confidential_until(today) if basis else "",
                 )
             )
             receipt = await asyncio.shield(booking.record)
@@ -478,6 +550,7 @@ class QueryPipeline:
         lookup: adapter_pb2.LookupResponse,
         section: query_pb2.DepartmentSection,
         cutoff: str,
+        subject: tuple[str, str],
     ) -> None:
         dropped = 0
         aged_total = 0
@@ -494,6 +567,9 @@ class QueryPipeline:
             )
             dropped += n_dropped
             aged_total += n_aged
+            if self._marker is not None:
+                # Art. 25 marks from the gateway's own objections; repaired records go.
+                kept, _repaired = self._marker.mark(dept, result.dataset, subject, kept)
             out = section.datasets.add(dataset=result.dataset, aged_out=n_aged)
             out.records.extend(kept)
         if dropped:

@@ -4,6 +4,7 @@ naming the field."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ _SUBJECT_TYPES = {
 }
 _MODES = frozenset({query_pb2.QUERY_MODE_FREE, query_pb2.QUERY_MODE_PAID})
 _MAX_TEXT = 256
+#: A legal basis code as published (policies/legal_bases.toml); checked against the list
+#: when the query is decided (gateway.policy.legal).
+_BASIS_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: The caller's free-text fields. They reach the audit log only through
 #: :func:`gateway.pipeline.freetext.recordable`; a request holding an identifier in one
 #: is refused here, and the message never repeats the text.
@@ -78,6 +82,13 @@ class Validator:
             )
         if request.mode not in _MODES:
             raise InvalidArgumentError("mode", "must be FREE or PAID")
+        if request.legal_basis and not _BASIS_CODE.fullmatch(request.legal_basis):
+            # Never echoed: a malformed code is the caller's free text.
+            raise InvalidArgumentError(
+                "legal_basis",
+                "must be a code from the published list (lower-case letters, digits and _)",
+                reason="UNKNOWN_LEGAL_BASIS",
+            )
         for name in FREE_TEXT_FIELDS:
             text = getattr(request, name)
             if len(text) > _MAX_TEXT:

@@ -14,7 +14,10 @@ For every field of every requested dataset the outcome is decided in this order:
    without a valid consent bound to this agency, purpose and subject and covering the field
    -> ``CONSENT_REQUIRED`` with a detail naming the problem (missing, expired, revoked, other
    agency, other purpose, other subject, out of scope, invalid). A self-query needs no
-   consent: the subject is the one who would give it.
+   consent: the subject is the one who would give it. Nor does a consent-bound field of a
+   tier that the query's legal basis opens (``QueryFacts.legal_tiers``, resolved by
+   :mod:`gateway.policy.legal`): the law stands in for the consent, the policy must still
+   grant the field.
 
 **Speed.** pycasbin's ``enforce`` evaluates the matcher against every policy line (~12 us a
 line: 12 ms with a thousand lines), far too slow per field per query. So:
@@ -273,7 +276,13 @@ class PolicyDecider:
                 return self._cached(facts, _SPENT, waived)[0]
             uses = counted
         # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
-        return Decision(decision.policy_version, decision.departments, consent.cid, uses)
+        return Decision(
+            decision.policy_version,
+            decision.departments,
+            consent.cid,
+            uses,
+            int(consent.expires_at),
+        )
 
     def _cached(
         self, facts: QueryFacts, check: ConsentCheck, waived: bool
@@ -291,6 +300,7 @@ class PolicyDecider:
             facts.subject_type,
             facts.is_self,
             consent_key,
+            facts.legal_tiers,
             self._datasets_key(facts.datasets),
         )
         with self._lock:
@@ -330,6 +340,7 @@ class PolicyDecider:
         self_only = purpose == SELF_QUERY_PURPOSE and not facts.is_self
         free = facts.mode == _FREE
         known_mode = facts.mode in (_FREE, _PAID)
+        by_law = facts.legal_tiers
         used = False
         for ds in facts.datasets:
             dept = ds.department
@@ -353,7 +364,7 @@ class PolicyDecider:
                 if not granted:
                     out.append(Withheld(ds.name, rule.name, *_not_granted(rule, facts.mode)))
                     continue
-                if rule.consent_bound and not waived:
+                if rule.consent_bound and not waived and rule.tier not in by_law:
                     if consent is None:
                         out.append(
                             Withheld(

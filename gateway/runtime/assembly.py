@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from gateway.audit import Ed25519Signer, load_pseudonym_key
 from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import AuditError
 from gateway.audit.log import AuditLog
+from gateway.audit.store import open_reader
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -33,6 +35,7 @@ from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
 from gateway.errors import ConfigError
+from gateway.objections import ObjectionDesk, SQLiteObjectionStore, load_repair_policy
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, SharedBudget, parse_limits
 from gateway.policy import build_decider
@@ -50,6 +53,7 @@ from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config
 from gateway.runtime.server import Gateway
 from gateway.stores.postgres.live import SharedStores, open_shared_stores
+from gateway.subject import ConsentArchive, SQLiteQueryIndex, SubjectIndexer
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -347,6 +351,35 @@ def _open_policy_admin(
     return PolicyAdminService(admin, authorize=authorize), decider
 
 
+def _open_subject_parts(
+    audit: AuditConfig,
+) -> tuple[SubjectIndexer, ConsentArchive]:
+    """The subject index (following the audit log) and the consent archive, beside the log
+    unless the config names them. Blocking: start-up only. Raises ConfigError."""
+    try:
+        pkey = load_pseudonym_key(audit.pseudonym_key)
+    except (OSError, AuditError) as exc:
+        raise ConfigError("audit.pseudonym_key", f"cannot load the key: {exc}") from None
+    archive = ConsentArchive.open(
+        audit.consent_archive_path, pkey, retention_days=audit.consent_retention_days
+    )
+    index = SQLiteQueryIndex.open(audit.subject_index_path)
+    return SubjectIndexer(index, lambda: open_reader(audit.path)), archive
+
+
+def _staff_authorizer(
+    auth: AuthConfig, controls: ControlsStore | None
+) -> Callable[[Any], tuple[Role, str]]:
+    """Officers and auditors, for ``LegalBasisAdmin``: (role, principal id)."""
+    staff = _authenticator(auth, (Role.OFFICER, Role.AUDITOR), controls)
+
+    def authorize(context: Any) -> tuple[Role, str]:
+        ident = staff.authenticate(context)
+        return ident.role, ident.principal_id
+
+    return authorize
+
+
 async def build_gateway(config: Config) -> Gateway:
     """The production wiring: authenticator, decider, audit log and billing
     from the configuration's sections. Raises :class:`~gateway.errors.ConfigError`."""
@@ -374,6 +407,9 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
     if config.auth is not None:
         authenticator, audit_auth = build_authenticators(config.auth, controls, pg.replay)
     auditor = await open_auditor(config.audit) if config.audit is not None else None
+    indexer = archive = None
+    if config.audit is not None:
+        indexer, archive = await asyncio.to_thread(_open_subject_parts, config.audit)
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
     if config.policy is not None and (config.policy.store is not None or shared.policy):
@@ -464,7 +500,34 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
         policy_admin=policy_admin,
         controls=service,
         today=today,
+        subject_index=indexer,
+        consent_archive=archive,
+        staff=_staff_authorizer(config.auth, controls) if config.auth is not None else None,
     )
     if pg.replay is not None:
         gateway.on_release.append(pg.replay.close)
+    if config.objections is not None:
+        oc = config.objections
+        repair = load_repair_policy(oc.repair)
+        repair.check_catalog(catalog)
+        store = await asyncio.to_thread(SQLiteObjectionStore, oc.store)
+        gw = gateway
+        gateway.objections = ObjectionDesk(
+            store,
+            catalog=lambda: gw.catalog,
+            clients=gateway.clients,
+            # The audit log's keyed pseudonym, as the query path uses.
+            pseudonym=auditor.pseudonym if auditor is not None else _unkeyed_pseudonym,
+            repair=repair,
+            audit=auditor,
+            consents=consents,
+            metrics=gateway.metrics,
+            poll_interval_s=oc.poll_interval_s,
+        )
     return gateway
+
+
+def _unkeyed_pseudonym(subject_type: str, subject_id: str) -> str:
+    """Without an audit log (development only) there is no pseudonym key: the same unkeyed
+    hash as the query path's ledger key."""
+    return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()

@@ -139,6 +139,21 @@ class Metrics:
             ["agency"],
             registry=r,
         )
+        # Objections (Decree 631 Art. 25), set by the objection desk's poller from the store
+        # every gateway process shares: labelled by department only, never a subject.
+        self.objections_overdue = Gauge(
+            "credit_gateway_objections_overdue",
+            "Objections and repair applications unanswered after their 20-day due day,"
+            " by department.",
+            ["department"],
+            registry=r,
+        )
+        self.objections_open = Gauge(
+            "credit_gateway_objections_open",
+            "Objections and repair applications not yet answered, by department.",
+            ["department"],
+            registry=r,
+        )
         self.build = Info("credit_gateway_build", "Version of the running gateway.", registry=r)
 
     def watch_decisions(self, cache_info: Callable[[], Mapping[str, int]]) -> None:

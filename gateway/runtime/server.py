@@ -55,11 +55,13 @@ from gateway.api.audit import AuditServicer
 from gateway.api.billing import BillingAdminService
 from gateway.api.controls import ControlsService
 from gateway.api.edge import Edge
+from gateway.api.objections import ObjectionService
 from gateway.api.policy_admin import PolicyAdminService
 from gateway.api.query import QueryService
 from gateway.api.reflection import enable_reflection
 from gateway.api.report import ReportService
 from gateway.api.screening import ScreeningServicer
+from gateway.api.subject import LegalBasisAdminService, SubjectService
 from gateway.audit.auditor import QueryAuditor
 from gateway.auth import Authenticator
 from gateway.auth.identity import CallerSource, InsecureDevAuthenticator
@@ -74,6 +76,7 @@ from gateway.federation import (
     DepartmentMonitor,
     DepartmentState,
 )
+from gateway.objections import ObjectionDesk
 from gateway.pipeline.decision import (
     CatalogDecider,
     Decider,
@@ -84,11 +87,13 @@ from gateway.pipeline.decision import (
 from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator
 from gateway.policy.decider import PolicyDecider
+from gateway.policy.legal import LegalBases, load_legal_bases
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
 from gateway.screening.lists import no_repairs
 from gateway.screening.measures import MeasuresSource
 from gateway.screening.screener import Screener
+from gateway.subject import ConsentArchive, SubjectIndexer, SubjectStoreError
 from protos.credit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -96,6 +101,8 @@ from protos.credit.v1 import (
     billing_pb2_grpc,
     controls_pb2,
     controls_pb2_grpc,
+    objections_pb2,
+    objections_pb2_grpc,
     policy_admin_pb2,
     policy_admin_pb2_grpc,
     query_pb2,
@@ -104,6 +111,8 @@ from protos.credit.v1 import (
     report_pb2_grpc,
     screening_pb2,
     screening_pb2_grpc,
+    subject_pb2,
+    subject_pb2_grpc,
 )
 
 __all__ = ["Gateway"]
@@ -121,6 +130,11 @@ _RETIRE_GRACE_S = 30.0
 REPORT_SERVICE = report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 CONTROLS_SERVICE = controls_pb2.DESCRIPTOR.services_by_name["SecurityControls"].full_name
 SCREENING_SERVICE = screening_pb2.DESCRIPTOR.services_by_name["ScreeningService"].full_name
+SUBJECT_SERVICE = subject_pb2.DESCRIPTOR.services_by_name["SubjectService"].full_name
+LEGAL_BASIS_SERVICE = subject_pb2.DESCRIPTOR.services_by_name["LegalBasisAdmin"].full_name
+#: How often the consent archive is purged of consents past their retention (seconds).
+_PURGE_INTERVAL_S = 86_400.0
+OBJECTION_SERVICE = objections_pb2.DESCRIPTOR.services_by_name["ObjectionService"].full_name
 
 
 #: How often the gateway looks at its listeners' freshness for its health (seconds).
@@ -188,6 +202,10 @@ class Gateway:
         limiter: RateLimiter | None = None,
         live: Sequence[LiveState] = (),
         worker: bool = False,
+        legal_bases: LegalBases | None = None,
+        subject_index: SubjectIndexer | None = None,
+        consent_archive: ConsentArchive | None = None,
+        staff: Callable[[Any], tuple[Any, str]] | None = None,
     ) -> None:
         self.config = config
         #: Listeners of the shared live state (PostgreSQL); empty on SQLite.
@@ -195,6 +213,16 @@ class Gateway:
         self._live_task: asyncio.Task[None] | None = None
         #: One of several processes on one port (SO_REUSEPORT; no /metrics of its own).
         self.worker = worker
+        #: The published legal bases (None: ``policies/legal_bases.toml``, read at start).
+        self.legal_bases = legal_bases
+        #: "Who looked at me" and the queries per legal basis (None: not served).
+        self.subject_index = subject_index
+        #: Every consent a query used, in signed form (None: not archived).
+        self.consent_archive = consent_archive
+        #: Officers' and auditors' authentication for ``LegalBasisAdmin`` (role, id).
+        self._staff = staff
+        self.subject_service: SubjectService | None = None
+        self._purge_task: asyncio.Task[None] | None = None
         #: Per-agency rate limits (None: none); policy activations reconfigure it.
         self.limiter = limiter
         #: The live security controls (``credit.v1.SecurityControls`` and its store).
@@ -239,6 +267,9 @@ class Gateway:
         self.port = 0
         #: The live decider; policy activation swaps what it delegates to.
         self.decider: SwitchableDecider | None = None
+        #: Objections and credit repair (``credit.v1.ObjectionService``), set by the
+        #: assembly once the gateway's clients and metrics exist; None: not served.
+        self.objections: ObjectionDesk | None = None
 
     @property
     def address(self) -> str:
@@ -368,6 +399,8 @@ class Gateway:
             await self._connect_departments()
             purposes = load_purposes(self.config.purposes)
             self._purposes = dict(purposes)
+            if self.legal_bases is None:
+                self.legal_bases = load_legal_bases(purposes=frozenset(purposes))
             if self._audit is not None:  # a refused query's purpose is recorded by name
                 self._audit.known_purposes = frozenset(purposes)
             if not self.config.insecure_dev_plaintext:
@@ -398,6 +431,9 @@ class Gateway:
                 default_timeout_s=self.config.default_timeout_ms / 1000,
                 today=self._today,
                 limiter=self.limiter,
+                legal_bases=self.legal_bases,
+                consent_archive=self.consent_archive,
+                marker=self.objections,
             )
             self._service = service
             screener = Screener(
@@ -427,7 +463,13 @@ class Gateway:
             services = [QUERY_SERVICE, SCREENING_SERVICE, health.SERVICE_NAME]
             if self._audit is not None:
                 audit_pb2_grpc.add_AuditServiceServicer_to_server(
-                    AuditServicer(self._audit.log, self._audit_auth), server
+                    AuditServicer(
+                        self._audit.log,
+                        self._audit_auth,
+                        subject_of=self._subject_of,
+                        today=self._today,
+                    ),
+                    server,
                 )
                 services.append(AUDIT_SERVICE)
                 # Reports need the log: its key signs them, its proofs make them checkable.
@@ -453,6 +495,37 @@ class Gateway:
                 controls_pb2_grpc.add_SecurityControlsServicer_to_server(self.controls, server)
                 services.append(CONTROLS_SERVICE)
                 self._attach_controls(decider.current)
+            if self.subject_index is not None and self._audit is not None:
+                await self.subject_index.start()  # catches up in the background
+                self.subject_service = SubjectService(
+                    self.subject_index,
+                    self._authenticator,
+                    self._audit.pseudonym,
+                    audit=self._audit,
+                    origin=self._audit.log.origin,
+                    today=self._today,
+                )
+                subject_pb2_grpc.add_SubjectServiceServicer_to_server(self.subject_service, server)
+                services.append(SUBJECT_SERVICE)
+                if self._staff is not None:
+                    legal = LegalBasisAdminService(
+                        self.subject_index,
+                        self.legal_bases,
+                        authorize=self._staff,
+                        archive=self.consent_archive,
+                        audit=self._audit,
+                        origin=self._audit.log.origin,
+                    )
+                    subject_pb2_grpc.add_LegalBasisAdminServicer_to_server(legal, server)
+                    services.append(LEGAL_BASIS_SERVICE)
+            if self.consent_archive is not None:
+                self._purge_task = asyncio.create_task(self._purge_consents(), name="consents")
+            if self.objections is not None:
+                objections_pb2_grpc.add_ObjectionServiceServicer_to_server(
+                    ObjectionService(self.objections, caller=self._authenticator.authenticate),
+                    server,
+                )
+                services.append(OBJECTION_SERVICE)
             enable_reflection(services, server)  # grpc.reflection.v1 and v1alpha
             self.port = self._bind(server)
             await server.start()
@@ -463,6 +536,8 @@ class Gateway:
                     self.install_decider, meter=self.meter, install_catalog=self.install_catalog
                 )
             self.monitor.start()  # departments not serving are checked again from now on
+            if self.objections is not None:
+                self.objections.start()  # routes and polls objections from now on
             if self.config.metrics_listen and not self.worker:
                 self.metrics_url, self._metrics_stop = self.metrics.serve_http(
                     self.config.metrics_listen
@@ -588,12 +663,46 @@ class Gateway:
         # After the drain: an activation in flight has finished (or was cancelled).
         await self._release()
 
+    def _subject_of(self, context: Any) -> str | None:
+        """The pseudonym of the subject a self-service caller's token attests, or None."""
+        if self._authenticator is None or self._audit is None:
+            return None
+        caller = self._authenticator.authenticate(context)
+        if not caller.subject_id or not caller.subject_type:
+            return None
+        return self._audit.pseudonym(caller.subject_type, caller.subject_id)
+
+    async def _purge_consents(self) -> None:
+        """Purge the consent archive of consents past their retention, at start and daily."""
+        archive = self.consent_archive
+        assert archive is not None
+        while True:
+            try:
+                purged = await asyncio.to_thread(archive.purge)
+                if purged:
+                    log.info("consent archive purged", extra={"count": purged})
+            except SubjectStoreError as exc:
+                log.error("consent archive not purged", extra={"reason": exc.message})
+            await asyncio.sleep(_PURGE_INTERVAL_S)
+
     async def _release(self) -> None:
         """Close what the gateway holds, the audit log last: everything before it may
         still append records (a settlement's release, a policy action)."""
+        if self.objections is not None:
+            await self.objections.stop()  # before the clients: it may be asking one
+            self.objections = None
         await self._close_clients()
         for state in self.live:  # no more follows: the stores below close next
             await asyncio.to_thread(state.close)
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purge_task
+            self._purge_task = None
+        if self.subject_index is not None:
+            await self.subject_index.close()
+        if self.consent_archive is not None:
+            self.consent_archive.close()
         if self.policy_admin is not None:
             await self.policy_admin.admin.close()
         if self.meter is not None:

@@ -180,15 +180,16 @@ def parse_measures(
     version = doc.get("version")
     if not isinstance(version, str) or not version:
         raise ConfigError("version", "must be a non-empty string")
+    # Empty tables are allowed (a catalog without lists screens nothing); absent ones not.
     raw_scenarios = doc.get("scenarios")
-    if not isinstance(raw_scenarios, Mapping) or not raw_scenarios:
+    if not isinstance(raw_scenarios, Mapping):
         raise ConfigError("scenarios", "missing or not a table")
     scenarios = {
         str(s): _text(v if isinstance(v, Mapping) else {}, "title", f"scenarios.{s}")
         for s, v in raw_scenarios.items()
     }
     raw_lists = doc.get("lists")
-    if not isinstance(raw_lists, Mapping) or not raw_lists:
+    if not isinstance(raw_lists, Mapping):
         raise ConfigError("lists", "missing or not a table")
     lists: dict[str, ListDef] = {}
     for list_id, raw in raw_lists.items():

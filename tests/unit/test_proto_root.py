@@ -38,7 +38,8 @@ def test_protoc_with_the_proto_root_compiles_every_file(tmp_path: Path) -> None:
     # Every contract compiled (a count would break each time a contract is added).
     compiled = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     assert {f.name for f in compiled.file} == set(FILES)
-    assert len(FILES) >= 7
+    assert len(FILES) >= 9
+    assert {"credit/v1/objections.proto", "credit/v1/subject.proto"} <= set(FILES)
 
 
 def test_grpcurl_reads_the_query_contract_with_import_path_protos() -> None:

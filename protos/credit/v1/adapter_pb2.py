@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.credit.v1 import common_pb2 as credit_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63redit/v1/adapter.proto\x12\tcredit.v1\x1a\x16\x63redit/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"?\n\x0b\x46ieldSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.credit.v1.FieldType\"E\n\rDatasetSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x16.credit.v1.FieldSchema\"R\n\x10\x44\x65scribeResponse\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12*\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x18.credit.v1.DatasetSchema\"0\n\rDatasetFields\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\"\x96\x01\n\rLookupRequest\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.credit.v1.Subject\x12(\n\x06wanted\x18\x02 \x03(\x0b\x32\x18.credit.v1.DatasetFields\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\tagency_id\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\"E\n\x0e\x44\x61tasetRecords\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\"\n\x07records\x18\x02 \x03(\x0b\x32\x11.credit.v1.Record\"S\n\x0eLookupResponse\x12\x15\n\rsubject_known\x18\x01 \x01(\x08\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.credit.v1.DatasetRecords2\x97\x01\n\x11\x44\x65partmentAdapter\x12\x43\n\x08\x44\x65scribe\x12\x1a.credit.v1.DescribeRequest\x1a\x1b.credit.v1.DescribeResponse\x12=\n\x06Lookup\x12\x18.credit.v1.LookupRequest\x1a\x19.credit.v1.LookupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63redit/v1/adapter.proto\x12\tcredit.v1\x1a\x16\x63redit/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"?\n\x0b\x46ieldSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.credit.v1.FieldType\"E\n\rDatasetSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x16.credit.v1.FieldSchema\"R\n\x10\x44\x65scribeResponse\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12*\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x18.credit.v1.DatasetSchema\"0\n\rDatasetFields\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\"\x96\x01\n\rLookupRequest\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.credit.v1.Subject\x12(\n\x06wanted\x18\x02 \x03(\x0b\x32\x18.credit.v1.DatasetFields\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\tagency_id\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\"E\n\x0e\x44\x61tasetRecords\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\"\n\x07records\x18\x02 \x03(\x0b\x32\x11.credit.v1.Record\"S\n\x0eLookupResponse\x12\x15\n\rsubject_known\x18\x01 \x01(\x08\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.credit.v1.DatasetRecords\"\xec\x01\n\x17ReceiveObjectionRequest\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.credit.v1.ObjectionKind\x12#\n\x07subject\x18\x03 \x01(\x0b\x32\x12.credit.v1.Subject\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12\x0f\n\x07grounds\x18\x06 \x01(\t\x12\x17\n\x0f\x65vidence_sha256\x18\x07 \x03(\t\x12\x10\n\x08\x66iled_on\x18\x08 \x01(\t\x12\x0e\n\x06\x64ue_on\x18\t \x01(\t\")\n\x18ReceiveObjectionResponse\x12\r\n\x05newly\x18\x01 \x01(\x08\".\n\x16ObjectionAnswerRequest\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\"j\n\x17ObjectionAnswerResponse\x12,\n\x07outcome\x18\x01 \x01(\x0e\x32\x1b.credit.v1.ObjectionOutcome\x12\x13\n\x0b\x61nswered_on\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t2\xce\x02\n\x11\x44\x65partmentAdapter\x12\x43\n\x08\x44\x65scribe\x12\x1a.credit.v1.DescribeRequest\x1a\x1b.credit.v1.DescribeResponse\x12=\n\x06Lookup\x12\x18.credit.v1.LookupRequest\x1a\x19.credit.v1.LookupResponse\x12[\n\x10ReceiveObjection\x12\".credit.v1.ReceiveObjectionRequest\x1a#.credit.v1.ReceiveObjectionResponse\x12X\n\x0fObjectionAnswer\x12!.credit.v1.ObjectionAnswerRequest\x1a\".credit.v1.ObjectionAnswerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATASETRECORDS']._serialized_end=573
   _globals['_LOOKUPRESPONSE']._serialized_start=575
   _globals['_LOOKUPRESPONSE']._serialized_end=658
-  _globals['_DEPARTMENTADAPTER']._serialized_start=661
-  _globals['_DEPARTMENTADAPTER']._serialized_end=812
+  _globals['_RECEIVEOBJECTIONREQUEST']._serialized_start=661
+  _globals['_RECEIVEOBJECTIONREQUEST']._serialized_end=897
+  _globals['_RECEIVEOBJECTIONRESPONSE']._serialized_start=899
+  _globals['_RECEIVEOBJECTIONRESPONSE']._serialized_end=940
+  _globals['_OBJECTIONANSWERREQUEST']._serialized_start=942
+  _globals['_OBJECTIONANSWERREQUEST']._serialized_end=988
+  _globals['_OBJECTIONANSWERRESPONSE']._serialized_start=990
+  _globals['_OBJECTIONANSWERRESPONSE']._serialized_end=1096
+  _globals['_DEPARTMENTADAPTER']._serialized_start=1099
+  _globals['_DEPARTMENTADAPTER']._serialized_end=1433
 # @@protoc_insertion_point(module_scope)

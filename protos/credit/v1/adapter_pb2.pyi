@@ -213,3 +213,120 @@ class LookupResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LookupResponse: _TypeAlias = LookupResponse  # noqa: Y015
+
+@_typing.final
+class ReceiveObjectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    GROUNDS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SHA256_FIELD_NUMBER: _builtins.int
+    FILED_ON_FIELD_NUMBER: _builtins.int
+    DUE_ON_FIELD_NUMBER: _builtins.int
+    objection_id: _builtins.str
+    """The gateway's id of the objection (a UUID): the department's reference too."""
+    kind: _common_pb2.ObjectionKind.ValueType
+    dataset: _builtins.str
+    record_id: _builtins.str
+    grounds: _builtins.str
+    """The grounds as the subject gave them (free text the gateway screened)."""
+    filed_on: _builtins.str
+    """Filed on (YYYY-MM-DD, Beijing time) and the day the answer is due."""
+    due_on: _builtins.str
+    @_builtins.property
+    def subject(self) -> _common_pb2.Subject: ...
+    @_builtins.property
+    def evidence_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256 digests (lower-case hex) of evidence the subject holds."""
+
+    def __init__(
+        self,
+        *,
+        objection_id: _builtins.str = ...,
+        kind: _common_pb2.ObjectionKind.ValueType = ...,
+        subject: _common_pb2.Subject | None = ...,
+        dataset: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        grounds: _builtins.str = ...,
+        evidence_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        filed_on: _builtins.str = ...,
+        due_on: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "due_on", b"due_on", "evidence_sha256", b"evidence_sha256", "filed_on", b"filed_on", "grounds", b"grounds", "kind", b"kind", "objection_id", b"objection_id", "record_id", b"record_id", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveObjectionRequest: _TypeAlias = ReceiveObjectionRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveObjectionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEWLY_FIELD_NUMBER: _builtins.int
+    newly: _builtins.bool
+    """False when the department had received this objection_id before."""
+    def __init__(
+        self,
+        *,
+        newly: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["newly", b"newly"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveObjectionResponse: _TypeAlias = ReceiveObjectionResponse  # noqa: Y015
+
+@_typing.final
+class ObjectionAnswerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTION_ID_FIELD_NUMBER: _builtins.int
+    objection_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        objection_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objection_id", b"objection_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectionAnswerRequest: _TypeAlias = ObjectionAnswerRequest  # noqa: Y015
+
+@_typing.final
+class ObjectionAnswerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ANSWERED_ON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    outcome: _common_pb2.ObjectionOutcome.ValueType
+    """PENDING until the department answers."""
+    answered_on: _builtins.str
+    """YYYY-MM-DD, empty while pending."""
+    note: _builtins.str
+    """The department's account (free text; the gateway screens it before showing it)."""
+    def __init__(
+        self,
+        *,
+        outcome: _common_pb2.ObjectionOutcome.ValueType = ...,
+        answered_on: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_on", b"answered_on", "note", b"note", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectionAnswerResponse: _TypeAlias = ObjectionAnswerResponse  # noqa: Y015

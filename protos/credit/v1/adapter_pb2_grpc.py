@@ -44,6 +44,16 @@ class DepartmentAdapterStub:
                 request_serializer=credit_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
                 response_deserializer=credit_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.ReceiveObjection = channel.unary_unary(
+                '/credit.v1.DepartmentAdapter/ReceiveObjection',
+                request_serializer=credit_dot_v1_dot_adapter__pb2.ReceiveObjectionRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_adapter__pb2.ReceiveObjectionResponse.FromString,
+                _registered_method=True)
+        self.ObjectionAnswer = channel.unary_unary(
+                '/credit.v1.DepartmentAdapter/ObjectionAnswer',
+                request_serializer=credit_dot_v1_dot_adapter__pb2.ObjectionAnswerRequest.SerializeToString,
+                response_deserializer=credit_dot_v1_dot_adapter__pb2.ObjectionAnswerResponse.FromString,
+                _registered_method=True)
 
 
 class DepartmentAdapterServicer:
@@ -66,6 +76,24 @@ class DepartmentAdapterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveObjection(self, request, context):
+        """An objection (Art. 25) or a credit-repair application against one of this
+        department's records, routed by the gateway. Idempotent by objection_id.
+        NOT_FOUND (NO_SUCH_RECORD) when the subject has no such record in the dataset;
+        UNIMPLEMENTED when the department takes no objections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ObjectionAnswer(self, request, context):
+        """How the department has answered an objection it received (polled by the
+        gateway). NOT_FOUND for an objection it never received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DepartmentAdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +106,16 @@ def add_DepartmentAdapterServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=credit_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
                     response_serializer=credit_dot_v1_dot_adapter__pb2.LookupResponse.SerializeToString,
+            ),
+            'ReceiveObjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveObjection,
+                    request_deserializer=credit_dot_v1_dot_adapter__pb2.ReceiveObjectionRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_adapter__pb2.ReceiveObjectionResponse.SerializeToString,
+            ),
+            'ObjectionAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ObjectionAnswer,
+                    request_deserializer=credit_dot_v1_dot_adapter__pb2.ObjectionAnswerRequest.FromString,
+                    response_serializer=credit_dot_v1_dot_adapter__pb2.ObjectionAnswerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +172,60 @@ class DepartmentAdapter:
             '/credit.v1.DepartmentAdapter/Lookup',
             credit_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
             credit_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveObjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit.v1.DepartmentAdapter/ReceiveObjection',
+            credit_dot_v1_dot_adapter__pb2.ReceiveObjectionRequest.SerializeToString,
+            credit_dot_v1_dot_adapter__pb2.ReceiveObjectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObjectionAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit.v1.DepartmentAdapter/ObjectionAnswer',
+            credit_dot_v1_dot_adapter__pb2.ObjectionAnswerRequest.SerializeToString,
+            credit_dot_v1_dot_adapter__pb2.ObjectionAnswerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,16 @@ class DepartmentAdapterStub:
     """The records one subject has in the named datasets, restricted to the
     named fields.
     """
+    ReceiveObjection: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.ReceiveObjectionRequest, _adapter_pb2.ReceiveObjectionResponse]
+    """An objection (Art. 25) or a credit-repair application against one of this
+    department's records, routed by the gateway. Idempotent by objection_id.
+    NOT_FOUND (NO_SUCH_RECORD) when the subject has no such record in the dataset;
+    UNIMPLEMENTED when the department takes no objections.
+    """
+    ObjectionAnswer: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.ObjectionAnswerRequest, _adapter_pb2.ObjectionAnswerResponse]
+    """How the department has answered an objection it received (polled by the
+    gateway). NOT_FOUND for an objection it never received.
+    """
 
 @_typing.type_check_only
 class DepartmentAdapterAsyncStub(DepartmentAdapterStub):
@@ -54,6 +64,16 @@ class DepartmentAdapterAsyncStub(DepartmentAdapterStub):
     Lookup: _aio.UnaryUnaryMultiCallable[_adapter_pb2.LookupRequest, _adapter_pb2.LookupResponse]  # type: ignore[assignment]
     """The records one subject has in the named datasets, restricted to the
     named fields.
+    """
+    ReceiveObjection: _aio.UnaryUnaryMultiCallable[_adapter_pb2.ReceiveObjectionRequest, _adapter_pb2.ReceiveObjectionResponse]  # type: ignore[assignment]
+    """An objection (Art. 25) or a credit-repair application against one of this
+    department's records, routed by the gateway. Idempotent by objection_id.
+    NOT_FOUND (NO_SUCH_RECORD) when the subject has no such record in the dataset;
+    UNIMPLEMENTED when the department takes no objections.
+    """
+    ObjectionAnswer: _aio.UnaryUnaryMultiCallable[_adapter_pb2.ObjectionAnswerRequest, _adapter_pb2.ObjectionAnswerResponse]  # type: ignore[assignment]
+    """How the department has answered an objection it received (polled by the
+    gateway). NOT_FOUND for an objection it never received.
     """
 
 class DepartmentAdapterServicer(metaclass=_abc_1.ABCMeta):
@@ -76,6 +96,28 @@ class DepartmentAdapterServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_adapter_pb2.LookupResponse, _abc.Awaitable[_adapter_pb2.LookupResponse]]:
         """The records one subject has in the named datasets, restricted to the
         named fields.
+        """
+
+    @_abc_1.abstractmethod
+    def ReceiveObjection(
+        self,
+        request: _adapter_pb2.ReceiveObjectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_adapter_pb2.ReceiveObjectionResponse, _abc.Awaitable[_adapter_pb2.ReceiveObjectionResponse]]:
+        """An objection (Art. 25) or a credit-repair application against one of this
+        department's records, routed by the gateway. Idempotent by objection_id.
+        NOT_FOUND (NO_SUCH_RECORD) when the subject has no such record in the dataset;
+        UNIMPLEMENTED when the department takes no objections.
+        """
+
+    @_abc_1.abstractmethod
+    def ObjectionAnswer(
+        self,
+        request: _adapter_pb2.ObjectionAnswerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_adapter_pb2.ObjectionAnswerResponse, _abc.Awaitable[_adapter_pb2.ObjectionAnswerResponse]]:
+        """How the department has answered an objection it received (polled by the
+        gateway). NOT_FOUND for an objection it never received.
         """
 
 def add_DepartmentAdapterServicer_to_server(servicer: DepartmentAdapterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

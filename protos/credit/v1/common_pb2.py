@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redit/v1/common.proto\x12\tcredit.v1\";\n\x07Subject\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.credit.v1.SubjectType\x12\n\n\x02id\x18\x02 \x01(\t\"o\n\nFieldValue\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x11\n\x07integer\x18\x02 \x01(\x12H\x00\x12\x11\n\x07\x62oolean\x18\x03 \x01(\x08H\x00\x12\x0e\n\x04\x64\x61te\x18\x04 \x01(\tH\x00\x12\x13\n\tmoney_fen\x18\x05 \x01(\x12H\x00\x42\x06\n\x04kind\"\xba\x01\n\x06Record\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12-\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1d.credit.v1.Record.FieldsEntry\x12\x16\n\x0e\x65vent_end_date\x18\x03 \x01(\t\x12\x10\n\x08\x64isputed\x18\x04 \x01(\x08\x1a\x44\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.credit.v1.FieldValue:\x02\x38\x01*a\n\x0bSubjectType\x12\x1c\n\x18SUBJECT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SUBJECT_TYPE_ENTERPRISE\x10\x01\x12\x17\n\x13SUBJECT_TYPE_PERSON\x10\x02*\x9b\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46IELD_TYPE_TEXT\x10\x01\x12\x16\n\x12\x46IELD_TYPE_INTEGER\x10\x02\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x03\x12\x13\n\x0f\x46IELD_TYPE_DATE\x10\x04\x12\x18\n\x14\x46IELD_TYPE_MONEY_FEN\x10\x05\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redit/v1/common.proto\x12\tcredit.v1\";\n\x07Subject\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.credit.v1.SubjectType\x12\n\n\x02id\x18\x02 \x01(\t\"o\n\nFieldValue\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x11\n\x07integer\x18\x02 \x01(\x12H\x00\x12\x11\n\x07\x62oolean\x18\x03 \x01(\x08H\x00\x12\x0e\n\x04\x64\x61te\x18\x04 \x01(\tH\x00\x12\x13\n\tmoney_fen\x18\x05 \x01(\x12H\x00\x42\x06\n\x04kind\"\xf6\x01\n\x06Record\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12-\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1d.credit.v1.Record.FieldsEntry\x12\x16\n\x0e\x65vent_end_date\x18\x03 \x01(\t\x12\x10\n\x08\x64isputed\x18\x04 \x01(\x08\x12\'\n\x07\x64ispute\x18\x05 \x01(\x0b\x32\x16.credit.v1.DisputeMark\x12\x11\n\tstatement\x18\x06 \x01(\t\x1a\x44\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.credit.v1.FieldValue:\x02\x38\x01\"\x8c\x01\n\x0b\x44isputeMark\x12\x14\n\x0cobjection_id\x18\x01 \x01(\t\x12\x10\n\x08\x66iled_on\x18\x02 \x01(\t\x12\x0e\n\x06\x64ue_on\x18\x03 \x01(\t\x12,\n\x07outcome\x18\x04 \x01(\x0e\x32\x1b.credit.v1.ObjectionOutcome\x12\x17\n\x0f\x64\x65partment_note\x18\x05 \x01(\t*a\n\x0bSubjectType\x12\x1c\n\x18SUBJECT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SUBJECT_TYPE_ENTERPRISE\x10\x01\x12\x17\n\x13SUBJECT_TYPE_PERSON\x10\x02*\x9b\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46IELD_TYPE_TEXT\x10\x01\x12\x16\n\x12\x46IELD_TYPE_INTEGER\x10\x02\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x03\x12\x13\n\x0f\x46IELD_TYPE_DATE\x10\x04\x12\x18\n\x14\x46IELD_TYPE_MONEY_FEN\x10\x05*h\n\rObjectionKind\x12\x1e\n\x1aOBJECTION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18OBJECTION_KIND_OBJECTION\x10\x01\x12\x19\n\x15OBJECTION_KIND_REPAIR\x10\x02*\xad\x02\n\x10ObjectionOutcome\x12!\n\x1dOBJECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19OBJECTION_OUTCOME_PENDING\x10\x01\x12\x1f\n\x1bOBJECTION_OUTCOME_CORRECTED\x10\x02\x12\x1f\n\x1bOBJECTION_OUTCOME_CONFIRMED\x10\x03\x12\"\n\x1eOBJECTION_OUTCOME_UNDETERMINED\x10\x04\x12%\n!OBJECTION_OUTCOME_REPAIR_APPROVED\x10\x05\x12$\n OBJECTION_OUTCOME_REPAIR_REFUSED\x10\x06\x12$\n OBJECTION_OUTCOME_NO_SUCH_RECORD\x10\x07\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_RECORD_FIELDSENTRY']._loaded_options = None
   _globals['_RECORD_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_SUBJECTTYPE']._serialized_start=400
-  _globals['_SUBJECTTYPE']._serialized_end=497
-  _globals['_FIELDTYPE']._serialized_start=500
-  _globals['_FIELDTYPE']._serialized_end=655
+  _globals['_SUBJECTTYPE']._serialized_start=603
+  _globals['_SUBJECTTYPE']._serialized_end=700
+  _globals['_FIELDTYPE']._serialized_start=703
+  _globals['_FIELDTYPE']._serialized_end=858
+  _globals['_OBJECTIONKIND']._serialized_start=860
+  _globals['_OBJECTIONKIND']._serialized_end=964
+  _globals['_OBJECTIONOUTCOME']._serialized_start=967
+  _globals['_OBJECTIONOUTCOME']._serialized_end=1268
   _globals['_SUBJECT']._serialized_start=37
   _globals['_SUBJECT']._serialized_end=96
   _globals['_FIELDVALUE']._serialized_start=98
   _globals['_FIELDVALUE']._serialized_end=209
   _globals['_RECORD']._serialized_start=212
-  _globals['_RECORD']._serialized_end=398
-  _globals['_RECORD_FIELDSENTRY']._serialized_start=330
-  _globals['_RECORD_FIELDSENTRY']._serialized_end=398
+  _globals['_RECORD']._serialized_end=458
+  _globals['_RECORD_FIELDSENTRY']._serialized_start=390
+  _globals['_RECORD_FIELDSENTRY']._serialized_end=458
+  _globals['_DISPUTEMARK']._serialized_start=461
+  _globals['_DISPUTEMARK']._serialized_end=601
 # @@protoc_insertion_point(module_scope)

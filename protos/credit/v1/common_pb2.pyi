@@ -77,6 +77,74 @@ FIELD_TYPE_MONEY_FEN: FieldType.ValueType  # 5
 """An amount of money in integer fen (1/100 yuan). Never a float."""
 Global___FieldType: _TypeAlias = FieldType  # noqa: Y015
 
+class _ObjectionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ObjectionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ObjectionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OBJECTION_KIND_UNSPECIFIED: _ObjectionKind.ValueType  # 0
+    OBJECTION_KIND_OBJECTION: _ObjectionKind.ValueType  # 1
+    """An objection to a record held by a department (Decree 631 Art. 25)."""
+    OBJECTION_KIND_REPAIR: _ObjectionKind.ValueType  # 2
+    """Credit repair of public credit information: a penalty or a list entry published
+    by a state organ (NDRC credit repair measures, in force 2026-04-01).
+    """
+
+class ObjectionKind(_ObjectionKind, metaclass=_ObjectionKindEnumTypeWrapper):
+    """What an objection (Art. 25) or an application for credit repair is."""
+
+OBJECTION_KIND_UNSPECIFIED: ObjectionKind.ValueType  # 0
+OBJECTION_KIND_OBJECTION: ObjectionKind.ValueType  # 1
+"""An objection to a record held by a department (Decree 631 Art. 25)."""
+OBJECTION_KIND_REPAIR: ObjectionKind.ValueType  # 2
+"""Credit repair of public credit information: a penalty or a list entry published
+by a state organ (NDRC credit repair measures, in force 2026-04-01).
+"""
+Global___ObjectionKind: _TypeAlias = ObjectionKind  # noqa: Y015
+
+class _ObjectionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ObjectionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ObjectionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OBJECTION_OUTCOME_UNSPECIFIED: _ObjectionOutcome.ValueType  # 0
+    OBJECTION_OUTCOME_PENDING: _ObjectionOutcome.ValueType  # 1
+    """Not answered yet: the record is marked disputed."""
+    OBJECTION_OUTCOME_CORRECTED: _ObjectionOutcome.ValueType  # 2
+    """The department corrected the record at its source; the mark is removed."""
+    OBJECTION_OUTCOME_CONFIRMED: _ObjectionOutcome.ValueType  # 3
+    """The department confirmed the record as it is; the mark is removed."""
+    OBJECTION_OUTCOME_UNDETERMINED: _ObjectionOutcome.ValueType  # 4
+    """The check could not settle it: the mark stays, with the department's account."""
+    OBJECTION_OUTCOME_REPAIR_APPROVED: _ObjectionOutcome.ValueType  # 5
+    """Repair approved: the record is no longer shared or screened."""
+    OBJECTION_OUTCOME_REPAIR_REFUSED: _ObjectionOutcome.ValueType  # 6
+    """Repair refused by the keeping department."""
+    OBJECTION_OUTCOME_NO_SUCH_RECORD: _ObjectionOutcome.ValueType  # 7
+    """The department holds no such record of this subject; nothing is marked."""
+
+class ObjectionOutcome(_ObjectionOutcome, metaclass=_ObjectionOutcomeEnumTypeWrapper):
+    """How an objection or a repair application stands."""
+
+OBJECTION_OUTCOME_UNSPECIFIED: ObjectionOutcome.ValueType  # 0
+OBJECTION_OUTCOME_PENDING: ObjectionOutcome.ValueType  # 1
+"""Not answered yet: the record is marked disputed."""
+OBJECTION_OUTCOME_CORRECTED: ObjectionOutcome.ValueType  # 2
+"""The department corrected the record at its source; the mark is removed."""
+OBJECTION_OUTCOME_CONFIRMED: ObjectionOutcome.ValueType  # 3
+"""The department confirmed the record as it is; the mark is removed."""
+OBJECTION_OUTCOME_UNDETERMINED: ObjectionOutcome.ValueType  # 4
+"""The check could not settle it: the mark stays, with the department's account."""
+OBJECTION_OUTCOME_REPAIR_APPROVED: ObjectionOutcome.ValueType  # 5
+"""Repair approved: the record is no longer shared or screened."""
+OBJECTION_OUTCOME_REPAIR_REFUSED: ObjectionOutcome.ValueType  # 6
+"""Repair refused by the keeping department."""
+OBJECTION_OUTCOME_NO_SUCH_RECORD: ObjectionOutcome.ValueType  # 7
+"""The department holds no such record of this subject; nothing is marked."""
+Global___ObjectionOutcome: _TypeAlias = ObjectionOutcome  # noqa: Y015
+
 @_typing.final
 class Subject(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -166,6 +234,8 @@ class Record(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     EVENT_END_DATE_FIELD_NUMBER: _builtins.int
     DISPUTED_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     """A department-local reference, stable across queries (for objections)."""
     event_end_date: _builtins.str
@@ -173,9 +243,22 @@ class Record(_message.Message):
     (YYYY-MM-DD); empty while it is ongoing. Drives Art. 16 ageing.
     """
     disputed: _builtins.bool
-    """An objection is pending against this record (Art. 25)."""
+    """An objection is pending against this record (Art. 25), or the check found
+    nothing certain (undetermined): the mark stands. Set by the department, and by
+    the gateway from its own objection store whether the department did or not.
+    """
+    statement: _builtins.str
+    """The subject's own statement about this record (本人声明), shown with it. Free
+    text the gateway screened: never an identifier. Set by the gateway only.
+    """
     @_builtins.property
     def fields(self) -> _containers.MessageMap[_builtins.str, Global___FieldValue]: ...
+    @_builtins.property
+    def dispute(self) -> Global___DisputeMark:
+        """Set by the gateway only (a department's value is replaced): the objection
+        behind the mark, while the mark stands.
+        """
+
     def __init__(
         self,
         *,
@@ -183,11 +266,50 @@ class Record(_message.Message):
         fields: _abc.Mapping[_builtins.str, Global___FieldValue] | None = ...,
         event_end_date: _builtins.str = ...,
         disputed: _builtins.bool = ...,
+        dispute: Global___DisputeMark | None = ...,
+        statement: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispute", b"dispute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disputed", b"disputed", "event_end_date", b"event_end_date", "fields", b"fields", "record_id", b"record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispute", b"dispute", "disputed", b"disputed", "event_end_date", b"event_end_date", "fields", b"fields", "record_id", b"record_id", "statement", b"statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Record: _TypeAlias = Record  # noqa: Y015
+
+@_typing.final
+class DisputeMark(_message.Message):
+    """Why a record is marked disputed (Decree 631 Art. 25), as the gateway tracks it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTION_ID_FIELD_NUMBER: _builtins.int
+    FILED_ON_FIELD_NUMBER: _builtins.int
+    DUE_ON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_NOTE_FIELD_NUMBER: _builtins.int
+    objection_id: _builtins.str
+    filed_on: _builtins.str
+    """The day the objection was filed (YYYY-MM-DD, Beijing time)."""
+    due_on: _builtins.str
+    """The day by which the department must answer: filed_on + 20 days."""
+    outcome: Global___ObjectionOutcome.ValueType
+    """PENDING while unanswered, UNDETERMINED once the check found nothing certain."""
+    department_note: _builtins.str
+    """For UNDETERMINED: the department's account of its check (both views recorded)."""
+    def __init__(
+        self,
+        *,
+        objection_id: _builtins.str = ...,
+        filed_on: _builtins.str = ...,
+        due_on: _builtins.str = ...,
+        outcome: Global___ObjectionOutcome.ValueType = ...,
+        department_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["department_note", b"department_note", "due_on", b"due_on", "filed_on", b"filed_on", "objection_id", b"objection_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputeMark: _TypeAlias = DisputeMark  # noqa: Y015

@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from protos.credit.v1 import common_pb2 as credit_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redit/v1/query.proto\x12\tcredit.v1\x1a\x16\x63redit/v1/common.proto\"1\n\nDatasetRef\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"\x83\x02\n\x0cQueryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x07subject\x18\x02 \x01(\x0b\x32\x12.credit.v1.Subject\x12\'\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x15.credit.v1.DatasetRef\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\"\n\x04mode\x18\x05 \x01(\x0e\x32\x14.credit.v1.QueryMode\x12\x15\n\rconsent_token\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x07 \x01(\t\x12\x12\n\nofficer_id\x18\x08 \x01(\t\x12\x19\n\x11represented_party\x18\t \x01(\t\"j\n\rWithheldField\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.credit.v1.WithholdReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"V\n\rDatasetResult\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\"\n\x07records\x18\x02 \x03(\x0b\x32\x11.credit.v1.Record\x12\x10\n\x08\x61ged_out\x18\x03 \x01(\r\"\xcd\x01\n\x11\x44\x65partmentSection\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credit.v1.SectionStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12*\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x18.credit.v1.DatasetResult\x12*\n\x08withheld\x18\x05 \x03(\x0b\x32\x18.credit.v1.WithheldField\x12\x12\n\nlatency_ms\x18\x06 \x01(\r\"E\n\nChargeLine\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x12\n\namount_fen\x18\x03 \x01(\x03\"o\n\x06\x43harge\x12\x12\n\namount_fen\x18\x01 \x01(\x03\x12$\n\x05lines\x18\x02 \x03(\x0b\x32\x15.credit.v1.ChargeLine\x12\x13\n\x0b\x62\x61lance_fen\x18\x03 \x01(\x03\x12\x16\n\x0e\x66ree_remaining\x18\x04 \x01(\x03\"]\n\x0c\x41uditReceipt\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x17\n\x0fresponse_digest\x18\x04 \x01(\x0c\"\xe5\x01\n\rQueryResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\x08sections\x18\x02 \x03(\x0b\x32\x1c.credit.v1.DepartmentSection\x12!\n\x06\x63harge\x18\x03 \x01(\x0b\x32\x11.credit.v1.Charge\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x17\n\x0f\x63\x61talog_version\x18\x05 \x01(\t\x12(\n\x07receipt\x18\x06 \x01(\x0b\x32\x17.credit.v1.AuditReceipt\x12\x12\n\nquery_date\x18\x07 \x01(\t*Q\n\tQueryMode\x12\x1a\n\x16QUERY_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fQUERY_MODE_FREE\x10\x01\x12\x13\n\x0fQUERY_MODE_PAID\x10\x02*\xbf\x01\n\rSectionStatus\x12\x1e\n\x1aSECTION_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11SECTION_STATUS_OK\x10\x01\x12\x1c\n\x18SECTION_STATUS_NOT_FOUND\x10\x02\x12\x1e\n\x1aSECTION_STATUS_UNAVAILABLE\x10\x03\x12\x1c\n\x18SECTION_STATUS_TIMED_OUT\x10\x04\x12\x1b\n\x17SECTION_STATUS_WITHHELD\x10\x05*\xbb\x02\n\x0eWithholdReason\x12\x1f\n\x1bWITHHOLD_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWITHHOLD_REASON_NOT_GRANTED\x10\x01\x12$\n WITHHOLD_REASON_CONSENT_REQUIRED\x10\x02\x12&\n\"WITHHOLD_REASON_PAID_MODE_REQUIRED\x10\x03\x12&\n\"WITHHOLD_REASON_FREE_MODE_REQUIRED\x10\x04\x12#\n\x1fWITHHOLD_REASON_PROHIBITED_ITEM\x10\x05\x12 \n\x1cWITHHOLD_REASON_STATE_SECRET\x10\x06\x12*\n&WITHHOLD_REASON_DEPARTMENT_UNAVAILABLE\x10\x07\x32J\n\x0cQueryService\x12:\n\x05Query\x12\x17.credit.v1.QueryRequest\x1a\x18.credit.v1.QueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redit/v1/query.proto\x12\tcredit.v1\x1a\x16\x63redit/v1/common.proto\"1\n\nDatasetRef\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"\x98\x02\n\x0cQueryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x07subject\x18\x02 \x01(\x0b\x32\x12.credit.v1.Subject\x12\'\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x15.credit.v1.DatasetRef\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\"\n\x04mode\x18\x05 \x01(\x0e\x32\x14.credit.v1.QueryMode\x12\x15\n\rconsent_token\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x07 \x01(\t\x12\x12\n\nofficer_id\x18\x08 \x01(\t\x12\x19\n\x11represented_party\x18\t \x01(\t\x12\x13\n\x0blegal_basis\x18\n \x01(\t\"j\n\rWithheldField\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.credit.v1.WithholdReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"V\n\rDatasetResult\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\"\n\x07records\x18\x02 \x03(\x0b\x32\x11.credit.v1.Record\x12\x10\n\x08\x61ged_out\x18\x03 \x01(\r\"\xcd\x01\n\x11\x44\x65partmentSection\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credit.v1.SectionStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12*\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x18.credit.v1.DatasetResult\x12*\n\x08withheld\x18\x05 \x03(\x0b\x32\x18.credit.v1.WithheldField\x12\x12\n\nlatency_ms\x18\x06 \x01(\r\"E\n\nChargeLine\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x12\n\namount_fen\x18\x03 \x01(\x03\"o\n\x06\x43harge\x12\x12\n\namount_fen\x18\x01 \x01(\x03\x12$\n\x05lines\x18\x02 \x03(\x0b\x32\x15.credit.v1.ChargeLine\x12\x13\n\x0b\x62\x61lance_fen\x18\x03 \x01(\x03\x12\x16\n\x0e\x66ree_remaining\x18\x04 \x01(\x03\"]\n\x0c\x41uditReceipt\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x17\n\x0fresponse_digest\x18\x04 \x01(\x0c\"\xe5\x01\n\rQueryResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\x08sections\x18\x02 \x03(\x0b\x32\x1c.credit.v1.DepartmentSection\x12!\n\x06\x63harge\x18\x03 \x01(\x0b\x32\x11.credit.v1.Charge\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x17\n\x0f\x63\x61talog_version\x18\x05 \x01(\t\x12(\n\x07receipt\x18\x06 \x01(\x0b\x32\x17.credit.v1.AuditReceipt\x12\x12\n\nquery_date\x18\x07 \x01(\t*Q\n\tQueryMode\x12\x1a\n\x16QUERY_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fQUERY_MODE_FREE\x10\x01\x12\x13\n\x0fQUERY_MODE_PAID\x10\x02*\xbf\x01\n\rSectionStatus\x12\x1e\n\x1aSECTION_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11SECTION_STATUS_OK\x10\x01\x12\x1c\n\x18SECTION_STATUS_NOT_FOUND\x10\x02\x12\x1e\n\x1aSECTION_STATUS_UNAVAILABLE\x10\x03\x12\x1c\n\x18SECTION_STATUS_TIMED_OUT\x10\x04\x12\x1b\n\x17SECTION_STATUS_WITHHELD\x10\x05*\xbb\x02\n\x0eWithholdReason\x12\x1f\n\x1bWITHHOLD_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWITHHOLD_REASON_NOT_GRANTED\x10\x01\x12$\n WITHHOLD_REASON_CONSENT_REQUIRED\x10\x02\x12&\n\"WITHHOLD_REASON_PAID_MODE_REQUIRED\x10\x03\x12&\n\"WITHHOLD_REASON_FREE_MODE_REQUIRED\x10\x04\x12#\n\x1fWITHHOLD_REASON_PROHIBITED_ITEM\x10\x05\x12 \n\x1cWITHHOLD_REASON_STATE_SECRET\x10\x06\x12*\n&WITHHOLD_REASON_DEPARTMENT_UNAVAILABLE\x10\x07\x32J\n\x0cQueryService\x12:\n\x05Query\x12\x17.credit.v1.QueryRequest\x1a\x18.credit.v1.QueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credit.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUERYMODE']._serialized_start=1288
-  _globals['_QUERYMODE']._serialized_end=1369
-  _globals['_SECTIONSTATUS']._serialized_start=1372
-  _globals['_SECTIONSTATUS']._serialized_end=1563
-  _globals['_WITHHOLDREASON']._serialized_start=1566
-  _globals['_WITHHOLDREASON']._serialized_end=1881
+  _globals['_QUERYMODE']._serialized_start=1309
+  _globals['_QUERYMODE']._serialized_end=1390
+  _globals['_SECTIONSTATUS']._serialized_start=1393
+  _globals['_SECTIONSTATUS']._serialized_end=1584
+  _globals['_WITHHOLDREASON']._serialized_start=1587
+  _globals['_WITHHOLDREASON']._serialized_end=1902
   _globals['_DATASETREF']._serialized_start=60
   _globals['_DATASETREF']._serialized_end=109
   _globals['_QUERYREQUEST']._serialized_start=112
-  _globals['_QUERYREQUEST']._serialized_end=371
-  _globals['_WITHHELDFIELD']._serialized_start=373
-  _globals['_WITHHELDFIELD']._serialized_end=479
-  _globals['_DATASETRESULT']._serialized_start=481
-  _globals['_DATASETRESULT']._serialized_end=567
-  _globals['_DEPARTMENTSECTION']._serialized_start=570
-  _globals['_DEPARTMENTSECTION']._serialized_end=775
-  _globals['_CHARGELINE']._serialized_start=777
-  _globals['_CHARGELINE']._serialized_end=846
-  _globals['_CHARGE']._serialized_start=848
-  _globals['_CHARGE']._serialized_end=959
-  _globals['_AUDITRECEIPT']._serialized_start=961
-  _globals['_AUDITRECEIPT']._serialized_end=1054
-  _globals['_QUERYRESPONSE']._serialized_start=1057
-  _globals['_QUERYRESPONSE']._serialized_end=1286
-  _globals['_QUERYSERVICE']._serialized_start=1883
-  _globals['_QUERYSERVICE']._serialized_end=1957
+  _globals['_QUERYREQUEST']._serialized_end=392
+  _globals['_WITHHELDFIELD']._serialized_start=394
+  _globals['_WITHHELDFIELD']._serialized_end=500
+  _globals['_DATASETRESULT']._serialized_start=502
+  _globals['_DATASETRESULT']._serialized_end=588
+  _globals['_DEPARTMENTSECTION']._serialized_start=591
+  _globals['_DEPARTMENTSECTION']._serialized_end=796
+  _globals['_CHARGELINE']._serialized_start=798
+  _globals['_CHARGELINE']._serialized_end=867
+  _globals['_CHARGE']._serialized_start=869
+  _globals['_CHARGE']._serialized_end=980
+  _globals['_AUDITRECEIPT']._serialized_start=982
+  _globals['_AUDITRECEIPT']._serialized_end=1075
+  _globals['_QUERYRESPONSE']._serialized_start=1078
+  _globals['_QUERYRESPONSE']._serialized_end=1307
+  _globals['_QUERYSERVICE']._serialized_start=1904
+  _globals['_QUERYSERVICE']._serialized_end=1978
 # @@protoc_insertion_point(module_scope)

@@ -136,6 +136,7 @@ class QueryRequest(_message.Message):
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     OFFICER_ID_FIELD_NUMBER: _builtins.int
     REPRESENTED_PARTY_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """UUID chosen by the caller; the idempotency key for charges."""
     purpose: _builtins.str
@@ -149,6 +150,14 @@ class QueryRequest(_message.Message):
     """X-Road's "userId": the officer or employee at the agency."""
     represented_party: _builtins.str
     """The party the agency acts for, if any."""
+    legal_basis: _builtins.str
+    """A code from the published list of legal bases (policies/legal_bases.toml):
+    a state organ querying by law instead of with the subject's consent
+    (Decree 631 Art. 18 "except where the law provides otherwise", Art. 28).
+    Opens the consent-bound tiers the basis names, for the purposes it names,
+    to the agency kinds that may cite it; a basis that needs a case reference
+    takes it from case_reference. Empty: no legal basis is cited.
+    """
     @_builtins.property
     def subject(self) -> _common_pb2.Subject: ...
     @_builtins.property
@@ -167,10 +176,11 @@ class QueryRequest(_message.Message):
         case_reference: _builtins.str = ...,
         officer_id: _builtins.str = ...,
         represented_party: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "consent_token", b"consent_token", "datasets", b"datasets", "mode", b"mode", "officer_id", b"officer_id", "purpose", b"purpose", "represented_party", b"represented_party", "request_id", b"request_id", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "consent_token", b"consent_token", "datasets", b"datasets", "legal_basis", b"legal_basis", "mode", b"mode", "officer_id", b"officer_id", "purpose", b"purpose", "represented_party", b"represented_party", "request_id", b"request_id", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,3 +44,26 @@ def test_consent_uses_is_absent_unless_counted() -> None:
     assert obj["consent_uses"] == 2
     assert QueryRecord.from_json(obj).consent_uses == 2
     assert QueryRecord.from_json({"consent_uses": "2"}).consent_uses is None
+
+
+def test_an_objection_record_reads_back_what_was_written() -> None:
+    from gateway.audit.schema import ObjectionRecord
+
+    rec = ObjectionRecord(
+        action="answered",
+        actor="gateway",
+        outcome="ok",
+        objection_id="6f1d2a52-3a8e-4c1e-9d61-0b8f3c2f4a10",
+        objection_kind="objection",
+        subject="hmac:ab",
+        department="market",
+        dataset="administrative_penalties",
+        record="17",
+        evidence_sha256=("ab" * 32,),
+        answer="undetermined",
+        note="both views",
+    )
+    doc = rec.to_json()
+    assert doc["kind"] == "objection" and "statement" not in doc  # None fields are absent
+    assert ObjectionRecord.from_json(doc) == rec
+    assert ObjectionRecord.from_json({"action": 3}).action == ""

@@ -21,6 +21,7 @@ ALERTS = {
     "CreditGatewayManySubjectsWithoutCaseReference",
     "CreditGatewayQueriesWithoutCaseReference",
     "CreditGatewayPersistentRefusals",
+    "CreditGatewayObjectionsOverdue",
 }
 
 
@@ -82,7 +83,7 @@ def test_every_alert_is_tested_to_fire() -> None:
         assert name is not None
         if "exp_alerts: []" not in case:
             fired.add(name.group(1))
-            # One agency fires; the normal agencies in the same series stay quiet.
+            # One agency (or department) fires; the normal ones beside it stay quiet.
             assert case.count("exp_labels:") == 1, case
     assert fired == ALERTS
     # And each test group has a normal agency beside the harvesting one.
@@ -100,6 +101,7 @@ def test_rules_read_only_exported_metrics() -> None:
     assert used <= exported, sorted(used - exported)
 
 
-def test_rules_group_by_agency_only() -> None:
-    # Alerts name agencies, never anything finer (and no label holds a subject anyway).
-    assert set(re.findall(r"by \(([^)]*)\)", _code(RULES))) == {"agency"}
+def test_rules_group_by_agency_or_department_only() -> None:
+    # Alerts name agencies (or, for objections, the published departments), never anything
+    # finer (and no label holds a subject anyway).
+    assert set(re.findall(r"by \(([^)]*)\)", _code(RULES))) == {"agency", "department"}

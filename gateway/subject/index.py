@@ -1,0 +1,388 @@
+"""The subject index: subject pseudonym -> the answered queries about it, by audit index.
+
+"Who looked at me" (Decree 631 Art. 22, FCRA 15 U.S.C. 1681g(a)(3)) and "the queries under
+each legal basis" are read from here, never by scanning the audit log. The index is derived
+data: every row comes from a query record of the signed log, and the whole index can be
+rebuilt from the log (:meth:`QueryIndex.reset`, then :func:`sync_index`).
+
+    index = SQLiteQueryIndex.open(Path("subjects.sqlite"))
+    sync_index(index, open_reader(Path("audit.sqlite")))      # catch up with the log
+    page = index.for_subject(pseudonym, today="2026-11-30", before=None, limit=50)
+
+**How it is kept current.** :func:`sync_index` reads the log's entries past
+:attr:`QueryIndex.scanned_to` (the log's indices are dense and its entries durable and
+append-only, so the watermark never skips one) and adds the rows of answered query records
+and the new watermark in one transaction. :class:`gateway.subject.service.SubjectIndexer`
+runs it in the background (about once a second) and before every listing, so a caller sees
+its own latest query. A crash loses nothing: the next sync starts at the stored watermark.
+A log with another origin, or shorter than the watermark (a replaced file), empties the index
+and starts again from index 0.
+
+**What a row holds.** The subject pseudonym (HMAC-SHA256, as in the log; stored as its 32
+bytes), the time, agency, purpose, mode, charge (fen), the datasets that answered, the legal
+basis, the case reference as recorded (already under the free-text rule), and the day the
+query stops being confidential. Nothing that is not already in the log.
+
+The index sits in its own file (SQLite, WAL, ``synchronous=NORMAL``: a lost tail is read
+again from the log) behind the small :class:`QueryIndex` interface, so a PostgreSQL table can
+replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.errors import RecordError
+from gateway.audit.records import decode_record
+from gateway.audit.store import LogReader
+from gateway.errors import ConfigError
+from gateway.stores.sqlite import SQLiteSetupError, open_durable
+from gateway.subject.errors import SubjectStoreError
+
+__all__ = [
+    "IndexedQuery",
+    "QueryIndex",
+    "SQLiteQueryIndex",
+    "entry_from_record",
+    "sync_index",
+]
+
+#: Outcomes of a query that disclosed something (a refusal disclosed nothing).
+_ANSWERED = frozenset({"ok", "partial"})
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedQuery:
+    """One answered query about a subject, as its audit record holds it."""
+
+    log_index: int
+    #: The subject's keyed pseudonym (hex), as in the audit record.
+    subject: str
+    #: RFC 3339, UTC, as recorded.
+    time: str
+    agency_id: str
+    purpose: str
+    #: ``free`` or ``paid``.
+    mode: str
+    charge_fen: int
+    #: ``(department, dataset)`` pairs that answered, sorted.
+    datasets: tuple[tuple[str, str], ...]
+    legal_basis: str = ""
+    case_reference: str = ""
+    #: YYYY-MM-DD from which the subject may see it; "" when never hidden.
+    confidential_until: str = ""
+
+
+def entry_from_record(log_index: int, record: Mapping[str, Any]) -> IndexedQuery | None:
+    """The row of an audit record, or None if it is not an answered query about a subject
+    (another kind, a refusal, a query whose identifier did not validate)."""
+    if record.get("kind") != "query" or record.get("outcome") not in _ANSWERED:
+        return None
+    subject = record.get("subject_pseudonym")
+    if not isinstance(subject, str) or not subject:
+        return None
+    pairs: set[tuple[str, str]] = set()
+    departments = record.get("departments")
+    if isinstance(departments, Mapping):
+        for dept, section in departments.items():
+            names = section.get("datasets") if isinstance(section, Mapping) else None
+            if isinstance(names, list):
+                pairs.update((str(dept), str(n)) for n in names if isinstance(n, str))
+
+    def text(key: str) -> str:
+        value = record.get(key)
+        return value if isinstance(value, str) else ""
+
+    charge = record.get("charge_fen")
+    return IndexedQuery(
+        log_index=log_index,
+        subject=subject,
+        time=text("time"),
+        agency_id=text("agency_id"),
+        purpose=text("purpose"),
+        mode=text("mode"),
+        charge_fen=charge if isinstance(charge, int) and not isinstance(charge, bool) else 0,
+        datasets=tuple(sorted(pairs)),
+        legal_basis=text("legal_basis"),
+        case_reference=text("case_reference"),
+        confidential_until=text("confidential_until"),
+    )
+
+
+class QueryIndex(ABC):
+    """Storage of the subject index. Implementations are thread-safe."""
+
+    @property
+    @abstractmethod
+    def scanned_to(self) -> int:
+        """One more than the highest log index read so far (0: nothing read)."""
+
+    @property
+    @abstractmethod
+    def origin(self) -> str:
+        """The origin of the log the index was built from ("" before the first sync)."""
+
+    @abstractmethod
+    def add(self, rows: Iterable[IndexedQuery], *, scanned_to: int, origin: str) -> None:
+        """Store ``rows`` (idempotent by log index) and the new watermark, in one
+        transaction. Raises SubjectStoreError."""
+
+    @abstractmethod
+    def for_subject(
+        self, subject: str, *, today: str, before: int | None, limit: int
+    ) -> list[IndexedQuery]:
+        """Newest first, log index below ``before``: the queries about ``subject`` not
+        confidential on ``today`` (YYYY-MM-DD). Raises SubjectStoreError."""
+
+    @abstractmethod
+    def for_basis(self, basis: str, *, before: int | None, limit: int) -> list[IndexedQuery]:
+        """Newest first: every query made under ``basis``, confidential or not. Raises
+        SubjectStoreError."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything (a rebuild follows). Raises SubjectStoreError."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the storage."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queries (
+    subject BLOB NOT NULL,
+    log_index INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    agency TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    charge_fen INTEGER NOT NULL,
+    datasets TEXT NOT NULL,
+    legal_basis TEXT NOT NULL,
+    case_reference TEXT NOT NULL,
+    confidential_until TEXT NOT NULL,
+    PRIMARY KEY (subject, log_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queries_by_basis ON queries (legal_basis, log_index)
+    WHERE legal_basis != '';
+"""
+_COLUMNS = (
+    "log_index, subject, time, agency, purpose, mode, charge_fen, datasets, legal_basis, "
+    "case_reference, confidential_until"
+)
+
+
+def _subject_key(subject: str) -> bytes:
+    # A pseudonym is 64 hex digits: stored as its 32 bytes (half the index); anything else
+    # (a log written under another rule) as its text, which can never collide with 32 bytes.
+    if len(subject) == 64:
+        try:
+            return bytes.fromhex(subject)
+        except ValueError:
+            pass
+    return subject.encode("utf-8")
+
+
+def _subject_text(key: bytes) -> str:
+    return key.hex() if len(key) == 32 else key.decode("utf-8", "replace")
+
+
+def _row(q: IndexedQuery) -> tuple[object, ...]:
+    return (
+        q.log_index,
+        _subject_key(q.subject),
+        q.time,
+        q.agency_id,
+        q.purpose,
+        q.mode,
+        q.charge_fen,
+        json.dumps([list(p) for p in q.datasets], separators=(",", ":")),
+        q.legal_basis,
+        q.case_reference,
+        q.confidential_until,
+    )
+
+
+def _query(row: Sequence[Any]) -> IndexedQuery:
+    pairs = json.loads(row[7])
+    return IndexedQuery(
+        log_index=int(row[0]),
+        subject=_subject_text(bytes(row[1])),
+        time=str(row[2]),
+        agency_id=str(row[3]),
+        purpose=str(row[4]),
+        mode=str(row[5]),
+        charge_fen=int(row[6]),
+        datasets=tuple((str(d), str(s)) for d, s in pairs),
+        legal_basis=str(row[8]),
+        case_reference=str(row[9]),
+        confidential_until=str(row[10]),
+    )
+
+
+class SQLiteQueryIndex(QueryIndex):
+    """The index in one SQLite file (see the module docstring)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None) -> None:
+        self._conn = conn
+        self._path = path
+        self._lock = threading.Lock()
+        self._scanned, self._origin = self._meta()
+
+    @classmethod
+    def open(cls, path: Path) -> SQLiteQueryIndex:
+        """Open (or create) the index file.
+
+        Raises:
+            ConfigError: the file cannot be opened or is not an index.
+        """
+        try:
+            conn = open_durable(path, schema=_SCHEMA)
+            # Derived data: a commit lost in a power cut is read again from the log.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # Listings read a subject's few pages: keep the hot ones in memory (32 MiB) and
+            # map the file, so a page the OS has cached costs no read call.
+            conn.execute("PRAGMA cache_size=-32768")
+            conn.execute("PRAGMA mmap_size=268435456")
+        except (sqlite3.Error, SQLiteSetupError) as exc:
+            raise ConfigError("subject_index", f"cannot open the subject index: {exc}") from None
+        return cls(conn, path)
+
+    def _meta(self) -> tuple[int, str]:
+        rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        return int(rows.get("scanned_to", "0")), str(rows.get("origin", ""))
+
+    @property
+    def scanned_to(self) -> int:
+        """See :attr:`QueryIndex.scanned_to`."""
+        return self._scanned
+
+    @property
+    def origin(self) -> str:
+        """See :attr:`QueryIndex.origin`."""
+        return self._origin
+
+    def add(self, rows: Iterable[IndexedQuery], *, scanned_to: int, origin: str) -> None:
+        """See :meth:`QueryIndex.add`."""
+        # In key order: the table is clustered by subject, and sorted inserts touch each
+        # page once per batch.
+        data = sorted((_row(q) for q in rows), key=lambda r: (r[1], r[0]))
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(
+                        f"INSERT OR REPLACE INTO queries ({_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        data,
+                    )
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        [("scanned_to", str(scanned_to)), ("origin", origin)],
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._scanned, self._origin = scanned_to, origin
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"subject index write failed: {exc}") from None
+
+    def _select(self, sql: str, args: Sequence[object]) -> list[IndexedQuery]:
+        try:
+            with self._lock:
+                rows = self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"subject index read failed: {exc}") from None
+        return [_query(r) for r in rows]
+
+    def for_subject(
+        self, subject: str, *, today: str, before: int | None, limit: int
+    ) -> list[IndexedQuery]:
+        """See :meth:`QueryIndex.for_subject`. One range read: the table is clustered by
+        (subject, log index), so a subject's rows lie together on disk."""
+        return self._select(
+            f"SELECT {_COLUMNS} FROM queries "
+            "WHERE subject = ? AND log_index < ? "
+            "AND (confidential_until = '' OR confidential_until <= ?) "
+            "ORDER BY log_index DESC LIMIT ?",
+            (_subject_key(subject), _before(before), today, limit),
+        )
+
+    def for_basis(self, basis: str, *, before: int | None, limit: int) -> list[IndexedQuery]:
+        """See :meth:`QueryIndex.for_basis`."""
+        return self._select(
+            f"SELECT {_COLUMNS} FROM queries "
+            "WHERE legal_basis = ? AND legal_basis != '' AND log_index < ? "
+            "ORDER BY log_index DESC LIMIT ?",
+            (basis, _before(before), limit),
+        )
+
+    def reset(self) -> None:
+        """See :meth:`QueryIndex.reset`."""
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("DELETE FROM queries")
+                self._conn.execute("DELETE FROM meta")
+                self._conn.execute("COMMIT")
+                self._scanned, self._origin = 0, ""
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"subject index reset failed: {exc}") from None
+
+    def count(self) -> int:
+        """How many queries are indexed (tests, the benchmark)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM queries").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._conn.close()
+
+
+def _before(before: int | None) -> int:
+    return (1 << 62) if before is None else before
+
+
+def sync_index(index: QueryIndex, reader: LogReader, *, batch: int = 10_000) -> int:
+    """Add the log's entries past the index's watermark; returns how many entries were read.
+    Blocking (run it in a thread). A log with another origin than the index's, or shorter
+    than its watermark, empties the index first (it is rebuilt from index 0).
+
+    Raises:
+        SubjectStoreError: the index cannot be written.
+        StorageError: the log cannot be read.
+    """
+    origin = reader.origin() or ""
+    if (index.origin and index.origin != origin) or reader.size() < index.scanned_to:
+        index.reset()
+    start = index.scanned_to
+    read = 0
+    rows: list[IndexedQuery] = []
+    last = start - 1
+    for entry in reader.iter_entries(start):
+        read += 1
+        last = entry.index
+        try:
+            record = decode_record(entry.leaf, canonical=False)
+        except RecordError:
+            record = {}
+        row = entry_from_record(entry.index, record)
+        if row is not None:
+            rows.append(row)
+        if read % batch == 0:
+            index.add(rows, scanned_to=last + 1, origin=origin)
+            rows = []
+    if last + 1 > start or rows:
+        index.add(rows, scanned_to=last + 1, origin=origin)
+    elif not index.origin and origin:
+        index.add((), scanned_to=start, origin=origin)
+    return read

@@ -1,0 +1,195 @@
+"""The subject index: what it keeps of the log, paging, confidentiality, rebuilds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.api.subject import decode_page_token, encode_page_token
+from gateway.audit.records import encode_record
+from gateway.audit.store import LogReader, StoredCheckpoint, StoredEntry
+from gateway.errors import InvalidArgumentError
+from gateway.subject.index import SQLiteQueryIndex, entry_from_record, sync_index
+
+A, B = "a" * 64, "b" * 64
+
+
+def query(subject: str, **over: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "kind": "query",
+        "time": "2026-11-30T01:02:03.000Z",
+        "agency_id": "bank",
+        "purpose": "lending",
+        "mode": "paid",
+        "charge_fen": 4800,
+        "subject_type": "person",
+        "subject_pseudonym": subject,
+        "outcome": "ok",
+        "departments": {
+            "pbccrc": {"status": "ok", "datasets": ["personal_loans"], "records": 2},
+            "tax": {"status": "withheld", "datasets": [], "records": 0},
+        },
+    }
+    record.update(over)
+    return record
+
+
+class Log(LogReader):
+    """A list of records as a log (the index's only view of the audit log)."""
+
+    def __init__(self, records: list[dict[str, Any]], origin: str = "test/log") -> None:
+        self.records = records
+        self._origin = origin
+
+    def size(self) -> int:
+        return len(self.records)
+
+    def origin(self) -> str | None:
+        return self._origin
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        return []
+
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        for i in range(start, len(self.records)):
+            yield StoredEntry(i, encode_record(self.records[i], seq=i), None)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[SQLiteQueryIndex]:
+    idx = SQLiteQueryIndex.open(tmp_path / "subjects.sqlite")
+    yield idx
+    idx.close()
+
+
+def test_only_answered_queries_about_a_subject_are_indexed() -> None:
+    assert entry_from_record(0, query(A)) is not None
+    assert entry_from_record(0, query(A, outcome="partial")) is not None
+    assert entry_from_record(0, query(A, outcome="legal_basis_not_citable")) is None
+    assert entry_from_record(0, query("", outcome="ok")) is None
+    assert entry_from_record(0, {"kind": "billing", "subject_pseudonym": A}) is None
+    row = entry_from_record(7, query(A))
+    assert row is not None
+    assert row.datasets == (("pbccrc", "personal_loans"),)
+    assert (row.log_index, row.agency_id, row.mode, row.charge_fen) == (7, "bank", "paid", 4800)
+
+
+def test_sync_indexes_past_the_watermark_and_lists_newest_first(index: SQLiteQueryIndex) -> None:
+    log = Log([query(A), {"kind": "billing"}, query(B), query(A, agency_id="ndrc")])
+    assert sync_index(index, log) == 4
+    assert index.scanned_to == 4
+    assert [
+        q.log_index for q in index.for_subject(A, today="2026-12-01", before=None, limit=9)
+    ] == [
+        3,
+        0,
+    ]
+    log.records.append(query(A, purpose="guarantee"))
+    assert sync_index(index, log) == 1  # only the new entry is read
+    assert [
+        q.log_index for q in index.for_subject(A, today="2026-12-01", before=None, limit=9)
+    ] == [
+        4,
+        3,
+        0,
+    ]
+    assert [
+        q.log_index for q in index.for_subject(B, today="2026-12-01", before=None, limit=9)
+    ] == [2]
+
+
+def test_the_watermark_survives_a_restart(tmp_path: Path) -> None:
+    log = Log([query(A), query(B)])
+    first = SQLiteQueryIndex.open(tmp_path / "i.sqlite")
+    sync_index(first, log)
+    first.close()
+    again = SQLiteQueryIndex.open(tmp_path / "i.sqlite")
+    assert again.scanned_to == 2
+    assert sync_index(again, log) == 0
+    assert again.count() == 2
+    again.close()
+
+
+def test_another_log_or_a_shorter_one_rebuilds_the_index(index: SQLiteQueryIndex) -> None:
+    sync_index(index, Log([query(A), query(A), query(A)]))
+    assert index.count() == 3
+    sync_index(index, Log([query(B)], origin="other/log"))
+    assert index.origin == "other/log"
+    assert index.for_subject(A, today="2026-12-01", before=None, limit=9) == []
+    sync_index(index, Log([], origin="other/log"))  # shorter than the watermark: replaced
+    assert index.count() == 0 and index.scanned_to == 0
+
+
+def test_a_confidential_query_is_hidden_until_its_day(index: SQLiteQueryIndex) -> None:
+    sync_index(
+        index,
+        Log([query(A, legal_basis="supervision_law_art26", confidential_until="2027-11-30")]),
+    )
+    assert index.for_subject(A, today="2027-11-29", before=None, limit=9) == []
+    assert [
+        q.legal_basis for q in index.for_subject(A, today="2027-11-30", before=None, limit=9)
+    ] == ["supervision_law_art26"]
+    # Officers see it at once.
+    assert [
+        q.log_index for q in index.for_basis("supervision_law_art26", before=None, limit=9)
+    ] == [0]
+
+
+def test_an_undecodable_leaf_is_skipped_not_fatal(index: SQLiteQueryIndex) -> None:
+    class Broken(Log):
+        def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+            yield StoredEntry(0, b"not json", None)
+            yield from super().iter_entries(1)
+
+    sync_index(index, Broken([query(A), query(A)]))
+    assert index.scanned_to == 2 and index.count() == 1
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    owners=st.lists(st.sampled_from([A, B, "c" * 64]), min_size=0, max_size=60),
+    hidden=st.sets(st.integers(0, 59)),
+    page=st.integers(1, 7),
+)
+def test_paging_lists_exactly_the_subjects_visible_queries_once(
+    tmp_path_factory: pytest.TempPathFactory, owners: list[str], hidden: set[int], page: int
+) -> None:
+    records = [
+        query(o, **({"confidential_until": "2099-01-01"} if i in hidden else {}))
+        for i, o in enumerate(owners)
+    ]
+    idx = SQLiteQueryIndex.open(tmp_path_factory.mktemp("p") / "i.sqlite")
+    try:
+        sync_index(idx, Log(records), batch=7)
+        expected = [i for i in reversed(range(len(owners))) if owners[i] == A and i not in hidden]
+        got: list[int] = []
+        before: int | None = None
+        while True:
+            rows = idx.for_subject(A, today="2026-12-01", before=before, limit=page + 1)
+            got += [r.log_index for r in rows[:page]]
+            assert all(r.subject == A for r in rows)
+            if len(rows) <= page:
+                break
+            before = decode_page_token(encode_page_token(rows[page - 1].log_index))
+        assert got == expected
+    finally:
+        idx.close()
+
+
+@given(st.integers(0, 2**62))
+def test_page_tokens_round_trip(n: int) -> None:
+    assert decode_page_token(encode_page_token(n)) == n
+
+
+@pytest.mark.parametrize("token", ["x", "cTE6", "cTE6LTE", "cTI6MQ", "!!!", "cTE6MWE"])
+def test_a_token_this_service_did_not_issue_is_refused(token: str) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        decode_page_token(token)
+    assert caught.value.field == "page_token"
