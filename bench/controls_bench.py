@@ -24,13 +24,13 @@ from typing import Any
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, load_registry
 from gateway.auth.tokens import issue_token
-from gateway.controls import SQLiteControlsStore
 from gateway.dev.pki import cert_thumbprint_pem, init_pki
 from gateway.domain.catalog import load_catalog
 from gateway.pipeline.decision import QueryFacts
 from gateway.policy import PolicyDecider, build_decider
 from gateway.policy.consent import issue_consent
 from gateway.policy.testing import MatrixIssuer
+from gateway.stores.sqlite.controls import SQLiteControlsStore
 from protos.credit.v1 import query_pb2
 
 AUD = "urn:credit-gateway:bench"

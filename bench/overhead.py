@@ -50,9 +50,9 @@ from gateway.cli.connect import build_request, open_channel
 from gateway.dev.devstack import AUDIENCE, ensure_audit_keys
 from gateway.dev.pki import DEV_AGENCY_ISSUER, Pki, cert_thumbprint_pem, init_pki
 from gateway.domain.purposes import load_purposes
-from gateway.policyadmin import SQLiteVersionStore
 from gateway.policyadmin.loading import load_version, read_disk_files
 from gateway.policyadmin.store import BOOTSTRAP_AUTHOR
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 from protos.credit.v1 import adapter_pb2, query_pb2
 
 SUBJECT = "91350200MA2YJ1XR9G"

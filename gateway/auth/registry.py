@@ -72,6 +72,8 @@ class AgencyKind(enum.StrEnum):
     GUARANTEE_FIRM = "guarantee_firm"
     CREDIT_REPORTING_AGENCY = "credit_reporting_agency"
     SUBJECT_SELF_SERVICE = "subject_self_service"
+    #: A public lookup service (``credit-gateway portal``): public tier, enterprises only.
+    PUBLIC_PORTAL = "public_portal"
 
 
 class Status(enum.StrEnum):

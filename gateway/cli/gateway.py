@@ -14,6 +14,7 @@
     credit-gateway db migrate --config gateway.toml   # PostgreSQL schema of the shared stores
     credit-gateway screening stats --audit-log F --key K --from D --to D  # screening counts
     credit-gateway legal-basis --demo F --officer ID queries CODE   # queries under a legal basis
+    credit-gateway portal --demo F --listen 127.0.0.1:8080   # the public lookup page
 
 Errors of the gateway's own hierarchy print one line and exit 2; a traceback
 means a bug.
@@ -48,6 +49,7 @@ _DELEGATED = {
     "db": "PostgreSQL schema of the shared stores: migrate, status",
     "screening": "screening reports: stats per list, scenario and agency",
     "legal-basis": "legal bases: the published list, queries per basis, archived consents",
+    "portal": "serve the public enterprise lookup page",
 }
 
 
@@ -89,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         "--subjects", type=int, default=10_000, help="synthetic subjects (default 10000)"
     )
     demo.add_argument("--seed", type=int, default=1, help="data generator seed (default 1)")
+    demo.add_argument(
+        "--portal-listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="with --serve: where the public lookup page listens (default: a free local port)",
+    )
 
     for name, help_ in _DELEGATED.items():
         # Only the command word is parsed here; _split hands the rest, --help included, to
@@ -138,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return asyncio.run(
                 run_demo(
-                    workdir=args.workdir, serve=args.serve, subjects=args.subjects, seed=args.seed
+                    workdir=args.workdir,
+                    serve=args.serve,
+                    subjects=args.subjects,
+                    seed=args.seed,
+                    portal_listen=args.portal_listen,
                 )
             )
         if args.command == "certs":
@@ -182,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.cli.legal import legal_main
 
             return legal_main(rest)
+        if args.command == "portal":
+            from gateway.cli.portal import portal_main
+
+            return portal_main(rest)
     except GatewayError as exc:
         print(f"credit-gateway: {exc.message}", file=sys.stderr)
         return 2

@@ -1,13 +1,13 @@
 """Live security controls: consent revocations, agency suspensions, revoked client
 certificates and consent use counts, shared by every gateway process naming one store.
 
+>>> from gateway.stores.sqlite.controls import SQLiteControlsStore
 >>> store = SQLiteControlsStore("controls.sqlite")          # doctest: +SKIP
 >>> store.suspend_agency("bank_x", officer="officer_a", reason="key leaked")  # doctest: +SKIP
 >>> store.snapshot().agency_suspended("bank_x")        # doctest: +SKIP
 True
 """
 
-from gateway.controls.sqlite import SQLiteControlsStore
 from gateway.controls.store import (
     CertificateRevocation,
     ConsentState,
@@ -26,7 +26,6 @@ __all__ = [
     "ControlsSnapshot",
     "ControlsStore",
     "ControlsStoreError",
-    "SQLiteControlsStore",
     "normalize_serial",
     "normalize_thumbprint",
 ]

@@ -1,6 +1,6 @@
 """The live security-controls store, shared by every gateway process.
 
-:class:`ControlsStore` is the interface. :class:`gateway.controls.sqlite.SQLiteControlsStore`
+:class:`ControlsStore` is the interface. :class:`gateway.stores.sqlite.controls.SQLiteControlsStore`
 keeps it in one SQLite file (every process on one host);
 :class:`gateway.stores.postgres.controls.PgControlsStore` in PostgreSQL (every process on
 every host; changes propagate by LISTEN/NOTIFY). Both pass one contract suite

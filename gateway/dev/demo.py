@@ -4,7 +4,10 @@ Creates a development PKI, synthetic departments (each its own process over
 its own SQLite file, behind mutual TLS), the gateway, and agency tokens; then
 runs a scripted set of queries and prints what each agency sees. With
 ``--serve`` it keeps everything running and writes ``demo.json`` for clients
-(``credit-query --demo DIR/demo.json --agency procurement ...``).
+(``credit-query --demo DIR/demo.json --agency procurement ...``) and serves the public
+enterprise lookup page (:mod:`gateway.portal`) as the ``portal`` agency, at the address
+``--portal-listen`` names (default: a free local port), written to demo.json as
+``portal_url``.
 
 ``demo --serve --workdir DIR`` on a folder an earlier run made keeps its keys,
 certificates, data, ledger and audit log (:mod:`gateway.dev.devstack`); while it
@@ -32,6 +35,7 @@ from gateway.cli.console import yuan
 from gateway.cli.query import render
 from gateway.dev.devstack import DevStack
 from gateway.errors import GatewayError
+from gateway.portal import PortalConfig, PortalServer
 
 __all__ = ["run_demo"]
 
@@ -58,8 +62,19 @@ async def _show(stack: DevStack, agency: str, title: str, **query: Any) -> None:
     render(response, sys.stdout)
 
 
-async def run_demo(*, workdir: Path | None, serve: bool, subjects: int, seed: int) -> int:
-    """Run the demo; returns the exit status."""
+async def run_demo(
+    *,
+    workdir: Path | None,
+    serve: bool,
+    subjects: int,
+    seed: int,
+    portal_listen: str = "127.0.0.1:0",
+) -> int:
+    """Run the demo; returns the exit status. With ``serve``, the public lookup page
+    listens on ``portal_listen`` (HOST:PORT; port 0: a free one).
+
+    Raises:
+        ConfigError: the page cannot listen there (nothing is left running)."""
     with contextlib.ExitStack() as cleanup:
         if workdir is None:
             workdir = Path(
@@ -81,7 +96,7 @@ async def run_demo(*, workdir: Path | None, serve: bool, subjects: int, seed: in
                 f"{len(stack.departments)} departments over mutual TLS"
             )
             if serve:
-                return await _serve(stack, workdir)
+                return await _serve(stack, workdir, portal_listen)
             await _script(stack)
             await _metrics_summary(stack)
         finally:
@@ -198,15 +213,43 @@ async def _verify_audit(stack: DevStack) -> None:
         raise SystemExit(f"audit verification failed (exit {proc.returncode})")
 
 
-async def _serve(stack: DevStack, workdir: Path) -> int:
+async def _start_portal(stack: DevStack, listen: str) -> PortalServer:
+    """The public lookup page as the stack's ``portal`` agency (its token file is the one
+    the serve loop re-mints, and the page re-reads it when it changes)."""
+    return await PortalServer.start(
+        PortalConfig(
+            listen=listen,
+            gateway=stack.gateway.address,
+            ca=stack.pki.ca_cert,
+            cert=stack.pki.agency_cert(_PORTAL),
+            key=stack.pki.agency_key(_PORTAL),
+            token_file=stack.tokens[_PORTAL],
+        )
+    )
+
+
+#: The agency of the registry that the demo's public lookup page acts as.
+_PORTAL = "portal"
+
+
+async def _serve(stack: DevStack, workdir: Path, portal_listen: str) -> int:
+    portal = await _start_portal(stack, portal_listen)
+    try:
+        return await _serve_until_stopped(stack, workdir, portal.url)
+    finally:
+        await portal.stop()
+
+
+async def _serve_until_stopped(stack: DevStack, workdir: Path, portal_url: str) -> int:
     demo_json = workdir / "demo.json"
-    described = stack.describe()
+    described = stack.describe() | {"portal_url": portal_url}
     # Whole or absent: a script waiting for the federation polls for this file.
     partial = demo_json.with_suffix(".json.partial")
     partial.write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
     partial.replace(demo_json)
     enterprise = described["examples"]["enterprise"]
     _say(f"wrote {demo_json}: gateway_address {described['gateway_address']}")
+    _say(f"public enterprise lookup page (portal_url): {portal_url}")
     for key, value in described["examples"].items():
         _say(f"  examples.{key}: {value}")
     _say("try:")

@@ -104,6 +104,33 @@ _NAME = re.compile(r"^[a-z0-9_]+$")
 ENGINE_LOCK = threading.RLock()
 
 
+def _serialise_ast_parse() -> None:
+    """One lock around ``ast.parse`` for the whole process, on the CPython versions with
+    the per-interpreter recursion state above. ENGINE_LOCK covers pycasbin, but Python
+    3.11 also calls ``ast.parse`` when it formats a traceback (the caret anchors): a
+    thread logging an exception while a decision compiles raised the same SystemError
+    (seen in the policy hot-switch test). Only ``ast.parse``'s callers wait, and none of
+    them is on the query path's cached decisions."""
+    import ast
+    import sys
+
+    if sys.version_info >= (3, 13) or getattr(ast.parse, "_serialised", False):
+        return
+    original = ast.parse
+    lock = threading.RLock()
+
+    def parse(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(*args, **kwargs)
+
+    parse._serialised = True  # type: ignore[attr-defined]
+    parse.__doc__ = original.__doc__
+    setattr(ast, "parse", parse)  # noqa: B010 - a module attribute, replaced on purpose
+
+
+_serialise_ast_parse()
+
+
 def _engine_hierarchy_limit() -> int:
     """How many role levels pycasbin's default role manager follows (``max_hierarchy_level``,
     10 in pycasbin 1.x): ``has_link`` looks at distances 0 .. limit-1 and then answers "no

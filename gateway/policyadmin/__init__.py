@@ -2,7 +2,8 @@
 tested, reviewed by a second officer, reversible and on the record.
 
 * :mod:`gateway.policyadmin.store`: immutable numbered versions, approvals, check results
-  and the activation history (:class:`VersionStore`, :class:`SQLiteVersionStore`);
+  and the activation history (:class:`VersionStore`; its SQLite and PostgreSQL backends
+  are in gateway/stores/);
 * :mod:`gateway.policyadmin.loading`: a version's files -> validated parts, problems, the
   test matrix, its decider (:class:`DeciderRecipe`);
 * :mod:`gateway.policyadmin.analysis`: ``diff`` and ``replay``;
@@ -24,7 +25,6 @@ from gateway.policyadmin.store import (
     Approval,
     CheckResult,
     PolicyVersion,
-    SQLiteVersionStore,
     VersionStore,
 )
 
@@ -39,7 +39,6 @@ __all__ = [
     "PolicyStoreError",
     "PolicyVersion",
     "PolicyWorkflowError",
-    "SQLiteVersionStore",
     "Serving",
     "VersionStore",
     "VersionView",

@@ -33,7 +33,7 @@ from gateway.auth import (
 from gateway.auth.replay import ReplayStore
 from gateway.billing import LedgerStore, Meter, PriceList, load_prices
 from gateway.billing.meter import HEALED_SETTLE_S
-from gateway.controls import ControlsStore, SQLiteControlsStore
+from gateway.controls import ControlsStore
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
@@ -48,7 +48,6 @@ from gateway.policyadmin import (
     DeciderRecipe,
     PolicyAdministrator,
     Serving,
-    SQLiteVersionStore,
     VersionStore,
 )
 from gateway.policyadmin.admin import query_records
@@ -58,6 +57,8 @@ from gateway.runtime.server import Gateway
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.live import SharedStores, open_shared_stores
 from gateway.stores.sqlite.audit import open_reader
+from gateway.stores.sqlite.controls import SQLiteControlsStore
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 from gateway.subject import ConsentArchive, SQLiteQueryIndex, SubjectIndexer
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]

@@ -446,8 +446,8 @@ class Gateway:
                 meter=self.meter,
                 today=self._today,
                 default_timeout_s=self.config.default_timeout_ms / 1000,
-                # Issue 14's approved credit repairs plug in here (RepairCheck).
-                repaired=no_repairs,
+                # An approved credit repair takes the entry off every screen (issue 14).
+                repaired=self.objections.is_repaired if self.objections is not None else no_repairs,
             )
             screener.measures  # noqa: B018 - a measures catalog that does not load stops start-up
             self.screening = ScreeningServicer(screener, self._authenticator, audit=self._audit)

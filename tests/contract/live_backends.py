@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from gateway.controls.sqlite import SQLiteControlsStore
 from gateway.controls.store import ControlsStore
-from gateway.policyadmin.store import SQLiteVersionStore, VersionStore
+from gateway.policyadmin.store import VersionStore
 from gateway.stores.postgres.connect import connect, open_pool
 from gateway.stores.postgres.controls import PgControlsStore
 from gateway.stores.postgres.policy_versions import PgVersionStore
 from gateway.stores.postgres.url import PgTarget
+from gateway.stores.sqlite.controls import SQLiteControlsStore
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 
 BACKENDS = ["sqlite", "postgres"]
 

@@ -29,6 +29,7 @@ CASES = {
     ),
     "decision_bench": (["--lines", "100", "--decisions", "300"], "cached, with consent token"),
     "controls_bench": (["--calls", "200", "--trials", "2"], "propagation between processes"),
+    "portal_bench": (["--n", "3", "--concurrency", "2"], "page/query"),
 }
 
 

@@ -544,3 +544,53 @@ async def test_the_command_line_files_follows_and_states(stack: DevStack, tmp_pa
     assert shown.returncode == 0, shown.stderr
     line = next(ln for ln in shown.stdout.splitlines() if f"#{loans[0]} " in ln)
     assert "[DISPUTED] since" in line and "本人声明：收入记录有误" in line
+
+
+async def test_an_approved_repair_takes_a_list_entry_off_every_screen(stack: DevStack) -> None:
+    # Issue 15's screening asks issue 14's objection desk: a repaired entry is not screened.
+    from gateway.domain.identifiers import uscc_check_char
+    from protos.credit.v1 import screening_pb2, screening_pb2_grpc
+
+    body = "91350200MA9876543"
+    uscc = body + uscc_check_char(body)
+    today = _desk(stack).today()
+    with sqlite3.connect(stack.data_dir / "market.sqlite") as db:
+        rid = str(
+            db.execute(
+                "INSERT INTO abnormal_list (uscc, reason, listed_on, listing_authority)"
+                " VALUES (?, '通过登记的住所无法联系', ?, '厦门市市场监督管理局')",
+                (uscc, (today - dt.timedelta(days=30)).isoformat()),
+            ).lastrowid
+        )
+    agency = Agency(stack, "procurement")
+    screens = screening_pb2_grpc.ScreeningServiceStub(agency.channel)
+
+    async def abnormal() -> int:
+        response = await screens.Screen(
+            screening_pb2.ScreenRequest(
+                request_id=str(uuid.uuid4()), subject=_enterprise(uscc),
+                scenario="government_procurement", purpose="government_procurement",
+                mode=query_pb2.QUERY_MODE_FREE,
+            ),
+            metadata=agency.metadata, timeout=10,
+        )  # fmt: skip
+        (status,) = [s for s in response.lists if s.list == "abnormal_operations"]
+        return int(status.state)
+
+    try:
+        assert await abnormal() == screening_pb2.LIST_STATE_ON_LIST
+        applied = await agency.stub.ApplyRepair(
+            objections_pb2.ApplyRepairRequest(
+                request_id=str(uuid.uuid4()), subject=_enterprise(uscc), department="market",
+                dataset="abnormal_operations", record_id=rid, grounds="已更正住所并可联系",
+                consent_token=_consent(stack, uscc),
+            ),
+            metadata=agency.metadata,
+        )  # fmt: skip
+        assert applied.severity == "minor" and applied.routed  # no minimum period
+        assert await abnormal() == screening_pb2.LIST_STATE_ON_LIST  # until it is decided
+        _answer(stack, applied.objection_id, "repair_approved", "已移出经营异常名录")
+        await _desk(stack).poll_once()
+        assert await abnormal() == screening_pb2.LIST_STATE_NOT_ON_LIST
+    finally:
+        await agency.close()

@@ -18,6 +18,9 @@ Lines the test does NOT run, and why:
 - ``make ...`` (``make demo``, ``make test``): they build the venv and run this very suite;
 - ``.venv/bin/python -m bench...``: benchmarks run for minutes and assert nothing
   (``make bench`` runs them);
+- ``.venv/bin/credit-gateway portal ...``: it serves until stopped;
+  ``tests/integration/test_portal_cli.py`` runs the README's own line in the background
+  against a ``demo --serve`` federation and stops it;
 - comments, and ``NAME="..."`` assignments, which are instead prefixed to every later
   command of the same block (``$P ...``).
 Every other line must start with ``.venv/bin/``, a variable assigned one, or ``cat``.
@@ -43,7 +46,11 @@ README = ROOT / "README.md"
 SERVE = re.compile(r"^\.venv/bin/credit-gateway demo --serve --workdir var/demo$")
 PLACEHOLDER = re.compile(r"<demo\.json: ([\w.]+)>")
 ASSIGNMENT = re.compile(r"^([A-Z_][A-Z0-9_]*)=(\S.*)$")
-NOT_RUN = (re.compile(r"^make\b"), re.compile(r"^\.venv/bin/python -m bench\."))
+NOT_RUN = (
+    re.compile(r"^make\b"),
+    re.compile(r"^\.venv/bin/python -m bench\."),
+    re.compile(r"^\.venv/bin/credit-gateway portal\b"),
+)
 SHELL_TOOLS = ("cat",)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

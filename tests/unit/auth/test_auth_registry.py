@@ -34,6 +34,7 @@ def test_the_shipped_registry() -> None:
         "self_service": AgencyKind.SUBJECT_SELF_SERVICE,
         "nogrants": AgencyKind.GOVERNMENT_BODY,
         "suspended_agency": AgencyKind.FINANCIAL_INSTITUTION,
+        "portal": AgencyKind.PUBLIC_PORTAL,
     }
     suspended = reg.agency("suspended_agency")
     assert suspended is not None and suspended.status is Status.SUSPENDED

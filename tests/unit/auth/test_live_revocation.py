@@ -10,9 +10,9 @@ import pytest
 
 from gateway.auth import Authenticator, TokenVerifier, TrustedIssuer, load_registry
 from gateway.auth.tokens import issue_token
-from gateway.controls import SQLiteControlsStore
 from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, PermissionDeniedError
+from gateway.stores.sqlite.controls import SQLiteControlsStore
 from tests.helpers import Clock
 
 AUD = "urn:credit-gateway:unit"

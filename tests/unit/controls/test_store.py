@@ -20,11 +20,11 @@ from gateway.controls import (
     ControlsSnapshot,
     ControlsStore,
     ControlsStoreError,
-    SQLiteControlsStore,
     normalize_serial,
     normalize_thumbprint,
 )
 from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from gateway.stores.sqlite.controls import SQLiteControlsStore
 from tests.helpers import Clock
 
 
@@ -176,33 +176,20 @@ def _suspend_later(path: str, ready: Any, done: Any) -> None:
     done.put(time.time())  # just after the commit
 
 
-def test_propagation_between_processes_is_well_under_a_second(path: Path) -> None:
+def test_the_next_snapshot_after_another_process_commits_sees_the_change(path: Path) -> None:
+    # The promise is "the next request after the commit": no cache between a commit in
+    # one process and a snapshot in another. Said without a clock (how fast is for
+    # bench.controls_bench): once the child has committed, one snapshot must show it.
     reader = SQLiteControlsStore(path)
+    assert not reader.snapshot().agency_suspended("bank")
     ctx = multiprocessing.get_context("spawn")
     ready, done = ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=_suspend_later, args=(str(path), ready, done))
     proc.start()
-    time.sleep(0.5)  # the child has opened its store
     ready.set()
-    deadline = time.monotonic() + 10
-    while not reader.snapshot().agency_suspended("bank"):
-        assert time.monotonic() < deadline
-    seen = time.time()
-    committed = done.get(timeout=30)
+    done.get(timeout=60)  # the child's commit has returned
     proc.join(30)
-    # Seen by polling as fast as requests could come: the delay is one snapshot read after
-    # the commit (the child's put can even come after the parent saw it: then <= 0).
-    assert seen - committed < 0.1
-
-
-def test_a_snapshot_costs_microseconds(path: Path) -> None:
-    s = SQLiteControlsStore(path)
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        s.snapshot()
-    per_call = (time.perf_counter() - start) / n
-    assert per_call < 200e-6  # measured ~3 us; a loose bound for a loaded CI machine
+    assert reader.snapshot().agency_suspended("bank")
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:

@@ -131,10 +131,10 @@ async def test_an_open_breaker_answers_at_once_without_calling(code: grpc.Status
         await fan_out(clients, requests("tax"), timeout_s=1.0)
     assert breaker.state is BreakerState.OPEN
     calls = len(stub.timeouts)
-    started = time.perf_counter()
     out = await fan_out(clients, requests("tax", "court"), timeout_s=1.0)
-    assert time.perf_counter() - started < 0.05
-    assert len(stub.timeouts) == calls  # the department was not called
+    # At once: the department was not called, so nothing was waited for (no clock here:
+    # a loaded machine makes any bound on time a flaky one).
+    assert len(stub.timeouts) == calls
     assert out["tax"].status == query_pb2.SECTION_STATUS_UNAVAILABLE
     assert "circuit open" in out["tax"].detail
     assert out["court"].status == query_pb2.SECTION_STATUS_OK

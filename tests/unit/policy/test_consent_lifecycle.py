@@ -9,11 +9,12 @@ import pytest
 
 from gateway.auth.tokens import TrustedIssuer
 from gateway.cli.consent import consent_main
-from gateway.controls import ControlsStore, SQLiteControlsStore
+from gateway.controls import ControlsStore
 from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki
 from gateway.policy import PolicyDecider
 from gateway.policy.consent import MAX_CONSENT_USES, ConsentProblem, ConsentVerifier, issue_consent
 from gateway.policy.testing import MatrixIssuer
+from gateway.stores.sqlite.controls import SQLiteControlsStore
 from tests.helpers import make_pki
 from tests.unit.policy.conftest import PERSON, FactsMaker, consent
 

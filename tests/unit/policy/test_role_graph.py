@@ -36,7 +36,7 @@ from gateway.policy.rules import (
 from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.errors import PolicyWorkflowError
 from gateway.policyadmin.loading import DeciderRecipe, read_disk_files, validate_files
-from gateway.policyadmin.store import SQLiteVersionStore
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 from protos.credit.v1 import query_pb2
 
 MODEL = DEFAULT_MODEL_PATH.read_text(encoding="utf-8")

@@ -11,7 +11,8 @@ import pytest
 
 from gateway.domain.purposes import load_purposes
 from gateway.policyadmin.loading import DeciderRecipe, LoadedVersion, load_version, read_disk_files
-from gateway.policyadmin.store import PolicyVersion, SQLiteVersionStore
+from gateway.policyadmin.store import PolicyVersion
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 
 #: Procurement may now screen for joint punishment: visible in a diff, no test case breaks.
 WIDER = (

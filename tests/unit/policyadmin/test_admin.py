@@ -13,7 +13,7 @@ from gateway.pipeline.decision import Decider
 from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.errors import PolicyWorkflowError
 from gateway.policyadmin.loading import DeciderRecipe, version_number
-from gateway.policyadmin.store import SQLiteVersionStore
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 
 from .conftest import wider
 

@@ -22,7 +22,7 @@ from gateway.errors import InvalidArgumentError
 from gateway.pipeline.freetext import text_pseudonym
 from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.loading import DeciderRecipe
-from gateway.policyadmin.store import SQLiteVersionStore
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 from tests.unit.privacy_kit import hidden, leaks
 
 from .conftest import wider

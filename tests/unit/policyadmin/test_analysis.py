@@ -65,7 +65,7 @@ def test_diff_names_what_each_agency_gains_and_loses(
 ) -> None:
     base, draft = loaded(1, files, recipe), loaded(2, wider(files), recipe)
     changes, compared = diff_versions(base, draft, recipe)
-    assert compared == 7 * len(recipe.purposes) * 2 * 2  # agencies x purposes x modes x types
+    assert compared == 8 * len(recipe.purposes) * 2 * 2  # agencies x purposes x modes x types
     assert {(c.agency, c.purpose, c.mode) for c in changes} == {
         ("procurement", "joint_punishment_screen", "free")
     }

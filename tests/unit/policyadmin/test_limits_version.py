@@ -14,7 +14,8 @@ from gateway.pipeline.limits import UNLIMITED, RateLimiter
 from gateway.policyadmin.admin import PolicyAdministrator, Serving
 from gateway.policyadmin.errors import PolicyWorkflowError
 from gateway.policyadmin.loading import DeciderRecipe, validate_files
-from gateway.policyadmin.store import SQLiteVersionStore, check_files
+from gateway.policyadmin.store import check_files
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 
 from .conftest import loaded
 

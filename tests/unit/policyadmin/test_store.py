@@ -9,7 +9,8 @@ import pytest
 
 from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from gateway.policyadmin.errors import PolicyWorkflowError
-from gateway.policyadmin.store import SQLiteVersionStore, check_files, content_hash
+from gateway.policyadmin.store import check_files, content_hash
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 
 
 def test_versions_are_numbered_hashed_and_attributed(

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policyadmin.store import SQLiteVersionStore
 from gateway.stores.sqlite import ensure_format, open_durable, open_read_only
 from gateway.stores.sqlite.audit import SQLiteStore
 from gateway.stores.sqlite.ledger import SQLiteLedger
+from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
 
 REPO = Path(__file__).resolve().parents[3]
 _SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
