@@ -205,6 +205,7 @@ class DevStack:
         prices_file: Path | None = None,
         describe_timeout_ms: int | None = None,
         storage_url: str | None = None,
+        sqlite_stores: Collection[str] = ("audit", "policy", "controls"),
     ) -> DevStack:
         """Generate what ``workdir`` lacks and start the federation (a folder made
         before keeps its keys, certificates and data: see the module docstring).
@@ -217,7 +218,10 @@ class DevStack:
         packaged department is still started and configured), ``describe_timeout_ms``
         the federation's ``Describe`` timeout. ``storage_url`` (a migrated PostgreSQL
         database) puts the ledger, the replay store and the rate limits there
-        (``[storage]``); the other stores stay on their SQLite files.
+        (``[storage]``); the ``sqlite_stores`` (names from
+        :data:`gateway.runtime.config.STORE_NAMES`; default the audit log, the policy
+        versions and the controls) stay on their SQLite files: ``()`` runs the whole
+        federation on PostgreSQL (the audit config then has no ``path``).
 
         Raises:
             ConfigError: ``workdir/pki`` is a PKI without every department and principal
@@ -275,6 +279,7 @@ class DevStack:
                 prices=prices_file,
                 describe_timeout_ms=describe_timeout_ms,
                 storage_url=storage_url,
+                sqlite_stores=tuple(sqlite_stores),
             )
             config_path.write_text(toml, encoding="utf-8")
             if storage_url is not None:  # top-ups are idempotent by reference
@@ -516,7 +521,9 @@ def _gateway_toml(
     prices: Path | None = None,
     describe_timeout_ms: int | None = None,
     storage_url: str | None = None,
+    sqlite_stores: tuple[str, ...] = ("audit", "policy", "controls"),
 ) -> str:
+    audit_on_pg = storage_url is not None and "audit" not in sqlite_stores
     lines = [
         "# Written by credit-gateway's development stack.",
         "[gateway]",
@@ -537,7 +544,7 @@ def _gateway_toml(
         f'jwks = "{pki.agency_token.jwks}"',
         "",
         "[audit]",
-        f'path = "{audit["log"]}"',
+        *([] if audit_on_pg else [f'path = "{audit["log"]}"']),
         f'key = "{audit["key"]}"',
         f'pseudonym_key = "{audit["pseudonym_key"]}"',
         "",
@@ -569,7 +576,7 @@ def _gateway_toml(
             "[storage]",
             f'url = "{storage_url}"',
             "[storage.stores]",
-            *(f'{store} = "sqlite"' for store in ("audit", "policy", "controls")),
+            *(f'{store} = "sqlite"' for store in sqlite_stores),
             "",
         ]
     return "\n".join(lines)

@@ -248,6 +248,8 @@ async def open_auditor(audit: AuditConfig, storage: StorageConfig | None = None)
             store, signer, trusted_keys=trusted, co_signers=co_signers
         )
     else:
+        if audit.path is None:  # the parser requires it while the log is on SQLite
+            raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
         audit_log = await AuditLog.open(
             audit.path, signer, trusted_keys=trusted, co_signers=co_signers
         )
@@ -398,6 +400,8 @@ def _open_subject_parts(
     def reader() -> LogReader:
         if target is not None:
             return PostgresAuditStore(target)
+        if audit.path is None:  # the parser requires it while the log is on SQLite
+            raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
         return open_reader(audit.path)
 
     return SubjectIndexer(index, reader), archive

@@ -152,11 +152,16 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
-    """The signed audit log: where it lives and the keys it is kept with."""
+    """The signed audit log: where it lives and the keys it is kept with.
 
-    path: Path
+    ``path`` is the SQLite log file; None where ``[storage]`` puts the audit store on
+    PostgreSQL (the parser then fills :attr:`subject_index` and :attr:`consent_archive`,
+    which default beside the config file, ``audit.subjects.sqlite`` and
+    ``audit.consents.sqlite``)."""
+
     key: Path
     pseudonym_key: Path
+    path: Path | None = None
     #: Verifier keys of earlier signing keys (after a rotation).
     trusted_keys: tuple[Path, ...] = ()
     #: Private keys that co-sign every checkpoint (the old key during a rotation overlap).
@@ -173,12 +178,18 @@ class AuditConfig:
     @property
     def subject_index_path(self) -> Path:
         """:attr:`subject_index`, or its default beside the log."""
-        return self.subject_index or self.path.with_name(self.path.stem + ".subjects.sqlite")
+        if self.subject_index is not None:
+            return self.subject_index
+        assert self.path is not None  # the parser sets subject_index where path is None
+        return self.path.with_name(self.path.stem + ".subjects.sqlite")
 
     @property
     def consent_archive_path(self) -> Path:
         """:attr:`consent_archive`, or its default beside the log."""
-        return self.consent_archive or self.path.with_name(self.path.stem + ".consents.sqlite")
+        if self.consent_archive is not None:
+            return self.consent_archive
+        assert self.path is not None  # the parser sets consent_archive where path is None
+        return self.path.with_name(self.path.stem + ".consents.sqlite")
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +408,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     drain = gw.get("drain_grace_s", 5.0)
     if not isinstance(drain, int | float) or isinstance(drain, bool) or drain < 0:
         raise ConfigError("gateway.drain_grace_s", "must be a number of seconds >= 0")
-    audit = _parse_audit(doc.get("audit"), base)
+    storage = _parse_storage(doc.get("storage"), base)
+    audit = _parse_audit(doc.get("audit"), base, on_postgres=storage.url_for("audit") is not None)
     if audit is None and not insecure:
         raise ConfigError(
             "audit",
@@ -407,7 +419,6 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     billing = _parse_billing(doc.get("billing"), base)
     policy = _parse_policy(doc.get("policy"), base)
     controls = _parse_controls(doc.get("controls"), base, policy)
-    storage = _parse_storage(doc.get("storage"), base)
     objections = _parse_objections(doc.get("objections"), base, policy)
     return Config(
         listen=listen,
@@ -604,7 +615,10 @@ def _parse_billing(raw: Any, base: Path) -> BillingConfig | None:
     return BillingConfig(ledger=path, prices=_path(raw, "billing", "prices", base))
 
 
-def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
+def _parse_audit(raw: Any, base: Path, *, on_postgres: bool = False) -> AuditConfig | None:
+    """``[audit]``; ``path`` is required only while the log is a SQLite file
+    (``on_postgres``: ``[storage]`` puts the audit store on PostgreSQL, where a path,
+    if given, is unused)."""
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
@@ -624,11 +638,18 @@ def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
         },
     )
     path = raw.get("path")
-    if not isinstance(path, str) or not path:
-        raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
-    log_path = base / path if not Path(path).is_absolute() else Path(path)
-    if not log_path.parent.is_dir():
-        raise ConfigError("audit.path", f"folder not found: {log_path.parent}")
+    log_path: Path | None = None
+    if path is not None or not on_postgres:
+        if not isinstance(path, str) or not path:
+            raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
+        log_path = base / path if not Path(path).is_absolute() else Path(path)
+        if not log_path.parent.is_dir():
+            raise ConfigError("audit.path", f"folder not found: {log_path.parent}")
+    subject_index = _new_file(raw, "subject_index", base)
+    consent_archive = _new_file(raw, "consent_archive", base)
+    if log_path is None:  # the log is on PostgreSQL: the local files go beside the config
+        subject_index = subject_index or base / "audit.subjects.sqlite"
+        consent_archive = consent_archive or base / "audit.consents.sqlite"
     lists: dict[str, tuple[Path, ...]] = {}
     for name in ("trusted_keys", "co_sign_keys"):
         items = raw.get(name, [])
@@ -643,8 +664,8 @@ def _parse_audit(raw: Any, base: Path) -> AuditConfig | None:
         pseudonym_key=_required_path(raw, "audit", "pseudonym_key", base),
         trusted_keys=lists["trusted_keys"],
         co_sign_keys=lists["co_sign_keys"],
-        subject_index=_new_file(raw, "subject_index", base),
-        consent_archive=_new_file(raw, "consent_archive", base),
+        subject_index=subject_index,
+        consent_archive=consent_archive,
         consent_retention_days=_retention_days(raw.get("consent_retention_days", 1826)),
     )
 
