@@ -3,6 +3,7 @@
     credit-gateway serve --config gateway.toml
     credit-gateway serve --config gateway.toml --workers 4   # 4 processes on one port
     credit-gateway demo                         # scripted queries, then exit 0
+    credit-gateway demo --postgres              # the same, every store on PostgreSQL
     credit-gateway demo --serve --workdir DIR   # keep the federation running
     credit-gateway certs init DIR               # development PKI
     credit-gateway token issue ...              # mint an agency token
@@ -92,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=1, help="data generator seed (default 1)")
     demo.add_argument(
+        "--postgres",
+        action="store_true",
+        help="every store on a throwaway local PostgreSQL cluster, stopped at the end",
+    )
+    demo.add_argument(
         "--portal-listen",
         default="127.0.0.1:0",
         metavar="HOST:PORT",
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     subjects=args.subjects,
                     seed=args.seed,
                     portal_listen=args.portal_listen,
+                    postgres=args.postgres,
                 )
             )
         if args.command == "certs":

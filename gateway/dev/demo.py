@@ -34,7 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.cli.console import yuan
 from gateway.cli.query import render
 from gateway.dev.devstack import DevStack
-from gateway.errors import GatewayError
+from gateway.dev.pgcluster import ClusterUnavailable, LocalCluster, start_cluster
+from gateway.errors import ConfigError, GatewayError
 from gateway.portal import PortalConfig, PortalServer
 
 __all__ = ["run_demo"]
@@ -69,12 +70,17 @@ async def run_demo(
     subjects: int,
     seed: int,
     portal_listen: str = "127.0.0.1:0",
+    postgres: bool = False,
 ) -> int:
     """Run the demo; returns the exit status. With ``serve``, the public lookup page
-    listens on ``portal_listen`` (HOST:PORT; port 0: a free one).
+    listens on ``portal_listen`` (HOST:PORT; port 0: a free one). With ``postgres``,
+    every store (the audit log, ledger, replay, limits, policy versions, controls) is on
+    a throwaway local PostgreSQL cluster (:func:`gateway.dev.pgcluster.start_cluster`,
+    migrated here), stopped and removed at the end.
 
     Raises:
-        ConfigError: the page cannot listen there (nothing is left running)."""
+        ConfigError: the page cannot listen there (nothing is left running), or
+            ``postgres`` and PostgreSQL's server programs are not installed."""
     with contextlib.ExitStack() as cleanup:
         if workdir is None:
             workdir = Path(
@@ -82,11 +88,23 @@ async def run_demo(
             )
         started = time.perf_counter()
         _say(f"credit-gateway demo in {workdir}")
+        storage_url = None
+        if postgres:
+            cluster = await asyncio.to_thread(_start_postgres)
+            cleanup.callback(cluster.stop)  # runs last: after the audit log is verified
+            storage_url = await asyncio.to_thread(_migrated_database, cluster)
+            _say(f"PostgreSQL cluster up in {cluster.root}: every store lives there")
         _say(
             f"generating {subjects} synthetic subjects, a development PKI, starting departments..."
         )
         kept = (workdir / "pki" / "pki.json").is_file()
-        stack = await DevStack.create(workdir, subjects=subjects, seed=seed)
+        stack = await DevStack.create(
+            workdir,
+            subjects=subjects,
+            seed=seed,
+            storage_url=storage_url,
+            sqlite_stores=() if postgres else ("audit", "policy", "controls"),
+        )
         if kept:
             _say("kept this folder's keys, certificates, data, ledger and audit log")
         try:
@@ -101,7 +119,7 @@ async def run_demo(
             await _metrics_summary(stack)
         finally:
             await stack.close()  # the gateway's final checkpoint is signed here
-        await _verify_audit(stack)
+        await _verify_audit(stack, storage_url)
         _say()
         _say("demo finished: every department process stopped, nothing kept.")
     return 0
@@ -196,9 +214,31 @@ async def _metrics_summary(stack: DevStack) -> None:
             _say(f"    {key:60} {int(value)}")
 
 
-async def _verify_audit(stack: DevStack) -> None:
-    """The auditors' view: the log the demo wrote, checked offline by credit-audit."""
-    log_path, key = stack.audit["log"], stack.audit["verifier_key"]
+def _start_postgres() -> LocalCluster:
+    """A throwaway cluster, or ConfigError (one line) where PostgreSQL is missing."""
+    try:
+        return start_cluster()
+    except ClusterUnavailable as exc:
+        raise ConfigError("demo --postgres", f"PostgreSQL is not available: {exc}") from None
+
+
+def _migrated_database(cluster: LocalCluster) -> str:
+    """A new database on ``cluster`` at this build's schema; its URL (no password)."""
+    import psycopg
+
+    from gateway.stores.postgres.migrate import migrate
+
+    url = cluster.create_database("credit_demo")
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    return url
+
+
+async def _verify_audit(stack: DevStack, storage_url: str | None = None) -> None:
+    """The auditors' view: the log the demo wrote, checked offline by credit-audit
+    (the SQLite file, or the ``postgresql://`` log every process shared)."""
+    log_path: Path | str = storage_url or stack.audit["log"]
+    key = stack.audit["verifier_key"]
     _banner(
         "6. An auditor verifies the signed audit log offline\n"
         f"  credit-audit verify {log_path} --key {key}"
