@@ -216,10 +216,14 @@ def _seed_pg_policy(work: Path, url: str) -> None:
 
 def _config(work: Path, dept_addr: str, url: str, port: int) -> Path:
     """bench.overhead's gateway configuration on a fixed port, every store on
-    PostgreSQL (the SQLite paths it names are left unused by ``[storage] url``)."""
+    PostgreSQL (``[storage] url``)."""
     pki = init_pki(work / "pki", departments=["bench"], agencies=["ndrc"], officers=[], auditors=[])
     audit = ensure_audit_keys(work / "audit")
-    text = _gateway_toml(work, dept_addr, pki, audit, billing=True)
+    # No SQLite replay or controls file named: with ``[storage] url`` both live on
+    # PostgreSQL, and a named replay file is still opened by every worker at start-up
+    # (two workers creating it at once: "database is locked", the start fails).
+    text = _gateway_toml(work, dept_addr, pki, audit, billing=True, replay_store=False)
+    text = text.replace(f'[controls]\nstore = "{work / "controls.sqlite"}"\n', "")
     text = text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"', 1)
     text += f'[storage]\nurl = "{url}"\n'
     path = work / "gateway.toml"
