@@ -93,6 +93,10 @@ daily_per_purpose = 2000000000
 """
 
 
+#: The first message of each non-OK status code seen (printed when a run is void).
+_FIRST: dict[str, str] = {}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,6 +147,7 @@ async def _drive(
                 await call(body, metadata=metadata, timeout=10)
             except grpc.aio.AioRpcError as err:
                 failed[err.code().name] += 1
+                _FIRST.setdefault(err.code().name, str(err.details()))
                 return False
             return True
 
@@ -259,8 +264,7 @@ def _case(
     try:
         with psycopg.connect(url) as conn:
             migrate(conn)
-        case = work / f"n{n}"
-        case.mkdir()
+        case = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=work))
         for name, text in (
             ("catalog.toml", CATALOG),
             ("prices.toml", PRICES),
@@ -383,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             bad = True
             print(f"    not OK at N={n}: bare {dict(bf)}; gateway {dict(gf)}")
     if bad:
+        for code, message in sorted(_FIRST.items()):
+            print(f"    first {code}: {message}")
         print("NOT VALID: some answers were not OK; the figures above count only OK answers")
         return 1
     return 0
