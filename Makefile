@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.report_bench
 	$(BIN)/python -m bench.screen_bench
 	$(BIN)/python -m bench.portal_bench
+	$(BIN)/python -m bench.workers_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

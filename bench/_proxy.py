@@ -1,7 +1,9 @@
 """The ceiling: a bare grpc.aio pass-through proxy. It relays request bytes
 to the department's ``Lookup`` and response bytes back, parsing nothing, on
 one reused channel; with ``--pki`` both hops use mutual TLS, as the gateway's
-do. Prints ``listening on HOST:PORT``."""
+do. With ``--reuseport`` several proxies share one fixed ``--listen`` port
+(``SO_REUSEPORT``: the kernel spreads connections over them, as over the workers of
+``credit-gateway serve --workers N``). Prints ``listening on HOST:PORT``."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from gateway.dev.pki import load_pki
 METHOD = "/credit.v1.DepartmentAdapter/Lookup"
 
 
-async def _main(listen: str, upstream: str, pki_dir: str | None) -> None:
+async def _main(listen: str, upstream: str, pki_dir: str | None, reuseport: bool) -> None:
     if pki_dir:
         pki = load_pki(Path(pki_dir))
         channel = grpc.aio.secure_channel(
@@ -39,7 +41,7 @@ async def _main(listen: str, upstream: str, pki_dir: str | None) -> None:
     handler = grpc.method_handlers_generic_handler(
         "credit.v1.DepartmentAdapter", {"Lookup": grpc.unary_unary_rpc_method_handler(relay)}
     )
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuseport))])
     server.add_generic_rpc_handlers((handler,))
     if pki_dir:
         creds = grpc.ssl_server_credentials(
@@ -60,5 +62,8 @@ if __name__ == "__main__":
     p.add_argument("--listen", default="127.0.0.1:0")
     p.add_argument("--upstream", required=True)
     p.add_argument("--pki", help="mutual TLS on both hops with this development PKI")
+    p.add_argument(
+        "--reuseport", action="store_true", help="share a fixed --listen port (SO_REUSEPORT)"
+    )
     args = p.parse_args()
-    asyncio.run(_main(args.listen, args.upstream, args.pki))
+    asyncio.run(_main(args.listen, args.upstream, args.pki, args.reuseport))
