@@ -131,11 +131,19 @@ UNLIMITED = Limits(
 )
 
 
+#: The largest burst or daily ceiling: the shared budget on PostgreSQL counts in 32-bit
+#: integers (migration 0004), and a limit it cannot hold must be refused here, at load,
+#: not turn every query into "cannot check rate limits" later.
+MAX_COUNT = 2**31 - 1
+
+
 def _positive_int(value: Any, key: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, f"must be an integer, got {type(value).__name__}")
     if value < minimum:
         raise ConfigError(key, f"must be at least {minimum}, got {value}")
+    if value > MAX_COUNT:
+        raise ConfigError(key, f"must be at most {MAX_COUNT:,}, got {value:,}")
     return value
 
 

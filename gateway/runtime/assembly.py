@@ -408,10 +408,11 @@ def _open_subject_parts(
 
 
 def _staff_authorizer(
-    auth: AuthConfig, controls: ControlsStore | None
+    auth: AuthConfig, controls: ControlsStore | None, replay: ReplayStore | None = None
 ) -> Callable[[Any], tuple[Role, str]]:
-    """Officers and auditors, for ``LegalBasisAdmin``: (role, principal id)."""
-    staff = _authenticator(auth, (Role.OFFICER, Role.AUDITOR), controls)
+    """Officers and auditors, for ``LegalBasisAdmin``: (role, principal id). ``replay``:
+    the shared replay store where ``[storage]`` puts it (else ``[auth] replay_store``)."""
+    staff = _authenticator(auth, (Role.OFFICER, Role.AUDITOR), controls, replay)
 
     def authorize(context: Any) -> tuple[Role, str]:
         ident = staff.authenticate(context)
@@ -544,7 +545,7 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
         today=today,
         subject_index=indexer,
         consent_archive=archive,
-        staff=_staff_authorizer(config.auth, controls) if config.auth is not None else None,
+        staff=_staff_authorizer(config.auth, controls, pg.replay) if config.auth else None,
     )
     if pg.replay is not None:
         gateway.on_release.append(pg.replay.close)

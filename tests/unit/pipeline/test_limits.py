@@ -346,3 +346,22 @@ def test_an_agency_override_inherits_what_it_does_not_set() -> None:
         100,
     )
     assert lim.of("other").burst == 20
+
+
+def test_a_limit_the_shared_budget_cannot_hold_is_refused_at_load() -> None:
+    # The PostgreSQL budget counts in 32-bit integers; a trillion a day turned every query
+    # into "cannot check rate limits" before this was checked when the limits load.
+    doc = {
+        "version": "t",
+        "timezone": "Asia/Shanghai",
+        "default": {"rate_per_s": 10, "burst": 10, "daily_per_purpose": 10**12},
+    }
+    with pytest.raises(
+        ConfigError, match=r"default.daily_per_purpose: must be at most 2,147,483,647"
+    ):
+        parse_limits(doc, agencies=None, purposes=PURPOSES)
+    doc["default"] = {"rate_per_s": 10, "burst": 2**31, "daily_per_purpose": 10}
+    with pytest.raises(ConfigError, match=r"default.burst: must be at most"):
+        parse_limits(doc, agencies=None, purposes=PURPOSES)
+    doc["default"] = {"rate_per_s": 10, "burst": 2**31 - 1, "daily_per_purpose": 2**31 - 1}
+    assert parse_limits(doc, agencies=None, purposes=PURPOSES).of("anyone").burst == 2**31 - 1
