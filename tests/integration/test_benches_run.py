@@ -32,6 +32,13 @@ CASES = {
     "decision_bench": (["--lines", "100", "--decisions", "300"], "cached, with consent token"),
     "controls_bench": (["--calls", "200", "--trials", "2"], "propagation between processes"),
     "portal_bench": (["--n", "3", "--concurrency", "2"], "page/query"),
+    "report_bench": (["--n", "2"], "check-report (offline)"),
+    "screen_bench": (["--subjects", "10", "--concurrency", "2", "--rounds", "1"], "batch/query"),
+    "subject_bench": (
+        ["--records", "2000", "--subjects", "200", "--lookups", "20"],
+        "full scan for one subject",
+    ),
+    "stores_bench": (["--queries", "50", "--trials", "1"], "ledger: paid queries per second"),
     "workers_bench": (
         [
             "--workers",
