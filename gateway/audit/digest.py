@@ -401,20 +401,14 @@ def _assembled(message: Any, path: tuple[str, ...]) -> bytes:
                 out.append(_tag(fd.number, 2) + _varint(len(entry)) + entry)
         else:
             one = type(message)()
-            if fd.message_type is not None and not _is_repeated(fd):
+            if fd.message_type is not None and not fd.is_repeated:
                 getattr(one, fd.name).CopyFrom(value)
-            elif _is_repeated(fd):
+            elif fd.is_repeated:
                 getattr(one, fd.name).extend(value)
             else:
                 setattr(one, fd.name, value)
             out.append(one.SerializeToString(deterministic=True))
     return b"".join(out)
-
-
-def _is_repeated(fd: Any) -> bool:
-    # protobuf >= 5 has is_repeated; label 3 is LABEL_REPEATED before it.
-    flag = getattr(fd, "is_repeated", None)
-    return bool(flag) if flag is not None else bool(fd.label == 3)
 
 
 def canonical_response(wire: bytes) -> bytes:
