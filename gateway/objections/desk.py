@@ -78,6 +78,7 @@ from gateway.errors import (
 from gateway.federation.client import DepartmentClient, DepartmentState
 from gateway.objections.repair import RepairPolicy
 from gateway.objections.store import (
+    Marks,
     ObjectionFilter,
     ObjectionRow,
     ObjectionStore,
@@ -96,6 +97,7 @@ __all__ = [
     "ObjectionDesk",
     "ObjectionExistsError",
     "RepairTooEarlyError",
+    "SubjectMarks",
     "utc_now",
 ]
 
@@ -209,6 +211,42 @@ def _field_value(v: common_pb2.FieldValue) -> object:
     return None if kind is None else getattr(v, kind)
 
 
+class SubjectMarks:
+    """The gateway's own marks for one subject, read once per query
+    (:meth:`ObjectionDesk.for_subject`)."""
+
+    __slots__ = ("_marks", "_subject_key")
+
+    def __init__(self, marks: Marks, subject_key: str) -> None:
+        self._marks = marks
+        self._subject_key = subject_key
+
+    def mark(
+        self, department: str, dataset: str, records: Sequence[common_pb2.Record]
+    ) -> list[common_pb2.Record]:
+        """Drop records whose repair was approved; set the dispute mark and the statement
+        from the gateway's own store (a department's ``dispute`` and ``statement`` are
+        replaced; its own ``disputed`` flag is kept). Returns the records to disclose."""
+        marks = self._marks
+        kept: list[common_pb2.Record] = []
+        for rec in records:
+            rec.ClearField("dispute")
+            rec.statement = ""
+            if marks.is_repaired(department, dataset, rec.record_id):
+                continue
+            m = marks.by_record.get((department, dataset, rec.record_id, self._subject_key))
+            if m is not None:
+                if m.disputed:
+                    rec.disputed = True
+                    d = rec.dispute
+                    d.objection_id, d.filed_on, d.due_on = m.objection_id, m.filed_on, m.due_on
+                    d.outcome = OUTCOME_CODES[m.outcome]
+                    d.department_note = m.note
+                rec.statement = m.statement
+            kept.append(rec)
+        return kept
+
+
 class ObjectionDesk:
     """See the module docstring. Methods taking a :class:`Caller` raise GatewayErrors that
     the gRPC edge maps; refusals are recorded here (``err.audited``)."""
@@ -257,6 +295,14 @@ class ObjectionDesk:
 
     # --- the query path -------------------------------------------------------------------
 
+    def for_subject(self, subject: tuple[str, str]) -> SubjectMarks:
+        """Step 6 for objections, for one query: the marks read once (one version check
+        of the store) and the subject's pseudonym computed once, whatever the number of
+        datasets answered. Raises ObjectionStoreError (fails closed: an answer that could
+        miss a mark is not given)."""
+        marks = self.store.marks()
+        return SubjectMarks(marks, self._pseudonym(*subject) if marks.by_record else "")
+
     def mark(
         self,
         department: str,
@@ -264,29 +310,8 @@ class ObjectionDesk:
         subject: tuple[str, str],
         records: Sequence[common_pb2.Record],
     ) -> tuple[list[common_pb2.Record], int]:
-        """Step 6 for objections: drop records whose repair was approved, set the dispute
-        mark and the statement from the gateway's own store (a department's ``dispute`` and
-        ``statement`` are replaced; its own ``disputed`` flag is kept). Returns the records
-        to disclose and how many were dropped. Raises ObjectionStoreError (fails closed:
-        an answer that could miss a mark is not given)."""
-        marks = self.store.marks()
-        subject_key = self._pseudonym(*subject) if marks.by_record else ""
-        kept: list[common_pb2.Record] = []
-        for rec in records:
-            rec.ClearField("dispute")
-            rec.statement = ""
-            if marks.is_repaired(department, dataset, rec.record_id):
-                continue
-            m = marks.by_record.get((department, dataset, rec.record_id, subject_key))
-            if m is not None:
-                if m.disputed:
-                    rec.disputed = True
-                    d = rec.dispute
-                    d.objection_id, d.filed_on, d.due_on = m.objection_id, m.filed_on, m.due_on
-                    d.outcome = OUTCOME_CODES[m.outcome]
-                    d.department_note = m.note
-                rec.statement = m.statement
-            kept.append(rec)
+        """:meth:`for_subject` then :meth:`SubjectMarks.mark`, for one dataset."""
+        kept = self.for_subject(subject).mark(department, dataset, records)
         return kept, len(records) - len(kept)
 
     def is_repaired(self, department: str, dataset: str, record_id: str) -> bool:

@@ -53,7 +53,7 @@ from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2
 
-__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt", "RecordMarker"]
+__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt", "RecordMarker", "SubjectMarker"]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -131,19 +131,23 @@ class AuditSink(Protocol):
         """
 
 
-class RecordMarker(Protocol):
-    """Step 6 for objections (:meth:`gateway.objections.ObjectionDesk.mark`): the gateway's
-    own dispute marks and statements, and records dropped after an approved credit repair."""
+class SubjectMarker(Protocol):
+    """One query's marks (:class:`gateway.objections.desk.SubjectMarks`)."""
 
     def mark(
-        self,
-        department: str,
-        dataset: str,
-        subject: tuple[str, str],
-        records: Sequence[common_pb2.Record],
-    ) -> tuple[list[common_pb2.Record], int]:
-        """(records to disclose, how many were dropped). Raises a GatewayError when the
-        marks cannot be read (the query fails rather than miss a mark)."""
+        self, department: str, dataset: str, records: Sequence[common_pb2.Record]
+    ) -> list[common_pb2.Record]:
+        """The records to disclose, marked; those dropped after an approved repair left out."""
+
+
+class RecordMarker(Protocol):
+    """Step 6 for objections (:meth:`gateway.objections.ObjectionDesk.for_subject`): the
+    gateway's own dispute marks and statements, and records dropped after an approved
+    credit repair, read once per query."""
+
+    def for_subject(self, subject: tuple[str, str]) -> SubjectMarker:
+        """The marks for ``subject`` as of now. Raises a GatewayError when they cannot be
+        read (the query fails rather than miss a mark)."""
 
 
 def safe_request_id(request: query_pb2.QueryRequest) -> str:
@@ -437,6 +441,8 @@ class QueryPipeline:
         )
         cutoff = ageing_cutoff(today)
         partial = False
+        # The objection marks, read once for the whole answer (when some section has records).
+        marks: SubjectMarker | None = None
         # Only departments of the decision are ever asked, so it names every section.
         for dept in sorted(decision.departments, key=self._dept_order.__getitem__):
             dd = decision.departments[dept]
@@ -460,14 +466,9 @@ class QueryPipeline:
             if outcome.response is None:
                 partial = True
                 continue
-            self._disclose(
-                dept,
-                dd.allowed_sets,
-                outcome.response,
-                section,
-                cutoff,
-                (query.subject_type, query.subject_id),
-            )
+            if marks is None and self._marker is not None:
+                marks = self._marker.for_subject((query.subject_type, query.subject_id))
+            self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff, marks)
         charge_fen = 0
         billing: dict[str, Any] | None = None
         if reservation is not None and self._meter is not None:
@@ -550,7 +551,7 @@ class QueryPipeline:
         lookup: adapter_pb2.LookupResponse,
         section: query_pb2.DepartmentSection,
         cutoff: str,
-        subject: tuple[str, str],
+        marks: SubjectMarker | None,
     ) -> None:
         dropped = 0
         aged_total = 0
@@ -567,9 +568,9 @@ class QueryPipeline:
             )
             dropped += n_dropped
             aged_total += n_aged
-            if self._marker is not None:
+            if marks is not None:
                 # Art. 25 marks from the gateway's own objections; repaired records go.
-                kept, _repaired = self._marker.mark(dept, result.dataset, subject, kept)
+                kept = marks.mark(dept, result.dataset, kept)
             out = section.datasets.add(dataset=result.dataset, aged_out=n_aged)
             out.records.extend(kept)
         if dropped:
