@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.screen_bench
 	$(BIN)/python -m bench.portal_bench
 	$(BIN)/python -m bench.workers_bench
+	$(BIN)/python -m bench.audit_pg_bench
+	$(BIN)/python -m bench.stores_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -25,12 +25,12 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from gateway.api.edge import authenticate, identified
+from gateway.api.edge import EventSink, authenticate, identified
 from gateway.audit.schema import SubjectAccessRecord
 from gateway.auth import Role
 from gateway.auth.identity import CallerSource
@@ -51,14 +51,6 @@ _MODES = {"free": query_pb2.QUERY_MODE_FREE, "paid": query_pb2.QUERY_MODE_PAID}
 #: How long a listing waits for the index's first catch-up before it is refused (seconds).
 _READY_WAIT_S = 2.0
 _TOKEN_PREFIX = "q1:"  # noqa: S105 - a page-token prefix, not a secret
-
-
-class EventSink(Protocol):
-    """Where access events go (:class:`gateway.audit.auditor.QueryAuditor`)."""
-
-    async def append_event(self, kind: str, fields: Mapping[str, Any]) -> object:
-        """Append one event durably. Raises AuditUnavailableError."""
-        ...
 
 
 def _page_size(size: int) -> int:

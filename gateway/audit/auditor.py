@@ -209,10 +209,9 @@ class QueryAuditor:
                 outcome = "partial"
         free = self.free_text
         texts = (request.officer_id, request.represented_party, request.case_reference)
-        if joined_identifier(texts):
+        if any(texts) and joined_identifier(texts):
             # Together they make an identifier: none goes on the record as written.
-            def free(text: str) -> str:
-                return text_pseudonym(self._key, text) if text else ""
+            free = self.text_pseudonym
 
         record = QueryRecord(
             time=_now(),
@@ -230,9 +229,7 @@ class QueryAuditor:
             mode=_MODE.get(request.mode, "unspecified"),
             consent_id=self._consent_id(consent_id),
             consent_uses=consent_uses or None,
-            request_hmac=hmac.new(
-                self._key, request.SerializeToString(deterministic=True), hashlib.sha256
-            ).hexdigest(),
+            request_hmac=self.keyed_digest(request.SerializeToString(deterministic=True)),
             charge_fen=charge_fen,
             subject_type=subject_type,
             subject_pseudonym=subject_pseudonym,

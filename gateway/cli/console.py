@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 __all__ = ["EXIT_BROKEN_PIPE", "console_script", "yuan"]
 
@@ -70,6 +70,17 @@ def yuan(fen: int) -> str:
     """
     whole, cents = divmod(abs(fen), 100)
     return f"{'-' if fen < 0 else ''}¥{whole:,}.{cents:02d}"
+
+
+def field_text(value: Any) -> str:
+    """A ``credit.v1.FieldValue`` as a reader sees it: money in yuan, ``yes``/``no``, ``-``
+    when nothing is set (duck-typed: this module imports no protobuf)."""
+    kind = value.WhichOneof("kind")
+    if kind == "money_fen":
+        return yuan(value.money_fen)
+    if kind == "boolean":
+        return "yes" if value.boolean else "no"
+    return "-" if kind is None else str(getattr(value, kind))
 
 
 def path_arg(text: str) -> Path:

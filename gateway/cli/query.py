@@ -45,7 +45,7 @@ from gateway.cli.connect import (
     build_request,
     read_demo,
 )
-from gateway.cli.console import console_script, path_arg, yuan
+from gateway.cli.console import console_script, field_text, path_arg, yuan
 from gateway.cli.objection import objection_main
 from gateway.cli.report import run_report
 from gateway.cli.selfreport import gather, render_report, report_json
@@ -231,17 +231,6 @@ _STATUS = {k: v.replace("_", " ") for k, v in names.STATUS.items()}
 _REASON = {k: v.replace("_", " ") for k, v in names.REASON.items()}
 
 
-def _value(v: common_pb2.FieldValue) -> str:
-    kind = v.WhichOneof("kind")
-    if kind == "money_fen":
-        return yuan(v.money_fen)
-    if kind == "boolean":
-        return "yes" if v.boolean else "no"
-    if kind is None:
-        return "-"
-    return str(getattr(v, kind))
-
-
 def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
     """Write a readable account of one answer."""
     head = f"query {response.request_id} on {response.query_date}, policy {response.policy_version}"
@@ -277,7 +266,7 @@ def render(response: query_pb2.QueryResponse, out: TextIO) -> None:
                         mark += f", undetermined: {d.department_note}"
                 if rec.statement:
                     mark += f"  [statement: {rec.statement}]"
-                cells = ", ".join(f"{k}={_value(rec.fields[k])}" for k in sorted(rec.fields))
+                cells = ", ".join(f"{k}={field_text(rec.fields[k])}" for k in sorted(rec.fields))
                 print(f"    - #{rec.record_id} {cells}{mark}", file=out)
         if section.withheld:
             print("  withheld:", file=out)

@@ -24,7 +24,7 @@ import grpc
 from google.protobuf import json_format
 
 from gateway.cli.connect import QueryClient
-from gateway.cli.console import yuan
+from gateway.cli.console import field_text, yuan
 from protos.credit.v1 import (
     common_pb2,
     objections_pb2,
@@ -112,7 +112,7 @@ def _records(answer: query_pb2.QueryResponse, out: TextIO) -> list[tuple[str, st
         for ds in shown:
             print(f"    {ds.dataset}: {len(ds.records)} record(s)", file=out)
             for rec in ds.records:
-                cells = ", ".join(f"{k}={_value(rec.fields[k])}" for k in sorted(rec.fields))
+                cells = ", ".join(f"{k}={field_text(rec.fields[k])}" for k in sorted(rec.fields))
                 print(f"      - {cells}", file=out)
                 if rec.disputed:
                     mark = rec.dispute
@@ -127,15 +127,6 @@ def _records(answer: query_pb2.QueryResponse, out: TextIO) -> list[tuple[str, st
                     where = f"{section.department}/{ds.dataset} {rec.record_id}".strip()
                     statements.append((where, rec.statement))
     return statements
-
-
-def _value(v: common_pb2.FieldValue) -> str:
-    kind = v.WhichOneof("kind")
-    if kind == "money_fen":
-        return yuan(v.money_fen)
-    if kind == "boolean":
-        return "yes" if v.boolean else "no"
-    return "-" if kind is None else str(getattr(v, kind))
 
 
 def _datasets(entry: subject_pb2.QueryRecordEntry) -> str:

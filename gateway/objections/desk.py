@@ -84,7 +84,7 @@ from gateway.objections.store import (
     ObjectionStore,
     OpenObjectionExists,
 )
-from gateway.pipeline.freetext import WITHHELD, holds_identifier
+from gateway.pipeline.freetext import WITHHELD, holds_identifier, joined_identifier
 from gateway.policy.consent import ConsentError, ConsentVerifier
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, common_pb2
@@ -375,6 +375,13 @@ class ObjectionDesk:
             raise InvalidArgumentError("record_id", f"1 to {MAX_RECORD_ID} printable characters")
         _screen("grounds", f.grounds, MAX_GROUNDS, required=True)
         _screen("statement", f.statement, MAX_STATEMENT)
+        if f.statement and joined_identifier((f.grounds, f.statement)):
+            # Both are recorded and sent on: read together they must not make one either.
+            raise InvalidArgumentError(
+                "statement",
+                "together with the grounds it makes an identity number or credit code",
+                reason="HOLDS_IDENTIFIER",
+            )
         if len(f.evidence_sha256) > MAX_EVIDENCE or not all(
             _HEX64.match(d) for d in f.evidence_sha256
         ):

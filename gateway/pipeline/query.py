@@ -53,7 +53,14 @@ from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2
 
-__all__ = ["AuditSink", "QueryPipeline", "QueryReceipt", "RecordMarker", "SubjectMarker"]
+__all__ = [
+    "AuditSink",
+    "QueryPipeline",
+    "QueryReceipt",
+    "RecordMarker",
+    "SubjectMarker",
+    "unkeyed_pseudonym",
+]
 
 log = logging.getLogger("credit_gateway.query")
 
@@ -159,9 +166,9 @@ def safe_request_id(request: query_pb2.QueryRequest) -> str:
         return "invalid"
 
 
-def _hashed_subject(subject_type: str, subject_id: str) -> str:
-    # Without an audit key there is no pseudonym key either; an unkeyed hash
-    # still keeps the raw identifier out of the ledger.
+def unkeyed_pseudonym(subject_type: str, subject_id: str) -> str:
+    """Without an audit log (development only) there is no pseudonym key: an unkeyed hash
+    (hex SHA-256) still keeps the raw identifier out of the ledger and the marks."""
     return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()
 
 
@@ -201,7 +208,7 @@ class QueryPipeline:
         self._metrics = metrics
         self._audit = audit
         self._meter = meter
-        self._pseudonym = pseudonym or _hashed_subject
+        self._pseudonym = pseudonym or unkeyed_pseudonym
         self._default_timeout_s = default_timeout_s
         self._today = today
         # Label children bound once: the hot path only increments.

@@ -126,7 +126,7 @@ class LegalBases:
         if basis is None:
             raise InvalidArgumentError(
                 "legal_basis",
-                f"{echo(code)!r} is not a published legal basis; see policies/legal_bases.toml",
+                f"{echo(code)} is not a published legal basis; see policies/legal_bases.toml",
                 reason="UNKNOWN_LEGAL_BASIS",
             )
         if agency_kind not in basis.agency_kinds or (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import os
 import socket
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from gateway.errors import AuditUnavailableError, ConfigError
 from gateway.objections import ObjectionDesk, SQLiteObjectionStore, load_repair_policy
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, SharedBudget, parse_limits
+from gateway.pipeline.query import unkeyed_pseudonym
 from gateway.policy import build_decider
 from gateway.policy.consent import ConsentVerifier, load_revocations
 from gateway.policy.decider import PolicyDecider
@@ -153,9 +153,7 @@ def _open_shared(config: Config) -> _Shared:
         if (pool := _pg_pool(config, "limits", 2)) is not None:
             shared.limits = PostgresRateBudget(pool)
     except BaseException:
-        for opened in (shared.ledger, shared.replay, shared.limits):
-            if opened is not None:
-                opened.close()
+        shared.close()
         raise
     return shared
 
@@ -560,7 +558,7 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
             catalog=lambda: gw.catalog,
             clients=gateway.clients,
             # The audit log's keyed pseudonym, as the query path uses.
-            pseudonym=auditor.pseudonym if auditor is not None else _unkeyed_pseudonym,
+            pseudonym=auditor.pseudonym if auditor is not None else unkeyed_pseudonym,
             repair=repair,
             audit=auditor,
             consents=consents,
@@ -568,9 +566,3 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
             poll_interval_s=oc.poll_interval_s,
         )
     return gateway
-
-
-def _unkeyed_pseudonym(subject_type: str, subject_id: str) -> str:
-    """Without an audit log (development only) there is no pseudonym key: the same unkeyed
-    hash as the query path's ledger key."""
-    return hashlib.sha256(f"{subject_type}:{subject_id}".encode()).hexdigest()

@@ -17,7 +17,7 @@ Substitutions, the only ones a reader makes:
 Lines the test does NOT run, and why:
 - ``make ...`` (``make demo``, ``make test``): they build the venv and run this very suite;
 - ``.venv/bin/python -m bench...``: benchmarks run for minutes and assert nothing
-  (``make bench`` runs them);
+  (tests/integration/test_benches_run.py starts each with its smallest parameters);
 - ``.venv/bin/credit-gateway portal ...``: it serves until stopped;
   ``tests/integration/test_portal_cli.py`` runs the README's own line in the background
   against a ``demo --serve`` federation and stops it;
@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gateway.dev.pgcluster import find_bindir
+from tests.pg import require_pg
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -171,6 +174,9 @@ def test_every_readme_command_succeeds(federation: tuple[Path, dict[str, Any]]) 
     for line in lines:
         if SERVE.match(line.text) or any(p.match(line.text) for p in NOT_RUN):
             continue
+        if "demo --postgres" in line.text and find_bindir() is None:
+            # Says so (a failure where .ci/run installed PostgreSQL), never passes silently.
+            require_pg(f"{line}: initdb not found")
         command = substitute(line.text, workdir, demo)
         if ASSIGNMENT.match(line.text):
             assignments.setdefault(line.block, []).append(command)

@@ -99,10 +99,10 @@ FROM audit_head h, audit_tree t WHERE h.id = 1 AND t.id = 1
 
 
 def _fail(what: str, err: BaseException) -> StorageError:
-    # psycopg's messages name the server's error, never the password (which is
-    # passed beside the URL, not in it).
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return StorageError(f"audit log on PostgreSQL: {what}: {text}")
+    # The SQLSTATE or the error's class only, as the other PostgreSQL stores say it: the
+    # server's message can name hosts and addresses, and this text reaches the logs.
+    code = getattr(err, "sqlstate", None) or type(err).__name__
+    return StorageError(f"audit log on PostgreSQL: {what}: {code}")
 
 
 class PostgresAuditStore(SharedAuditStore):

@@ -61,7 +61,6 @@ class SharedStores:
     #: One listener per database URL.
     by_url: dict[str, LiveListener] = field(default_factory=dict)
     _closables: list[Any] = field(default_factory=list)
-    _started: bool = False
 
     @property
     def listeners(self) -> tuple[LiveListener, ...]:
@@ -126,7 +125,6 @@ class SharedStores:
             self._listener(self.policy).subscribe("policy", follow)
         for listener in self.by_url.values():
             listener.start()
-        self._started = True
         for listener in self.by_url.values():
             if not await asyncio.to_thread(listener.wait_fresh, listener.stale_after_s):
                 log.warning("live listener not in sync at start-up; refusing queries until it is")

@@ -177,6 +177,9 @@ async def test_the_twentieth_day_is_in_time_the_twenty_first_is_overdue(rig: Rig
     ("caller", "filing", "error", "reason"),
     [
         (KIOSK, _filing(grounds=f"本企业 {ENTERPRISE}"), InvalidArgumentError, "HOLDS_IDENTIFIER"),
+        # Neither alone, both together: grounds and statement are recorded side by side.
+        (KIOSK, _filing(grounds=f"处罚已撤销 {ENTERPRISE[:9]}", statement=ENTERPRISE[9:]),
+         InvalidArgumentError, "HOLDS_IDENTIFIER"),
         (KIOSK, _filing(statement="x" * 201), InvalidArgumentError, "INVALID_ARGUMENT"),
         (KIOSK, _filing(grounds=" "), InvalidArgumentError, "INVALID_ARGUMENT"),
         (KIOSK, _filing(request_id="not-a-uuid"), InvalidArgumentError, "INVALID_ARGUMENT"),
