@@ -25,7 +25,8 @@ from gateway.audit.log import AuditLog
 from gateway.audit.note import Ed25519Signer, generate_key, write_key_files
 from gateway.cli.billing import billing_main
 from gateway.cli.console import EXIT_BROKEN_PIPE, yuan
-from gateway.cli.query import _connection, _parser, _value
+from gateway.cli.console import field_text as _value
+from gateway.cli.query import _connection, _parser
 from gateway.cli.query import main as query_main
 from gateway.stores.sqlite.ledger import SQLiteLedger
 from protos.credit.v1 import common_pb2
