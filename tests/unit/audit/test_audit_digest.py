@@ -165,8 +165,11 @@ def test_invalid_wire_is_refused(wire: bytes) -> None:
 
 _text = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)
 _keys = st.text(alphabet="ab\uffff\U00010000", max_size=3)  # prefixes and UTF-16 traps
+# Long enough, at times, for two-byte lengths (an entry over 127 bytes, a record over 16 kB).
+_long_text = st.text(alphabet=st.characters(codec="utf-8"), min_size=40, max_size=300)
 _value = st.one_of(
     st.builds(common_pb2.FieldValue, text=_text),
+    st.builds(common_pb2.FieldValue, text=_long_text),
     st.builds(common_pb2.FieldValue, integer=st.integers(-(2**63), 2**63 - 1)),
     st.builds(common_pb2.FieldValue, boolean=st.booleans()),
     st.builds(common_pb2.FieldValue, money_fen=st.integers(-(2**63), 2**63 - 1)),
@@ -186,7 +189,15 @@ def _responses(draw: st.DrawFn) -> query_pb2.QueryResponse:
         for _ in range(draw(st.integers(0, 2))):
             d = s.datasets.add(dataset=draw(_text), aged_out=draw(st.integers(0, 9)))
             for _ in range(draw(st.integers(0, 3))):
-                rec = d.records.add(record_id=draw(_text), disputed=draw(st.booleans()))
+                rec = d.records.add(
+                    record_id=draw(_text),
+                    disputed=draw(st.booleans()),
+                    event_end_date=draw(_text),
+                    statement=draw(st.one_of(_text, _long_text)),
+                )
+                if draw(st.booleans()):  # a message field after the map (field 5)
+                    rec.dispute.objection_id = draw(_text)
+                    rec.dispute.outcome = draw(st.integers(0, 2))
                 fields = draw(st.dictionaries(st.one_of(_keys, _text), _value, max_size=6))
                 for key, value in fields.items():
                     rec.fields[key].CopyFrom(value)
@@ -198,7 +209,7 @@ def _responses(draw: st.DrawFn) -> query_pb2.QueryResponse:
     return r
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_responses())
 def test_the_fast_path_is_the_reference(response: query_pb2.QueryResponse) -> None:
     """The gateway's digest (upb, deterministic) equals the stdlib rule, byte for byte."""
