@@ -17,7 +17,7 @@ department is asked.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,11 +75,23 @@ class Decision:
     consent_uses: int = 0
     #: The consent's expiry (Unix seconds; 0 without a consent), for the consent archive.
     consent_expires_at: int = 0
+    #: Set when a consent granted a field and its use is still to be counted in the live
+    #: controls store: a blocking call (one durable write, milliseconds) returning this
+    #: decision with the use counted, or the decision for a spent consent. Call it once,
+    #: off the event loop, before anything is asked (:func:`with_consent_counted`).
+    #: Raises ControlsStoreError.
+    count_use: Callable[[], Decision] | None = field(default=None, compare=False, repr=False)
 
     @property
     def allowed_fields(self) -> dict[str, Mapping[str, tuple[str, ...]]]:
         """department -> dataset -> fields that may be returned."""
         return {dept: dd.allowed for dept, dd in self.departments.items()}
+
+
+def with_consent_counted(decision: Decision) -> Decision:
+    """``decision`` with its consent use counted (blocking; see :attr:`Decision.count_use`),
+    or ``decision`` itself when there is nothing to count. Raises ControlsStoreError."""
+    return decision if decision.count_use is None else decision.count_use()
 
 
 @dataclass(frozen=True, slots=True)

@@ -338,6 +338,10 @@ class QueryPipeline:
             # No record, no query: ask no department and book nothing that
             # could not be put on the record.
             raise AuditUnavailableError("the audit log cannot be written; no query is answered")
+        if decision.count_use is not None:
+            # A consent use is a durable write (an fsync, or a round trip to PostgreSQL):
+            # off the event loop, which would otherwise stall every query meanwhile.
+            decision = await asyncio.to_thread(decision.count_use)
         reservation = await self._reserve(caller, query, decision, today, is_self)
         booking = _Booking()
         try:

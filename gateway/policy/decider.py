@@ -41,6 +41,7 @@ whole policy directly, and a property test checks that cached decisions agree wi
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -241,11 +242,12 @@ class PolicyDecider:
 
     def decide(self, facts: QueryFacts) -> Decision:
         """The decision for one query. Never raises for a bad consent (its fields are
-        withheld).
+        withheld). Never writes: a consent use to count is left to the caller, off the
+        event loop (:attr:`Decision.count_use`, a durable write in the live controls store).
 
         Raises:
-            ControlsStoreError: a live controls store is attached and cannot be read or
-                written (no consent use can then be counted or checked).
+            ControlsStoreError: a live controls store is attached and cannot be read
+                (no consent can then be checked against its revocations).
         """
         waived = facts.is_self and facts.purpose == SELF_QUERY_PURPOSE
         if waived:
@@ -264,25 +266,48 @@ class PolicyDecider:
         consent = check.consent
         if consent is None:
             return decision
-        uses = 0
+        # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
         if used and self._controls is not None:
             # Counted when the consent grants this query a field, before anything is asked
-            # or disclosed (a use is an attempt); atomic in the store, so concurrent queries
-            # in any process never exceed max_uses.
-            counted = self._controls.use_consent(
-                consent.cid, max_uses=consent.max_uses, expires_at=consent.expires_at
+            # or disclosed (a use is an attempt): by the caller, because the count is a
+            # durable write and decide() runs on the event loop.
+            return Decision(
+                decision.policy_version,
+                decision.departments,
+                consent.cid,
+                0,
+                int(consent.expires_at),
+                functools.partial(
+                    self._count_use,
+                    facts,
+                    waived,
+                    consent.cid,
+                    consent.max_uses,
+                    int(consent.expires_at),
+                    decision,
+                ),
             )
-            if counted is None:
-                return self._cached(facts, _SPENT, waived)[0]
-            uses = counted
-        # Not dataclasses.replace: this is the hot path, and the constructor is 2x faster.
         return Decision(
-            decision.policy_version,
-            decision.departments,
-            consent.cid,
-            uses,
-            int(consent.expires_at),
+            decision.policy_version, decision.departments, consent.cid, 0, int(consent.expires_at)
         )
+
+    def _count_use(
+        self,
+        facts: QueryFacts,
+        waived: bool,
+        cid: str,
+        max_uses: int | None,
+        expires_at: int,
+        decision: Decision,
+    ) -> Decision:
+        """:attr:`Decision.count_use`: count one use, atomically in the store, so that
+        concurrent queries in any process never exceed ``max_uses``; a spent consent gets
+        the decision without it. Blocking. Raises ControlsStoreError."""
+        assert self._controls is not None
+        counted = self._controls.use_consent(cid, max_uses=max_uses, expires_at=expires_at)
+        if counted is None:
+            return self._cached(facts, _SPENT, waived)[0]
+        return Decision(decision.policy_version, decision.departments, cid, counted, expires_at)
 
     def _cached(
         self, facts: QueryFacts, check: ConsentCheck, waived: bool

@@ -11,6 +11,7 @@ from gateway.auth.tokens import TrustedIssuer
 from gateway.cli.consent import consent_main
 from gateway.controls import ControlsStore
 from gateway.dev.pki import DEV_CONSENT_ISSUER, Pki
+from gateway.pipeline.decision import with_consent_counted
 from gateway.policy import PolicyDecider
 from gateway.policy.consent import MAX_CONSENT_USES, ConsentProblem, ConsentVerifier, issue_consent
 from gateway.policy.testing import MatrixIssuer
@@ -27,7 +28,7 @@ def store(tmp_path: Path) -> SQLiteControlsStore:
 
 
 def _visible(decider: PolicyDecider, facts: Any) -> tuple[bool, str, int]:
-    d = decider.decide(facts)
+    d = with_consent_counted(decider.decide(facts))
     pbccrc = d.departments["pbccrc"]
     details = {w.detail for w in pbccrc.withheld}
     return bool(pbccrc.allowed), "; ".join(sorted(details)), d.consent_uses
@@ -179,5 +180,26 @@ def test_a_consent_that_grants_no_field_is_not_counted(
     decider.attach_controls(store)
     token = consent(issuer, scope=["tax/*"], max_uses=1, cid="elsewhere")
     d = decider.decide(facts("bank", "lending", PRIVATE, mode="paid", token=token))
+    assert d.count_use is None  # nothing to count
     assert d.consent_id == "elsewhere" and d.consent_uses == 0
     assert store.consent_status("elsewhere").uses == 0
+
+
+def test_deciding_writes_nothing_the_caller_counts_the_use(
+    decider: PolicyDecider, facts: FactsMaker, issuer: MatrixIssuer, store: ControlsStore
+) -> None:
+    """decide() runs on the event loop: the durable count is left to Decision.count_use,
+    which the pipeline runs in a worker thread before anything is asked."""
+    decider.attach_controls(store)
+    token = consent(issuer, scope=["pbccrc/*"], max_uses=1, cid="later")
+    f = facts("bank", "lending", PRIVATE, mode="paid", token=token)
+    d = decider.decide(f)
+    assert d.count_use is not None and d.consent_uses == 0
+    assert store.consent_status("later").uses == 0
+    counted = d.count_use()
+    assert counted.consent_uses == 1 and counted.count_use is None
+    assert store.consent_status("later").uses == 1
+    # The second decision is granted again (the cache knows nothing of uses); its count
+    # finds the consent spent and gives the decision without it.
+    spent = with_consent_counted(decider.decide(f))
+    assert not spent.departments["pbccrc"].allowed and spent.consent_uses == 0
