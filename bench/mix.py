@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import re
 import shutil
 import statistics
 import tempfile
@@ -37,7 +36,7 @@ import grpc
 
 import policies
 from bench import _procs
-from bench.fanout import AGENCY, PURPOSE, SUBJECT, _lookups
+from bench.fanout import AGENCY, PURPOSE, SUBJECT, _lookups, lift_free_quotas
 from bench.overhead import _channel, _gateway_toml, _measure, _seed_policy_store
 from gateway.cli.billing import billing_main
 from gateway.cli.connect import build_request
@@ -178,10 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for name in ("catalog.toml", "prices.toml", "policy.csv", "measures.toml"):
             shutil.copy(shipped / name, work / name)
-        prices = (work / "prices.toml").read_text(encoding="utf-8")
-        prices = re.sub(r"(?m)^daily_quota = \\d+$", "daily_quota = 1000000000", prices)
-        prices = re.sub(r"(?m)^ndrc = \\d+$", "ndrc = 1000000000", prices)
-        (work / "prices.toml").write_text(prices, encoding="utf-8")
+        # The regular expressions once had a doubled backslash and lifted nothing:
+        # ndrc's shipped 1,000 a day then refused the rest of a longer run.
+        lift_free_quotas(work / "prices.toml")
         departments = sorted(load_catalog().departments)
         pki = init_pki(
             work / "pki",
