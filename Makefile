@@ -34,18 +34,7 @@ protos-check: $(STAMP)
 check: protos-check lint typecheck test
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.overhead
-	$(BIN)/python -m bench.fanout
-	$(BIN)/python -m bench.mix
-	$(BIN)/python -m bench.audit_bench
-	$(BIN)/python -m bench.decision_bench
-	$(BIN)/python -m bench.controls_bench
-	$(BIN)/python -m bench.report_bench
-	$(BIN)/python -m bench.screen_bench
-	$(BIN)/python -m bench.portal_bench
-	$(BIN)/python -m bench.workers_bench
-	$(BIN)/python -m bench.audit_pg_bench
-	$(BIN)/python -m bench.stores_bench
+	$(BIN)/python -m bench.all
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

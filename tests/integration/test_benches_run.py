@@ -30,6 +30,8 @@ CASES = {
         "4 writer process(es)",
     ),
     "decision_bench": (["--lines", "100", "--decisions", "300"], "cached, with consent token"),
+    # make bench: the runner and its summary (one quick bench is enough to prove them).
+    "all": (["--quick", "--only", "decision_bench"], "-- bench.decision_bench"),
     "controls_bench": (["--calls", "200", "--trials", "2"], "propagation between processes"),
     "portal_bench": (["--n", "3", "--concurrency", "2"], "page/query"),
     "report_bench": (["--n", "2"], "check-report (offline)"),
