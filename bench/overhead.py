@@ -224,18 +224,21 @@ def _gateway_toml(
             f'key = "{audit["key"]}"',
             f'pseudonym_key = "{audit["pseudonym_key"]}"',
         ]
-    if pki is not None:  # outside development mode the policy decides, as in production
+    # The policy decides, as in production, in plaintext too: its version (seeded by
+    # _seed_policy_store) carries the bench's catalog and an empty measures catalog; without
+    # it the gateway would load the shipped measures, whose lists name departments the
+    # bench's one-department catalog lacks, and refuse to start.
+    lines += [
+        "[policy]",
+        f'policy = "{work / "policy.csv"}"',
+        f'store = "{work / "policy.sqlite"}"',
+    ]
+    if pki is not None and consent_issuer is not None:
         lines += [
-            "[policy]",
-            f'policy = "{work / "policy.csv"}"',
-            f'store = "{work / "policy.sqlite"}"',
+            "[[policy.consent_issuers]]",
+            f'issuer = "{consent_issuer[0]}"',
+            f'jwks = "{consent_issuer[1]}"',
         ]
-        if consent_issuer is not None:
-            lines += [
-                "[[policy.consent_issuers]]",
-                f'issuer = "{consent_issuer[0]}"',
-                f'jwks = "{consent_issuer[1]}"',
-            ]
     if live_checks:
         lines += ["[controls]", f'store = "{work / "controls.sqlite"}"']
     if billing:
@@ -334,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             encoding="utf-8",
         )
-        if pki is not None:
-            _seed_policy_store(work)
+        _seed_policy_store(work)
         fresh = None
         if args.fresh_tokens and pki is not None:
             fresh = _fresh_tokens(pki)
@@ -381,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             mode += ", jtis in memory" if args.no_replay_store else ", replay store"
             mode += ", limits checked (never binding)"
         mode += ", a fresh token per query" if args.fresh_tokens else ", one token reused"
-    elif not args.no_live_checks:
-        mode += ", live controls store (no tokens, no policy: no replay store, no limits)"
+    elif args.no_live_checks:
+        mode += ", no live checks (no controls store, no limiter); no tokens, so no replay store"
+    else:
+        mode += ", live controls store, limits (never binding); no tokens, so no replay store"
     mode += ", a new request id per query"
     print(
         f"one-department query, {mode}; concurrency {args.concurrency}, "

@@ -38,8 +38,8 @@ from gateway.domain.catalog import Catalog
 from gateway.domain.identifiers import IdentifierError, validate_subject
 from gateway.domain.names import SUBJECT_TYPE
 from gateway.domain.purposes import Purpose
-from gateway.errors import ConfigError, GatewayError, InternalError, NotYetIntegratedError
-from gateway.report import ReportFacts, ReportMaker, build_content, find_font
+from gateway.errors import GatewayError, InternalError, NotYetIntegratedError
+from gateway.report import MakerLoader, ReportFacts, build_content
 from protos.credit.v1 import report_pb2, report_pb2_grpc
 
 __all__ = ["ReportService"]
@@ -77,29 +77,15 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         self._catalog = catalog
         self._purposes = purposes
         self._agency_name = agency_name
-        self._font = font
         self._now = now
-        self._maker: ReportMaker | None = None
+        self._maker = MakerLoader(audit_log.signer, font)
         self._verifiers = [Verifier.from_key_string(audit_log.signer.verifier_key())]
-
-    def _ready(self) -> ReportMaker:
-        """The maker, once a usable font is found. Raises ConfigError (no usable font)."""
-        if self._maker is None:
-            font = find_font(self._font)
-            try:
-                self._maker = ReportMaker(self._log.signer, font)
-            except Exception as exc:  # reportlab's TTFError, OSError: the file, not the call
-                log.warning("report font unusable", extra={"error": type(exc).__name__})
-                raise ConfigError(
-                    "gateway.report_font", f"{font} is not a usable TrueType font: {exc}"
-                ) from None
-        return self._maker
 
     async def Report(
         self, request: report_pb2.ReportRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> report_pb2.ReportResponse:
         """Run the query, then make, sign and self-check its report (module docstring)."""
-        maker = self._ready()
+        maker = await self._maker.get()  # the font loads in a thread, once
         caller, response = await self._query.answer(request.query, context)
         try:
             proof = await self._proof(response.receipt.log_index, context)

@@ -17,6 +17,8 @@ folder) and the log's public key::
     credit-audit who audit.db --key audit.pub --agency bank-001 --since 2025-01-01
     credit-audit digest response.bin     # the receipt's response_digest of a saved answer
     credit-audit check-report report.pdf --key audit.pub [--log audit.db]
+    credit-audit check-report report.json --key audit.pub \\
+        --log "postgresql://auditor@db.example/gateway" --password-file pg.pass
 
 Exit status: 0 success, 1 verification failed (the one line printed names the
 first bad index and why), 2 usage or I/O error. ``history`` and ``who`` verify
@@ -94,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def password_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--password-file", metavar="FILE", help="PostgreSQL password, for a postgresql:// LOG"
+        )
+        p.add_argument(
+            "--password-env", metavar="NAME", help="environment variable holding that password"
+        )
+
     def with_log(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument(
@@ -102,12 +112,7 @@ def _parser() -> argparse.ArgumentParser:
             help="the SQLite log file, an export folder or a postgresql:// URL (no password)",
         )
         p.add_argument("--key", required=True, metavar="FILE", help="verifier key file")
-        p.add_argument(
-            "--password-file", metavar="FILE", help="PostgreSQL password, for a postgresql:// LOG"
-        )
-        p.add_argument(
-            "--password-env", metavar="NAME", help="environment variable holding that password"
-        )
+        password_options(p)
         p.add_argument(
             "--workers",
             type=int,
@@ -169,8 +174,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("report", metavar="FILE", help="report.pdf or report.json")
     p.add_argument("--key", required=True, metavar="FILE", help="the log's verifier key file")
     p.add_argument(
-        "--log", metavar="LOG", help="also check against this copy of the log (SQLite or export)"
+        "--log",
+        metavar="LOG",
+        help="also check against this log: a SQLite file, an export folder or a "
+        "postgresql:// URL (no password)",
     )
+    password_options(p)
 
     p = with_log("who", "list one agency's queries")
     p.add_argument("--agency", required=True, metavar="AGENCY_ID")
@@ -353,8 +362,12 @@ def _cmd_who(args: argparse.Namespace, reader: LogReader) -> int:
 
 
 def _open_log(args: argparse.Namespace) -> LogReader:
-    """The log named on the command line. A ``postgresql://`` URL is read through
-    psycopg, imported only here (verification offline never needs it)."""
+    """The log named on the command line (``LOG``, or ``--log`` of ``check-report``): the
+    one reader every command uses. A ``postgresql://`` URL is read in one snapshot through
+    psycopg, imported only here (verification offline never needs it).
+
+    Raises :class:`_UsageError` for a password option without a ``postgresql://`` LOG or a
+    URL that holds a password; :class:`StorageError` when the log cannot be read."""
     if not str(args.log).startswith(("postgresql://", "postgres://")):
         if args.password_file or args.password_env:
             raise _UsageError("--password-file and --password-env are for a postgresql:// LOG")
@@ -377,9 +390,11 @@ def _open_log(args: argparse.Namespace) -> LogReader:
 
 def _cmd_check_report(args: argparse.Namespace) -> int:
     verifiers = load_verifiers(args.key)
+    if not args.log and (args.password_file or args.password_env):
+        raise _UsageError("--password-file and --password-env are for a postgresql:// --log")
     checked = check_report(Path(args.report).read_bytes(), verifiers)
     if args.log:
-        reader = open_reader(args.log)
+        reader = _open_log(args)
         try:
             _against_log(checked, verify_log(reader, verifiers, allow_unsigned_tail=True))
         finally:

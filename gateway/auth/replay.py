@@ -33,7 +33,6 @@ evicting one would let its token be replayed. Tokens already in use keep working
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import weakref
 from pathlib import Path
@@ -101,7 +100,7 @@ class ReplayStore:
         self.path = path
         try:
             self._store = SQLiteJtiStore(path, max_entries=max_entries)
-        except (sqlite3.Error, SQLiteSetupError) as exc:
+        except (JtiStoreError, SQLiteSetupError) as exc:
             raise ReplayStoreUnavailableError(f"replay store {path}: cannot open ({exc})") from None
 
     @classmethod
@@ -130,7 +129,7 @@ class ReplayStore:
             found = self._store.claim(issuer, jti, token_sha256, expires_at=deadline, now=now)
             if found is Claim.FULL:
                 earliest = self._store.next_expiry()
-        except (sqlite3.Error, JtiStoreError) as exc:
+        except JtiStoreError as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store {self.path}: cannot record a token ({exc})"
             ) from None
@@ -149,8 +148,8 @@ class ReplayStore:
         return found is Claim.ACCEPTED
 
     def __len__(self) -> int:
-        """Rows held, expired but not yet purged included (metrics, tests). Raises the
-        backend's error (sqlite3.Error, JtiStoreError)."""
+        """Rows held, expired but not yet purged included (metrics, tests). Raises
+        JtiStoreError."""
         return len(self._store)
 
     def close(self) -> None:

@@ -213,24 +213,14 @@ def _configured_ledger(path: Path) -> LedgerStore:
         if config.billing is None:
             raise ConfigError("billing", "missing: this gateway keeps no ledger")
         return SQLiteLedger(config.billing.ledger, create=False)
-    import psycopg
-    from psycopg_pool import PoolTimeout
-
-    from gateway.stores.postgres._current import open_current_pool
+    from gateway.stores.postgres.connect import open_store_pool
     from gateway.stores.postgres.ledger import PostgresLedger
-    from gateway.stores.postgres.migrate import SchemaMismatch
-    from gateway.stores.postgres.url import PgConfigError
 
-    try:
-        return PostgresLedger(open_current_pool(target, max_size=2))
-    except SchemaMismatch as exc:
-        raise ConfigError("storage", str(exc)) from None
-    except PgConfigError as exc:
-        raise ConfigError("storage", str(exc)) from None
-    except (psycopg.Error, PoolTimeout) as exc:
-        raise ConfigError(
-            "storage", f"the ledger database cannot be reached ({type(exc).__name__})"
-        ) from None
+    return PostgresLedger(
+        open_store_pool(
+            target, "ledger", max_size=2, timeout_s=float(config.storage.connect_timeout_s)
+        )
+    )
 
 
 def _run(args: argparse.Namespace, ledger: LedgerStore, out: TextIO) -> int:

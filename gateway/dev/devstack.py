@@ -424,6 +424,13 @@ class DevStack:
                 if name in self.subjects
             },
             "metrics_url": self.gateway.metrics_url,
+            # The development consent issuer, for the README's ``consent issue`` line (a
+            # subject signing at the bank's counter); a real issuer's key stays with it.
+            "consent_issuer": {
+                "iss": self.pki.consent.issuer,
+                "kid": self.pki.consent.signing_kid,
+                "key": str(self.pki.consent.key()),
+            },
             "audit": {
                 "log": str(self.audit["log"]),
                 "verifier_key": str(self.audit["verifier_key"]),

@@ -36,8 +36,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 
-from gateway.errors import InvalidArgumentError
+from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
 
 __all__ = [
     "BOOTSTRAP_AUTHOR",
@@ -48,6 +50,7 @@ __all__ = [
     "Approval",
     "CheckResult",
     "PolicyVersion",
+    "StoreRefusal",
     "VersionStore",
     "canonical_files",
     "check_files",
@@ -65,7 +68,9 @@ _TEST_FILE = re.compile(r"^tests/[A-Za-z0-9_-]{1,64}\.toml$")
 #: A bound on one version's files: a policy of tens of thousands of lines is ~2 MiB.
 MAX_VERSION_BYTES = 16 * 1024 * 1024
 BOOTSTRAP_AUTHOR = "bootstrap"
+#: The kinds of check result a version records.
 CHECK_KINDS = ("validate", "test")
+#: How a version became active.
 ACTIONS = ("bootstrap", "activate", "rollback")
 
 
@@ -169,11 +174,28 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+class StoreRefusal(Exception):
+    """Raised by a backend's storage hook when the database itself refused the row (a
+    trigger, a constraint, a lost race): :class:`VersionStore` turns it into the workflow
+    error the step calls for. Carries no driver text (it names the schema)."""
+
+
 class VersionStore(ABC):
     """Where policy versions live. Implementations are thread-safe and synchronous: async
-    callers run them in a thread."""
+    callers run them in a thread.
 
-    @abstractmethod
+    The workflow's rules are written once, here, in the public methods: required author and
+    reason, the file set (:func:`check_files`), the content hash checked on every read, four
+    eyes, one approval, known check kinds, only an approved (or the bootstrap) version
+    activated. A backend implements only storage: the ``_insert_*`` and ``_read_*`` hooks
+    and the plain reads (:meth:`versions`, :meth:`approval`, :meth:`last_check`,
+    :meth:`active`, :meth:`activations`). Its hooks raise :class:`StoreRefusal` when the
+    database refuses a row (its own copy of the rules: triggers, constraints) and
+    :class:`~gateway.policyadmin.errors.PolicyStoreError` when it cannot be reached.
+    """
+
+    # --- the rules ---------------------------------------------------------------------------
+
     def add_version(
         self,
         files: Mapping[str, str],
@@ -183,22 +205,46 @@ class VersionStore(ABC):
         parent: int | None,
         now: datetime | None = None,
     ) -> PolicyVersion:
-        """Store ``files`` as the next version.
+        """Store ``files`` as the next version (numbers have no gaps).
 
         Raises:
             InvalidArgumentError: see :func:`check_files`; an empty author or reason.
+            PolicyWorkflowError: the store refused the row, e.g. an unknown ``parent``
+                (``VERSION_REFUSED``).
             PolicyStoreError: the store cannot be written.
         """
+        check_files(files)
+        if not author:
+            raise InvalidArgumentError("author", "required")
+        if not reason.strip():
+            raise InvalidArgumentError("reason", "required: say why the policy changes")
+        at = now or now_utc()
+        digest = content_hash(files)
+        try:
+            number = self._insert_version(
+                digest, author, reason, at, parent, canonical_files(files)
+            )
+        except StoreRefusal:
+            raise PolicyWorkflowError(
+                "the version cannot be stored: the store refused it (unknown parent?)",
+                reason="VERSION_REFUSED",
+            ) from None
+        return PolicyVersion(
+            number, digest, author, reason, at, parent, MappingProxyType(dict(files))
+        )
 
-    @abstractmethod
     def version(self, number: int) -> PolicyVersion:
-        """Raises NotFoundError for an unknown number, PolicyStoreError."""
+        """The version ``number``, its content checked against its hash.
 
-    @abstractmethod
-    def versions(self) -> list[PolicyVersion]:
-        """Every version, oldest first. Raises PolicyStoreError."""
+        Raises NotFoundError for an unknown number; PolicyStoreError when the store cannot
+        be read or the content does not match its hash (edited below the database)."""
+        version = self._read_version(number)
+        if version is None:
+            raise NotFoundError(f"no policy version {number}")
+        if content_hash(version.files) != version.content_hash:
+            raise PolicyStoreError(f"policy version {number}: content does not match its hash")
+        return version
 
-    @abstractmethod
     def approve(
         self, number: int, officer: str, reason: str, *, now: datetime | None = None
     ) -> Approval:
@@ -207,25 +253,49 @@ class VersionStore(ABC):
         Raises:
             NotFoundError: no such version.
             PermissionDeniedError: ``officer`` is the author (reason ``FOUR_EYES``).
-            PolicyWorkflowError: already approved (``ALREADY_APPROVED``).
+            PolicyWorkflowError: already approved (``ALREADY_APPROVED``), or the store
+                refused it (``APPROVAL_REFUSED``: a race lost to another approval).
             PolicyStoreError: the store cannot be written.
         """
+        version = self.version(number)
+        if officer == version.author:
+            raise PermissionDeniedError(
+                f"four eyes: {officer} drafted version {number} and cannot approve it; "
+                "another security officer must",
+                reason="FOUR_EYES",
+            )
+        if self.approval(number) is not None:
+            raise PolicyWorkflowError(
+                f"version {number} is already approved", reason="ALREADY_APPROVED"
+            )
+        at = now or now_utc()
+        try:
+            self._insert_approval(number, officer, reason, at)
+        except StoreRefusal:
+            # Lost a race with another approval, or the database caught what we did not.
+            raise PolicyWorkflowError(
+                f"version {number} cannot be approved: the store refused it",
+                reason="APPROVAL_REFUSED",
+            ) from None
+        return Approval(number, officer, reason, at)
 
-    @abstractmethod
-    def approval(self, number: int) -> Approval | None:
-        """Raises PolicyStoreError."""
-
-    @abstractmethod
     def record_check(
         self, number: int, kind: str, problems: Sequence[str], *, now: datetime | None = None
     ) -> CheckResult:
-        """Append a validation or test result. Raises NotFoundError, PolicyStoreError."""
+        """Append a validation (``validate``) or test (``test``) result.
 
-    @abstractmethod
-    def last_check(self, number: int, kind: str) -> CheckResult | None:
-        """Raises PolicyStoreError."""
+        Raises ValueError for another ``kind``; NotFoundError; PolicyStoreError (the store
+        cannot be written, or refused the row)."""
+        if kind not in CHECK_KINDS:
+            raise ValueError(f"unknown check kind {kind!r}")
+        self.version(number)
+        at = now or now_utc()
+        try:
+            self._insert_check(number, kind, json.dumps(list(problems), ensure_ascii=False), at)
+        except StoreRefusal:
+            raise PolicyStoreError(f"the check of version {number} was refused") from None
+        return CheckResult(number, kind, tuple(problems), at)
 
-    @abstractmethod
     def activate(
         self,
         number: int,
@@ -238,11 +308,90 @@ class VersionStore(ABC):
         """Make ``number`` the active version (a new row of the activation history).
 
         Raises:
+            ValueError: ``action`` is not one of bootstrap, activate, rollback.
             NotFoundError: no such version.
             PolicyWorkflowError: not approved (``NOT_APPROVED``), or a bootstrap activation
                 when something was activated before (``ALREADY_BOOTSTRAPPED``).
             PolicyStoreError: the store cannot be written.
         """
+        if action not in ACTIONS:
+            raise ValueError(f"unknown activation action {action!r}")
+        self.version(number)
+        if action == "bootstrap" and self.active() is not None:
+            # Only the very first activation seeds; the database refuses a racing second.
+            raise PolicyWorkflowError(
+                f"version {number} cannot be activated: the store refused it",
+                reason="ALREADY_BOOTSTRAPPED",
+            )
+        # The bootstrap version stands approved by whoever deployed the files it was seeded
+        # from: a rollback may return to it.
+        if (
+            action != "bootstrap"
+            and self.approval(number) is None
+            and not any(a.version == number and a.action == "bootstrap" for a in self.activations())
+        ):
+            raise PolicyWorkflowError(
+                f"version {number} is not approved: another security officer must approve it first",
+                reason="NOT_APPROVED",
+            )
+        at = now or now_utc()
+        try:
+            seq = self._insert_activation(number, officer, reason, action, at)
+        except StoreRefusal:
+            raise PolicyWorkflowError(
+                f"version {number} cannot be activated: the store refused it",
+                reason="ALREADY_BOOTSTRAPPED" if action == "bootstrap" else "NOT_APPROVED",
+            ) from None
+        return Activation(seq, number, officer, reason, action, at)
+
+    # --- storage (each backend) ---------------------------------------------------------------
+
+    @abstractmethod
+    def _insert_version(
+        self,
+        digest: str,
+        author: str,
+        reason: str,
+        at: datetime,
+        parent: int | None,
+        files_json: str,
+    ) -> int:
+        """Insert the next version (number = the highest + 1, no gaps, even with several
+        processes drafting at once); return its number. Raises StoreRefusal,
+        PolicyStoreError."""
+
+    @abstractmethod
+    def _read_version(self, number: int) -> PolicyVersion | None:
+        """The stored row of version ``number`` as it is (None: none). Raises
+        PolicyStoreError."""
+
+    @abstractmethod
+    def _insert_approval(self, number: int, officer: str, reason: str, at: datetime) -> None:
+        """Insert the approval row. Raises StoreRefusal, PolicyStoreError."""
+
+    @abstractmethod
+    def _insert_check(self, number: int, kind: str, problems_json: str, at: datetime) -> None:
+        """Append a check row. Raises StoreRefusal, PolicyStoreError."""
+
+    @abstractmethod
+    def _insert_activation(
+        self, number: int, officer: str, reason: str, action: str, at: datetime
+    ) -> int:
+        """Append an activation row (seq = the highest + 1, one at a time across
+        processes) and tell other processes where the backend can; return its seq. Raises
+        StoreRefusal, PolicyStoreError."""
+
+    @abstractmethod
+    def versions(self) -> list[PolicyVersion]:
+        """Every version, oldest first. Raises PolicyStoreError."""
+
+    @abstractmethod
+    def approval(self, number: int) -> Approval | None:
+        """Raises PolicyStoreError."""
+
+    @abstractmethod
+    def last_check(self, number: int, kind: str) -> CheckResult | None:
+        """Raises PolicyStoreError."""
 
     @abstractmethod
     def active(self) -> Activation | None:

@@ -11,11 +11,20 @@ in what a report proves.
 >>> made = maker.make(content, proof_text)                             # doctest: +SKIP
 >>> made.pdf[:5], made.code                                            # doctest: +SKIP
 (b'%PDF-', 'ABCD-EFGH-IJKL-MNOP')
+
+A server gets its maker through :class:`MakerLoader`: loading a CJK font parses a file of
+tens of megabytes (about a second on a loaded machine), which must not stall the event loop
+that serves every other call, so the first report loads it in a thread, once.
+
+>>> loader = MakerLoader(signer, configured_font)                      # doctest: +SKIP
+>>> maker = await loader.get()                                         # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,9 +39,13 @@ from gateway.audit.reportcheck import (
     envelope_bytes,
     pdf_message,
 )
+from gateway.errors import ConfigError
+from gateway.report.fonts import find_font
 from gateway.report.pdf import register_font, render_pdf
 
-__all__ = ["MadeReport", "ReportMaker", "qr_payload"]
+__all__ = ["MadeReport", "MakerLoader", "ReportMaker", "qr_payload"]
+
+log = logging.getLogger("credit_gateway.report")
 
 
 @dataclass(frozen=True)
@@ -100,3 +113,39 @@ class ReportMaker:
         assert len(signature) == len(PDF_FILLER)
         pdf = pdf[:at] + signature + pdf[at + len(signature) :]
         return MadeReport(pdf=pdf, json=as_json + b"\n", code=code)
+
+
+class MakerLoader:
+    """The server's one :class:`ReportMaker`, made on first use in a worker thread (the
+    font is parsed off the event loop) and kept; concurrent first callers wait for the same
+    load. A failed load is not kept: the next call tries again (a font installed meanwhile
+    is found without a restart).
+
+    ``font``: the configured font file (``[gateway] report_font``; None: the first of
+    :data:`gateway.report.fonts.FONT_PATHS` present).
+    """
+
+    def __init__(self, signer: Signer, font: Path | None = None) -> None:
+        self._signer = signer
+        self._font = font
+        self._maker: ReportMaker | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> ReportMaker:
+        """The maker. Raises ConfigError (key ``gateway.report_font``) when no usable
+        TrueType CJK font is found: before any query is run for a report."""
+        if self._maker is None:
+            async with self._lock:
+                if self._maker is None:
+                    self._maker = await asyncio.to_thread(self._load)
+        return self._maker
+
+    def _load(self) -> ReportMaker:
+        font = find_font(self._font)
+        try:
+            return ReportMaker(self._signer, font)
+        except Exception as exc:  # reportlab's TTFError, OSError: the file, not the call
+            log.warning("report font unusable", extra={"error": type(exc).__name__})
+            raise ConfigError(
+                "gateway.report_font", f"{font} is not a usable TrueType font: {exc}"
+            ) from None

@@ -117,22 +117,14 @@ def _pg_pool(config: Config, store: str, max_size: int) -> Any:
     target = config.storage.target_for(store, application_name=f"credit-gateway {store}")
     if target is None:
         return None
-    import psycopg
-    from psycopg_pool import PoolTimeout
+    from gateway.stores.postgres.connect import open_store_pool
 
-    from gateway.stores.postgres._current import open_current_pool
-    from gateway.stores.postgres.migrate import SchemaMismatch
-    from gateway.stores.postgres.url import PgConfigError
-
-    try:
-        return open_current_pool(target, max_size=min(max_size, config.storage.pool_max))
-    except SchemaMismatch as exc:
-        raise ConfigError("storage", f"{store}: {exc}") from None
-    except (psycopg.Error, PoolTimeout, PgConfigError) as exc:
-        reason = exc if isinstance(exc, PgConfigError) else type(exc).__name__
-        raise ConfigError(
-            "storage", f"{store}: the database cannot be reached ({reason})"
-        ) from None
+    return open_store_pool(
+        target,
+        store,
+        max_size=min(max_size, config.storage.pool_max),
+        timeout_s=float(config.storage.connect_timeout_s),
+    )
 
 
 def _open_shared(config: Config) -> _Shared:

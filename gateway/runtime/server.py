@@ -90,7 +90,6 @@ from gateway.policy.decider import PolicyDecider
 from gateway.policy.legal import LegalBases, load_legal_bases
 from gateway.runtime.config import Config
 from gateway.runtime.metrics import Metrics
-from gateway.screening.lists import no_repairs
 from gateway.screening.measures import MeasuresSource
 from gateway.screening.screener import Screener
 from gateway.subject import ConsentArchive, SubjectIndexer, SubjectStoreError
@@ -446,8 +445,9 @@ class Gateway:
                 meter=self.meter,
                 today=self._today,
                 default_timeout_s=self.config.default_timeout_ms / 1000,
-                # An approved credit repair takes the entry off every screen (issue 14).
-                repaired=self.objections.is_repaired if self.objections is not None else no_repairs,
+                # The objection marks as the query path applies them (issue 14): an approved
+                # repair takes the entry off every screen, an objection marks it disputed.
+                marker=self.objections,
             )
             screener.measures  # noqa: B018 - a measures catalog that does not load stops start-up
             self.screening = ScreeningServicer(screener, self._authenticator, audit=self._audit)

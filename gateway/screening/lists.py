@@ -32,10 +32,10 @@ class RepairCheck(Protocol):
     """Whether the credit repair of a list entry was approved (信用修复): such an entry is
     no longer published or shared, and its measures are lifted, so it is not screened.
 
-    THE SEAM for issue 14's objections and repair store: pass its function as
-    ``Screener(repaired=...)``, wired in :meth:`gateway.runtime.server.Gateway.start` (today
-    :func:`no_repairs`).
-    Called once per returned list record, on the event loop: it must not block."""
+    The :class:`~gateway.screening.screener.Screener` does not use it: it applies the
+    objection desk's marks once per screen, as the query path does (approved repairs
+    dropped, disputed entries marked), before :func:`current_entries` reads the records.
+    For callers holding only a repair check. Called once per record: it must not block."""
 
     def __call__(self, department: str, dataset: str, record_id: str) -> bool:
         """True if the entry ``record_id`` of ``department``/``dataset`` was repaired."""

@@ -11,8 +11,11 @@ The steps are the query pipeline's (:mod:`gateway.pipeline.query`) with three di
   and only where the policy grants them to this agency for this purpose and mode. A list
   not granted is ``WITHHELD``; its department is not asked for it.
 * **what is answered.** Per list: on it or not, and the facts above; never a record, a
-  record id, an amount or a text the department holds besides those fields. An entry
-  whose credit repair was approved (:data:`RepairCheck`) is not on the list.
+  record id, an amount or a text the department holds besides those fields. The
+  gateway's own objection marks apply as on the query path (step 6,
+  :class:`~gateway.pipeline.query.RecordMarker`, read once per screen): an entry whose
+  credit repair was approved is not on the list, and a list with an entry under objection
+  is ``disputed`` whatever the department's own flag says.
 * **what it costs.** The ``[screening]`` prices of ``prices.toml``, per list whose
   department answered, reserved before asking and settled after, once per request id,
   through the same ledger; free screens count per agency and day under their own quota
@@ -49,6 +52,7 @@ from gateway.errors import (
 from gateway.federation import DepartmentClient, fan_out
 from gateway.pipeline.decision import Decider, QueryFacts
 from gateway.pipeline.freetext import joined_identifier
+from gateway.pipeline.query import RecordMarker, SubjectMarker
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.screening.lists import KIND, RepairCheck, current_entries, list_status, no_repairs
 from gateway.screening.measures import ListDef, MeasuresCatalog
@@ -100,8 +104,11 @@ class Screener:
         meter: Meter | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         default_timeout_s: float = 3.0,
-        repaired: RepairCheck = no_repairs,
+        marker: RecordMarker | None = None,
     ) -> None:
+        """``marker``: the gateway's objection marks (the objection desk), applied to the
+        records of every list as the query path applies them; None: no objection store
+        (nothing repaired, only departments' own ``disputed`` flags)."""
         self.catalog = catalog
         self.validator = validator
         self._decider = decider
@@ -112,7 +119,7 @@ class Screener:
         self._screen_meter: Meter | None = None
         self._today = today
         self.default_timeout_s = default_timeout_s
-        self._repaired = repaired
+        self._marker = marker
 
     def use_catalog(self, catalog: Catalog, validator: Validator) -> None:
         """Hot switch of the catalog (a policy version); screens under way finish as begun."""
@@ -333,6 +340,7 @@ class Screener:
             complete=True,
         )
         delivered: set[tuple[str, str]] = set()
+        marks: SubjectMarker | None = None
         for lst in lists:
             outcome = outcomes.get(lst.department)
             if asked[lst.id] is None or lst.dataset not in wanted.get(lst.department, {}):
@@ -366,7 +374,11 @@ class Screener:
                     for result in outcome.response.results:
                         if result.dataset == lst.dataset:
                             records.extend(result.records)
-                entries = current_entries(lst, records, day, self._repaired)
+                if self._marker is not None:
+                    if marks is None:  # once per screen, and only if a department answered
+                        marks = self._marker.for_subject((query.subject_type, query.subject_id))
+                    records = marks.mark(lst.department, lst.dataset, records)
+                entries = current_entries(lst, records, day)
                 status = list_status(lst, entries, measures, request.scenario)
             response.lists.append(status)
             if status.state == screening_pb2.LIST_STATE_ON_LIST:

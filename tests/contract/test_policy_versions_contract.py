@@ -175,3 +175,20 @@ def test_only_one_of_several_processes_bootstraps(backend: Backend, files: dict[
         t.join()
     assert sorted(outcomes) == ["ALREADY_BOOTSTRAPPED", "ALREADY_BOOTSTRAPPED", "ok"]
     assert len(stores[0].activations()) == 1
+
+
+def test_a_row_the_database_refuses_is_the_same_error_on_both(
+    backend: Backend, files: dict[str, str]
+) -> None:
+    """The rules are the base class's, so a refusal reads alike whichever backend stored
+    it: a draft naming a parent that does not exist is FAILED_PRECONDITION
+    ``VERSION_REFUSED`` (the database's foreign key), and nothing is stored."""
+    store = backend.versions()
+    with pytest.raises(PolicyWorkflowError) as refused:
+        store.add_version(files, author="officer_a", reason="orphan", parent=7)
+    assert refused.value.reason == "VERSION_REFUSED"
+    assert str(refused.value) == (
+        "the version cannot be stored: the store refused it (unknown parent?)"
+    )
+    assert store.versions() == []
+    assert store.add_version(files, author="bootstrap", reason="seed", parent=None).number == 1

@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 from gateway.report import find_font
 from protos.credit.v1 import report_pb2, report_pb2_grpc
 from tests.integration.conftest import subject
+from tests.pg import PgCluster, fresh_database
 from tests.unit.report.report_kit import kit
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -225,3 +226,40 @@ async def test_odd_calls_are_refused_cleanly(
     else:  # not an agency: refused before anything is asked
         assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
     assert "Error" not in (err.value.details() or "") and "/" not in (err.value.details() or "")
+
+
+async def test_check_report_reads_a_postgresql_log(
+    tmp_path: Path, pg_url: str, pg_cluster: PgCluster
+) -> None:
+    """``check-report --log`` reads the log many gateways share, as every other credit-audit
+    command does: the report's checkpoint is a view of that database's tree; another
+    database (no entries) disagrees; a password option without ``--log`` is a usage error."""
+    async with await DevStack.create(
+        tmp_path / "s", subjects=60, storage_url=pg_url, sqlite_stores=()
+    ) as pg_stack:
+        request = build_request(
+            enterprise=subject(pg_stack, "enterprise_clean"), purpose="government_procurement"
+        )
+        async with pg_stack.client("procurement") as client:
+            made = await client.report(request)
+        key = str(pg_stack.audit["verifier_key"])
+        report = tmp_path / "report.json"
+        report.write_bytes(made.json)
+        password = tmp_path / "pg.pass"
+        password.write_text("unused-by-trust-auth\n", encoding="utf-8")
+        password.chmod(0o600)
+        audit = str(BIN / "credit-audit")
+        code, out = await _script(
+            audit, "check-report", str(report), "--key", key, "--log", pg_url,
+            "--password-file", str(password),
+        )  # fmt: skip
+        assert code == 0, out
+        index = made.response.receipt.log_index
+        assert f"receipt entry {index} is in" in out and f"the log {pg_url} agrees" in out, out
+    with fresh_database(pg_cluster) as other:  # migrated, no entries: not this report's log
+        code, out = await _script(audit, "check-report", str(report), "--key", key, "--log", other)
+    assert (code, out) == (1, "FAILED: index 0: the log has no checkpoint at all\n")
+    code, out = await _script(
+        audit, "check-report", str(report), "--key", key, "--password-file", str(password)
+    )
+    assert code == 2 and "for a postgresql:// --log" in out, out

@@ -22,17 +22,12 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
-from gateway.errors import ConfigError
 from gateway.runtime.config import Config
-from gateway.stores.postgres.connect import connect, open_pool
+from gateway.stores.postgres.connect import check_current, open_store_pool
 from gateway.stores.postgres.controls import PgControlsStore
-from gateway.stores.postgres.migrate import SchemaMismatch, require_current
 from gateway.stores.postgres.notify import LiveListener
 from gateway.stores.postgres.policy_versions import PgVersionStore
-from gateway.stores.postgres.url import PgConfigError, PgTarget
+from gateway.stores.postgres.url import PgTarget
 
 __all__ = ["PolicyFollower", "SharedStores", "open_shared_stores"]
 
@@ -77,24 +72,19 @@ class SharedStores:
             )
         return self.by_url[target.url]
 
-    def _pool(self, target: PgTarget) -> Any:
-        try:
-            return open_pool(
-                target,
-                min_size=1,
-                max_size=self.config.storage.pool_max,
-                timeout_s=float(self.config.storage.connect_timeout_s),
-            )
-        except (PoolTimeout, psycopg.Error, PgConfigError) as exc:
-            raise ConfigError(
-                "storage.url", f"the database cannot be reached ({type(exc).__name__})"
-            ) from None
+    def _pool(self, target: PgTarget, store: str) -> Any:
+        return open_store_pool(
+            target,
+            store,
+            max_size=self.config.storage.pool_max,
+            timeout_s=float(self.config.storage.connect_timeout_s),
+        )
 
     def open_versions(self) -> PgVersionStore:
         """The policy version store on PostgreSQL. Raises ConfigError."""
         assert self.policy is not None
         self._listener(self.policy)
-        store = PgVersionStore(self._pool(self.policy))
+        store = PgVersionStore(self._pool(self.policy, "policy"))
         self._closables.append(store)
         return store
 
@@ -102,7 +92,7 @@ class SharedStores:
         """The live controls on PostgreSQL, seeded with ``seed`` revoked consent ids,
         followed by this process's listener. Raises ConfigError, ControlsStoreError."""
         assert self.controls is not None
-        store = PgControlsStore(self._pool(self.controls), seed_revoked_consents=seed)
+        store = PgControlsStore(self._pool(self.controls, "controls"), seed_revoked_consents=seed)
         self._closables.append(store)
         listener = self._listener(self.controls)
         listener.subscribe("controls", store.refresh)
@@ -155,14 +145,11 @@ def open_shared_stores(config: Config) -> SharedStores:
         policy=storage.target_for("policy") if wants_policy else None,
         controls=storage.target_for("controls") if wants_controls else None,
     )
-    for target in {t.url: t for t in (shared.policy, shared.controls) if t is not None}.values():
-        try:
-            with connect(target) as conn:
-                require_current(conn)
-        except SchemaMismatch as exc:
-            raise ConfigError("storage", str(exc)) from None
-        except (psycopg.Error, PgConfigError) as exc:
-            raise ConfigError(
-                "storage.url", f"the database cannot be reached ({type(exc).__name__})"
-            ) from None
+    named = {"policy": shared.policy, "controls": shared.controls}
+    by_url: dict[str, tuple[PgTarget, list[str]]] = {}
+    for store, target in named.items():
+        if target is not None:
+            by_url.setdefault(target.url, (target, []))[1].append(store)
+    for target, stores in by_url.values():
+        check_current(target, ", ".join(stores))
     return shared

@@ -5,12 +5,13 @@
     store = PgVersionStore(pool)
     v = store.add_version(files, author="officer_a", reason="grant bank tax arrears", parent=1)
 
+Storage only: the workflow's rules are :class:`~gateway.policyadmin.store.VersionStore`'s.
 Tables ``policy_versions``, ``policy_approvals``, ``policy_checks`` and
-``policy_activations`` (migration ``0021_policy_versions``) carry the same rules as the
-SQLite store's triggers (append-only history, four eyes, only an approved version is
-activated, only the first activation is a bootstrap). Version numbers and activation
-sequence numbers are ``max + 1`` under a table lock, so they have no gaps (a sequence
-would leave one per rolled-back draft) and activations are totally ordered.
+``policy_activations`` (migration ``0021_policy_versions``) keep the same rules against
+hand-written SQL as the SQLite store's triggers (append-only history, four eyes, only an
+approved version is activated, only the first activation is a bootstrap). Version numbers
+and activation sequence numbers are ``max + 1`` under a table lock, so they have no gaps
+(a sequence would leave one per rolled-back draft) and activations are totally ordered.
 
 An activation calls ``live_bump('policy')`` in its own transaction: every gateway process
 listening (:mod:`gateway.stores.postgres.notify`) hears of it once it commits.
@@ -23,7 +24,7 @@ neither the server nor a path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import MappingProxyType
@@ -32,20 +33,14 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
-from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
+from gateway.policyadmin.errors import PolicyStoreError
 from gateway.policyadmin.store import (
-    ACTIONS,
-    CHECK_KINDS,
     Activation,
     Approval,
     CheckResult,
     PolicyVersion,
+    StoreRefusal,
     VersionStore,
-    canonical_files,
-    check_files,
-    content_hash,
-    now_utc,
 )
 
 __all__ = ["PgVersionStore"]
@@ -93,44 +88,38 @@ class PgVersionStore(VersionStore):
         if self._owns_pool:
             self._pool.close()
 
-    # --- versions ---------------------------------------------------------------------------
+    # --- storage hooks (the rules are VersionStore's) ---------------------------------------
 
-    def add_version(
-        self,
-        files: Mapping[str, str],
-        *,
-        author: str,
-        reason: str,
-        parent: int | None,
-        now: datetime | None = None,
-    ) -> PolicyVersion:
-        """See :meth:`VersionStore.add_version`."""
-        check_files(files)
-        if not author:
-            raise InvalidArgumentError("author", "required")
-        if not reason.strip():
-            raise InvalidArgumentError("reason", "required: say why the policy changes")
-        at = now or now_utc()
-        digest = content_hash(files)
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+        """:meth:`_tx` for an insert: an integrity refusal (a trigger, a constraint, a
+        lost race) is StoreRefusal."""
         try:
             with self._tx() as conn:
-                conn.execute("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
-                row = conn.execute(
-                    "INSERT INTO policy_versions (number, content_hash, author, reason,"
-                    " created_at, parent, files)"
-                    " SELECT COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s, %s"
-                    " FROM policy_versions RETURNING number",
-                    (digest, author, reason, at, parent, canonical_files(files)),
-                ).fetchone()
+                yield conn
         except psycopg.errors.IntegrityError:
-            raise PolicyWorkflowError(
-                "the version cannot be stored: the store refused it (unknown parent?)",
-                reason="VERSION_REFUSED",
-            ) from None
+            raise StoreRefusal from None
+
+    def _insert_version(
+        self,
+        digest: str,
+        author: str,
+        reason: str,
+        at: datetime,
+        parent: int | None,
+        files_json: str,
+    ) -> int:
+        with self._write() as conn:
+            conn.execute("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
+            row = conn.execute(
+                "INSERT INTO policy_versions (number, content_hash, author, reason,"
+                " created_at, parent, files)"
+                " SELECT COALESCE(MAX(number), 0) + 1, %s, %s, %s, %s, %s, %s"
+                " FROM policy_versions RETURNING number",
+                (digest, author, reason, at, parent, files_json),
+            ).fetchone()
         assert row is not None
-        return PolicyVersion(
-            int(row[0]), digest, author, reason, at, parent, MappingProxyType(dict(files))
-        )
+        return int(row[0])
 
     @staticmethod
     def _version(row: tuple[Any, ...]) -> PolicyVersion:
@@ -145,53 +134,22 @@ class PgVersionStore(VersionStore):
             MappingProxyType(json.loads(files)),
         )
 
-    def version(self, number: int) -> PolicyVersion:
-        """See :meth:`VersionStore.version`."""
+    def _read_version(self, number: int) -> PolicyVersion | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM policy_versions WHERE number = %s", (number,))
-        if not rows:
-            raise NotFoundError(f"no policy version {number}")
-        version = self._version(rows[0])
-        if content_hash(version.files) != version.content_hash:
-            raise PolicyStoreError(f"policy version {number}: content does not match its hash")
-        return version
+        return self._version(rows[0]) if rows else None
 
     def versions(self) -> list[PolicyVersion]:
         """See :meth:`VersionStore.versions`."""
         rows = self._read(f"SELECT {_COLUMNS} FROM policy_versions ORDER BY number")
         return [self._version(r) for r in rows]
 
-    # --- approvals --------------------------------------------------------------------------
-
-    def approve(
-        self, number: int, officer: str, reason: str, *, now: datetime | None = None
-    ) -> Approval:
-        """See :meth:`VersionStore.approve`."""
-        version = self.version(number)
-        if officer == version.author:
-            raise PermissionDeniedError(
-                f"four eyes: {officer} drafted version {number} and cannot approve it; "
-                "another security officer must",
-                reason="FOUR_EYES",
+    def _insert_approval(self, number: int, officer: str, reason: str, at: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO policy_approvals (version, officer, reason, at)"
+                " VALUES (%s, %s, %s, %s)",
+                (number, officer, reason, at),
             )
-        if self.approval(number) is not None:
-            raise PolicyWorkflowError(
-                f"version {number} is already approved", reason="ALREADY_APPROVED"
-            )
-        at = now or now_utc()
-        try:
-            with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO policy_approvals (version, officer, reason, at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (number, officer, reason, at),
-                )
-        except psycopg.errors.IntegrityError:
-            # Lost a race with another approval, or the trigger caught what we did not.
-            raise PolicyWorkflowError(
-                f"version {number} cannot be approved: the store refused it",
-                reason="APPROVAL_REFUSED",
-            ) from None
-        return Approval(number, officer, reason, at)
 
     def approval(self, number: int) -> Approval | None:
         """See :meth:`VersionStore.approval`."""
@@ -204,26 +162,12 @@ class PgVersionStore(VersionStore):
         v, officer, reason, at = rows[0]
         return Approval(int(v), str(officer), str(reason), at)
 
-    # --- checks -----------------------------------------------------------------------------
-
-    def record_check(
-        self, number: int, kind: str, problems: Sequence[str], *, now: datetime | None = None
-    ) -> CheckResult:
-        """See :meth:`VersionStore.record_check`."""
-        if kind not in CHECK_KINDS:
-            raise ValueError(f"unknown check kind {kind!r}")
-        self.version(number)
-        at = now or now_utc()
-        try:
-            with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO policy_checks (version, kind, problems, at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (number, kind, json.dumps(list(problems), ensure_ascii=False), at),
-                )
-        except psycopg.errors.IntegrityError:
-            raise PolicyStoreError(f"the check of version {number} was refused") from None
-        return CheckResult(number, kind, tuple(problems), at)
+    def _insert_check(self, number: int, kind: str, problems_json: str, at: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO policy_checks (version, kind, problems, at) VALUES (%s, %s, %s, %s)",
+                (number, kind, problems_json, at),
+            )
 
     def last_check(self, number: int, kind: str) -> CheckResult | None:
         """See :meth:`VersionStore.last_check`."""
@@ -236,51 +180,24 @@ class PgVersionStore(VersionStore):
             return None
         return CheckResult(number, kind, tuple(json.loads(rows[0][0])), rows[0][1])
 
-    # --- activations ------------------------------------------------------------------------
-
-    def activate(
-        self,
-        number: int,
-        officer: str,
-        reason: str,
-        *,
-        action: str = "activate",
-        now: datetime | None = None,
-    ) -> Activation:
-        """See :meth:`VersionStore.activate`. The activation and ``live_bump('policy')``
-        commit together: listeners hear of it exactly when it is visible."""
-        if action not in ACTIONS:
-            raise ValueError(f"unknown activation action {action!r}")
-        self.version(number)
-        if (
-            action != "bootstrap"
-            and self.approval(number) is None
-            and not any(a.version == number and a.action == "bootstrap" for a in self.activations())
-        ):
-            raise PolicyWorkflowError(
-                f"version {number} is not approved: another security officer must approve it first",
-                reason="NOT_APPROVED",
-            )
-        at = now or now_utc()
-        try:
-            with self._tx() as conn:
-                # One activation at a time across every process: seq is max + 1 and the
-                # bootstrap trigger sees every committed row.
-                conn.execute("LOCK TABLE policy_activations IN SHARE ROW EXCLUSIVE MODE")
-                row = conn.execute(
-                    "INSERT INTO policy_activations (seq, version, officer, reason, action, at)"
-                    " SELECT COALESCE(MAX(seq), 0) + 1, %s, %s, %s, %s, %s"
-                    " FROM policy_activations RETURNING seq",
-                    (number, officer, reason, action, at),
-                ).fetchone()
-                conn.execute("SELECT live_bump('policy')")
-        except psycopg.errors.IntegrityError:
-            raise PolicyWorkflowError(
-                f"version {number} cannot be activated: the store refused it",
-                reason="ALREADY_BOOTSTRAPPED" if action == "bootstrap" else "NOT_APPROVED",
-            ) from None
+    def _insert_activation(
+        self, number: int, officer: str, reason: str, action: str, at: datetime
+    ) -> int:
+        # The activation and live_bump('policy') commit together: listeners hear of it
+        # exactly when it is visible.
+        with self._write() as conn:
+            # One activation at a time across every process: seq is max + 1 and the
+            # bootstrap trigger sees every committed row.
+            conn.execute("LOCK TABLE policy_activations IN SHARE ROW EXCLUSIVE MODE")
+            row = conn.execute(
+                "INSERT INTO policy_activations (seq, version, officer, reason, action, at)"
+                " SELECT COALESCE(MAX(seq), 0) + 1, %s, %s, %s, %s, %s"
+                " FROM policy_activations RETURNING seq",
+                (number, officer, reason, action, at),
+            ).fetchone()
+            conn.execute("SELECT live_bump('policy')")
         assert row is not None
-        return Activation(int(row[0]), number, officer, reason, action, at)
+        return int(row[0])
 
     @staticmethod
     def _activation(row: tuple[Any, ...]) -> Activation:

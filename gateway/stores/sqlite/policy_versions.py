@@ -1,6 +1,7 @@
 """Policy versions in an SQLite file (:class:`~gateway.policyadmin.store.VersionStore`):
-append-only history, four eyes and activation rules kept by triggers, one durable file
-every gateway process of a host shares. The PostgreSQL backend is
+storage only (the workflow's rules are the base class's); the file's triggers keep the same
+rules against hand-written SQL (append-only history, four eyes, only approved versions
+activated), one durable file every gateway process of a host shares. The PostgreSQL backend is
 :mod:`gateway.stores.postgres.policy_versions`; both run the same contract tests
 (tests/contract/test_policy_versions_contract.py)."""
 
@@ -9,26 +10,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gateway.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
-from gateway.policyadmin.errors import PolicyStoreError, PolicyWorkflowError
+from gateway.policyadmin.errors import PolicyStoreError
 from gateway.policyadmin.store import (
-    ACTIONS,
-    CHECK_KINDS,
     Activation,
     Approval,
     CheckResult,
     PolicyVersion,
+    StoreRefusal,
     VersionStore,
-    canonical_files,
-    check_files,
-    content_hash,
-    now_utc,
 )
 from gateway.stores.sqlite import SQLiteSetupError, open_durable
 
@@ -141,7 +136,8 @@ class SQLiteVersionStore(VersionStore):
 
     def _write(self, sql: str, args: Sequence[object]) -> int:
         """One statement in its own ``BEGIN IMMEDIATE`` transaction; returns lastrowid.
-        A trigger's refusal surfaces as sqlite3.IntegrityError for the caller to map."""
+        A trigger's or constraint's refusal is StoreRefusal (the driver's text names our
+        schema: not for callers); any other failure PolicyStoreError."""
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -150,8 +146,16 @@ class SQLiteVersionStore(VersionStore):
             try:
                 cur = self._conn.execute(sql, args)
                 self._conn.execute("COMMIT")
-            except BaseException:
+            except sqlite3.IntegrityError:
                 self._conn.execute("ROLLBACK")
+                raise StoreRefusal from None
+            except sqlite3.Error as err:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise PolicyStoreError(f"{self.path}: {err}") from None
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
             return int(cur.lastrowid or 0)
 
@@ -160,35 +164,22 @@ class SQLiteVersionStore(VersionStore):
         with self._lock:
             self._conn.close()
 
-    # --- versions -------------------------------------------------------------------------
+    # --- storage hooks (the rules are VersionStore's) ---------------------------------------
 
-    def add_version(
+    def _insert_version(
         self,
-        files: Mapping[str, str],
-        *,
+        digest: str,
         author: str,
         reason: str,
+        at: datetime,
         parent: int | None,
-        now: datetime | None = None,
-    ) -> PolicyVersion:
-        """See :meth:`VersionStore.add_version`."""
-        check_files(files)
-        if not author:
-            raise InvalidArgumentError("author", "required")
-        if not reason.strip():
-            raise InvalidArgumentError("reason", "required: say why the policy changes")
-        at = now or now_utc()
-        digest = content_hash(files)
-        try:
-            number = self._write(
-                "INSERT INTO versions (content_hash, author, reason, created_at, parent, files)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (digest, author, reason, _ts(at), parent, canonical_files(files)),
-            )
-        except sqlite3.Error as err:
-            raise PolicyStoreError(f"{self.path}: {err}") from None
-        return PolicyVersion(
-            number, digest, author, reason, at, parent, MappingProxyType(dict(files))
+        files_json: str,
+    ) -> int:
+        # BEGIN IMMEDIATE serialises drafters: INTEGER PRIMARY KEY takes max + 1.
+        return self._write(
+            "INSERT INTO versions (content_hash, author, reason, created_at, parent, files)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (digest, author, reason, _ts(at), parent, files_json),
         )
 
     @staticmethod
@@ -206,54 +197,20 @@ class SQLiteVersionStore(VersionStore):
 
     _COLUMNS = "number, content_hash, author, reason, created_at, parent, files"
 
-    def version(self, number: int) -> PolicyVersion:
-        """See :meth:`VersionStore.version`."""
+    def _read_version(self, number: int) -> PolicyVersion | None:
         rows = self._read(f"SELECT {self._COLUMNS} FROM versions WHERE number = ?", (number,))
-        if not rows:
-            raise NotFoundError(f"no policy version {number}")
-        version = self._version(rows[0])
-        if content_hash(version.files) != version.content_hash:
-            # The triggers stop SQL; this catches a file edited below SQLite.
-            raise PolicyStoreError(f"policy version {number}: content does not match its hash")
-        return version
+        return self._version(rows[0]) if rows else None
 
     def versions(self) -> list[PolicyVersion]:
         """See :meth:`VersionStore.versions`."""
         rows = self._read(f"SELECT {self._COLUMNS} FROM versions ORDER BY number")
         return [self._version(r) for r in rows]
 
-    # --- approvals --------------------------------------------------------------------------
-
-    def approve(
-        self, number: int, officer: str, reason: str, *, now: datetime | None = None
-    ) -> Approval:
-        """See :meth:`VersionStore.approve`."""
-        version = self.version(number)
-        if officer == version.author:
-            raise PermissionDeniedError(
-                f"four eyes: {officer} drafted version {number} and cannot approve it; "
-                "another security officer must",
-                reason="FOUR_EYES",
-            )
-        if self.approval(number) is not None:
-            raise PolicyWorkflowError(
-                f"version {number} is already approved", reason="ALREADY_APPROVED"
-            )
-        at = now or now_utc()
-        try:
-            self._write(
-                "INSERT INTO approvals (version, officer, reason, at) VALUES (?, ?, ?, ?)",
-                (number, officer, reason, _ts(at)),
-            )
-        except sqlite3.IntegrityError:
-            # Lost a race with another approval, or the trigger caught what we did not.
-            raise PolicyWorkflowError(  # the driver's text names our schema: not for callers
-                f"version {number} cannot be approved: the store refused it",
-                reason="APPROVAL_REFUSED",
-            ) from None
-        except sqlite3.Error as err:
-            raise PolicyStoreError(f"{self.path}: {err}") from None
-        return Approval(number, officer, reason, at)
+    def _insert_approval(self, number: int, officer: str, reason: str, at: datetime) -> None:
+        self._write(
+            "INSERT INTO approvals (version, officer, reason, at) VALUES (?, ?, ?, ?)",
+            (number, officer, reason, _ts(at)),
+        )
 
     def approval(self, number: int) -> Approval | None:
         """See :meth:`VersionStore.approval`."""
@@ -265,24 +222,11 @@ class SQLiteVersionStore(VersionStore):
         v, officer, reason, at = rows[0]
         return Approval(int(v), str(officer), str(reason), _dt(at))
 
-    # --- checks -----------------------------------------------------------------------------
-
-    def record_check(
-        self, number: int, kind: str, problems: Sequence[str], *, now: datetime | None = None
-    ) -> CheckResult:
-        """See :meth:`VersionStore.record_check`."""
-        if kind not in CHECK_KINDS:
-            raise ValueError(f"unknown check kind {kind!r}")
-        self.version(number)
-        at = now or now_utc()
-        try:
-            self._write(
-                "INSERT INTO checks (version, kind, problems, at) VALUES (?, ?, ?, ?)",
-                (number, kind, json.dumps(list(problems), ensure_ascii=False), _ts(at)),
-            )
-        except sqlite3.Error as err:
-            raise PolicyStoreError(f"{self.path}: {err}") from None
-        return CheckResult(number, kind, tuple(problems), at)
+    def _insert_check(self, number: int, kind: str, problems_json: str, at: datetime) -> None:
+        self._write(
+            "INSERT INTO checks (version, kind, problems, at) VALUES (?, ?, ?, ?)",
+            (number, kind, problems_json, _ts(at)),
+        )
 
     def last_check(self, number: int, kind: str) -> CheckResult | None:
         """See :meth:`VersionStore.last_check`."""
@@ -295,47 +239,13 @@ class SQLiteVersionStore(VersionStore):
             return None
         return CheckResult(number, kind, tuple(json.loads(rows[0][0])), _dt(rows[0][1]))
 
-    # --- activations ------------------------------------------------------------------------
-
-    def activate(
-        self,
-        number: int,
-        officer: str,
-        reason: str,
-        *,
-        action: str = "activate",
-        now: datetime | None = None,
-    ) -> Activation:
-        """See :meth:`VersionStore.activate`."""
-        if action not in ACTIONS:
-            raise ValueError(f"unknown activation action {action!r}")
-        self.version(number)
-        # The bootstrap version stands approved by whoever deployed the files it was seeded
-        # from: a rollback may return to it.
-        if (
-            action != "bootstrap"
-            and self.approval(number) is None
-            and not any(a.version == number and a.action == "bootstrap" for a in self.activations())
-        ):
-            raise PolicyWorkflowError(
-                f"version {number} is not approved: another security officer must approve it first",
-                reason="NOT_APPROVED",
-            )
-        at = now or now_utc()
-        try:
-            seq = self._write(
-                "INSERT INTO activations (version, officer, reason, action, at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (number, officer, reason, action, _ts(at)),
-            )
-        except sqlite3.IntegrityError:
-            raise PolicyWorkflowError(  # the driver's text names our schema: not for callers
-                f"version {number} cannot be activated: the store refused it",
-                reason="ALREADY_BOOTSTRAPPED" if action == "bootstrap" else "NOT_APPROVED",
-            ) from None
-        except sqlite3.Error as err:
-            raise PolicyStoreError(f"{self.path}: {err}") from None
-        return Activation(seq, number, officer, reason, action, at)
+    def _insert_activation(
+        self, number: int, officer: str, reason: str, action: str, at: datetime
+    ) -> int:
+        return self._write(
+            "INSERT INTO activations (version, officer, reason, action, at) VALUES (?, ?, ?, ?, ?)",
+            (number, officer, reason, action, _ts(at)),
+        )
 
     _ACT = "seq, version, officer, reason, action, at"
 

@@ -18,8 +18,12 @@ unexpired ``jti`` is exactly the replay this table exists to stop.
 
 The file is opened by :func:`gateway.stores.sqlite.open_durable` (WAL, ``synchronous=FULL``):
 a claim that returned is on disk, so a crash does not let the last tokens be replayed.
-Raises :class:`sqlite3.Error` (and :class:`~gateway.stores.sqlite.SQLiteSetupError` on
-open); :mod:`gateway.auth.replay` maps them to the gateway's errors.
+Every method raises :class:`~gateway.stores.replay.JtiStoreError`, the interface's one
+error, as the PostgreSQL store does (never :class:`sqlite3.Error`: a caller of the interface
+need not know the backend); opening raises it too, or
+:class:`~gateway.stores.sqlite.SQLiteSetupError` when the file cannot be made durable.
+:mod:`gateway.auth.replay` maps them to the gateway's errors. Messages name the operation and
+SQLite's error, never a token, ``jti`` or issuer (SQLite's messages never quote bound values).
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
-from gateway.stores.replay import PURGE_BATCH, Claim, JtiStore
+from gateway.stores.replay import PURGE_BATCH, Claim, JtiStore, JtiStoreError
 from gateway.stores.sqlite import ensure_format, open_durable
 
 __all__ = ["FORMAT", "SQLiteJtiStore"]
+
+_T = TypeVar("_T")
 
 #: The file format this module writes (``meta.format``).
 FORMAT = "credit-gateway replay-store 1"
@@ -88,21 +96,36 @@ class SQLiteJtiStore(JtiStore):
         Raises:
             ValueError: ``max_entries`` is not positive.
             SQLiteSetupError: the file cannot be put in WAL mode.
-            sqlite3.Error: the file cannot be opened or is not this store's format.
+            JtiStoreError: the file cannot be opened or is not this store's format.
         """
         if max_entries <= 0:
             raise ValueError("max_entries must be positive")
         self.max_entries = max_entries
-        self._conn = open_durable(path, schema=_SCHEMA)
+        try:
+            self._conn = open_durable(path, schema=_SCHEMA)
+        except sqlite3.Error as exc:
+            raise JtiStoreError(_describe("open", exc)) from None
         self._close = weakref.finalize(self, self._conn.close)
         try:
             found = ensure_format(self._conn, FORMAT)
-            if found != FORMAT:
-                raise sqlite3.DatabaseError(f"file format {found!r}, expected {FORMAT!r}")
+        except sqlite3.Error as exc:
+            self._close()
+            raise JtiStoreError(_describe("open", exc)) from None
         except BaseException:
             self._close()
             raise
+        if found != FORMAT:
+            self._close()
+            raise JtiStoreError(f"open: file format {found!r}, expected {FORMAT!r}")
         self._lock = threading.Lock()
+
+    def _locked(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``body`` on the connection under the lock; sqlite3.Error -> JtiStoreError."""
+        with self._lock:
+            try:
+                return body(self._conn)
+            except sqlite3.Error as exc:
+                raise JtiStoreError(_describe(op, exc)) from None
 
     def claim(
         self, issuer: str, jti: str, token_sha256: bytes, *, expires_at: float, now: float
@@ -110,19 +133,19 @@ class SQLiteJtiStore(JtiStore):
         """Record that the token hashing to ``token_sha256`` uses ``(issuer, jti)`` until
         ``expires_at``; first purge up to :data:`PURGE_BATCH` rows expired at ``now``.
 
-        Raises sqlite3.Error (the transaction is rolled back).
+        Raises JtiStoreError (the transaction is rolled back).
         """
-        with self._lock:
-            conn = self._conn
+
+        def run(conn: sqlite3.Connection) -> Claim:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_PURGE, (now, PURGE_BATCH))
-                before = self._count()
+                before = self._count(conn)
                 cur = conn.execute(_UPSERT, (issuer, jti, token_sha256, expires_at, now))
                 if cur.rowcount == 0:
                     conn.execute("COMMIT")  # the purge
                     return Claim.REPLAYED
-                if before >= self.max_entries and self._count() > before:
+                if before >= self.max_entries and self._count(conn) > before:
                     conn.execute("ROLLBACK")
                     return Claim.FULL
                 conn.execute("COMMIT")
@@ -132,27 +155,36 @@ class SQLiteJtiStore(JtiStore):
                 raise
             return Claim.ACCEPTED
 
+        return self._locked("claim", run)
+
     def purge(self, now: float, *, batch: int = PURGE_BATCH) -> int:
         """Delete up to ``batch`` rows expired at ``now``; returns how many.
 
-        Raises sqlite3.Error."""
-        with self._lock:
-            return self._conn.execute(_PURGE, (now, batch)).rowcount
+        Raises JtiStoreError."""
+        return self._locked("purge", lambda conn: conn.execute(_PURGE, (now, batch)).rowcount)
 
     def __len__(self) -> int:
-        """Rows held (expired ones not yet purged included). Raises sqlite3.Error."""
-        with self._lock:
-            return self._count()
+        """Rows held (expired ones not yet purged included). Raises JtiStoreError."""
+        return self._locked("count", self._count)
 
     def next_expiry(self) -> float | None:
-        """When the earliest row expires (Unix seconds), or None if empty. Raises sqlite3.Error."""
-        with self._lock:
-            row = self._conn.execute("SELECT min(expires_at) FROM seen_jti").fetchone()
+        """When the earliest row expires (Unix seconds), or None if empty. Raises
+        JtiStoreError."""
+        row = self._locked(
+            "read", lambda conn: conn.execute("SELECT min(expires_at) FROM seen_jti").fetchone()
+        )
         return None if row[0] is None else float(row[0])
 
     def close(self) -> None:
         """Close the file (idempotent)."""
         self._close()
 
-    def _count(self) -> int:
-        return int(self._conn.execute("SELECT n FROM seen_jti_count WHERE one = 1").fetchone()[0])
+    @staticmethod
+    def _count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT n FROM seen_jti_count WHERE one = 1").fetchone()[0])
+
+
+def _describe(op: str, exc: sqlite3.Error) -> str:
+    """``op`` and SQLite's error (its name and message), for the operator's log."""
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return f"{op}: {name} ({exc})"

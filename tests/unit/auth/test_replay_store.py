@@ -21,7 +21,7 @@ from gateway.auth.tokens import TokenVerifier, TrustedIssuer, issue_token
 from gateway.dev.pki import Pki, cert_thumbprint_pem
 from gateway.errors import AuthenticationError, to_rpc_status
 from gateway.runtime.config import load_config
-from gateway.stores.replay import Claim
+from gateway.stores.replay import Claim, JtiStoreError
 from gateway.stores.sqlite.replay import SQLiteJtiStore
 from tests.helpers import Clock
 
@@ -283,3 +283,32 @@ def test_claims_match_a_model(tmp_path_factory: pytest.TempPathFactory, steps: l
             model[jti] = (string, max(keep, now + lifetime))
         assert store.claim("iss", jti, sha(string), expires_at=now + lifetime, now=now) is expected
     store.close()
+
+
+def test_the_sqlite_store_raises_only_the_interface_error(tmp_path: Path) -> None:
+    """Like the PostgreSQL store, the SQLite one raises JtiStoreError, never sqlite3.Error,
+    and its messages name the operation and SQLite's error, never an issuer or jti."""
+    path = tmp_path / "replay.sqlite"
+    store = SQLiteJtiStore(path)
+    assert store.claim("iss-x", "jti-x", sha("t"), expires_at=T0 + 100, now=T0) is Claim.ACCEPTED
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE seen_jti")  # a damaged file, from outside
+    other.commit()
+    other.close()
+    calls = {
+        "claim": lambda: store.claim("iss-x", "jti-y", sha("u"), expires_at=T0 + 9, now=T0),
+        "purge": lambda: store.purge(T0),
+        "read": store.next_expiry,
+    }
+    for op, call in calls.items():
+        with pytest.raises(JtiStoreError) as info:
+            call()
+        assert not isinstance(info.value, sqlite3.Error)
+        assert str(info.value) == f"{op}: SQLITE_ERROR (no such table: seen_jti)"
+    store.close()
+    # Opening a file that is not a database at all: the interface's error too.
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database, " * 512)
+    with pytest.raises(JtiStoreError) as info:
+        SQLiteJtiStore(junk)
+    assert str(info.value) == "open: SQLITE_NOTADB (file is not a database)"
