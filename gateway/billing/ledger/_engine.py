@@ -56,6 +56,7 @@ from gateway.billing.ledger._types import (
     EntryKind,
     LedgerStore,
     PricedLine,
+    RecordedSettlement,
     ReleaseResult,
     RequestRecord,
     RequestState,
@@ -399,7 +400,12 @@ class SqlLedger(LedgerStore):
         delivered: frozenset[tuple[str, str]],
         ts: Any,
         attempt: int | None,
+        *,
+        outcome: tuple[int, int] | None = None,
     ) -> SettleResult:
+        """Settle from ``reserved`` only. ``outcome``: the (balance, free units left)
+        already told to the agency, stored as is where no money moves; the settlement
+        is then already on the audit log, so no unaudited mark is set."""
         rec = self._get_request(db, request_id, lock=True)
         if rec is None:
             raise NotFoundError(f"no reservation for request {echo(request_id)}")
@@ -407,22 +413,30 @@ class SqlLedger(LedgerStore):
         if rec.state != "reserved" or attempt not in (None, rec.attempts):
             return SettleResult(rec, True)
         charged = tuple(x for x in rec.lines if x.key in delivered)
-        self._mark(db, "request", request_id, ts)
+        if outcome is None:
+            self._mark(db, "request", request_id, ts)
         if not charged:
             # Nothing delivered costs nothing, not even a free unit.
             self._release_reserved(db, rec, ts, "nothing delivered")
         else:
-            acct = self._get_account(db, rec.account_id, lock=True)
-            if rec.reserved_fen:
-                if acct is None:
-                    raise LedgerError(f"request {echo(request_id)}: its account is gone")
-                for line in rec.lines:
-                    if line.amount_fen:
-                        kind: EntryKind = "charge" if line in charged else "release"
-                        self._post(
-                            db, acct, kind, line.amount_fen, ts, request_id=request_id, line=line
-                        )
-                self._save_account(db, acct)
+            if outcome is not None and not rec.reserved_fen:
+                balance, free_remaining = outcome
+            else:
+                # Locked only where money moves: a free settlement touches no account.
+                acct = self._get_account(db, rec.account_id, lock=rec.reserved_fen > 0)
+                if rec.reserved_fen:
+                    if acct is None:
+                        raise LedgerError(f"request {echo(request_id)}: its account is gone")
+                    for line in rec.lines:
+                        if line.amount_fen:
+                            kind: EntryKind = "charge" if line in charged else "release"
+                            self._post(
+                                db, acct, kind, line.amount_fen, ts,
+                                request_id=request_id, line=line,
+                            )  # fmt: skip
+                    self._save_account(db, acct)
+                balance = acct.balance_fen if acct else 0
+                free_remaining = self._free_remaining(db, rec)
             db.execute(
                 "UPDATE requests SET state = 'settled', delivered = ?, charged_fen = ?,"
                 " balance_fen = ?, free_remaining = ?, updated_at = ?"
@@ -430,8 +444,8 @@ class SqlLedger(LedgerStore):
                 (
                     dump_lines(charged),
                     sum(x.amount_fen for x in charged),
-                    acct.balance_fen if acct else 0,
-                    self._free_remaining(db, rec),
+                    balance,
+                    free_remaining,
                     ts,
                     request_id,
                 ),
@@ -439,6 +453,37 @@ class SqlLedger(LedgerStore):
         out = self._get_request(db, request_id)
         assert out is not None
         return SettleResult(out, False)
+
+    def book_recorded(
+        self, request_ids: Sequence[str], settled: Sequence[RecordedSettlement], at: datetime
+    ) -> list[str]:
+        """See :meth:`LedgerStore.book_recorded`."""
+        ts = self._ts(at)
+
+        def run(db: Db) -> list[str]:
+            booked: list[str] = []
+            for s in settled:
+                if s.attempt <= 0 or not s.delivered:
+                    continue  # never a release: that one is booked before its record
+                if self._get_request(db, s.request_id) is None:
+                    continue
+                res = self._settle(
+                    db,
+                    s.request_id,
+                    s.delivered,
+                    ts,
+                    s.attempt,
+                    outcome=(s.balance_fen, s.free_remaining),
+                )
+                if not res.replay:
+                    booked.append(s.request_id)
+            for ref in request_ids:
+                db.execute("DELETE FROM unaudited WHERE kind = 'request' AND ref = ?", (ref,))
+            return booked
+
+        if not request_ids and not settled:
+            return []
+        return self._transaction(run, write=True)
 
     def _release_reserved(self, db: Db, rec: RequestRecord, ts: Any, note: str) -> int:
         released = 0
