@@ -488,17 +488,12 @@ class Meter:
             raise
         reservation = reservation_of(result, mode)
         if result.replay and result.record.state == "reserved":
-            pending = self._pending.get(request_id)
-            if (
-                pending is not None
-                and pending.flush is not None
-                and pending.booking.attempt == result.record.attempts
-            ):
-                # Settled in memory and on the record, its booking not yet landed:
-                # replay exactly that settlement (never more than it delivered).
-                return dataclasses.replace(
-                    reservation, settlement=dataclasses.replace(pending.settlement, replay=True)
-                )
+            settled = await self._recorded_settlement(request_id, result.record.attempts)
+            if settled is not None:
+                # The first attempt is answered and on the record, its free
+                # settlement booked lazily: replay exactly that settlement
+                # (never more than it delivered).
+                return dataclasses.replace(reservation, settlement=settled)
             # The first attempt is still in flight: replaying it would let this
             # copy read the data while the first may still release and pay nothing.
             raise ConflictError(
@@ -507,6 +502,20 @@ class Meter:
             )
         # A query's own reservation makes no billing event: its query record carries it.
         return reservation
+
+    async def _recorded_settlement(self, request_id: str, attempt: int) -> Settlement | None:
+        """The settlement of ``attempt`` if its query record is durable: from memory
+        while its lazy booking is under way, else as the ledger holds it now (the
+        booking may have landed since the reservation read the row)."""
+        pending = self._pending.get(request_id)
+        if pending is None or pending.flush is None:
+            rec = await self.ledger.run(self.store.request, request_id)
+            if rec is not None and rec.state == "settled" and rec.attempts == attempt:
+                return settlement_of(rec, replay=True)
+            pending = self._pending.get(request_id)
+        if pending is not None and pending.flush is not None and pending.booking.attempt == attempt:
+            return dataclasses.replace(pending.settlement, replay=True)
+        return None
 
     def _undo_abandoned(self, fut: asyncio.Future[ReserveResult]) -> None:
         if fut.cancelled() or fut.exception() is not None:
