@@ -136,8 +136,8 @@ class _Pending:
 
     booking: RecordedSettlement
     settlement: Settlement
-    #: The flush that books it (set once its query record is durable).
-    flush: object | None = None
+    #: Its query record is durable: the booking is queued (Meter.recorded).
+    recorded: bool = False
 
 
 def _utcnow() -> datetime:
@@ -181,14 +181,14 @@ class Meter:
         # recovery can read that record back.
         self._lazy = audit_lookup is not None
         # Free settlements made in memory, by request id (on the loop only):
-        # from settle() until their flush has run.
+        # from settle() until the ledger has booked them (or the query failed).
         self._pending: dict[str, _Pending] = {}
         # Request ids whose query records are durable, and the free settlements
         # they carry, waiting for one ledger call to book them and clear their
         # marks (appended on the loop, taken on the ledger thread).
         self._recorded: list[str] = []
         self._recorded_settled: list[RecordedSettlement] = []
-        self._recorded_flush: object | None = None
+        self._recorded_flush = False
         self._recorded_lock = threading.Lock()
         self._healed: asyncio.Task[None] | None = None
 
@@ -222,11 +222,19 @@ class Meter:
         return self.ledger.store
 
     async def close(self) -> None:
-        """Wait for background bookings, then close the ledger."""
+        """Wait for background bookings (one more try for any that failed), then close
+        the ledger."""
         if self._healed is not None:
             self._healed.cancel()  # the next start-up does it
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        with self._recorded_lock:
+            left = bool(self._recorded) and not self._recorded_flush
+        if left and not self.ledger.closed:
+            try:
+                await self.ledger.run(self._clear_recorded)
+            except Exception:  # the marks stay; start-up recovery books them from the records
+                log.exception("bookings left for start-up recovery")
         await self.ledger.close()
 
     # --- start-up ------------------------------------------------------------------
@@ -508,12 +516,12 @@ class Meter:
         while its lazy booking is under way, else as the ledger holds it now (the
         booking may have landed since the reservation read the row)."""
         pending = self._pending.get(request_id)
-        if pending is None or pending.flush is None:
+        if pending is None or not pending.recorded:
             rec = await self.ledger.run(self.store.request, request_id)
             if rec is not None and rec.state == "settled" and rec.attempts == attempt:
                 return settlement_of(rec, replay=True)
             pending = self._pending.get(request_id)
-        if pending is not None and pending.flush is not None and pending.booking.attempt == attempt:
+        if pending is not None and pending.recorded and pending.booking.attempt == attempt:
             return dataclasses.replace(pending.settlement, replay=True)
         return None
 
@@ -553,8 +561,9 @@ class Meter:
     def _background_done(self, fut: asyncio.Future[Any]) -> None:
         self._background.discard(fut)
         if not fut.cancelled() and (exc := fut.exception()) is not None:
-            # Start-up recovery releases it instead; nothing is lost.
-            log.error("could not release an abandoned reservation", exc_info=exc)
+            # The marks stay: start-up recovery releases an abandoned reservation,
+            # or settles a recorded free one as its record says; nothing is lost.
+            log.error("a background booking failed; recovery completes it", exc_info=exc)
 
     # --- step 7 ------------------------------------------------------------------
 
@@ -625,32 +634,29 @@ class Meter:
             return
         rid = reservation.request_id
         pending = self._pending.get(rid)
+        if pending is not None and pending.booking.attempt == reservation.attempt:
+            self._pending[rid] = dataclasses.replace(pending, recorded=True)
         with self._recorded_lock:
             self._recorded.append(rid)
-            flush = self._recorded_flush
-            new_flush = flush is None
-            if new_flush:
-                flush = self._recorded_flush = object()
             if pending is not None and pending.booking.attempt == reservation.attempt:
                 self._recorded_settled.append(pending.booking)
-                self._pending[rid] = dataclasses.replace(pending, flush=flush)
-        if not new_flush:
-            return
+            if self._recorded_flush:
+                return
+            self._recorded_flush = True
         try:
             fut = self.ledger.submit(self._clear_recorded)
         except LedgerError:  # closing: recovery finds the marks and the records
-            self._forget(flush)
             return
         self._background.add(fut)
         fut.add_done_callback(self._background_done)
-        fut.add_done_callback(lambda _: self._forget(flush))
+        fut.add_done_callback(self._forget)
 
-    def _forget(self, flush: object) -> None:
-        # The flush has run (or failed: then recovery settles its reservations
-        # from their records, and a retry meanwhile is told to wait).
-        done = [rid for rid, p in self._pending.items() if p.flush is flush]
-        for rid in done:
-            del self._pending[rid]
+    def _forget(self, fut: asyncio.Future[list[str]]) -> None:
+        # Booked: the ledger now answers a retry. (A failed call was queued
+        # again; until a later one lands, a retry replays from memory.)
+        if not fut.cancelled() and fut.exception() is None:
+            for rid in fut.result():
+                self._pending.pop(rid, None)
 
     def _clear_recorded(self) -> list[str]:
         # On the ledger thread, so that every query recorded until now shares
@@ -658,8 +664,17 @@ class Meter:
         with self._recorded_lock:
             ids, self._recorded = self._recorded, []
             settled, self._recorded_settled = self._recorded_settled, []
-            self._recorded_flush = None
-        return self.store.book_recorded(ids, settled, self._clock())
+            self._recorded_flush = False
+        try:
+            self.store.book_recorded(ids, settled, self._clock())
+        except BaseException:
+            # Nothing of it happened: the next call books it (or start-up
+            # recovery, from the records, if none comes).
+            with self._recorded_lock:
+                self._recorded[:0] = ids
+                self._recorded_settled[:0] = settled
+            raise
+        return [s.request_id for s in settled]
 
     async def release_all(
         self, reservation: Reservation, *, reason: str = "", on_record: bool = False
@@ -681,7 +696,7 @@ class Meter:
         if reservation.empty:
             return Settlement(reservation.request_id, "released", 0, (), 0, 0)
         pending = self._pending.get(reservation.request_id)
-        if pending is not None and pending.flush is None and not reservation.replay:
+        if pending is not None and not pending.recorded and not reservation.replay:
             # Settled in memory only, its record not durable: nothing to book but
             # the release below (the reservation is still open in the ledger).
             del self._pending[reservation.request_id]

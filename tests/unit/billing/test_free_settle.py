@@ -14,12 +14,18 @@ import sqlite3
 import threading
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from gateway.audit.auditor import QueryAuditor
 from gateway.billing import Meter, Reservation, Settlement, query_billing
-from gateway.errors import AuditUnavailableError, ConflictError, QuotaExhaustedError
+from gateway.errors import (
+    AuditUnavailableError,
+    ConflictError,
+    LedgerError,
+    QuotaExhaustedError,
+)
 from protos.credit.v1 import query_pb2
 from tests.unit.billing import test_on_record as on_record
 from tests.unit.billing.conftest import TODAY
@@ -263,7 +269,7 @@ async def test_a_replay_in_the_window_before_the_booking_lands_gets_the_settleme
     retry = asyncio.ensure_future(_free(meter, rid2))
     await asyncio.sleep(0.05)
     meter.recorded(res2)
-    assert meter._pending[rid2].flush is not None
+    assert meter._pending[rid2].recorded
     gate.set()
     await hold
     again2 = await retry
@@ -316,3 +322,69 @@ async def test_parallel_free_queries_never_use_more_than_the_quota(books: Books,
     await books.crash()
     code, output = books.reconcile()
     assert code == 0, output
+
+
+async def test_a_failed_booking_is_booked_by_the_next_and_replays_meanwhile(
+    books: Books,
+) -> None:
+    meter, auditor = await books.open()
+    store = meter.store
+    real = store.book_recorded
+    fail = [True]
+
+    def flaky(*a: Any, **kw: Any) -> list[str]:
+        if fail.pop() if fail else False:
+            raise LedgerError("injected: the ledger file is busy")
+        return real(*a, **kw)
+
+    store.book_recorded = flaky  # type: ignore[method-assign]
+    rid = str(uuid.uuid4())
+    res = await _free(meter, rid)
+    settled = await meter.settle(res, [REG])
+    await _record(auditor, res, settled)
+    meter.recorded(res)
+    await _landed(meter)
+    rec = await meter.ledger.run(store.request, rid)
+    assert rec is not None and rec.state == "reserved"  # not booked yet...
+    again = await _free(meter, rid)  # ...yet a retry gets what the record says
+    assert again.settlement is not None and again.deliverable == {REG}
+    other = await _free(meter, str(uuid.uuid4()))
+    await _record(auditor, other, await meter.settle(other, [REG]))
+    meter.recorded(other)  # the next booking carries the first one too
+    await _landed(meter)
+    rec = await meter.ledger.run(store.request, rid)
+    assert rec is not None and rec.state == "settled"
+    assert await meter.ledger.run(store.unaudited) == []
+    assert _used(books) == 2 and meter._pending == {}
+    await books.crash()
+    code, output = books.reconcile()
+    assert code == 0, output
+
+
+async def test_a_clean_stop_books_what_a_failed_booking_left(books: Books) -> None:
+    meter, auditor = await books.open()
+    store = meter.store
+    real = store.book_recorded
+    fail = [True]
+
+    def flaky(*a: Any, **kw: Any) -> list[str]:
+        if fail.pop() if fail else False:
+            raise LedgerError("injected: the ledger file is busy")
+        return real(*a, **kw)
+
+    store.book_recorded = flaky  # type: ignore[method-assign]
+    rid = str(uuid.uuid4())
+    res = await _free(meter, rid)
+    await _record(auditor, res, await meter.settle(res, [REG]))
+    meter.recorded(res)
+    await _landed(meter)
+    assert ("request", rid) in await meter.ledger.run(store.unaudited)
+    await meter.close()  # one more try before the ledger closes
+    await books.crash()
+    with sqlite3.connect(books.ledger) as conn:  # booked by the stop, not by recovery
+        assert (
+            conn.execute("SELECT state FROM requests WHERE request_id = ?", (rid,)).fetchone()[0]
+            == "settled"
+        )
+        assert conn.execute("SELECT COUNT(*) FROM unaudited").fetchone()[0] == 0
+    assert [r["kind"] for r in books.records(rid)] == ["query"]
