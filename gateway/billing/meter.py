@@ -605,7 +605,7 @@ class Meter:
                 RecordedSettlement(
                     reservation.request_id,
                     reservation.attempt,
-                    wanted,
+                    settlement.lines,
                     settlement.balance_fen,
                     settlement.free_remaining,
                 ),

@@ -375,10 +375,14 @@ def test_book_recorded_settles_free_reservations_and_clears_marks(ledger: Ledger
     ledger.reserve(free_spec("f1", "agency", 3))
     ledger.reserve(free_spec("f2", "agency", 3))
     ledger.reserve(spec("p1", "nobody"))  # nothing priced: nothing to cover
-    told = RecordedSettlement("f1", 1, frozenset({("dept", "ds0")}), 0, 7)
-    stale = RecordedSettlement("f2", 2, frozenset({("dept", "ds0")}), 0, 7)
-    ghost = RecordedSettlement("nope", 1, frozenset({("dept", "ds0")}), 0, 7)
-    booked = ledger.book_recorded(["f1", "f2", "p1", "nope"], [told, stale, ghost], T0)
+    line = (PricedLine("dept", "ds0", 0),)
+    told = RecordedSettlement("f1", 1, line, 0, 7)
+    stale = RecordedSettlement("f2", 2, line, 0, 7)
+    ghost = RecordedSettlement("nope", 1, line, 0, 7)
+    paid = RecordedSettlement("p2", 1, (PricedLine("dept", "ds0", 100),), 0, 0)
+    ledger.top_up("bank", 1_000, "fund-bank", T0, create=True)
+    ledger.reserve(spec("p2", "bank", 100))
+    booked = ledger.book_recorded(["f1", "f2", "p1", "nope"], [told, stale, ghost, paid], T0)
     assert booked == ["f1"]
     f1 = ledger.request("f1")
     assert f1 is not None and f1.state == "settled"
@@ -386,8 +390,12 @@ def test_book_recorded_settles_free_reservations_and_clears_marks(ledger: Ledger
     assert f1.free_remaining == 7  # what the agency was told, replayed verbatim
     f2 = ledger.request("f2")
     assert f2 is not None and f2.state == "reserved"
-    assert ledger.unaudited() == []
+    p2 = ledger.request("p2")  # money is never settled this way
+    assert p2 is not None and p2.state == "reserved"
+    assert ("request", "p2") in ledger.unaudited()
+    assert {k for k, _ in ledger.unaudited()} == {"request", "top_up"}
     assert ledger.entries(request_id="f1") == []  # no money moved
+    assert [r for k, r in ledger.unaudited() if k == "request"] == ["p2"]
     assert ledger.check() == []
     # A second booking of the same settlement books nothing.
     assert ledger.book_recorded(["f1"], [told], T0) == []

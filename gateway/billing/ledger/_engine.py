@@ -351,12 +351,13 @@ class SqlLedger(LedgerStore):
             self._save_account(db, acct)
 
         self._mark(db, "request", spec.request_id, at)
-        db.execute(
+        # RETURNING: the stored row without another statement.
+        row = db.execute(
             "UPDATE requests SET account_id = ?, basis = ?, state = 'reserved', digest = ?,"
             " quota_key = ?, period = ?, quota_limit = ?, quota_units = ?, lines = ?,"
             " delivered = '[]', reserved_fen = ?, charged_fen = 0, balance_fen = ?,"
             " free_remaining = ?, attempts = ?, created_at = ?, updated_at = ?"
-            " WHERE request_id = ?",
+            f" WHERE request_id = ? RETURNING {_REQUEST_COLS}",
             (
                 spec.account_id,
                 basis,
@@ -374,9 +375,8 @@ class SqlLedger(LedgerStore):
                 at,
                 spec.request_id,
             ),
-        )
-        rec = self._get_request(db, spec.request_id)
-        assert rec is not None
+        ).fetchone()
+        rec = self._request(row)
         return ReserveResult(rec, False, acct.frozen() if acct else None, free_remaining)
 
     def settle(
@@ -400,12 +400,7 @@ class SqlLedger(LedgerStore):
         delivered: frozenset[tuple[str, str]],
         ts: Any,
         attempt: int | None,
-        *,
-        outcome: tuple[int, int] | None = None,
     ) -> SettleResult:
-        """Settle from ``reserved`` only. ``outcome``: the (balance, free units left)
-        already told to the agency, stored as is where no money moves; the settlement
-        is then already on the audit log, so no unaudited mark is set."""
         rec = self._get_request(db, request_id, lock=True)
         if rec is None:
             raise NotFoundError(f"no reservation for request {echo(request_id)}")
@@ -413,34 +408,29 @@ class SqlLedger(LedgerStore):
         if rec.state != "reserved" or attempt not in (None, rec.attempts):
             return SettleResult(rec, True)
         charged = tuple(x for x in rec.lines if x.key in delivered)
-        if outcome is None:
-            self._mark(db, "request", request_id, ts)
+        self._mark(db, "request", request_id, ts)
         if not charged:
             # Nothing delivered costs nothing, not even a free unit.
             self._release_reserved(db, rec, ts, "nothing delivered")
         else:
-            if outcome is not None and not rec.reserved_fen:
-                balance, free_remaining = outcome
-            else:
-                # Locked only where money moves: a free settlement touches no account.
-                acct = self._get_account(db, rec.account_id, lock=rec.reserved_fen > 0)
-                if rec.reserved_fen:
-                    if acct is None:
-                        raise LedgerError(f"request {echo(request_id)}: its account is gone")
-                    for line in rec.lines:
-                        if line.amount_fen:
-                            kind: EntryKind = "charge" if line in charged else "release"
-                            self._post(
-                                db, acct, kind, line.amount_fen, ts,
-                                request_id=request_id, line=line,
-                            )  # fmt: skip
-                    self._save_account(db, acct)
-                balance = acct.balance_fen if acct else 0
-                free_remaining = self._free_remaining(db, rec)
-            db.execute(
+            # Locked only where money moves: a free settlement touches no account.
+            acct = self._get_account(db, rec.account_id, lock=rec.reserved_fen > 0)
+            if rec.reserved_fen:
+                if acct is None:
+                    raise LedgerError(f"request {echo(request_id)}: its account is gone")
+                for line in rec.lines:
+                    if line.amount_fen:
+                        kind: EntryKind = "charge" if line in charged else "release"
+                        self._post(
+                            db, acct, kind, line.amount_fen, ts, request_id=request_id, line=line
+                        )
+                self._save_account(db, acct)
+            balance = acct.balance_fen if acct else 0
+            free_remaining = self._free_remaining(db, rec)
+            row = db.execute(
                 "UPDATE requests SET state = 'settled', delivered = ?, charged_fen = ?,"
                 " balance_fen = ?, free_remaining = ?, updated_at = ?"
-                " WHERE request_id = ? AND state = 'reserved'",
+                f" WHERE request_id = ? AND state = 'reserved' RETURNING {_REQUEST_COLS}",
                 (
                     dump_lines(charged),
                     sum(x.amount_fen for x in charged),
@@ -449,7 +439,8 @@ class SqlLedger(LedgerStore):
                     ts,
                     request_id,
                 ),
-            )
+            ).fetchone()
+            return SettleResult(self._request(row), False)
         out = self._get_request(db, request_id)
         assert out is not None
         return SettleResult(out, False)
@@ -463,19 +454,26 @@ class SqlLedger(LedgerStore):
         def run(db: Db) -> list[str]:
             booked: list[str] = []
             for s in settled:
-                if s.attempt <= 0 or not s.delivered:
-                    continue  # never a release: that one is booked before its record
-                if self._get_request(db, s.request_id) is None:
-                    continue
-                res = self._settle(
-                    db,
-                    s.request_id,
-                    s.delivered,
-                    ts,
-                    s.attempt,
-                    outcome=(s.balance_fen, s.free_remaining),
-                )
-                if not res.replay:
+                if not s.lines or any(x.amount_fen for x in s.lines):
+                    continue  # never a release or a charge: those are booked before the record
+                # One statement: the row is locked by the UPDATE itself, and its
+                # conditions are the ones settle() checks (reserved, this attempt,
+                # nothing held), so no read is needed first.
+                changed = db.execute(
+                    "UPDATE requests SET state = 'settled', delivered = ?, charged_fen = 0,"
+                    " balance_fen = ?, free_remaining = ?, updated_at = ?"
+                    " WHERE request_id = ? AND state = 'reserved' AND attempts = ?"
+                    " AND reserved_fen = 0",
+                    (
+                        dump_lines(s.lines),
+                        s.balance_fen,
+                        s.free_remaining,
+                        ts,
+                        s.request_id,
+                        s.attempt,
+                    ),
+                ).rowcount
+                if changed:
                     booked.append(s.request_id)
             for ref in request_ids:
                 db.execute("DELETE FROM unaudited WHERE kind = 'request' AND ref = ?", (ref,))

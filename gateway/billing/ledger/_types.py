@@ -209,7 +209,8 @@ class RecordedSettlement:
     request_id: str
     #: The attempt that was settled: another attempt of the request id is left alone.
     attempt: int
-    delivered: frozenset[tuple[str, str]]
+    #: The reserved lines delivered (0 fen each), in their reserved order; never empty.
+    lines: tuple[PricedLine, ...]
     balance_fen: int
     free_remaining: int
 
@@ -345,11 +346,13 @@ class LedgerStore(ABC):
         self, request_ids: Sequence[str], settled: Sequence[RecordedSettlement], at: datetime
     ) -> list[str]:
         """The query records of ``request_ids`` are durable: in one transaction, book
-        each of ``settled`` (as :meth:`settle` would, at ``at``, storing its
-        ``balance_fen`` and ``free_remaining``; only from state ``reserved`` of its
-        ``attempt``, anything else is left alone), then clear the unaudited marks of
-        ``request_ids``. Returns the request ids of ``settled`` booked now. An unknown
-        request id is skipped (its mark, if any, cleared)."""
+        each of ``settled`` as :meth:`settle` would book a 0-fen settlement (state
+        ``settled``, its ``lines`` delivered, its ``balance_fen`` and
+        ``free_remaining`` stored, at ``at``; one statement, no entries: no money
+        moves), only from state ``reserved`` of its ``attempt`` with nothing held
+        (anything else, or an unknown request id, is left alone), then clear the
+        unaudited marks of ``request_ids``. Returns the request ids of ``settled``
+        booked now."""
 
     @abstractmethod
     def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
