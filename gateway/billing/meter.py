@@ -58,10 +58,11 @@ The rules, and why:
   record gets a billing record saying so (its ``movements``), so that the
   ledger and the log tell the same story (``credit-gateway billing reconcile``).
 
-Why one module (some 700 lines): booking (reserve, settle, release) and start-up
+Why one module (some 800 lines): booking (reserve, settle, release) and start-up
 recovery keep one rule together: every booking marks its request ``unaudited`` in the
 ledger, and the mark is cleared only once the audit record carrying it is durable; recovery
-reads exactly those marks. Apart, neither half shows how the other keeps the rule. The values
+reads exactly those marks (and settles a free reservation the way its record says, which
+is what lets a free settlement wait for the record). Apart, neither half shows how the other keeps the rule. The values
 the meter hands the pipeline are in :mod:`gateway.billing.charges`.
 """
 

@@ -20,6 +20,7 @@ import pytest
 
 from gateway.audit.auditor import QueryAuditor
 from gateway.billing import Meter, Reservation, Settlement, query_billing
+from gateway.billing.reconcile import read_records
 from gateway.errors import (
     AuditUnavailableError,
     ConflictError,
@@ -388,3 +389,56 @@ async def test_a_clean_stop_books_what_a_failed_booking_left(books: Books) -> No
         )
         assert conn.execute("SELECT COUNT(*) FROM unaudited").fetchone()[0] == 0
     assert [r["kind"] for r in books.records(rid)] == ["query"]
+
+
+async def test_on_postgresql_a_crash_before_the_booking_settles_as_recorded(
+    books: Books, pg_url: str
+) -> None:
+    """The same rule on a shared PostgreSQL ledger: the booking lands with the mark
+    clear; a crash before it is settled from the record at the next start (bounded by
+    ``older_than`` as processes sharing a ledger run it)."""
+    from datetime import timedelta
+
+    from gateway.billing.reconcile import reconcile
+    from gateway.stores.postgres.connect import PgTarget, open_pool
+    from gateway.stores.postgres.ledger import PostgresLedger
+
+    async def start() -> tuple[Meter, QueryAuditor]:
+        _, auditor = await books.open()
+        assert books.meter is not None
+        await books.meter.close()  # the SQLite one the fixture opens; this test's is below
+        meter = await Meter.open(
+            PostgresLedger(open_pool(PgTarget(pg_url), max_size=2)),
+            books.prices,
+            on_event=auditor.record_billing,
+            audit_lookup=auditor.billing_records,
+        )
+        books.meter = meter
+        return meter, auditor
+
+    meter, auditor = await start()
+    answered, crashed = str(uuid.uuid4()), str(uuid.uuid4())
+    res = await _free(meter, answered)
+    await _record(auditor, res, await meter.settle(res, [REG]))
+    meter.recorded(res)
+    await _landed(meter)
+    rec = await meter.ledger.run(meter.store.request, answered)
+    assert rec is not None and rec.state == "settled"
+    res = await _free(meter, crashed)
+    settled = await meter.settle(res, [REG, ARREARS])
+    await _record(auditor, res, settled)
+    await books.crash()
+
+    meter, _ = await start()
+    rec = await meter.ledger.run(meter.store.request, crashed)
+    assert rec is not None and rec.state == "settled"
+    assert sorted(x.key for x in rec.delivered) == sorted(TWO)
+    assert await meter.recover(older_than=timedelta(0)) == []  # nothing left to do
+    assert await meter.ledger.run(meter.store.unaudited) == []
+    quota = await _free(meter, str(uuid.uuid4()))
+    assert quota.free_remaining == QUOTA - 3  # both units stay used, this one too
+    signed, unsigned = read_records(books.audit_log)
+    report = await meter.ledger.run(reconcile, meter.store, signed + unsigned)
+    assert report.differences == [] and report.pending == [
+        f"request {quota.request_id}: still reserved (0 fen held)"
+    ]
