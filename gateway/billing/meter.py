@@ -62,8 +62,9 @@ Why one module (some 800 lines): booking (reserve, settle, release) and start-up
 recovery keep one rule together: every booking marks its request ``unaudited`` in the
 ledger, and the mark is cleared only once the audit record carrying it is durable; recovery
 reads exactly those marks (and settles a free reservation the way its record says, which
-is what lets a free settlement wait for the record). Apart, neither half shows how the other keeps the rule. The values
-the meter hands the pipeline are in :mod:`gateway.billing.charges`.
+is what lets a free settlement wait for the record). Apart, neither half shows how the
+other keeps the rule. The values the meter hands the pipeline are in
+:mod:`gateway.billing.charges`.
 """
 
 from __future__ import annotations
