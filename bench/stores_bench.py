@@ -11,7 +11,11 @@ with its production ``synchronous=FULL``). Reports medians over ``--trials``:
   query (chunks of 1), which is what leasing saves;
 * the ledger, paid queries per second (reserve, then settle) with 64 in flight through
   :class:`~gateway.billing.ledger.AsyncLedger`: SQLite with group commit, PostgreSQL with
-  one transaction per call on the pool's worker threads.
+  one transaction per call on the pool's worker threads;
+* the ledger under free queries as the gateway runs them (:class:`~gateway.billing.Meter`
+  with an audit log to read back: reserve, settle, then ``recorded`` once the query
+  record would be durable), 64 in flight: queries per second and this process's CPU
+  microseconds per query (the PostgreSQL server's own CPU is not in it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+from gateway.billing import Meter, parse_prices
 from gateway.billing.ledger import AsyncLedger, LedgerStore, PricedLine, ReserveSpec
 from gateway.pipeline.limits import AgencyLimit, Limits, RateLimiter, SharedBudget
 from gateway.stores.postgres.connect import PgTarget, open_pool
@@ -93,6 +98,47 @@ async def _paid_per_s(store: LedgerStore, n: int, in_flight: int = 64) -> float:
     return n / elapsed
 
 
+#: A price list whose free quota never binds (this measures cost, not refusals).
+FREE_PRICES = {
+    "version": "bench",
+    "timezone": "Asia/Shanghai",
+    "free": {"daily_quota": 10**9},
+    "self_query": {"free_per_year": 2},
+    "prices": {"d": {"s": 100}},
+}
+
+
+async def _no_records(bookings: object) -> dict[tuple[str, str], list[dict[str, object]]]:
+    return {}  # start-up recovery's audit look-up; nothing to recover in a fresh ledger
+
+
+async def _free_per_s(store: LedgerStore, n: int, in_flight: int = 64) -> tuple[float, float]:
+    """Free queries per second and this process's CPU microseconds per query."""
+    meter = Meter(AsyncLedger(store), parse_prices(FREE_PRICES), audit_lookup=_no_records)
+    run_id = uuid.uuid4().hex[:8]
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    gate = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with gate:
+            res = await meter.reserve(
+                request_id=f"{run_id}-{i}",
+                agency_id=f"agency-{i % 16}",
+                mode="free",
+                lines=[("d", "s")],
+                today=today,
+            )
+            await meter.settle(res, [("d", "s")])
+            meter.recorded(res)  # the query record is durable
+
+    start, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    await meter.ledger.run(lambda: None)  # the last bookings landed
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    await meter.close()
+    return n / elapsed, cpu_s / n * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its table; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,6 +167,28 @@ def main(argv: list[str] | None = None) -> int:
             print("ledger: paid queries per second (reserve + settle, 64 in flight, median)")
             print(f"  SQLite, group commit       {sqlite:8.0f} /s")
             print(f"  PostgreSQL, 8 workers      {pg:8.0f} /s   x{pg / sqlite:5.2f}")
+            free = {
+                "SQLite, group commit": [
+                    asyncio.run(_free_per_s(SQLiteLedger(root / f"f{i}.db"), args.queries))
+                    for i in range(args.trials)
+                ],
+                "PostgreSQL, 8 workers": [
+                    asyncio.run(
+                        _free_per_s(
+                            PostgresLedger(open_pool(PgTarget(url), max_size=8)), args.queries
+                        )
+                    )
+                    for _ in range(args.trials)
+                ],
+            }
+            print(
+                "ledger: free queries (reserve, settle, recorded; 64 in flight, median):"
+                " per second, this process's CPU per query"
+            )
+            for name, runs in free.items():
+                qps = statistics.median(r[0] for r in runs)
+                us = statistics.median(r[1] for r in runs)
+                print(f"  {name:<26} {qps:8.0f} /s {us:8.0f} us")
     finally:
         cluster.stop()
     return 0

@@ -166,7 +166,7 @@ class QueryAuditor:
         consent_id: str = "",
         consent_uses: int = 0,
         charge_fen: int = 0,
-        billing: Mapping[str, Any] | None = None,
+        billing: QueryBilling | Mapping[str, Any] | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         legal_basis: str = "",
         confidential_until: str = "",
@@ -233,7 +233,12 @@ class QueryAuditor:
             charge_fen=charge_fen,
             subject_type=subject_type,
             subject_pseudonym=subject_pseudonym,
-            billing=None if billing is None else QueryBilling.from_json(billing),
+            # The pipeline hands the typed block; a mapping (older callers) is read.
+            billing=(
+                billing
+                if billing is None or isinstance(billing, QueryBilling)
+                else QueryBilling.from_json(billing)
+            ),
             outcome=outcome,
             error_field=error_field,
             policy_version=None if response is None else response.policy_version,
@@ -255,11 +260,8 @@ class QueryAuditor:
 
     async def record_billing(self, event: dict[str, Any]) -> None:
         """The meter's and the billing admin's ``on_event`` hook: append a
-        billing event, unless the query record carries it (a query's own
-        reservation and settlement: one durable append per query, not three).
-        Raises AuditUnavailableError."""
-        if event.pop("in_query_record", False):
-            return
+        billing event (a booking no query record carries: a query's own
+        reservation and settlement make none). Raises AuditUnavailableError."""
         fields = dict(event)
         await self.append_event(fields.pop("kind", "billing"), fields)
 

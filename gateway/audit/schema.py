@@ -136,6 +136,9 @@ class QueryBilling:
     state: str | None = None
     replay: bool | None = None
     lines: tuple[BillingLine, ...] | None = None
+    #: Which attempt under the request id (a released id may be tried again): lets
+    #: start-up recovery settle an open free reservation as its own record says.
+    attempt: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the block (None fields left out)."""
@@ -147,6 +150,7 @@ class QueryBilling:
             state=self.state,
             replay=self.replay,
             lines=_lines_json(self.lines),
+            attempt=self.attempt,
         )
 
     @classmethod
@@ -159,6 +163,7 @@ class QueryBilling:
             state=_str(obj, "state"),
             replay=_bool(obj, "replay"),
             lines=_lines(obj.get("lines")),
+            attempt=_int(obj, "attempt"),
         )
 
 

@@ -22,6 +22,7 @@ from gateway.billing.charges import (
     delivered_lines,
     granted_lines,
     mode_name,
+    query_billing,
 )
 from gateway.billing.ledger import (
     AccountState,
@@ -51,4 +52,5 @@ __all__ = [
     "load_prices",
     "mode_name",
     "parse_prices",
+    "query_billing",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from gateway.audit.schema import BillingLine, QueryBilling
 from gateway.billing.ledger import Basis, PricedLine, RequestRecord, ReserveResult
 from gateway.errors import InvalidArgumentError
 from gateway.pipeline.decision import Decision
@@ -25,6 +26,7 @@ __all__ = [
     "delivered_lines",
     "granted_lines",
     "mode_name",
+    "query_billing",
     "reservation_of",
     "settlement_of",
 ]
@@ -161,4 +163,18 @@ def reservation_of(result: ReserveResult, mode: Mode) -> Reservation:
         replay=result.replay,
         settlement=settlement_of(rec, replay=True) if rec.state == "settled" else None,
         attempt=rec.attempts,
+    )
+
+
+def query_billing(reservation: Reservation, settlement: Settlement) -> QueryBilling:
+    """The ``billing`` block of the query record that carries ``reservation`` and its
+    ``settlement`` (amounts in fen; the lines charged, 0 fen each on a free basis)."""
+    return QueryBilling(
+        basis=reservation.basis,
+        reserved_fen=reservation.reserved_fen,
+        charged_fen=settlement.amount_fen,
+        state=settlement.state,
+        replay=reservation.replay,
+        lines=tuple(BillingLine(x.department, x.dataset, x.amount_fen) for x in settlement.lines),
+        attempt=reservation.attempt,
     )

@@ -38,10 +38,18 @@ The rules, and why:
   been lost, and the retry is how the agency gets what it paid for. A request
   id whose attempt was released (nothing charged, nothing delivered) may be
   tried again.
-* **Nothing is lost in a crash, nothing is off the record.** Settlement
-  happens before the audit append, and the append before the response leaves;
-  so a reservation found still open at start-up (:meth:`Meter.recover`)
-  belongs to a query whose response was never sent, and is released. Every
+* **Nothing is lost in a crash, nothing is off the record.** A paid
+  settlement is booked before the audit append, and the append before the
+  response leaves. A free one (free quota or self-allowance: 0 fen, the unit
+  already taken at reservation) is settled in memory, carried by the query
+  record, and booked together with the clearing of the mark once that record is
+  durable (:meth:`Meter.recorded`: one batched ledger call for many queries), so
+  a free query costs one ledger transaction of its own, not two. So a
+  reservation found still open at start-up (:meth:`Meter.recover`) is settled as
+  its query record says if that record is on the log (a free query answered,
+  its unit stays used), and released otherwise (no answer left). A free query
+  of which nothing was delivered is released in the ledger at once (its unit
+  given back before the record). Every
   booking marks its request in the ledger (``unaudited``) in its own
   transaction, and the mark is cleared only once the audit record carrying it
   is durable (the query record, or a billing event). At start-up the marked
@@ -50,16 +58,19 @@ The rules, and why:
   record gets a billing record saying so (its ``movements``), so that the
   ledger and the log tell the same story (``credit-gateway billing reconcile``).
 
-Why one module (some 700 lines): booking (reserve, settle, release) and start-up
+Why one module (some 800 lines): booking (reserve, settle, release) and start-up
 recovery keep one rule together: every booking marks its request ``unaudited`` in the
 ledger, and the mark is cleared only once the audit record carrying it is durable; recovery
-reads exactly those marks. Apart, neither half shows how the other keeps the rule. The values
-the meter hands the pipeline are in :mod:`gateway.billing.charges`.
+reads exactly those marks (and settles a free reservation the way its record says, which
+is what lets a free settlement wait for the record). Apart, neither half shows how the
+other keeps the rule. The values the meter hands the pipeline are in
+:mod:`gateway.billing.charges`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -69,7 +80,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from gateway.audit.schema import BILLED_KINDS, BillingLine, BillingRecord, QueryRecord
+from gateway.audit.schema import (
+    BILLED_KINDS,
+    BillingLine,
+    BillingRecord,
+    QueryBilling,
+    QueryRecord,
+)
 from gateway.billing.charges import (
     Mode,
     Reservation,
@@ -82,6 +99,7 @@ from gateway.billing.ledger import (
     Basis,
     LedgerStore,
     PricedLine,
+    RecordedSettlement,
     RequestRecord,
     ReserveResult,
     ReserveSpec,
@@ -110,6 +128,18 @@ HEALED_SETTLE_S = 60.0
 
 #: A pseudonym is an HMAC, never an identifier: identifiers are 18 characters.
 _MIN_SUBJECT_KEY = 32
+#: Bases whose settlement moves no money (a free unit was taken at reservation).
+_FREE_BASES: frozenset[str] = frozenset({"free_quota", "self_allowance"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Pending:
+    """A free settlement made in memory, until the ledger books it."""
+
+    booking: RecordedSettlement
+    settlement: Settlement
+    #: Its query record is durable: the booking is queued (Meter.recorded).
+    recorded: bool = False
 
 
 def _utcnow() -> datetime:
@@ -119,12 +149,15 @@ def _utcnow() -> datetime:
 class Meter:
     """Reserves, settles and releases the cost of queries on a ledger.
 
-    ``on_event`` receives one dict per booking (reserve, charge, release,
-    refund), after it is durable, for the audit log; those of a query's own
-    reservation and settlement have ``in_query_record`` set (the query record
-    carries them); the others carry ``movements`` (:class:`Movements` as a
-    dict: what the record stands for in the ledger). ``audit_lookup`` lets
-    :meth:`recover` read the audit log. ``clock`` gives the
+    ``on_event`` receives one dict per booking that no query record carries
+    (a release or refund of a failed query, a recovery), after it is durable,
+    for the audit log; each carries ``movements`` (:class:`Movements` as a
+    dict: what the record stands for in the ledger). A query's own reservation
+    and settlement make no event: its query record carries them (the caller
+    builds the block with :func:`gateway.billing.charges.query_billing`).
+    ``audit_lookup`` lets :meth:`recover` read the audit log; with it, free
+    settlements are booked lazily (see the module docstring), since only then
+    can recovery settle an open free reservation from its query record. ``clock`` gives the
     (timezone-aware) time of ledger entries; the local date that quotas count
     is the ``today`` the caller passes.
     """
@@ -146,9 +179,17 @@ class Meter:
         # Undo-bookings started from done-callbacks; kept so they are not
         # garbage-collected before they finish.
         self._background: set[asyncio.Future[Any]] = set()
-        # Request ids whose query records are durable, waiting for one ledger
-        # call to clear their marks (appended on the loop, taken on the ledger thread).
+        # Free settlements are booked after their query record only where
+        # recovery can read that record back.
+        self._lazy = audit_lookup is not None
+        # Free settlements made in memory, by request id (on the loop only):
+        # from settle() until the ledger has booked them (or the query failed).
+        self._pending: dict[str, _Pending] = {}
+        # Request ids whose query records are durable, and the free settlements
+        # they carry, waiting for one ledger call to book them and clear their
+        # marks (appended on the loop, taken on the ledger thread).
         self._recorded: list[str] = []
+        self._recorded_settled: list[RecordedSettlement] = []
         self._recorded_flush = False
         self._recorded_lock = threading.Lock()
         self._healed: asyncio.Task[None] | None = None
@@ -183,22 +224,34 @@ class Meter:
         return self.ledger.store
 
     async def close(self) -> None:
-        """Wait for background bookings, then close the ledger."""
+        """Wait for background bookings (one more try for any that failed), then close
+        the ledger."""
         if self._healed is not None:
             self._healed.cancel()  # the next start-up does it
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        with self._recorded_lock:
+            left = bool(self._recorded) and not self._recorded_flush
+        if left and not self.ledger.closed:
+            try:
+                await self.ledger.run(self._clear_recorded)
+            except Exception:  # the marks stay; start-up recovery books them from the records
+                log.exception("bookings left for start-up recovery")
         await self.ledger.close()
 
     # --- start-up ------------------------------------------------------------------
 
     async def recover(self, *, older_than: timedelta | None = None) -> list[str]:
-        """Close what a stopped process left open; returns the request ids released
-        or refunded.
+        """Close what a stopped process left open; returns the request ids released,
+        refunded or settled.
 
-        Rules: settlement precedes the audit append, which precedes the
-        response. So an open reservation is a query whose response never left
-        the gateway: it is released. With ``audit_lookup``, every booking
+        Rules: a paid settlement precedes the audit append, which precedes the
+        response; a free one is booked after its query record is durable. So
+        an open reservation whose query record (of the same attempt) is on the
+        log is a free query answered, or about to be: it is settled as that
+        record's ``billing`` block says (its free unit stays used); any other
+        open reservation is a query whose response never left the gateway: it
+        is released. With ``audit_lookup``, every booking
         marked unaudited is looked up in the audit log: a settlement whose
         query record is not there was never disclosed and is refunded (its
         free unit given back); then whatever the ledger moved for the booking
@@ -263,7 +316,18 @@ class Meter:
             return False
         moved = False
         event = "release"
-        if rec.state == "reserved":
+        recorded = None
+        if rec.state == "reserved" and records is not None:
+            recorded = _settled_on_record(records, rec.attempts)
+        if recorded is not None:
+            # A free query whose record is durable, its lazy settlement not yet
+            # booked: book it as recorded (what was delivered stays used).
+            delivered = frozenset((x.department, x.dataset) for x in recorded.lines or ())
+            settled = await self.ledger.run(
+                self.store.settle, request_id, delivered, self._clock(), attempt=rec.attempts
+            )
+            moved = not settled.replay
+        elif rec.state == "reserved":
             result = await self.ledger.run(
                 self.store.release,
                 request_id,
@@ -271,7 +335,11 @@ class Meter:
                 note="interrupted; released at start-up",
             )
             moved = result.changed
-        elif rec.state == "settled" and records is not None and not _settled_on_record(records):
+        elif (
+            rec.state == "settled"
+            and records is not None
+            and _settled_on_record(records, None) is None
+        ):
             # Settled, but its query record never became durable: the answer
             # never left, so the query costs nothing (free unit included).
             result = await self.ledger.run(
@@ -306,7 +374,8 @@ class Meter:
             # guess; `billing reconcile` shows it.
             log.error("audit log and ledger disagree", extra={"request_id": request_id[:64]})
             return moved
-        if missing or moved:
+        if missing or (moved and recorded is None):
+            # (A settlement booked as its query record says adds nothing to the record.)
             if event == "release" and missing.refund:
                 event = "refund"
             await self._emit(
@@ -364,8 +433,8 @@ class Meter:
         original one (``replay``; with ``settlement`` if it was settled).
         Raises InvalidArgumentError (bad id or mode, request id reused for a
         different request), InsufficientBalanceError, QuotaExhaustedError,
-        ConfigError (a dataset without a price), LedgerError, and whatever
-        ``on_event`` raises (the reservation is then released).
+        ConfigError (a dataset without a price), LedgerError, and ConflictError
+        (ABORTED) when the first attempt of the request id is still being answered.
         """
         _check_id(request_id, "request_id")
         _check_id(agency_id, "agency_id")
@@ -427,34 +496,36 @@ class Meter:
             # undo it as soon as it does.
             fut.add_done_callback(self._undo_abandoned)
             raise
+        reservation = reservation_of(result, mode)
         if result.replay and result.record.state == "reserved":
+            settled = await self._recorded_settlement(request_id, result.record.attempts)
+            if settled is not None:
+                # The first attempt is answered and on the record, its free
+                # settlement booked lazily: replay exactly that settlement
+                # (never more than it delivered).
+                return dataclasses.replace(reservation, settlement=settled)
             # The first attempt is still in flight: replaying it would let this
             # copy read the data while the first may still release and pay nothing.
             raise ConflictError(
                 "a query with this request id is still being answered; retry when it is done",
                 metadata={"request_id": request_id},
             )
-        reservation = reservation_of(result, mode)
-        if not result.replay:
-            try:
-                await self._emit(
-                    "reserve",
-                    result.record,
-                    result.record.reserved_fen,
-                    movements=Movements(reserve=result.record.reserved_fen),
-                    in_query_record=True,
-                )
-            except BaseException:
-                # No audit record, no reservation: fail closed, give it back.
-                await self.ledger.run(
-                    self.store.release,
-                    request_id,
-                    self._clock(),
-                    note="audit of reservation failed",
-                    attempt=result.record.attempts,
-                )
-                raise
+        # A query's own reservation makes no billing event: its query record carries it.
         return reservation
+
+    async def _recorded_settlement(self, request_id: str, attempt: int) -> Settlement | None:
+        """The settlement of ``attempt`` if its query record is durable: from memory
+        while its lazy booking is under way, else as the ledger holds it now (the
+        booking may have landed since the reservation read the row)."""
+        pending = self._pending.get(request_id)
+        if pending is None or not pending.recorded:
+            rec = await self.ledger.run(self.store.request, request_id)
+            if rec is not None and rec.state == "settled" and rec.attempts == attempt:
+                return settlement_of(rec, replay=True)
+            pending = self._pending.get(request_id)
+        if pending is not None and pending.recorded and pending.booking.attempt == attempt:
+            return dataclasses.replace(pending.settlement, replay=True)
+        return None
 
     def _undo_abandoned(self, fut: asyncio.Future[ReserveResult]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -492,8 +563,9 @@ class Meter:
     def _background_done(self, fut: asyncio.Future[Any]) -> None:
         self._background.discard(fut)
         if not fut.cancelled() and (exc := fut.exception()) is not None:
-            # Start-up recovery releases it instead; nothing is lost.
-            log.error("could not release an abandoned reservation", exc_info=exc)
+            # The marks stay: start-up recovery releases an abandoned reservation,
+            # or settles a recorded free one as its record says; nothing is lost.
+            log.error("a background booking failed; recovery completes it", exc_info=exc)
 
     # --- step 7 ------------------------------------------------------------------
 
@@ -504,15 +576,45 @@ class Meter:
 
         Datasets that were not reserved are never charged. Settling a request
         already settled returns the original settlement (``replay``) and books
-        nothing. Raises NotFoundError (unknown reservation), LedgerError, and
-        whatever ``on_event`` raises for the charge: the caller then treats
-        the query as failed and calls :meth:`release_all`, which refunds it.
+        nothing. A free settlement with something delivered (0 fen; the unit was
+        taken at reservation) is made in memory when the meter can read the
+        audit log back (``audit_lookup``): the ledger books it once its query
+        record is durable (:meth:`recorded`), or releases it if the query fails
+        (:meth:`release_all`); anything else is booked now. Raises
+        NotFoundError (unknown reservation) and LedgerError.
         """
         if reservation.empty:
             return Settlement(reservation.request_id, "released", 0, (), 0, 0)
         if reservation.settlement is not None:
             return reservation.settlement
         wanted = frozenset(delivered) & reservation.deliverable
+        if (
+            self._lazy
+            and wanted
+            and not reservation.reserved_fen
+            and reservation.basis in _FREE_BASES
+            and reservation.attempt > 0
+        ):
+            settlement = Settlement(
+                request_id=reservation.request_id,
+                state="settled",
+                amount_fen=0,
+                lines=tuple(x for x in reservation.lines if x.key in wanted),
+                balance_fen=reservation.balance_fen,
+                free_remaining=reservation.free_remaining,
+            )
+            self._pending[reservation.request_id] = _Pending(
+                RecordedSettlement(
+                    reservation.request_id,
+                    reservation.attempt,
+                    settlement.lines,
+                    settlement.balance_fen,
+                    settlement.free_remaining,
+                ),
+                settlement,
+            )
+            return settlement
+        # A query's own settlement makes no billing event: its query record carries it.
         result = await self.ledger.run(
             self.store.settle,
             reservation.request_id,
@@ -520,39 +622,26 @@ class Meter:
             self._clock(),
             attempt=reservation.attempt,
         )
-        settlement = settlement_of(result.record, replay=result.replay)
-        if not result.replay:
-            rec = result.record
-            if rec.state == "settled":
-                await self._emit(
-                    "charge",
-                    rec,
-                    rec.charged_fen,
-                    movements=Movements(
-                        charge=rec.charged_fen, release=rec.reserved_fen - rec.charged_fen
-                    ),
-                    in_query_record=True,
-                )
-            else:
-                await self._emit_quietly(
-                    "release",
-                    rec,
-                    reservation.reserved_fen,
-                    movements=Movements(release=reservation.reserved_fen),
-                    in_query_record=True,
-                )
-        return settlement
+        return settlement_of(result.record, replay=result.replay)
 
     def recorded(self, reservation: Reservation) -> None:
         """The query record carrying ``reservation`` and its settlement is
-        durable: clear the booking's unaudited mark, in the background and
-        together with those of other queries recorded meanwhile (a mark left
-        by a crash only costs start-up recovery one look-up)."""
+        durable: book a free settlement made in memory and clear the booking's
+        unaudited mark, in the background and in one ledger call with those of
+        other queries recorded meanwhile (a crash before it lands only costs
+        start-up recovery one look-up: it settles the reservation as the record
+        says). Until it lands, a retry of the request id replays the settlement."""
         if reservation.empty or reservation.replay:
             # A replay's mark, if any, belongs to the first attempt's record.
             return
+        rid = reservation.request_id
+        pending = self._pending.get(rid)
+        if pending is not None and pending.booking.attempt == reservation.attempt:
+            self._pending[rid] = dataclasses.replace(pending, recorded=True)
         with self._recorded_lock:
-            self._recorded.append(reservation.request_id)
+            self._recorded.append(rid)
+            if pending is not None and pending.booking.attempt == reservation.attempt:
+                self._recorded_settled.append(pending.booking)
             if self._recorded_flush:
                 return
             self._recorded_flush = True
@@ -562,14 +651,32 @@ class Meter:
             return
         self._background.add(fut)
         fut.add_done_callback(self._background_done)
+        fut.add_done_callback(self._forget)
 
-    def _clear_recorded(self) -> None:
+    def _forget(self, fut: asyncio.Future[list[str]]) -> None:
+        # Booked: the ledger now answers a retry. (A failed call was queued
+        # again; until a later one lands, a retry replays from memory.)
+        if not fut.cancelled() and fut.exception() is None:
+            for rid in fut.result():
+                self._pending.pop(rid, None)
+
+    def _clear_recorded(self) -> list[str]:
         # On the ledger thread, so that every query recorded until now shares
-        # this one call.
+        # this one call (and, on SQLite, the group commit of other queries' calls).
         with self._recorded_lock:
             ids, self._recorded = self._recorded, []
+            settled, self._recorded_settled = self._recorded_settled, []
             self._recorded_flush = False
-        self.store.mark_audited("request", *ids)
+        try:
+            self.store.book_recorded(ids, settled, self._clock())
+        except BaseException:
+            # Nothing of it happened: the next call books it (or start-up
+            # recovery, from the records, if none comes).
+            with self._recorded_lock:
+                self._recorded[:0] = ids
+                self._recorded_settled[:0] = settled
+            raise
+        return [s.request_id for s in settled]
 
     async def release_all(
         self, reservation: Reservation, *, reason: str = "", on_record: bool = False
@@ -590,6 +697,11 @@ class Meter:
         """
         if reservation.empty:
             return Settlement(reservation.request_id, "released", 0, (), 0, 0)
+        pending = self._pending.get(reservation.request_id)
+        if pending is not None and not pending.recorded and not reservation.replay:
+            # Settled in memory only, its record not durable: nothing to book but
+            # the release below (the reservation is still open in the ledger).
+            del self._pending[reservation.request_id]
         if reservation.replay:
             rec = await self.ledger.run(self.store.request, reservation.request_id)
             if rec is None or rec.state == "reserved":
@@ -640,10 +752,9 @@ class Meter:
         amount_fen: int,
         reason: str,
         movements: Movements,
-        in_query_record: bool,
     ) -> dict[str, Any]:
         lines = rec.delivered if kind == "charge" else rec.lines
-        event = BillingRecord(
+        return BillingRecord(
             event=kind,
             request_id=rec.request_id,
             attempt=rec.attempts,
@@ -657,9 +768,6 @@ class Meter:
             at=rec.updated_at.isoformat(),
             reason=reason or None,
         ).to_json()
-        if in_query_record:
-            event["in_query_record"] = True
-        return event
 
     async def _emit(
         self,
@@ -669,13 +777,10 @@ class Meter:
         reason: str = "",
         *,
         movements: Movements,
-        in_query_record: bool = False,
     ) -> None:
-        event = self._event(kind, rec, amount_fen, reason, movements, in_query_record)
-        await self._emit_event(event)
-        if not in_query_record:
-            # This record carries every movement of the booking not yet on the log.
-            await self.ledger.run(self.store.mark_audited, "request", rec.request_id)
+        await self._emit_event(self._event(kind, rec, amount_fen, reason, movements))
+        # This record carries every movement of the booking not yet on the log.
+        await self.ledger.run(self.store.mark_audited, "request", rec.request_id)
 
     async def _emit_event(self, event: dict[str, Any]) -> None:
         if self._on_event is not None:
@@ -689,17 +794,9 @@ class Meter:
         reason: str = "",
         *,
         movements: Movements,
-        in_query_record: bool = False,
     ) -> None:
         try:
-            await self._emit(
-                kind,
-                rec,
-                amount_fen,
-                reason,
-                movements=movements,
-                in_query_record=in_query_record,
-            )
+            await self._emit(kind, rec, amount_fen, reason, movements=movements)
         except Exception:
             # Money went back to the agency; the ledger entries record it, and
             # the booking stays marked unaudited: start-up recovery puts it on
@@ -707,15 +804,21 @@ class Meter:
             log.exception("billing event not recorded", extra={"request_id": rec.request_id[:64]})
 
 
-def _settled_on_record(records: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether a query record carries a settlement (not a replay) of the request."""
+def _settled_on_record(
+    records: Sequence[Mapping[str, Any]], attempt: int | None
+) -> QueryBilling | None:
+    """The billing block of a query record carrying a settlement (not a replay) of
+    the request, of ``attempt`` if given (a block without ``attempt``, written
+    before it existed, matches none), or None."""
     for r in records:
         if r.get("kind") not in BILLED_KINDS:  # a query's or a screen's record
             continue
         billing = QueryRecord.from_json(r).billing
-        if billing is not None and billing.state == "settled" and not billing.replay:
-            return True
-    return False
+        if billing is None or billing.state != "settled" or billing.replay:
+            continue
+        if attempt is None or billing.attempt == attempt:
+            return billing
+    return None
 
 
 def _check_id(value: str, field: str) -> None:

@@ -29,12 +29,19 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 from gateway.auth.identity import Caller, CallerSource
-from gateway.billing import Meter, Reservation, delivered_lines, granted_lines, mode_name
+from gateway.billing import (
+    Meter,
+    Reservation,
+    delivered_lines,
+    granted_lines,
+    mode_name,
+    query_billing,
+)
 from gateway.domain import names
 from gateway.domain.catalog import Catalog, Tier
 from gateway.errors import AuditUnavailableError, GatewayError, InvalidArgumentError
@@ -52,6 +59,9 @@ from gateway.pipeline.limits import RateLimiter
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2
+
+if TYPE_CHECKING:
+    from gateway.audit.schema import QueryBilling
 
 __all__ = [
     "AuditSink",
@@ -126,7 +136,7 @@ class AuditSink(Protocol):
         consent_id: str = "",
         consent_uses: int = 0,
         charge_fen: int = 0,
-        billing: Mapping[str, Any] | None = None,
+        billing: QueryBilling | None = None,
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         legal_basis: str = "",
         confidential_until: str = "",
@@ -481,23 +491,14 @@ class QueryPipeline:
                 marks = self._marker.for_subject((query.subject_type, query.subject_id))
             self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff, marks)
         charge_fen = 0
-        billing: dict[str, Any] | None = None
+        billing: QueryBilling | None = None
         if reservation is not None and self._meter is not None:
-            # Step 7: charge what was delivered, release the rest.
+            # Step 7: charge what was delivered, release the rest (a free settlement
+            # is booked once the record below is durable: Meter.recorded).
             settlement = await self._meter.settle(reservation, delivered_lines(decision, outcomes))
             response.charge.CopyFrom(settlement.to_proto())
             charge_fen = settlement.amount_fen
-            billing = {
-                "basis": reservation.basis,
-                "reserved_fen": reservation.reserved_fen,
-                "charged_fen": settlement.amount_fen,
-                "state": settlement.state,
-                "replay": reservation.replay,
-                "lines": [
-                    {"department": x.department, "dataset": x.dataset, "amount_fen": x.amount_fen}
-                    for x in settlement.lines
-                ],
-            }
+            billing = query_billing(reservation, settlement)
             if charge_fen:
                 self._metrics.charges.labels(caller.agency_id).inc(charge_fen)
         if self._audit is not None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.billing.ledger import LedgerStore, PricedLine, ReserveSpec
+from gateway.billing.ledger import LedgerStore, PricedLine, RecordedSettlement, ReserveSpec
 from gateway.errors import (
     GatewayError,
     InsufficientBalanceError,
@@ -366,3 +366,111 @@ def test_two_stores_taking_free_units_at_once_take_no_more_than_the_quota(
         t.join(timeout=120)
     assert len(granted) == 7
     assert ledger.check() == []
+
+
+def test_book_recorded_settles_free_reservations_and_clears_marks(ledger: LedgerStore) -> None:
+    """The lazy booking of free settlements (Meter.recorded): one transaction books the
+    settlement as the agency was told it and clears the marks; another attempt, a
+    request not reserved and an unknown id are left alone."""
+    ledger.reserve(free_spec("f1", "agency", 3))
+    ledger.reserve(free_spec("f2", "agency", 3))
+    ledger.reserve(spec("p1", "nobody"))  # nothing priced: nothing to cover
+    line = (PricedLine("dept", "ds0", 0),)
+    told = RecordedSettlement("f1", 1, line, 0, 7)
+    stale = RecordedSettlement("f2", 2, line, 0, 7)
+    ghost = RecordedSettlement("nope", 1, line, 0, 7)
+    paid = RecordedSettlement("p2", 1, (PricedLine("dept", "ds0", 100),), 0, 0)
+    ledger.top_up("bank", 1_000, "fund-bank", T0, create=True)
+    ledger.reserve(spec("p2", "bank", 100))
+    booked = ledger.book_recorded(["f1", "f2", "p1", "nope"], [told, stale, ghost, paid], T0)
+    assert booked == ["f1"]
+    f1 = ledger.request("f1")
+    assert f1 is not None and f1.state == "settled"
+    assert [(x.key, x.amount_fen) for x in f1.delivered] == [(("dept", "ds0"), 0)]
+    assert f1.free_remaining == 7  # what the agency was told, replayed verbatim
+    f2 = ledger.request("f2")
+    assert f2 is not None and f2.state == "reserved"
+    p2 = ledger.request("p2")  # money is never settled this way
+    assert p2 is not None and p2.state == "reserved"
+    assert ("request", "p2") in ledger.unaudited()
+    assert {k for k, _ in ledger.unaudited()} == {"request", "top_up"}
+    assert ledger.entries(request_id="f1") == []  # no money moved
+    assert [r for k, r in ledger.unaudited() if k == "request"] == ["p2"]
+    assert ledger.check() == []
+    # A second booking of the same settlement books nothing.
+    assert ledger.book_recorded(["f1"], [told], T0) == []
+
+
+def test_the_fast_path_books_what_the_portable_transaction_books(ledger: LedgerStore) -> None:
+    """PostgreSQL books reservations and settlements in one statement each; on every
+    common case the rows and entries must equal what the portable transaction writes
+    (run side by side on two accounts). SQLite has only the portable path."""
+    from gateway.billing.ledger import SqlLedger
+    from gateway.stores.postgres.ledger import PostgresLedger
+
+    if not isinstance(ledger, PostgresLedger):
+        pytest.skip("NOT RUN on SQLite: it has no fast path to compare")
+    calls: list[str] = []
+    fast = ledger._fast
+
+    def spy(sql: bytes, args: object) -> object:
+        out = fast(sql, args)  # type: ignore[arg-type]
+        calls.append("fast" if out is not None else "slow")
+        return out
+
+    ledger._fast = spy  # type: ignore[method-assign]
+    for who in ("fast", "slow"):
+        ledger.top_up(who, 10_000, f"fund-{who}", T0, create=True)
+    cases = [
+        (spec("{}-p", "{}", 100, 0, 300), {("dept", "ds0"), ("dept", "ds2")}),
+        (spec("{}-q", "{}", 250, 250), {("dept", "ds1"), ("other", "x")}),
+        (spec("{}-z", "{}", 0), {("dept", "ds0")}),
+    ]
+    for template, delivered in cases:
+        for who in ("fast", "slow"):
+            s = ReserveSpec(template.request_id.format(who), who, "paid", template.lines, "d", T0)
+            if who == "fast":
+                r = ledger.reserve(s)
+                st_ = ledger.settle(s.request_id, frozenset(delivered), T0)
+            else:
+                r = SqlLedger.reserve(ledger, s)
+                st_ = SqlLedger.settle(ledger, s.request_id, frozenset(delivered), T0)
+            assert not r.replay and not st_.replay
+    for who in ("fast", "slow"):
+        s = free_spec(f"{who}-f", f"free-{who}", 2)
+        r = ledger.reserve(s) if who == "fast" else SqlLedger.reserve(ledger, s)
+        assert r.free_remaining == 1
+        args = (s.request_id, frozenset({("dept", "ds0")}), T0)
+        st_ = ledger.settle(*args) if who == "fast" else SqlLedger.settle(ledger, *args)
+        assert st_.record.state == "settled"
+    assert calls == ["fast"] * 8
+
+    def shape(who: str) -> list[object]:
+        out: list[object] = []
+        for suffix in ("p", "q", "z", "f"):
+            rec = ledger.request(f"{who}-{suffix}")
+            assert rec is not None
+            out.append(
+                (rec.basis, rec.state, rec.lines, rec.delivered, rec.reserved_fen,
+                 rec.charged_fen, rec.balance_fen, rec.free_remaining, rec.attempts)
+            )  # fmt: skip
+            out.append(
+                [
+                    (e.kind, e.amount_fen, e.department, e.dataset, e.balance_fen, e.held_fen)
+                    for e in ledger.entries(request_id=f"{who}-{suffix}")
+                ]
+            )
+        acct = ledger.account(who)
+        out.append(acct and (acct.balance_fen, acct.held_fen))
+        return out
+
+    assert shape("fast") == shape("slow")
+    assert ledger.check() == []
+    # The refusals and replays are the portable transaction's, exactly.
+    calls.clear()
+    with pytest.raises(InsufficientBalanceError):
+        ledger.reserve(spec("big", "fast", 10**6))
+    assert ledger.reserve(spec("fast-p", "fast", 100, 0, 300)).replay
+    assert ledger.settle("fast-p", frozenset({("dept", "ds0")}), T0).replay
+    assert ledger.settle("fast-z", frozenset(), T0).replay
+    assert calls == ["slow"] * 4

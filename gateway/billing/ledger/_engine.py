@@ -56,6 +56,7 @@ from gateway.billing.ledger._types import (
     EntryKind,
     LedgerStore,
     PricedLine,
+    RecordedSettlement,
     ReleaseResult,
     RequestRecord,
     RequestState,
@@ -350,12 +351,13 @@ class SqlLedger(LedgerStore):
             self._save_account(db, acct)
 
         self._mark(db, "request", spec.request_id, at)
-        db.execute(
+        # RETURNING: the stored row without another statement.
+        row = db.execute(
             "UPDATE requests SET account_id = ?, basis = ?, state = 'reserved', digest = ?,"
             " quota_key = ?, period = ?, quota_limit = ?, quota_units = ?, lines = ?,"
             " delivered = '[]', reserved_fen = ?, charged_fen = 0, balance_fen = ?,"
             " free_remaining = ?, attempts = ?, created_at = ?, updated_at = ?"
-            " WHERE request_id = ?",
+            f" WHERE request_id = ? RETURNING {_REQUEST_COLS}",
             (
                 spec.account_id,
                 basis,
@@ -373,9 +375,8 @@ class SqlLedger(LedgerStore):
                 at,
                 spec.request_id,
             ),
-        )
-        rec = self._get_request(db, spec.request_id)
-        assert rec is not None
+        ).fetchone()
+        rec = self._request(row)
         return ReserveResult(rec, False, acct.frozen() if acct else None, free_remaining)
 
     def settle(
@@ -412,7 +413,8 @@ class SqlLedger(LedgerStore):
             # Nothing delivered costs nothing, not even a free unit.
             self._release_reserved(db, rec, ts, "nothing delivered")
         else:
-            acct = self._get_account(db, rec.account_id, lock=True)
+            # Locked only where money moves: a free settlement touches no account.
+            acct = self._get_account(db, rec.account_id, lock=rec.reserved_fen > 0)
             if rec.reserved_fen:
                 if acct is None:
                     raise LedgerError(f"request {echo(request_id)}: its account is gone")
@@ -423,22 +425,63 @@ class SqlLedger(LedgerStore):
                             db, acct, kind, line.amount_fen, ts, request_id=request_id, line=line
                         )
                 self._save_account(db, acct)
-            db.execute(
+            balance = acct.balance_fen if acct else 0
+            free_remaining = self._free_remaining(db, rec)
+            row = db.execute(
                 "UPDATE requests SET state = 'settled', delivered = ?, charged_fen = ?,"
                 " balance_fen = ?, free_remaining = ?, updated_at = ?"
-                " WHERE request_id = ? AND state = 'reserved'",
+                f" WHERE request_id = ? AND state = 'reserved' RETURNING {_REQUEST_COLS}",
                 (
                     dump_lines(charged),
                     sum(x.amount_fen for x in charged),
-                    acct.balance_fen if acct else 0,
-                    self._free_remaining(db, rec),
+                    balance,
+                    free_remaining,
                     ts,
                     request_id,
                 ),
-            )
+            ).fetchone()
+            return SettleResult(self._request(row), False)
         out = self._get_request(db, request_id)
         assert out is not None
         return SettleResult(out, False)
+
+    def book_recorded(
+        self, request_ids: Sequence[str], settled: Sequence[RecordedSettlement], at: datetime
+    ) -> list[str]:
+        """See :meth:`LedgerStore.book_recorded`."""
+        ts = self._ts(at)
+
+        def run(db: Db) -> list[str]:
+            booked: list[str] = []
+            for s in settled:
+                if not s.lines or any(x.amount_fen for x in s.lines):
+                    continue  # never a release or a charge: those are booked before the record
+                # One statement: the row is locked by the UPDATE itself, and its
+                # conditions are the ones settle() checks (reserved, this attempt,
+                # nothing held), so no read is needed first.
+                changed = db.execute(
+                    "UPDATE requests SET state = 'settled', delivered = ?, charged_fen = 0,"
+                    " balance_fen = ?, free_remaining = ?, updated_at = ?"
+                    " WHERE request_id = ? AND state = 'reserved' AND attempts = ?"
+                    " AND reserved_fen = 0",
+                    (
+                        dump_lines(s.lines),
+                        s.balance_fen,
+                        s.free_remaining,
+                        ts,
+                        s.request_id,
+                        s.attempt,
+                    ),
+                ).rowcount
+                if changed:
+                    booked.append(s.request_id)
+            for ref in request_ids:
+                db.execute("DELETE FROM unaudited WHERE kind = 'request' AND ref = ?", (ref,))
+            return booked
+
+        if not request_ids and not settled:
+            return []
+        return self._transaction(run, write=True)
 
     def _release_reserved(self, db: Db, rec: RequestRecord, ts: Any, note: str) -> int:
         released = 0

@@ -24,6 +24,7 @@ adjustment  + amount (signed; a refund is a positive adjustment)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -40,6 +41,7 @@ __all__ = [
     "EntryKind",
     "LedgerStore",
     "PricedLine",
+    "RecordedSettlement",
     "ReleaseResult",
     "RequestRecord",
     "RequestState",
@@ -196,6 +198,24 @@ class SettleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedSettlement:
+    """A settlement whose query record is already durable but which the ledger has not
+    booked yet: a free-basis query's (0 fen), settled in memory by the meter and booked
+    with the clearing of its unaudited mark (:meth:`LedgerStore.book_recorded`).
+
+    ``balance_fen`` and ``free_remaining`` are the outcome the agency was told; the
+    ledger stores them so that a retry replays that outcome verbatim."""
+
+    request_id: str
+    #: The attempt that was settled: another attempt of the request id is left alone.
+    attempt: int
+    #: The reserved lines delivered (0 fen each), in their reserved order; never empty.
+    lines: tuple[PricedLine, ...]
+    balance_fen: int
+    free_remaining: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseResult:
     """What :meth:`LedgerStore.release` did: fen released from the hold and fen refunded."""
 
@@ -320,6 +340,19 @@ class LedgerStore(ABC):
     @abstractmethod
     def mark_audited(self, kind: UnauditedKind, *refs: str) -> None:
         """Clear the marks of bookings whose movements are all on the audit log."""
+
+    @abstractmethod
+    def book_recorded(
+        self, request_ids: Sequence[str], settled: Sequence[RecordedSettlement], at: datetime
+    ) -> list[str]:
+        """The query records of ``request_ids`` are durable: in one transaction, book
+        each of ``settled`` as :meth:`settle` would book a 0-fen settlement (state
+        ``settled``, its ``lines`` delivered, its ``balance_fen`` and
+        ``free_remaining`` stored, at ``at``; one statement, no entries: no money
+        moves), only from state ``reserved`` of its ``attempt`` with nothing held
+        (anything else, or an unknown request id, is left alone), then clear the
+        unaudited marks of ``request_ids``. Returns the request ids of ``settled``
+        booked now."""
 
     @abstractmethod
     def set_credit_limit(self, account_id: str, credit_limit_fen: int) -> AccountState:
