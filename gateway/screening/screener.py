@@ -40,7 +40,7 @@ from gateway.audit.auditor import QueryAuditor
 from gateway.audit.schema import QueryBilling, ScreeningRecord
 from gateway.auth.identity import Caller
 from gateway.billing import Meter, Reservation, mode_name
-from gateway.billing.charges import DELIVERED_STATUSES
+from gateway.billing.charges import DELIVERED_STATUSES, query_billing
 from gateway.domain import names
 from gateway.domain.catalog import Catalog
 from gateway.errors import (
@@ -145,6 +145,9 @@ class Screener:
                 self._meter.ledger,
                 prices,
                 on_event=self._audit.record_billing if self._audit is not None else None,
+                # The screen's record carries its free settlement, which is then booked
+                # with the mark clear (one ledger transaction per free screen, as a query).
+                audit_lookup=self._audit.billing_records if self._audit is not None else None,
             )
         self._screen_meter.prices = prices
         return self._screen_meter
@@ -241,25 +244,11 @@ class Screener:
                 caller, query, request, measures, lists, asked, reservation, today, budget_s
             )
             response.policy_version = decision.policy_version
-            billing: dict[str, Any] | None = None
+            billing: QueryBilling | None = None
             if reservation is not None and meter is not None:
                 settlement = await meter.settle(reservation, delivered)
                 response.charge.CopyFrom(settlement.to_proto())
-                billing = {
-                    "basis": reservation.basis,
-                    "reserved_fen": reservation.reserved_fen,
-                    "charged_fen": settlement.amount_fen,
-                    "state": settlement.state,
-                    "replay": reservation.replay,
-                    "lines": [
-                        {
-                            "department": x.department,
-                            "dataset": x.dataset,
-                            "amount_fen": x.amount_fen,
-                        }
-                        for x in settlement.lines
-                    ],
-                }
+                billing = query_billing(reservation, settlement)
             if self._audit is not None:
                 recorded = asyncio.ensure_future(
                     self._append(
@@ -399,7 +388,7 @@ class Screener:
         query: ValidQuery | None,
         response: screening_pb2.ScreenResponse | None,
         outcome: str,
-        billing: Mapping[str, Any] | None,
+        billing: QueryBilling | None,
         *,
         batch_id: str = "",
         error_field: str | None = None,
@@ -435,7 +424,7 @@ class Screener:
             subject_type=subject_type,
             subject_pseudonym=pseudonym,
             batch_id=batch_id or None,
-            billing=None if billing is None else QueryBilling.from_json(billing),
+            billing=billing,
             outcome=outcome,
             error_field=error_field,
             policy_version=response.policy_version if response is not None else None,
