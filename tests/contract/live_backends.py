@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from gateway.controls.store import ControlsStore
+from gateway.objections.store import ObjectionStore, SQLiteObjectionStore
 from gateway.policyadmin.store import VersionStore
 from gateway.stores.postgres.connect import connect, open_pool
 from gateway.stores.postgres.controls import PgControlsStore
+from gateway.stores.postgres.objections import PgObjectionStore
 from gateway.stores.postgres.policy_versions import PgVersionStore
 from gateway.stores.postgres.url import PgTarget
 from gateway.stores.sqlite.controls import SQLiteControlsStore
@@ -54,6 +56,16 @@ class Backend:
             store = SQLiteControlsStore(self.tmp / "controls.sqlite", **kwargs)
         else:
             store = PgControlsStore(open_pool(PgTarget(self.url), max_size=4), **kwargs)
+        self.opened.append(store)
+        return store
+
+    def objections(self) -> ObjectionStore:
+        """A new handle on the objection store."""
+        store: ObjectionStore
+        if self.url is None:
+            store = SQLiteObjectionStore(self.tmp / "objections.sqlite")
+        else:
+            store = PgObjectionStore(open_pool(PgTarget(self.url), max_size=4))
         self.opened.append(store)
         return store
 
