@@ -23,9 +23,11 @@ from gateway.stores.postgres.connect import connect, open_pool
 from gateway.stores.postgres.controls import PgControlsStore
 from gateway.stores.postgres.objections import PgObjectionStore
 from gateway.stores.postgres.policy_versions import PgVersionStore
+from gateway.stores.postgres.subject_index import PgQueryIndex
 from gateway.stores.postgres.url import PgTarget
 from gateway.stores.sqlite.controls import SQLiteControlsStore
 from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
+from gateway.subject.index import QueryIndex, SQLiteQueryIndex
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -68,6 +70,17 @@ class Backend:
             store = PgObjectionStore(open_pool(PgTarget(self.url), max_size=4))
         self.opened.append(store)
         return store
+
+    def query_index(self) -> QueryIndex:
+        """A new handle on the subject index (PostgreSQL: one that may be elected follower)."""
+        index: QueryIndex
+        if self.url is None:
+            index = SQLiteQueryIndex.open(self.tmp / "subjects.sqlite")
+        else:
+            target = PgTarget(self.url)
+            index = PgQueryIndex(open_pool(target, max_size=4), target=target)
+        self.opened.append(index)
+        return index
 
     def raw(self, file: str) -> Callable[[str], None]:
         """Run one SQL statement outside the store (autocommit), as an operator's shell."""
