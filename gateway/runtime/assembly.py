@@ -37,7 +37,12 @@ from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
 from gateway.errors import AuditUnavailableError, ConfigError
-from gateway.objections import ObjectionDesk, SQLiteObjectionStore, load_repair_policy
+from gateway.objections import (
+    ObjectionDesk,
+    ObjectionStore,
+    SQLiteObjectionStore,
+    load_repair_policy,
+)
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, SharedBudget, parse_limits
 from gateway.pipeline.query import unkeyed_pseudonym
@@ -59,7 +64,13 @@ from gateway.stores.postgres.live import SharedStores, open_shared_stores
 from gateway.stores.sqlite.audit import open_reader
 from gateway.stores.sqlite.controls import SQLiteControlsStore
 from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
-from gateway.subject import ConsentArchive, SQLiteQueryIndex, SubjectIndexer
+from gateway.subject import (
+    ConsentArchive,
+    QueryIndex,
+    SQLiteQueryIndex,
+    SubjectIndexer,
+    SubjectStoreError,
+)
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -114,7 +125,12 @@ class _Shared:
 def _pg_pool(config: Config, store: str, max_size: int) -> Any:
     """A pool for ``store`` after the schema check, or None where it stays on SQLite.
     Blocking: start-up only. Raises ConfigError (schema behind, database unreachable)."""
-    target = config.storage.target_for(store, application_name=f"credit-gateway {store}")
+    return _pg_pool_on(config.storage, store, max_size)
+
+
+def _pg_pool_on(storage: StorageConfig, store: str, max_size: int) -> Any:
+    """:func:`_pg_pool` for a ``[storage]`` section."""
+    target = storage.target_for(store, application_name=f"credit-gateway {store}")
     if target is None:
         return None
     import psycopg
@@ -125,7 +141,7 @@ def _pg_pool(config: Config, store: str, max_size: int) -> Any:
     from gateway.stores.postgres.url import PgConfigError
 
     try:
-        return open_current_pool(target, max_size=min(max_size, config.storage.pool_max))
+        return open_current_pool(target, max_size=min(max_size, storage.pool_max))
     except SchemaMismatch as exc:
         raise ConfigError("storage", f"{store}: {exc}") from None
     except (psycopg.Error, PoolTimeout, PgConfigError) as exc:
@@ -380,17 +396,21 @@ def _open_subject_parts(
 ) -> tuple[SubjectIndexer, ConsentArchive]:
     """The subject index (following the audit log: the SQLite file, or the log shared on
     PostgreSQL where ``[storage]`` puts it: a reader kept open, so never one frozen
-    snapshot) and the consent
-    archive, beside the log unless the config names them. Blocking: start-up only.
-    Raises ConfigError."""
+    snapshot) and the consent archive: beside the log unless the config names them, or
+    shared by every host on PostgreSQL where ``[storage]`` puts ``subject_index`` and
+    ``consent_archive`` (``credit-gateway db migrate`` must have run). Blocking: start-up
+    only. Raises ConfigError."""
     try:
         pkey = load_pseudonym_key(audit.pseudonym_key)
     except (OSError, AuditError) as exc:
         raise ConfigError("audit.pseudonym_key", f"cannot load the key: {exc}") from None
-    archive = ConsentArchive.open(
-        audit.consent_archive_path, pkey, retention_days=audit.consent_retention_days
-    )
-    index = SQLiteQueryIndex.open(audit.subject_index_path)
+    storage = storage or StorageConfig()
+    archive = _open_archive(audit, storage, pkey)
+    try:
+        index = _open_index(audit, storage)
+    except BaseException:
+        archive.close()
+        raise
     target = None
     if storage is not None:
         target = storage.target_for("audit", application_name="credit-gateway-index")
@@ -403,6 +423,35 @@ def _open_subject_parts(
         return open_reader(audit.path)
 
     return SubjectIndexer(index, reader), archive
+
+
+def _open_archive(audit: AuditConfig, storage: StorageConfig, pkey: bytes) -> ConsentArchive:
+    """The consent archive: the file, or the table every host shares. Raises ConfigError."""
+    pool = _pg_pool_on(storage, "consent_archive", 2)
+    if pool is None:
+        return ConsentArchive.open(
+            audit.consent_archive_path, pkey, retention_days=audit.consent_retention_days
+        )
+    from gateway.stores.postgres.consents import open_consent_archive
+
+    try:
+        return open_consent_archive(pool, pkey, retention_days=audit.consent_retention_days)
+    except SubjectStoreError as exc:
+        raise ConfigError("storage", f"consent_archive: {exc.message}") from None
+
+
+def _open_index(audit: AuditConfig, storage: StorageConfig) -> QueryIndex:
+    """The subject index: the file, or the tables every host shares (this process may be
+    elected their follower). Raises ConfigError."""
+    pool = _pg_pool_on(storage, "subject_index", 2)
+    if pool is None:
+        return SQLiteQueryIndex.open(audit.subject_index_path)
+    from gateway.stores.postgres.subject_index import PgQueryIndex
+
+    follower = storage.target_for(
+        "subject_index", application_name="credit-gateway subject-index follower"
+    )
+    return PgQueryIndex(pool, target=follower)
 
 
 def _staff_authorizer(
@@ -521,6 +570,13 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
         if controls is not None
         else None
     )
+    # Objections shared on PostgreSQL: their marks are followed by this process's listener,
+    # so it must subscribe before the listeners start.
+    objections = (
+        await asyncio.to_thread(shared.open_objections)
+        if config.objections is not None and shared.objections is not None
+        else None
+    )
     # Activations and control changes made by any process arrive by NOTIFY from now on;
     # until the first complete re-read this process refuses queries (fails closed).
     await shared.start_listening(
@@ -551,7 +607,12 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
         oc = config.objections
         repair = load_repair_policy(oc.repair)
         repair.check_catalog(catalog)
-        store = await asyncio.to_thread(SQLiteObjectionStore, oc.store)
+        store: ObjectionStore
+        if objections is not None:
+            store = objections
+        else:
+            assert oc.store is not None  # the parser names a file unless it is shared
+            store = await asyncio.to_thread(SQLiteObjectionStore, oc.store)
         gw = gateway
         gateway.objections = ObjectionDesk(
             store,

@@ -31,6 +31,7 @@ from gateway.stores.postgres.connect import connect, open_pool
 from gateway.stores.postgres.controls import PgControlsStore
 from gateway.stores.postgres.migrate import SchemaMismatch, require_current
 from gateway.stores.postgres.notify import LiveListener
+from gateway.stores.postgres.objections import PgObjectionStore
 from gateway.stores.postgres.policy_versions import PgVersionStore
 from gateway.stores.postgres.url import PgConfigError, PgTarget
 
@@ -58,6 +59,8 @@ class SharedStores:
     config: Config
     policy: PgTarget | None = None
     controls: PgTarget | None = None
+    #: Where the objection store is shared (its marks followed by the listener), or None.
+    objections: PgTarget | None = None
     #: One listener per database URL.
     by_url: dict[str, LiveListener] = field(default_factory=dict)
     _closables: list[Any] = field(default_factory=list)
@@ -109,6 +112,18 @@ class SharedStores:
         store.follow(listener)
         return store
 
+    def open_objections(self) -> PgObjectionStore:
+        """The objection store on PostgreSQL, its marks followed by this process's listener
+        (a filing on any host marks this host's answers within the freshness bound; a
+        stale listener refuses them). Raises ConfigError, ObjectionStoreError."""
+        assert self.objections is not None
+        store = PgObjectionStore(self._pool(self.objections))
+        self._closables.append(store)
+        listener = self._listener(self.objections)
+        listener.subscribe("objections", store.refresh)
+        store.follow(listener)
+        return store
+
     async def start_listening(
         self, loop: asyncio.AbstractEventLoop, admin: PolicyFollower | None
     ) -> None:
@@ -154,8 +169,14 @@ def open_shared_stores(config: Config) -> SharedStores:
         config,
         policy=storage.target_for("policy") if wants_policy else None,
         controls=storage.target_for("controls") if wants_controls else None,
+        objections=(
+            storage.target_for("objections", application_name="credit-gateway objections")
+            if config.objections is not None
+            else None
+        ),
     )
-    for target in {t.url: t for t in (shared.policy, shared.controls) if t is not None}.values():
+    targets = (shared.policy, shared.controls, shared.objections)
+    for target in {t.url: t for t in targets if t is not None}.values():
         try:
             with connect(target) as conn:
                 require_current(conn)
