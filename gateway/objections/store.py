@@ -1,8 +1,11 @@
 """Where the gateway tracks objections and credit-repair applications: a small interface
 (:class:`ObjectionStore`) and its embedded SQLite implementation (:class:`SQLiteObjectionStore`).
 
-A PostgreSQL backend (issue 12) implements the same abstract methods; the desk
-(:class:`gateway.objections.desk.ObjectionDesk`) and the query path use nothing else.
+The PostgreSQL backend every host shares (:mod:`gateway.stores.postgres.objections`)
+implements the same abstract methods and reuses this module's folding of marks
+(:func:`full_marks`, :func:`updated_marks`) and its listing statement (:func:`find_sql`), so
+the two cannot drift apart; the desk (:class:`gateway.objections.desk.ObjectionDesk`) and the
+query path use nothing else.
 
 What a row holds: the record (department, dataset, record id), the subject as its keyed
 pseudonym (HMAC, as in the audit log) and, **only until the department has received the
@@ -161,7 +164,8 @@ class ObjectionFilter:
 
 
 class ObjectionStore(abc.ABC):
-    """The interface every backend implements (SQLite here; PostgreSQL later, issue 12).
+    """The interface every backend implements (SQLite here; PostgreSQL in
+    :mod:`gateway.stores.postgres.objections`).
 
     Blocking methods, each one transaction: call them off the event loop
     (``asyncio.to_thread``), except :meth:`marks`, which the query path calls in line.

@@ -24,8 +24,10 @@ basis, the case reference as recorded (already under the free-text rule), and th
 query stops being confidential. Nothing that is not already in the log.
 
 The index sits in its own file (SQLite, WAL, ``synchronous=NORMAL``: a lost tail is read
-again from the log) behind the small :class:`QueryIndex` interface, so a PostgreSQL table can
-replace it.
+again from the log) behind the small :class:`QueryIndex` interface; with the audit log on
+PostgreSQL, tables every host shares replace it (:mod:`gateway.stores.postgres.subject_index`,
+one elected follower). Every write names the watermark it started from and lands only if it
+is still the stored one, so several writers sharing an index are safe on both backends.
 """
 
 from __future__ import annotations

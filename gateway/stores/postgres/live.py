@@ -1,4 +1,4 @@
-"""Opening the live stores (policy versions, controls) on PostgreSQL for one gateway
+"""Opening the live stores (policy versions, controls, objections) on PostgreSQL for one gateway
 process, with their listeners: the wiring :func:`gateway.runtime.assembly.build_gateway`
 uses.
 
