@@ -20,7 +20,6 @@ from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import AuditError, StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.shared import SharedAuditLog
-from gateway.audit.store import LogReader
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -59,18 +58,12 @@ from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config, StorageConfig
 from gateway.runtime.server import Gateway
+from gateway.runtime.stores import open_subject_parts as _open_subject_parts
+from gateway.runtime.stores import pg_pool
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.live import SharedStores, open_shared_stores
-from gateway.stores.sqlite.audit import open_reader
 from gateway.stores.sqlite.controls import SQLiteControlsStore
 from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
-from gateway.subject import (
-    ConsentArchive,
-    QueryIndex,
-    SQLiteQueryIndex,
-    SubjectIndexer,
-    SubjectStoreError,
-)
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -125,30 +118,7 @@ class _Shared:
 def _pg_pool(config: Config, store: str, max_size: int) -> Any:
     """A pool for ``store`` after the schema check, or None where it stays on SQLite.
     Blocking: start-up only. Raises ConfigError (schema behind, database unreachable)."""
-    return _pg_pool_on(config.storage, store, max_size)
-
-
-def _pg_pool_on(storage: StorageConfig, store: str, max_size: int) -> Any:
-    """:func:`_pg_pool` for a ``[storage]`` section."""
-    target = storage.target_for(store, application_name=f"credit-gateway {store}")
-    if target is None:
-        return None
-    import psycopg
-    from psycopg_pool import PoolTimeout
-
-    from gateway.stores.postgres._current import open_current_pool
-    from gateway.stores.postgres.migrate import SchemaMismatch
-    from gateway.stores.postgres.url import PgConfigError
-
-    try:
-        return open_current_pool(target, max_size=min(max_size, storage.pool_max))
-    except SchemaMismatch as exc:
-        raise ConfigError("storage", f"{store}: {exc}") from None
-    except (psycopg.Error, PoolTimeout, PgConfigError) as exc:
-        reason = exc if isinstance(exc, PgConfigError) else type(exc).__name__
-        raise ConfigError(
-            "storage", f"{store}: the database cannot be reached ({reason})"
-        ) from None
+    return pg_pool(config.storage, store, max_size)
 
 
 def _open_shared(config: Config) -> _Shared:
@@ -389,69 +359,6 @@ def _open_policy_admin(
     else:  # insecure development mode: a header names the officer
         authorize = dev_officer
     return PolicyAdminService(admin, authorize=authorize), decider
-
-
-def _open_subject_parts(
-    audit: AuditConfig, storage: StorageConfig | None = None
-) -> tuple[SubjectIndexer, ConsentArchive]:
-    """The subject index (following the audit log: the SQLite file, or the log shared on
-    PostgreSQL where ``[storage]`` puts it: a reader kept open, so never one frozen
-    snapshot) and the consent archive: beside the log unless the config names them, or
-    shared by every host on PostgreSQL where ``[storage]`` puts ``subject_index`` and
-    ``consent_archive`` (``credit-gateway db migrate`` must have run). Blocking: start-up
-    only. Raises ConfigError."""
-    try:
-        pkey = load_pseudonym_key(audit.pseudonym_key)
-    except (OSError, AuditError) as exc:
-        raise ConfigError("audit.pseudonym_key", f"cannot load the key: {exc}") from None
-    storage = storage or StorageConfig()
-    archive = _open_archive(audit, storage, pkey)
-    try:
-        index = _open_index(audit, storage)
-    except BaseException:
-        archive.close()
-        raise
-    target = None
-    if storage is not None:
-        target = storage.target_for("audit", application_name="credit-gateway-index")
-
-    def reader() -> LogReader:
-        if target is not None:
-            return PostgresAuditStore(target)
-        if audit.path is None:  # the parser requires it while the log is on SQLite
-            raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
-        return open_reader(audit.path)
-
-    return SubjectIndexer(index, reader), archive
-
-
-def _open_archive(audit: AuditConfig, storage: StorageConfig, pkey: bytes) -> ConsentArchive:
-    """The consent archive: the file, or the table every host shares. Raises ConfigError."""
-    pool = _pg_pool_on(storage, "consent_archive", 2)
-    if pool is None:
-        return ConsentArchive.open(
-            audit.consent_archive_path, pkey, retention_days=audit.consent_retention_days
-        )
-    from gateway.stores.postgres.consents import open_consent_archive
-
-    try:
-        return open_consent_archive(pool, pkey, retention_days=audit.consent_retention_days)
-    except SubjectStoreError as exc:
-        raise ConfigError("storage", f"consent_archive: {exc.message}") from None
-
-
-def _open_index(audit: AuditConfig, storage: StorageConfig) -> QueryIndex:
-    """The subject index: the file, or the tables every host shares (this process may be
-    elected their follower). Raises ConfigError."""
-    pool = _pg_pool_on(storage, "subject_index", 2)
-    if pool is None:
-        return SQLiteQueryIndex.open(audit.subject_index_path)
-    from gateway.stores.postgres.subject_index import PgQueryIndex
-
-    follower = storage.target_for(
-        "subject_index", application_name="credit-gateway subject-index follower"
-    )
-    return PgQueryIndex(pool, target=follower)
 
 
 def _staff_authorizer(

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.audit.records import generate_pseudonym_key, write_pseudonym_key
 from gateway.errors import ConfigError
-from gateway.runtime.assembly import _open_subject_parts
 from gateway.runtime.config import AuditConfig, StorageConfig, parse_config
+from gateway.runtime.stores import open_subject_parts as _open_subject_parts
 from gateway.stores.postgres.subject_index import PgQueryIndex
 from gateway.subject.index import SQLiteQueryIndex
 
