@@ -263,3 +263,16 @@ def test_one_process_at_a_time_follows_a_shared_index(pg_url: str) -> None:
     finally:
         b.close()
         reader.close()
+
+
+def test_a_rebuilds_large_batches_land_whole_and_once(index: QueryIndex) -> None:
+    """Batches of a rebuild (over 500 rows: COPY on PostgreSQL) add every row, and adding
+    them again (a writer that lost its watermark race, retried) adds none twice."""
+    records = [query(A if i % 2 else B) for i in range(1_200)]
+    assert sync_index(index, Log(records)) == 1_200
+    assert count(index) == 1_200
+    rows = [entry_from_record(i, r) for i, r in enumerate(records)]
+    assert index.add([r for r in rows if r is not None], scanned_to=1_200, origin="test/log")
+    assert count(index) == 1_200
+    got = index.for_subject(A, today="2026-12-01", before=None, limit=3)
+    assert [q.log_index for q in got] == [1_199, 1_197, 1_195]

@@ -54,6 +54,21 @@ _COLUMNS = (
     "log_index, subject, time, agency, purpose, mode, charge_fen, datasets, legal_basis, "
     "case_reference, confidential_until"
 )
+_TYPES = [
+    "bigint",
+    "bytea",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "text",
+]
+#: Batches larger than this many rows go by COPY (a rebuild), smaller ones by one statement.
+_COPY_ABOVE = 500
 _INSERT = (
     f"INSERT INTO subject_queries ({_COLUMNS}) SELECT * FROM unnest("
     "%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[],"
@@ -171,10 +186,8 @@ class PgQueryIndex(QueryIndex):
     ) -> bool:
         """See :meth:`QueryIndex.add`: one statement for the whole batch; the state row is
         locked first, so concurrent writers take turns and the loser finds it moved."""
-        data = list(rows)
-        columns: list[list[Any]] = [[] for _ in range(11)]
-        for q in data:
-            values = (
+        data = [
+            (
                 q.log_index,
                 _subject_key(q.subject),
                 q.time,
@@ -187,14 +200,30 @@ class PgQueryIndex(QueryIndex):
                 q.case_reference,
                 q.confidential_until,
             )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+            for q in rows
+        ]
         with self._tx("write") as conn:
             stored, _ = self._locked_state(conn)
             if since is not None and stored != since:
                 return False
-            if data:
-                conn.execute(_INSERT, columns)
+            if len(data) > _COPY_ABOVE:
+                # A rebuild's batches: COPY (binary) into a scratch table, then one insert
+                # that skips what is there; about three times the unnest statement's rate.
+                conn.execute(
+                    "CREATE TEMP TABLE subject_batch (LIKE subject_queries) ON COMMIT DROP"
+                )
+                with conn.cursor().copy(
+                    f"COPY subject_batch ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(_TYPES)
+                    for values in data:
+                        copy.write_row(values)
+                conn.execute(
+                    f"INSERT INTO subject_queries ({_COLUMNS}) SELECT {_COLUMNS}"
+                    " FROM subject_batch ON CONFLICT (subject, log_index) DO NOTHING"
+                )
+            elif data:
+                conn.execute(_INSERT, [list(column) for column in zip(*data, strict=True)])
             conn.execute(
                 "UPDATE subject_index_state SET scanned_to = %s, origin = %s, updated_at = now()"
                 " WHERE one = 1",
