@@ -1,6 +1,7 @@
 """Objections (Decree 631 Art. 25) and credit repair of public credit information.
 
-* :mod:`~gateway.objections.store`: the objection store's interface and its SQLite backend;
+* :mod:`~gateway.objections.store`: the objection store's interface and its SQLite backend
+  (PostgreSQL: :mod:`gateway.stores.postgres.objections`);
 * :mod:`~gateway.objections.repair`: the minimum publication periods (``policies/repair.toml``);
 * :mod:`~gateway.objections.desk`: filing, the 20-day clock, routing, polling, the marks
   every query shows, and :meth:`ObjectionDesk.is_repaired` for screening.

@@ -1,8 +1,11 @@
 """Where the gateway tracks objections and credit-repair applications: a small interface
 (:class:`ObjectionStore`) and its embedded SQLite implementation (:class:`SQLiteObjectionStore`).
 
-A PostgreSQL backend (issue 12) implements the same abstract methods; the desk
-(:class:`gateway.objections.desk.ObjectionDesk`) and the query path use nothing else.
+The PostgreSQL backend every host shares (:mod:`gateway.stores.postgres.objections`)
+implements the same abstract methods and reuses this module's folding of marks
+(:func:`full_marks`, :func:`updated_marks`) and its listing statement (:func:`find_sql`), so
+the two cannot drift apart; the desk (:class:`gateway.objections.desk.ObjectionDesk`) and the
+query path use nothing else.
 
 What a row holds: the record (department, dataset, record id), the subject as its keyed
 pseudonym (HMAC, as in the audit log) and, **only until the department has received the
@@ -39,6 +42,9 @@ from gateway.errors import LocalError
 from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
 
 __all__ = [
+    "MARK_COLUMNS",
+    "MARK_ORDER",
+    "OBJECTION_COLUMNS",
     "OPEN_OUTCOMES",
     "Mark",
     "Marks",
@@ -46,7 +52,12 @@ __all__ = [
     "ObjectionRow",
     "ObjectionStore",
     "ObjectionStoreError",
+    "OpenObjectionExists",
     "SQLiteObjectionStore",
+    "find_sql",
+    "full_marks",
+    "objection_row",
+    "updated_marks",
 ]
 
 #: Outcomes under which the department has not answered yet.
@@ -153,7 +164,8 @@ class ObjectionFilter:
 
 
 class ObjectionStore(abc.ABC):
-    """The interface every backend implements (SQLite here; PostgreSQL later, issue 12).
+    """The interface every backend implements (SQLite here; PostgreSQL in
+    :mod:`gateway.stores.postgres.objections`).
 
     Blocking methods, each one transaction: call them off the event loop
     (``asyncio.to_thread``), except :meth:`marks`, which the query path calls in line.
@@ -257,18 +269,27 @@ CREATE INDEX IF NOT EXISTS objections_changed ON objections (changed);
 CREATE INDEX IF NOT EXISTS objections_unfinished
     ON objections (filed_at) WHERE outcome = 'pending' OR routed_at IS NULL;
 """
-_COLUMNS = (
+#: Every column of :class:`ObjectionRow`, in its field order (:func:`objection_row`).
+OBJECTION_COLUMNS = (
     "objection_id, request_key, kind, subject_key, subject_type, subject_id, department,"
     " dataset, record_id, grounds, evidence_sha256, consent_id, filed_by, filed_at, filed_on,"
     " due_on, routed_at, outcome, answered_on, note, statement, severity, repair_allowed_from"
 )
 
 
-_MARK_ROWS = (
-    "SELECT kind, department, dataset, record_id, subject_key, objection_id,"
-    " filed_on, due_on, outcome, note, statement FROM objections"
+#: The columns :func:`full_marks` and :func:`updated_marks` read, in this order.
+MARK_COLUMNS = (
+    "kind, department, dataset, record_id, subject_key, objection_id,"
+    " filed_on, due_on, outcome, note, statement"
 )
-_ORDER = " ORDER BY filed_at, objection_id"
+_MARK_ROWS = f"SELECT {MARK_COLUMNS} FROM objections"
+#: Filing order: the order :func:`full_marks` and :func:`updated_marks` need.
+MARK_ORDER = " ORDER BY filed_at, objection_id"
+_ORDER = MARK_ORDER
+_CHANGED_RECORDS = (
+    " WHERE (department, dataset, record_id) IN (SELECT department, dataset, record_id"
+    " FROM objections WHERE changed > ?)"
+)
 
 
 def _fold(
@@ -301,7 +322,60 @@ def _fold(
     return {k: m for k, m in by_record.items() if m.disputed or m.statement}, repaired
 
 
-def _row(r: Sequence[object]) -> ObjectionRow:
+def full_marks(version: int, rows: Sequence[Sequence[Any]]) -> Marks:
+    """The marks of a whole store as of ``version``: ``rows`` are every objection row
+    (:data:`MARK_COLUMNS`) in filing order (:data:`MARK_ORDER`). Shared by the backends."""
+    by_record, repaired = _fold(rows)
+    return Marks(version=version, by_record=by_record, repaired=frozenset(repaired))
+
+
+def updated_marks(old: Marks, version: int, rows: Sequence[Sequence[Any]]) -> Marks:
+    """``old`` brought to ``version``: ``rows`` are every row (:data:`MARK_COLUMNS`, in
+    filing order) of each record (department, dataset, record id) that has a row changed
+    since ``old.version``. Each such record is recomputed whole, every subject ever marked
+    on it included; the others are kept as they were. Shared by the backends."""
+    marks = dict(old.by_record)
+    repaired = set(old.repaired)
+    per_record: dict[tuple[str, str, str], list[Sequence[Any]]] = {}
+    for row in rows:
+        per_record.setdefault((str(row[1]), str(row[2]), str(row[3])), []).append(row)
+    for (dept, ds, rid), record_rows in per_record.items():
+        for row in record_rows:
+            marks.pop((dept, ds, rid, str(row[4])), None)
+        repaired.discard((dept, ds, rid))
+        fresh, fresh_repaired = _fold(record_rows)
+        marks.update(fresh)
+        repaired |= fresh_repaired
+    return Marks(version=version, by_record=marks, repaired=frozenset(repaired))
+
+
+def find_sql(where: ObjectionFilter, mark: str) -> tuple[str, list[object]]:
+    """The statement and arguments of :meth:`ObjectionStore.find` with ``mark`` as the
+    parameter placeholder (``?`` for SQLite, ``%s`` for psycopg). Shared by the backends."""
+    sql = [f"SELECT {OBJECTION_COLUMNS} FROM objections WHERE 1 = 1"]
+    args: list[object] = []
+    if where.filed_by is not None:
+        sql.append(f"AND filed_by = {mark}")
+        args.append(where.filed_by)
+    if where.subject_key is not None:
+        sql.append(f"AND subject_key = {mark}")
+        args.append(where.subject_key)
+    if where.open_only or where.overdue_on is not None:
+        sql.append("AND outcome = 'pending'")
+    if where.overdue_on is not None:
+        sql.append(f"AND due_on < {mark}")
+        args.append(where.overdue_on)
+    if where.before is not None:
+        sql.append(f"AND (filed_at < {mark} OR (filed_at = {mark} AND objection_id < {mark}))")
+        args += [where.before[0], where.before[0], where.before[1]]
+    sql.append(f"ORDER BY filed_at DESC, objection_id DESC LIMIT {mark}")
+    args.append(where.limit)
+    return " ".join(sql), args
+
+
+def objection_row(r: Sequence[object]) -> ObjectionRow:
+    """An :class:`ObjectionRow` from a row of :data:`OBJECTION_COLUMNS` (the evidence
+    digests stored as a JSON list). Shared by the backends."""
     values = list(r)
     values[10] = tuple(json.loads(str(values[10])))
     return ObjectionRow(*values)  # type: ignore[arg-type]
@@ -353,12 +427,12 @@ class SQLiteObjectionStore(ObjectionStore):
                 c.execute("BEGIN IMMEDIATE")
                 try:
                     old = c.execute(
-                        f"SELECT {_COLUMNS} FROM objections WHERE request_key = ?",
+                        f"SELECT {OBJECTION_COLUMNS} FROM objections WHERE request_key = ?",
                         (row.request_key,),
                     ).fetchone()
                     if old is not None:
                         c.execute("COMMIT")
-                        return _row(old), False
+                        return objection_row(old), False
                     clash = c.execute(
                         "SELECT objection_id FROM objections WHERE outcome = 'pending' AND"
                         " kind = ? AND department = ? AND dataset = ? AND record_id = ? AND"
@@ -368,10 +442,10 @@ class SQLiteObjectionStore(ObjectionStore):
                     if clash is not None:
                         c.execute("COMMIT")
                         raise OpenObjectionExists(str(clash[0]))
-                    values = [getattr(row, n.strip()) for n in _COLUMNS.split(",")]
+                    values = [getattr(row, n.strip()) for n in OBJECTION_COLUMNS.split(",")]
                     values[10] = json.dumps(list(row.evidence_sha256))
                     c.execute(
-                        f"INSERT INTO objections ({_COLUMNS}) VALUES"
+                        f"INSERT INTO objections ({OBJECTION_COLUMNS}) VALUES"
                         f" ({', '.join('?' * len(values))})",
                         values,
                     )
@@ -390,50 +464,34 @@ class SQLiteObjectionStore(ObjectionStore):
         with self._lock:
             try:
                 r = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM objections WHERE objection_id = ?", (objection_id,)
+                    f"SELECT {OBJECTION_COLUMNS} FROM objections WHERE objection_id = ?",
+                    (objection_id,),
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
-        return None if r is None else _row(r)
+        return None if r is None else objection_row(r)
 
     def find(self, where: ObjectionFilter) -> list[ObjectionRow]:
         """See :meth:`ObjectionStore.find`."""
-        sql = [f"SELECT {_COLUMNS} FROM objections WHERE 1 = 1"]
-        args: list[object] = []
-        if where.filed_by is not None:
-            sql.append("AND filed_by = ?")
-            args.append(where.filed_by)
-        if where.subject_key is not None:
-            sql.append("AND subject_key = ?")
-            args.append(where.subject_key)
-        if where.open_only or where.overdue_on is not None:
-            sql.append("AND outcome = 'pending'")
-        if where.overdue_on is not None:
-            sql.append("AND due_on < ?")
-            args.append(where.overdue_on)
-        if where.before is not None:
-            sql.append("AND (filed_at < ? OR (filed_at = ? AND objection_id < ?))")
-            args += [where.before[0], where.before[0], where.before[1]]
-        sql.append("ORDER BY filed_at DESC, objection_id DESC LIMIT ?")
-        args.append(where.limit)
+        sql, args = find_sql(where, "?")
         with self._lock:
             try:
-                rows = self._conn.execute(" ".join(sql), args).fetchall()
+                rows = self._conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
-        return [_row(r) for r in rows]
+        return [objection_row(r) for r in rows]
 
     def unfinished(self) -> list[ObjectionRow]:
         """See :meth:`ObjectionStore.unfinished`."""
         with self._lock:
             try:
                 rows = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM objections WHERE outcome = 'pending'"
+                    f"SELECT {OBJECTION_COLUMNS} FROM objections WHERE outcome = 'pending'"
                     " OR routed_at IS NULL ORDER BY filed_at"
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from None
-        return [_row(r) for r in rows]
+        return [objection_row(r) for r in rows]
 
     def routed(self, objection_id: str, at: float) -> bool:
         """See :meth:`ObjectionStore.routed`."""
@@ -528,28 +586,11 @@ class SQLiteObjectionStore(ObjectionStore):
         try:
             version = int(c.execute("SELECT version FROM state WHERE id = 1").fetchone()[0])
             if old.version < 0:
-                by_record, repaired = _fold(c.execute(_MARK_ROWS + _ORDER).fetchall())
-                return Marks(version=version, by_record=by_record, repaired=frozenset(repaired))
-            changed = c.execute(
-                "SELECT DISTINCT department, dataset, record_id FROM objections WHERE changed > ?",
-                (old.version,),
-            ).fetchall()
-            marks = dict(old.by_record)
-            repaired = set(old.repaired)
-            for dept, ds, rid in changed:
-                rows = c.execute(
-                    _MARK_ROWS + " WHERE department = ? AND dataset = ? AND record_id = ?" + _ORDER,
-                    (dept, ds, rid),
-                ).fetchall()
-                for row in rows:  # every subject ever marked on this record: recomputed
-                    marks.pop((dept, ds, rid, row[4]), None)
-                repaired.discard((dept, ds, rid))
-                fresh, fresh_repaired = _fold(rows)
-                marks.update(fresh)
-                repaired |= fresh_repaired
+                return full_marks(version, c.execute(_MARK_ROWS + _ORDER).fetchall())
+            rows = c.execute(_MARK_ROWS + _CHANGED_RECORDS + _ORDER, (old.version,)).fetchall()
         finally:
             c.execute("COMMIT")
-        return Marks(version=version, by_record=marks, repaired=frozenset(repaired))
+        return updated_marks(old, version, rows)
 
     def close(self) -> None:
         """Close the connections."""

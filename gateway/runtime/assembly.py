@@ -20,7 +20,6 @@ from gateway.audit.auditor import QueryAuditor
 from gateway.audit.errors import AuditError, StorageError
 from gateway.audit.log import AuditLog
 from gateway.audit.shared import SharedAuditLog
-from gateway.audit.store import LogReader
 from gateway.auth import (
     Authenticator,
     CallerAuthenticator,
@@ -37,7 +36,12 @@ from gateway.domain.catalog import Catalog, load_catalog
 from gateway.domain.files import load_toml
 from gateway.domain.purposes import load_purposes
 from gateway.errors import AuditUnavailableError, ConfigError
-from gateway.objections import ObjectionDesk, SQLiteObjectionStore, load_repair_policy
+from gateway.objections import (
+    ObjectionDesk,
+    ObjectionStore,
+    SQLiteObjectionStore,
+    load_repair_policy,
+)
 from gateway.pipeline.decision import Decider
 from gateway.pipeline.limits import RateLimiter, SharedBudget, parse_limits
 from gateway.pipeline.query import unkeyed_pseudonym
@@ -54,12 +58,12 @@ from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config, StorageConfig
 from gateway.runtime.server import Gateway
+from gateway.runtime.stores import open_subject_parts as _open_subject_parts
+from gateway.runtime.stores import pg_pool
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.live import SharedStores, open_shared_stores
-from gateway.stores.sqlite.audit import open_reader
 from gateway.stores.sqlite.controls import SQLiteControlsStore
 from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
-from gateway.subject import ConsentArchive, SQLiteQueryIndex, SubjectIndexer
 
 __all__ = ["build_authenticators", "build_gateway", "open_auditor"]
 
@@ -114,17 +118,7 @@ class _Shared:
 def _pg_pool(config: Config, store: str, max_size: int) -> Any:
     """A pool for ``store`` after the schema check, or None where it stays on SQLite.
     Blocking: start-up only. Raises ConfigError (schema behind, database unreachable)."""
-    target = config.storage.target_for(store, application_name=f"credit-gateway {store}")
-    if target is None:
-        return None
-    from gateway.stores.postgres.connect import open_store_pool
-
-    return open_store_pool(
-        target,
-        store,
-        max_size=min(max_size, config.storage.pool_max),
-        timeout_s=float(config.storage.connect_timeout_s),
-    )
+    return pg_pool(config.storage, store, max_size)
 
 
 def _open_shared(config: Config) -> _Shared:
@@ -367,36 +361,6 @@ def _open_policy_admin(
     return PolicyAdminService(admin, authorize=authorize), decider
 
 
-def _open_subject_parts(
-    audit: AuditConfig, storage: StorageConfig | None = None
-) -> tuple[SubjectIndexer, ConsentArchive]:
-    """The subject index (following the audit log: the SQLite file, or the log shared on
-    PostgreSQL where ``[storage]`` puts it: a reader kept open, so never one frozen
-    snapshot) and the consent
-    archive, beside the log unless the config names them. Blocking: start-up only.
-    Raises ConfigError."""
-    try:
-        pkey = load_pseudonym_key(audit.pseudonym_key)
-    except (OSError, AuditError) as exc:
-        raise ConfigError("audit.pseudonym_key", f"cannot load the key: {exc}") from None
-    archive = ConsentArchive.open(
-        audit.consent_archive_path, pkey, retention_days=audit.consent_retention_days
-    )
-    index = SQLiteQueryIndex.open(audit.subject_index_path)
-    target = None
-    if storage is not None:
-        target = storage.target_for("audit", application_name="credit-gateway-index")
-
-    def reader() -> LogReader:
-        if target is not None:
-            return PostgresAuditStore(target)
-        if audit.path is None:  # the parser requires it while the log is on SQLite
-            raise ConfigError("audit.path", "missing: the audit log file (created if absent)")
-        return open_reader(audit.path)
-
-    return SubjectIndexer(index, reader), archive
-
-
 def _staff_authorizer(
     auth: AuthConfig, controls: ControlsStore | None, replay: ReplayStore | None = None
 ) -> Callable[[Any], tuple[Role, str]]:
@@ -513,6 +477,13 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
         if controls is not None
         else None
     )
+    # Objections shared on PostgreSQL: their marks are followed by this process's listener,
+    # so it must subscribe before the listeners start.
+    objections = (
+        await asyncio.to_thread(shared.open_objections)
+        if config.objections is not None and shared.objections is not None
+        else None
+    )
     # Activations and control changes made by any process arrive by NOTIFY from now on;
     # until the first complete re-read this process refuses queries (fails closed).
     await shared.start_listening(
@@ -543,7 +514,12 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
         oc = config.objections
         repair = load_repair_policy(oc.repair)
         repair.check_catalog(catalog)
-        store = await asyncio.to_thread(SQLiteObjectionStore, oc.store)
+        store: ObjectionStore
+        if objections is not None:
+            store = objections
+        else:
+            assert oc.store is not None  # the parser names a file unless it is shared
+            store = await asyncio.to_thread(SQLiteObjectionStore, oc.store)
         gw = gateway
         gateway.objections = ObjectionDesk(
             store,

@@ -73,8 +73,19 @@ __all__ = [
 ]
 
 
-#: The stores a ``[storage]`` URL can move to PostgreSQL.
-STORE_NAMES = ("audit", "ledger", "policy", "controls", "replay", "limits")
+#: The stores a ``[storage]`` URL can move to PostgreSQL. ``subject_index`` follows the
+#: audit store unless named in ``[storage.stores]`` (it is derived from that log).
+STORE_NAMES = (
+    "audit",
+    "ledger",
+    "policy",
+    "controls",
+    "replay",
+    "limits",
+    "objections",
+    "subject_index",
+    "consent_archive",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,11 @@ class StorageConfig:
     poll_interval_s: float = 1.0
 
     def url_for(self, store: str) -> str | None:
-        """The PostgreSQL URL of ``store``, or None where it stays on SQLite."""
+        """The PostgreSQL URL of ``store``, or None where it stays on SQLite. The subject
+        index, unless named in :attr:`stores`, goes where the audit log is: an index shared
+        by every host must follow a log every host shares."""
+        if store == "subject_index" and store not in self.stores and self.url_for("audit") is None:
+            return None
         url = self.stores.get(store, self.url)
         return None if url in (None, "sqlite") else url
 
@@ -240,11 +255,12 @@ class DepartmentConfig:
 @dataclass(frozen=True, slots=True)
 class ObjectionsConfig:
     """``[objections]``: the objection store (SQLite, created if absent; default
-    ``objections.sqlite`` beside the policy store), how often departments are polled for
+    ``objections.sqlite`` beside the policy store; None where ``[storage]`` puts the
+    ``objections`` store on PostgreSQL), how often departments are polled for
     answers (``poll_interval_s``, default 60) and the credit-repair periods file (``repair``,
     default the packaged ``policies/repair.toml``)."""
 
-    store: Path
+    store: Path | None
     poll_interval_s: float = 60.0
     repair: Path | None = None
 
@@ -419,7 +435,9 @@ def parse_config(doc: Mapping[str, Any], *, base: Path) -> Config:
     billing = _parse_billing(doc.get("billing"), base)
     policy = _parse_policy(doc.get("policy"), base)
     controls = _parse_controls(doc.get("controls"), base, policy)
-    objections = _parse_objections(doc.get("objections"), base, policy)
+    objections = _parse_objections(
+        doc.get("objections"), base, policy, on_postgres=storage.url_for("objections") is not None
+    )
     return Config(
         listen=listen,
         default_timeout_ms=_int(gw, "gateway", "default_timeout_ms", 3000, 1, 600_000),
@@ -492,6 +510,15 @@ def _parse_storage(raw: Any, base: Path) -> StorageConfig:
             raise ConfigError(f"storage.{key}", f"must be a number of seconds from {lo} to 3600")
     if poll >= stale:
         raise ConfigError("storage.poll_interval_s", "must be shorter than storage.stale_after_s")
+    if stores.get("subject_index", "sqlite") != "sqlite" and (
+        stores.get("audit", main_url) in (None, "sqlite")
+    ):
+        raise ConfigError(
+            "storage.stores.subject_index",
+            "a subject index on PostgreSQL is shared by every host, so it must follow an audit "
+            "log they all share: put the audit store on PostgreSQL too, or keep the index on "
+            '"sqlite"',
+        )
     return StorageConfig(
         url=main_url,
         password_file=_path(raw, "storage", "password_file", base),
@@ -539,9 +566,15 @@ def _parse_controls(raw: Any, base: Path, policy: PolicyConfig | None) -> Path |
     return path
 
 
-def _parse_objections(raw: Any, base: Path, policy: PolicyConfig | None) -> ObjectionsConfig | None:
-    """``[objections]``: see :class:`ObjectionsConfig`. Raises ConfigError."""
+def _parse_objections(
+    raw: Any, base: Path, policy: PolicyConfig | None, *, on_postgres: bool = False
+) -> ObjectionsConfig | None:
+    """``[objections]``: see :class:`ObjectionsConfig`; ``on_postgres``: ``[storage]`` puts
+    the store on PostgreSQL (no file needed; objections are kept wherever there is a
+    policy). Raises ConfigError."""
     if raw is None:
+        if on_postgres and policy is not None:
+            return ObjectionsConfig(store=None)
         if policy is not None and policy.store is not None:
             return ObjectionsConfig(store=policy.store.parent / "objections.sqlite")
         return None
@@ -549,7 +582,7 @@ def _parse_objections(raw: Any, base: Path, policy: PolicyConfig | None) -> Obje
         raise ConfigError("objections", "must be a table")
     _no_unknown(raw, "objections", {"store", "poll_interval_s", "repair"})
     store = _created_path(raw, "objections", "store", base)
-    if store is None:
+    if store is None and not on_postgres:
         if policy is None or policy.store is None:
             raise ConfigError("objections.store", "missing: the objection store's file")
         store = policy.store.parent / "objections.sqlite"

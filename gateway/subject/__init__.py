@@ -6,6 +6,9 @@
 * :mod:`gateway.subject.consents`: :class:`ConsentArchive`, every consent a query used, in
   signed form, encrypted at rest, purged after its retention.
 
+The index and the archive are SQLite files here, or tables every host shares on PostgreSQL
+(:mod:`gateway.stores.postgres.subject_index`, :mod:`gateway.stores.postgres.consents`).
+
 The gRPC side is :mod:`gateway.api.subject`; the legal bases themselves are
 :mod:`gateway.policy.legal`.
 """

@@ -21,18 +21,28 @@ another id); the file is created owner-only (0600). Rows are found by consent id
 the subject only as its keyed pseudonym. Reading one back is an auditor's RPC
 (``LegalBasisAdmin.GetArchivedConsent``), itself put on the audit record.
 
-Writes are durable before the query goes on (WAL, ``synchronous=FULL``): a query whose
-consent cannot be archived is refused before any department is asked.
+Writes are durable before the query goes on (WAL, ``synchronous=FULL``; on PostgreSQL the
+commit with ``synchronous_commit`` on): a query whose consent cannot be archived is refused
+before any department is asked.
+
+**Storage.** The rows live behind the small :class:`ConsentRows` seam: one SQLite file
+(:meth:`ConsentArchive.open`), or the table every host shares on PostgreSQL
+(:mod:`gateway.stores.postgres.consents`, built with :meth:`ConsentArchive.over`), so a
+consent archived by one host is read back on any other. Encryption, retention and the memo
+are the same on both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import os
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +56,13 @@ from gateway.errors import ConfigError
 from gateway.stores.sqlite import SQLiteSetupError, open_durable
 from gateway.subject.errors import SubjectStoreError
 
-__all__ = ["DEFAULT_RETENTION_DAYS", "ArchivedConsent", "ConsentArchive"]
+__all__ = [
+    "DEFAULT_RETENTION_DAYS",
+    "ArchivedConsent",
+    "ConsentArchive",
+    "ConsentRow",
+    "ConsentRows",
+]
 
 #: Days a consent is kept after it expires: five years.
 DEFAULT_RETENTION_DAYS = 1826
@@ -66,6 +82,99 @@ CREATE INDEX IF NOT EXISTS consents_by_retention ON consents (retain_until);
 """
 #: Consent ids known archived in this process: a repeat use costs no write.
 _MEMO = 65_536
+#: What the key check value is an HMAC of (see :meth:`ConsentRows.check_key`).
+_KEY_CHECK = b"credit-gateway consent archive key check v1"
+
+#: One stored row: agency, subject pseudonym, expires_at, archived_at, retain_until (Unix
+#: seconds), the AES-GCM nonce and the sealed JWS.
+ConsentRow = tuple[str, str, int, int, int, bytes, bytes]
+
+
+class ConsentRows(ABC):
+    """Where the archive's rows are stored (SQLite file, PostgreSQL table): no crypto, no
+    memo, only rows. Thread-safe; every method raises SubjectStoreError on failure."""
+
+    @abstractmethod
+    def insert(self, consent_id: str, row: ConsentRow) -> None:
+        """Store ``row`` under ``consent_id`` unless one is there (the first copy is
+        kept); durable on return."""
+
+    @abstractmethod
+    def select(self, consent_id: str) -> ConsentRow | None:
+        """The row of ``consent_id``, or None."""
+
+    @abstractmethod
+    def purge(self, cutoff: int) -> list[str]:
+        """Delete every row whose ``retain_until`` is before ``cutoff``; their ids."""
+
+    def check_key(self, check_value: bytes) -> bool:
+        """Whether ``check_value`` (an HMAC under the archive key) is the one the storage
+        was first opened with (recorded then). A file of one host's own: always True."""
+        return True
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the storage."""
+
+
+class _SQLiteRows(ConsentRows):
+    """The rows in one SQLite file (WAL, ``synchronous=FULL``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def insert(self, consent_id: str, row: ConsentRow) -> None:
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO consents (consent_id, agency, subject, expires_at, "
+                    "archived_at, retain_until, nonce, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (consent_id, *row),
+                )
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"consent archive write failed: {exc}") from None
+
+    def select(self, consent_id: str) -> ConsentRow | None:
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT agency, subject, expires_at, archived_at, retain_until, nonce, sealed "
+                    "FROM consents WHERE consent_id = ?",
+                    (consent_id,),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"consent archive read failed: {exc}") from None
+        if row is None:
+            return None
+        agency, subject, expires_at, archived_at, retain_until, nonce, sealed = row
+        return (
+            str(agency),
+            str(subject),
+            int(expires_at),
+            int(archived_at),
+            int(retain_until),
+            bytes(nonce),
+            bytes(sealed),
+        )
+
+    def purge(self, cutoff: int) -> list[str]:
+        try:
+            with self._lock:
+                gone = [
+                    str(r[0])
+                    for r in self._conn.execute(
+                        "SELECT consent_id FROM consents WHERE retain_until < ?", (cutoff,)
+                    ).fetchall()
+                ]
+                self._conn.execute("DELETE FROM consents WHERE retain_until < ?", (cutoff,))
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"consent archive purge failed: {exc}") from None
+        return gone
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
 
 def _utc(ts: int) -> str:
@@ -97,17 +206,17 @@ class ArchivedConsent:
 
 
 class ConsentArchive:
-    """The archive in one SQLite file (see the module docstring). Thread-safe."""
+    """The archive over its rows (see the module docstring). Thread-safe."""
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        rows: ConsentRows,
         key: bytes,
         *,
         retention_days: int = DEFAULT_RETENTION_DAYS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._conn = conn
+        self._rows = rows
         self._aead = AESGCM(key)
         self.retention_days = retention_days
         self._clock = clock
@@ -142,10 +251,43 @@ class ConsentArchive:
             raise ConfigError(
                 "consent_archive", f"cannot open the consent archive: {exc}"
             ) from None
+        return cls.over(
+            _SQLiteRows(conn), pseudonym_key, retention_days=retention_days, clock=clock
+        )
+
+    @classmethod
+    def over(
+        cls,
+        rows: ConsentRows,
+        pseudonym_key: bytes,
+        *,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        clock: Callable[[], float] = time.time,
+    ) -> ConsentArchive:
+        """The archive over ``rows`` (a backend's storage), its key derived from
+        ``pseudonym_key`` (at least 32 bytes) and checked against the one the storage was
+        first opened with.
+
+        Raises:
+            ConfigError: the retention is not positive, the key is short, or the storage
+                was opened with another pseudonym key (shared by hosts: they must share it).
+            SubjectStoreError: the storage cannot be read.
+        """
+        if retention_days <= 0:
+            raise ConfigError("consent_retention_days", "must be a positive number of days")
+        if len(pseudonym_key) < 32:
+            raise ConfigError("audit.pseudonym_key", "shorter than 32 bytes")
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
             pseudonym_key
         )
-        return cls(conn, key, retention_days=retention_days, clock=clock)
+        check = hmac.new(key, _KEY_CHECK, hashlib.sha256).digest()
+        if not rows.check_key(check):
+            raise ConfigError(
+                "audit.pseudonym_key",
+                "the shared consent archive was opened with another pseudonym key: every "
+                "host must use the same one (consents it archived could not be read back)",
+            )
+        return cls(rows, key, retention_days=retention_days, clock=clock)
 
     async def keep(
         self,
@@ -181,15 +323,9 @@ class ConsentArchive:
         nonce = os.urandom(12)
         sealed = self._aead.encrypt(nonce, jws.encode("utf-8"), consent_id.encode("utf-8"))
         retain = max(expires_at, now) + self.retention_days * 86400
-        try:
-            with self._lock:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO consents (consent_id, agency, subject, expires_at, "
-                    "archived_at, retain_until, nonce, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (consent_id, agency_id, subject_key, expires_at, now, retain, nonce, sealed),
-                )
-        except sqlite3.Error as exc:
-            raise SubjectStoreError(f"consent archive write failed: {exc}") from None
+        self._rows.insert(
+            consent_id, (agency_id, subject_key, expires_at, now, retain, nonce, sealed)
+        )
 
     def get(self, consent_id: str) -> ArchivedConsent | None:
         """The archived consent ``consent_id``, decrypted, or None.
@@ -197,20 +333,12 @@ class ConsentArchive:
         Raises:
             SubjectStoreError: the archive cannot be read, or a row fails its integrity check.
         """
-        try:
-            with self._lock:
-                row = self._conn.execute(
-                    "SELECT agency, subject, expires_at, archived_at, retain_until, nonce, sealed "
-                    "FROM consents WHERE consent_id = ?",
-                    (consent_id,),
-                ).fetchone()
-        except sqlite3.Error as exc:
-            raise SubjectStoreError(f"consent archive read failed: {exc}") from None
+        row = self._rows.select(consent_id)
         if row is None:
             return None
         agency, subject, expires_at, archived_at, retain_until, nonce, sealed = row
         try:
-            jws = self._aead.decrypt(bytes(nonce), bytes(sealed), consent_id.encode("utf-8"))
+            jws = self._aead.decrypt(nonce, sealed, consent_id.encode("utf-8"))
         except Exception:  # cryptography's InvalidTag: altered, or another key
             raise SubjectStoreError(
                 "an archived consent failed its integrity check (altered, or another key)"
@@ -233,22 +361,12 @@ class ConsentArchive:
             SubjectStoreError: the archive cannot be written.
         """
         cutoff = int(self._clock() if now is None else now)
-        try:
-            with self._lock:
-                gone = [
-                    str(r[0])
-                    for r in self._conn.execute(
-                        "SELECT consent_id FROM consents WHERE retain_until < ?", (cutoff,)
-                    ).fetchall()
-                ]
-                self._conn.execute("DELETE FROM consents WHERE retain_until < ?", (cutoff,))
-                for cid in gone:
-                    self._known.pop(cid, None)
-        except sqlite3.Error as exc:
-            raise SubjectStoreError(f"consent archive purge failed: {exc}") from None
+        gone = self._rows.purge(cutoff)
+        with self._lock:
+            for cid in gone:
+                self._known.pop(cid, None)
         return len(gone)
 
     def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            self._conn.close()
+        """Close the storage."""
+        self._rows.close()

@@ -24,8 +24,10 @@ basis, the case reference as recorded (already under the free-text rule), and th
 query stops being confidential. Nothing that is not already in the log.
 
 The index sits in its own file (SQLite, WAL, ``synchronous=NORMAL``: a lost tail is read
-again from the log) behind the small :class:`QueryIndex` interface, so a PostgreSQL table can
-replace it.
+again from the log) behind the small :class:`QueryIndex` interface; with the audit log on
+PostgreSQL, tables every host shares replace it (:mod:`gateway.stores.postgres.subject_index`,
+one elected follower). Every write names the watermark it started from and lands only if it
+is still the stored one, so several writers sharing an index are safe on both backends.
 """
 
 from __future__ import annotations
@@ -117,7 +119,15 @@ def entry_from_record(log_index: int, record: Mapping[str, Any]) -> IndexedQuery
 
 
 class QueryIndex(ABC):
-    """Storage of the subject index. Implementations are thread-safe."""
+    """Storage of the subject index. Implementations are thread-safe.
+
+    **Several writers.** Where the index is shared (PostgreSQL: every host's gateway over
+    one log), every write names the watermark it started from (``since``) and lands only if
+    the stored watermark is still that one, in the transaction that adds the rows: two
+    writers can never add one range twice or move the watermark back, whatever they do.
+    :meth:`follows` says whether this process should follow the log in the background (on
+    PostgreSQL one elected process does; the others only catch up before a listing).
+    """
 
     @property
     @abstractmethod
@@ -129,10 +139,24 @@ class QueryIndex(ABC):
     def origin(self) -> str:
         """The origin of the log the index was built from ("" before the first sync)."""
 
+    def watermark(self) -> tuple[int, str]:
+        """(:attr:`scanned_to`, :attr:`origin`) as stored now, read together. Raises
+        SubjectStoreError."""
+        return self.scanned_to, self.origin
+
     @abstractmethod
-    def add(self, rows: Iterable[IndexedQuery], *, scanned_to: int, origin: str) -> None:
+    def add(
+        self,
+        rows: Iterable[IndexedQuery],
+        *,
+        scanned_to: int,
+        origin: str,
+        since: int | None = None,
+    ) -> bool:
         """Store ``rows`` (idempotent by log index) and the new watermark, in one
-        transaction. Raises SubjectStoreError."""
+        transaction; with ``since``, only if the stored watermark is still ``since``
+        (else nothing is written and False is returned: another writer moved it). Raises
+        SubjectStoreError."""
 
     @abstractmethod
     def for_subject(
@@ -147,8 +171,16 @@ class QueryIndex(ABC):
         SubjectStoreError."""
 
     @abstractmethod
-    def reset(self) -> None:
-        """Forget everything (a rebuild follows). Raises SubjectStoreError."""
+    def reset(self, *, expect: tuple[int, str] | None = None) -> bool:
+        """Forget everything (a rebuild follows); with ``expect``, only if the stored
+        watermark is still that (scanned_to, origin) (else False, nothing done). Raises
+        SubjectStoreError."""
+
+    def follows(self) -> bool:
+        """Whether this process should follow the log in the background (the embedded
+        index: always; a shared one: while this process is its elected follower). Raises
+        SubjectStoreError."""
+        return True
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the storage."""
@@ -269,7 +301,23 @@ class SQLiteQueryIndex(QueryIndex):
         """See :attr:`QueryIndex.origin`."""
         return self._origin
 
-    def add(self, rows: Iterable[IndexedQuery], *, scanned_to: int, origin: str) -> None:
+    def watermark(self) -> tuple[int, str]:
+        """See :meth:`QueryIndex.watermark` (another process may share the file)."""
+        try:
+            with self._lock:
+                self._scanned, self._origin = self._meta()
+                return self._scanned, self._origin
+        except sqlite3.Error as exc:
+            raise SubjectStoreError(f"subject index read failed: {exc}") from None
+
+    def add(
+        self,
+        rows: Iterable[IndexedQuery],
+        *,
+        scanned_to: int,
+        origin: str,
+        since: int | None = None,
+    ) -> bool:
         """See :meth:`QueryIndex.add`."""
         # In key order: the table is clustered by subject, and sorted inserts touch each
         # page once per batch.
@@ -278,6 +326,10 @@ class SQLiteQueryIndex(QueryIndex):
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if since is not None and self._meta()[0] != since:
+                        self._conn.execute("ROLLBACK")
+                        self._scanned, self._origin = self._meta()
+                        return False
                     self._conn.executemany(
                         f"INSERT OR REPLACE INTO queries ({_COLUMNS}) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -289,11 +341,13 @@ class SQLiteQueryIndex(QueryIndex):
                     )
                     self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
                     raise
                 self._scanned, self._origin = scanned_to, origin
         except sqlite3.Error as exc:
             raise SubjectStoreError(f"subject index write failed: {exc}") from None
+        return True
 
     def _select(self, sql: str, args: Sequence[object]) -> list[IndexedQuery]:
         try:
@@ -325,17 +379,23 @@ class SQLiteQueryIndex(QueryIndex):
             (basis, _before(before), limit),
         )
 
-    def reset(self) -> None:
+    def reset(self, *, expect: tuple[int, str] | None = None) -> bool:
         """See :meth:`QueryIndex.reset`."""
         try:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
+                if expect is not None and self._meta() != expect:
+                    self._conn.execute("ROLLBACK")
+                    return False
                 self._conn.execute("DELETE FROM queries")
                 self._conn.execute("DELETE FROM meta")
                 self._conn.execute("COMMIT")
                 self._scanned, self._origin = 0, ""
         except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise SubjectStoreError(f"subject index reset failed: {exc}") from None
+        return True
 
     def count(self) -> int:
         """How many queries are indexed (tests, the benchmark)."""
@@ -352,21 +412,44 @@ def _before(before: int | None) -> int:
     return (1 << 62) if before is None else before
 
 
+#: Times :func:`sync_index` starts again after another writer moved the watermark.
+_SYNC_ATTEMPTS = 5
+
+
 def sync_index(index: QueryIndex, reader: LogReader, *, batch: int = 10_000) -> int:
     """Add the log's entries past the index's watermark; returns how many entries were read.
     Blocking (run it in a thread). A log with another origin than the index's, or shorter
-    than its watermark, empties the index first (it is rebuilt from index 0).
+    than its watermark, empties the index first (it is rebuilt from index 0). Where another
+    writer shares the index and moves the watermark meanwhile, the sync starts again from
+    where that one got to (a few times at most; the other writer is making the progress).
 
     Raises:
         SubjectStoreError: the index cannot be written.
         StorageError: the log cannot be read.
     """
     origin = reader.origin() or ""
-    if (index.origin and index.origin != origin) or reader.size() < index.scanned_to:
-        index.reset()
-    start = index.scanned_to
+    read = 0
+    for _ in range(_SYNC_ATTEMPTS):
+        start, known = index.watermark()
+        if (known and known != origin) or reader.size() < start:
+            if not index.reset(expect=(start, known)):
+                continue
+            start, known = 0, ""
+        n, done = _sync_from(index, reader, origin, start, known, batch)
+        read += n
+        if done:
+            break
+    return read
+
+
+def _sync_from(
+    index: QueryIndex, reader: LogReader, origin: str, start: int, known: str, batch: int
+) -> tuple[int, bool]:
+    """:func:`sync_index` from watermark ``start``: (entries read, whether every write
+    landed)."""
     read = 0
     rows: list[IndexedQuery] = []
+    mark = start
     last = start - 1
     for entry in reader.iter_entries(start):
         read += 1
@@ -379,10 +462,11 @@ def sync_index(index: QueryIndex, reader: LogReader, *, batch: int = 10_000) -> 
         if row is not None:
             rows.append(row)
         if read % batch == 0:
-            index.add(rows, scanned_to=last + 1, origin=origin)
-            rows = []
-    if last + 1 > start or rows:
-        index.add(rows, scanned_to=last + 1, origin=origin)
-    elif not index.origin and origin:
-        index.add((), scanned_to=start, origin=origin)
-    return read
+            if not index.add(rows, scanned_to=last + 1, origin=origin, since=mark):
+                return read, False
+            mark, rows = last + 1, []
+    if last + 1 > mark or rows:
+        return read, index.add(rows, scanned_to=last + 1, origin=origin, since=mark)
+    if not known and origin:
+        return read, index.add((), scanned_to=mark, origin=origin, since=mark)
+    return read, True

@@ -9,6 +9,13 @@ query answered a moment ago is listed.
 The first catch-up (a rebuild, for a new index or one of another log: minutes for millions
 of records) runs in the background; the gateway serves queries meanwhile, and a listing
 waits for it at most ``ready_wait_s`` before it is refused as unavailable (retry later).
+
+**A shared index** (PostgreSQL: every host over one log) is followed in the background by
+one elected process only (:meth:`~gateway.subject.index.QueryIndex.follows`); the others
+are ready once the shared index is within one batch (:data:`NEAR_ENTRIES`) of the log, and
+catch up that tail themselves before a listing, so a caller sees its own latest query on
+any host. The index's watermark check makes those concurrent writes safe
+(:func:`~gateway.subject.index.sync_index`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from gateway.audit.store import LogReader
 from gateway.subject.errors import SubjectStoreError
 from gateway.subject.index import QueryIndex, sync_index
 
-__all__ = ["SubjectIndexer"]
+__all__ = ["NEAR_ENTRIES", "SubjectIndexer"]
+
+#: How far (log entries) a shared index may lag the log for a process that does not follow
+#: it to serve listings (catching the rest up itself): one batch of :func:`sync_index`.
+NEAR_ENTRIES = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +100,34 @@ class SubjectIndexer:
                 "the subject index is still catching up with the audit log"
             ) from None
 
+    def _near(self) -> bool:
+        """Whether the (shared) index is within :data:`NEAR_ENTRIES` of the log."""
+        if self._reader is None:
+            self._reader = self._open_log()
+        try:
+            scanned, origin = self.index.watermark()
+            return origin == (self._reader.origin() or "") and (
+                self._reader.size() - scanned <= NEAR_ENTRIES
+            )
+        except StorageError:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+            self._reader = None
+            raise
+
     async def _follow(self) -> None:
         while True:
             try:
-                await self.refresh()
-                self._ready.set()
+                if await asyncio.to_thread(self.index.follows):
+                    await self.refresh()
+                    self._ready.set()
+                elif not self._ready.is_set():
+                    async with self._lock:
+                        near = await asyncio.to_thread(self._near)
+                    if near:
+                        self._ready.set()
+            except StorageError as exc:
+                log.warning("subject index not refreshed", extra={"reason": str(exc)})
             except SubjectStoreError as exc:
                 log.warning("subject index not refreshed", extra={"reason": exc.message})
             await asyncio.sleep(self._interval_s)

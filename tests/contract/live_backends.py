@@ -17,13 +17,19 @@ from typing import Any
 import pytest
 
 from gateway.controls.store import ControlsStore
+from gateway.objections.store import ObjectionStore, SQLiteObjectionStore
 from gateway.policyadmin.store import VersionStore
 from gateway.stores.postgres.connect import connect, open_pool
+from gateway.stores.postgres.consents import open_consent_archive
 from gateway.stores.postgres.controls import PgControlsStore
+from gateway.stores.postgres.objections import PgObjectionStore
 from gateway.stores.postgres.policy_versions import PgVersionStore
+from gateway.stores.postgres.subject_index import PgQueryIndex
 from gateway.stores.postgres.url import PgTarget
 from gateway.stores.sqlite.controls import SQLiteControlsStore
 from gateway.stores.sqlite.policy_versions import SQLiteVersionStore
+from gateway.subject.consents import ConsentArchive
+from gateway.subject.index import QueryIndex, SQLiteQueryIndex
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -56,6 +62,38 @@ class Backend:
             store = PgControlsStore(open_pool(PgTarget(self.url), max_size=4), **kwargs)
         self.opened.append(store)
         return store
+
+    def objections(self) -> ObjectionStore:
+        """A new handle on the objection store."""
+        store: ObjectionStore
+        if self.url is None:
+            store = SQLiteObjectionStore(self.tmp / "objections.sqlite")
+        else:
+            store = PgObjectionStore(open_pool(PgTarget(self.url), max_size=4))
+        self.opened.append(store)
+        return store
+
+    def query_index(self) -> QueryIndex:
+        """A new handle on the subject index (PostgreSQL: one that may be elected follower)."""
+        index: QueryIndex
+        if self.url is None:
+            index = SQLiteQueryIndex.open(self.tmp / "subjects.sqlite")
+        else:
+            target = PgTarget(self.url)
+            index = PgQueryIndex(open_pool(target, max_size=4), target=target)
+        self.opened.append(index)
+        return index
+
+    def consents(self, key: bytes, **kwargs: Any) -> ConsentArchive:
+        """A new handle on the consent archive under pseudonym key ``key``
+        (``retention_days``, ``clock``)."""
+        archive: ConsentArchive
+        if self.url is None:
+            archive = ConsentArchive.open(self.tmp / "consents.sqlite", key, **kwargs)
+        else:
+            archive = open_consent_archive(open_pool(PgTarget(self.url), max_size=4), key, **kwargs)
+        self.opened.append(archive)
+        return archive
 
     def raw(self, file: str) -> Callable[[str], None]:
         """Run one SQL statement outside the store (autocommit), as an operator's shell."""

@@ -1,4 +1,4 @@
-"""Opening the live stores (policy versions, controls) on PostgreSQL for one gateway
+"""Opening the live stores (policy versions, controls, objections) on PostgreSQL for one gateway
 process, with their listeners: the wiring :func:`gateway.runtime.assembly.build_gateway`
 uses.
 
@@ -26,6 +26,7 @@ from gateway.runtime.config import Config
 from gateway.stores.postgres.connect import check_current, open_store_pool
 from gateway.stores.postgres.controls import PgControlsStore
 from gateway.stores.postgres.notify import LiveListener
+from gateway.stores.postgres.objections import PgObjectionStore
 from gateway.stores.postgres.policy_versions import PgVersionStore
 from gateway.stores.postgres.url import PgTarget
 
@@ -53,6 +54,8 @@ class SharedStores:
     config: Config
     policy: PgTarget | None = None
     controls: PgTarget | None = None
+    #: Where the objection store is shared (its marks followed by the listener), or None.
+    objections: PgTarget | None = None
     #: One listener per database URL.
     by_url: dict[str, LiveListener] = field(default_factory=dict)
     _closables: list[Any] = field(default_factory=list)
@@ -96,6 +99,18 @@ class SharedStores:
         self._closables.append(store)
         listener = self._listener(self.controls)
         listener.subscribe("controls", store.refresh)
+        store.follow(listener)
+        return store
+
+    def open_objections(self) -> PgObjectionStore:
+        """The objection store on PostgreSQL, its marks followed by this process's listener
+        (a filing on any host marks this host's answers within the freshness bound; a
+        stale listener refuses them). Raises ConfigError, ObjectionStoreError."""
+        assert self.objections is not None
+        store = PgObjectionStore(self._pool(self.objections, "objections"))
+        self._closables.append(store)
+        listener = self._listener(self.objections)
+        listener.subscribe("objections", store.refresh)
         store.follow(listener)
         return store
 
@@ -144,8 +159,13 @@ def open_shared_stores(config: Config) -> SharedStores:
         config,
         policy=storage.target_for("policy") if wants_policy else None,
         controls=storage.target_for("controls") if wants_controls else None,
+        objections=(
+            storage.target_for("objections", application_name="credit-gateway objections")
+            if config.objections is not None
+            else None
+        ),
     )
-    named = {"policy": shared.policy, "controls": shared.controls}
+    named = {"policy": shared.policy, "controls": shared.controls, "objections": shared.objections}
     by_url: dict[str, tuple[PgTarget, list[str]]] = {}
     for store, target in named.items():
         if target is not None:

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 #: The NOTIFY channel of every live store; the payload is ``"<store>:<version>"``.
 CHANNEL = "credit_gateway_live"
 #: The stores ``live_versions`` knows.
-LIVE_STORES = ("policy", "controls")
+LIVE_STORES = ("policy", "controls", "objections")
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 2.0
 

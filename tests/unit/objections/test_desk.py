@@ -23,6 +23,7 @@ from gateway.objections import (
     Filing,
     ManualClock,
     ObjectionDesk,
+    ObjectionStore,
     SQLiteObjectionStore,
     load_repair_policy,
 )
@@ -36,6 +37,17 @@ PENALTIES = "administrative_penalties"
 KIOSK = Caller("kiosk", "subject_self_service", subject_id=ENTERPRISE, subject_type="enterprise")
 
 
+def _store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectionStore:
+    """The desk's store on each backend (PostgreSQL: a fresh migrated database)."""
+    if request.param == "sqlite":
+        return SQLiteObjectionStore(tmp_path / "objections.sqlite")
+    from gateway.stores.postgres.connect import open_pool
+    from gateway.stores.postgres.objections import PgObjectionStore
+    from gateway.stores.postgres.url import PgTarget
+
+    return PgObjectionStore(open_pool(PgTarget(request.getfixturevalue("pg_url")), max_size=2))
+
+
 @dataclass
 class Rig:
     desk: ObjectionDesk
@@ -45,8 +57,8 @@ class Rig:
     metrics: Metrics
 
 
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
     catalog = load_catalog()
     department = InMemoryStore.from_catalog(
         catalog,
@@ -67,7 +79,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = ManualClock(dt.datetime(2026, 5, 1, 23, 30, tzinfo=BEIJING))
     metrics = Metrics()
     desk = ObjectionDesk(
-        SQLiteObjectionStore(tmp_path / "objections.sqlite"),
+        _store(request, tmp_path),
         catalog=lambda: catalog,
         clients={"market": client},
         pseudonym=lambda t, i: f"pseudonym:{t}:{i}",

@@ -72,7 +72,8 @@ def test_sqlite_stays_where_the_storage_says(tmp_path: Path) -> None:
         _config(
             "postgresql://gateway@db.example/credit",
             tmp_path,
-            stores={"policy": "sqlite", "controls": "sqlite"},
+            stores={"policy": "sqlite", "controls": "sqlite", "objections": "sqlite"},
         )
     )
     assert shared.policy is None and shared.controls is None and shared.listeners == ()
+    assert shared.objections is None
