@@ -81,6 +81,15 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerSto
 
 
 @pytest.fixture
+def pg_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
+    """An empty ledger store on PostgreSQL alone: for what only that backend has (its
+    one-statement fast path)."""
+    store = _open_ledger(request, tmp_path, "postgres")
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def other_ledger(
     request: pytest.FixtureRequest, ledger: LedgerStore, tmp_path: Path
 ) -> Iterator[LedgerStore]:

@@ -401,15 +401,15 @@ def test_book_recorded_settles_free_reservations_and_clears_marks(ledger: Ledger
     assert ledger.book_recorded(["f1"], [told], T0) == []
 
 
-def test_the_fast_path_books_what_the_portable_transaction_books(ledger: LedgerStore) -> None:
+def test_the_fast_path_books_what_the_portable_transaction_books(pg_ledger: LedgerStore) -> None:
     """PostgreSQL books reservations and settlements in one statement each; on every
     common case the rows and entries must equal what the portable transaction writes
     (run side by side on two accounts). SQLite has only the portable path."""
     from gateway.billing.ledger import SqlLedger
     from gateway.stores.postgres.ledger import PostgresLedger
 
-    if not isinstance(ledger, PostgresLedger):
-        pytest.skip("NOT RUN on SQLite: it has no fast path to compare")
+    ledger = pg_ledger
+    assert isinstance(ledger, PostgresLedger)
     calls: list[str] = []
     fast = ledger._fast
 

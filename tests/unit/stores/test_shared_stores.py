@@ -62,7 +62,7 @@ def test_an_unreachable_server_is_refused_naming_no_folder(tmp_path: Path) -> No
     # One opener, one key, the stores named (issue: two openers once said it two ways).
     assert err.value.key == "storage"
     assert err.value.problem == (
-        "policy, controls: the database cannot be reached (OperationalError)"
+        "policy, controls, objections: the database cannot be reached (OperationalError)"
     )
     assert str(tmp_path) not in err.value.message
 
