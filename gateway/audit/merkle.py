@@ -24,15 +24,22 @@ from the stored leaf hashes when a log is opened.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 
-from gateway.audit.errors import ProofError
+from gateway.audit.errors import LogIntegrityError, ProofError
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
     "CompactRange",
+    "HashReader",
     "MerkleTree",
+    "TileHash",
+    "TiledTree",
     "leaf_hash",
     "node_hash",
     "root_from_leaf_hashes",
@@ -72,8 +79,98 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     return node_hash(root_from_leaf_hashes(hashes[:k]), root_from_leaf_hashes(hashes[k:]))
 
 
-class MerkleTree:
-    """An append-only RFC 6962 tree over leaf hashes, with proofs for past sizes.
+class _Proofs:
+    """Roots and RFC 6962 proofs over any source of perfect-subtree hashes.
+
+    A subclass provides ``size`` and ``_perfect(level, index)``: the hash of the
+    complete subtree of ``2**level`` leaves starting at leaf ``index << level``
+    (always inside the tree of the size asked about).
+    """
+
+    __slots__ = ()
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        raise NotImplementedError
+
+    def _perfect(self, level: int, index: int) -> bytes:
+        raise NotImplementedError
+
+    def _range(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi), 0 <= lo < hi <= size, from complete subtrees."""
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            level = n.bit_length() - 1
+            return self._perfect(level, lo >> level)
+        k = _split(n)
+        return node_hash(self._range(lo, lo + k), self._range(lo + k, hi))
+
+    def range_hash(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi]): the root of the range of leaves ``[lo, hi)``.
+
+        Raises ProofError if the range is empty or beyond the tree.
+        """
+        if not 0 <= lo < hi <= self.size:
+            raise ProofError(f"range [{lo}, {hi}) is not inside a tree of size {self.size}")
+        return self._range(lo, hi)
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root hash of the tree of the first ``size`` leaves (default: all)."""
+        size = self.size if size is None else size
+        if size == 0:
+            return EMPTY_ROOT
+        return self.range_hash(0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 6962 section 2.1.1 PATH(index, D[0:size]): 32-byte hashes, leaf's sibling first.
+
+        Raises ProofError unless ``0 <= index < size <= self.size``.
+        """
+        if not 0 <= index < size <= self.size:
+            raise ProofError(f"no inclusion proof for index {index} in a tree of size {size}")
+        proof: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                proof.append(self._range(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._range(lo, lo + k))
+                lo += k
+        proof.reverse()  # built root-down; RFC order is leaf-up
+        return proof
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 6962 section 2.1.2 PROOF(old, D[0:new]): 32-byte hashes.
+
+        Raises ProofError unless ``0 < old <= new <= self.size`` (a proof from
+        the empty tree is meaningless, RFC 9162 section 2.1.4).
+        """
+        if not 0 < old <= new <= self.size:
+            raise ProofError(f"no consistency proof from size {old} to {new}")
+        proof: list[bytes] = []
+        lo, hi, m, complete = 0, new, old, True
+        # SUBPROOF(m, D[lo:hi], complete), unrolled.
+        while m != hi - lo:
+            k = _split(hi - lo)
+            if m <= k:
+                proof.append(self._range(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._range(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        if not complete:
+            proof.append(self._range(lo, hi))
+        proof.reverse()
+        return proof
+
+
+class MerkleTree(_Proofs):
+    """An append-only RFC 6962 tree over leaf hashes, all in memory, with proofs for
+    past sizes (about 64 bytes per leaf: for verifiers and offline tools; the
+    gateway's own log is a :class:`TiledTree`).
 
     ``_levels[k]`` holds, back to back, the hashes of the complete subtrees of
     2**k leaves in order (``size >> k`` of them). Methods are not thread-safe
@@ -124,75 +221,26 @@ class MerkleTree:
             raise IndexError(f"leaf index {index} outside tree of size {self._size}")
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
-    def _range(self, lo: int, hi: int) -> bytes:
-        """MTH of leaves [lo, hi), 0 <= lo < hi <= size, using stored complete subtrees."""
-        n = hi - lo
-        if n & (n - 1) == 0 and lo % n == 0:
-            level = n.bit_length() - 1
-            j = lo >> level
-            return bytes(self._levels[level][j * HASH_SIZE : (j + 1) * HASH_SIZE])
-        k = _split(n)
-        return node_hash(self._range(lo, lo + k), self._range(lo + k, hi))
+    def _perfect(self, level: int, index: int) -> bytes:
+        return bytes(self._levels[level][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
-    def range_hash(self, lo: int, hi: int) -> bytes:
-        """MTH(D[lo:hi]): the root of the range of leaves ``[lo, hi)``.
 
-        Raises ProofError if the range is empty or beyond the tree.
-        """
-        if not 0 <= lo < hi <= self._size:
-            raise ProofError(f"range [{lo}, {hi}) is not inside a tree of size {self._size}")
-        return self._range(lo, hi)
+#: Tile height of C2SP tlog-tiles: a tile holds 2**8 = 256 hashes of one level.
+TILE_HEIGHT = 8
+#: Hashes in a full tile.
+TILE_WIDTH = 1 << TILE_HEIGHT
 
-    def root(self, size: int | None = None) -> bytes:
-        """Root hash of the tree of the first ``size`` leaves (default: all)."""
-        size = self._size if size is None else size
-        if size == 0:
-            return EMPTY_ROOT
-        return self.range_hash(0, size)
+#: A stored tree hash: ``(tile level L >= 1, index, 32-byte hash)``, the root of the
+#: complete subtree of ``256**L`` leaves starting at leaf ``index * 256**L`` (the
+#: bottom row of tile level L in C2SP tlog-tiles; level 0 is the leaf hashes).
+TileHash = tuple[int, int, bytes]
 
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """RFC 6962 section 2.1.1 PATH(index, D[0:size]): 32-byte hashes, leaf's sibling first.
+#: Reads stored hashes of tile level ``level``, indices ``[start, end)``: the dense run
+#: stored from ``start`` (shorter when the rest is not stored, never with a gap).
+#: Raises StorageError when the store cannot be read.
+HashReader = Callable[[int, int, int], Sequence[bytes]]
 
-        Raises ProofError unless ``0 <= index < size <= self.size``.
-        """
-        if not 0 <= index < size <= self._size:
-            raise ProofError(f"no inclusion proof for index {index} in a tree of size {size}")
-        proof: list[bytes] = []
-        lo, hi = 0, size
-        while hi - lo > 1:
-            k = _split(hi - lo)
-            if index < lo + k:
-                proof.append(self._range(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self._range(lo, lo + k))
-                lo += k
-        proof.reverse()  # built root-down; RFC order is leaf-up
-        return proof
-
-    def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        """RFC 6962 section 2.1.2 PROOF(old, D[0:new]): 32-byte hashes.
-
-        Raises ProofError unless ``0 < old <= new <= self.size`` (a proof from
-        the empty tree is meaningless, RFC 9162 section 2.1.4).
-        """
-        if not 0 < old <= new <= self._size:
-            raise ProofError(f"no consistency proof from size {old} to {new}")
-        proof: list[bytes] = []
-        lo, hi, m, complete = 0, new, old, True
-        # SUBPROOF(m, D[lo:hi], complete), unrolled.
-        while m != hi - lo:
-            k = _split(hi - lo)
-            if m <= k:
-                proof.append(self._range(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self._range(lo, lo + k))
-                lo, m, complete = lo + k, m - k, False
-        if not complete:
-            proof.append(self._range(lo, hi))
-        proof.reverse()
-        return proof
+_NO_TILES: tuple[TileHash, ...] = ()
 
 
 class CompactRange:
@@ -200,13 +248,14 @@ class CompactRange:
     (one per set bit of the size, so at most 64 hashes).
 
     Enough to append leaves and compute every new root without the rest of the tree:
-    the shared log's integrator (:mod:`gateway.audit.shared`) computes the roots it
-    signs with one before it extends its in-memory tree, so a transaction that fails
-    leaves that tree as it was.
+    the log's writer and the shared log's integrator (:mod:`gateway.audit.shared`)
+    compute the roots they sign with one. :meth:`append` returns the tile hashes it
+    completes (see :data:`TileHash`), which the log stores beside the entries.
 
     >>> tree = MerkleTree(leaf_hash(bytes([i])) for i in range(5))
     >>> edge = CompactRange.of(tree)
     >>> edge.append(leaf_hash(b"x"))
+    ()
     >>> tree.append(leaf_hash(b"x"))
     5
     >>> edge.root() == tree.root()
@@ -220,8 +269,10 @@ class CompactRange:
         self.size = 0
 
     @classmethod
-    def of(cls, tree: MerkleTree) -> CompactRange:
+    def of(cls, tree: _Proofs) -> CompactRange:
         """The right edge of ``tree`` as it is now."""
+        if isinstance(tree, TiledTree):
+            return tree.compact()
         edge = cls()
         lo, size = 0, tree.size
         for bit in range(size.bit_length() - 1, -1, -1):
@@ -231,16 +282,38 @@ class CompactRange:
         edge.size = size
         return edge
 
-    def append(self, hash_: bytes) -> None:
-        """Append one leaf hash (32 bytes; ValueError otherwise)."""
+    def copy(self) -> CompactRange:
+        """An independent copy."""
+        other = CompactRange()
+        other._nodes = list(self._nodes)
+        other.size = self.size
+        return other
+
+    def append(self, hash_: bytes) -> Sequence[TileHash]:
+        """Append one leaf hash (32 bytes; ValueError otherwise); returns the tile
+        hashes (level >= 1) of the subtrees this leaf completes, lowest first."""
         if len(hash_) != HASH_SIZE:
             raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, not {len(hash_)}")
         node, n = hash_, self.size
+        nodes = self._nodes
+        if not n & 1:
+            nodes.append(node)
+            self.size = n + 1
+            return _NO_TILES
+        tiles: list[TileHash] | tuple[TileHash, ...] = _NO_TILES
+        level = 0
         while n & 1:  # each trailing one bit is a perfect subtree the new node completes
-            node = node_hash(self._nodes.pop(), node)
+            node = _sha256(b"\x01" + nodes.pop() + node).digest()
             n >>= 1
-        self._nodes.append(node)
+            level += 1
+            if not level % TILE_HEIGHT:
+                if not tiles:
+                    tiles = []
+                assert isinstance(tiles, list)
+                tiles.append((level // TILE_HEIGHT, n, node))
+        nodes.append(node)
         self.size += 1
+        return tiles
 
     def root(self) -> bytes:
         """MTH of the leaves appended so far (RFC 6962 section 2.1)."""
@@ -250,6 +323,188 @@ class CompactRange:
         for node in reversed(self._nodes[:-1]):
             root = node_hash(node, root)
         return root
+
+
+def _perfect_root(hashes: bytes) -> bytes:
+    """The root of a perfect subtree from its bottom row (a power of two of hashes,
+    back to back)."""
+    row = hashes
+    while len(row) > HASH_SIZE:
+        row = b"".join(
+            _sha256(b"\x01" + row[i : i + 2 * HASH_SIZE]).digest()
+            for i in range(0, len(row), 2 * HASH_SIZE)
+        )
+    return row
+
+
+def _expand(bottom: bytes) -> list[bytes]:
+    """Every level of a full tile, from its 256 bottom hashes up to its root."""
+    rows = [bottom]
+    while len(rows[-1]) > HASH_SIZE:
+        row = rows[-1]
+        rows.append(
+            b"".join(
+                _sha256(b"\x01" + row[i : i + 2 * HASH_SIZE]).digest()
+                for i in range(0, len(row), 2 * HASH_SIZE)
+            )
+        )
+    return rows
+
+
+class TiledTree(_Proofs):
+    """An RFC 6962 tree whose hashes live in a store, laid out as C2SP tlog-tiles
+    (https://c2sp.org/tlog-tiles): tiles of height 8 at levels 0 (leaf hashes), 1
+    (roots of 256 leaves), 2 (roots of 65,536 leaves)...; memory holds only the right
+    edge and a small LRU of tiles, so it is flat however long the log grows.
+
+    In memory: the :class:`CompactRange` of the current size (for the roots the
+    writer signs), the bottom row of each level's partial tile (fewer than 256
+    hashes per level, at most 8 KiB each) and ``cache_tiles`` full tiles with their
+    inner levels (about 16 KiB each). Roots of past sizes and proofs read full
+    tiles through ``read`` (a :data:`HashReader`), as golang.org/x/mod/sumdb/tlog's
+    TileHashReader does, so their bytes are those of :class:`MerkleTree`.
+
+    Appends (:meth:`extend`) and reads may run on different threads: a read for a
+    size the store has committed never depends on a later append. A store that
+    lacks a hash a read needs raises LogIntegrityError.
+
+    >>> hashes = [leaf_hash(i.to_bytes(2, "big")) for i in range(600)]
+    >>> stored: dict[int, list[bytes]] = {0: hashes, 1: []}
+    >>> tree = TiledTree(lambda level, a, b: stored[level][a:b])
+    >>> for _, _, h in tree.extend(hashes):
+    ...     stored[1].append(h)
+    >>> tree.root(300) == MerkleTree(hashes).root(300)
+    True
+    >>> TiledTree.load(lambda level, a, b: stored[level][a:b], 600).root() == tree.root()
+    True
+    """
+
+    __slots__ = ("_cache", "_cache_max", "_edge", "_lock", "_partial", "_read")
+
+    def __init__(self, read: HashReader, *, cache_tiles: int = 64) -> None:
+        if cache_tiles < 1:
+            raise ValueError("cache_tiles must be at least 1")
+        self._read = read
+        self._edge = CompactRange()
+        # _partial[L]: the hashes of level L in its partial tile, back to back.
+        self._partial: list[bytearray] = [bytearray()]
+        self._cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
+        self._cache_max = cache_tiles
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, read: HashReader, size: int, *, cache_tiles: int = 64) -> TiledTree:
+        """The tree of ``size`` leaves already stored: reads only the partial tile of
+        each level (at most 255 hashes per level), never the whole log.
+
+        Raises LogIntegrityError if the store lacks one of them, StorageError if it
+        cannot be read.
+        """
+        tree = cls(read, cache_tiles=cache_tiles)
+        partial: list[bytearray] = []
+        level = 0
+        while size >> (TILE_HEIGHT * level) or not partial:
+            count = size >> (TILE_HEIGHT * level)
+            start = count & ~(TILE_WIDTH - 1)
+            hashes = list(read(level, start, count)) if count > start else []
+            if len(hashes) != count - start or any(len(h) != HASH_SIZE for h in hashes):
+                raise LogIntegrityError(
+                    f"the stored tree lacks hashes {start}..{count - 1} of tile level {level}"
+                )
+            partial.append(bytearray(b"".join(hashes)))
+            level += 1
+        nodes: list[bytes] = []
+        for level in range(len(partial) - 1, -1, -1):
+            row, lo = bytes(partial[level]), 0
+            width = len(row) // HASH_SIZE
+            for bit in range(TILE_HEIGHT - 1, -1, -1):
+                if width >> bit & 1:
+                    nodes.append(_perfect_root(row[lo * HASH_SIZE : (lo + (1 << bit)) * HASH_SIZE]))
+                    lo += 1 << bit
+        tree._partial = partial
+        tree._edge._nodes = nodes
+        tree._edge.size = size
+        return tree
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return self._edge.size
+
+    def compact(self) -> CompactRange:
+        """A copy of the right edge as it is now."""
+        with self._lock:
+            return self._edge.copy()
+
+    def extend(self, hashes: Iterable[bytes]) -> list[TileHash]:
+        """Append leaf hashes; returns the tile hashes (level >= 1) they complete, in
+        order: the caller stores them in the transaction that stores the entries.
+        Raises ValueError on a bad length (nothing of that hash is appended)."""
+        out: list[TileHash] = []
+        edge, partial, lock = self._edge, self._partial, self._lock
+        full = TILE_WIDTH * HASH_SIZE
+        for h in hashes:
+            with lock:
+                tiles = edge.append(h)
+                row = partial[0]
+                row += h
+                if len(row) == full:
+                    partial[0] = bytearray()
+                for level, index, node in tiles:
+                    if level == len(partial):
+                        partial.append(bytearray())
+                    row = partial[level]
+                    row += node
+                    if len(row) == full:
+                        partial[level] = bytearray()
+                    out.append((level, index, node))
+        return out
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root hash of the tree of the first ``size`` leaves (default: all, from
+        memory); a past size reads tiles. Raises ProofError beyond the tree."""
+        if size is None or size == self._edge.size:
+            with self._lock:
+                if size is None or size == self._edge.size:
+                    return self._edge.root()
+        return super().root(size)
+
+    def _perfect(self, level: int, index: int) -> bytes:
+        tile_level, sub = divmod(level, TILE_HEIGHT)
+        first = index << sub  # first hash of tile level `tile_level` below this node
+        tile, offset = divmod(first, TILE_WIDTH)
+        need = offset + (1 << sub)
+        key = (tile_level, tile)
+        with self._lock:
+            levels = self._cache.get(key)
+            if levels is not None:
+                self._cache.move_to_end(key)
+                return levels[sub][(offset >> sub) * HASH_SIZE : ((offset >> sub) + 1) * HASH_SIZE]
+            if tile_level < len(self._partial):
+                count = self._edge.size >> (TILE_HEIGHT * tile_level)
+                row = self._partial[tile_level]
+                if count >> TILE_HEIGHT == tile and len(row) >= need * HASH_SIZE:
+                    bottom = bytes(row[offset * HASH_SIZE : need * HASH_SIZE])
+                    return _perfect_root(bottom)
+        stored = list(self._read(tile_level, tile * TILE_WIDTH, (tile + 1) * TILE_WIDTH))
+        if len(stored) == TILE_WIDTH:
+            levels = _expand(b"".join(stored))
+            with self._lock:
+                self._cache[key] = levels
+                while len(self._cache) > self._cache_max:
+                    self._cache.popitem(last=False)
+            return levels[sub][(offset >> sub) * HASH_SIZE : ((offset >> sub) + 1) * HASH_SIZE]
+        if len(stored) >= need:
+            return _perfect_root(b"".join(stored[offset:need]))
+        raise LogIntegrityError(
+            f"the stored tree lacks hash {tile * TILE_WIDTH + len(stored)} of tile level "
+            f"{tile_level}"
+        )
+
+    @property
+    def cached_tiles(self) -> int:
+        """Full tiles held in memory now (at most ``cache_tiles``)."""
+        return len(self._cache)
 
 
 def _check_hash(value: bytes, what: str) -> None:
