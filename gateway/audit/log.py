@@ -50,11 +50,18 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, RecordError
-from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
+from gateway.audit.merkle import (
+    EMPTY_ROOT,
+    TILE_WIDTH,
+    TileHash,
+    TiledTree,
+    leaf_hash,
+    root_from_leaf_hashes,
+)
 from gateway.audit.note import Signer, Verifier, open_note
 from gateway.audit.records import encode_record
 from gateway.audit.store import AuditStore, LogInUseError, PendingLeaf
@@ -67,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two attempts to heal a failed log, in seconds.
 MAX_RETRY_INTERVAL = 30.0
+#: Full tiles of the Merkle tree a log keeps in memory for proofs (about 16 KiB each).
+TILE_CACHE = 64
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ class AuditLog:
         store: AuditStore,
         signers: list[Signer],
         origin: str,
-        tree: MerkleTree,
+        tree: TiledTree,
         latest: tuple[int, str],
         *,
         verifiers: list[Verifier],
@@ -107,25 +116,43 @@ class AuditLog:
         retry_interval: float,
     ) -> None:
         self._store = store
+        self._init_state(
+            signers,
+            origin,
+            tree,
+            latest,
+            verifiers,
+            (checkpoint_interval, checkpoint_every, max_batch, retry_interval),
+        )
+        self._size = tree.size  # committed and durable
+        self._next_index = tree.size  # handed out to appends
+        self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+
+    def _init_state(
+        self,
+        signers: list[Signer],
+        origin: str,
+        tree: TiledTree,
+        latest: tuple[int, str],
+        verifiers: list[Verifier],
+        numbers: tuple[float, int, int, float],
+    ) -> None:
+        """The state every log has (this one and :class:`~gateway.audit.shared.SharedAuditLog`):
+        keys, tree, latest checkpoint, options (see :func:`_check_options`), queue and
+        failure state. Call on the event loop."""
         self._signers = signers
         self._verifiers = verifiers
         self.origin = origin
         self._tree = tree
-        self._size = tree.size  # committed and durable
-        self._next_index = tree.size  # handed out to appends
         self._cp_size, self._cp_note = latest
         self._cp_time = time.monotonic()
-        self._interval = checkpoint_interval
-        self._every = checkpoint_every
-        self._max_batch = max_batch
+        self._interval, self._every, self._max_batch, self._retry = numbers
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._failure: str | None = None
         self._closing = False
-        self._retry = retry_interval
         self._listeners: list[Callable[[bool], None]] = []
         self._healer: asyncio.Task[None] | None = None
         self._stop_healing = asyncio.Event()
-        self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
 
     # --- opening ---------------------------------------------------------------
 
@@ -206,34 +233,52 @@ class AuditLog:
     @staticmethod
     def _load(
         store: AuditStore, signers: list[Signer], origin: str, verifiers: list[Verifier]
-    ) -> tuple[MerkleTree, tuple[int, str]]:
-        """Rebuild the tree and check it against the last checkpoint (worker thread)."""
+    ) -> tuple[TiledTree, tuple[int, str]]:
+        """Open the stored tree and check it against the last checkpoint (worker thread).
+
+        Reads the right edge of the tree at the checkpoint's size (a few hundred hashes,
+        however long the log) and checks that it makes the signed root; then re-hashes
+        the entries written after that checkpoint (a crash's tail: at most about one
+        checkpoint interval of them) and checks them and their tile hashes. Entries
+        the checkpoint covers are not re-hashed here: ``credit-audit verify`` does
+        that, offline. A log written before the store kept tile hashes gets them
+        filled in first (one pass over its leaf hashes, once).
+        """
         stored_origin = store.origin()
         if stored_origin is None:
             if store.size() or store.checkpoints():
                 raise LogIntegrityError("the store has entries but no origin")
             note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signers)
             store.create(origin, note)
-            return MerkleTree(), (0, note)
+            return TiledTree(store.tile_hashes, cache_tiles=TILE_CACHE), (0, note)
         if stored_origin != origin:
             raise LogIntegrityError(f"the log's origin is {stored_origin!r}, not {origin!r}")
-        tree = MerkleTree()
-        for entry in store.iter_entries():
-            if entry.index != tree.size:
-                raise LogIntegrityError(f"entry {tree.size} is missing")
-            if entry.leaf_hash is not None and leaf_hash(entry.leaf) != entry.leaf_hash:
-                raise LogIntegrityError(f"entry {entry.index} does not match its leaf hash")
-            tree.append(leaf_hash(entry.leaf))
         last = store.latest_checkpoint()
         if last is None:
             raise LogIntegrityError("the log has no checkpoint")
         cp = open_checkpoint(last.note, verifiers, origin=origin)
-        if cp.size > tree.size:
+        size = store.size()
+        if cp.size > size:
             raise LogIntegrityError(
-                f"the last checkpoint covers {cp.size} entries but only {tree.size} are stored"
+                f"the last checkpoint covers {cp.size} entries but only {size} are stored"
             )
-        if tree.root(cp.size) != cp.root_hash:
+        fill_tiles(store, size)
+        tree = TiledTree.load(store.tile_hashes, cp.size, cache_tiles=TILE_CACHE)
+        if tree.root() != cp.root_hash:
             raise LogIntegrityError(f"the entries do not match the checkpoint of size {cp.size}")
+        tiles: list[TileHash] = []
+        for entry in store.iter_entries(cp.size):
+            if entry.index != tree.size:
+                raise LogIntegrityError(f"entry {tree.size} is missing")
+            h = leaf_hash(entry.leaf)
+            if entry.leaf_hash is not None and h != entry.leaf_hash:
+                raise LogIntegrityError(f"entry {entry.index} does not match its leaf hash")
+            tiles += tree.extend([h])
+        for level, index, h in tiles:
+            if store.tile_hashes(level, index, index + 1) != [h]:
+                raise LogIntegrityError(
+                    f"tile hash {index} of level {level} does not match the entries"
+                )
         # A tail written after the last checkpoint (a crash), or a checkpoint
         # by the previous key (a rotation): vouch for the log with our key now.
         if tree.size > cp.size or not _signs(last.note, verifiers[0]):
@@ -308,11 +353,20 @@ class AuditLog:
         return await asyncio.to_thread(scan)
 
     async def read_leaf(self, index: int) -> bytes | None:
-        """The stored record bytes at ``index`` (durable entries only), or None."""
+        """The stored record bytes at ``index`` (durable entries only), or None.
+
+        Raises AuditUnavailableError if they no longer match their stored leaf hash.
+        """
         if not 0 <= index < self._size:
             return None
         entry = await asyncio.to_thread(self._store.entry, index)
-        return None if entry is None else entry.leaf
+        if entry is None:
+            return None
+        if entry.leaf_hash is not None and leaf_hash(entry.leaf) != entry.leaf_hash:
+            # The tree (checked against the signed root) holds the stored hash: bytes
+            # that differ from it were changed behind the log's back. Never serve them.
+            raise _unreadable(LogIntegrityError(f"entry {index} does not match its leaf hash"))
+        return entry.leaf
 
     @property
     def checkpoint_size(self) -> int:
@@ -351,6 +405,8 @@ class AuditLog:
             return self._tree.inclusion_proof(index, tree_size)
         except ProofError as err:
             raise NotFoundError(str(err)) from None
+        except AuditError as err:
+            raise _unreadable(err) from None
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """RFC 6962 consistency proof from tree size ``old`` to ``new``.
@@ -363,13 +419,18 @@ class AuditLog:
             return self._tree.consistency_proof(old, new)
         except ProofError as err:
             raise NotFoundError(str(err)) from None
+        except AuditError as err:
+            raise _unreadable(err) from None
 
     def root(self, tree_size: int | None = None) -> bytes:
         """Root hash at ``tree_size`` (default: all committed entries)."""
         size = self._size if tree_size is None else tree_size
         if not 0 <= size <= self._size:
             raise NotFoundError(f"tree size {size} is beyond the log ({self._size})")
-        return self._tree.root(size)
+        try:
+            return self._tree.root(size)
+        except AuditError as err:
+            raise _unreadable(err) from None
 
     async def close(self) -> None:
         """Write everything queued, sign a final checkpoint and close the store.
@@ -440,26 +501,29 @@ class AuditLog:
     def _commit(
         self, leaves: list[bytes], now: float, final: bool
     ) -> tuple[list[bytes], tuple[int, str] | None]:
-        """Hash, extend the tree, sign due checkpoints, write (worker thread)."""
+        """Hash, extend the tree, sign due checkpoints, write entries, tile hashes and
+        checkpoints in one transaction (worker thread)."""
         tree = self._tree
         start = tree.size
+        end = start + len(leaves)
         hashes = [leaf_hash(leaf) for leaf in leaves]
-        tree.extend(hashes)
         sizes = []
         last = self._cp_size
         # At most checkpoint_every entries between two checkpoints, even
-        # inside one large batch: roots of past sizes are cheap to get.
-        while tree.size - last >= self._every:
+        # inside one large batch.
+        while end - last >= self._every:
             last += self._every
             sizes.append(last)
-        if tree.size > last and (final or now - self._cp_time >= self._interval):
-            sizes.append(tree.size)
-        notes = [
-            (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root(s)), self._signers))
-            for s in sizes
-        ]
+        if end > last and (final or now - self._cp_time >= self._interval):
+            sizes.append(end)
+        tiles: list[TileHash] = []
+        notes = []
+        for s in sizes:  # the roots of sizes inside the batch, from the right edge
+            tiles += tree.extend(hashes[tree.size - start : s - start])
+            notes.append((s, sign_checkpoint(Checkpoint(self.origin, s, tree.root()), self._signers)))
+        tiles += tree.extend(hashes[tree.size - start :])
         if leaves or notes:
-            self._store.append(start, list(zip(leaves, hashes, strict=True)), notes)
+            self._store.append(start, list(zip(leaves, hashes, strict=True)), notes, tiles)
         return hashes, (notes[-1] if notes else None)
 
     def _fail(self, batch: list[_Pending], reason: str) -> None:
@@ -511,7 +575,7 @@ class AuditLog:
             self._notify(True)
             return
 
-    def _reload(self) -> tuple[MerkleTree, tuple[int, str]]:
+    def _reload(self) -> tuple[TiledTree, tuple[int, str]]:
         """Reconnect the store, re-verify it from scratch and prove it takes a
         durable write again by storing a fresh checkpoint (worker thread)."""
         self._store.recover()
@@ -559,6 +623,45 @@ def _check_options(
         if trusted not in verifiers:  # the same key listed twice counts once
             verifiers.append(trusted)
     return origin, verifiers
+
+
+def _unreadable(err: AuditError) -> AuditUnavailableError:
+    """The caller's error when the tree's hashes cannot be read (the reason, which may
+    name a path, goes to the operator's log only)."""
+    log.error("audit log tree hashes unreadable", extra={"reason": f"{type(err).__name__}: {err}"})
+    return AuditUnavailableError("audit log unavailable: its storage is failing")
+
+
+class _TileStore(Protocol):
+    def tile_hashes(self, level: int, start: int, end: int) -> Sequence[bytes]: ...
+    def tile_count(self, level: int) -> int: ...
+    def add_tiles(self, tiles: Sequence[TileHash]) -> None: ...
+
+
+def fill_tiles(store: _TileStore, size: int, *, chunk: int = 256) -> int:
+    """Store the tile hashes (levels >= 1) of the first ``size`` entries that ``store``
+    lacks, computed level by level from the one below: a log written before its store
+    kept them. Returns how many were added (0, with one cheap query per level, when
+    none is missing). Raises LogIntegrityError if the hashes below are missing,
+    StorageError if the store fails."""
+    added = 0
+    level = 1
+    while size >> (8 * level):
+        want = size >> (8 * level)
+        have = store.tile_count(level)
+        if have < want and not added:
+            log.warning("audit log: filling in its tile hashes (once, for a log made before them)")
+        for first in range(have, want, chunk):
+            new: list[TileHash] = []
+            for index in range(first, min(first + chunk, want)):
+                below = store.tile_hashes(level - 1, index * TILE_WIDTH, (index + 1) * TILE_WIDTH)
+                if len(below) != TILE_WIDTH:
+                    raise LogIntegrityError(f"hashes of tile {index} of level {level - 1} missing")
+                new.append((level, index, root_from_leaf_hashes(below)))
+            store.add_tiles(new)
+            added += len(new)
+        level += 1
+    return added
 
 
 def _signs(note: str, verifier: Verifier) -> bool:
