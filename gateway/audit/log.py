@@ -57,8 +57,8 @@ from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, Reco
 from gateway.audit.merkle import (
     EMPTY_ROOT,
     TILE_WIDTH,
-    TileHash,
     TiledTree,
+    TileHash,
     leaf_hash,
     root_from_leaf_hashes,
 )
@@ -520,7 +520,9 @@ class AuditLog:
         notes = []
         for s in sizes:  # the roots of sizes inside the batch, from the right edge
             tiles += tree.extend(hashes[tree.size - start : s - start])
-            notes.append((s, sign_checkpoint(Checkpoint(self.origin, s, tree.root()), self._signers)))
+            notes.append(
+                (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root()), self._signers))
+            )
         tiles += tree.extend(hashes[tree.size - start :])
         if leaves or notes:
             self._store.append(start, list(zip(leaves, hashes, strict=True)), notes, tiles)

@@ -195,11 +195,13 @@ class LogState:
 @dataclass(frozen=True, slots=True)
 class Integration:
     """What an integrator stores in one transaction: the new tree ``size`` and
-    ``root`` and the signed checkpoints ``(size, root, note)``, ascending."""
+    ``root``, the signed checkpoints ``(size, root, note)``, ascending, and the tile
+    hashes ``(level >= 1, index, hash)`` the new entries complete."""
 
     size: int
     root: bytes
     checkpoints: Sequence[tuple[int, bytes, str]]
+    tiles: Sequence[tuple[int, int, bytes]] = ()
 
 
 class NotLeaderError(StorageError):
@@ -251,6 +253,20 @@ class SharedAuditStore(LogReader):
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         """Leaf hashes of entries ``[start, end)`` in index order. Raises StorageError
         if one is missing (the range must be below the head)."""
+
+    @abstractmethod
+    def tile_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """As :meth:`AuditStore.tile_hashes`: level 0 from the entries, levels >= 1
+        as the integrator stored them. Raises StorageError."""
+
+    @abstractmethod
+    def tile_count(self, level: int) -> int:
+        """One more than the highest stored index of tile level ``level``."""
+
+    @abstractmethod
+    def add_tiles(self, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+        """Store tile hashes below the integrated size that are missing (a log made
+        before the store kept them); idempotent. Raises StorageError."""
 
     @abstractmethod
     def checkpoint_for(self, size: int) -> StoredCheckpoint | None:
