@@ -347,9 +347,11 @@ class MemoryStore(AuditStore):
                 raise StorageError("memory store: writes are failing (fail_writes=True)")
             if first_index != len(self._entries):
                 raise StorageError(f"append at {first_index}, but the log has {len(self._entries)}")
+            counts = {level: len(row) for level, row in self._tiles.items()}
             for level, index, _ in tiles:
-                if index != len(self._tiles.get(level, [])):
+                if index != counts.get(level, 0):
                     raise StorageError(f"tile hash {index} of level {level} out of order")
+                counts[level] = index + 1
             for i, (leaf, lh) in enumerate(entries):
                 self._entries.append(StoredEntry(first_index + i, leaf, lh))
             for level, _, h in tiles:
