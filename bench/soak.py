@@ -12,7 +12,11 @@ after warm-up.
     python -m bench.soak [--queries 1000000] [--subjects 100000] [--concurrency 32]
 
 Prints one line per mark: queries done, resident memory (VmRSS) of the gateway
-process in MiB, queries/s since the last mark. Not a test: nothing here asserts.
+process in MiB, queries/s since the last mark; then the curve's verdict: the growth
+from the end of warm-up (``--warmup``, 100,000 queries) to the end, per 100,000
+queries, and the elapsed time. ``make bench`` runs it with 1,000,000 queries (about
+30 minutes on two shared cores, at 550-650 queries/s). Not a test: nothing here
+asserts.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ from gateway.dev.devstack import ensure_audit_keys
 from gateway.dev.pki import init_pki
 from gateway.domain.identifiers import uscc_check_char
 
-MARKS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000)
+MARKS = (
+    1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 400_000,
+    500_000, 600_000, 750_000, 900_000, 1_000_000,
+)  # fmt: skip
 
 
 def subject(n: int) -> str:
@@ -57,6 +64,7 @@ async def _run(
     address: str, tls: tuple[bytes, bytes, bytes], pid: int, args: argparse.Namespace, mint: Any
 ) -> Counter[str]:
     failed: Counter[str] = Counter()
+    curve: list[tuple[int, float]] = [(0, rss_mib(pid))]
     marks = [m for m in MARKS if m <= args.queries] + (
         [args.queries] if args.queries not in MARKS else []
     )
@@ -94,10 +102,28 @@ async def _run(
                     now = time.perf_counter()
                     rate = (done - last_mark) / max(now - last_t, 1e-9)
                     last_mark, last_t = done, now
-                    print(f"{mark:>10,}{rss_mib(pid):>10.1f}{rate:>12.0f}", flush=True)
+                    rss = rss_mib(pid)
+                    curve.append((mark, rss))
+                    print(f"{mark:>10,}{rss:>10.1f}{rate:>12.0f}", flush=True)
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    _verdict(curve, args.warmup)
     return failed
+
+
+def _verdict(curve: list[tuple[int, float]], warmup: int) -> None:
+    """Print the growth after warm-up: what "flat" is judged on."""
+    after = [(n, rss) for n, rss in curve if n >= warmup]
+    if len(after) < 2:
+        print(f"curve: too short to judge (warm-up is {warmup:,} queries)")
+        return
+    (n0, r0), (n1, r1) = after[0], after[-1]
+    per_100k = (r1 - r0) / (n1 - n0) * 100_000
+    print(
+        f"curve: {r0:.1f} MiB at {n0:,} -> {r1:.1f} MiB at {n1:,} queries: "
+        f"{r1 - r0:+.1f} MiB after warm-up ({per_100k:+.2f} MiB per 100,000 queries; "
+        f"peak {max(r for _, r in after):.1f} MiB)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", type=int, default=100_000)
     p.add_argument("--token-every", type=int, default=1_000)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=100_000, help="queries of warm-up")
     args = p.parse_args(argv)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "catalog.toml").write_text(CATALOG, encoding="utf-8")
@@ -144,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = asyncio.run(_run(gw_addr, tls, gw.pid, args, lambda: _mint(pki)))
         finally:
             _procs.stop(gw, dept)
+    print(f"soak took {time.perf_counter() - started:.0f} s")
     if failed:
         print("not OK: " + ", ".join(f"{n} {c}" for c, n in sorted(failed.items())))
         return 1
