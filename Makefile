@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.workers_bench
 	$(BIN)/python -m bench.audit_pg_bench
 	$(BIN)/python -m bench.stores_bench
+	$(BIN)/python -m bench.soak --queries 1000000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
