@@ -14,13 +14,13 @@
 How it works. :meth:`AuditLog.append` encodes the record (canonical JSON with
 ``"v"`` and ``"seq"``), gives it the next index and queues it. One writer
 task drains the queue and hands the whole batch to a worker thread, which
-hashes the leaves, extends the in-memory Merkle tree, signs any checkpoint
-that is due and writes entries and checkpoints in ONE SQLite transaction with
-``synchronous=FULL``; only then are all the batch's callers released together
-(group commit: one fsync for many requests, and the event loop never waits
-for the disk). A checkpoint is written at least every ``checkpoint_every``
-(256) entries and, while entries are waiting for one, at least every
-``checkpoint_interval`` (1 s).
+hashes the leaves, extends the Merkle tree's right edge, signs any checkpoint
+that is due and writes entries, the tree's tile hashes they complete and
+checkpoints in ONE SQLite transaction with ``synchronous=FULL``; only then
+are all the batch's callers released together (group commit: one fsync for
+many requests, and the event loop never waits for the disk). A checkpoint is
+written at least every ``checkpoint_every`` (256) entries and, while entries
+are waiting for one, at least every ``checkpoint_interval`` (1 s).
 
 Fail closed, then heal: if a batch cannot be written, every waiter of that
 batch, every queued append and every later append raises
@@ -28,7 +28,7 @@ batch, every queued append and every later append raises
 turns False (listeners added with :meth:`AuditLog.add_listener` hear it: the
 gateway's health turns NOT_SERVING). After an I/O error the store's state is
 unknown, so a background task retries, with backoff from ``retry_interval``
-up to 30 s: it reconnects the store, re-reads every entry, checks them
+up to 30 s: it reconnects the store, reopens the tree and checks it
 against the last signed checkpoint exactly as :meth:`AuditLog.open` does
 (signing a fresh checkpoint over any tail) and, once that succeeds, takes
 appends again and tells the listeners; no restart is needed. A store that no
@@ -37,6 +37,12 @@ longer matches its checkpoint stays failed.
 One writer per log: a second :meth:`AuditLog.open` of the same file, in any
 process, is refused with :class:`~gateway.errors.ConfigError` while the first
 is open (see :mod:`gateway.audit.store`).
+
+Memory is flat however long the log grows: the tree is a
+:class:`~gateway.audit.merkle.TiledTree` (C2SP tlog-tiles), of which memory holds
+the right edge and at most :data:`TILE_CACHE` tiles; proofs and roots of past sizes
+read tiles from the store (a separate read connection: never behind the writer's
+fsync).
 
 This module imports :mod:`gateway.errors` (and so gRPC); the auditors' tool
 never imports it.
@@ -184,9 +190,10 @@ class AuditLog:
         ``retry_interval`` (seconds) is the first wait before trying to heal
         a failed log; it doubles up to :data:`MAX_RETRY_INTERVAL`.
 
-        The stored entries are re-hashed and the tree rebuilt; it must match
-        the last checkpoint, and if entries follow it (after a crash) or it
-        was signed by another key, a fresh checkpoint is signed at once.
+        The tree's right edge is read from the store and must make the last
+        checkpoint's root (entries written after it, after a crash, are
+        re-hashed and checked); if entries follow it or it was signed by
+        another key, a fresh checkpoint is signed at once.
 
         Raises ConfigError for a bad origin or options, a weak or malformed
         key, or a log another writer holds open; AuditUnavailableError if the

@@ -15,10 +15,13 @@ and 2.1.4.2 (consistency) step by step and raises
 
 :class:`MerkleTree` keeps, for every level, the hashes of the complete
 subtrees at that level in one contiguous ``bytearray`` (32 bytes per hash,
-about 64 bytes per leaf in all). Appending is amortised O(1) hashing and any
-root or proof for any size up to the current one costs O(log n) hashes, so
-proofs stay fast without storing interior nodes on disk; the tree is rebuilt
-from the stored leaf hashes when a log is opened.
+about 64 bytes per leaf in all): for verifiers and offline tools, which hold
+one log's tree for one run. The gateway's log grows without end, so it uses
+:class:`TiledTree`: the hashes stay in the store in the C2SP tlog-tiles layout
+(tiles of 256 hashes at levels 0, 1, 2...), memory holds the right edge and a
+small LRU of tiles, and opening reads a few hundred hashes, not the log. Both
+give the same roots and proof bytes (one :class:`_Proofs` algorithm over
+different hash sources).
 """
 
 from __future__ import annotations
