@@ -39,13 +39,18 @@ process, is refused with :class:`~gateway.errors.ConfigError` while the first
 is open (see :mod:`gateway.audit.store`).
 
 Memory is flat however long the log grows: the tree is a
-:class:`~gateway.audit.merkle.TiledTree` (C2SP tlog-tiles), of which memory holds
+:class:`~gateway.audit.tiles.TiledTree` (C2SP tlog-tiles), of which memory holds
 the right edge and at most :data:`TILE_CACHE` tiles; proofs and roots of past sizes
 read tiles from the store (a separate read connection: never behind the writer's
 fsync).
 
 This module imports :mod:`gateway.errors` (and so gRPC); the auditors' tool
 never imports it.
+
+Why one module (some 640 lines): opening, the writer, failing closed and healing
+share one state (durable size, latest checkpoint, failure) that only they change;
+:class:`~gateway.audit.shared.SharedAuditLog` extends it, and the tree's own logic is
+in :mod:`gateway.audit.tiles`.
 """
 
 from __future__ import annotations
@@ -56,21 +61,15 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, RecordError
-from gateway.audit.merkle import (
-    EMPTY_ROOT,
-    TILE_WIDTH,
-    TiledTree,
-    TileHash,
-    leaf_hash,
-    root_from_leaf_hashes,
-)
+from gateway.audit.merkle import EMPTY_ROOT, TileHash, leaf_hash
 from gateway.audit.note import Signer, Verifier, open_note
 from gateway.audit.records import encode_record
 from gateway.audit.store import AuditStore, LogInUseError, PendingLeaf
+from gateway.audit.tiles import TiledTree, fill_tiles
 from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
 from gateway.stores.sqlite.audit import SQLiteStore
 
@@ -639,38 +638,6 @@ def _unreadable(err: AuditError) -> AuditUnavailableError:
     name a path, goes to the operator's log only)."""
     log.error("audit log tree hashes unreadable", extra={"reason": f"{type(err).__name__}: {err}"})
     return AuditUnavailableError("audit log unavailable: its storage is failing")
-
-
-class _TileStore(Protocol):
-    def tile_hashes(self, level: int, start: int, end: int) -> Sequence[bytes]: ...
-    def tile_count(self, level: int) -> int: ...
-    def add_tiles(self, tiles: Sequence[TileHash]) -> None: ...
-
-
-def fill_tiles(store: _TileStore, size: int, *, chunk: int = 256) -> int:
-    """Store the tile hashes (levels >= 1) of the first ``size`` entries that ``store``
-    lacks, computed level by level from the one below: a log written before its store
-    kept them. Returns how many were added (0, with one cheap query per level, when
-    none is missing). Raises LogIntegrityError if the hashes below are missing,
-    StorageError if the store fails."""
-    added = 0
-    level = 1
-    while size >> (8 * level):
-        want = size >> (8 * level)
-        have = store.tile_count(level)
-        if have < want and not added:
-            log.warning("audit log: filling in its tile hashes (once, for a log made before them)")
-        for first in range(have, want, chunk):
-            new: list[TileHash] = []
-            for index in range(first, min(first + chunk, want)):
-                below = store.tile_hashes(level - 1, index * TILE_WIDTH, (index + 1) * TILE_WIDTH)
-                if len(below) != TILE_WIDTH:
-                    raise LogIntegrityError(f"hashes of tile {index} of level {level - 1} missing")
-                new.append((level, index, root_from_leaf_hashes(below)))
-            store.add_tiles(new)
-            added += len(new)
-        level += 1
-    return added
 
 
 def _signs(note: str, verifier: Verifier) -> bool:

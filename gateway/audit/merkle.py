@@ -17,7 +17,7 @@ and 2.1.4.2 (consistency) step by step and raises
 subtrees at that level in one contiguous ``bytearray`` (32 bytes per hash,
 about 64 bytes per leaf in all): for verifiers and offline tools, which hold
 one log's tree for one run. The gateway's log grows without end, so it uses
-:class:`TiledTree`: the hashes stay in the store in the C2SP tlog-tiles layout
+:class:`gateway.audit.tiles.TiledTree`: the hashes stay in the store in the C2SP tlog-tiles layout
 (tiles of 256 hashes at levels 0, 1, 2...), memory holds the right edge and a
 small LRU of tiles, and opening reads a few hundred hashes, not the log. Both
 give the same roots and proof bytes (one :class:`_Proofs` algorithm over
@@ -27,11 +27,9 @@ different hash sources).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from gateway.audit.errors import LogIntegrityError, ProofError
+from gateway.audit.errors import ProofError
 
 __all__ = [
     "EMPTY_ROOT",
@@ -39,10 +37,8 @@ __all__ = [
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "CompactRange",
-    "HashReader",
     "MerkleTree",
     "TileHash",
-    "TiledTree",
     "leaf_hash",
     "node_hash",
     "root_from_leaf_hashes",
@@ -99,6 +95,17 @@ class _Proofs:
 
     def _perfect(self, level: int, index: int) -> bytes:
         raise NotImplementedError
+
+    def compact(self) -> CompactRange:
+        """The right edge of the tree as it is now (its perfect subtrees' roots)."""
+        edge = CompactRange()
+        lo, size = 0, self.size
+        for bit in range(size.bit_length() - 1, -1, -1):
+            if size >> bit & 1:
+                edge._nodes.append(self.range_hash(lo, lo + (1 << bit)))
+                lo += 1 << bit
+        edge.size = size
+        return edge
 
     def _range(self, lo: int, hi: int) -> bytes:
         """MTH of leaves [lo, hi), 0 <= lo < hi <= size, from complete subtrees."""
@@ -173,7 +180,7 @@ class _Proofs:
 class MerkleTree(_Proofs):
     """An append-only RFC 6962 tree over leaf hashes, all in memory, with proofs for
     past sizes (about 64 bytes per leaf: for verifiers and offline tools; the
-    gateway's own log is a :class:`TiledTree`).
+    gateway's own log is a :class:`gateway.audit.tiles.TiledTree`).
 
     ``_levels[k]`` holds, back to back, the hashes of the complete subtrees of
     2**k leaves in order (``size >> k`` of them). Methods are not thread-safe
@@ -238,11 +245,6 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 #: bottom row of tile level L in C2SP tlog-tiles; level 0 is the leaf hashes).
 TileHash = tuple[int, int, bytes]
 
-#: Reads stored hashes of tile level ``level``, indices ``[start, end)``: the dense run
-#: stored from ``start`` (shorter when the rest is not stored, never with a gap).
-#: Raises StorageError when the store cannot be read.
-HashReader = Callable[[int, int, int], Sequence[bytes]]
-
 _NO_TILES: tuple[TileHash, ...] = ()
 
 
@@ -274,16 +276,7 @@ class CompactRange:
     @classmethod
     def of(cls, tree: _Proofs) -> CompactRange:
         """The right edge of ``tree`` as it is now."""
-        if isinstance(tree, TiledTree):
-            return tree.compact()
-        edge = cls()
-        lo, size = 0, tree.size
-        for bit in range(size.bit_length() - 1, -1, -1):
-            if size >> bit & 1:
-                edge._nodes.append(tree.range_hash(lo, lo + (1 << bit)))
-                lo += 1 << bit
-        edge.size = size
-        return edge
+        return tree.compact()
 
     def copy(self) -> CompactRange:
         """An independent copy."""
@@ -326,188 +319,6 @@ class CompactRange:
         for node in reversed(self._nodes[:-1]):
             root = node_hash(node, root)
         return root
-
-
-def _perfect_root(hashes: bytes) -> bytes:
-    """The root of a perfect subtree from its bottom row (a power of two of hashes,
-    back to back)."""
-    row = hashes
-    while len(row) > HASH_SIZE:
-        row = b"".join(
-            _sha256(b"\x01" + row[i : i + 2 * HASH_SIZE]).digest()
-            for i in range(0, len(row), 2 * HASH_SIZE)
-        )
-    return row
-
-
-def _expand(bottom: bytes) -> list[bytes]:
-    """Every level of a full tile, from its 256 bottom hashes up to its root."""
-    rows = [bottom]
-    while len(rows[-1]) > HASH_SIZE:
-        row = rows[-1]
-        rows.append(
-            b"".join(
-                _sha256(b"\x01" + row[i : i + 2 * HASH_SIZE]).digest()
-                for i in range(0, len(row), 2 * HASH_SIZE)
-            )
-        )
-    return rows
-
-
-class TiledTree(_Proofs):
-    """An RFC 6962 tree whose hashes live in a store, laid out as C2SP tlog-tiles
-    (https://c2sp.org/tlog-tiles): tiles of height 8 at levels 0 (leaf hashes), 1
-    (roots of 256 leaves), 2 (roots of 65,536 leaves)...; memory holds only the right
-    edge and a small LRU of tiles, so it is flat however long the log grows.
-
-    In memory: the :class:`CompactRange` of the current size (for the roots the
-    writer signs), the bottom row of each level's partial tile (fewer than 256
-    hashes per level, at most 8 KiB each) and ``cache_tiles`` full tiles with their
-    inner levels (about 16 KiB each). Roots of past sizes and proofs read full
-    tiles through ``read`` (a :data:`HashReader`), as golang.org/x/mod/sumdb/tlog's
-    TileHashReader does, so their bytes are those of :class:`MerkleTree`.
-
-    Appends (:meth:`extend`) and reads may run on different threads: a read for a
-    size the store has committed never depends on a later append. A store that
-    lacks a hash a read needs raises LogIntegrityError.
-
-    >>> hashes = [leaf_hash(i.to_bytes(2, "big")) for i in range(600)]
-    >>> stored: dict[int, list[bytes]] = {0: hashes, 1: []}
-    >>> tree = TiledTree(lambda level, a, b: stored[level][a:b])
-    >>> for _, _, h in tree.extend(hashes):
-    ...     stored[1].append(h)
-    >>> tree.root(300) == MerkleTree(hashes).root(300)
-    True
-    >>> TiledTree.load(lambda level, a, b: stored[level][a:b], 600).root() == tree.root()
-    True
-    """
-
-    __slots__ = ("_cache", "_cache_max", "_edge", "_lock", "_partial", "_read")
-
-    def __init__(self, read: HashReader, *, cache_tiles: int = 64) -> None:
-        if cache_tiles < 1:
-            raise ValueError("cache_tiles must be at least 1")
-        self._read = read
-        self._edge = CompactRange()
-        # _partial[L]: the hashes of level L in its partial tile, back to back.
-        self._partial: list[bytearray] = [bytearray()]
-        self._cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
-        self._cache_max = cache_tiles
-        self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, read: HashReader, size: int, *, cache_tiles: int = 64) -> TiledTree:
-        """The tree of ``size`` leaves already stored: reads only the partial tile of
-        each level (at most 255 hashes per level), never the whole log.
-
-        Raises LogIntegrityError if the store lacks one of them, StorageError if it
-        cannot be read.
-        """
-        tree = cls(read, cache_tiles=cache_tiles)
-        partial: list[bytearray] = []
-        level = 0
-        while size >> (TILE_HEIGHT * level) or not partial:
-            count = size >> (TILE_HEIGHT * level)
-            start = count & ~(TILE_WIDTH - 1)
-            hashes = list(read(level, start, count)) if count > start else []
-            if len(hashes) != count - start or any(len(h) != HASH_SIZE for h in hashes):
-                raise LogIntegrityError(
-                    f"the stored tree lacks hashes {start}..{count - 1} of tile level {level}"
-                )
-            partial.append(bytearray(b"".join(hashes)))
-            level += 1
-        nodes: list[bytes] = []
-        for level in range(len(partial) - 1, -1, -1):
-            row, lo = bytes(partial[level]), 0
-            width = len(row) // HASH_SIZE
-            for bit in range(TILE_HEIGHT - 1, -1, -1):
-                if width >> bit & 1:
-                    nodes.append(_perfect_root(row[lo * HASH_SIZE : (lo + (1 << bit)) * HASH_SIZE]))
-                    lo += 1 << bit
-        tree._partial = partial
-        tree._edge._nodes = nodes
-        tree._edge.size = size
-        return tree
-
-    @property
-    def size(self) -> int:
-        """Number of leaves."""
-        return self._edge.size
-
-    def compact(self) -> CompactRange:
-        """A copy of the right edge as it is now."""
-        with self._lock:
-            return self._edge.copy()
-
-    def extend(self, hashes: Iterable[bytes]) -> list[TileHash]:
-        """Append leaf hashes; returns the tile hashes (level >= 1) they complete, in
-        order: the caller stores them in the transaction that stores the entries.
-        Raises ValueError on a bad length (nothing of that hash is appended)."""
-        out: list[TileHash] = []
-        edge, partial, lock = self._edge, self._partial, self._lock
-        full = TILE_WIDTH * HASH_SIZE
-        for h in hashes:
-            with lock:
-                tiles = edge.append(h)
-                row = partial[0]
-                row += h
-                if len(row) == full:
-                    partial[0] = bytearray()
-                for level, index, node in tiles:
-                    if level == len(partial):
-                        partial.append(bytearray())
-                    row = partial[level]
-                    row += node
-                    if len(row) == full:
-                        partial[level] = bytearray()
-                    out.append((level, index, node))
-        return out
-
-    def root(self, size: int | None = None) -> bytes:
-        """Root hash of the tree of the first ``size`` leaves (default: all, from
-        memory); a past size reads tiles. Raises ProofError beyond the tree."""
-        if size is None or size == self._edge.size:
-            with self._lock:
-                if size is None or size == self._edge.size:
-                    return self._edge.root()
-        return super().root(size)
-
-    def _perfect(self, level: int, index: int) -> bytes:
-        tile_level, sub = divmod(level, TILE_HEIGHT)
-        first = index << sub  # first hash of tile level `tile_level` below this node
-        tile, offset = divmod(first, TILE_WIDTH)
-        need = offset + (1 << sub)
-        key = (tile_level, tile)
-        with self._lock:
-            levels = self._cache.get(key)
-            if levels is not None:
-                self._cache.move_to_end(key)
-                return levels[sub][(offset >> sub) * HASH_SIZE : ((offset >> sub) + 1) * HASH_SIZE]
-            if tile_level < len(self._partial):
-                count = self._edge.size >> (TILE_HEIGHT * tile_level)
-                row = self._partial[tile_level]
-                if count >> TILE_HEIGHT == tile and len(row) >= need * HASH_SIZE:
-                    bottom = bytes(row[offset * HASH_SIZE : need * HASH_SIZE])
-                    return _perfect_root(bottom)
-        stored = list(self._read(tile_level, tile * TILE_WIDTH, (tile + 1) * TILE_WIDTH))
-        if len(stored) == TILE_WIDTH:
-            levels = _expand(b"".join(stored))
-            with self._lock:
-                self._cache[key] = levels
-                while len(self._cache) > self._cache_max:
-                    self._cache.popitem(last=False)
-            return levels[sub][(offset >> sub) * HASH_SIZE : ((offset >> sub) + 1) * HASH_SIZE]
-        if len(stored) >= need:
-            return _perfect_root(b"".join(stored[offset:need]))
-        raise LogIntegrityError(
-            f"the stored tree lacks hash {tile * TILE_WIDTH + len(stored)} of tile level "
-            f"{tile_level}"
-        )
-
-    @property
-    def cached_tiles(self) -> int:
-        """Full tiles held in memory now (at most ``cache_tiles``)."""
-        return len(self._cache)
 
 
 def _check_hash(value: bytes, what: str) -> None:

@@ -15,7 +15,7 @@ as the statement has committed: before the answer leaves.
 
 Integrating (one process at a time). Every process runs a maintenance task. It
 follows the integrated tree: every ``follow_interval`` (0.2 s) it reads the tree
-state and the leaf hashes past its :class:`~gateway.audit.merkle.TiledTree` (whose
+state and the leaf hashes past its :class:`~gateway.audit.tiles.TiledTree` (whose
 memory holds only the right edge and a few tiles), checks its own root against the
 stored root and takes the checkpoint that signs it. Proofs read tiles: the leaf
 hashes and the hashes above them (``audit_tiles``, C2SP tlog-tiles levels 1, 2...),
@@ -58,9 +58,8 @@ from gateway.audit.log import (
     _check_options,
     _Pending,
     _signs,
-    fill_tiles,
 )
-from gateway.audit.merkle import EMPTY_ROOT, TiledTree, TileHash, leaf_hash
+from gateway.audit.merkle import EMPTY_ROOT, TileHash, leaf_hash
 from gateway.audit.note import Signer, Verifier
 from gateway.audit.records import leaf_template
 from gateway.audit.store import (
@@ -70,6 +69,7 @@ from gateway.audit.store import (
     PendingLeaf,
     SharedAuditStore,
 )
+from gateway.audit.tiles import TiledTree, fill_tiles
 from gateway.errors import (
     AuditUnavailableError,
     InternalError,

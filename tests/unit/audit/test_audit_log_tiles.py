@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.checkpoint import open_checkpoint
-from gateway.audit.log import TILE_CACHE, AuditLog, fill_tiles
+from gateway.audit.log import TILE_CACHE, AuditLog
 from gateway.audit.merkle import TILE_WIDTH, MerkleTree, leaf_hash
 from gateway.audit.note import Ed25519Signer, Verifier
 from gateway.audit.store import MemoryStore, StoredEntry
+from gateway.audit.tiles import fill_tiles
 from gateway.errors import AuditUnavailableError
 from gateway.stores.sqlite.audit import SQLiteStore
 from tests.unit.audit.audit_testkit import ORIGIN

@@ -14,11 +14,11 @@ from gateway.audit.merkle import (
     TILE_WIDTH,
     CompactRange,
     MerkleTree,
-    TiledTree,
     leaf_hash,
     verify_consistency,
     verify_inclusion,
 )
+from gateway.audit.tiles import TiledTree
 
 # 70,000 leaves: tile levels 0, 1 and 2 (a level-2 hash covers 65,536 leaves).
 N = 70_000
