@@ -12,7 +12,13 @@ after warm-up.
     python -m bench.soak [--queries 1000000] [--subjects 100000] [--concurrency 32]
 
 Prints one line per mark: queries done, resident memory (VmRSS) of the gateway
-process in MiB, queries/s since the last mark. Not a test: nothing here asserts.
+process in MiB and its two parts, anonymous (the process's own: heaps, caches) and
+file-backed (shared libraries and mapped files: the subject index maps its SQLite file,
+up to 256 MiB, which the kernel may reclaim at will), and queries/s since the last
+mark; then the curve's verdict on each: the growth from the end of warm-up
+(``--warmup``, 100,000 queries) to the end, per 100,000 queries, and the elapsed
+time. ``make bench`` runs it with 1,000,000 queries (30 minutes alone on two cores at
+550-650 queries/s; about an hour beside other work). Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from gateway.dev.devstack import ensure_audit_keys
 from gateway.dev.pki import init_pki
 from gateway.domain.identifiers import uscc_check_char
 
-MARKS = (1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000)
+MARKS = (
+    1_000, 10_000, 50_000, 100_000, 200_000, 300_000, 400_000,
+    500_000, 600_000, 750_000, 900_000, 1_000_000,
+)  # fmt: skip
 
 
 def subject(n: int) -> str:
@@ -47,16 +56,24 @@ def subject(n: int) -> str:
 
 def rss_mib(pid: int) -> float:
     """Resident memory of ``pid`` in MiB (Linux /proc)."""
+    return _status(pid)["VmRSS"]
+
+
+def _status(pid: int) -> dict[str, float]:
+    """VmRSS, RssAnon and RssFile of ``pid`` in MiB (Linux /proc; NaN if absent)."""
+    out = dict.fromkeys(("VmRSS", "RssAnon", "RssFile"), float("nan"))
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key, _, value = line.partition(":")
+        if key in out:
+            out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 async def _run(
     address: str, tls: tuple[bytes, bytes, bytes], pid: int, args: argparse.Namespace, mint: Any
 ) -> Counter[str]:
     failed: Counter[str] = Counter()
+    curve: list[tuple[int, dict[str, float]]] = [(0, _status(pid))]
     marks = [m for m in MARKS if m <= args.queries] + (
         [args.queries] if args.queries not in MARKS else []
     )
@@ -64,7 +81,7 @@ async def _run(
     issued = 0
     token = mint()
     last_mark, last_t = 0, time.perf_counter()
-    print(f"{'queries':>10}{'RSS MiB':>10}{'queries/s':>12}", flush=True)
+    print(f"{'queries':>10}{'RSS MiB':>10}{'anon':>8}{'file':>8}{'queries/s':>12}", flush=True)
     async with _channel(address, tls) as channel:
         call = channel.unary_unary("/credit.v1.QueryService/Query")
 
@@ -94,10 +111,34 @@ async def _run(
                     now = time.perf_counter()
                     rate = (done - last_mark) / max(now - last_t, 1e-9)
                     last_mark, last_t = done, now
-                    print(f"{mark:>10,}{rss_mib(pid):>10.1f}{rate:>12.0f}", flush=True)
+                    st = _status(pid)
+                    curve.append((mark, st))
+                    print(
+                        f"{mark:>10,}{st['VmRSS']:>10.1f}{st['RssAnon']:>8.1f}"
+                        f"{st['RssFile']:>8.1f}{rate:>12.0f}",
+                        flush=True,
+                    )
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    _verdict(curve, args.warmup)
     return failed
+
+
+def _verdict(curve: list[tuple[int, dict[str, float]]], warmup: int) -> None:
+    """Print the growth after warm-up of each measure: what "flat" is judged on."""
+    after = [(n, st) for n, st in curve if n >= warmup]
+    if len(after) < 2:
+        print(f"curve: too short to judge (warm-up is {warmup:,} queries)")
+        return
+    (n0, s0), (n1, s1) = after[0], after[-1]
+    for key, name in (("VmRSS", "resident"), ("RssAnon", "anonymous"), ("RssFile", "file")):
+        r0, r1 = s0[key], s1[key]
+        per_100k = (r1 - r0) / (n1 - n0) * 100_000
+        print(
+            f"{name}: {r0:.1f} MiB at {n0:,} -> {r1:.1f} MiB at {n1:,} queries: "
+            f"{r1 - r0:+.1f} MiB after warm-up ({per_100k:+.2f} MiB per 100,000 queries; "
+            f"peak {max(st[key] for _, st in after):.1f} MiB)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", type=int, default=100_000)
     p.add_argument("--token-every", type=int, default=1_000)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=100_000, help="queries of warm-up")
     args = p.parse_args(argv)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "catalog.toml").write_text(CATALOG, encoding="utf-8")
@@ -144,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = asyncio.run(_run(gw_addr, tls, gw.pid, args, lambda: _mint(pki)))
         finally:
             _procs.stop(gw, dept)
+    print(f"soak took {time.perf_counter() - started:.0f} s")
     if failed:
         print("not OK: " + ", ".join(f"{n} {c}" for c, n in sorted(failed.items())))
         return 1

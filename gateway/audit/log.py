@@ -14,13 +14,13 @@
 How it works. :meth:`AuditLog.append` encodes the record (canonical JSON with
 ``"v"`` and ``"seq"``), gives it the next index and queues it. One writer
 task drains the queue and hands the whole batch to a worker thread, which
-hashes the leaves, extends the in-memory Merkle tree, signs any checkpoint
-that is due and writes entries and checkpoints in ONE SQLite transaction with
-``synchronous=FULL``; only then are all the batch's callers released together
-(group commit: one fsync for many requests, and the event loop never waits
-for the disk). A checkpoint is written at least every ``checkpoint_every``
-(256) entries and, while entries are waiting for one, at least every
-``checkpoint_interval`` (1 s).
+hashes the leaves, extends the Merkle tree's right edge, signs any checkpoint
+that is due and writes entries, the tree's tile hashes they complete and
+checkpoints in ONE SQLite transaction with ``synchronous=FULL``; only then
+are all the batch's callers released together (group commit: one fsync for
+many requests, and the event loop never waits for the disk). A checkpoint is
+written at least every ``checkpoint_every`` (256) entries and, while entries
+are waiting for one, at least every ``checkpoint_interval`` (1 s).
 
 Fail closed, then heal: if a batch cannot be written, every waiter of that
 batch, every queued append and every later append raises
@@ -28,7 +28,7 @@ batch, every queued append and every later append raises
 turns False (listeners added with :meth:`AuditLog.add_listener` hear it: the
 gateway's health turns NOT_SERVING). After an I/O error the store's state is
 unknown, so a background task retries, with backoff from ``retry_interval``
-up to 30 s: it reconnects the store, re-reads every entry, checks them
+up to 30 s: it reconnects the store, reopens the tree and checks it
 against the last signed checkpoint exactly as :meth:`AuditLog.open` does
 (signing a fresh checkpoint over any tail) and, once that succeeds, takes
 appends again and tells the listeners; no restart is needed. A store that no
@@ -38,8 +38,19 @@ One writer per log: a second :meth:`AuditLog.open` of the same file, in any
 process, is refused with :class:`~gateway.errors.ConfigError` while the first
 is open (see :mod:`gateway.audit.store`).
 
+Memory is flat however long the log grows: the tree is a
+:class:`~gateway.audit.tiles.TiledTree` (C2SP tlog-tiles), of which memory holds
+the right edge and at most :data:`TILE_CACHE` tiles; proofs and roots of past sizes
+read tiles from the store (a separate read connection: never behind the writer's
+fsync).
+
 This module imports :mod:`gateway.errors` (and so gRPC); the auditors' tool
 never imports it.
+
+Why one module (some 640 lines): opening, the writer, failing closed and healing
+share one state (durable size, latest checkpoint, failure) that only they change;
+:class:`~gateway.audit.shared.SharedAuditLog` extends it, and the tree's own logic is
+in :mod:`gateway.audit.tiles`.
 """
 
 from __future__ import annotations
@@ -54,10 +65,11 @@ from typing import Any
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, RecordError
-from gateway.audit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
+from gateway.audit.merkle import EMPTY_ROOT, TileHash, leaf_hash
 from gateway.audit.note import Signer, Verifier, open_note
 from gateway.audit.records import encode_record
 from gateway.audit.store import AuditStore, LogInUseError, PendingLeaf
+from gateway.audit.tiles import TiledTree, fill_tiles
 from gateway.errors import AuditUnavailableError, ConfigError, InternalError, NotFoundError
 from gateway.stores.sqlite.audit import SQLiteStore
 
@@ -67,6 +79,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two attempts to heal a failed log, in seconds.
 MAX_RETRY_INTERVAL = 30.0
+#: Full tiles of the Merkle tree a log keeps in memory for proofs (about 16 KiB each).
+TILE_CACHE = 64
 
 
 @dataclass(frozen=True)
@@ -97,7 +111,7 @@ class AuditLog:
         store: AuditStore,
         signers: list[Signer],
         origin: str,
-        tree: MerkleTree,
+        tree: TiledTree,
         latest: tuple[int, str],
         *,
         verifiers: list[Verifier],
@@ -107,25 +121,43 @@ class AuditLog:
         retry_interval: float,
     ) -> None:
         self._store = store
+        self._init_state(
+            signers,
+            origin,
+            tree,
+            latest,
+            verifiers,
+            (checkpoint_interval, checkpoint_every, max_batch, retry_interval),
+        )
+        self._size = tree.size  # committed and durable
+        self._next_index = tree.size  # handed out to appends
+        self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+
+    def _init_state(
+        self,
+        signers: list[Signer],
+        origin: str,
+        tree: TiledTree,
+        latest: tuple[int, str],
+        verifiers: list[Verifier],
+        numbers: tuple[float, int, int, float],
+    ) -> None:
+        """The state every log has (this one and :class:`~gateway.audit.shared.SharedAuditLog`):
+        keys, tree, latest checkpoint, options (see :func:`_check_options`), queue and
+        failure state. Call on the event loop."""
         self._signers = signers
         self._verifiers = verifiers
         self.origin = origin
         self._tree = tree
-        self._size = tree.size  # committed and durable
-        self._next_index = tree.size  # handed out to appends
         self._cp_size, self._cp_note = latest
         self._cp_time = time.monotonic()
-        self._interval = checkpoint_interval
-        self._every = checkpoint_every
-        self._max_batch = max_batch
+        self._interval, self._every, self._max_batch, self._retry = numbers
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
         self._failure: str | None = None
         self._closing = False
-        self._retry = retry_interval
         self._listeners: list[Callable[[bool], None]] = []
         self._healer: asyncio.Task[None] | None = None
         self._stop_healing = asyncio.Event()
-        self._writer = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
 
     # --- opening ---------------------------------------------------------------
 
@@ -157,9 +189,10 @@ class AuditLog:
         ``retry_interval`` (seconds) is the first wait before trying to heal
         a failed log; it doubles up to :data:`MAX_RETRY_INTERVAL`.
 
-        The stored entries are re-hashed and the tree rebuilt; it must match
-        the last checkpoint, and if entries follow it (after a crash) or it
-        was signed by another key, a fresh checkpoint is signed at once.
+        The tree's right edge is read from the store and must make the last
+        checkpoint's root (entries written after it, after a crash, are
+        re-hashed and checked); if entries follow it or it was signed by
+        another key, a fresh checkpoint is signed at once.
 
         Raises ConfigError for a bad origin or options, a weak or malformed
         key, or a log another writer holds open; AuditUnavailableError if the
@@ -206,34 +239,52 @@ class AuditLog:
     @staticmethod
     def _load(
         store: AuditStore, signers: list[Signer], origin: str, verifiers: list[Verifier]
-    ) -> tuple[MerkleTree, tuple[int, str]]:
-        """Rebuild the tree and check it against the last checkpoint (worker thread)."""
+    ) -> tuple[TiledTree, tuple[int, str]]:
+        """Open the stored tree and check it against the last checkpoint (worker thread).
+
+        Reads the right edge of the tree at the checkpoint's size (a few hundred hashes,
+        however long the log) and checks that it makes the signed root; then re-hashes
+        the entries written after that checkpoint (a crash's tail: at most about one
+        checkpoint interval of them) and checks them and their tile hashes. Entries
+        the checkpoint covers are not re-hashed here: ``credit-audit verify`` does
+        that, offline. A log written before the store kept tile hashes gets them
+        filled in first (one pass over its leaf hashes, once).
+        """
         stored_origin = store.origin()
         if stored_origin is None:
             if store.size() or store.checkpoints():
                 raise LogIntegrityError("the store has entries but no origin")
             note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signers)
             store.create(origin, note)
-            return MerkleTree(), (0, note)
+            return TiledTree(store.tile_hashes, cache_tiles=TILE_CACHE), (0, note)
         if stored_origin != origin:
             raise LogIntegrityError(f"the log's origin is {stored_origin!r}, not {origin!r}")
-        tree = MerkleTree()
-        for entry in store.iter_entries():
-            if entry.index != tree.size:
-                raise LogIntegrityError(f"entry {tree.size} is missing")
-            if entry.leaf_hash is not None and leaf_hash(entry.leaf) != entry.leaf_hash:
-                raise LogIntegrityError(f"entry {entry.index} does not match its leaf hash")
-            tree.append(leaf_hash(entry.leaf))
         last = store.latest_checkpoint()
         if last is None:
             raise LogIntegrityError("the log has no checkpoint")
         cp = open_checkpoint(last.note, verifiers, origin=origin)
-        if cp.size > tree.size:
+        size = store.size()
+        if cp.size > size:
             raise LogIntegrityError(
-                f"the last checkpoint covers {cp.size} entries but only {tree.size} are stored"
+                f"the last checkpoint covers {cp.size} entries but only {size} are stored"
             )
-        if tree.root(cp.size) != cp.root_hash:
+        fill_tiles(store, size)
+        tree = TiledTree.load(store.tile_hashes, cp.size, cache_tiles=TILE_CACHE)
+        if tree.root() != cp.root_hash:
             raise LogIntegrityError(f"the entries do not match the checkpoint of size {cp.size}")
+        tiles: list[TileHash] = []
+        for entry in store.iter_entries(cp.size):
+            if entry.index != tree.size:
+                raise LogIntegrityError(f"entry {tree.size} is missing")
+            h = leaf_hash(entry.leaf)
+            if entry.leaf_hash is not None and h != entry.leaf_hash:
+                raise LogIntegrityError(f"entry {entry.index} does not match its leaf hash")
+            tiles += tree.extend([h])
+        for level, index, h in tiles:
+            if store.tile_hashes(level, index, index + 1) != [h]:
+                raise LogIntegrityError(
+                    f"tile hash {index} of level {level} does not match the entries"
+                )
         # A tail written after the last checkpoint (a crash), or a checkpoint
         # by the previous key (a rotation): vouch for the log with our key now.
         if tree.size > cp.size or not _signs(last.note, verifiers[0]):
@@ -308,11 +359,20 @@ class AuditLog:
         return await asyncio.to_thread(scan)
 
     async def read_leaf(self, index: int) -> bytes | None:
-        """The stored record bytes at ``index`` (durable entries only), or None."""
+        """The stored record bytes at ``index`` (durable entries only), or None.
+
+        Raises AuditUnavailableError if they no longer match their stored leaf hash.
+        """
         if not 0 <= index < self._size:
             return None
         entry = await asyncio.to_thread(self._store.entry, index)
-        return None if entry is None else entry.leaf
+        if entry is None:
+            return None
+        if entry.leaf_hash is not None and leaf_hash(entry.leaf) != entry.leaf_hash:
+            # The tree (checked against the signed root) holds the stored hash: bytes
+            # that differ from it were changed behind the log's back. Never serve them.
+            raise _unreadable(LogIntegrityError(f"entry {index} does not match its leaf hash"))
+        return entry.leaf
 
     @property
     def checkpoint_size(self) -> int:
@@ -351,6 +411,8 @@ class AuditLog:
             return self._tree.inclusion_proof(index, tree_size)
         except ProofError as err:
             raise NotFoundError(str(err)) from None
+        except AuditError as err:
+            raise _unreadable(err) from None
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """RFC 6962 consistency proof from tree size ``old`` to ``new``.
@@ -363,13 +425,18 @@ class AuditLog:
             return self._tree.consistency_proof(old, new)
         except ProofError as err:
             raise NotFoundError(str(err)) from None
+        except AuditError as err:
+            raise _unreadable(err) from None
 
     def root(self, tree_size: int | None = None) -> bytes:
         """Root hash at ``tree_size`` (default: all committed entries)."""
         size = self._size if tree_size is None else tree_size
         if not 0 <= size <= self._size:
             raise NotFoundError(f"tree size {size} is beyond the log ({self._size})")
-        return self._tree.root(size)
+        try:
+            return self._tree.root(size)
+        except AuditError as err:
+            raise _unreadable(err) from None
 
     async def close(self) -> None:
         """Write everything queued, sign a final checkpoint and close the store.
@@ -440,26 +507,31 @@ class AuditLog:
     def _commit(
         self, leaves: list[bytes], now: float, final: bool
     ) -> tuple[list[bytes], tuple[int, str] | None]:
-        """Hash, extend the tree, sign due checkpoints, write (worker thread)."""
+        """Hash, extend the tree, sign due checkpoints, write entries, tile hashes and
+        checkpoints in one transaction (worker thread)."""
         tree = self._tree
         start = tree.size
+        end = start + len(leaves)
         hashes = [leaf_hash(leaf) for leaf in leaves]
-        tree.extend(hashes)
         sizes = []
         last = self._cp_size
         # At most checkpoint_every entries between two checkpoints, even
-        # inside one large batch: roots of past sizes are cheap to get.
-        while tree.size - last >= self._every:
+        # inside one large batch.
+        while end - last >= self._every:
             last += self._every
             sizes.append(last)
-        if tree.size > last and (final or now - self._cp_time >= self._interval):
-            sizes.append(tree.size)
-        notes = [
-            (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root(s)), self._signers))
-            for s in sizes
-        ]
+        if end > last and (final or now - self._cp_time >= self._interval):
+            sizes.append(end)
+        tiles: list[TileHash] = []
+        notes = []
+        for s in sizes:  # the roots of sizes inside the batch, from the right edge
+            tiles += tree.extend(hashes[tree.size - start : s - start])
+            notes.append(
+                (s, sign_checkpoint(Checkpoint(self.origin, s, tree.root()), self._signers))
+            )
+        tiles += tree.extend(hashes[tree.size - start :])
         if leaves or notes:
-            self._store.append(start, list(zip(leaves, hashes, strict=True)), notes)
+            self._store.append(start, list(zip(leaves, hashes, strict=True)), notes, tiles)
         return hashes, (notes[-1] if notes else None)
 
     def _fail(self, batch: list[_Pending], reason: str) -> None:
@@ -511,7 +583,7 @@ class AuditLog:
             self._notify(True)
             return
 
-    def _reload(self) -> tuple[MerkleTree, tuple[int, str]]:
+    def _reload(self) -> tuple[TiledTree, tuple[int, str]]:
         """Reconnect the store, re-verify it from scratch and prove it takes a
         durable write again by storing a fresh checkpoint (worker thread)."""
         self._store.recover()
@@ -559,6 +631,13 @@ def _check_options(
         if trusted not in verifiers:  # the same key listed twice counts once
             verifiers.append(trusted)
     return origin, verifiers
+
+
+def _unreadable(err: AuditError) -> AuditUnavailableError:
+    """The caller's error when the tree's hashes cannot be read (the reason, which may
+    name a path, goes to the operator's log only)."""
+    log.error("audit log tree hashes unreadable", extra={"reason": f"{type(err).__name__}: {err}"})
+    return AuditUnavailableError("audit log unavailable: its storage is failing")
 
 
 def _signs(note: str, verifier: Verifier) -> bool:

@@ -15,10 +15,13 @@ and 2.1.4.2 (consistency) step by step and raises
 
 :class:`MerkleTree` keeps, for every level, the hashes of the complete
 subtrees at that level in one contiguous ``bytearray`` (32 bytes per hash,
-about 64 bytes per leaf in all). Appending is amortised O(1) hashing and any
-root or proof for any size up to the current one costs O(log n) hashes, so
-proofs stay fast without storing interior nodes on disk; the tree is rebuilt
-from the stored leaf hashes when a log is opened.
+about 64 bytes per leaf in all): for verifiers and offline tools, which hold
+one log's tree for one run. The gateway's log grows without end, so it uses
+:class:`gateway.audit.tiles.TiledTree`: the hashes stay in the store in the C2SP tlog-tiles layout
+(tiles of 256 hashes at levels 0, 1, 2...), memory holds the right edge and a
+small LRU of tiles, and opening reads a few hundred hashes, not the log. Both
+give the same roots and proof bytes (one :class:`_Proofs` algorithm over
+different hash sources).
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from gateway.audit.errors import ProofError
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
     "CompactRange",
     "MerkleTree",
+    "TileHash",
     "leaf_hash",
     "node_hash",
     "root_from_leaf_hashes",
@@ -72,8 +78,109 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     return node_hash(root_from_leaf_hashes(hashes[:k]), root_from_leaf_hashes(hashes[k:]))
 
 
-class MerkleTree:
-    """An append-only RFC 6962 tree over leaf hashes, with proofs for past sizes.
+class _Proofs:
+    """Roots and RFC 6962 proofs over any source of perfect-subtree hashes.
+
+    A subclass provides ``size`` and ``_perfect(level, index)``: the hash of the
+    complete subtree of ``2**level`` leaves starting at leaf ``index << level``
+    (always inside the tree of the size asked about).
+    """
+
+    __slots__ = ()
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        raise NotImplementedError
+
+    def _perfect(self, level: int, index: int) -> bytes:
+        raise NotImplementedError
+
+    def compact(self) -> CompactRange:
+        """The right edge of the tree as it is now (its perfect subtrees' roots)."""
+        edge = CompactRange()
+        lo, size = 0, self.size
+        for bit in range(size.bit_length() - 1, -1, -1):
+            if size >> bit & 1:
+                edge._nodes.append(self.range_hash(lo, lo + (1 << bit)))
+                lo += 1 << bit
+        edge.size = size
+        return edge
+
+    def _range(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi), 0 <= lo < hi <= size, from complete subtrees."""
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            level = n.bit_length() - 1
+            return self._perfect(level, lo >> level)
+        k = _split(n)
+        return node_hash(self._range(lo, lo + k), self._range(lo + k, hi))
+
+    def range_hash(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi]): the root of the range of leaves ``[lo, hi)``.
+
+        Raises ProofError if the range is empty or beyond the tree.
+        """
+        if not 0 <= lo < hi <= self.size:
+            raise ProofError(f"range [{lo}, {hi}) is not inside a tree of size {self.size}")
+        return self._range(lo, hi)
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root hash of the tree of the first ``size`` leaves (default: all)."""
+        size = self.size if size is None else size
+        if size == 0:
+            return EMPTY_ROOT
+        return self.range_hash(0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 6962 section 2.1.1 PATH(index, D[0:size]): 32-byte hashes, leaf's sibling first.
+
+        Raises ProofError unless ``0 <= index < size <= self.size``.
+        """
+        if not 0 <= index < size <= self.size:
+            raise ProofError(f"no inclusion proof for index {index} in a tree of size {size}")
+        proof: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                proof.append(self._range(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._range(lo, lo + k))
+                lo += k
+        proof.reverse()  # built root-down; RFC order is leaf-up
+        return proof
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 6962 section 2.1.2 PROOF(old, D[0:new]): 32-byte hashes.
+
+        Raises ProofError unless ``0 < old <= new <= self.size`` (a proof from
+        the empty tree is meaningless, RFC 9162 section 2.1.4).
+        """
+        if not 0 < old <= new <= self.size:
+            raise ProofError(f"no consistency proof from size {old} to {new}")
+        proof: list[bytes] = []
+        lo, hi, m, complete = 0, new, old, True
+        # SUBPROOF(m, D[lo:hi], complete), unrolled.
+        while m != hi - lo:
+            k = _split(hi - lo)
+            if m <= k:
+                proof.append(self._range(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._range(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        if not complete:
+            proof.append(self._range(lo, hi))
+        proof.reverse()
+        return proof
+
+
+class MerkleTree(_Proofs):
+    """An append-only RFC 6962 tree over leaf hashes, all in memory, with proofs for
+    past sizes (about 64 bytes per leaf: for verifiers and offline tools; the
+    gateway's own log is a :class:`gateway.audit.tiles.TiledTree`).
 
     ``_levels[k]`` holds, back to back, the hashes of the complete subtrees of
     2**k leaves in order (``size >> k`` of them). Methods are not thread-safe
@@ -124,75 +231,21 @@ class MerkleTree:
             raise IndexError(f"leaf index {index} outside tree of size {self._size}")
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
-    def _range(self, lo: int, hi: int) -> bytes:
-        """MTH of leaves [lo, hi), 0 <= lo < hi <= size, using stored complete subtrees."""
-        n = hi - lo
-        if n & (n - 1) == 0 and lo % n == 0:
-            level = n.bit_length() - 1
-            j = lo >> level
-            return bytes(self._levels[level][j * HASH_SIZE : (j + 1) * HASH_SIZE])
-        k = _split(n)
-        return node_hash(self._range(lo, lo + k), self._range(lo + k, hi))
+    def _perfect(self, level: int, index: int) -> bytes:
+        return bytes(self._levels[level][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
-    def range_hash(self, lo: int, hi: int) -> bytes:
-        """MTH(D[lo:hi]): the root of the range of leaves ``[lo, hi)``.
 
-        Raises ProofError if the range is empty or beyond the tree.
-        """
-        if not 0 <= lo < hi <= self._size:
-            raise ProofError(f"range [{lo}, {hi}) is not inside a tree of size {self._size}")
-        return self._range(lo, hi)
+#: Tile height of C2SP tlog-tiles: a tile holds 2**8 = 256 hashes of one level.
+TILE_HEIGHT = 8
+#: Hashes in a full tile.
+TILE_WIDTH = 1 << TILE_HEIGHT
 
-    def root(self, size: int | None = None) -> bytes:
-        """Root hash of the tree of the first ``size`` leaves (default: all)."""
-        size = self._size if size is None else size
-        if size == 0:
-            return EMPTY_ROOT
-        return self.range_hash(0, size)
+#: A stored tree hash: ``(tile level L >= 1, index, 32-byte hash)``, the root of the
+#: complete subtree of ``256**L`` leaves starting at leaf ``index * 256**L`` (the
+#: bottom row of tile level L in C2SP tlog-tiles; level 0 is the leaf hashes).
+TileHash = tuple[int, int, bytes]
 
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """RFC 6962 section 2.1.1 PATH(index, D[0:size]): 32-byte hashes, leaf's sibling first.
-
-        Raises ProofError unless ``0 <= index < size <= self.size``.
-        """
-        if not 0 <= index < size <= self._size:
-            raise ProofError(f"no inclusion proof for index {index} in a tree of size {size}")
-        proof: list[bytes] = []
-        lo, hi = 0, size
-        while hi - lo > 1:
-            k = _split(hi - lo)
-            if index < lo + k:
-                proof.append(self._range(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self._range(lo, lo + k))
-                lo += k
-        proof.reverse()  # built root-down; RFC order is leaf-up
-        return proof
-
-    def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        """RFC 6962 section 2.1.2 PROOF(old, D[0:new]): 32-byte hashes.
-
-        Raises ProofError unless ``0 < old <= new <= self.size`` (a proof from
-        the empty tree is meaningless, RFC 9162 section 2.1.4).
-        """
-        if not 0 < old <= new <= self._size:
-            raise ProofError(f"no consistency proof from size {old} to {new}")
-        proof: list[bytes] = []
-        lo, hi, m, complete = 0, new, old, True
-        # SUBPROOF(m, D[lo:hi], complete), unrolled.
-        while m != hi - lo:
-            k = _split(hi - lo)
-            if m <= k:
-                proof.append(self._range(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self._range(lo, lo + k))
-                lo, m, complete = lo + k, m - k, False
-        if not complete:
-            proof.append(self._range(lo, hi))
-        proof.reverse()
-        return proof
+_NO_TILES: tuple[TileHash, ...] = ()
 
 
 class CompactRange:
@@ -200,13 +253,14 @@ class CompactRange:
     (one per set bit of the size, so at most 64 hashes).
 
     Enough to append leaves and compute every new root without the rest of the tree:
-    the shared log's integrator (:mod:`gateway.audit.shared`) computes the roots it
-    signs with one before it extends its in-memory tree, so a transaction that fails
-    leaves that tree as it was.
+    the log's writer and the shared log's integrator (:mod:`gateway.audit.shared`)
+    compute the roots they sign with one. :meth:`append` returns the tile hashes it
+    completes (see :data:`TileHash`), which the log stores beside the entries.
 
     >>> tree = MerkleTree(leaf_hash(bytes([i])) for i in range(5))
     >>> edge = CompactRange.of(tree)
     >>> edge.append(leaf_hash(b"x"))
+    ()
     >>> tree.append(leaf_hash(b"x"))
     5
     >>> edge.root() == tree.root()
@@ -220,27 +274,42 @@ class CompactRange:
         self.size = 0
 
     @classmethod
-    def of(cls, tree: MerkleTree) -> CompactRange:
+    def of(cls, tree: _Proofs) -> CompactRange:
         """The right edge of ``tree`` as it is now."""
-        edge = cls()
-        lo, size = 0, tree.size
-        for bit in range(size.bit_length() - 1, -1, -1):
-            if size >> bit & 1:
-                edge._nodes.append(tree.range_hash(lo, lo + (1 << bit)))
-                lo += 1 << bit
-        edge.size = size
-        return edge
+        return tree.compact()
 
-    def append(self, hash_: bytes) -> None:
-        """Append one leaf hash (32 bytes; ValueError otherwise)."""
+    def copy(self) -> CompactRange:
+        """An independent copy."""
+        other = CompactRange()
+        other._nodes = list(self._nodes)
+        other.size = self.size
+        return other
+
+    def append(self, hash_: bytes) -> Sequence[TileHash]:
+        """Append one leaf hash (32 bytes; ValueError otherwise); returns the tile
+        hashes (level >= 1) of the subtrees this leaf completes, lowest first."""
         if len(hash_) != HASH_SIZE:
             raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, not {len(hash_)}")
         node, n = hash_, self.size
+        nodes = self._nodes
+        if not n & 1:
+            nodes.append(node)
+            self.size = n + 1
+            return _NO_TILES
+        tiles: list[TileHash] | tuple[TileHash, ...] = _NO_TILES
+        level = 0
         while n & 1:  # each trailing one bit is a perfect subtree the new node completes
-            node = node_hash(self._nodes.pop(), node)
+            node = _sha256(b"\x01" + nodes.pop() + node).digest()
             n >>= 1
-        self._nodes.append(node)
+            level += 1
+            if not level % TILE_HEIGHT:
+                if not tiles:
+                    tiles = []
+                assert isinstance(tiles, list)
+                tiles.append((level // TILE_HEIGHT, n, node))
+        nodes.append(node)
         self.size += 1
+        return tiles
 
     def root(self) -> bytes:
         """MTH of the leaves appended so far (RFC 6962 section 2.1)."""

@@ -15,25 +15,27 @@ as the statement has committed: before the answer leaves.
 
 Integrating (one process at a time). Every process runs a maintenance task. It
 follows the integrated tree: every ``follow_interval`` (0.2 s) it reads the tree
-state and the leaf hashes past its in-memory :class:`~gateway.audit.merkle.MerkleTree`,
-checks its own root against the stored root and takes the checkpoint that signs it,
-so proofs are answered from memory by any process. The tree is computed from the
-stored leaf hashes rather than stored as interior nodes: 32 bytes per entry travel
-once per process, and a stored root that disagrees with what a process computes is
-caught by every process (bench/audit_pg_bench.py measures following). One process
+state and the leaf hashes past its :class:`~gateway.audit.tiles.TiledTree` (whose
+memory holds only the right edge and a few tiles), checks its own root against the
+stored root and takes the checkpoint that signs it. Proofs read tiles: the leaf
+hashes and the hashes above them (``audit_tiles``, C2SP tlog-tiles levels 1, 2...),
+which the integrator stores in the transaction that moves the tree. A process joining
+reads the tree's right edge only, never every hash; a stored root that disagrees with
+what a process computes is caught by every process (bench/audit_pg_bench.py measures
+following). One process
 holds the integrator's lock (:meth:`~gateway.audit.store.SharedAuditStore.try_lead`,
 retried every ``lead_interval``, 0.5 s, by the others): every 50 ms it checks whether
 a checkpoint is due (``checkpoint_every`` entries waiting, or any entry waiting for
 ``checkpoint_interval``) and, if so, in one transaction that re-checks its lock,
 computes the roots with a :class:`~gateway.audit.merkle.CompactRange`, signs a
 checkpoint at every multiple of ``checkpoint_every`` and at the end, and stores them
-with the new tree state. When the integrator dies its session ends and its lock with
+with the new tree state and tile hashes. When the integrator dies its session ends and its lock with
 it; another process takes over within ``lead_interval`` plus one tick (a killed
 process: at once; a vanished host: the keepalive bound of the store).
 
 Fail closed, then heal, as :class:`~gateway.audit.log.AuditLog`: a batch that cannot
 be stored fails its waiters and every later append until a healer has reconnected and
-re-followed the whole tree from the stored leaf hashes against the signed checkpoint.
+reopened the tree from the store and checked it against the signed checkpoint.
 Integration failures are logged and retried; they never fail appends (entries wait,
 durable, for the next integrator).
 """
@@ -49,8 +51,15 @@ from typing import Any
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from gateway.audit.errors import AuditError, LogIntegrityError, RecordError
-from gateway.audit.log import AuditLog, Receipt, _check_options, _Pending, _signs
-from gateway.audit.merkle import EMPTY_ROOT, CompactRange, MerkleTree, leaf_hash
+from gateway.audit.log import (
+    TILE_CACHE,
+    AuditLog,
+    Receipt,
+    _check_options,
+    _Pending,
+    _signs,
+)
+from gateway.audit.merkle import EMPTY_ROOT, TileHash, leaf_hash
 from gateway.audit.note import Signer, Verifier
 from gateway.audit.records import leaf_template
 from gateway.audit.store import (
@@ -60,6 +69,7 @@ from gateway.audit.store import (
     PendingLeaf,
     SharedAuditStore,
 )
+from gateway.audit.tiles import TiledTree, fill_tiles
 from gateway.errors import (
     AuditUnavailableError,
     InternalError,
@@ -91,7 +101,7 @@ class SharedAuditLog(AuditLog):
         store: SharedAuditStore,
         signers: list[Signer],
         origin: str,
-        tree: MerkleTree,
+        tree: TiledTree,
         latest: tuple[int, str],
         head: int,
         *,
@@ -105,24 +115,16 @@ class SharedAuditLog(AuditLog):
         integrate: bool,
     ) -> None:
         self._shared = store
-        self._signers = signers
-        self._verifiers = verifiers
-        self.origin = origin
-        self._tree = tree
+        self._init_state(
+            signers,
+            origin,
+            tree,
+            latest,
+            verifiers,
+            (checkpoint_interval, checkpoint_every, max_batch, retry_interval),
+        )
         self._size = max(head, tree.size)
         self._next_index = -1  # the store numbers entries
-        self._cp_size, self._cp_note = latest
-        self._cp_time = time.monotonic()
-        self._interval = checkpoint_interval
-        self._every = checkpoint_every
-        self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
-        self._failure: str | None = None
-        self._closing = False
-        self._retry = retry_interval
-        self._listeners = []
-        self._healer = None
-        self._stop_healing = asyncio.Event()
         self._follow_interval = follow_interval
         self._lead_interval = lead_interval
         self._may_integrate = integrate
@@ -197,13 +199,13 @@ class SharedAuditLog(AuditLog):
     @staticmethod
     def _join(
         store: SharedAuditStore, signers: list[Signer], origin: str, verifiers: list[Verifier]
-    ) -> tuple[MerkleTree, tuple[int, str], int]:
-        """Create the log if it is new, then follow it from scratch (worker thread)."""
+    ) -> tuple[TiledTree, tuple[int, str], int]:
+        """Create the log if it is new, then open its tree and follow it (worker thread)."""
         empty = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signers)
         stored = store.init_log(origin, empty)
         if stored != origin:
             raise LogIntegrityError(f"the log's origin is {stored!r}, not {origin!r}")
-        tree = MerkleTree()
+        tree = _open_tree(store)
         latest, head = _follow(store, tree, origin, verifiers, force=True)
         if latest is None:
             raise LogIntegrityError("the log has no checkpoint of its tree")
@@ -430,11 +432,12 @@ class SharedAuditLog(AuditLog):
             )
             if not due and not (rotated and waiting == 0):
                 return None
-            edge = CompactRange.of(tree)
+            edge = tree.compact()
             sizes: list[tuple[int, bytes]] = []
+            tiles: list[TileHash] = []
             last = tree.size
             for h in hashes:
-                edge.append(h)
+                tiles += edge.append(h)
                 # At most checkpoint_every entries between two checkpoints.
                 if edge.size - last >= self._every:
                     last = edge.size
@@ -446,7 +449,7 @@ class SharedAuditLog(AuditLog):
                 for size, root in sizes
             ]
             taken[:] = hashes
-            return Integration(edge.size, edge.root(), notes)
+            return Integration(edge.size, edge.root(), notes, tiles)
 
         done = self._shared.integrate(step, INTEGRATION_LIMIT)
         if done is None:
@@ -457,11 +460,11 @@ class SharedAuditLog(AuditLog):
         self._cp_size, self._cp_note = done.size, done.checkpoints[-1][2]
         self._cp_time = time.monotonic()
 
-    def _reload(self) -> tuple[MerkleTree, tuple[int, str]]:
-        """Reconnect and re-follow the whole tree from scratch (worker thread)."""
+    def _reload(self) -> tuple[TiledTree, tuple[int, str]]:
+        """Reconnect, reopen the tree from the store and follow it (worker thread)."""
         self._shared.recover()
         self._leading = False
-        tree = MerkleTree()
+        tree = _open_tree(self._shared)
         latest, head = _follow(self._shared, tree, self.origin, self._verifiers, force=True)
         if latest is None:
             raise LogIntegrityError("the log has no checkpoint of its tree")
@@ -483,9 +486,18 @@ class _TreeMovedError(NotLeaderError):
     integrator's last write came after): nothing was written; still the integrator."""
 
 
+def _open_tree(store: SharedAuditStore) -> TiledTree:
+    """The integrated tree as stored: its right edge only (filling in the tile hashes
+    of a log made before the store kept them). :func:`_follow` then checks it against
+    the stored root and the checkpoint. Raises LogIntegrityError, StorageError."""
+    size = store.state().tree_size
+    fill_tiles(store, size)
+    return TiledTree.load(store.tile_hashes, size, cache_tiles=TILE_CACHE)
+
+
 def _follow(
     store: SharedAuditStore,
-    tree: MerkleTree,
+    tree: TiledTree,
     origin: str,
     verifiers: list[Verifier],
     *,
@@ -506,7 +518,7 @@ def _follow(
     grown = state.tree_size > tree.size
     if grown:
         hashes = store.leaf_hashes(tree.size, state.tree_size)
-        probe = CompactRange.of(tree)
+        probe = tree.compact()
         for h in hashes:
             probe.append(h)
         if probe.root() != state.tree_root:

@@ -124,12 +124,32 @@ class AuditStore(LogReader):
         first_index: int,
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
+        tiles: Sequence[tuple[int, int, bytes]] = (),
     ) -> None:
-        """Store ``(leaf, leaf_hash)`` pairs from ``first_index`` and checkpoint
-        ``(size, note)`` pairs in one transaction, durable when this returns.
+        """Store ``(leaf, leaf_hash)`` pairs from ``first_index``, checkpoint
+        ``(size, note)`` pairs and the tree's tile hashes ``(level >= 1, index,
+        hash)`` these entries complete (:data:`gateway.audit.merkle.TileHash`) in one
+        transaction, durable when this returns.
 
         Raises StorageError; on error nothing of the batch is stored.
         """
+
+    @abstractmethod
+    def tile_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """Stored hashes of tile level ``level`` (0: the leaf hashes; L >= 1: roots of
+        ``256**L`` leaves) with indices ``[start, end)``: the dense run from ``start``,
+        shorter where the rest is not stored (a :data:`gateway.audit.merkle.HashReader`).
+        Committed data only, and safe to call while a write is in progress.
+        Raises StorageError."""
+
+    @abstractmethod
+    def tile_count(self, level: int) -> int:
+        """One more than the highest stored index of tile level ``level``."""
+
+    @abstractmethod
+    def add_tiles(self, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+        """Store tile hashes alone, durably (filling in a log written before the store
+        kept them). Raises StorageError."""
 
     def entry(self, index: int) -> StoredEntry | None:
         """The entry at ``index``, or None."""
@@ -175,11 +195,13 @@ class LogState:
 @dataclass(frozen=True, slots=True)
 class Integration:
     """What an integrator stores in one transaction: the new tree ``size`` and
-    ``root`` and the signed checkpoints ``(size, root, note)``, ascending."""
+    ``root``, the signed checkpoints ``(size, root, note)``, ascending, and the tile
+    hashes ``(level >= 1, index, hash)`` the new entries complete."""
 
     size: int
     root: bytes
     checkpoints: Sequence[tuple[int, bytes, str]]
+    tiles: Sequence[tuple[int, int, bytes]] = ()
 
 
 class NotLeaderError(StorageError):
@@ -233,6 +255,20 @@ class SharedAuditStore(LogReader):
         if one is missing (the range must be below the head)."""
 
     @abstractmethod
+    def tile_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """As :meth:`AuditStore.tile_hashes`: level 0 from the entries, levels >= 1
+        as the integrator stored them. Raises StorageError."""
+
+    @abstractmethod
+    def tile_count(self, level: int) -> int:
+        """One more than the highest stored index of tile level ``level``."""
+
+    @abstractmethod
+    def add_tiles(self, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+        """Store tile hashes below the integrated size that are missing (a log made
+        before the store kept them); idempotent. Raises StorageError."""
+
+    @abstractmethod
     def checkpoint_for(self, size: int) -> StoredCheckpoint | None:
         """The most recent checkpoint of tree size ``size``, or None."""
 
@@ -269,6 +305,7 @@ class MemoryStore(AuditStore):
     def __init__(self) -> None:
         self._entries: list[StoredEntry] = []
         self._checkpoints: list[StoredCheckpoint] = []
+        self._tiles: dict[int, list[bytes]] = {}
         self._origin: str | None = None
         self._lock = threading.Lock()
         self.fail_writes = False
@@ -302,6 +339,7 @@ class MemoryStore(AuditStore):
         first_index: int,
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
+        tiles: Sequence[tuple[int, int, bytes]] = (),
     ) -> None:
         """See :meth:`AuditStore.append`."""
         with self._lock:
@@ -309,10 +347,31 @@ class MemoryStore(AuditStore):
                 raise StorageError("memory store: writes are failing (fail_writes=True)")
             if first_index != len(self._entries):
                 raise StorageError(f"append at {first_index}, but the log has {len(self._entries)}")
+            counts = {level: len(row) for level, row in self._tiles.items()}
+            for level, index, _ in tiles:
+                if index != counts.get(level, 0):
+                    raise StorageError(f"tile hash {index} of level {level} out of order")
+                counts[level] = index + 1
             for i, (leaf, lh) in enumerate(entries):
                 self._entries.append(StoredEntry(first_index + i, leaf, lh))
+            for level, _, h in tiles:
+                self._tiles.setdefault(level, []).append(h)
             for size, note in checkpoints:
                 self._checkpoints.append(StoredCheckpoint(len(self._checkpoints) + 1, size, note))
+
+    def tile_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """See :meth:`AuditStore.tile_hashes`."""
+        if level == 0:
+            return [e.leaf_hash or b"" for e in self._entries[start:end]]
+        return list(self._tiles.get(level, [])[start:end])
+
+    def tile_count(self, level: int) -> int:
+        """See :meth:`AuditStore.tile_count`."""
+        return len(self._entries) if level == 0 else len(self._tiles.get(level, []))
+
+    def add_tiles(self, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+        """See :meth:`AuditStore.add_tiles`."""
+        self.append(len(self._entries), [], [], tiles)
 
 
 class ExportReader(LogReader):

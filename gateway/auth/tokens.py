@@ -92,6 +92,10 @@ __all__ = [
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("EdDSA", "ES256")
 DEFAULT_LEEWAY_S = 60
 MAX_LIFETIME_S = 3600
+#: Verified tokens kept for the fast path (about 1 KiB each). Past it the oldest is
+#: dropped (its next use verifies again); its jti stays recorded until it expires, so
+#: the bound never weakens replay refusal (that record is bounded by the lifetime).
+MAX_CACHED_TOKENS = 65_536
 # A compact JWS with our claims is ~600 bytes; anything far larger is not ours, and is
 # refused before any base64 or JSON work is spent on it.
 _MAX_TOKEN_BYTES = 8192
@@ -317,9 +321,11 @@ class TokenVerifier:
         algorithms: Sequence[str] = ALLOWED_ALGORITHMS,
         clock: Callable[[], float] = time.time,
         replay_store: ReplayStore | None = None,
+        max_cached: int = MAX_CACHED_TOKENS,
     ) -> None:
         """Raises ConfigError if two issuers share an ``iss`` or a ``kid`` (a kid must name
         one key, or a token could be checked against the wrong issuer's key).
+        ``max_cached`` bounds the verified tokens kept (:data:`MAX_CACHED_TOKENS`).
 
         ``replay_store`` (:mod:`gateway.auth.replay`) shares seen ``jti``s with other
         processes and across restarts; without it they are remembered in this process only.
@@ -339,6 +345,7 @@ class TokenVerifier:
         self._expiry: list[tuple[float, bytes]] = []  # heap of (deadline, token hash)
         self._replay_store = replay_store
         self._forgotten: dict[bytes, tuple[str, str]] = {}  # dropped entries' jti keys
+        self._max_cached = max(1, max_cached)
 
     def forget(self, dropped: Callable[[VerifiedToken], bool]) -> int:
         """Drop the cached verifications of every token for which ``dropped(token)`` is true
@@ -399,6 +406,10 @@ class TokenVerifier:
             # Checked and recorded under one lock: two different strings with one jti racing
             # on two threads cannot both get in.
             self._refuse_replay(jti_key, digest, verified)
+            while len(self._by_token) >= self._max_cached:
+                # The oldest verification goes; its jti stays until it expires (_purge).
+                oldest = next(iter(self._by_token))
+                self._forgotten[oldest] = self._by_token.pop(oldest).jti_key
             self._by_token[digest] = _CacheEntry(verified, deadline, jti_key)
             self._by_jti[jti_key] = digest
             heapq.heappush(self._expiry, (deadline, digest))

@@ -34,10 +34,10 @@ class FailingStore(SQLiteStore):
 
     failing = False
 
-    def append(self, first_index: int, entries: Any, checkpoints: Any) -> None:
+    def append(self, first_index: int, entries: Any, checkpoints: Any, tiles: Any = ()) -> None:
         if self.failing:
             raise StorageError("injected: no space left on device")
-        super().append(first_index, entries, checkpoints)
+        super().append(first_index, entries, checkpoints, tiles)
 
 
 def _ledger(stack: DevStack) -> Path:

@@ -3,7 +3,9 @@
 
 Tables (``migrations/0010_audit_log.sql``): ``audit_head`` (the next index),
 ``audit_entries`` (index, leaf, leaf hash, append id), ``audit_tree`` (the integrated
-size and root), ``audit_checkpoints`` (the signed history) and ``audit_meta`` (origin).
+size and root), ``audit_checkpoints`` (the signed history) and ``audit_meta`` (origin);
+``audit_tiles`` (``0011_audit_tiles.sql``): the tree's hashes above the leaves, C2SP
+tlog-tiles levels 1, 2..., written by the integrator with the tree state.
 
 Numbering. One statement per batch advances the head row by the batch size, splices
 each index into its leaf (``head || index || tail``, :class:`~gateway.audit.store.PendingLeaf`),
@@ -91,6 +93,11 @@ INSERT INTO audit_entries (idx, leaf, leaf_hash, append_id)
 SELECT idx, leaf, sha256('\\x00'::bytea || leaf), aid FROM t
 RETURNING append_id, idx, leaf_hash
 """
+
+_ADD_TILES = (
+    "INSERT INTO audit_tiles (level, idx, hash) VALUES (%s, %s, %s) "
+    "ON CONFLICT (level, idx) DO NOTHING"
+)
 
 _STATE = """
 SELECT h.next_index, t.size, t.root, t.integrator
@@ -266,6 +273,51 @@ class PostgresAuditStore(SharedAuditStore):
         """See :meth:`SharedAuditStore.state`."""
         head, size, root, who = self._read(_STATE)[0]
         return LogState(int(head), int(size), bytes(root), str(who))
+
+    def tile_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """See :meth:`SharedAuditStore.tile_hashes`."""
+        if level == 0:
+            rows = self._read(
+                "SELECT idx, leaf_hash FROM audit_entries WHERE idx >= %s AND idx < %s "
+                "ORDER BY idx",
+                (start, end),
+            )
+        else:
+            rows = self._read(
+                "SELECT idx, hash FROM audit_tiles WHERE level = %s AND idx >= %s AND idx < %s "
+                "ORDER BY idx",
+                (level, start, end),
+            )
+        out: list[bytes] = []
+        for idx, h in rows:
+            if int(idx) != start + len(out):
+                break
+            out.append(bytes(h))
+        return out
+
+    def tile_count(self, level: int) -> int:
+        """See :meth:`SharedAuditStore.tile_count`."""
+        if level == 0:
+            return self.size()
+        rows = self._read(
+            "SELECT COALESCE(max(idx), -1) + 1 FROM audit_tiles WHERE level = %s", (level,)
+        )
+        return int(rows[0][0])
+
+    def add_tiles(self, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+        """See :meth:`SharedAuditStore.add_tiles` (idempotent: another process may be
+        filling in the same hashes)."""
+        if not tiles:
+            return
+        with self._wlock:
+            conn = self._write_conn()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(_ADD_TILES, list(tiles))
+            except psycopg.Error as err:
+                self._drop(self._writer)
+                self._writer = None
+                raise _fail("cannot store tile hashes", err) from None
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         """See :meth:`SharedAuditStore.leaf_hashes`."""
@@ -466,6 +518,8 @@ class PostgresAuditStore(SharedAuditStore):
                             "INSERT INTO audit_checkpoints (size, root, note) VALUES (%s, %s, %s)",
                             list(result.checkpoints),
                         )
+                        if result.tiles:
+                            cur.executemany(_ADD_TILES, list(result.tiles))
                     conn.execute(
                         "UPDATE audit_tree SET size = %s, root = %s, integrator = %s, "
                         "updated_at = now() WHERE id = 1",

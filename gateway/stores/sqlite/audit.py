@@ -84,6 +84,15 @@ CREATE TABLE IF NOT EXISTS entries (
     leaf BLOB NOT NULL,
     leaf_hash BLOB NOT NULL
 );
+-- The tree's hashes above the leaves, C2SP tlog-tiles levels 1, 2...: hash idx of
+-- level L is the root of leaves [idx * 256**L, (idx + 1) * 256**L). Level 0 (the leaf
+-- hashes) is entries.leaf_hash. Written in the transaction of the entry completing it.
+CREATE TABLE IF NOT EXISTS tile_hashes (
+    level INTEGER NOT NULL CHECK (level >= 1),
+    idx INTEGER NOT NULL CHECK (idx >= 0),
+    hash BLOB NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -95,6 +104,10 @@ CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
     BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS tile_hashes_no_update BEFORE UPDATE ON tile_hashes
+    BEGIN SELECT RAISE(ABORT, 'audit tile hashes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS tile_hashes_no_delete BEFORE DELETE ON tile_hashes
+    BEGIN SELECT RAISE(ABORT, 'audit tile hashes are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
@@ -116,6 +129,10 @@ class SQLiteStore(AuditStore):
         self._lock = threading.Lock()
         self._read_only = read_only
         self._lock_fds: tuple[int, int] | None = None
+        # Tile reads (proofs, on the event loop) go through a connection of their own,
+        # so that they never wait for the writer's fsync: WAL readers see the last commit.
+        self._tile_lock = threading.Lock()
+        self._tile_conn: sqlite3.Connection | None = None
         if read_only and not self.path.is_file():
             raise StorageError(f"{self.path}: no such file")
         if not read_only:
@@ -148,11 +165,19 @@ class SQLiteStore(AuditStore):
             self._lock_fds = None
 
     def recover(self) -> None:
-        """Close the connection and open a fresh one; the writer lock is kept."""
+        """Close the connections and open a fresh one; the writer lock is kept."""
         with self._lock:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = self._connect()
+        self._drop_tile_conn()
+
+    def _drop_tile_conn(self) -> None:
+        with self._tile_lock:
+            if self._tile_conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._tile_conn.close()
+                self._tile_conn = None
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -182,6 +207,38 @@ class SQLiteStore(AuditStore):
                 return
             start = int(rows[-1][0]) + 1
 
+    def tile_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """See :meth:`AuditStore.tile_hashes`."""
+        if level == 0:
+            sql = "SELECT idx, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+            args: tuple[int, ...] = (start, end)
+        else:
+            sql = (
+                "SELECT idx, hash FROM tile_hashes WHERE level = ? AND idx >= ? AND idx < ? "
+                "ORDER BY idx"
+            )
+            args = (level, start, end)
+        try:
+            with self._tile_lock:
+                if self._tile_conn is None:
+                    self._tile_conn = open_read_only(self.path)
+                rows = self._tile_conn.execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            self._drop_tile_conn()
+            raise StorageError(f"{self.path}: {err}") from None
+        return _dense(rows, start)
+
+    def tile_count(self, level: int) -> int:
+        """See :meth:`AuditStore.tile_count`."""
+        if level == 0:
+            return self.size()
+        sql = "SELECT COALESCE(MAX(idx), -1) + 1 FROM tile_hashes WHERE level = ?"
+        return int(self._query(sql, (level,))[0][0])
+
+    def add_tiles(self, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+        """See :meth:`AuditStore.add_tiles`."""
+        self._transaction((), 0, [], [], tiles)
+
     def checkpoints(self) -> list[StoredCheckpoint]:
         """See :meth:`LogReader.checkpoints`."""
         rows = self._query("SELECT seq, size, note FROM checkpoints ORDER BY seq")
@@ -198,6 +255,7 @@ class SQLiteStore(AuditStore):
         first_index: int,
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
+        tiles: Sequence[tuple[int, int, bytes]] = (),
     ) -> None:
         conn = self._conn
         with self._lock:
@@ -209,6 +267,10 @@ class SQLiteStore(AuditStore):
                     "INSERT INTO entries (idx, leaf, leaf_hash) VALUES (?, ?, ?)",
                     [(first_index + i, leaf, lh) for i, (leaf, lh) in enumerate(entries)],
                 )
+                if tiles:
+                    conn.executemany(
+                        "INSERT INTO tile_hashes (level, idx, hash) VALUES (?, ?, ?)", tiles
+                    )
                 conn.executemany("INSERT INTO checkpoints (size, note) VALUES (?, ?)", checkpoints)
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
@@ -232,17 +294,29 @@ class SQLiteStore(AuditStore):
         first_index: int,
         entries: Sequence[tuple[bytes, bytes]],
         checkpoints: Sequence[tuple[int, str]],
+        tiles: Sequence[tuple[int, int, bytes]] = (),
     ) -> None:
         """See :meth:`AuditStore.append`."""
-        self._transaction((), first_index, entries, checkpoints)
+        self._transaction((), first_index, entries, checkpoints, tiles)
 
     def close(self) -> None:
-        """Close the connection and release the writer lock (idempotent)."""
+        """Close the connections and release the writer lock (idempotent)."""
+        self._drop_tile_conn()
         with self._lock:
             try:
                 self._conn.close()
             finally:
                 self._release_lock()
+
+
+def _dense(rows: list[tuple[Any, ...]], start: int) -> list[bytes]:
+    """The hashes of ``(idx, hash)`` rows from ``start`` up to the first gap."""
+    out: list[bytes] = []
+    for idx, h in rows:
+        if int(idx) != start + len(out):
+            break
+        out.append(bytes(h))
+    return out
 
 
 def open_reader(location: str | os.PathLike[str]) -> LogReader:

@@ -34,6 +34,8 @@ def sql() -> Callable[[Path, str], None]:
                 "entries_no_delete",
                 "checkpoints_no_update",
                 "checkpoints_no_delete",
+                "tile_hashes_no_update",
+                "tile_hashes_no_delete",
             ):
                 conn.execute(f"DROP TRIGGER IF EXISTS {name}")
             conn.executescript(script)

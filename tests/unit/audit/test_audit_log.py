@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.errors import LogIntegrityError
 from gateway.audit.log import AuditLog
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519Signer, Verifier, generate_key
@@ -136,12 +137,7 @@ async def test_open_refuses_bad_configuration(tmp_path: Path, signer: Ed25519Sig
 @pytest.mark.parametrize(
     ("tamper", "problem"),
     [
-        (
-            "UPDATE entries SET leaf = CAST(replace(CAST(leaf AS TEXT), 'agency-1', 'agency-X') "
-            "AS BLOB) WHERE idx = 4",
-            "entry 4 does not match",
-        ),
-        ("DELETE FROM entries WHERE idx = 3", "entry 3 is missing"),
+        ("DELETE FROM entries WHERE idx = 3", "lacks hashes 0..7 of tile level 0"),
         ("DELETE FROM entries WHERE idx >= 5", "only 5 are stored"),
         (
             "UPDATE entries SET leaf = (SELECT leaf FROM entries WHERE idx = 1), leaf_hash = "
@@ -164,6 +160,36 @@ async def test_open_refuses_a_tampered_log(
     sql(path, tamper)
     with pytest.raises(AuditUnavailableError, match=problem):
         await AuditLog.open(path, signer)
+
+
+async def test_a_tampered_leaf_is_refused_when_read_and_by_verify(
+    tmp_path: Path, signer: Ed25519Signer, sql: Callable[[Path, str], None]
+) -> None:
+    # Start-up reads the tree's right edge only (issue 13: no minutes-long re-hash of
+    # every entry), so a record changed behind its unchanged leaf hash is caught where
+    # it is served, and by `credit-audit verify`, never passed on.
+    path = tmp_path / "audit.db"
+    log = await AuditLog.open(path, signer)
+    await asyncio.gather(*(log.append(_query(i)) for i in range(8)))
+    await log.close()
+    sql(
+        path,
+        "UPDATE entries SET leaf = CAST(replace(CAST(leaf AS TEXT), 'agency-1', 'agency-X') "
+        "AS BLOB) WHERE idx = 4",
+    )
+    log = await AuditLog.open(path, signer)
+    try:
+        assert await log.read_leaf(3) is not None
+        with pytest.raises(AuditUnavailableError, match="storage"):
+            await log.read_leaf(4)
+    finally:
+        await log.close()
+    store = SQLiteStore(path, read_only=True)
+    try:
+        with pytest.raises(LogIntegrityError, match="index 4: record bytes do not match"):
+            verify_log(store, _verifiers(signer))
+    finally:
+        store.close()
 
 
 async def test_write_failure_fails_the_whole_batch_closed_then_heals(

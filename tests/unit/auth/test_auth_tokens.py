@@ -267,6 +267,26 @@ def test_expired_entries_are_purged(auth_pki: Pki, verifier: TokenVerifier, cloc
     assert verifier.cached_tokens == 0
 
 
+def test_the_verified_token_cache_is_bounded_and_replay_still_refused(
+    auth_pki: Pki, clock: Clock
+) -> None:
+    issuer = TrustedIssuer.from_jwks_file(auth_pki.agency_token.issuer, auth_pki.agency_token.jwks)
+    verifier = TokenVerifier([issuer], audience=AUD, clock=clock, max_cached=3)
+    tokens = [mint(auth_pki, jti=f"b{i}") for i in range(5)]
+    for token in tokens:
+        verifier.verify(token, thumb(auth_pki))
+    assert verifier.cached_tokens == 3
+    # The dropped one verifies again (the same string), and its jti is still taken.
+    verifier.verify(tokens[0], thumb(auth_pki))
+    assert verifier.cached_tokens == 3
+    assert reason(verifier, mint(auth_pki, jti="b1", now=T0 - 1), thumb(auth_pki)) == (
+        "TOKEN_REPLAYED"
+    )
+    clock.now = T0 + 7200  # everything expired: the jti records go too
+    verifier.verify(mint(auth_pki, jti="b1", now=clock.now), thumb(auth_pki))
+    assert verifier.cached_tokens == 1
+
+
 # --- configuration -----------------------------------------------------------------------
 
 

@@ -275,15 +275,10 @@ class FailingStore(SQLiteStore):
 
     failing = False
 
-    def append(
-        self,
-        first_index: int,
-        entries: Any,
-        checkpoints: Any,
-    ) -> None:
+    def append(self, first_index: int, entries: Any, checkpoints: Any, tiles: Any = ()) -> None:
         if self.failing:
             raise StorageError("injected: disk full")
-        super().append(first_index, entries, checkpoints)
+        super().append(first_index, entries, checkpoints, tiles)
 
 
 async def test_refund_while_the_log_is_down_is_recorded_once_it_is_back(books: Books) -> None:

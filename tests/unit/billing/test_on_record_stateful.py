@@ -39,10 +39,10 @@ SKEY, _ = generate_key("stateful.test/audit")
 class _Store(SQLiteStore):
     failing = False
 
-    def append(self, first_index: int, entries: Any, checkpoints: Any) -> None:
+    def append(self, first_index: int, entries: Any, checkpoints: Any, tiles: Any = ()) -> None:
         if self.failing:
             raise StorageError("injected: disk full")
-        super().append(first_index, entries, checkpoints)
+        super().append(first_index, entries, checkpoints, tiles)
 
 
 class Bookings(RuleBasedStateMachine):
