@@ -25,7 +25,6 @@ What a query record holds, and what it deliberately does not:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -38,7 +37,7 @@ from gateway.audit.digest import message_digest
 from gateway.audit.errors import AuditError, RecordError
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
-from gateway.audit.records import canonical_json, decode_record, pseudonymize
+from gateway.audit.records import EncodedRecord, canonical_json, decode_record, pseudonymize
 from gateway.audit.schema import DepartmentSection, QueryBilling, QueryRecord, WithheldField
 from gateway.auth.identity import Caller
 from gateway.billing.reconcile import record_key
@@ -70,8 +69,34 @@ def response_digest(response: query_pb2.QueryResponse) -> bytes:
     return message_digest(response)
 
 
+def _answer_digest(
+    response: query_pb2.QueryResponse, allowed: Mapping[str, Mapping[str, Sequence[str]]] | None
+) -> bytes:
+    """:func:`response_digest` of the answer about to be sent, without copying it: its
+    unknown fields (a department's newer adapter) are discarded, so the answer sent and
+    the one digested are the same message. The fields granted (``allowed``) are every
+    map key a record can hold (step 6 drops the others)."""
+    keys = None
+    if allowed is not None:
+        keys = {f for datasets in allowed.values() for fields in datasets.values() for f in fields}
+    return message_digest(response, keys=keys, in_place=True)
+
+
+class _Clock:
+    """``_now``'s cache: the text of the current UTC second, formatted once a second."""
+
+    second = -1
+    text = ""
+
+
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, UTC, ISO 8601 to the millisecond (truncated): ``2026-12-01T00:19:11.123Z``, as
+    ``datetime.isoformat(timespec="milliseconds")`` writes it."""
+    second, ms = divmod(time.time_ns() // 1_000_000, 1000)
+    if second != _Clock.second:
+        _Clock.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _Clock.second = second
+    return f"{_Clock.text}.{ms:03d}Z"
 
 
 class QueryAuditor:
@@ -104,7 +129,7 @@ class QueryAuditor:
         metrics.audit_checkpoint_size.set_function(lambda: float(log.checkpoint_size))
         metrics.audit_checkpoint_age.set_function(lambda: log.checkpoint_age_s)
 
-    async def _append(self, record: dict[str, Any]) -> AuditReceipt:
+    async def _append(self, record: Mapping[str, Any]) -> AuditReceipt:
         if self._metrics is None:
             return await self.log.append(record)
         started = time.perf_counter()
@@ -135,6 +160,8 @@ class QueryAuditor:
         return recordable(self._key, text)
 
     def _consent_id(self, consent_id: str) -> str:
+        if not consent_id:
+            return ""
         # The id of a consent whose signature verified: a UUID (what `consent
         # issue` mints) is recorded as written, as request ids are, so that the
         # consent can be followed through the log; a random UUID holds a
@@ -170,8 +197,13 @@ class QueryAuditor:
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         legal_basis: str = "",
         confidential_until: str = "",
+        subject_pseudonym: str | None = None,
     ) -> QueryReceipt | None:
         """Append one query record; returns its receipt once durable.
+
+        ``subject_pseudonym``: :meth:`pseudonym` of ``query``'s subject when the caller
+        computed it already (the query path does, once per query); None: computed here.
+        An answered ``response`` loses its unknown fields (see :func:`_answer_digest`).
 
         ``legal_basis`` is the resolved basis code of an answered query; for a refused one
         the request's ``legal_basis`` is recorded under the free-text rule (a refusal
@@ -185,12 +217,16 @@ class QueryAuditor:
         subject_type: str
         if query is not None:
             subject_type = str(query.subject_type)  # a StrEnum: its value
-            subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
+            if subject_pseudonym is None:
+                subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
+            # Validated: the request id as a UUID's canonical text, as safe_request_id gives.
+            request_id = query.request_id
         else:
             # The identifier did not validate: log its type only, never the text.
             known = _SUBJECT.get(request.subject.type)
             subject_type = "unspecified" if known is None else known.value
             subject_pseudonym = ""
+            request_id = safe_request_id(request)
         outcome: str | None = None
         error_field: str | None = None
         if error is not None:
@@ -202,7 +238,7 @@ class QueryAuditor:
         digest = b""
         departments: dict[str, DepartmentSection] | None = None
         if response is not None:
-            digest = response_digest(response)
+            digest = _answer_digest(response, allowed)
             departments = _sections(response, allowed)
             outcome = "ok"
             if any(s.withheld or s.status not in ("ok", "not_found") for s in departments.values()):
@@ -216,7 +252,7 @@ class QueryAuditor:
         record = QueryRecord(
             time=_now(),
             gateway=self._origin,
-            request_id=safe_request_id(request),
+            request_id=request_id,
             # A registered id (a development header naming anything identifier-like
             # is refused by InsecureDevAuthenticator); agencies prove entries by it.
             agency_id=caller.agency_id if caller else "",
@@ -243,7 +279,9 @@ class QueryAuditor:
             legal_basis=(legal_basis or free(request.legal_basis)) or None,
             confidential_until=confidential_until or None,
         )
-        receipt = await self._append(record.to_json())
+        # Encoded once, here: the sections were made from the response just now (strings
+        # and counts only), so they are not walked again for non-JSON values.
+        receipt = await self._append(EncodedRecord(record.to_json(), checked=("departments",)))
         return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
 
     async def append_event(self, kind: str, fields: Mapping[str, Any]) -> QueryReceipt:
