@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -448,3 +448,15 @@ def test_a_policy_admin_record_encodes_to_the_bytes_of_the_old_dict(
     assert canonical_json(_logged(kind, new)) == canonical_json(_logged(kind, old))
     read = PolicyAdminRecord.from_json(_logged(kind, old))
     assert canonical_json(read.to_json()) == canonical_json(_logged(kind, old))
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [0, 999_999, 1_764_547_151_123_456_789, 1_764_547_151_999_999_999, 1_764_547_152_000_000_000],
+)
+def test_the_record_time_is_what_datetime_writes(ns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record's ``time``, formatted once a second, is ``isoformat`` to the millisecond
+    (truncated), UTC as ``Z``: the text the records held before."""
+    monkeypatch.setattr(auditing.time, "time_ns", lambda: ns)
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+    assert auditing._now() == when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
