@@ -140,7 +140,7 @@ async def test_an_answered_query_pseudonymises_its_subject_once() -> None:
 
 
 async def test_a_refusal_after_validation_is_recorded_without_validating_again() -> None:
-    service, auditor, log, validator, limiter, calls = _service(refuse=True)
+    service, auditor, log, validator, _, calls = _service(refuse=True)
     request = _request()
     with pytest.raises(_Aborted):
         await service.answer(request, _Context())  # type: ignore[arg-type]
