@@ -149,3 +149,19 @@ def test_a_record_encoded_once_is_still_refused_where_not_vouched_for() -> None:
     assert (
         EncodedRecord({"d": {"x": [1]}}, checked=("d",)).leaf(0) == b'{"d":{"x":[1]},"seq":0,"v":1}'
     )
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"a": {"seq": 0, "x": 1}, "z": 1},  # a nested "seq":0, before the top-level one
+        {"a": 1, "z": {"seq": 0, "y": 2}},  # ... and after it
+        {"z": [{"seq": 0, "v": 1}], "t": 'x"seq":0,'},
+        {"sep": '"seq":0,', "w": "}"},
+        {},
+    ],
+)
+def test_a_record_encoded_once_splits_at_its_own_seq(record: dict[str, object]) -> None:
+    for seq in (0, 7, 12345):
+        assert EncodedRecord(record).leaf(seq) == encode_record(record, seq=seq)
+        assert leaf_template(EncodedRecord(record)) == leaf_template(record)
