@@ -274,7 +274,7 @@ class QueryAuditor:
             charge_fen=charge_fen,
             subject_type=subject_type,
             subject_pseudonym=subject_pseudonym,
-            billing=None if billing is None else QueryBilling.from_json(billing),
+            billing=None,
             outcome=outcome,
             error_field=error_field,
             policy_version=None if response is None else response.policy_version,
@@ -286,7 +286,11 @@ class QueryAuditor:
         )
         # Encoded once, here: the sections were made from the response just now (strings
         # and counts only), so they are not walked again for non-JSON values.
-        receipt = await self._append(EncodedRecord(record.to_json(), checked=("departments",)))
+        written = record.to_json()
+        if billing is not None:
+            # As QueryBilling would read and write it back, without the round trip.
+            written["billing"] = QueryBilling.written(billing)
+        receipt = await self._append(EncodedRecord(written, checked=("departments",)))
         return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
 
     async def append_event(self, kind: str, fields: Mapping[str, Any]) -> QueryReceipt:

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gateway.audit.auditor as auditing
 from gateway.audit.auditor import QueryAuditor, response_digest
@@ -460,3 +462,21 @@ def test_the_record_time_is_what_datetime_writes(ns: int, monkeypatch: pytest.Mo
     monkeypatch.setattr(auditing.time, "time_ns", lambda: ns)
     when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
     assert auditing._now() == when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_ANY = st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.floats(allow_nan=False)
+_LINE = st.dictionaries(st.sampled_from(["department", "dataset", "amount_fen", "x"]), _ANY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["basis", "reserved_fen", "charged_fen", "state", "replay", "lines", "y"]),
+        _ANY | st.lists(_LINE | _ANY, max_size=3),
+    )
+)
+def test_a_billing_block_is_written_as_the_type_reads_and_writes_it(
+    block: dict[str, Any],
+) -> None:
+    """The query path's one-pass QueryBilling.written is the round trip through the type."""
+    assert QueryBilling.written(block) == QueryBilling.from_json(block).to_json()
