@@ -46,7 +46,13 @@ from gateway.errors import (
     GatewayError,
     InvalidArgumentError,
 )
-from gateway.pipeline.freetext import joined_identifier, recordable, text_pseudonym
+from gateway.pipeline.freetext import (
+    DEFAULT_LIMIT,
+    PSEUDONYM_PREFIX,
+    joined_identifier,
+    recordable,
+    text_pseudonym,
+)
 from gateway.pipeline.query import QueryReceipt, safe_request_id
 from gateway.pipeline.validation import ValidQuery
 from gateway.runtime.metrics import Metrics
@@ -164,6 +170,13 @@ class QueryAuditor:
         :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym)."""
         return recordable(self._key, text)
 
+    def _screened(self, text: str) -> str:
+        # :meth:`free_text` of a text validation screened and found nothing in
+        # (ValidQuery.plain_text): the same result without the second screening.
+        if len(text) <= DEFAULT_LIMIT and not text.startswith(PSEUDONYM_PREFIX):
+            return text
+        return self.free_text(text)
+
     def _consent_id(self, consent_id: str) -> str:
         if not consent_id:
             return ""
@@ -250,7 +263,12 @@ class QueryAuditor:
                 outcome = "partial"
         free = self.free_text
         texts = (request.officer_id, request.represented_party, request.case_reference)
-        if any(texts) and joined_identifier(texts):
+        if query is not None:
+            # Validated: the texts together make no identifier (it refuses that), and
+            # where they were screened clean they need no second screening.
+            if query.plain_text:
+                free = self._screened
+        elif any(texts) and joined_identifier(texts):
             # Together they make an identifier: none goes on the record as written.
             free = self.text_pseudonym
 
@@ -281,7 +299,12 @@ class QueryAuditor:
             catalog_version=None if response is None else response.catalog_version,
             departments=departments,
             response_sha256=None if response is None else digest.hex(),
-            legal_basis=(legal_basis or free(request.legal_basis)) or None,
+            # The cited code was not screened with the other texts.
+            legal_basis=(
+                legal_basis
+                or (self.free_text if free == self._screened else free)(request.legal_basis)
+            )
+            or None,
             confidential_until=confidential_until or None,
         )
         # Encoded once, here: the sections were made from the response just now (strings
