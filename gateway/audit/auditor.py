@@ -19,8 +19,13 @@ What a query record holds, and what it deliberately does not:
 * the caller's free text (``officer_id``, ``case_reference``,
   ``represented_party``, ``consent_id``) only through
   :func:`gateway.pipeline.freetext.recordable`: as written if no identifier-like text is
-  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome; the
+  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome (texts that
+  validation screened and found nothing in are not screened twice); the
   ``purpose`` only if it is a known purpose name, else its pseudonym.
+
+Per query the record is built once and encoded once (:class:`EncodedRecord`: the log
+splices in the index), the response digested without a copy, and the subject's pseudonym
+taken from the query path, which computes it once for everything that needs it.
 """
 
 from __future__ import annotations
