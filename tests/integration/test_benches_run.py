@@ -38,6 +38,7 @@ CASES = {
         ["--records", "2000", "--subjects", "200", "--lookups", "20"],
         "full scan for one subject",
     ),
+    "record_bench": (["--runs", "1", "--n", "8"], "refused by the rate limiter"),
     "profile": (["--rounds", "1", "--seconds", "0.5", "--top", "5"], "top 5 by self"),
     "stores_bench": (["--queries", "50", "--trials", "1"], "ledger: paid queries per second"),
     "workers_bench": (
