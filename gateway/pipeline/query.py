@@ -16,6 +16,11 @@
 Every failure is a :class:`~gateway.errors.GatewayError`; the entry point maps it with
 :func:`~gateway.errors.abort`, and anything else is logged with its traceback and
 reaches the client as a bare INTERNAL.
+
+Why one module (some 650 lines): the steps are one request's run, read top to bottom,
+and share the pipeline's per-process state (label children bound once, the catalog's
+tiers, the booking an undo must see, the one pseudonym per query); split, each part
+would reach into the others' private state.
 """
 
 from __future__ import annotations
