@@ -17,7 +17,7 @@ import grpc
 from gateway.api.edge import authenticate, peer_thumbprint
 from gateway.auth.identity import Caller
 from gateway.errors import GatewayError, InternalError, abort
-from gateway.pipeline.query import QueryPipeline, safe_request_id
+from gateway.pipeline.query import QueryPipeline, Validated, safe_request_id
 from protos.credit.v1 import query_pb2, query_pb2_grpc
 
 __all__ = ["QueryService"]
@@ -43,9 +43,10 @@ class QueryService(QueryPipeline, query_pb2_grpc.QueryServiceServicer):
         started = time.perf_counter()
         caller: Caller | None = None
         error: GatewayError
+        seen = Validated()
         try:
             caller = authenticate(self._auth.authenticate, context)
-            response, outcome = await self._run(caller, request, context)
+            response, outcome = await self._run(caller, request, context, seen)
         except GatewayError as exc:
             error = exc
         except Exception:
@@ -57,6 +58,7 @@ class QueryService(QueryPipeline, query_pb2_grpc.QueryServiceServicer):
         # Refused before it was known who called: the record still names the
         # (CA-verified) client certificate.
         anonymous = Caller("", "unauthenticated", cert_thumbprint=peer_thumbprint(context))
-        await self._audit_refusal(caller or anonymous, request, error)
+        # Refused after validation: the record takes the query as validated (not again).
+        await self._audit_refusal(caller or anonymous, request, error, seen.query, seen.subject_key)
         self._finish(caller, error.reason.lower(), started, safe_request_id(request))
         return await abort(context, error)

@@ -19,14 +19,17 @@ What a query record holds, and what it deliberately does not:
 * the caller's free text (``officer_id``, ``case_reference``,
   ``represented_party``, ``consent_id``) only through
   :func:`gateway.pipeline.freetext.recordable`: as written if no identifier-like text is
-  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome; the
+  in it, else as a keyed pseudonym ``"hmac:..."``, whatever the outcome (texts that
+  validation screened and found nothing in are not screened twice); the
   ``purpose`` only if it is a known purpose name, else its pseudonym.
+
+Per query the record is built once and encoded once (:class:`EncodedRecord`: the log
+splices in the index), the response digested without a copy, and the subject's pseudonym
+taken from the query path, which computes it once for everything that needs it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import hmac
 import logging
 import time
@@ -38,7 +41,7 @@ from gateway.audit.digest import message_digest
 from gateway.audit.errors import AuditError, RecordError
 from gateway.audit.log import AuditLog
 from gateway.audit.log import Receipt as AuditReceipt
-from gateway.audit.records import canonical_json, decode_record, pseudonymize
+from gateway.audit.records import EncodedRecord, canonical_json, decode_record, pseudonymize
 from gateway.audit.schema import DepartmentSection, QueryBilling, QueryRecord, WithheldField
 from gateway.auth.identity import Caller
 from gateway.billing.reconcile import record_key
@@ -48,7 +51,13 @@ from gateway.errors import (
     GatewayError,
     InvalidArgumentError,
 )
-from gateway.pipeline.freetext import joined_identifier, recordable, text_pseudonym
+from gateway.pipeline.freetext import (
+    DEFAULT_LIMIT,
+    PSEUDONYM_PREFIX,
+    joined_identifier,
+    recordable,
+    text_pseudonym,
+)
 from gateway.pipeline.query import QueryReceipt, safe_request_id
 from gateway.pipeline.validation import ValidQuery
 from gateway.runtime.metrics import Metrics
@@ -70,8 +79,34 @@ def response_digest(response: query_pb2.QueryResponse) -> bytes:
     return message_digest(response)
 
 
+def _answer_digest(
+    response: query_pb2.QueryResponse, allowed: Mapping[str, Mapping[str, Sequence[str]]] | None
+) -> bytes:
+    """:func:`response_digest` of the answer about to be sent, without copying it: its
+    unknown fields (a department's newer adapter) are discarded, so the answer sent and
+    the one digested are the same message. The fields granted (``allowed``) are every
+    map key a record can hold (step 6 drops the others)."""
+    keys = None
+    if allowed is not None:
+        keys = {f for datasets in allowed.values() for fields in datasets.values() for f in fields}
+    return message_digest(response, keys=keys, in_place=True)
+
+
+class _Clock:
+    """``_now``'s cache: the text of the current UTC second, formatted once a second."""
+
+    second = -1
+    text = ""
+
+
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, UTC, ISO 8601 to the millisecond (truncated): ``2026-12-01T00:19:11.123Z``, as
+    ``datetime.isoformat(timespec="milliseconds")`` writes it."""
+    second, ms = divmod(time.time_ns() // 1_000_000, 1000)
+    if second != _Clock.second:
+        _Clock.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _Clock.second = second
+    return f"{_Clock.text}.{ms:03d}Z"
 
 
 class QueryAuditor:
@@ -93,6 +128,7 @@ class QueryAuditor:
         #: the gateway sets them from its purpose list.
         self.known_purposes: frozenset[str] = frozenset(purposes)
         self._metrics: Metrics | None = None
+        self._m_records: dict[str, Any] = {}
         if metrics is not None:
             self.bind_metrics(metrics)
 
@@ -100,17 +136,22 @@ class QueryAuditor:
         """Count records and time appends on ``metrics``; the checkpoint gauges read
         the log at scrape time."""
         self._metrics = metrics
+        self._m_records = {}
         log = self.log
         metrics.audit_checkpoint_size.set_function(lambda: float(log.checkpoint_size))
         metrics.audit_checkpoint_age.set_function(lambda: log.checkpoint_age_s)
 
-    async def _append(self, record: dict[str, Any]) -> AuditReceipt:
+    async def _append(self, record: Mapping[str, Any]) -> AuditReceipt:
         if self._metrics is None:
             return await self.log.append(record)
         started = time.perf_counter()
         receipt = await self.log.append(record)
         self._metrics.audit_append_latency.observe(time.perf_counter() - started)
-        self._metrics.audit_records.labels(record["kind"]).inc()
+        kind = record["kind"]
+        child = self._m_records.get(kind)
+        if child is None:  # kinds are a closed set: bound once each
+            child = self._m_records[kind] = self._metrics.audit_records.labels(kind)
+        child.inc()
         return receipt
 
     def pseudonym(self, subject_type: str, subject_id: str) -> str:
@@ -121,7 +162,7 @@ class QueryAuditor:
     def keyed_digest(self, data: bytes) -> str:
         """HMAC-SHA256 (hex) of ``data`` under the pseudonym key: how a record holds a
         request (``request_hmac``) that an auditor with the key can still prove."""
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, data, "sha256").hex()  # one C call, as hmac.new's hex
 
     def text_pseudonym(self, text: str) -> str:
         """``text`` always as its keyed pseudonym ``"hmac:..."`` (see
@@ -134,7 +175,16 @@ class QueryAuditor:
         :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym)."""
         return recordable(self._key, text)
 
+    def _screened(self, text: str) -> str:
+        # :meth:`free_text` of a text validation screened and found nothing in
+        # (ValidQuery.plain_text): the same result without the second screening.
+        if len(text) <= DEFAULT_LIMIT and not text.startswith(PSEUDONYM_PREFIX):
+            return text
+        return self.free_text(text)
+
     def _consent_id(self, consent_id: str) -> str:
+        if not consent_id:
+            return ""
         # The id of a consent whose signature verified: a UUID (what `consent
         # issue` mints) is recorded as written, as request ids are, so that the
         # consent can be followed through the log; a random UUID holds a
@@ -170,8 +220,13 @@ class QueryAuditor:
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         legal_basis: str = "",
         confidential_until: str = "",
+        subject_pseudonym: str | None = None,
     ) -> QueryReceipt | None:
         """Append one query record; returns its receipt once durable.
+
+        ``subject_pseudonym``: :meth:`pseudonym` of ``query``'s subject when the caller
+        computed it already (the query path does, once per query); None: computed here.
+        An answered ``response`` loses its unknown fields (see :func:`_answer_digest`).
 
         ``legal_basis`` is the resolved basis code of an answered query; for a refused one
         the request's ``legal_basis`` is recorded under the free-text rule (a refusal
@@ -185,12 +240,16 @@ class QueryAuditor:
         subject_type: str
         if query is not None:
             subject_type = str(query.subject_type)  # a StrEnum: its value
-            subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
+            if subject_pseudonym is None:
+                subject_pseudonym = self.pseudonym(query.subject_type, query.subject_id)
+            # Validated: the request id as a UUID's canonical text, as safe_request_id gives.
+            request_id = query.request_id
         else:
             # The identifier did not validate: log its type only, never the text.
             known = _SUBJECT.get(request.subject.type)
             subject_type = "unspecified" if known is None else known.value
             subject_pseudonym = ""
+            request_id = safe_request_id(request)
         outcome: str | None = None
         error_field: str | None = None
         if error is not None:
@@ -202,21 +261,26 @@ class QueryAuditor:
         digest = b""
         departments: dict[str, DepartmentSection] | None = None
         if response is not None:
-            digest = response_digest(response)
+            digest = _answer_digest(response, allowed)
             departments = _sections(response, allowed)
             outcome = "ok"
             if any(s.withheld or s.status not in ("ok", "not_found") for s in departments.values()):
                 outcome = "partial"
         free = self.free_text
         texts = (request.officer_id, request.represented_party, request.case_reference)
-        if any(texts) and joined_identifier(texts):
+        if query is not None:
+            # Validated: the texts together make no identifier (it refuses that), and
+            # where they were screened clean they need no second screening.
+            if query.plain_text:
+                free = self._screened
+        elif any(texts) and joined_identifier(texts):
             # Together they make an identifier: none goes on the record as written.
             free = self.text_pseudonym
 
         record = QueryRecord(
             time=_now(),
             gateway=self._origin,
-            request_id=safe_request_id(request),
+            request_id=request_id,
             # A registered id (a development header naming anything identifier-like
             # is refused by InsecureDevAuthenticator); agencies prove entries by it.
             agency_id=caller.agency_id if caller else "",
@@ -233,22 +297,30 @@ class QueryAuditor:
             charge_fen=charge_fen,
             subject_type=subject_type,
             subject_pseudonym=subject_pseudonym,
-            # The pipeline hands the typed block; a mapping (older callers) is read.
-            billing=(
-                billing
-                if billing is None or isinstance(billing, QueryBilling)
-                else QueryBilling.from_json(billing)
-            ),
+            billing=None,
             outcome=outcome,
             error_field=error_field,
             policy_version=None if response is None else response.policy_version,
             catalog_version=None if response is None else response.catalog_version,
             departments=departments,
             response_sha256=None if response is None else digest.hex(),
-            legal_basis=(legal_basis or free(request.legal_basis)) or None,
+            # The cited code was not screened with the other texts.
+            legal_basis=(
+                legal_basis
+                or (self.free_text if free == self._screened else free)(request.legal_basis)
+            )
+            or None,
             confidential_until=confidential_until or None,
         )
-        receipt = await self._append(record.to_json())
+        # Encoded once, here: the sections were made from the response just now (strings
+        # and counts only), so they are not walked again for non-JSON values.
+        written = record.to_json()
+        if billing is not None:
+            # The pipeline hands the typed block (written as is); a mapping is read first.
+            if not isinstance(billing, QueryBilling):
+                billing = QueryBilling.from_json(billing)
+            written["billing"] = billing.to_json()
+        receipt = await self._append(EncodedRecord(written, checked=("departments",)))
         return QueryReceipt(receipt.origin, receipt.index, receipt.leaf_hash, digest)
 
     async def append_event(self, kind: str, fields: Mapping[str, Any]) -> QueryReceipt:
@@ -307,26 +379,38 @@ def _sections(
     out: dict[str, DepartmentSection] = {}
     for s in response.sections:
         granted = allowed.get(s.department, {}) if allowed is not None else None
-        if granted is not None:
-            # The fields the gateway asked for and would disclose, for each
-            # dataset that returned records: known from the decision, where
-            # reading every record's field names cost more than the rest of
-            # the record together.
-            fields = {d.dataset: tuple(granted.get(d.dataset, ())) for d in s.datasets if d.records}
-        else:
-            fields = {
-                d.dataset: tuple(sorted({f for r in d.records for f in r.fields}))
-                for d in s.datasets
-            }
+        names: list[str] = []
+        fields: dict[str, tuple[str, ...]] = {}
+        records = aged_out = 0
+        # One pass over the datasets (each protobuf attribute read once).
+        for d in s.datasets:
+            name = d.dataset
+            names.append(name)
+            rows = d.records
+            aged_out += d.aged_out
+            if granted is not None:
+                # The fields the gateway asked for and would disclose, for each
+                # dataset that returned records: known from the decision, where
+                # reading every record's field names cost more than the rest of
+                # the record together.
+                if rows:
+                    records += len(rows)
+                    fields[name] = tuple(granted.get(name, ()))
+            else:
+                records += len(rows)
+                fields[name] = tuple(sorted({f for r in rows for f in r.fields}))
+        withheld = s.withheld
         out[s.department] = DepartmentSection(
             status=_STATUS.get(s.status, "unspecified"),
-            datasets=tuple(d.dataset for d in s.datasets),
-            records=sum(len(d.records) for d in s.datasets),
+            datasets=tuple(names),
+            records=records,
             fields=fields,
-            aged_out=sum(d.aged_out for d in s.datasets),
+            aged_out=aged_out,
             withheld=tuple(
                 WithheldField(w.dataset, w.field, _REASON.get(w.reason, "unspecified"))
-                for w in s.withheld
-            ),
+                for w in withheld
+            )
+            if withheld
+            else (),
         )
     return out

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,7 +332,9 @@ def _utf8(raw: bytes, message: str, name: str) -> None:
         raise DigestError(f"{message}.{name}: string is not valid UTF-8") from None
 
 
-def message_digest(message: Any) -> bytes:
+def message_digest(
+    message: Any, *, keys: Iterable[str] | None = None, in_place: bool = False
+) -> bytes:
     """:func:`response_digest` of a parsed QueryResponse message, mostly at C speed.
 
     A deterministic protobuf serialisation (Python's upb: fields in number
@@ -347,12 +349,27 @@ def message_digest(message: Any) -> bytes:
     equal to the reference :func:`response_digest` on generated responses.
     ``message`` is a protobuf QueryResponse, duck-typed (``Any``) so that this
     module imports no protobuf. A seven-department answer (13 kB, every record
-    with prefix keys) takes about 0.1 ms here; the reference takes 25 ms for 150 kB.
+    with prefix keys) takes about 0.3 ms here; the reference takes 25 ms for 150 kB.
+
+    ``in_place``: the caller gives up ``message``'s unknown fields (the gateway's own
+    answer: fields a department's newer adapter sent are not forwarded either), which
+    are then discarded from ``message`` itself, and the digest needs no copy of it when
+    its ``receipt`` is unset. ``keys``: every map key the records may hold, or more
+    (the fields the decision granted: a record holds no other), so that the records
+    need not be read when no two of them are prefix-related; None: read the records.
     """
-    copy = type(message).FromString(message.SerializeToString())
-    copy.ClearField("receipt")
-    copy.DiscardUnknownFields()
+    if in_place and not message.HasField("receipt"):
+        copy = message
+        copy.DiscardUnknownFields()
+    else:
+        copy = type(message).FromString(message.SerializeToString())
+        copy.ClearField("receipt")
+        copy.DiscardUnknownFields()
     wire = copy.SerializeToString(deterministic=True)
+    if keys is not None and not _sorted_prefix(sorted(set(keys))):
+        # No two keys the records may hold are prefix-related (the usual case): upb's
+        # bytes are canonical, and no record needs reading.
+        return hashlib.sha256(wire).digest()
     # Which records (in wire order) have a key that is a prefix of another.
     flags = [_prefix_keys(r) for s in copy.sections for d in s.datasets for r in d.records]
     if not any(flags):
@@ -369,11 +386,14 @@ _RECORD_PATH = (2, 4, 2)
 _RECORD_MAP_FIELD = 2
 
 
-def _prefix_keys(record: Any) -> bool:
+def _sorted_prefix(keys: list[str]) -> bool:
     # Code point order is UTF-8 byte order; a key's extensions follow it
     # directly in sorted order.
-    keys = sorted(record.fields)
     return any(b.startswith(a) for a, b in itertools.pairwise(keys))
+
+
+def _prefix_keys(record: Any) -> bool:
+    return _sorted_prefix(sorted(record.fields))
 
 
 def _reorder(

@@ -24,13 +24,12 @@ key can recompute for one subject (``credit-audit history``).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ __all__ = [
     "RECORD_VERSION",
     "RESERVED_FIELDS",
     "SUBJECT_TYPES",
+    "EncodedRecord",
     "canonical_json",
     "decode_record",
     "encode_record",
@@ -143,6 +143,8 @@ def encode_record(record: Mapping[str, Any], *, seq: int) -> bytes:
     :class:`~gateway.audit.errors.RecordError` if ``record`` is not a mapping,
     sets a reserved field, or is not canonically encodable.
     """
+    if type(record) is EncodedRecord:
+        return record.leaf(seq)
     if not isinstance(record, Mapping):
         raise RecordError(f"an audit record must be a JSON object, not {type(record).__name__}")
     clash = RESERVED_FIELDS.intersection(record)
@@ -162,19 +164,87 @@ def leaf_template(record: Mapping[str, Any]) -> tuple[bytes, bytes]:
     template is encoded (and refused) before, the index spliced in there. Raises
     :class:`~gateway.audit.errors.RecordError` as :func:`encode_record` does.
     """
+    if type(record) is EncodedRecord:
+        return record.template
+    return _template(record, checked=frozenset())
+
+
+def _template(record: Mapping[str, Any], *, checked: Collection[str]) -> tuple[bytes, bytes]:
     if not isinstance(record, Mapping):
         raise RecordError(f"an audit record must be a JSON object, not {type(record).__name__}")
     clash = RESERVED_FIELDS.intersection(record)
     if clash:
         raise RecordError(f"field(s) {sorted(clash)} are set by the log, not by callers")
     full = {**record, "v": RECORD_VERSION}
-    for key in full:
+    flat_above = True  # every field sorting after "seq" holds a scalar
+    for key, value in full.items():
         if not isinstance(key, str):
             raise RecordError(f"$: key {key!r} is not a string")
-    below = canonical_json({k: v for k, v in full.items() if k < "seq"})
-    above = canonical_json({k: v for k, v in full.items() if k > "seq"})  # "v" is here
+        t = type(value)
+        if t in _SCALARS:
+            continue
+        if key not in checked:
+            _check(value, f"$.{key}")
+        if key > "seq" and t is not int:
+            flat_above = False
+    if flat_above:
+        # One encoding, index 0 in place, split there: after the top-level "seq" come
+        # only scalars, and '"seq":0,' cannot occur inside a string (its quotes would be
+        # escaped), so its last occurrence is the top-level one.
+        full["seq"] = 0
+        leaf = _dumps(full)
+        at = leaf.rfind(b'"seq":0,') + len(b'"seq":')
+        return leaf[:at], leaf[at + 1 :]
+    below = _dumps({k: v for k, v in full.items() if k < "seq"})
+    above = _dumps({k: v for k, v in full.items() if k > "seq"})  # "v" is here
     head = below[:-1] + (b"," if len(below) > 2 else b"") + b'"seq":'
     return head, b"," + above[1:]
+
+
+class EncodedRecord(Mapping[str, Any]):
+    """A record encoded once, where it is built: the log splices in its index and
+    stores the bytes (:func:`encode_record` and :func:`leaf_template` take them as
+    they are), with no second walk or encoding of what was just made.
+
+    The bytes are exactly :func:`encode_record`'s for the same mapping (the same
+    encoder; only checks are skipped, never a byte changed), and the record is
+    read-only, so the bytes cannot go stale. ``checked``: top-level fields whose
+    values the builder vouches for by construction (strings, integers within
+    +-(2**53-1), lists and string-keyed objects of them: e.g. a query record's
+    ``departments``, made from a protobuf response), which are not walked again;
+    every other field is checked as :func:`canonical_json` checks it. Raises
+    :class:`~gateway.audit.errors.RecordError` as :func:`encode_record` does.
+
+    >>> r = EncodedRecord({"kind": "query", "n": {"a": [1]}}, checked=("n",))
+    >>> r.leaf(7) == encode_record({"kind": "query", "n": {"a": [1]}}, seq=7)
+    True
+    >>> r["kind"], len(r)
+    ('query', 2)
+    """
+
+    __slots__ = ("_record", "template")
+
+    def __init__(self, record: Mapping[str, Any], *, checked: Collection[str] = ()) -> None:
+        self._record = dict(record)
+        #: ``(head, tail)`` as :func:`leaf_template` gives them.
+        self.template = _template(self._record, checked=checked)
+
+    def leaf(self, seq: int) -> bytes:
+        """The leaf bytes of the record at log index ``seq``."""
+        head, tail = self.template
+        return b"%s%d%s" % (head, seq, tail)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._record[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record)
+
+    def __len__(self) -> int:
+        return len(self._record)
+
+    def __repr__(self) -> str:
+        return f"EncodedRecord({self._record!r})"
 
 
 def _no_float(text: str) -> Any:
@@ -232,7 +302,7 @@ def pseudonymize(key: bytes, subject_type: str, subject_id: str) -> str:
         raise ValueError(f"pseudonym key must be at least {_PSEUDONYM_KEY_MIN} bytes")
     # ":" never occurs in a subject type, so "type:id" is unambiguous.
     message = f"{subject_type}:{normalised}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()  # one C call, as hmac.new's hex
 
 
 def generate_pseudonym_key() -> bytes:

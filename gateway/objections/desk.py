@@ -295,13 +295,14 @@ class ObjectionDesk:
 
     # --- the query path -------------------------------------------------------------------
 
-    def for_subject(self, subject: tuple[str, str]) -> SubjectMarks:
+    def for_subject(self, subject_key: str) -> SubjectMarks:
         """Step 6 for objections, for one query: the marks read once (one version check
-        of the store) and the subject's pseudonym computed once, whatever the number of
-        datasets answered. Raises ObjectionStoreError (fails closed: an answer that could
-        miss a mark is not given)."""
+        of the store), whatever the number of datasets answered, for the subject whose
+        pseudonym is ``subject_key`` (the query path computes it once per query, with the
+        same function this desk was given). Raises ObjectionStoreError (fails closed: an
+        answer that could miss a mark is not given)."""
         marks = self.store.marks()
-        return SubjectMarks(marks, self._pseudonym(*subject) if marks.by_record else "")
+        return SubjectMarks(marks, subject_key if marks.by_record else "")
 
     def mark(
         self,
@@ -311,7 +312,7 @@ class ObjectionDesk:
         records: Sequence[common_pb2.Record],
     ) -> tuple[list[common_pb2.Record], int]:
         """:meth:`for_subject` then :meth:`SubjectMarks.mark`, for one dataset."""
-        kept = self.for_subject(subject).mark(department, dataset, records)
+        kept = self.for_subject(self._pseudonym(*subject)).mark(department, dataset, records)
         return kept, len(records) - len(kept)
 
     def is_repaired(self, department: str, dataset: str, record_id: str) -> bool:

@@ -16,6 +16,11 @@
 Every failure is a :class:`~gateway.errors.GatewayError`; the entry point maps it with
 :func:`~gateway.errors.abort`, and anything else is logged with its traceback and
 reaches the client as a bare INTERNAL.
+
+Why one module (some 650 lines): the steps are one request's run, read top to bottom,
+and share the pipeline's per-process state (label children bound once, the catalog's
+tiers, the booking an undo must see, the one pseudonym per query); split, each part
+would reach into the others' private state.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ __all__ = [
     "QueryReceipt",
     "RecordMarker",
     "SubjectMarker",
+    "Validated",
     "unkeyed_pseudonym",
 ]
 
@@ -103,6 +109,16 @@ class _Booking:
         except BaseException:
             return False
         return True
+
+
+@dataclass(slots=True)
+class Validated:
+    """What step 2 made of a request (the query and its subject's pseudonym), kept by the
+    entry point so that a refusal after validation is recorded without validating and
+    pseudonymising again. Both unset until validation passed."""
+
+    query: ValidQuery | None = None
+    subject_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +156,11 @@ class AuditSink(Protocol):
         allowed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         legal_basis: str = "",
         confidential_until: str = "",
+        subject_pseudonym: str | None = None,
     ) -> QueryReceipt | None:
         """Append the audit record of one query (answered or refused) and return its receipt.
+        ``subject_pseudonym``: the subject's keyed pseudonym when the caller has it already
+        (None: the sink computes it from ``query``).
 
         Raises:
             AuditUnavailableError: the record could not be written.
@@ -162,9 +181,10 @@ class RecordMarker(Protocol):
     gateway's own dispute marks and statements, and records dropped after an approved
     credit repair, read once per query."""
 
-    def for_subject(self, subject: tuple[str, str]) -> SubjectMarker:
-        """The marks for ``subject`` as of now. Raises a GatewayError when they cannot be
-        read (the query fails rather than miss a mark)."""
+    def for_subject(self, subject_key: str) -> SubjectMarker:
+        """The marks as of now for the subject whose pseudonym (the query path's, one per
+        query) is ``subject_key``. Raises a GatewayError when they cannot be read (the
+        query fails rather than miss a mark)."""
 
 
 def safe_request_id(request: query_pb2.QueryRequest) -> str:
@@ -219,6 +239,9 @@ class QueryPipeline:
         self._audit = audit
         self._meter = meter
         self._pseudonym = pseudonym or unkeyed_pseudonym
+        # Only the audit log's keyed pseudonym may stand in the record; an unkeyed one
+        # (no key given) is never handed to the sink.
+        self._keyed = pseudonym is not None
         self._default_timeout_s = default_timeout_s
         self._today = today
         # Label children bound once: the hot path only increments.
@@ -267,17 +290,33 @@ class QueryPipeline:
         self._catalog = catalog
 
     async def _audit_refusal(
-        self, caller: Caller | None, request: query_pb2.QueryRequest, error: GatewayError
+        self,
+        caller: Caller | None,
+        request: query_pb2.QueryRequest,
+        error: GatewayError,
+        query: ValidQuery | None = None,
+        subject_key: str | None = None,
     ) -> None:
         """Refusals are on the record too. Nothing is disclosed by a refusal, so
-        a log failure here is logged and the caller still gets its error."""
+        a log failure here is logged and the caller still gets its error. ``query`` and
+        ``subject_key``: the request as validated and its subject's pseudonym, when the
+        refusal came after validation (None: the request is validated again here, for a
+        refusal that came before, or where validation itself refused)."""
         if self._audit is None or isinstance(error, AuditUnavailableError):
             return
-        query = None
-        with contextlib.suppress(GatewayError):
-            query = self._validator.validate(request)
+        if query is None:
+            with contextlib.suppress(GatewayError):
+                query = self._validator.validate(request)
+            subject_key = None
         try:
-            await self._audit.append_query(query, caller, request, None, error)
+            await self._audit.append_query(
+                query,
+                caller,
+                request,
+                None,
+                error,
+                subject_pseudonym=subject_key if self._keyed and query is not None else None,
+            )
         except Exception:
             log.exception(
                 "could not audit a refusal", extra={"request_id": safe_request_id(request)}
@@ -309,8 +348,18 @@ class QueryPipeline:
         caller: Caller,
         request: query_pb2.QueryRequest,
         context: grpc.aio.ServicerContext[Any, Any],
+        seen: Validated | None = None,
     ) -> tuple[query_pb2.QueryResponse, str]:
+        """Steps 2 to 9 for an authenticated caller. ``seen`` receives the validated
+        query and its subject's pseudonym as soon as they are known, for the record of
+        a refusal that comes later. Raises the step's GatewayError."""
         query = self._validator.validate(request)
+        # The subject's pseudonym, once per query: the limiter's distinct-subject counter,
+        # the booking's request digest, the consent archive, the objection marks and the
+        # audit record all take this one value.
+        subject_key = self._pseudonym(query.subject_type, query.subject_id)
+        if seen is not None:
+            seen.query, seen.subject_key = query, subject_key
         if self._limiter is not None:
             # Before deciding, booking or asking anyone: raises RateLimitedError. The
             # subject's pseudonym feeds the distinct-subject counter of queries naming no case.
@@ -318,9 +367,7 @@ class QueryPipeline:
             self._limiter.admit(
                 caller.agency_id,
                 query.purpose,
-                subject_key=None
-                if cased
-                else self._pseudonym(query.subject_type, query.subject_id),
+                subject_key=None if cased else subject_key,
                 case_reference=cased,
             )
         basis = self._basis(caller, request, query)
@@ -352,11 +399,20 @@ class QueryPipeline:
             # A consent use is a durable write (an fsync, or a round trip to PostgreSQL):
             # off the event loop, which would otherwise stall every query meanwhile.
             decision = await asyncio.to_thread(decision.count_use)
-        reservation = await self._reserve(caller, query, decision, today, is_self)
+        reservation = await self._reserve(caller, query, decision, today, is_self, subject_key)
         booking = _Booking()
         try:
             return await self._answer(
-                caller, request, context, query, decision, today, reservation, booking, basis
+                caller,
+                request,
+                context,
+                query,
+                decision,
+                today,
+                reservation,
+                booking,
+                basis,
+                subject_key=subject_key,
             )
         except BaseException as exc:
             # Nothing was disclosed: give back what was reserved, or refund a
@@ -402,14 +458,19 @@ class QueryPipeline:
             )
 
     async def _reserve(
-        self, caller: Caller, query: ValidQuery, decision: Decision, today: dt.date, is_self: bool
+        self,
+        caller: Caller,
+        query: ValidQuery,
+        decision: Decision,
+        today: dt.date,
+        is_self: bool,
+        subject_key: str,
     ) -> Reservation | None:
         """Step 4: reserve the price (or a free unit) of everything granted,
-        before any department is asked. Raises InsufficientBalanceError or
-        QuotaExhaustedError, and then no department is called."""
+        before any department is asked (``subject_key``: the subject's pseudonym). Raises
+        InsufficientBalanceError or QuotaExhaustedError, and then no department is called."""
         if self._meter is None or not any(dd.allowed for dd in decision.departments.values()):
             return None
-        subject_key = self._pseudonym(query.subject_type, query.subject_id)
         datasets = ",".join(sorted(f"{d.department}/{d.name}" for d in query.datasets))
         # Binds a request id to what it asked: a reused id for another subject
         # or other datasets is refused instead of riding on the first charge.
@@ -435,6 +496,8 @@ class QueryPipeline:
         reservation: Reservation | None,
         booking: _Booking,
         basis: ResolvedBasis | None = None,
+        *,
+        subject_key: str,
     ) -> tuple[query_pb2.QueryResponse, str]:
         if decision.consent_id and self._consents is not None and request.consent_token:
             # Art. 18: the authorisation behind this query is kept in signed form before any
@@ -443,7 +506,7 @@ class QueryPipeline:
                 decision.consent_id,
                 request.consent_token,
                 agency_id=caller.agency_id,
-                subject_key=self._pseudonym(query.subject_type, query.subject_id),
+                subject_key=subject_key,
                 expires_at=decision.consent_expires_at,
             )
         lookups = self._lookups(caller, query, decision, reservation)
@@ -488,7 +551,7 @@ class QueryPipeline:
                 partial = True
                 continue
             if marks is None and self._marker is not None:
-                marks = self._marker.for_subject((query.subject_type, query.subject_id))
+                marks = self._marker.for_subject(subject_key)
             self._disclose(dept, dd.allowed_sets, outcome.response, section, cutoff, marks)
         charge_fen = 0
         billing: QueryBilling | None = None
@@ -518,6 +581,7 @@ class QueryPipeline:
                     consent_uses=decision.consent_uses,
                     legal_basis=basis.code if basis is not None else "",
                     confidential_until=basis.confidential_until(today) if basis else "",
+                    subject_pseudonym=subject_key if self._keyed else None,
                 )
             )
             receipt = await asyncio.shield(booking.record)

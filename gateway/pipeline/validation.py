@@ -14,7 +14,7 @@ from gateway.domain.enums import SubjectType
 from gateway.domain.identifiers import IdentifierError, validate_resident_id, validate_uscc
 from gateway.domain.purposes import Purpose
 from gateway.errors import InvalidArgumentError, InvalidIdentifierError
-from gateway.pipeline.freetext import echo, holds_identifier, joined_identifier
+from gateway.pipeline.freetext import echo, joined_identifier, scan
 from protos.credit.v1 import common_pb2, query_pb2
 
 __all__ = ["FREE_TEXT_FIELDS", "ValidQuery", "Validator"]
@@ -44,6 +44,10 @@ class ValidQuery:
     purpose: str
     mode: int
     datasets: tuple[Dataset, ...]
+    #: Every free-text field (:data:`FREE_TEXT_FIELDS`) was screened and holds nothing
+    #: identifier-like at all, not even inside a hex token: the audit record may take
+    #: them as written without screening them again.
+    plain_text: bool = False
 
 
 class Validator:
@@ -89,11 +93,14 @@ class Validator:
                 "must be a code from the published list (lower-case letters, digits and _)",
                 reason="UNKNOWN_LEGAL_BASIS",
             )
+        plain = True
         for name in FREE_TEXT_FIELDS:
             text = getattr(request, name)
             if len(text) > _MAX_TEXT:
                 raise InvalidArgumentError(name, f"longer than {_MAX_TEXT} characters")
-            if holds_identifier(text):
+            found = scan(text)
+            plain = plain and not found
+            if any(not f.in_hex for f in found):  # freetext.holds_identifier
                 raise InvalidArgumentError(
                     name,
                     "must not contain a resident identity number or unified social credit "
@@ -125,5 +132,5 @@ class Validator:
                     picked.append(ds)
             datasets = tuple(picked)
         return ValidQuery(
-            request_id, subject_type, subject_id, request.purpose, request.mode, datasets
+            request_id, subject_type, subject_id, request.purpose, request.mode, datasets, plain
         )

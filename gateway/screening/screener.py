@@ -52,7 +52,7 @@ from gateway.errors import (
 from gateway.federation import DepartmentClient, fan_out
 from gateway.pipeline.decision import Decider, QueryFacts
 from gateway.pipeline.freetext import joined_identifier
-from gateway.pipeline.query import RecordMarker, SubjectMarker
+from gateway.pipeline.query import RecordMarker, SubjectMarker, unkeyed_pseudonym
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.screening.lists import KIND, RepairCheck, current_entries, list_status, no_repairs
 from gateway.screening.measures import ListDef, MeasuresCatalog
@@ -280,9 +280,11 @@ class Screener:
             raise
 
     def _subject_key(self, query: ValidQuery) -> str:
+        """The subject's pseudonym as the query path and the objection desk make it: the
+        audit log's keyed one, or (development, no log) the unkeyed hash."""
         if self._audit is not None:
             return self._audit.pseudonym(query.subject_type, query.subject_id)
-        return hashlib.sha256(f"{query.subject_type}:{query.subject_id}".encode()).hexdigest()
+        return unkeyed_pseudonym(query.subject_type, query.subject_id)
 
     async def _answer(
         self,
@@ -365,7 +367,7 @@ class Screener:
                             records.extend(result.records)
                 if self._marker is not None:
                     if marks is None:  # once per screen, and only if a department answered
-                        marks = self._marker.for_subject((query.subject_type, query.subject_id))
+                        marks = self._marker.for_subject(self._subject_key(query))
                     records = marks.mark(lst.department, lst.dataset, records)
                 entries = current_entries(lst, records, day)
                 status = list_status(lst, entries, measures, request.scenario)

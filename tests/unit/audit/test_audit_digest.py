@@ -260,3 +260,42 @@ def test_a_catalog_record_with_prefix_keys_takes_the_fast_path() -> None:
     r.sections.add(department="market").datasets.add(dataset="clean").records.add(record_id="1")
     r.charge.amount_fen = 7
     assert gateway_digest(r) == response_digest(r.SerializeToString())
+
+
+def _with_unknown_fields(response: query_pb2.QueryResponse) -> query_pb2.QueryResponse:
+    """``response`` parsed back with unknown fields in it and in a record (as a newer
+    department adapter would send them): field 99 of the response and of the record."""
+    # Field 99 / 98, wire type 2: the tag is the varint of number << 3 | 2.
+    wire = response.SerializeToString() + bytes([0x9A, 0x06, 3]) + b"new"
+    out = query_pb2.QueryResponse.FromString(wire)
+    for s in out.sections:
+        for d in s.datasets:
+            for r in d.records:
+                r.MergeFromString(bytes([0x92, 0x06, 5]) + b"extra")
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_responses(), st.booleans())
+def test_the_in_place_digest_is_the_reference(
+    response: query_pb2.QueryResponse, keys_given: bool
+) -> None:
+    """The query path's digest (no copy; the granted fields as the keys) equals the
+    stdlib rule on the response as received, and discards only unknown fields."""
+    expected = response_digest(response.SerializeToString())
+    sent = _with_unknown_fields(response)
+    assert len(sent.SerializeToString()) > len(response.SerializeToString())
+    keys = None
+    if keys_given:  # a superset of the records' keys, as the decision's grant is
+        keys = {k for s in sent.sections for d in s.datasets for r in d.records for k in r.fields}
+        keys |= {"rating", "rating_year", "z"}
+    assert message_digest(sent, keys=keys, in_place=True) == expected
+    assert sent == response  # the unknown fields gone, nothing else changed
+    assert response_digest(sent.SerializeToString()) == expected
+
+
+def test_the_in_place_digest_copies_a_response_with_its_receipt() -> None:
+    r = _response_with_map(["rating_year", "rating"])
+    r.receipt.origin = "credit-gateway.test/audit"
+    assert message_digest(r, in_place=True) == response_digest(r.SerializeToString())
+    assert r.receipt.origin == "credit-gateway.test/audit"  # the caller's message kept whole

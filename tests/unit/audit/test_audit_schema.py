@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -144,6 +144,9 @@ def _record(fields: dict[str, str]) -> common_pb2.Record:
     )
 
 
+_RID = "0b6f8a52-6c1e-4d4e-9a53-2f1c3c1e9d10"
+
+
 def _response(*, partial: bool) -> query_pb2.QueryResponse:
     market = query_pb2.DepartmentSection(
         department="market",
@@ -171,12 +174,12 @@ def _response(*, partial: bool) -> query_pb2.QueryResponse:
         else [],
     )
     return query_pb2.QueryResponse(
-        request_id="q-1", sections=[market, court], policy_version="7", catalog_version="c3"
+        request_id=_RID, sections=[market, court], policy_version="7", catalog_version="c3"
     )
 
 
 _REQUEST = query_pb2.QueryRequest(
-    request_id="q-1",
+    request_id=_RID,
     subject=common_pb2.Subject(type=common_pb2.SUBJECT_TYPE_ENTERPRISE, id="91350100M000100Y43"),
     purpose="lending",
     mode=query_pb2.QUERY_MODE_PAID,
@@ -184,7 +187,8 @@ _REQUEST = query_pb2.QueryRequest(
     case_reference="loan 2026-11 for 91350100M000100Y43",
     represented_party="",
 )
-_QUERY = ValidQuery("q-1", "enterprise", "91350100M000100Y43", "lending", 2, ())
+# A validated query's request id is a UUID's canonical text (Validator.validate).
+_QUERY = ValidQuery(_RID, "enterprise", "91350100M000100Y43", "lending", 2, ())
 _CALLER = Caller("bank-001", "bank", cert_thumbprint="abc")
 _BILLING = {
     "basis": "paid",
@@ -210,7 +214,8 @@ _CASES: dict[str, dict[str, Any]] = {
         error=InvalidArgumentError("subject.id", "bad check digit"),
     ),
     "refused, with a partial billing block": dict(
-        query=_QUERY, caller=None, request=query_pb2.QueryRequest(purpose="not a purpose 5"),
+        query=_QUERY, caller=None,
+        request=query_pb2.QueryRequest(request_id=_RID, purpose="not a purpose 5"),
         response=None, error=QuotaExhaustedError("used up"),
         billing={"reserved_fen": 100, "charged_fen": 100, "state": "settled", "replay": False},
     ),
@@ -443,3 +448,15 @@ def test_a_policy_admin_record_encodes_to_the_bytes_of_the_old_dict(
     assert canonical_json(_logged(kind, new)) == canonical_json(_logged(kind, old))
     read = PolicyAdminRecord.from_json(_logged(kind, old))
     assert canonical_json(read.to_json()) == canonical_json(_logged(kind, old))
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [0, 999_999, 1_764_547_151_123_456_789, 1_764_547_151_999_999_999, 1_764_547_152_000_000_000],
+)
+def test_the_record_time_is_what_datetime_writes(ns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record's ``time``, formatted once a second, is ``isoformat`` to the millisecond
+    (truncated), UTC as ``Z``: the text the records held before."""
+    monkeypatch.setattr(auditing.time, "time_ns", lambda: ns)
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+    assert auditing._now() == when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -481,3 +481,29 @@ def test_property_a_real_identifier_split_anyhow_is_found(hidden_id: str, cuts: 
     parts = [hidden_id[a:b] for a, b in zip([0, *points], [*points, len(hidden_id)], strict=True)]
     assume(not any(holds_identifier(p) for p in parts))
     assert joined_identifier(parts)
+
+
+def test_a_validated_query_says_whether_its_texts_were_screened_clean(
+    validator: Validator,
+) -> None:
+    """ValidQuery.plain_text: nothing at all found (the record then takes the texts
+    without a second screening); a hex token's finding is allowed but not plain."""
+    assert validator.validate(query(officer_id="officer 7", case_reference="2026-11")).plain_text
+    assert validator.validate(query()).plain_text
+    assert validator.validate(query(case_reference=HEX_UUID)).plain_text  # finds nothing
+    # A digest whose digits read as a real resident number: allowed, not plain.
+    digest = "deadbeef110105194912310021cafebabe0000"
+    assert scan(digest) and not holds_identifier(digest)
+    assert not validator.validate(query(case_reference=digest)).plain_text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"[0-9A-Z \-]{6,30}", fullmatch=True))
+def test_a_text_screened_clean_is_recorded_as_free_text_would(text: str) -> None:
+    """The record's shortcut for a validated query's texts (no second screening) gives
+    what recordable gives, for every text the screening finds nothing in."""
+    auditor = QueryAuditor(None, KEY, gateway_origin="gw")  # type: ignore[arg-type]
+    if not scan(text):
+        assert auditor._screened(text) == auditor.free_text(text) == recordable(KEY, text)
+    assert auditor._screened("hmac:" + "0" * 64) == recordable(KEY, "hmac:" + "0" * 64)
+    assert auditor._screened("x" * 257) == recordable(KEY, "x" * 257)
