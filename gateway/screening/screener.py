@@ -224,8 +224,9 @@ class Screener:
         meter = self._billing()
         lines = sorted({(lst.department, lst.dataset) for lst in lists if asked[lst.id]})
         reservation: Reservation | None = None
+        # One pseudonym per screen: the booking's digest, the objection marks, the record.
+        subject_key = self._subject_key(query)
         if meter is not None and lines:
-            subject_key = self._subject_key(query)
             digest = hashlib.sha256(
                 f"screen|{subject_key}|{query.purpose}|{request.scenario}".encode()
             ).hexdigest()
@@ -241,7 +242,16 @@ class Screener:
         recorded: asyncio.Future[Any] | None = None
         try:
             response, delivered, outcome = await self._answer(
-                caller, query, request, measures, lists, asked, reservation, today, budget_s
+                caller,
+                query,
+                request,
+                measures,
+                lists,
+                asked,
+                reservation,
+                today,
+                budget_s,
+                subject_key=subject_key,
             )
             response.policy_version = decision.policy_version
             billing: QueryBilling | None = None
@@ -252,7 +262,14 @@ class Screener:
             if self._audit is not None:
                 recorded = asyncio.ensure_future(
                     self._append(
-                        caller, request, query, response, outcome, billing, batch_id=batch_id
+                        caller,
+                        request,
+                        query,
+                        response,
+                        outcome,
+                        billing,
+                        batch_id=batch_id,
+                        subject_key=subject_key,
                     )
                 )
                 receipt = await asyncio.shield(recorded)
@@ -297,6 +314,8 @@ class Screener:
         reservation: Reservation | None,
         today: dt.date,
         budget_s: float | None,
+        *,
+        subject_key: str,
     ) -> tuple[screening_pb2.ScreenResponse, list[tuple[str, str]], str]:
         deliverable = reservation.deliverable if reservation is not None else None
         wanted: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -367,7 +386,7 @@ class Screener:
                             records.extend(result.records)
                 if self._marker is not None:
                     if marks is None:  # once per screen, and only if a department answered
-                        marks = self._marker.for_subject(self._subject_key(query))
+                        marks = self._marker.for_subject(subject_key)
                     records = marks.mark(lst.department, lst.dataset, records)
                 entries = current_entries(lst, records, day)
                 status = list_status(lst, entries, measures, request.scenario)
@@ -394,6 +413,7 @@ class Screener:
         *,
         batch_id: str = "",
         error_field: str | None = None,
+        subject_key: str = "",
     ) -> query_pb2.AuditReceipt:
         audit = self._audit
         assert audit is not None
@@ -407,7 +427,8 @@ class Screener:
         pseudonym = ""
         if query is not None:
             subject_type = str(query.subject_type)
-            pseudonym = audit.pseudonym(query.subject_type, query.subject_id)
+            # The screen's own (the audit log's keyed one), or made here for a refusal.
+            pseudonym = subject_key or audit.pseudonym(query.subject_type, query.subject_id)
         else:
             known = names.SUBJECT_TYPE.get(request.subject.type)
             subject_type = "unspecified" if known is None else known.value
