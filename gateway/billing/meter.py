@@ -105,6 +105,7 @@ from gateway.billing.ledger import (
     ReserveSpec,
     UnauditedKind,
 )
+from gateway.billing.ledger._rules import QUOTA_BASES
 from gateway.billing.prices import PriceList
 from gateway.billing.reconcile import Movements, ledger_movements, record_movements
 from gateway.errors import ConflictError, InternalError, InvalidArgumentError, LedgerError
@@ -128,8 +129,6 @@ HEALED_SETTLE_S = 60.0
 
 #: A pseudonym is an HMAC, never an identifier: identifiers are 18 characters.
 _MIN_SUBJECT_KEY = 32
-#: Bases whose settlement moves no money (a free unit was taken at reservation).
-_FREE_BASES: frozenset[str] = frozenset({"free_quota", "self_allowance"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -592,7 +591,7 @@ class Meter:
             self._lazy
             and wanted
             and not reservation.reserved_fen
-            and reservation.basis in _FREE_BASES
+            and reservation.basis in QUOTA_BASES
             and reservation.attempt > 0
         ):
             settlement = Settlement(

@@ -206,21 +206,17 @@ def _configured_ledger(path: Path) -> LedgerStore:
     """The ledger the gateway configured at ``path`` uses. Raises ConfigError (also for
     a schema that is not current, or a database that cannot be reached), LedgerError."""
     from gateway.runtime.config import load_config
+    from gateway.runtime.stores import pg_pool
 
     config = load_config(path)
-    target = config.storage.target_for("ledger", application_name="credit-gateway billing")
-    if target is None:
+    pool = pg_pool(config.storage, "ledger", 2)  # the gateway's own opener
+    if pool is None:
         if config.billing is None:
             raise ConfigError("billing", "missing: this gateway keeps no ledger")
         return SQLiteLedger(config.billing.ledger, create=False)
-    from gateway.stores.postgres.connect import open_store_pool
     from gateway.stores.postgres.ledger import PostgresLedger
 
-    return PostgresLedger(
-        open_store_pool(
-            target, "ledger", max_size=2, timeout_s=float(config.storage.connect_timeout_s)
-        )
-    )
+    return PostgresLedger(pool)
 
 
 def _run(args: argparse.Namespace, ledger: LedgerStore, out: TextIO) -> int:

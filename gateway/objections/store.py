@@ -285,7 +285,6 @@ MARK_COLUMNS = (
 _MARK_ROWS = f"SELECT {MARK_COLUMNS} FROM objections"
 #: Filing order: the order :func:`full_marks` and :func:`updated_marks` need.
 MARK_ORDER = " ORDER BY filed_at, objection_id"
-_ORDER = MARK_ORDER
 _CHANGED_RECORDS = (
     " WHERE (department, dataset, record_id) IN (SELECT department, dataset, record_id"
     " FROM objections WHERE changed > ?)"
@@ -586,8 +585,8 @@ class SQLiteObjectionStore(ObjectionStore):
         try:
             version = int(c.execute("SELECT version FROM state WHERE id = 1").fetchone()[0])
             if old.version < 0:
-                return full_marks(version, c.execute(_MARK_ROWS + _ORDER).fetchall())
-            rows = c.execute(_MARK_ROWS + _CHANGED_RECORDS + _ORDER, (old.version,)).fetchall()
+                return full_marks(version, c.execute(_MARK_ROWS + MARK_ORDER).fetchall())
+            rows = c.execute(_MARK_ROWS + _CHANGED_RECORDS + MARK_ORDER, (old.version,)).fetchall()
         finally:
             c.execute("COMMIT")
         return updated_marks(old, version, rows)

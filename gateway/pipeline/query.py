@@ -58,6 +58,7 @@ from gateway.pipeline.decision import (
     Decision,
     QueryFacts,
     ResolvedBasis,
+    with_consent_counted,
 )
 from gateway.pipeline.disclosure import ageing_cutoff, filter_records
 from gateway.pipeline.limits import RateLimiter
@@ -398,7 +399,7 @@ class QueryPipeline:
         if decision.count_use is not None:
             # A consent use is a durable write (an fsync, or a round trip to PostgreSQL):
             # off the event loop, which would otherwise stall every query meanwhile.
-            decision = await asyncio.to_thread(decision.count_use)
+            decision = await asyncio.to_thread(with_consent_counted, decision)
         reservation = await self._reserve(caller, query, decision, today, is_self, subject_key)
         booking = _Booking()
         try:

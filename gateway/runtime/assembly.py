@@ -58,8 +58,7 @@ from gateway.policyadmin.admin import query_records
 from gateway.policyadmin.loading import DEFAULT_LIMITS_PATH, read_disk_files
 from gateway.runtime.config import AuditConfig, AuthConfig, Config, StorageConfig
 from gateway.runtime.server import Gateway
-from gateway.runtime.stores import open_subject_parts as _open_subject_parts
-from gateway.runtime.stores import pg_pool
+from gateway.runtime.stores import open_subject_parts, pg_pool
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.live import SharedStores, open_shared_stores
 from gateway.stores.sqlite.controls import SQLiteControlsStore
@@ -115,12 +114,6 @@ class _Shared:
                 opened.close()
 
 
-def _pg_pool(config: Config, store: str, max_size: int) -> Any:
-    """A pool for ``store`` after the schema check, or None where it stays on SQLite.
-    Blocking: start-up only. Raises ConfigError (schema behind, database unreachable)."""
-    return pg_pool(config.storage, store, max_size)
-
-
 def _open_shared(config: Config) -> _Shared:
     """Open the ledger, the replay store and the rate-limit budget on PostgreSQL where
     ``[storage]`` says so (``credit-gateway db migrate`` must have run). Blocking:
@@ -131,12 +124,15 @@ def _open_shared(config: Config) -> _Shared:
 
     shared = _Shared()
     try:
-        if config.billing is not None and (pool := _pg_pool(config, "ledger", 8)) is not None:
+        if (
+            config.billing is not None
+            and (pool := pg_pool(config.storage, "ledger", 8)) is not None
+        ):
             shared.ledger = PostgresLedger(pool)
-        if config.auth is not None and (pool := _pg_pool(config, "replay", 2)) is not None:
+        if config.auth is not None and (pool := pg_pool(config.storage, "replay", 2)) is not None:
             jti = PostgresJtiStore(pool, max_entries=config.auth.replay_store_max_entries)
             shared.replay = ReplayStore(store=jti)
-        if (pool := _pg_pool(config, "limits", 2)) is not None:
+        if (pool := pg_pool(config.storage, "limits", 2)) is not None:
             shared.limits = PostgresRateBudget(pool)
     except BaseException:
         shared.close()
@@ -404,9 +400,7 @@ async def _build(config: Config, catalog: Catalog, shared: SharedStores, pg: _Sh
     auditor = await open_auditor(config.audit, config.storage) if config.audit is not None else None
     indexer = archive = None
     if config.audit is not None:
-        indexer, archive = await asyncio.to_thread(
-            _open_subject_parts, config.audit, config.storage
-        )
+        indexer, archive = await asyncio.to_thread(open_subject_parts, config.audit, config.storage)
     decider: Decider | None = None
     policy_admin: PolicyAdminService | None = None
     if config.policy is not None and (config.policy.store is not None or shared.policy):

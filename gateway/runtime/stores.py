@@ -70,9 +70,7 @@ def open_subject_parts(
     except BaseException:
         archive.close()
         raise
-    target = None
-    if storage is not None:
-        target = storage.target_for("audit", application_name="credit-gateway-index")
+    target = storage.target_for("audit", application_name="credit-gateway-index")
 
     def reader() -> LogReader:
         if target is not None:

@@ -31,7 +31,10 @@ CASES = {
     ),
     "decision_bench": (["--lines", "100", "--decisions", "300"], "cached, with consent token"),
     # make bench: the runner and its summary (one quick bench is enough to prove them).
-    "all": (["--quick", "--only", "decision_bench"], "-- bench.decision_bench"),
+    "all": (
+        ["--quick", "--only", "decision_bench", "soak", "--skip", "soak"],
+        "-- bench.decision_bench",
+    ),
     "controls_bench": (["--calls", "200", "--trials", "2"], "propagation between processes"),
     "portal_bench": (["--n", "3", "--concurrency", "2"], "page/query"),
     "report_bench": (["--n", "2"], "check-report (offline)"),
@@ -60,6 +63,15 @@ CASES = {
         "gateway CPU us/q",
     ),
 }
+
+
+def test_make_bench_quick_runs_are_the_ones_tested() -> None:
+    """bench.all --quick passes each bench the parameters this suite starts it with (one
+    table would drift; this holds the two equal)."""
+    from bench.all import BENCHES
+
+    for bench in BENCHES:
+        assert list(bench.quick) == CASES[bench.name][0], bench.name
 
 
 @pytest.mark.slow

@@ -80,6 +80,8 @@ _RETRYABLE = (
 #: SQLSTATE a fast-path function raises where the portable transaction must decide.
 _SLOW_PATH = "CGL01"
 _ROW = ", ".join(f"(f.o_request).{c.strip()}" for c in _REQUEST_COLS.split(","))
+#: How many columns of a fast-path row are the request's (the account's follow).
+_NCOLS = len(_REQUEST_COLS.split(","))
 _RESERVE_FAST = (
     f"SELECT {_ROW}, f.o_has_account, f.o_balance_fen, f.o_held_fen, f.o_credit_limit_fen,"
     " f.o_free_remaining FROM ledger.reserve_fast("
@@ -186,8 +188,8 @@ class PostgresLedger(SqlLedger):
         row = self._fast(_RESERVE_FAST, args)
         if row is None:
             return super().reserve(spec)
-        rec = self._request(row[:18])
-        has_account, balance, held, credit, free_remaining = row[18:]
+        rec = self._request(row[:_NCOLS])
+        has_account, balance, held, credit, free_remaining = row[_NCOLS:]
         account = AccountState(spec.account_id, balance, held, credit) if has_account else None
         return ReserveResult(rec, False, account, int(free_remaining))
 

@@ -48,8 +48,9 @@ from gateway.errors import (
     NotFoundError,
     NotYetIntegratedError,
 )
-from gateway.runtime.assembly import _open_subject_parts, open_auditor
+from gateway.runtime.assembly import open_auditor
 from gateway.runtime.config import AuditConfig, StorageConfig
+from gateway.runtime.stores import open_subject_parts
 from gateway.stores.postgres.audit import PostgresAuditStore
 from gateway.stores.postgres.url import PgTarget
 from protos.credit.v1 import audit_pb2
@@ -458,7 +459,7 @@ async def test_the_subject_index_follows_the_shared_log(
     )
     storage = StorageConfig(url=pg_url)
     auditor = await open_auditor(audit, storage)
-    indexer, archive = await asyncio.to_thread(_open_subject_parts, audit, storage)
+    indexer, archive = await asyncio.to_thread(open_subject_parts, audit, storage)
     try:
         await auditor.log.append({"kind": "query", "n": 0})
         assert await indexer.refresh() >= 1  # it read the database, not the unused file

@@ -11,7 +11,7 @@ import pytest
 from gateway.audit.records import generate_pseudonym_key, write_pseudonym_key
 from gateway.errors import ConfigError
 from gateway.runtime.config import AuditConfig, StorageConfig, parse_config
-from gateway.runtime.stores import open_subject_parts as _open_subject_parts
+from gateway.runtime.stores import open_subject_parts
 from gateway.stores.postgres.subject_index import PgQueryIndex
 from gateway.subject.index import SQLiteQueryIndex
 
@@ -71,7 +71,7 @@ def _audit(tmp_path: Path) -> AuditConfig:
 def test_the_subject_parts_open_on_postgres_where_storage_says(tmp_path: Path, pg_url: str) -> None:
     audit = _audit(tmp_path)
     storage = StorageConfig(url=pg_url)
-    indexer, archive = _open_subject_parts(audit, storage)
+    indexer, archive = open_subject_parts(audit, storage)
     try:
         assert isinstance(indexer.index, PgQueryIndex)
         assert indexer.index.follows()  # the first process is elected follower
@@ -81,7 +81,7 @@ def test_the_subject_parts_open_on_postgres_where_storage_says(tmp_path: Path, p
     assert not audit.subject_index_path.exists() and not audit.consent_archive_path.exists()
     # Kept embedded where [storage.stores] says so.
     kept = StorageConfig(url=pg_url, stores={"subject_index": "sqlite", "audit": "sqlite"})
-    indexer, archive = _open_subject_parts(audit, kept)
+    indexer, archive = open_subject_parts(audit, kept)
     try:
         assert isinstance(indexer.index, SQLiteQueryIndex)
     finally:
@@ -91,4 +91,4 @@ def test_the_subject_parts_open_on_postgres_where_storage_says(tmp_path: Path, p
 
 def test_a_schema_behind_is_refused_naming_the_command(tmp_path: Path, pg_empty_url: str) -> None:
     with pytest.raises(ConfigError, match="credit-gateway db migrate"):
-        _open_subject_parts(_audit(tmp_path), StorageConfig(url=pg_empty_url))
+        open_subject_parts(_audit(tmp_path), StorageConfig(url=pg_empty_url))
