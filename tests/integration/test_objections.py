@@ -344,7 +344,9 @@ async def test_objections_marked_answered_three_ways_and_overdue(stack: DevStack
     assert uscc not in text
 
 
-async def test_credit_repair_refused_before_its_period_then_approved(stack: DevStack) -> None:
+async def test_credit_repair_refused_before_its_period_then_approved(
+    stack: DevStack, tmp_path: Path
+) -> None:
     uscc = subject(stack, "enterprise_all_departments")
     desk = _desk(stack)
     clock = _clock(stack)
@@ -367,6 +369,20 @@ async def test_credit_repair_refused_before_its_period_then_approved(stack: DevS
         assert early.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         allowed = today - dt.timedelta(days=10)
         assert "general" in (early.value.details() or "")
+        # The README's `credit-query objection repair`, through the installed script.
+        demo = tmp_path / "demo.json"
+        demo.write_text(json.dumps(stack.describe()), encoding="utf-8")
+        consent_file = tmp_path / "consent.jwt"
+        consent_file.write_text(_consent(stack, uscc), encoding="utf-8")
+        cli = await asyncio.to_thread(
+            _credit_query,
+            "objection", "--demo", str(demo), "--agency", "procurement", "repair",
+            "--enterprise", uscc, "--record", f"market/{PENALTIES}/{rid}",
+            "--grounds", "已履行处罚决定并完成整改", "--consent-file", str(consent_file),
+        )  # fmt: skip
+        assert cli.returncode == 1, cli.stdout + cli.stderr
+        assert "FAILED_PRECONDITION" in cli.stderr and "general" in cli.stderr
+        assert uscc not in cli.stderr
         # Registration is not public credit information that can be repaired.
         not_repairable = repair()
         not_repairable.dataset = "registration"
