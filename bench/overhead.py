@@ -4,7 +4,9 @@ Both stand in front of the same trivial department (bench/_department.py), in
 their own processes; one load generator drives each in turn with the same
 concurrency, alternating rounds so that a noisy neighbour hurts both alike.
 Printed: medians of throughput (answered OK) and of server CPU time per query,
-the gateway/bare ratios, and the answers that were not OK on either side: any
+the gateway/bare ratios, each server's CPU per query split by thread (the event loop,
+the ledger's thread, the other Python threads: audit writer, stores, ``asyncio.to_thread``
+workers; gRPC core's own threads), and the answers that were not OK on either side: any
 there (a rate limit, a deadline) and the run is not valid and exits 1. Not a
 test: nothing here asserts a time.
 
@@ -135,18 +137,43 @@ def _measure(
     tls: tuple[bytes, bytes, bytes] | None,
     fresh: Iterator[tuple[tuple[str, str], ...]] | None = None,
     failed: Counter[str] | None = None,
+    threads: list[Round] | None = None,
 ) -> tuple[float, float]:
-    """OK queries/s and CPU microseconds per OK query; non-OK answers added to ``failed``."""
+    """OK queries/s and CPU microseconds per OK query; non-OK answers added to ``failed``,
+    and the round's per-thread CPU readings to ``threads`` (see :func:`per_role`)."""
     cpu0 = _procs.cpu_seconds(pid)
+    before = _procs.thread_cpu(pid) if threads is not None else {}
     t0 = time.perf_counter()
     n, bad = asyncio.run(
         _drive(address, method, payload, metadata, args.concurrency, args.seconds, tls, fresh)
     )
     elapsed = time.perf_counter() - t0
     cpu = _procs.cpu_seconds(pid) - cpu0
+    if threads is not None:
+        threads.append((before, _procs.thread_cpu(pid), n))
     if failed is not None:
         failed.update(bad)
     return n / elapsed, cpu / max(n, 1) * 1e6
+
+
+#: One round's per-thread CPU readings of a server (before, after) and its OK queries.
+Round = tuple[dict[int, tuple[str, float]], dict[int, tuple[str, float]], int]
+
+
+def per_role(pid: int, rounds: list[Round], names: dict[int, str] | None) -> dict[str, float]:
+    """Median over ``rounds`` of each thread role's CPU microseconds per OK query
+    (roles: bench._procs.ROLES)."""
+    shares = [
+        {k: v / max(n, 1) * 1e6 for k, v in _procs.by_role(pid, a, b, names).items()}
+        for a, b, n in rounds
+    ]
+    return {role: statistics.median(s[role] for s in shares) for role in _procs.ROLES}
+
+
+def print_roles(label: str, roles: dict[str, float]) -> None:
+    """One line: ``label`` and each role's CPU microseconds per query (zero roles left out)."""
+    parts = ", ".join(f"{role} {us:.0f}" for role, us in roles.items() if us >= 0.5)
+    print(f"{label} CPU us/query by thread: {parts}")
 
 
 def _mint(pki: Pki) -> str:
@@ -344,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             gw, gw_addr = _procs.start(
                 ["-m", "bench._gateway", "--config", str(work / "gateway.toml"),
+                 "--threads-file", str(work / "threads.json"),
                  *([] if live else ["--no-live-checks"])],
                 ready="serving on",
             )  # fmt: skip
@@ -355,17 +383,22 @@ def main(argv: list[str] | None = None) -> int:
             gate: list[tuple[float, float]] = []
             bare_failed: Counter[str] = Counter()
             gate_failed: Counter[str] = Counter()
+            bare_threads: list[Round] = []
+            gate_threads: list[Round] = []
             for _ in range(args.rounds):
                 bare.append(
                     _measure(proxy.pid, proxy_addr, "/credit.v1.DepartmentAdapter/Lookup",
                              lookup.SerializeToString(), metadata, args, tls,
-                             failed=bare_failed)
+                             failed=bare_failed, threads=bare_threads)
                 )  # fmt: skip
                 gate.append(
                     _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
                              fresh_ids(query), metadata, args, tls, fresh,
-                             failed=gate_failed)
+                             failed=gate_failed, threads=gate_threads)
                 )  # fmt: skip
+            names = _procs.python_thread_names(gw, work / "threads.json")
+            bare_roles = per_role(proxy.pid, bare_threads, None)
+            gate_roles = per_role(gw.pid, gate_threads, names)
         finally:
             _procs.stop(gw, proxy, dept)
 
@@ -399,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio gateway/bare: throughput {med(gate, 0) / med(bare, 0):.2f}, "
         f"CPU per query {med(gate, 1) / med(bare, 1):.2f}"
     )
+    print_roles("bare", bare_roles)
+    print_roles("gateway", gate_roles)
 
     def counts(failed: Counter[str]) -> str:
         return ", ".join(f"{n} {code}" for code, n in sorted(failed.items())) or "0"

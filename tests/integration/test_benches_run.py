@@ -17,8 +17,14 @@ from tests.pg import require_pg
 REPO = Path(__file__).resolve().parents[2]
 
 CASES = {
-    "overhead": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "ratio gateway/bare"),
-    "fanout": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "ratio gateway/bare"),
+    "overhead": (
+        ["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"],
+        "gateway CPU us/query by thread: event loop",
+    ),
+    "fanout": (
+        ["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"],
+        "gateway CPU us/query by thread: event loop",
+    ),
     "mix": (["--rounds", "1", "--seconds", "0.3", "--concurrency", "4"], "answered as expected"),
     "soak": (["--queries", "300", "--subjects", "40", "--token-every", "100"], "RSS MiB"),
     "audit_bench": (

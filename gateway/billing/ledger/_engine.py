@@ -114,6 +114,10 @@ class Db(Protocol):
         """Run one statement; returns a :class:`Cursor`."""
         ...
 
+    def executemany(self, sql: str, args: Sequence[Sequence[Any]], /) -> Any:
+        """Run one statement once per row of ``args`` (no rows back)."""
+        ...
+
 
 class SqlLedger(LedgerStore):
     """Every :class:`LedgerStore` operation over a :class:`Db`; subclasses provide
@@ -475,8 +479,10 @@ class SqlLedger(LedgerStore):
                 ).rowcount
                 if changed:
                     booked.append(s.request_id)
-            for ref in request_ids:
-                db.execute("DELETE FROM unaudited WHERE kind = 'request' AND ref = ?", (ref,))
+            db.executemany(
+                "DELETE FROM unaudited WHERE kind = 'request' AND ref = ?",
+                [(ref,) for ref in request_ids],
+            )
             return booked
 
         if not request_ids and not settled:

@@ -38,13 +38,14 @@ class _Call:
     loop: asyncio.AbstractEventLoop
 
 
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # cancelled by a caller that did not shield
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():  # cancelled by a caller that did not shield
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class AsyncLedger:
@@ -160,9 +161,15 @@ class AsyncLedger:
 
     @staticmethod
     def _finish(calls: list[_Call], outcomes: list[tuple[bool, Any]]) -> None:
+        # One hand-off per event loop and batch, not one per call: each
+        # call_soon_threadsafe writes to the loop's self-pipe and may wake it.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+        by_loop = {}
         for call, (ok, value) in zip(calls, outcomes, strict=True):
+            by_loop.setdefault(call.loop, []).append((call.future, ok, value))
+        for loop, resolved in by_loop.items():
             try:
-                call.loop.call_soon_threadsafe(_resolve, call.future, ok, value)
+                loop.call_soon_threadsafe(_resolve, resolved)
             except RuntimeError:  # that caller's event loop is gone; serve the others
                 continue
 

@@ -108,11 +108,18 @@ class _PgDb:
         self._conn = conn
         self._sql = cache
 
-    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Any:
+    def _pg(self, sql: str) -> bytes:
         pg = self._sql.get(sql)
         if pg is None:
             pg = self._sql[sql] = _to_pg(sql)
-        return self._conn.execute(pg.encode(), tuple(args))
+        return pg.encode()
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Any:
+        return self._conn.execute(self._pg(sql), tuple(args))
+
+    def executemany(self, sql: str, args: Sequence[Sequence[Any]], /) -> Any:
+        with self._conn.cursor() as cur:
+            cur.executemany(self._pg(sql), [tuple(a) for a in args])
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -3,16 +3,20 @@ typo) and group commit. The interface itself is tested in tests/contract/test_le
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.billing.ledger import PricedLine, ReserveSpec
+from gateway.billing.ledger import PricedLine, ReserveResult, ReserveSpec, SqlLedger
 from gateway.errors import (
     LedgerError,
+    QuotaExhaustedError,
 )
 from gateway.stores.sqlite.ledger import SQLiteLedger
 
@@ -105,4 +109,90 @@ def test_a_failing_operation_in_a_batch_undoes_only_itself(tmp_path: Path) -> No
     assert ledger.request("big") is None and ledger.entries(request_id="big") == []
     account = ledger.account("a")
     assert account is not None and account.held_fen == 2
+    assert ledger.check() == []
+
+
+def _free(rid: str, key: str, limit: int, basis: str = "free_quota") -> ReserveSpec:
+    return ReserveSpec(
+        request_id=rid,
+        account_id=key.split("/")[0],
+        basis=basis,  # type: ignore[arg-type]
+        lines=(PricedLine("dept", "ds0", 100), PricedLine("dept", "ds1", 40)),
+        digest="d",
+        at=T0,
+        quota_key=key,
+        period="2026-11-05",
+        quota_limit=limit,
+        resets_at="2026-11-06T00:00:00+08:00",
+    )
+
+
+class _Counting(SQLiteLedger):
+    """Counts the portable transaction's reservations (the fast path's are not)."""
+
+    portable = 0
+
+    def _reserve(self, db: Any, spec: ReserveSpec, at: Any) -> ReserveResult:
+        self.portable += 1
+        return super()._reserve(db, spec, at)
+
+
+def test_the_free_fast_path_books_what_the_portable_transaction_books(tmp_path: Path) -> None:
+    """A free unit for a new request id is two statements on SQLite; what it returns and
+    stores must be what the portable transaction returns and stores (side by side, on
+    two quota keys), and everything off the common path is the portable one's."""
+    ledger = _Counting(tmp_path / "ledger.db")
+    ledger.top_up("funded", 5_000, "fund", T0, create=True)
+    ledger.set_credit_limit("funded", 700)
+    for account in ("funded", "unfunded"):
+        for basis in ("free_quota", "self_allowance"):
+            got = []
+            for way in ("fast", "slow"):
+                key = f"{account}/{basis}/{way}"
+                reserve = ledger.reserve if way == "fast" else partial(SqlLedger.reserve, ledger)
+                first = reserve(_free(f"{key}/1", key, 2, basis))
+                second = reserve(_free(f"{key}/2", key, 2, basis))
+                stored = ledger.request(f"{key}/1")
+                assert stored is not None
+                outcome: list[object] = [
+                    (r.account, r.free_remaining, r.replay, r.record.lines, r.record.basis,
+                     r.record.state, r.record.balance_fen, r.record.free_remaining,
+                     r.record.attempts, r.record.created_at, r.record.reserved_fen,
+                     r.record.delivered)
+                    for r in (first, second)
+                ]  # fmt: skip
+                got.append([*outcome, first.record == stored])
+                assert ("request", f"{key}/1") in ledger.unaudited()
+            assert got[0] == got[1]
+            assert ledger.portable == 2  # the slow way's two: the fast way took none
+            ledger.portable = 0
+            (first_fast, second_fast, stored_same) = got[0]
+            assert first_fast[1:3] == (1, False) and second_fast[1] == 0  # type: ignore[index]
+            assert stored_same is True
+    # Off the common path: a replay, the quota used up (refused; paid with a fallback).
+    funded = ledger.request("funded/free_quota/fast/1")
+    assert funded is not None and funded.balance_fen == 5_000
+    assert ledger.reserve(_free("funded/free_quota/fast/1", "funded/free_quota/fast", 2)).replay
+    with pytest.raises(QuotaExhaustedError):
+        ledger.reserve(_free("funded/free_quota/fast/3", "funded/free_quota/fast", 2))
+    paid = dataclasses.replace(
+        _free("s/3", "funded/self_allowance/fast", 2, "self_allowance"),
+        account_id="funded",
+        paid_fallback=True,
+    )
+    fallback = ledger.reserve(paid)
+    assert fallback.record.basis == "paid" and fallback.record.reserved_fen == 140
+    assert ledger.portable == 3
+    assert ledger.check() == []
+    ledger.close()
+
+
+def test_a_free_reservation_refused_in_a_batch_undoes_only_itself(ledger: SQLiteLedger) -> None:
+    with ledger.batch():
+        assert ledger.reserve(_free("a", "k", 1)).free_remaining == 0
+        with pytest.raises(QuotaExhaustedError):
+            ledger.reserve(_free("b", "k", 1))
+        assert ledger.reserve(_free("c", "k2", 1)).free_remaining == 0
+    assert ledger.request("b") is None
+    assert {r for _, r in ledger.unaudited()} == {"a", "c"}
     assert ledger.check() == []
