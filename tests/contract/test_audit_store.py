@@ -118,9 +118,11 @@ async def test_proofs_verify_against_the_signed_checkpoint(
         cp = open_checkpoint(log.latest_checkpoint(), _verifiers(signer), origin=ORIGIN)
         assert cp.size == 40
         for r in receipts[::7]:
-            proof = log.inclusion_proof(r.index, cp.size)
+            proof = await log.inclusion_proof(r.index, cp.size)
             verify_inclusion(r.leaf_hash, r.index, cp.size, proof, cp.root_hash)
-        verify_consistency(9, 40, log.consistency_proof(9, 40), log.root(9), log.root(40))
+        verify_consistency(
+            9, 40, await log.consistency_proof(9, 40), await log.root(9), await log.root(40)
+        )
     finally:
         await log.close()
 
@@ -167,8 +169,8 @@ async def test_an_entry_past_the_checkpoint_is_not_yet_integrated(
         assert log.checkpoint_size == 0 and log.checkpoint_due_in_s > 0
         if isinstance(log, SharedAuditLog):
             with pytest.raises(NotYetIntegratedError):
-                log.inclusion_proof(r.index, 1)
+                await log.inclusion_proof(r.index, 1)
         else:  # the single writer's tree holds it already: proofs of size 1 exist
-            assert log.inclusion_proof(r.index, 1) == []
+            assert await log.inclusion_proof(r.index, 1) == []
     finally:
         await log.close()
