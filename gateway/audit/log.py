@@ -162,6 +162,9 @@ class AuditLog:
         self._listeners: list[Callable[[bool], None]] = []
         self._healer: asyncio.Task[None] | None = None
         self._stop_healing = asyncio.Event()
+        # Proofs and roots reading the tree on worker threads: close waits for them
+        # before closing the store (a read after it would reopen a connection).
+        self._reads: set[asyncio.Task[Any]] = set()
 
     # --- opening ---------------------------------------------------------------
 
@@ -449,17 +452,35 @@ class AuditLog:
 
         Safe beside the writer thread: a size already committed is never changed by
         a later append (:class:`~gateway.audit.tiles.TiledTree` locks its right edge
-        and LRU; the stores read tiles on a connection of their own, under a lock).
+        and LRU; the stores read tiles on a read connection, not the writer's, one read
+        at a time under a lock).
         The tree is taken now: a heal that replaces it meanwhile leaves this read on
-        the tree it began with, whose committed sizes are the same.
+        the tree it began with, whose committed sizes are the same. Raises
+        AuditUnavailableError once the log is closing.
         """
-        tree = self._tree
+        if self._closing:
+            raise AuditUnavailableError("audit log is closed")
+        # A task of its own, shielded: a caller that goes away does not leave a read
+        # running that close() would not wait for.
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(read, self._tree))
+        self._reads.add(task)
+        task.add_done_callback(self._read_done)
         try:
-            return await asyncio.to_thread(read, tree)
+            return await asyncio.shield(task)
         except ProofError as err:
             raise NotFoundError(str(err)) from None
         except AuditError as err:
             raise _unreadable(err) from None
+
+    def _read_done(self, task: asyncio.Task[Any]) -> None:
+        self._reads.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller may have gone away
+
+    async def _reads_done(self) -> None:
+        """Wait for the proofs and roots under way (close: before the store closes)."""
+        if self._reads:
+            await asyncio.wait(list(self._reads))
 
     async def close(self) -> None:
         """Write everything queued, sign a final checkpoint and close the store.
@@ -475,6 +496,7 @@ class AuditLog:
             await self._healer  # finishes its attempt in progress, then stops
         self._queue.put_nowait(_CLOSE)
         await self._writer
+        await self._reads_done()
         await asyncio.to_thread(self._store.close)
         if self._failure is not None:
             raise AuditUnavailableError("audit log closed after a failure it had not healed")

@@ -289,6 +289,7 @@ class SharedAuditLog(AuditLog):
                 await asyncio.to_thread(self._final_integration)
             except AuditError as err:  # another process integrates them soon enough
                 log.warning("final integration skipped", extra={"reason": str(err)})
+        await self._reads_done()
         await asyncio.to_thread(self._shared.close)
         if self._failure is not None:
             raise AuditUnavailableError("audit log closed after a failure it had not healed")

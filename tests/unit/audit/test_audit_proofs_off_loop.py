@@ -16,6 +16,7 @@ import pytest
 from gateway.audit.log import AuditLog
 from gateway.audit.merkle import TILE_WIDTH, MerkleTree, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519Signer
+from gateway.errors import AuditUnavailableError
 from tests.unit.audit.audit_testkit import GatedStore, wait_until_held
 
 N = 3 * TILE_WIDTH + 17  # three full level-0 tiles (read from the store) and a partial one
@@ -118,3 +119,36 @@ async def test_proofs_while_appending_are_those_of_the_tree_of_their_size(
         assert consistency == tree.consistency_proof(old, size)
         verify_inclusion(tree.leaf(index), index, size, inclusion, root)
         verify_consistency(old, size, consistency, tree.root(old), root)
+
+
+@pytest.mark.parametrize("caller_goes_away", [False, True])
+async def test_close_waits_for_the_proofs_under_way_and_refuses_later_ones(
+    tmp_path: Path, signer: Ed25519Signer, caller_goes_away: bool
+) -> None:
+    """A proof whose tile read is under way when the log closes finishes on the open
+    store (a read after closing would open a connection again, never to be closed),
+    even if its caller went away meanwhile; a proof asked for after that is refused."""
+    path = tmp_path / "audit.db"
+    tree = MerkleTree(await _fill(path, signer))
+    store = GatedStore(path)
+    log = await AuditLog.open(None, signer, store=store)
+    store.armed = True
+    proof = asyncio.create_task(log.inclusion_proof(3, N))
+    await wait_until_held(store)
+    if caller_goes_away:
+        proof.cancel()
+    closing = asyncio.create_task(log.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # waiting for the read held at the gate
+    store.gate.set()
+    await asyncio.wait_for(closing, 10)
+    if caller_goes_away:
+        with pytest.raises(asyncio.CancelledError):
+            await proof
+    else:
+        assert await proof == tree.inclusion_proof(3, N)
+    assert store._tile_conn is None  # closed, and not opened again
+    with pytest.raises(AuditUnavailableError, match="closed"):
+        await log.inclusion_proof(3, N)
+    with pytest.raises(AuditUnavailableError, match="closed"):
+        await log.root(N)
