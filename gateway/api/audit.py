@@ -116,7 +116,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if index >= size:
             due = self._log.checkpoint_due_in_s + self._SIGNING_MARGIN_S
             raise NotYetIntegratedError(index, due)
-        hashes = self._log.inclusion_proof(index, size)
+        hashes = await self._log.inclusion_proof(index, size)
         return audit_pb2.InclusionProof(
             index=index,
             tree_size=size,
@@ -138,7 +138,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise InvalidArgumentError("old_size", f"{old} is larger than new_size {new}")
         if new > logged:
             raise InvalidArgumentError("new_size", f"{new} is beyond the log ({logged})")
-        hashes = self._log.consistency_proof(old, new) if old else []
+        hashes = await self._log.consistency_proof(old, new) if old else []
         return audit_pb2.ConsistencyProof(old_size=old, new_size=new, hashes=hashes)
 
     def _about_callers_subject(

@@ -129,4 +129,6 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
             await asyncio.sleep(min(left, _POLL_S))
         note = self._log.latest_checkpoint()
         size = Checkpoint.parse(note.partition("\n\n")[0] + "\n").size
-        return TlogProof(index, tuple(self._log.inclusion_proof(index, size)), note).text()
+        # Off the event loop: an old entry's proof may read tiles from the store.
+        hashes = await self._log.inclusion_proof(index, size)
+        return TlogProof(index, tuple(hashes), note).text()

@@ -42,7 +42,9 @@ Memory is flat however long the log grows: the tree is a
 :class:`~gateway.audit.tiles.TiledTree` (C2SP tlog-tiles), of which memory holds
 the right edge and at most :data:`TILE_CACHE` tiles; proofs and roots of past sizes
 read tiles from the store (a separate read connection: never behind the writer's
-fsync).
+fsync). They are coroutines that compute on a worker thread: a tile read (a SQLite
+read, a PostgreSQL round trip) never stalls the event loop, and the writer thread
+extending the tree meanwhile never changes a size already committed.
 
 This module imports :mod:`gateway.errors` (and so gRPC); the auditors' tool
 never imports it.
@@ -61,7 +63,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from gateway.audit.errors import AuditError, LogIntegrityError, ProofError, RecordError
@@ -76,6 +78,8 @@ from gateway.stores.sqlite.audit import SQLiteStore
 __all__ = ["AuditLog", "Receipt"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Longest wait between two attempts to heal a failed log, in seconds.
 MAX_RETRY_INTERVAL = 30.0
@@ -158,6 +162,9 @@ class AuditLog:
         self._listeners: list[Callable[[bool], None]] = []
         self._healer: asyncio.Task[None] | None = None
         self._stop_healing = asyncio.Event()
+        # Proofs and roots reading the tree on worker threads: close waits for them
+        # before closing the store (a read after it would reopen a connection).
+        self._reads: set[asyncio.Task[Any]] = set()
 
     # --- opening ---------------------------------------------------------------
 
@@ -400,43 +407,80 @@ class AuditLog:
         """The latest signed checkpoint note (C2SP tlog-checkpoint)."""
         return self._cp_note
 
-    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         """RFC 6962 inclusion proof of entry ``index`` in the tree of ``tree_size``.
 
-        Raises NotFoundError unless ``0 <= index < tree_size <= size``.
+        Computed on a worker thread: a past size reads tiles from the store (an LRU
+        miss is a SQLite read or a PostgreSQL round trip), which must not stall the
+        event loop. Raises NotFoundError unless ``0 <= index < tree_size <= size``,
+        AuditUnavailableError if the tree's hashes cannot be read.
         """
-        if tree_size > self._size:
-            raise NotFoundError(f"tree size {tree_size} is beyond the log ({self._size})")
-        try:
-            return self._tree.inclusion_proof(index, tree_size)
-        except ProofError as err:
-            raise NotFoundError(str(err)) from None
-        except AuditError as err:
-            raise _unreadable(err) from None
+        self._provable(tree_size, index)
+        return await self._off_loop(lambda tree: tree.inclusion_proof(index, tree_size))
 
-    def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        """RFC 6962 consistency proof from tree size ``old`` to ``new``.
+    async def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 6962 consistency proof from tree size ``old`` to ``new``, computed on a
+        worker thread as :meth:`inclusion_proof` is.
 
-        Raises NotFoundError unless ``0 < old <= new <= size``.
+        Raises NotFoundError unless ``0 < old <= new <= size``, AuditUnavailableError if
+        the tree's hashes cannot be read.
         """
-        if new > self._size:
-            raise NotFoundError(f"tree size {new} is beyond the log ({self._size})")
-        try:
-            return self._tree.consistency_proof(old, new)
-        except ProofError as err:
-            raise NotFoundError(str(err)) from None
-        except AuditError as err:
-            raise _unreadable(err) from None
+        self._provable(new, old)
+        return await self._off_loop(lambda tree: tree.consistency_proof(old, new))
 
-    def root(self, tree_size: int | None = None) -> bytes:
-        """Root hash at ``tree_size`` (default: all committed entries)."""
+    async def root(self, tree_size: int | None = None) -> bytes:
+        """Root hash at ``tree_size`` (default: all committed entries), computed on a
+        worker thread (a past size reads tiles).
+
+        Raises NotFoundError for a size beyond the log, AuditUnavailableError if the
+        tree's hashes cannot be read.
+        """
         size = self._size if tree_size is None else tree_size
-        if not 0 <= size <= self._size:
+        if size < 0:
+            raise NotFoundError(f"tree size {size} is not a size")
+        self._provable(size, size)
+        return await self._off_loop(lambda tree: tree.root(size))
+
+    def _provable(self, size: int, index: int) -> None:
+        """Raise NotFoundError unless a tree of ``size`` is committed (``index``: the
+        entry asked about, for a shared log's not-yet-integrated error)."""
+        if size > self._size:
             raise NotFoundError(f"tree size {size} is beyond the log ({self._size})")
+
+    async def _off_loop(self, read: Callable[[TiledTree], _T]) -> _T:
+        """``read(tree)`` on a worker thread, its errors as the caller's.
+
+        Safe beside the writer thread: a size already committed is never changed by
+        a later append (:class:`~gateway.audit.tiles.TiledTree` locks its right edge
+        and LRU; the stores read tiles on a read connection, not the writer's, one read
+        at a time under a lock).
+        The tree is taken now: a heal that replaces it meanwhile leaves this read on
+        the tree it began with, whose committed sizes are the same. Raises
+        AuditUnavailableError once the log is closing.
+        """
+        if self._closing:
+            raise AuditUnavailableError("audit log is closed")
+        # A task of its own, shielded: a caller that goes away does not leave a read
+        # running that close() would not wait for.
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(read, self._tree))
+        self._reads.add(task)
+        task.add_done_callback(self._read_done)
         try:
-            return self._tree.root(size)
+            return await asyncio.shield(task)
+        except ProofError as err:
+            raise NotFoundError(str(err)) from None
         except AuditError as err:
             raise _unreadable(err) from None
+
+    def _read_done(self, task: asyncio.Task[Any]) -> None:
+        self._reads.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller may have gone away
+
+    async def _reads_done(self) -> None:
+        """Wait for the proofs and roots under way (close: before the store closes)."""
+        if self._reads:
+            await asyncio.wait(list(self._reads))
 
     async def close(self) -> None:
         """Write everything queued, sign a final checkpoint and close the store.
@@ -452,6 +496,7 @@ class AuditLog:
             await self._healer  # finishes its attempt in progress, then stops
         self._queue.put_nowait(_CLOSE)
         await self._writer
+        await self._reads_done()
         await asyncio.to_thread(self._store.close)
         if self._failure is not None:
             raise AuditUnavailableError("audit log closed after a failure it had not healed")

@@ -257,26 +257,14 @@ class SharedAuditLog(AuditLog):
         entry = await asyncio.to_thread(self._shared.entry, index)
         return None if entry is None else entry.leaf
 
-    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
-        """RFC 6962 inclusion proof of entry ``index`` in the tree of ``tree_size``.
-        Raises NotYetIntegratedError for a durable size this process has not followed
-        yet, NotFoundError beyond the log or for a bad range."""
-        self._followed(tree_size, index)
-        return super().inclusion_proof(index, tree_size)
+    async def root(self, tree_size: int | None = None) -> bytes:
+        """Root hash at ``tree_size`` (default: the followed tree), on a worker thread.
+        Proofs are :meth:`AuditLog.inclusion_proof` and
+        :meth:`AuditLog.consistency_proof`, which also raise NotYetIntegratedError for a
+        durable size this process has not followed yet."""
+        return await super().root(self._tree.size if tree_size is None else tree_size)
 
-    def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        """RFC 6962 consistency proof from ``old`` to ``new``; errors as
-        :meth:`inclusion_proof`."""
-        self._followed(new, old)
-        return super().consistency_proof(old, new)
-
-    def root(self, tree_size: int | None = None) -> bytes:
-        """Root hash at ``tree_size`` (default: the followed tree)."""
-        size = self._tree.size if tree_size is None else tree_size
-        self._followed(size, size)
-        return super().root(size)
-
-    def _followed(self, size: int, index: int) -> None:
+    def _provable(self, size: int, index: int) -> None:
         if self._tree.size < size <= self._size:
             raise NotYetIntegratedError(index, self.checkpoint_due_in_s)
         if size > self._size:
@@ -301,6 +289,7 @@ class SharedAuditLog(AuditLog):
                 await asyncio.to_thread(self._final_integration)
             except AuditError as err:  # another process integrates them soon enough
                 log.warning("final integration skipped", extra={"reason": str(err)})
+        await self._reads_done()
         await asyncio.to_thread(self._shared.close)
         if self._failure is not None:
             raise AuditUnavailableError("audit log closed after a failure it had not healed")

@@ -115,11 +115,14 @@ class _Booking:
 @dataclass(slots=True)
 class Validated:
     """What step 2 made of a request (the query and its subject's pseudonym), kept by the
-    entry point so that a refusal after validation is recorded without validating and
-    pseudonymising again. Both unset until validation passed."""
+    entry point so that the record of a refusal takes it instead of validating and
+    pseudonymising again. ``query`` and ``subject_key`` are unset until validation
+    passed; ``tried`` is set once validation ran, whatever it found: a request it
+    refused is recorded as the request came (no query, no subject), not validated twice."""
 
     query: ValidQuery | None = None
     subject_key: str | None = None
+    tried: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,20 +298,24 @@ class QueryPipeline:
         caller: Caller | None,
         request: query_pb2.QueryRequest,
         error: GatewayError,
-        query: ValidQuery | None = None,
-        subject_key: str | None = None,
+        seen: Validated | None = None,
     ) -> None:
         """Refusals are on the record too. Nothing is disclosed by a refusal, so
-        a log failure here is logged and the caller still gets its error. ``query`` and
-        ``subject_key``: the request as validated and its subject's pseudonym, when the
-        refusal came after validation (None: the request is validated again here, for a
-        refusal that came before, or where validation itself refused)."""
+        a log failure here is logged and the caller still gets its error. ``seen``: what
+        step 2 made of the request (:class:`Validated`). A refusal after validation takes
+        the query as validated and its subject's pseudonym; one by validation itself is
+        recorded without a query (the auditor then takes only the subject's type, the
+        request id if it is a UUID and the free texts under the free-text rule), not
+        validated again; only a refusal before validation ran (authentication) has the
+        request validated here, once."""
         if self._audit is None or isinstance(error, AuditUnavailableError):
             return
-        if query is None:
+        query = subject_key = None
+        if seen is not None and seen.tried:
+            query, subject_key = seen.query, seen.subject_key
+        else:
             with contextlib.suppress(GatewayError):
                 query = self._validator.validate(request)
-            subject_key = None
         try:
             await self._audit.append_query(
                 query,
@@ -354,6 +361,10 @@ class QueryPipeline:
         """Steps 2 to 9 for an authenticated caller. ``seen`` receives the validated
         query and its subject's pseudonym as soon as they are known, for the record of
         a refusal that comes later. Raises the step's GatewayError."""
+        if seen is not None:
+            # Set before validating: whatever validation finds (or raises), the refusal's
+            # record must not run it a second time.
+            seen.tried = True
         query = self._validator.validate(request)
         # The subject's pseudonym, once per query: the limiter's distinct-subject counter,
         # the booking's request digest, the consent archive, the objection marks and the

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.audit.checkpoint import open_checkpoint
 from gateway.audit.log import AuditLog
-from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519Signer, Verifier, generate_key
 from gateway.audit.records import decode_record
 from gateway.audit.shared import SharedAuditLog
@@ -118,9 +118,11 @@ async def test_proofs_verify_against_the_signed_checkpoint(
         cp = open_checkpoint(log.latest_checkpoint(), _verifiers(signer), origin=ORIGIN)
         assert cp.size == 40
         for r in receipts[::7]:
-            proof = log.inclusion_proof(r.index, cp.size)
+            proof = await log.inclusion_proof(r.index, cp.size)
             verify_inclusion(r.leaf_hash, r.index, cp.size, proof, cp.root_hash)
-        verify_consistency(9, 40, log.consistency_proof(9, 40), log.root(9), log.root(40))
+        verify_consistency(
+            9, 40, await log.consistency_proof(9, 40), await log.root(9), await log.root(40)
+        )
     finally:
         await log.close()
 
@@ -167,8 +169,58 @@ async def test_an_entry_past_the_checkpoint_is_not_yet_integrated(
         assert log.checkpoint_size == 0 and log.checkpoint_due_in_s > 0
         if isinstance(log, SharedAuditLog):
             with pytest.raises(NotYetIntegratedError):
-                log.inclusion_proof(r.index, 1)
+                await log.inclusion_proof(r.index, 1)
         else:  # the single writer's tree holds it already: proofs of size 1 exist
-            assert log.inclusion_proof(r.index, 1) == []
+            assert await log.inclusion_proof(r.index, 1) == []
     finally:
         await log.close()
+
+
+async def test_proofs_while_appending_verify_against_their_signed_checkpoint(
+    backend: Backend, signer: Ed25519Signer
+) -> None:
+    """Proofs computed off the event loop while appends extend the tree (the single
+    writer's thread; the shared log's follower and integrator) are those of the signed
+    checkpoint they name, across full tiles going to the store: each verifies against
+    the checkpoint's root and equals the proof of the finished tree."""
+    log = await backend.open(signer, checkpoint_interval=0.05, checkpoint_every=64)
+    total = 2 * 256 + 40
+    hashes: dict[int, bytes] = {}
+    done = asyncio.Event()
+    proved: list[tuple[int, int, list[bytes], list[bytes]]] = []
+
+    async def append() -> None:
+        for first in range(0, total, 40):
+            batch = range(first, min(first + 40, total))
+            for r in await asyncio.gather(*(log.append(_record(i)) for i in batch)):
+                hashes[r.index] = r.leaf_hash
+            await asyncio.sleep(0.03)  # several checkpoints on the way (the integrator ticks)
+        done.set()
+
+    async def prove() -> None:
+        while not done.is_set() or log.checkpoint_size < total:
+            cp = open_checkpoint(log.latest_checkpoint(), _verifiers(signer), origin=ORIGIN)
+            if cp.size < 2:
+                await asyncio.sleep(0.005)
+                continue
+            index = (len(proved) * 97) % cp.size
+            old = max(1, cp.size // 2)
+            inclusion = await log.inclusion_proof(index, cp.size)
+            consistency = await log.consistency_proof(old, cp.size)
+            verify_inclusion(hashes[index], index, cp.size, inclusion, cp.root_hash)
+            assert await log.root(cp.size) == cp.root_hash
+            verify_consistency(old, cp.size, consistency, await log.root(old), cp.root_hash)
+            proved.append((index, cp.size, inclusion, consistency))
+            await asyncio.sleep(0)
+
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.gather(append(), prove(), prove())
+    finally:
+        await log.close()
+    tree = MerkleTree([hashes[i] for i in range(total)])
+    sizes = {size for _, size, _, _ in proved}
+    assert len(sizes) >= 3 and max(sizes) > 256  # several sizes, past a full tile
+    for index, size, inclusion, consistency in proved:
+        assert inclusion == tree.inclusion_proof(index, size)
+        assert consistency == tree.consistency_proof(max(1, size // 2), size)

@@ -129,8 +129,9 @@ class SQLiteStore(AuditStore):
         self._lock = threading.Lock()
         self._read_only = read_only
         self._lock_fds: tuple[int, int] | None = None
-        # Tile reads (proofs, on the event loop) go through a connection of their own,
+        # Tile reads (proofs, on worker threads) go through a connection of their own,
         # so that they never wait for the writer's fsync: WAL readers see the last commit.
+        # One at a time (the lock): a SQLite connection is not used by two threads at once.
         self._tile_lock = threading.Lock()
         self._tile_conn: sqlite3.Connection | None = None
         if read_only and not self.path.is_file():

@@ -48,14 +48,16 @@ async def test_append_returns_receipts_and_proofs(tmp_path: Path, signer: Ed2551
     cp = open_checkpoint(log.latest_checkpoint(), _verifiers(signer), origin=ORIGIN)
     assert cp.size >= 256
     for r in receipts[::37]:
-        proof = log.inclusion_proof(r.index, cp.size) if r.index < cp.size else None
+        proof = await log.inclusion_proof(r.index, cp.size) if r.index < cp.size else None
         if proof is not None:
             verify_inclusion(r.leaf_hash, r.index, cp.size, proof, cp.root_hash)
-    verify_consistency(10, 300, log.consistency_proof(10, 300), log.root(10), log.root(300))
+    verify_consistency(
+        10, 300, await log.consistency_proof(10, 300), await log.root(10), await log.root(300)
+    )
     with pytest.raises(NotFoundError):
-        log.inclusion_proof(5, 301)
+        await log.inclusion_proof(5, 301)
     with pytest.raises(NotFoundError):
-        log.consistency_proof(0, 10)
+        await log.consistency_proof(0, 10)
     await log.close()
     store = SQLiteStore(tmp_path / "audit.db", read_only=True)
     entry = store.entry(42)

@@ -244,13 +244,17 @@ async def test_several_logs_append_concurrently_without_gap_or_duplicate(
             leaf = await follower.read_leaf(r.index)
             assert leaf is not None and leaf_hash(leaf) == r.leaf_hash
             assert decode_record(leaf)["seq"] == r.index
-            proof = follower.inclusion_proof(r.index, cp.size)
+            proof = await follower.inclusion_proof(r.index, cp.size)
             verify_inclusion(r.leaf_hash, r.index, cp.size, proof, cp.root_hash)
         verify_consistency(
-            100, 900, follower.consistency_proof(100, 900), follower.root(100), follower.root(900)
+            100,
+            900,
+            await follower.consistency_proof(100, 900),
+            await follower.root(100),
+            await follower.root(900),
         )
         with pytest.raises(NotFoundError):
-            follower.inclusion_proof(3, 901)
+            await follower.inclusion_proof(3, 901)
     finally:
         for log in logs:
             await log.close()
@@ -273,10 +277,10 @@ async def test_a_fresh_receipt_is_not_yet_integrated_then_proves(
         receipt = await log.append({"kind": "query", "n": 1})
         assert log.size == 1
         with pytest.raises(NotYetIntegratedError):
-            log.inclusion_proof(receipt.index, 1)
+            await log.inclusion_proof(receipt.index, 1)
         assert 0 < log.checkpoint_due_in_s <= 0.5 + 0.05
         await _until(lambda: log.checkpoint_size == 1)
-        assert log.inclusion_proof(receipt.index, 1) == []
+        assert await log.inclusion_proof(receipt.index, 1) == []
         with pytest.raises(InternalError):
             await log.append({"kind": "query", "x": 0.5})  # floats are refused at once
     finally:
@@ -508,10 +512,12 @@ async def test_tiles_are_integrated_and_a_joining_process_reads_the_edge_only(
     joined = await SharedAuditLog.open_shared(store, signer, integrate=False)
     try:
         assert store.hashes_read == 10 + 3  # the partial tile of each level
-        assert joined.root() == tree.root()
+        assert await joined.root() == tree.root()
         for size in (1, 256, 300, n):
-            assert joined.inclusion_proof(size - 1, size) == tree.inclusion_proof(size - 1, size)
-            assert joined.consistency_proof(size, n) == tree.consistency_proof(size, n)
+            assert await joined.inclusion_proof(size - 1, size) == tree.inclusion_proof(
+                size - 1, size
+            )
+            assert await joined.consistency_proof(size, n) == tree.consistency_proof(size, n)
     finally:
         await joined.close()
     # A log made before migration 0011 has no tile hashes: the next process fills them in.
@@ -521,7 +527,7 @@ async def test_tiles_are_integrated_and_a_joining_process_reads_the_edge_only(
         conn.execute("ALTER TABLE audit_tiles ENABLE TRIGGER USER")
     again = await _open(pg_url, signer, "again")
     try:
-        assert again.inclusion_proof(5, n) == tree.inclusion_proof(5, n)
+        assert await again.inclusion_proof(5, n) == tree.inclusion_proof(5, n)
     finally:
         await again.close()
     with psycopg.connect(pg_url) as conn:

@@ -19,8 +19,9 @@ from gateway.audit.records import encode_record
 from gateway.auth.identity import Caller
 from gateway.domain.catalog import load_catalog
 from gateway.domain.purposes import load_purposes
-from gateway.errors import RateLimitedError
+from gateway.errors import AuthenticationError, RateLimitedError
 from gateway.pipeline.decision import CatalogDecider
+from gateway.pipeline.query import unkeyed_pseudonym
 from gateway.pipeline.validation import Validator, ValidQuery
 from gateway.runtime.metrics import Metrics
 from protos.credit.v1 import common_pb2, query_pb2
@@ -86,33 +87,42 @@ class _Aborted(Exception):
 
 
 class _Auth:
+    def __init__(self, refuse: bool) -> None:
+        self.refuse = refuse
+
     def authenticate(self, context: object) -> Caller:
+        if self.refuse:
+            raise AuthenticationError("token expired", reason="TOKEN_EXPIRED")
         return CALLER
 
 
 def _service(
-    *, refuse: bool
+    *, refuse: bool, keyed: bool = True, refuse_caller: bool = False
 ) -> tuple[QueryService, QueryAuditor, _Log, _Counting, _Limiter, list[int]]:
+    """The real service; ``keyed=False`` builds it without ``pseudonym=`` (as a pipeline
+    without the audit log's key is built), ``refuse_caller`` refuses every caller."""
     catalog = load_catalog()
     log = _Log()
-    auditor = QueryAuditor(log, KEY, gateway_origin="gw")  # type: ignore[arg-type]
+    purposes = load_purposes()
+    # As the gateway builds it: purposes on its list are recorded in clear.
+    auditor = QueryAuditor(log, KEY, gateway_origin="gw", purposes=purposes)  # type: ignore[arg-type]
     calls: list[int] = []
 
     def pseudonym(subject_type: str, subject_id: str) -> str:
         calls.append(1)
         return auditor.pseudonym(subject_type, subject_id)
 
-    validator = _Counting(catalog, load_purposes())
+    validator = _Counting(catalog, purposes)
     limiter = _Limiter(refuse)
     service = QueryService(
         catalog=catalog,
         validator=validator,
         decider=CatalogDecider(catalog),
-        authenticator=_Auth(),
+        authenticator=_Auth(refuse_caller),
         clients={},
         metrics=Metrics(),
         audit=auditor,
-        pseudonym=pseudonym,
+        pseudonym=pseudonym if keyed else None,
         limiter=limiter,  # type: ignore[arg-type]
     )
     return service, auditor, log, validator, limiter, calls
@@ -160,14 +170,49 @@ async def test_a_refusal_by_validation_is_recorded_without_the_subject() -> None
     assert calls == []  # nothing valid to pseudonymise
     (record,) = log.records
     assert record["outcome"] == "invalid_identifier" and record["subject_pseudonym"] == ""
-    assert validator.calls == 2  # the refusal's record validates again: it has no query
+    assert validator.calls == 1  # the record takes what the first validation found
+    assert record["subject_type"] == "enterprise" and record["error_field"] == "subject.id"
+    assert record["request_id"] == request.request_id and record["purpose"] == request.purpose
+    assert SUBJECT[:-1].encode() not in encode_record(record, seq=0)
+
+
+async def test_a_refusal_for_an_identifier_in_free_text_is_screened_and_validated_once() -> None:
+    """Validation refuses a free text holding an identifier; its record keeps every field
+    it had: the texts under the free-text rule (keyed pseudonyms, never as written)."""
+    service, auditor, log, validator, _, calls = _service(refuse=False)
+    request = _request()
+    request.case_reference = f"case of {SUBJECT}"
+    request.officer_id = "officer 7"
+    with pytest.raises(_Aborted):
+        await service.answer(request, _Context())  # type: ignore[arg-type]
+    assert validator.calls == 1 and calls == []
+    (record,) = log.records
+    assert record["outcome"] == "invalid_argument" and record["error_field"] == "case_reference"
+    assert record["case_reference"] == auditor.free_text(request.case_reference)
+    assert record["case_reference"].startswith("hmac:")
+    assert record["officer_id"] == "officer 7" and record["subject_pseudonym"] == ""
+    assert SUBJECT.encode() not in encode_record(record, seq=0)
+
+
+async def test_a_refusal_before_validation_validates_once_for_its_record() -> None:
+    """A caller refused at authentication: the record validates the request (the first
+    and only time) and takes its subject's keyed pseudonym."""
+    service, auditor, log, validator, _, _ = _service(refuse=False, refuse_caller=True)
+    with pytest.raises(_Aborted):
+        await service.answer(_request(), _Context())  # type: ignore[arg-type]
+    assert validator.calls == 1
+    (record,) = log.records
+    assert record["outcome"] == "token_expired" and record["agency_id"] == ""
+    assert record["subject_pseudonym"] == auditor.pseudonym("enterprise", SUBJECT)
 
 
 async def test_the_record_takes_the_keyed_pseudonym_only() -> None:
-    """A pipeline without the audit log's key (development) hashes without a key: that
-    value stays out of the record, which the auditor then keys itself."""
-    service, auditor, log, _, _, _ = _service(refuse=False)
-    service._pseudonym = lambda t, i: "unkeyed"  # as if built without pseudonym=
-    service._keyed = False
+    """A pipeline built without the audit log's key (development) hashes without a key:
+    that value stays out of the record, which the auditor then keys itself."""
+    service, auditor, log, _, limiter, calls = _service(refuse=False, keyed=False)
     await service.answer(_request(), _Context())  # type: ignore[arg-type]
-    assert log.records[0]["subject_pseudonym"] == auditor.pseudonym("enterprise", SUBJECT)
+    assert calls == []  # the keyed function was never given to the pipeline
+    assert limiter.keys == [unkeyed_pseudonym("enterprise", SUBJECT)]
+    keyed = auditor.pseudonym("enterprise", SUBJECT)
+    assert keyed != limiter.keys[0]
+    assert log.records[0]["subject_pseudonym"] == keyed
