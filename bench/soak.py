@@ -13,12 +13,16 @@ after warm-up.
 
 Prints one line per mark: queries done, resident memory (VmRSS) of the gateway
 process in MiB and its two parts, anonymous (the process's own: heaps, caches) and
-file-backed (shared libraries and mapped files: the subject index maps its SQLite file,
-up to 256 MiB, which the kernel may reclaim at will), and queries/s since the last
+file-backed (shared libraries; no store maps its file), and queries/s since the last
 mark; then the curve's verdict on each: the growth from the end of warm-up
-(``--warmup``, 100,000 queries) to the end, per 100,000 queries, and the elapsed
-time. ``make bench`` runs it with 1,000,000 queries (30 minutes alone on two cores at
-550-650 queries/s; about an hour beside other work). Not a test: nothing here asserts.
+(``--warmup``, 300,000 queries) to the end, per 100,000 queries, and the elapsed
+time. Warm-up ends when the caches are full, and the largest fills last: the subject
+index's SQLite page cache (32 MiB, ``PRAGMA cache_size`` in gateway/subject/index.py),
+whose inserts land all over its subject-ordered B-tree, grows until the index file
+outgrows it, about 250,000 one-department queries (the Python heap's objects, counted
+by type at 100,000 and 200,000 queries, stay within 1%). ``make bench`` runs it with
+1,000,000 queries (30 minutes alone on two cores at 550-650 queries/s; about an hour
+beside other work). Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", type=int, default=100_000)
     p.add_argument("--token-every", type=int, default=1_000)
     p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--warmup", type=int, default=100_000, help="queries of warm-up")
+    p.add_argument("--warmup", type=int, default=300_000, help="queries of warm-up")
     args = p.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
