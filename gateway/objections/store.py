@@ -42,8 +42,8 @@ from gateway.errors import LocalError
 from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
 
 __all__ = [
+    "ALL_MARKS_SQL",
     "MARK_COLUMNS",
-    "MARK_ORDER",
     "OBJECTION_COLUMNS",
     "OPEN_OUTCOMES",
     "Mark",
@@ -54,6 +54,7 @@ __all__ = [
     "ObjectionStoreError",
     "OpenObjectionExists",
     "SQLiteObjectionStore",
+    "changed_marks_sql",
     "find_sql",
     "full_marks",
     "objection_row",
@@ -284,17 +285,28 @@ MARK_COLUMNS = (
 )
 _MARK_ROWS = f"SELECT {MARK_COLUMNS} FROM objections"
 #: Filing order: the order :func:`full_marks` and :func:`updated_marks` need.
-MARK_ORDER = " ORDER BY filed_at, objection_id"
-_CHANGED_RECORDS = (
-    " WHERE (department, dataset, record_id) IN (SELECT department, dataset, record_id"
-    " FROM objections WHERE changed > ?)"
-)
+_MARK_ORDER = " ORDER BY filed_at, objection_id"
+#: Every row :func:`full_marks` folds, in filing order (both backends).
+ALL_MARKS_SQL = _MARK_ROWS + _MARK_ORDER
+
+
+def changed_marks_sql(placeholder: str) -> str:
+    """The statement of the rows :func:`updated_marks` needs: every row (filing order) of
+    each record with a row changed after the version bound to ``placeholder`` (``?`` on
+    SQLite, ``%s`` on PostgreSQL), the one parameter."""
+    return (
+        f"{_MARK_ROWS} WHERE (department, dataset, record_id) IN (SELECT department, dataset,"
+        f" record_id FROM objections WHERE changed > {placeholder}){_MARK_ORDER}"
+    )
+
+
+_CHANGED_MARKS = changed_marks_sql("?")
 
 
 def _fold(
     rows: Sequence[Sequence[Any]],
 ) -> tuple[dict[tuple[str, str, str, str], Mark], set[tuple[str, str, str]]]:
-    """Marks and approved repairs from objection rows in filing order (``_MARK_ROWS``)."""
+    """Marks and approved repairs from objection rows in filing order (:data:`MARK_COLUMNS`)."""
     by_record: dict[tuple[str, str, str, str], Mark] = {}
     repaired: set[tuple[str, str, str]] = set()
     for kind, dept, ds, rid, skey, oid, filed_on, due_on, outcome, note, statement in rows:
@@ -323,7 +335,7 @@ def _fold(
 
 def full_marks(version: int, rows: Sequence[Sequence[Any]]) -> Marks:
     """The marks of a whole store as of ``version``: ``rows`` are every objection row
-    (:data:`MARK_COLUMNS`) in filing order (:data:`MARK_ORDER`). Shared by the backends."""
+    (:data:`MARK_COLUMNS`) in filing order (:data:`ALL_MARKS_SQL`). Shared by the backends."""
     by_record, repaired = _fold(rows)
     return Marks(version=version, by_record=by_record, repaired=frozenset(repaired))
 
@@ -585,8 +597,8 @@ class SQLiteObjectionStore(ObjectionStore):
         try:
             version = int(c.execute("SELECT version FROM state WHERE id = 1").fetchone()[0])
             if old.version < 0:
-                return full_marks(version, c.execute(_MARK_ROWS + MARK_ORDER).fetchall())
-            rows = c.execute(_MARK_ROWS + _CHANGED_RECORDS + MARK_ORDER, (old.version,)).fetchall()
+                return full_marks(version, c.execute(ALL_MARKS_SQL).fetchall())
+            rows = c.execute(_CHANGED_MARKS, (old.version,)).fetchall()
         finally:
             c.execute("COMMIT")
         return updated_marks(old, version, rows)

@@ -47,8 +47,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.objections.store import (
-    MARK_COLUMNS,
-    MARK_ORDER,
+    ALL_MARKS_SQL,
     OBJECTION_COLUMNS,
     Marks,
     ObjectionFilter,
@@ -56,6 +55,7 @@ from gateway.objections.store import (
     ObjectionStore,
     ObjectionStoreError,
     OpenObjectionExists,
+    changed_marks_sql,
     find_sql,
     full_marks,
     objection_row,
@@ -70,11 +70,7 @@ _INSERT = (
     f"INSERT INTO objections ({OBJECTION_COLUMNS}) VALUES ({', '.join(['%s'] * len(_NAMES))})"
     " ON CONFLICT DO NOTHING RETURNING objection_id"
 )
-_MARK_ROWS = f"SELECT {MARK_COLUMNS} FROM objections"
-_CHANGED = (
-    " WHERE (department, dataset, record_id) IN (SELECT department, dataset, record_id"
-    " FROM objections WHERE changed > %s)"
-)
+_CHANGED_MARKS = changed_marks_sql("%s")
 #: Attempts of one filing whose conflicting row vanished before it could be read (it was
 #: answered in between): the insert is simply tried again.
 _CREATE_ATTEMPTS = 3
@@ -136,9 +132,9 @@ class PgObjectionStore(ObjectionStore):
                 if now == old.version:
                     return old
                 if old.version < 0 or now < old.version:  # first load, or a restored database
-                    new = full_marks(now, conn.execute(_MARK_ROWS + MARK_ORDER).fetchall())
+                    new = full_marks(now, conn.execute(ALL_MARKS_SQL).fetchall())
                 else:
-                    rows = conn.execute(_MARK_ROWS + _CHANGED + MARK_ORDER, (old.version,))
+                    rows = conn.execute(_CHANGED_MARKS, (old.version,))
                     new = updated_marks(old, now, rows.fetchall())
             self._marks = new
             return new
