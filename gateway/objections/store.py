@@ -3,9 +3,10 @@
 
 The PostgreSQL backend every host shares (:mod:`gateway.stores.postgres.objections`)
 implements the same abstract methods and reuses this module's folding of marks
-(:func:`full_marks`, :func:`updated_marks`) and its listing statement (:func:`find_sql`), so
-the two cannot drift apart; the desk (:class:`gateway.objections.desk.ObjectionDesk`) and the
-query path use nothing else.
+(:func:`full_marks`, :func:`updated_marks`), its marks statements (:data:`ALL_MARKS_SQL`,
+:func:`changed_marks_sql`), its listing statement (:func:`find_sql`) and its update
+statements (:class:`SQLObjectionStore`), so the two cannot drift apart; the desk
+(:class:`gateway.objections.desk.ObjectionDesk`) and the query path use nothing else.
 
 What a row holds: the record (department, dataset, record id), the subject as its keyed
 pseudonym (HMAC, as in the audit log) and, **only until the department has received the
@@ -34,7 +35,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 
@@ -53,6 +54,7 @@ __all__ = [
     "ObjectionStore",
     "ObjectionStoreError",
     "OpenObjectionExists",
+    "SQLObjectionStore",
     "SQLiteObjectionStore",
     "changed_marks_sql",
     "find_sql",
@@ -392,10 +394,81 @@ def objection_row(r: Sequence[object]) -> ObjectionRow:
     return ObjectionRow(*values)  # type: ignore[arg-type]
 
 
-class SQLiteObjectionStore(ObjectionStore):
+class SQLObjectionStore(ObjectionStore):
+    """What both SQL backends write alike, statement for statement: routing, an answer,
+    the overdue note and a statement. A backend names its parameter placeholder
+    (:attr:`placeholder`) and runs one statement in its own transaction (:meth:`_write`)."""
+
+    #: How a statement marks a parameter: ``?`` (SQLite) or ``%s`` (PostgreSQL).
+    placeholder: ClassVar[str]
+
+    @abc.abstractmethod
+    def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
+        """Run ``sql`` with ``args`` in its own transaction; how many rows it changed.
+        ``bump``: the objection id whose change a query shows (a new version, the row
+        stamped). Raises ObjectionStoreError."""
+
+    def routed(self, objection_id: str, at: float) -> bool:
+        """See :meth:`ObjectionStore.routed`."""
+        p = self.placeholder
+        return (
+            self._write(
+                f"UPDATE objections SET routed_at = {p}, subject_id = '' WHERE objection_id = {p}"
+                " AND routed_at IS NULL",
+                (at, objection_id),
+                bump=None,
+            )
+            == 1
+        )
+
+    def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
+        """See :meth:`ObjectionStore.answered`. No-such-record also blanks the identifier."""
+        p = self.placeholder
+        return (
+            self._write(
+                f"UPDATE objections SET outcome = {p}, answered_on = {p}, note = {p},"
+                " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
+                f" WHERE objection_id = {p} AND outcome = 'pending'",
+                (outcome, answered_on, note, objection_id),
+                bump=objection_id,
+            )
+            == 1
+        )
+
+    def note_overdue(self, objection_id: str) -> bool:
+        """See :meth:`ObjectionStore.note_overdue`."""
+        # TRUE and NOT read the same on SQLite's integer column and PostgreSQL's boolean.
+        return (
+            self._write(
+                "UPDATE objections SET overdue_noted = TRUE"
+                f" WHERE objection_id = {self.placeholder}"
+                " AND NOT overdue_noted AND outcome = 'pending'",
+                (objection_id,),
+                bump=None,
+            )
+            == 1
+        )
+
+    def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
+        """See :meth:`ObjectionStore.set_statement`."""
+        p = self.placeholder
+        n = self._write(
+            f"UPDATE objections SET statement = {p} WHERE objection_id = {p}",
+            (statement, objection_id),
+            bump=objection_id,
+        )
+        row = self.get(objection_id)
+        if n != 1 or row is None:
+            raise KeyError(objection_id)
+        return row
+
+
+class SQLiteObjectionStore(SQLObjectionStore):
     """The embedded backend: one SQLite file (WAL, synchronous FULL, see
     :func:`gateway.stores.sqlite.open_durable`), shared by the gateway processes naming it.
     Thread-safe."""
+
+    placeholder = "?"
 
     def __init__(self, path: str | Path) -> None:
         """Open (or create) the store. Raises ObjectionStoreError."""
@@ -504,58 +577,8 @@ class SQLiteObjectionStore(ObjectionStore):
                 raise self._fail(exc) from None
         return [objection_row(r) for r in rows]
 
-    def routed(self, objection_id: str, at: float) -> bool:
-        """See :meth:`ObjectionStore.routed`."""
-        return (
-            self._write(
-                "UPDATE objections SET routed_at = ?, subject_id = '' WHERE objection_id = ?"
-                " AND routed_at IS NULL",
-                (at, objection_id),
-                bump=None,
-            )
-            == 1
-        )
-
-    def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
-        """See :meth:`ObjectionStore.answered`. No-such-record also blanks the identifier."""
-        return (
-            self._write(
-                "UPDATE objections SET outcome = ?, answered_on = ?, note = ?,"
-                " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
-                " WHERE objection_id = ? AND outcome = 'pending'",
-                (outcome, answered_on, note, objection_id),
-                bump=objection_id,
-            )
-            == 1
-        )
-
-    def note_overdue(self, objection_id: str) -> bool:
-        """See :meth:`ObjectionStore.note_overdue`."""
-        return (
-            self._write(
-                "UPDATE objections SET overdue_noted = 1 WHERE objection_id = ?"
-                " AND overdue_noted = 0 AND outcome = 'pending'",
-                (objection_id,),
-                bump=None,
-            )
-            == 1
-        )
-
-    def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
-        """See :meth:`ObjectionStore.set_statement`."""
-        n = self._write(
-            "UPDATE objections SET statement = ? WHERE objection_id = ?",
-            (statement, objection_id),
-            bump=objection_id,
-        )
-        row = self.get(objection_id)
-        if n != 1 or row is None:
-            raise KeyError(objection_id)
-        return row
-
     def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
-        """One statement in its own transaction; ``bump``: the objection id whose change a
-        query shows (a new version, the row stamped)."""
+        """See :meth:`SQLObjectionStore._write`."""
         with self._lock:
             c = self._conn
             try:

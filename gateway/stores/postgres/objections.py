@@ -52,9 +52,9 @@ from gateway.objections.store import (
     Marks,
     ObjectionFilter,
     ObjectionRow,
-    ObjectionStore,
     ObjectionStoreError,
     OpenObjectionExists,
+    SQLObjectionStore,
     changed_marks_sql,
     find_sql,
     full_marks,
@@ -76,7 +76,7 @@ _CHANGED_MARKS = changed_marks_sql("%s")
 _CREATE_ATTEMPTS = 3
 
 
-class PgObjectionStore(ObjectionStore):
+class PgObjectionStore(SQLObjectionStore):
     """See the module docstring. ``pool``: connections to a migrated database (closed by
     :meth:`close` when ``owns_pool``). Thread-safe.
 
@@ -84,6 +84,8 @@ class PgObjectionStore(ObjectionStore):
         ObjectionStoreError: the database cannot be reached or read (the first load of the
             marks happens here).
     """
+
+    placeholder = "%s"
 
     def __init__(
         self, pool: ConnectionPool[psycopg.Connection[Any]], *, owns_pool: bool = True
@@ -228,8 +230,8 @@ class PgObjectionStore(ObjectionStore):
         return row, True
 
     def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
-        """One statement in its own transaction; ``bump``: the objection id whose change a
-        query shows (a new version, the row stamped, this process's marks reloaded)."""
+        """See :meth:`SQLObjectionStore._write` (with ``bump``, this process's marks are
+        reloaded too)."""
         with self._tx() as conn:
             n = conn.execute(sql, args).rowcount
             if n and bump is not None:
@@ -237,55 +239,6 @@ class PgObjectionStore(ObjectionStore):
         if n and bump is not None:
             self.refresh()
         return int(n)
-
-    def routed(self, objection_id: str, at: float) -> bool:
-        """See :meth:`ObjectionStore.routed`."""
-        return (
-            self._write(
-                "UPDATE objections SET routed_at = %s, subject_id = '' WHERE objection_id = %s"
-                " AND routed_at IS NULL",
-                (at, objection_id),
-                bump=None,
-            )
-            == 1
-        )
-
-    def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
-        """See :meth:`ObjectionStore.answered`. No-such-record also blanks the identifier."""
-        return (
-            self._write(
-                "UPDATE objections SET outcome = %s, answered_on = %s, note = %s,"
-                " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
-                " WHERE objection_id = %s AND outcome = 'pending'",
-                (outcome, answered_on, note, objection_id),
-                bump=objection_id,
-            )
-            == 1
-        )
-
-    def note_overdue(self, objection_id: str) -> bool:
-        """See :meth:`ObjectionStore.note_overdue`."""
-        return (
-            self._write(
-                "UPDATE objections SET overdue_noted = true WHERE objection_id = %s"
-                " AND NOT overdue_noted AND outcome = 'pending'",
-                (objection_id,),
-                bump=None,
-            )
-            == 1
-        )
-
-    def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
-        """See :meth:`ObjectionStore.set_statement`."""
-        n = self._write(
-            "UPDATE objections SET statement = %s WHERE objection_id = %s",
-            (statement, objection_id),
-            bump=objection_id,
-        )
-        row = self.get(objection_id)
-        if n != 1 or row is None:
-            raise KeyError(objection_id)
-        return row
 
     def close(self) -> None:
         """Close the pool when this store owns it (idempotent)."""
