@@ -24,6 +24,11 @@ seconds; dates ``YYYY-MM-DD`` in Beijing time (UTC+8, no daylight saving).
 
 Errors: :class:`ObjectionStoreError` (UNAVAILABLE) when the file cannot be read or written;
 messages never name a path or an identifier.
+
+Why one module (some 640 lines): the interface, the row and marks types and the SQL both
+backends share (marks and listing statements, the folding of marks, the updates of
+:class:`SQLObjectionStore`) change together, and the SQLite store beside them is the
+reference the PostgreSQL one follows; split, each change would touch every part.
 """
 
 from __future__ import annotations
