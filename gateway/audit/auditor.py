@@ -30,11 +30,12 @@ taken from the query path, which computes it once for everything that needs it.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from gateway.audit.digest import message_digest
@@ -52,8 +53,6 @@ from gateway.errors import (
     InvalidArgumentError,
 )
 from gateway.pipeline.freetext import (
-    DEFAULT_LIMIT,
-    PSEUDONYM_PREFIX,
     joined_identifier,
     recordable,
     text_pseudonym,
@@ -170,17 +169,11 @@ class QueryAuditor:
         that together make an identifier although none does alone."""
         return text_pseudonym(self._key, text) if text else ""
 
-    def free_text(self, text: str) -> str:
+    def free_text(self, text: str, *, scanned: bool = False) -> str:
         """What of a caller's free text may be recorded: see
-        :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym)."""
-        return recordable(self._key, text)
-
-    def _screened(self, text: str) -> str:
-        # :meth:`free_text` of a text validation screened and found nothing in
-        # (ValidQuery.plain_text): the same result without the second screening.
-        if len(text) <= DEFAULT_LIMIT and not text.startswith(PSEUDONYM_PREFIX):
-            return text
-        return self.free_text(text)
+        :func:`gateway.pipeline.freetext.recordable` (the text, or its keyed pseudonym;
+        ``scanned``: validation screened it and found nothing, ``ValidQuery.plain_text``)."""
+        return recordable(self._key, text, scanned=scanned)
 
     def _consent_id(self, consent_id: str) -> str:
         if not consent_id:
@@ -266,14 +259,14 @@ class QueryAuditor:
             outcome = "ok"
             if any(s.withheld or s.status not in ("ok", "not_found") for s in departments.values()):
                 outcome = "partial"
-        free = self.free_text
+        free: Callable[[str], str] = self.free_text
         texts = (request.officer_id, request.represented_party, request.case_reference)
-        if query is not None:
-            # Validated: the texts together make no identifier (it refuses that), and
-            # where they were screened clean they need no second screening.
-            if query.plain_text:
-                free = self._screened
-        elif any(texts) and joined_identifier(texts):
+        # Validated: the texts together make no identifier (it refuses that), and where
+        # they were screened clean they need no second screening.
+        plain = query is not None and query.plain_text
+        if plain:
+            free = functools.partial(self.free_text, scanned=True)
+        elif query is None and any(texts) and joined_identifier(texts):
             # Together they make an identifier: none goes on the record as written.
             free = self.text_pseudonym
 
@@ -305,10 +298,7 @@ class QueryAuditor:
             departments=departments,
             response_sha256=None if response is None else digest.hex(),
             # The cited code was not screened with the other texts.
-            legal_basis=(
-                legal_basis
-                or (self.free_text if free == self._screened else free)(request.legal_basis)
-            )
+            legal_basis=(legal_basis or (self.free_text if plain else free)(request.legal_basis))
             or None,
             confidential_until=confidential_until or None,
         )

@@ -31,9 +31,10 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.audit.errors import StorageError
 
@@ -50,7 +51,19 @@ __all__ = [
     "SharedAuditStore",
     "StoredCheckpoint",
     "StoredEntry",
+    "dense_run",
 ]
+
+
+def dense_run(rows: Iterable[Sequence[Any]], start: int) -> list[bytes]:
+    """The hashes of ``(index, hash)`` rows (index order) from ``start`` up to the first
+    gap: what :meth:`AuditStore.tile_hashes` answers, read from either backend's rows."""
+    out: list[bytes] = []
+    for idx, h in rows:
+        if int(idx) != start + len(out):
+            break
+        out.append(bytes(h))
+    return out
 
 
 class LogInUseError(StorageError):

@@ -3,9 +3,10 @@
 
 The PostgreSQL backend every host shares (:mod:`gateway.stores.postgres.objections`)
 implements the same abstract methods and reuses this module's folding of marks
-(:func:`full_marks`, :func:`updated_marks`) and its listing statement (:func:`find_sql`), so
-the two cannot drift apart; the desk (:class:`gateway.objections.desk.ObjectionDesk`) and the
-query path use nothing else.
+(:func:`full_marks`, :func:`updated_marks`), its marks statements (:data:`ALL_MARKS_SQL`,
+:func:`changed_marks_sql`), its listing statement (:func:`find_sql`) and its update
+statements (:class:`SQLObjectionStore`), so the two cannot drift apart; the desk
+(:class:`gateway.objections.desk.ObjectionDesk`) and the query path use nothing else.
 
 What a row holds: the record (department, dataset, record id), the subject as its keyed
 pseudonym (HMAC, as in the audit log) and, **only until the department has received the
@@ -23,6 +24,11 @@ seconds; dates ``YYYY-MM-DD`` in Beijing time (UTC+8, no daylight saving).
 
 Errors: :class:`ObjectionStoreError` (UNAVAILABLE) when the file cannot be read or written;
 messages never name a path or an identifier.
+
+Why one module (some 640 lines): the interface, the row and marks types and the SQL both
+backends share (marks and listing statements, the folding of marks, the updates of
+:class:`SQLObjectionStore`) change together, and the SQLite store beside them is the
+reference the PostgreSQL one follows; split, each change would touch every part.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 
@@ -42,8 +48,8 @@ from gateway.errors import LocalError
 from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
 
 __all__ = [
+    "ALL_MARKS_SQL",
     "MARK_COLUMNS",
-    "MARK_ORDER",
     "OBJECTION_COLUMNS",
     "OPEN_OUTCOMES",
     "Mark",
@@ -53,7 +59,9 @@ __all__ = [
     "ObjectionStore",
     "ObjectionStoreError",
     "OpenObjectionExists",
+    "SQLObjectionStore",
     "SQLiteObjectionStore",
+    "changed_marks_sql",
     "find_sql",
     "full_marks",
     "objection_row",
@@ -284,17 +292,28 @@ MARK_COLUMNS = (
 )
 _MARK_ROWS = f"SELECT {MARK_COLUMNS} FROM objections"
 #: Filing order: the order :func:`full_marks` and :func:`updated_marks` need.
-MARK_ORDER = " ORDER BY filed_at, objection_id"
-_CHANGED_RECORDS = (
-    " WHERE (department, dataset, record_id) IN (SELECT department, dataset, record_id"
-    " FROM objections WHERE changed > ?)"
-)
+_MARK_ORDER = " ORDER BY filed_at, objection_id"
+#: Every row :func:`full_marks` folds, in filing order (both backends).
+ALL_MARKS_SQL = _MARK_ROWS + _MARK_ORDER
+
+
+def changed_marks_sql(placeholder: str) -> str:
+    """The statement of the rows :func:`updated_marks` needs: every row (filing order) of
+    each record with a row changed after the version bound to ``placeholder`` (``?`` on
+    SQLite, ``%s`` on PostgreSQL), the one parameter."""
+    return (
+        f"{_MARK_ROWS} WHERE (department, dataset, record_id) IN (SELECT department, dataset,"
+        f" record_id FROM objections WHERE changed > {placeholder}){_MARK_ORDER}"
+    )
+
+
+_CHANGED_MARKS = changed_marks_sql("?")
 
 
 def _fold(
     rows: Sequence[Sequence[Any]],
 ) -> tuple[dict[tuple[str, str, str, str], Mark], set[tuple[str, str, str]]]:
-    """Marks and approved repairs from objection rows in filing order (``_MARK_ROWS``)."""
+    """Marks and approved repairs from objection rows in filing order (:data:`MARK_COLUMNS`)."""
     by_record: dict[tuple[str, str, str, str], Mark] = {}
     repaired: set[tuple[str, str, str]] = set()
     for kind, dept, ds, rid, skey, oid, filed_on, due_on, outcome, note, statement in rows:
@@ -323,7 +342,7 @@ def _fold(
 
 def full_marks(version: int, rows: Sequence[Sequence[Any]]) -> Marks:
     """The marks of a whole store as of ``version``: ``rows`` are every objection row
-    (:data:`MARK_COLUMNS`) in filing order (:data:`MARK_ORDER`). Shared by the backends."""
+    (:data:`MARK_COLUMNS`) in filing order (:data:`ALL_MARKS_SQL`). Shared by the backends."""
     by_record, repaired = _fold(rows)
     return Marks(version=version, by_record=by_record, repaired=frozenset(repaired))
 
@@ -380,10 +399,81 @@ def objection_row(r: Sequence[object]) -> ObjectionRow:
     return ObjectionRow(*values)  # type: ignore[arg-type]
 
 
-class SQLiteObjectionStore(ObjectionStore):
+class SQLObjectionStore(ObjectionStore):
+    """What both SQL backends write alike, statement for statement: routing, an answer,
+    the overdue note and a statement. A backend names its parameter placeholder
+    (:attr:`placeholder`) and runs one statement in its own transaction (:meth:`_write`)."""
+
+    #: How a statement marks a parameter: ``?`` (SQLite) or ``%s`` (PostgreSQL).
+    placeholder: ClassVar[str]
+
+    @abc.abstractmethod
+    def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
+        """Run ``sql`` with ``args`` in its own transaction; how many rows it changed.
+        ``bump``: the objection id whose change a query shows (a new version, the row
+        stamped). Raises ObjectionStoreError."""
+
+    def routed(self, objection_id: str, at: float) -> bool:
+        """See :meth:`ObjectionStore.routed`."""
+        p = self.placeholder
+        return (
+            self._write(
+                f"UPDATE objections SET routed_at = {p}, subject_id = '' WHERE objection_id = {p}"
+                " AND routed_at IS NULL",
+                (at, objection_id),
+                bump=None,
+            )
+            == 1
+        )
+
+    def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
+        """See :meth:`ObjectionStore.answered`. No-such-record also blanks the identifier."""
+        p = self.placeholder
+        return (
+            self._write(
+                f"UPDATE objections SET outcome = {p}, answered_on = {p}, note = {p},"
+                " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
+                f" WHERE objection_id = {p} AND outcome = 'pending'",
+                (outcome, answered_on, note, objection_id),
+                bump=objection_id,
+            )
+            == 1
+        )
+
+    def note_overdue(self, objection_id: str) -> bool:
+        """See :meth:`ObjectionStore.note_overdue`."""
+        # TRUE and NOT read the same on SQLite's integer column and PostgreSQL's boolean.
+        return (
+            self._write(
+                "UPDATE objections SET overdue_noted = TRUE"
+                f" WHERE objection_id = {self.placeholder}"
+                " AND NOT overdue_noted AND outcome = 'pending'",
+                (objection_id,),
+                bump=None,
+            )
+            == 1
+        )
+
+    def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
+        """See :meth:`ObjectionStore.set_statement`."""
+        p = self.placeholder
+        n = self._write(
+            f"UPDATE objections SET statement = {p} WHERE objection_id = {p}",
+            (statement, objection_id),
+            bump=objection_id,
+        )
+        row = self.get(objection_id)
+        if n != 1 or row is None:
+            raise KeyError(objection_id)
+        return row
+
+
+class SQLiteObjectionStore(SQLObjectionStore):
     """The embedded backend: one SQLite file (WAL, synchronous FULL, see
     :func:`gateway.stores.sqlite.open_durable`), shared by the gateway processes naming it.
     Thread-safe."""
+
+    placeholder = "?"
 
     def __init__(self, path: str | Path) -> None:
         """Open (or create) the store. Raises ObjectionStoreError."""
@@ -492,58 +582,8 @@ class SQLiteObjectionStore(ObjectionStore):
                 raise self._fail(exc) from None
         return [objection_row(r) for r in rows]
 
-    def routed(self, objection_id: str, at: float) -> bool:
-        """See :meth:`ObjectionStore.routed`."""
-        return (
-            self._write(
-                "UPDATE objections SET routed_at = ?, subject_id = '' WHERE objection_id = ?"
-                " AND routed_at IS NULL",
-                (at, objection_id),
-                bump=None,
-            )
-            == 1
-        )
-
-    def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
-        """See :meth:`ObjectionStore.answered`. No-such-record also blanks the identifier."""
-        return (
-            self._write(
-                "UPDATE objections SET outcome = ?, answered_on = ?, note = ?,"
-                " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
-                " WHERE objection_id = ? AND outcome = 'pending'",
-                (outcome, answered_on, note, objection_id),
-                bump=objection_id,
-            )
-            == 1
-        )
-
-    def note_overdue(self, objection_id: str) -> bool:
-        """See :meth:`ObjectionStore.note_overdue`."""
-        return (
-            self._write(
-                "UPDATE objections SET overdue_noted = 1 WHERE objection_id = ?"
-                " AND overdue_noted = 0 AND outcome = 'pending'",
-                (objection_id,),
-                bump=None,
-            )
-            == 1
-        )
-
-    def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
-        """See :meth:`ObjectionStore.set_statement`."""
-        n = self._write(
-            "UPDATE objections SET statement = ? WHERE objection_id = ?",
-            (statement, objection_id),
-            bump=objection_id,
-        )
-        row = self.get(objection_id)
-        if n != 1 or row is None:
-            raise KeyError(objection_id)
-        return row
-
     def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
-        """One statement in its own transaction; ``bump``: the objection id whose change a
-        query shows (a new version, the row stamped)."""
+        """See :meth:`SQLObjectionStore._write`."""
         with self._lock:
             c = self._conn
             try:
@@ -585,8 +625,8 @@ class SQLiteObjectionStore(ObjectionStore):
         try:
             version = int(c.execute("SELECT version FROM state WHERE id = 1").fetchone()[0])
             if old.version < 0:
-                return full_marks(version, c.execute(_MARK_ROWS + MARK_ORDER).fetchall())
-            rows = c.execute(_MARK_ROWS + _CHANGED_RECORDS + MARK_ORDER, (old.version,)).fetchall()
+                return full_marks(version, c.execute(ALL_MARKS_SQL).fetchall())
+            rows = c.execute(_CHANGED_MARKS, (old.version,)).fetchall()
         finally:
             c.execute("COMMIT")
         return updated_marks(old, version, rows)

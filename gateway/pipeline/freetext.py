@@ -319,18 +319,21 @@ def text_pseudonym(key: bytes, text: str) -> str:
     return PSEUDONYM_PREFIX + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def recordable(key: bytes, text: str, *, limit: int = DEFAULT_LIMIT) -> str:
+def recordable(key: bytes, text: str, *, limit: int = DEFAULT_LIMIT, scanned: bool = False) -> str:
     """What of the free text ``text`` may enter a record: ``text`` itself if
     :func:`scan` finds nothing in it, it is at most ``limit`` characters and
     does not start with :data:`PSEUDONYM_PREFIX`; else its
     :func:`text_pseudonym` (the whole text is screened, never a truncation of
     it that could cut an identifier in two). The empty text stays empty.
+    ``scanned``: the caller's :func:`scan` of this very text found nothing (a
+    validated query's ``plain_text``), so it is not scanned again; the other
+    conditions still hold.
 
     Raises :class:`ValueError` for an empty key.
     """
     if not text:
         return ""
-    if len(text) <= limit and not text.startswith(PSEUDONYM_PREFIX) and not scan(text):
+    if len(text) <= limit and not text.startswith(PSEUDONYM_PREFIX) and (scanned or not scan(text)):
         return text
     return text_pseudonym(key, text)
 

@@ -6,9 +6,8 @@ measures the scenario requires of it:
 
 * :mod:`gateway.screening.measures`: the measures catalog (``policies/measures.toml``):
   lists, scenarios, list x scenario -> measures with legal source and binding or advisory;
-* :mod:`gateway.screening.lists`: which list entries are in force on a day, the answer
-  per list, and the seam for approved credit repairs
-  (:class:`~gateway.screening.lists.RepairCheck`);
+* :mod:`gateway.screening.lists`: which list entries are in force on a day and the answer
+  per list (approved credit repairs are dropped before, by the objection desk's marks);
 * :mod:`gateway.screening.screener`: one screen (validate, decide, reserve, ask the
   keeping departments for public-tier fields only, read the lists, settle, record);
 * :mod:`gateway.screening.stats`: counts per list, scenario and agency for a period, read
@@ -18,7 +17,6 @@ The gRPC servicer is :mod:`gateway.api.screening`; the agencies' command is
 ``credit-query screen``.
 """
 
-from gateway.screening.lists import RepairCheck, no_repairs
 from gateway.screening.measures import ListDef, MeasureDef, MeasuresCatalog, load_measures
 from gateway.screening.screener import Screener
 
@@ -26,8 +24,6 @@ __all__ = [
     "ListDef",
     "MeasureDef",
     "MeasuresCatalog",
-    "RepairCheck",
     "Screener",
     "load_measures",
-    "no_repairs",
 ]

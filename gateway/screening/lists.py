@@ -1,15 +1,17 @@
 """Reading the reward and punishment lists from what a department returned: which entries
 are in force on a day, and the :class:`ListStatus` a screen answers for a list.
 
-    entries = current_entries(list_def, records, "2026-11-01", repaired)
+    entries = current_entries(list_def, records, "2026-11-01")
     status = list_status(list_def, entries, measures, "government_procurement")
 
 An entry is in force from its ``since_field`` date (inclusive) until the earliest of its
 ``until_field`` date, ``since`` plus the list's ``valid_days`` and the record's
 ``event_end_date`` (exclusive: on that day it is off the list). An entry whose credit
-repair was approved (:class:`RepairCheck`) is not on the list: after repair, publication
-and sharing stop and the measures are lifted (NDRC credit repair measures, 2026).
-Only the list's public fields are read; nothing else of a record reaches the answer.
+repair was approved never reaches these functions: after repair, publication and sharing
+stop and the measures are lifted (NDRC credit repair measures, 2026), and the objection
+desk's marks drop such records before the lists are read (the screener and the query path
+apply them, :class:`~gateway.pipeline.query.RecordMarker`). Only the list's public fields
+are read; nothing else of a record reaches the answer.
 """
 
 from __future__ import annotations
@@ -17,34 +19,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from gateway.screening.measures import ListDef, MeasuresCatalog
 from protos.credit.v1 import common_pb2, screening_pb2
 
-__all__ = ["KIND", "RepairCheck", "current_entries", "list_status", "no_repairs"]
+__all__ = ["KIND", "current_entries", "list_status"]
 
 #: ``ListDef.kind`` -> the wire enum.
 KIND = {"black": screening_pb2.LIST_KIND_BLACK, "red": screening_pb2.LIST_KIND_RED}
-
-
-class RepairCheck(Protocol):
-    """Whether the credit repair of a list entry was approved (信用修复): such an entry is
-    no longer published or shared, and its measures are lifted, so it is not screened.
-
-    The :class:`~gateway.screening.screener.Screener` does not use it: it applies the
-    objection desk's marks once per screen, as the query path does (approved repairs
-    dropped, disputed entries marked), before :func:`current_entries` reads the records.
-    For callers holding only a repair check. Called once per record: it must not block."""
-
-    def __call__(self, department: str, dataset: str, record_id: str) -> bool:
-        """True if the entry ``record_id`` of ``department``/``dataset`` was repaired."""
-        ...
-
-
-def no_repairs(department: str, dataset: str, record_id: str) -> bool:
-    """The :class:`RepairCheck` while no repair store exists: nothing was repaired."""
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +64,14 @@ def current_entries(
     lst: ListDef,
     records: Iterable[common_pb2.Record],
     today: str,
-    repaired: RepairCheck = no_repairs,
 ) -> list[_Entry]:
-    """The entries of ``lst`` among a department's ``records`` that are in force on
-    ``today`` (YYYY-MM-DD): listed on or before it, not yet removed, expired or ended, not
-    repaired. An entry ends at the earliest of its ``until_field``, ``since`` plus
-    ``valid_days`` and the record's ``event_end_date``; on that day it is off the list."""
+    """The entries of ``lst`` among a department's ``records`` (repaired ones already
+    dropped by the objection marks) that are in force on ``today`` (YYYY-MM-DD): listed on
+    or before it, not yet removed, expired or ended. An entry ends at the earliest of its
+    ``until_field``, ``since`` plus ``valid_days`` and the record's ``event_end_date``; on
+    that day it is off the list."""
     out: list[_Entry] = []
     for r in records:
-        if repaired(lst.department, lst.dataset, r.record_id):
-            continue
         since = _date(r, lst.since_field)
         if not since or since > today:
             continue

@@ -54,11 +54,11 @@ from gateway.pipeline.decision import Decider, QueryFacts
 from gateway.pipeline.freetext import joined_identifier
 from gateway.pipeline.query import RecordMarker, SubjectMarker, unkeyed_pseudonym
 from gateway.pipeline.validation import Validator, ValidQuery
-from gateway.screening.lists import KIND, RepairCheck, current_entries, list_status, no_repairs
+from gateway.screening.lists import KIND, current_entries, list_status
 from gateway.screening.measures import ListDef, MeasuresCatalog
 from protos.credit.v1 import adapter_pb2, common_pb2, query_pb2, screening_pb2
 
-__all__ = ["RepairCheck", "Screener", "no_repairs", "screen_digest", "screen_quota_key"]
+__all__ = ["Screener", "screen_digest", "screen_quota_key"]
 
 log = logging.getLogger("credit_gateway.screening")
 
@@ -418,7 +418,7 @@ class Screener:
         audit = self._audit
         assert audit is not None
         digest = screen_digest(response) if response is not None else b""
-        free = audit.free_text
+        free: Callable[[str], str] = audit.free_text
         if joined_identifier((request.officer_id, request.case_reference)):
             # Together they make an identifier: neither goes on the record as written.
             free = audit.text_pseudonym

@@ -44,9 +44,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -62,6 +63,7 @@ __all__ = [
     "ConsentArchive",
     "ConsentRow",
     "ConsentRows",
+    "consent_row",
 ]
 
 #: Days a consent is kept after it expires: five years.
@@ -88,6 +90,21 @@ _KEY_CHECK = b"credit-gateway consent archive key check v1"
 #: One stored row: agency, subject pseudonym, expires_at, archived_at, retain_until (Unix
 #: seconds), the AES-GCM nonce and the sealed JWS.
 ConsentRow = tuple[str, str, int, int, int, bytes, bytes]
+
+
+def consent_row(stored: Sequence[Any]) -> ConsentRow:
+    """A :data:`ConsentRow` from the stored columns (agency, subject, expires_at,
+    archived_at, retain_until, nonce, sealed) as either backend returns them."""
+    agency, subject, expires_at, archived_at, retain_until, nonce, sealed = stored
+    return (
+        str(agency),
+        str(subject),
+        int(expires_at),
+        int(archived_at),
+        int(retain_until),
+        bytes(nonce),
+        bytes(sealed),
+    )
 
 
 class ConsentRows(ABC):
@@ -145,18 +162,7 @@ class _SQLiteRows(ConsentRows):
                 ).fetchone()
         except sqlite3.Error as exc:
             raise SubjectStoreError(f"consent archive read failed: {exc}") from None
-        if row is None:
-            return None
-        agency, subject, expires_at, archived_at, retain_until, nonce, sealed = row
-        return (
-            str(agency),
-            str(subject),
-            int(expires_at),
-            int(archived_at),
-            int(retain_until),
-            bytes(nonce),
-            bytes(sealed),
-        )
+        return None if row is None else consent_row(row)
 
     def purge(self, cutoff: int) -> list[str]:
         try:
@@ -205,6 +211,17 @@ class ArchivedConsent:
         return _utc(self.retain_until)
 
 
+def _archive_key(pseudonym_key: bytes, retention_days: int) -> bytes:
+    """The archive's AES-256 key (HKDF-SHA256 of ``pseudonym_key``, RFC 5869), once the
+    settings are checked. Raises ConfigError: the retention is not positive, or the
+    pseudonym key is shorter than 32 bytes."""
+    if retention_days <= 0:
+        raise ConfigError("consent_retention_days", "must be a positive number of days")
+    if len(pseudonym_key) < 32:
+        raise ConfigError("audit.pseudonym_key", "shorter than 32 bytes")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(pseudonym_key)
+
+
 class ConsentArchive:
     """The archive over its rows (see the module docstring). Thread-safe."""
 
@@ -238,10 +255,7 @@ class ConsentArchive:
         Raises:
             ConfigError: the file cannot be opened, or the retention is not positive.
         """
-        if retention_days <= 0:
-            raise ConfigError("consent_retention_days", "must be a positive number of days")
-        if len(pseudonym_key) < 32:
-            raise ConfigError("audit.pseudonym_key", "shorter than 32 bytes")
+        key = _archive_key(pseudonym_key, retention_days)  # before a file is made
         try:
             if not path.exists():
                 # Owner-only from the first byte: the file holds personal data.
@@ -251,9 +265,7 @@ class ConsentArchive:
             raise ConfigError(
                 "consent_archive", f"cannot open the consent archive: {exc}"
             ) from None
-        return cls.over(
-            _SQLiteRows(conn), pseudonym_key, retention_days=retention_days, clock=clock
-        )
+        return cls._checked(_SQLiteRows(conn), key, retention_days, clock)
 
     @classmethod
     def over(
@@ -273,13 +285,15 @@ class ConsentArchive:
                 was opened with another pseudonym key (shared by hosts: they must share it).
             SubjectStoreError: the storage cannot be read.
         """
-        if retention_days <= 0:
-            raise ConfigError("consent_retention_days", "must be a positive number of days")
-        if len(pseudonym_key) < 32:
-            raise ConfigError("audit.pseudonym_key", "shorter than 32 bytes")
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
-            pseudonym_key
-        )
+        key = _archive_key(pseudonym_key, retention_days)
+        return cls._checked(rows, key, retention_days, clock)
+
+    @classmethod
+    def _checked(
+        cls, rows: ConsentRows, key: bytes, retention_days: int, clock: Callable[[], float]
+    ) -> ConsentArchive:
+        """The archive over ``rows`` once ``key`` is the one they were first opened with.
+        Raises ConfigError (another key), SubjectStoreError."""
         check = hmac.new(key, _KEY_CHECK, hashlib.sha256).digest()
         if not rows.check_key(check):
             raise ConfigError(

@@ -26,8 +26,10 @@ query stops being confidential. Nothing that is not already in the log.
 The index sits in its own file (SQLite, WAL, ``synchronous=NORMAL``: a lost tail is read
 again from the log) behind the small :class:`QueryIndex` interface; with the audit log on
 PostgreSQL, tables every host shares replace it (:mod:`gateway.stores.postgres.subject_index`,
-one elected follower). Every write names the watermark it started from and lands only if it
-is still the stored one, so several writers sharing an index are safe on both backends.
+one elected follower). Both backends store a row as this module shapes it
+(:func:`index_row`, :func:`indexed_query`, :func:`subject_key`). Every write names the
+watermark it started from and lands only if it is still the stored one, so several writers
+sharing an index are safe on both backends.
 """
 
 from __future__ import annotations
@@ -49,10 +51,15 @@ from gateway.stores.sqlite import SQLiteSetupError, open_durable
 from gateway.subject.errors import SubjectStoreError
 
 __all__ = [
+    "INDEX_COLUMNS",
     "IndexedQuery",
     "QueryIndex",
     "SQLiteQueryIndex",
+    "before_bound",
     "entry_from_record",
+    "index_row",
+    "indexed_query",
+    "subject_key",
     "sync_index",
 ]
 
@@ -205,15 +212,18 @@ CREATE TABLE IF NOT EXISTS queries (
 CREATE INDEX IF NOT EXISTS queries_by_basis ON queries (legal_basis, log_index)
     WHERE legal_basis != '';
 """
-_COLUMNS = (
+#: The row's columns, in the order of :func:`index_row` and :func:`indexed_query` (the
+#: same on both backends).
+INDEX_COLUMNS = (
     "log_index, subject, time, agency, purpose, mode, charge_fen, datasets, legal_basis, "
     "case_reference, confidential_until"
 )
 
 
-def _subject_key(subject: str) -> bytes:
-    # A pseudonym is 64 hex digits: stored as its 32 bytes (half the index); anything else
-    # (a log written under another rule) as its text, which can never collide with 32 bytes.
+def subject_key(subject: str) -> bytes:
+    """How a row stores ``subject`` (both backends): a pseudonym (64 hex digits) as its 32
+    bytes (half the index); anything else (a log written under another rule) as its UTF-8
+    text, which can never collide with 32 bytes."""
     if len(subject) == 64:
         try:
             return bytes.fromhex(subject)
@@ -226,10 +236,11 @@ def _subject_text(key: bytes) -> str:
     return key.hex() if len(key) == 32 else key.decode("utf-8", "replace")
 
 
-def _row(q: IndexedQuery) -> tuple[object, ...]:
+def index_row(q: IndexedQuery) -> tuple[object, ...]:
+    """The stored row of ``q`` (:data:`INDEX_COLUMNS`; datasets as compact JSON pairs)."""
     return (
         q.log_index,
-        _subject_key(q.subject),
+        subject_key(q.subject),
         q.time,
         q.agency_id,
         q.purpose,
@@ -242,7 +253,8 @@ def _row(q: IndexedQuery) -> tuple[object, ...]:
     )
 
 
-def _query(row: Sequence[Any]) -> IndexedQuery:
+def indexed_query(row: Sequence[Any]) -> IndexedQuery:
+    """The :class:`IndexedQuery` of a stored row (:data:`INDEX_COLUMNS`), either backend's."""
     pairs = json.loads(row[7])
     return IndexedQuery(
         log_index=int(row[0]),
@@ -257,6 +269,11 @@ def _query(row: Sequence[Any]) -> IndexedQuery:
         case_reference=str(row[9]),
         confidential_until=str(row[10]),
     )
+
+
+def before_bound(before: int | None) -> int:
+    """The exclusive upper log index of a listing page (``before``; None: from the newest)."""
+    return (1 << 62) if before is None else before
 
 
 class SQLiteQueryIndex(QueryIndex):
@@ -322,7 +339,7 @@ class SQLiteQueryIndex(QueryIndex):
         """See :meth:`QueryIndex.add`."""
         # In key order: the table is clustered by subject, and sorted inserts touch each
         # page once per batch.
-        data = sorted((_row(q) for q in rows), key=lambda r: (r[1], r[0]))
+        data = sorted((index_row(q) for q in rows), key=lambda r: (r[1], r[0]))
         try:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -332,7 +349,7 @@ class SQLiteQueryIndex(QueryIndex):
                         self._scanned, self._origin = self._meta()
                         return False
                     self._conn.executemany(
-                        f"INSERT OR REPLACE INTO queries ({_COLUMNS}) "
+                        f"INSERT OR REPLACE INTO queries ({INDEX_COLUMNS}) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         data,
                     )
@@ -356,7 +373,7 @@ class SQLiteQueryIndex(QueryIndex):
                 rows = self._conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise SubjectStoreError(f"subject index read failed: {exc}") from None
-        return [_query(r) for r in rows]
+        return [indexed_query(r) for r in rows]
 
     def for_subject(
         self, subject: str, *, today: str, before: int | None, limit: int
@@ -364,20 +381,20 @@ class SQLiteQueryIndex(QueryIndex):
         """See :meth:`QueryIndex.for_subject`. One range read: the table is clustered by
         (subject, log index), so a subject's rows lie together on disk."""
         return self._select(
-            f"SELECT {_COLUMNS} FROM queries "
+            f"SELECT {INDEX_COLUMNS} FROM queries "
             "WHERE subject = ? AND log_index < ? "
             "AND (confidential_until = '' OR confidential_until <= ?) "
             "ORDER BY log_index DESC LIMIT ?",
-            (_subject_key(subject), _before(before), today, limit),
+            (subject_key(subject), before_bound(before), today, limit),
         )
 
     def for_basis(self, basis: str, *, before: int | None, limit: int) -> list[IndexedQuery]:
         """See :meth:`QueryIndex.for_basis`."""
         return self._select(
-            f"SELECT {_COLUMNS} FROM queries "
+            f"SELECT {INDEX_COLUMNS} FROM queries "
             "WHERE legal_basis = ? AND legal_basis != '' AND log_index < ? "
             "ORDER BY log_index DESC LIMIT ?",
-            (basis, _before(before), limit),
+            (basis, before_bound(before), limit),
         )
 
     def reset(self, *, expect: tuple[int, str] | None = None) -> bool:
@@ -407,10 +424,6 @@ class SQLiteQueryIndex(QueryIndex):
         """Close the file."""
         with self._lock:
             self._conn.close()
-
-
-def _before(before: int | None) -> int:
-    return (1 << 62) if before is None else before
 
 
 #: Times :func:`sync_index` starts again after another writer moved the watermark.

@@ -265,6 +265,44 @@ def test_one_process_at_a_time_follows_a_shared_index(pg_url: str) -> None:
         reader.close()
 
 
+def test_a_host_that_does_not_follow_tries_the_lock_on_one_kept_session(pg_url: str) -> None:
+    """A host that is not the follower asks for the lock every round on the one session it
+    keeps (the server sees one backend, the same one, round after round: no connection a
+    second), and takes the lock on that session when the holder goes."""
+    import psycopg
+
+    from gateway.stores.postgres.connect import open_pool
+    from gateway.stores.postgres.subject_index import PgQueryIndex
+    from gateway.stores.postgres.url import PgTarget
+
+    a = PgQueryIndex(open_pool(PgTarget(pg_url), max_size=1), target=PgTarget(pg_url))
+    b_target = PgTarget(pg_url, application_name="subject-index-host-b")
+    b = PgQueryIndex(open_pool(PgTarget(pg_url), max_size=1), target=b_target)
+
+    def b_sessions() -> set[int]:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                (b_target.application_name,),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    try:
+        assert a.follows()
+        seen: list[set[int]] = []
+        for _ in range(5):
+            assert not b.follows()
+            seen.append(b_sessions())
+        assert all(s == seen[0] for s in seen) and len(seen[0]) == 1
+        a.close()  # the holder goes: b takes the lock on the session it kept
+        assert b.follows()
+        assert b_sessions() == seen[0]
+        assert b.follows()  # held, checked alive, still that session
+        assert b_sessions() == seen[0]
+    finally:
+        b.close()
+
+
 def test_a_rebuilds_large_batches_land_whole_and_once(index: QueryIndex) -> None:
     """Batches of a rebuild (over 500 rows: COPY on PostgreSQL) add every row, and adding
     them again (a writer that lost its watermark race, retried) adds none twice."""

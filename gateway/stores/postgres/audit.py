@@ -57,6 +57,7 @@ from gateway.audit.store import (
     SharedAuditStore,
     StoredCheckpoint,
     StoredEntry,
+    dense_run,
 )
 from gateway.stores.postgres.migrate import SchemaMismatch, require_current
 from gateway.stores.postgres.url import PgConfigError, PgTarget
@@ -288,12 +289,7 @@ class PostgresAuditStore(SharedAuditStore):
                 "ORDER BY idx",
                 (level, start, end),
             )
-        out: list[bytes] = []
-        for idx, h in rows:
-            if int(idx) != start + len(out):
-                break
-            out.append(bytes(h))
-        return out
+        return dense_run(rows, start)
 
     def tile_count(self, level: int) -> int:
         """See :meth:`SharedAuditStore.tile_count`."""

@@ -65,12 +65,19 @@ def open_pool(
 
 
 def open_store_pool(
-    target: PgTarget, store: str, *, max_size: int = 8, timeout_s: float = 5.0
+    target: PgTarget,
+    store: str,
+    *,
+    max_size: int = 8,
+    timeout_s: float = 5.0,
+    schema_checked: bool = False,
 ) -> ConnectionPool[psycopg.Connection[Any]]:
     """A serving process's pool for ``store`` (a ``[storage.stores]`` name: ledger,
     replay, limits, policy, controls...): 1..``max_size`` connections, acquisitions
     waiting at most ``timeout_s`` seconds, opened only after
-    :func:`~gateway.stores.postgres.migrate.require_current` passed on one of them.
+    :func:`~gateway.stores.postgres.migrate.require_current` passed on one of them
+    (``schema_checked``: the caller's :func:`check_current` of this very database passed
+    during this start-up, so it is not checked again).
     Blocking: start-up only.
 
     Raises:
@@ -83,6 +90,8 @@ def open_store_pool(
         pool = open_pool(target, min_size=1, max_size=max_size, timeout_s=timeout_s)
     except (psycopg.Error, PoolTimeout, PgConfigError) as exc:
         raise _unreachable(store, exc) from None
+    if schema_checked:
+        return pool
     try:
         with pool.connection() as conn:
             require_current(conn)

@@ -38,6 +38,7 @@ from gateway.subject.consents import (
     ConsentArchive,
     ConsentRow,
     ConsentRows,
+    consent_row,
 )
 from gateway.subject.errors import SubjectStoreError
 
@@ -86,18 +87,7 @@ class PgConsentRows(ConsentRows):
                 " FROM consent_archive WHERE consent_id = %s",
                 (consent_id,),
             ).fetchone()
-        if row is None:
-            return None
-        agency, subject, expires_at, archived_at, retain_until, nonce, sealed = row
-        return (
-            str(agency),
-            str(subject),
-            int(expires_at),
-            int(archived_at),
-            int(retain_until),
-            bytes(nonce),
-            bytes(sealed),
-        )
+        return None if row is None else consent_row(row)
 
     def purge(self, cutoff: int) -> list[str]:
         """See :meth:`ConsentRows.purge` (several hosts may purge at once: each row goes

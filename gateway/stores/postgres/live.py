@@ -2,7 +2,7 @@
 process, with their listeners: the wiring :func:`gateway.runtime.assembly.build_gateway`
 uses.
 
-    shared = open_shared_stores(config)          # checks the schema; opens nothing else yet
+    shared = open_shared_stores(config)          # checks each schema once; opens nothing else yet
     versions = shared.open_versions()            # PgVersionStore, or use SQLite when None
     controls = shared.open_controls(seed)
     await shared.start_listening(loop, policy_admin)
@@ -11,7 +11,9 @@ uses.
 
 One pool per store and one dedicated listening connection per database (two stores on
 one database share it). A serving process never migrates: a database whose schema is not
-this build's is refused with what to run (``credit-gateway db migrate``).
+this build's is refused with what to run (``credit-gateway db migrate``). Each database's
+schema is checked once, by :func:`open_shared_stores` before anything is opened; the
+stores' pools then open without checking it again.
 """
 
 from __future__ import annotations
@@ -76,11 +78,13 @@ class SharedStores:
         return self.by_url[target.url]
 
     def _pool(self, target: PgTarget, store: str) -> Any:
+        # open_shared_stores checked each database's schema once: not again per pool.
         return open_store_pool(
             target,
             store,
             max_size=self.config.storage.pool_max,
             timeout_s=float(self.config.storage.connect_timeout_s),
+            schema_checked=True,
         )
 
     def open_versions(self) -> PgVersionStore:

@@ -47,15 +47,15 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.objections.store import (
-    MARK_COLUMNS,
-    MARK_ORDER,
+    ALL_MARKS_SQL,
     OBJECTION_COLUMNS,
     Marks,
     ObjectionFilter,
     ObjectionRow,
-    ObjectionStore,
     ObjectionStoreError,
     OpenObjectionExists,
+    SQLObjectionStore,
+    changed_marks_sql,
     find_sql,
     full_marks,
     objection_row,
@@ -70,17 +70,13 @@ _INSERT = (
     f"INSERT INTO objections ({OBJECTION_COLUMNS}) VALUES ({', '.join(['%s'] * len(_NAMES))})"
     " ON CONFLICT DO NOTHING RETURNING objection_id"
 )
-_MARK_ROWS = f"SELECT {MARK_COLUMNS} FROM objections"
-_CHANGED = (
-    " WHERE (department, dataset, record_id) IN (SELECT department, dataset, record_id"
-    " FROM objections WHERE changed > %s)"
-)
+_CHANGED_MARKS = changed_marks_sql("%s")
 #: Attempts of one filing whose conflicting row vanished before it could be read (it was
 #: answered in between): the insert is simply tried again.
 _CREATE_ATTEMPTS = 3
 
 
-class PgObjectionStore(ObjectionStore):
+class PgObjectionStore(SQLObjectionStore):
     """See the module docstring. ``pool``: connections to a migrated database (closed by
     :meth:`close` when ``owns_pool``). Thread-safe.
 
@@ -88,6 +84,8 @@ class PgObjectionStore(ObjectionStore):
         ObjectionStoreError: the database cannot be reached or read (the first load of the
             marks happens here).
     """
+
+    placeholder = "%s"
 
     def __init__(
         self, pool: ConnectionPool[psycopg.Connection[Any]], *, owns_pool: bool = True
@@ -136,9 +134,9 @@ class PgObjectionStore(ObjectionStore):
                 if now == old.version:
                     return old
                 if old.version < 0 or now < old.version:  # first load, or a restored database
-                    new = full_marks(now, conn.execute(_MARK_ROWS + MARK_ORDER).fetchall())
+                    new = full_marks(now, conn.execute(ALL_MARKS_SQL).fetchall())
                 else:
-                    rows = conn.execute(_MARK_ROWS + _CHANGED + MARK_ORDER, (old.version,))
+                    rows = conn.execute(_CHANGED_MARKS, (old.version,))
                     new = updated_marks(old, now, rows.fetchall())
             self._marks = new
             return new
@@ -232,8 +230,8 @@ class PgObjectionStore(ObjectionStore):
         return row, True
 
     def _write(self, sql: str, args: Sequence[object], *, bump: str | None) -> int:
-        """One statement in its own transaction; ``bump``: the objection id whose change a
-        query shows (a new version, the row stamped, this process's marks reloaded)."""
+        """See :meth:`SQLObjectionStore._write` (with ``bump``, this process's marks are
+        reloaded too)."""
         with self._tx() as conn:
             n = conn.execute(sql, args).rowcount
             if n and bump is not None:
@@ -241,55 +239,6 @@ class PgObjectionStore(ObjectionStore):
         if n and bump is not None:
             self.refresh()
         return int(n)
-
-    def routed(self, objection_id: str, at: float) -> bool:
-        """See :meth:`ObjectionStore.routed`."""
-        return (
-            self._write(
-                "UPDATE objections SET routed_at = %s, subject_id = '' WHERE objection_id = %s"
-                " AND routed_at IS NULL",
-                (at, objection_id),
-                bump=None,
-            )
-            == 1
-        )
-
-    def answered(self, objection_id: str, outcome: str, answered_on: str, note: str) -> bool:
-        """See :meth:`ObjectionStore.answered`. No-such-record also blanks the identifier."""
-        return (
-            self._write(
-                "UPDATE objections SET outcome = %s, answered_on = %s, note = %s,"
-                " routed_at = COALESCE(routed_at, filed_at), subject_id = ''"
-                " WHERE objection_id = %s AND outcome = 'pending'",
-                (outcome, answered_on, note, objection_id),
-                bump=objection_id,
-            )
-            == 1
-        )
-
-    def note_overdue(self, objection_id: str) -> bool:
-        """See :meth:`ObjectionStore.note_overdue`."""
-        return (
-            self._write(
-                "UPDATE objections SET overdue_noted = true WHERE objection_id = %s"
-                " AND NOT overdue_noted AND outcome = 'pending'",
-                (objection_id,),
-                bump=None,
-            )
-            == 1
-        )
-
-    def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
-        """See :meth:`ObjectionStore.set_statement`."""
-        n = self._write(
-            "UPDATE objections SET statement = %s WHERE objection_id = %s",
-            (statement, objection_id),
-            bump=objection_id,
-        )
-        row = self.get(objection_id)
-        if n != 1 or row is None:
-            raise KeyError(objection_id)
-        return row
 
     def close(self) -> None:
         """Close the pool when this store owns it (idempotent)."""

@@ -1,7 +1,7 @@
 """The subject index on PostgreSQL: :class:`PgQueryIndex`, the shared backend of
 :class:`~gateway.subject.index.QueryIndex` ("who looked at me", Decree 631 Art. 22).
 
-    index = PgQueryIndex(open_pool(target), target=target, identity="host:pid")
+    index = PgQueryIndex(open_pool(target), target=target)   # target: may follow
     sync_index(index, PostgresAuditStore(audit_target))   # catch up with the shared log
     index.for_subject(pseudonym, today="2026-11-30", before=None, limit=50)
 
@@ -13,8 +13,11 @@ it is one too, so a subject listing on any host lists the queries every host ans
 of a session advisory lock (:data:`FOLLOWER_LOCK`) on a connection of its own, never a
 pooled one, with TCP keepalives and ``idle_session_timeout``, so the lock is freed when its
 process dies (at once for a killed one; within about 15 s for a vanished host) and another
-process takes over at its next round (:meth:`PgQueryIndex.follows`). The others only read,
-and catch up the tail before a listing (so a caller sees its own latest query without
+process takes over at its next round (:meth:`PgQueryIndex.follows`). The others try the
+lock each round (about once a second) on one session of their own kept open between rounds,
+not on a new connection each time: a connection costs the server a process and an
+authentication, and a host holding one idle session is what the follower does anyway. They
+only read, and catch up the tail before a listing (so a caller sees its own latest query without
 waiting for the follower). Correctness does not rest on the election: every write
 compares and moves the one watermark row in the transaction that adds the rows
 (:meth:`PgQueryIndex.add`), so two writers never add a range twice nor move the watermark
@@ -28,7 +31,6 @@ crash is read again from the log. Errors are
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -39,7 +41,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.stores.postgres.url import PgConfigError, PgTarget
 from gateway.subject.errors import SubjectStoreError
-from gateway.subject.index import IndexedQuery, QueryIndex
+from gateway.subject.index import (
+    INDEX_COLUMNS,
+    IndexedQuery,
+    QueryIndex,
+    before_bound,
+    index_row,
+    indexed_query,
+    subject_key,
+)
 
 __all__ = ["FOLLOWER_LOCK", "FOLLOWER_SESSION_TIMEOUT_S", "PgQueryIndex"]
 
@@ -50,10 +60,6 @@ FOLLOWER_LOCK = (0x6367_7369, 1)
 FOLLOWER_SESSION_TIMEOUT_S = 15
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}  # fmt: skip
-_COLUMNS = (
-    "log_index, subject, time, agency, purpose, mode, charge_fen, datasets, legal_basis, "
-    "case_reference, confidential_until"
-)
 _TYPES = [
     "bigint",
     "bytea",
@@ -70,46 +76,11 @@ _TYPES = [
 #: Batches larger than this many rows go by COPY (a rebuild), smaller ones by one statement.
 _COPY_ABOVE = 500
 _INSERT = (
-    f"INSERT INTO subject_queries ({_COLUMNS}) SELECT * FROM unnest("
+    f"INSERT INTO subject_queries ({INDEX_COLUMNS}) SELECT * FROM unnest("
     "%s::bigint[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
     " ON CONFLICT (subject, log_index) DO NOTHING"
 )
-
-
-def _subject_key(subject: str) -> bytes:
-    # As the SQLite index: a pseudonym (64 hex digits) as its 32 bytes, anything else as
-    # its text (which can never collide with 32 bytes).
-    if len(subject) == 64:
-        try:
-            return bytes.fromhex(subject)
-        except ValueError:
-            pass
-    return subject.encode("utf-8")
-
-
-def _subject_text(key: bytes) -> str:
-    return key.hex() if len(key) == 32 else key.decode("utf-8", "replace")
-
-
-def _query(row: Sequence[Any]) -> IndexedQuery:
-    return IndexedQuery(
-        log_index=int(row[0]),
-        subject=_subject_text(bytes(row[1])),
-        time=str(row[2]),
-        agency_id=str(row[3]),
-        purpose=str(row[4]),
-        mode=str(row[5]),
-        charge_fen=int(row[6]),
-        datasets=tuple((str(d), str(s)) for d, s in json.loads(row[7])),
-        legal_basis=str(row[8]),
-        case_reference=str(row[9]),
-        confidential_until=str(row[10]),
-    )
-
-
-def _before(before: int | None) -> int:
-    return (1 << 62) if before is None else before
 
 
 class PgQueryIndex(QueryIndex):
@@ -129,7 +100,9 @@ class PgQueryIndex(QueryIndex):
         self._target = target
         self._owns_pool = owns_pool
         self._flock = threading.Lock()
-        self._follower: psycopg.Connection[Any] | None = None
+        #: The session the follower's lock is tried on (and held on, when ``_holds``).
+        self._session: psycopg.Connection[Any] | None = None
+        self._holds = False
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[psycopg.Connection[Any]]:
@@ -186,22 +159,7 @@ class PgQueryIndex(QueryIndex):
     ) -> bool:
         """See :meth:`QueryIndex.add`: one statement for the whole batch; the state row is
         locked first, so concurrent writers take turns and the loser finds it moved."""
-        data = [
-            (
-                q.log_index,
-                _subject_key(q.subject),
-                q.time,
-                q.agency_id,
-                q.purpose,
-                q.mode,
-                q.charge_fen,
-                json.dumps([list(p) for p in q.datasets], separators=(",", ":")),
-                q.legal_basis,
-                q.case_reference,
-                q.confidential_until,
-            )
-            for q in rows
-        ]
+        data = [index_row(q) for q in rows]
         with self._tx("write") as conn:
             stored, _ = self._locked_state(conn)
             if since is not None and stored != since:
@@ -213,13 +171,13 @@ class PgQueryIndex(QueryIndex):
                     "CREATE TEMP TABLE subject_batch (LIKE subject_queries) ON COMMIT DROP"
                 )
                 with conn.cursor().copy(
-                    f"COPY subject_batch ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                    f"COPY subject_batch ({INDEX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     copy.set_types(_TYPES)
                     for values in data:
                         copy.write_row(values)
                 conn.execute(
-                    f"INSERT INTO subject_queries ({_COLUMNS}) SELECT {_COLUMNS}"
+                    f"INSERT INTO subject_queries ({INDEX_COLUMNS}) SELECT {INDEX_COLUMNS}"
                     " FROM subject_batch ON CONFLICT (subject, log_index) DO NOTHING"
                 )
             elif data:
@@ -248,27 +206,27 @@ class PgQueryIndex(QueryIndex):
     def _select(self, sql: str, args: Sequence[object]) -> list[IndexedQuery]:
         with self._tx("read") as conn:
             rows = conn.execute(sql, args).fetchall()
-        return [_query(r) for r in rows]
+        return [indexed_query(r) for r in rows]
 
     def for_subject(
         self, subject: str, *, today: str, before: int | None, limit: int
     ) -> list[IndexedQuery]:
         """See :meth:`QueryIndex.for_subject`: one range read of the primary key."""
         return self._select(
-            f"SELECT {_COLUMNS} FROM subject_queries "
+            f"SELECT {INDEX_COLUMNS} FROM subject_queries "
             "WHERE subject = %s AND log_index < %s "
             "AND (confidential_until = '' OR confidential_until <= %s) "
             "ORDER BY log_index DESC LIMIT %s",
-            (_subject_key(subject), _before(before), today, limit),
+            (subject_key(subject), before_bound(before), today, limit),
         )
 
     def for_basis(self, basis: str, *, before: int | None, limit: int) -> list[IndexedQuery]:
         """See :meth:`QueryIndex.for_basis`."""
         return self._select(
-            f"SELECT {_COLUMNS} FROM subject_queries "
+            f"SELECT {INDEX_COLUMNS} FROM subject_queries "
             "WHERE legal_basis = %s AND legal_basis <> '' AND log_index < %s "
             "ORDER BY log_index DESC LIMIT %s",
-            (basis, _before(before), limit),
+            (basis, before_bound(before), limit),
         )
 
     def count(self) -> int:
@@ -281,51 +239,81 @@ class PgQueryIndex(QueryIndex):
 
     def follows(self) -> bool:
         """See :meth:`QueryIndex.follows`: True while this process holds the follower's
-        lock on its own connection (taken here when free; checked alive on every call).
+        lock. The lock is tried (and, once held, checked alive) on one session connection
+        of this index's own, kept between calls: a host that does not follow asks again on
+        the same session rather than connecting once a second, and takes over on the call
+        after the holder's session ends. A session found dead is replaced once per call.
         Raises SubjectStoreError when the database cannot be reached."""
         if self._target is None:
             return False
         with self._flock:
-            conn = self._follower
+            conn = self._session
             if conn is not None and not conn.closed:
                 try:
-                    conn.execute("SELECT 1")
-                    return True
+                    return self._elect(conn)
                 except psycopg.Error:
-                    self._drop()
+                    self._drop()  # ended (idle timeout, server restart): a new one below
+            conn = self._connect_session(self._target)
             try:
-                target = self._target
-                conn = psycopg.connect(target.url, autocommit=True, **target.kwargs(), **_KEEPALIVE)
-            except (psycopg.Error, PgConfigError) as err:
-                code = getattr(err, "sqlstate", None) or type(err).__name__
-                raise SubjectStoreError(f"subject index follower cannot connect ({code})") from None
-            try:
-                # The server notices a vanished client too, and ends a hung one's session.
-                conn.execute("SET tcp_keepalives_idle = 5")
-                conn.execute("SET tcp_keepalives_interval = 2")
-                conn.execute("SET tcp_keepalives_count = 3")
-                conn.execute(f"SET idle_session_timeout = '{FOLLOWER_SESSION_TIMEOUT_S}s'")
-                row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", FOLLOWER_LOCK).fetchone()
+                held = self._elect(conn)
             except psycopg.Error as err:
                 conn.close()
                 raise SubjectStoreError(
                     f"subject index follower election failed (SQLSTATE {err.sqlstate or 'none'})"
                 ) from None
-            if row is None or not row[0]:
-                conn.close()
-                return False
-            self._follower = conn
+            self._session = conn
+            return held
+
+    def _elect(self, conn: psycopg.Connection[Any]) -> bool:
+        """On the session ``conn``: the holder checks it is alive, anyone else tries the
+        lock (a session lock: never taken twice, so never held twice over). Raises
+        psycopg.Error."""
+        if self._holds:
+            conn.execute("SELECT 1")
             return True
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", FOLLOWER_LOCK).fetchone()
+        self._holds = row is not None and bool(row[0])
+        return self._holds
+
+    @staticmethod
+    def _connect_session(target: PgTarget) -> psycopg.Connection[Any]:
+        """A new session for the lock: never a pooled connection (the lock must end with
+        this process), with keepalives both ways and an idle timeout. Raises
+        SubjectStoreError."""
+        try:
+            conn = psycopg.connect(target.url, autocommit=True, **target.kwargs(), **_KEEPALIVE)
+        except (psycopg.Error, PgConfigError) as err:
+            code = getattr(err, "sqlstate", None) or type(err).__name__
+            raise SubjectStoreError(f"subject index follower cannot connect ({code})") from None
+        try:
+            # The server notices a vanished client too, and ends a hung one's session.
+            conn.execute("SET tcp_keepalives_idle = 5")
+            conn.execute("SET tcp_keepalives_interval = 2")
+            conn.execute("SET tcp_keepalives_count = 3")
+            conn.execute(f"SET idle_session_timeout = '{FOLLOWER_SESSION_TIMEOUT_S}s'")
+        except psycopg.Error as err:
+            conn.close()
+            raise SubjectStoreError(
+                f"subject index follower election failed (SQLSTATE {err.sqlstate or 'none'})"
+            ) from None
+        return conn
 
     def _drop(self) -> None:
-        if self._follower is not None:
+        if self._session is not None:
             with suppress(psycopg.Error):
-                self._follower.close()
-            self._follower = None
+                self._session.close()
+            self._session = None
+        self._holds = False
 
     def close(self) -> None:
         """Give up the follower's lock and close the pool when this index owns it."""
         with self._flock:
+            if self._holds and self._session is not None:
+                # Unlocked before the session closes: the lock is free when this returns,
+                # not when the server's backend gets round to exiting, so another host
+                # takes over on its very next try.
+                with suppress(psycopg.Error):
+                    self._session.execute("SELECT pg_advisory_unlock(%s, %s)", FOLLOWER_LOCK)
             self._drop()
         if self._owns_pool:
             self._pool.close()

@@ -32,6 +32,7 @@ from gateway.audit.store import (
     LogReader,
     StoredCheckpoint,
     StoredEntry,
+    dense_run,
 )
 from gateway.stores.sqlite import SQLiteSetupError, open_durable, open_read_only
 
@@ -227,7 +228,7 @@ class SQLiteStore(AuditStore):
         except sqlite3.Error as err:
             self._drop_tile_conn()
             raise StorageError(f"{self.path}: {err}") from None
-        return _dense(rows, start)
+        return dense_run(rows, start)
 
     def tile_count(self, level: int) -> int:
         """See :meth:`AuditStore.tile_count`."""
@@ -308,16 +309,6 @@ class SQLiteStore(AuditStore):
                 self._conn.close()
             finally:
                 self._release_lock()
-
-
-def _dense(rows: list[tuple[Any, ...]], start: int) -> list[bytes]:
-    """The hashes of ``(idx, hash)`` rows from ``start`` up to the first gap."""
-    out: list[bytes] = []
-    for idx, h in rows:
-        if int(idx) != start + len(out):
-            break
-        out.append(bytes(h))
-    return out
 
 
 def open_reader(location: str | os.PathLike[str]) -> LogReader:

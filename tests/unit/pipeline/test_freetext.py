@@ -504,6 +504,11 @@ def test_a_text_screened_clean_is_recorded_as_free_text_would(text: str) -> None
     what recordable gives, for every text the screening finds nothing in."""
     auditor = QueryAuditor(None, KEY, gateway_origin="gw")  # type: ignore[arg-type]
     if not scan(text):
-        assert auditor._screened(text) == auditor.free_text(text) == recordable(KEY, text)
-    assert auditor._screened("hmac:" + "0" * 64) == recordable(KEY, "hmac:" + "0" * 64)
-    assert auditor._screened("x" * 257) == recordable(KEY, "x" * 257)
+        assert (
+            auditor.free_text(text, scanned=True)
+            == recordable(KEY, text, scanned=True)
+            == auditor.free_text(text)
+            == recordable(KEY, text)
+        )
+    for odd in ("hmac:" + "0" * 64, "x" * 257):  # the other conditions still hold
+        assert auditor.free_text(odd, scanned=True) == recordable(KEY, odd) != odd

@@ -55,6 +55,33 @@ def test_a_migrated_database_opens_both_live_stores_with_one_listener(
         shared.close()
 
 
+def test_each_database_schema_is_checked_once_at_start_up(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Policy versions, controls and objections on one database: its schema is checked
+    once (open_shared_stores), not once more for each store's pool. The real check runs;
+    the test only counts its calls."""
+    from gateway.stores.postgres import connect, migrate
+
+    checks: list[str] = []
+
+    def counted(conn: Any) -> None:
+        checks.append(conn.info.dbname)
+        migrate.require_current(conn)
+
+    monkeypatch.setattr(connect, "require_current", counted)
+    config = _config(pg_url, tmp_path)
+    shared = open_shared_stores(config)
+    try:
+        assert None not in (shared.policy, shared.controls, shared.objections)
+        shared.open_versions()
+        shared.open_controls([])
+        shared.open_objections()
+        assert len(checks) == 1
+    finally:
+        shared.close()
+
+
 def test_an_unreachable_server_is_refused_naming_no_folder(tmp_path: Path) -> None:
     url = f"postgresql://gateway@/credit?host={tmp_path / 'nowhere'}"
     with pytest.raises(ConfigError) as err:
