@@ -222,13 +222,19 @@ class Meter:
         """The ledger store behind :attr:`ledger` (call it only on the ledger thread)."""
         return self.ledger.store
 
+    async def settled(self) -> None:
+        """Return once every booking started in the background so far (free settlements
+        with their marks cleared, :meth:`recorded`; undone reservations) has landed or
+        failed. Never raises."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     async def close(self) -> None:
         """Wait for background bookings (one more try for any that failed), then close
         the ledger."""
         if self._healed is not None:
             self._healed.cancel()  # the next start-up does it
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.settled()
         with self._recorded_lock:
             left = bool(self._recorded) and not self._recorded_flush
         if left and not self.ledger.closed:
