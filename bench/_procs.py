@@ -67,20 +67,28 @@ def by_role(
     names: dict[int, str] | None = None,
 ) -> dict[str, float]:
     """CPU seconds between two :func:`thread_cpu` readings of ``pid``, by role: the
-    main thread runs the event loop; a thread with the process's own kernel name is a
-    Python thread (``names``, native id -> Python name, tells the ledger's ``ledger-N``
-    from the others: the audit writer, stores and ``asyncio.to_thread`` workers); any
-    other is one of gRPC core's (named by gRPC: event_engine...)."""
+    main thread runs the event loop; ``names`` (native id -> Python name, from
+    :func:`python_thread_names`) tells the Python threads, the ledger's ``ledger-N``
+    from the others (the audit writer, stores, ``asyncio.to_thread`` workers), and any
+    thread it does not name is one of gRPC core's (event_engine...). Without ``names``
+    (a process that cannot tell), a thread with the process's own kernel name is taken
+    for a Python one: true before CPython 3.14, which names OS threads as Python does."""
     main_comm = after.get(pid, ("", 0.0))[0]
     out = dict.fromkeys(ROLES, 0.0)
     for tid, (comm, cpu) in after.items():
         spent = cpu - before.get(tid, (comm, 0.0))[1]
         if tid == pid:
             role = "event loop"
+        elif names is not None:
+            name = names.get(tid)
+            if name is None:
+                role = "gRPC core"
+            elif name.startswith("ledger-"):
+                role = "ledger"
+            else:
+                role = "other Python threads"
         elif comm != main_comm:
             role = "gRPC core"
-        elif (names or {}).get(tid, "").startswith("ledger-"):
-            role = "ledger"
         else:
             role = "other Python threads"
         out[role] += spent

@@ -33,14 +33,12 @@ from pathlib import Path
 import policies
 from bench import _procs
 from bench.overhead import (
-    Round,
+    ThreadSplit,
     _gateway_toml,
     _measure,
     _mint,
     _seed_policy_store,
     fresh_ids,
-    per_role,
-    print_roles,
 )
 from gateway.cli.connect import build_request
 from gateway.dev.devstack import ensure_audit_keys
@@ -159,22 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             gate: list[tuple[float, float]] = []
             bare_failed: Counter[str] = Counter()
             gate_failed: Counter[str] = Counter()
-            bare_threads: list[Round] = []
-            gate_threads: list[Round] = []
+            split = ThreadSplit()
             payload = query.SerializeToString()
             for _ in range(args.rounds):
                 bare.append(
                     _measure(proxy.pid, proxy_addr, "/credit.v1.QueryService/Query", payload,
-                             metadata, args, tls, failed=bare_failed, threads=bare_threads)
+                             metadata, args, tls, failed=bare_failed, threads=split.bare)
                 )  # fmt: skip
                 gate.append(
                     _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
                              fresh_ids(query), metadata, args, tls, failed=gate_failed,
-                             threads=gate_threads)
+                             threads=split.gateway)
                 )  # fmt: skip
-            names = _procs.python_thread_names(gw, work / "threads.json")
-            bare_roles = per_role(proxy.pid, bare_threads, None)
-            gate_roles = per_role(gw.pid, gate_threads, names)
+            split.take(proxy.pid, gw, work / "threads.json")
         finally:
             _procs.stop(*reversed(procs))
 
@@ -194,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio gateway/bare: throughput {med(gate, 0) / med(bare, 0):.2f}, "
         f"CPU per query {med(gate, 1) / med(bare, 1):.2f}"
     )
-    print_roles("bare", bare_roles)
-    print_roles("gateway", gate_roles)
+    print("\n".join(split.lines))
 
     def counts(failed: Counter[str]) -> str:
         return ", ".join(f"{n} {code}" for code, n in sorted(failed.items())) or "0"

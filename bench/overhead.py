@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -170,10 +172,32 @@ def per_role(pid: int, rounds: list[Round], names: dict[int, str] | None) -> dic
     return {role: statistics.median(s[role] for s in shares) for role in _procs.ROLES}
 
 
-def print_roles(label: str, roles: dict[str, float]) -> None:
-    """One line: ``label`` and each role's CPU microseconds per query (zero roles left out)."""
+def roles_line(label: str, roles: dict[str, float]) -> str:
+    """``label`` and each role's CPU microseconds per query (zero roles left out)."""
     parts = ", ".join(f"{role} {us:.0f}" for role, us in roles.items() if us >= 0.5)
-    print(f"{label} CPU us/query by thread: {parts}")
+    return f"{label} CPU us/query by thread: {parts}"
+
+
+@dataclasses.dataclass
+class ThreadSplit:
+    """Both servers' per-thread CPU readings over the rounds (``_measure(threads=...)``),
+    then the two lines that print their split (:meth:`take`, while the gateway runs)."""
+
+    bare: list[Round] = dataclasses.field(default_factory=list)
+    gateway: list[Round] = dataclasses.field(default_factory=list)
+    lines: list[str] = dataclasses.field(default_factory=list)
+
+    def take(self, bare_pid: int, gateway: subprocess.Popen[str], names_file: Path) -> None:
+        """Ask the bench gateway which native thread is which (it must answer: without
+        the names its ledger thread would be counted with the others) and work out both
+        lines. Raises RuntimeError if it does not answer."""
+        names = _procs.python_thread_names(gateway, names_file)
+        if not names:
+            raise RuntimeError("the bench gateway did not name its threads (SIGUSR1)")
+        self.lines = [
+            roles_line("bare", per_role(bare_pid, self.bare, None)),
+            roles_line("gateway", per_role(gateway.pid, self.gateway, names)),
+        ]
 
 
 def _mint(pki: Pki) -> str:
@@ -383,22 +407,19 @@ def main(argv: list[str] | None = None) -> int:
             gate: list[tuple[float, float]] = []
             bare_failed: Counter[str] = Counter()
             gate_failed: Counter[str] = Counter()
-            bare_threads: list[Round] = []
-            gate_threads: list[Round] = []
+            split = ThreadSplit()
             for _ in range(args.rounds):
                 bare.append(
                     _measure(proxy.pid, proxy_addr, "/credit.v1.DepartmentAdapter/Lookup",
                              lookup.SerializeToString(), metadata, args, tls,
-                             failed=bare_failed, threads=bare_threads)
+                             failed=bare_failed, threads=split.bare)
                 )  # fmt: skip
                 gate.append(
                     _measure(gw.pid, gw_addr, "/credit.v1.QueryService/Query",
                              fresh_ids(query), metadata, args, tls, fresh,
-                             failed=gate_failed, threads=gate_threads)
+                             failed=gate_failed, threads=split.gateway)
                 )  # fmt: skip
-            names = _procs.python_thread_names(gw, work / "threads.json")
-            bare_roles = per_role(proxy.pid, bare_threads, None)
-            gate_roles = per_role(gw.pid, gate_threads, names)
+            split.take(proxy.pid, gw, work / "threads.json")
         finally:
             _procs.stop(gw, proxy, dept)
 
@@ -432,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio gateway/bare: throughput {med(gate, 0) / med(bare, 0):.2f}, "
         f"CPU per query {med(gate, 1) / med(bare, 1):.2f}"
     )
-    print_roles("bare", bare_roles)
-    print_roles("gateway", gate_roles)
+    print("\n".join(split.lines))
 
     def counts(failed: Counter[str]) -> str:
         return ", ".join(f"{n} {code}" for code, n in sorted(failed.items())) or "0"

@@ -58,7 +58,10 @@ class QueryService(QueryPipeline, query_pb2_grpc.QueryServiceServicer):
         # Refused before it was known who called: the record still names the
         # (CA-verified) client certificate.
         anonymous = Caller("", "unauthenticated", cert_thumbprint=peer_thumbprint(context))
-        # Refused by or after validation: the record takes what validation found (not again).
-        await self._audit_refusal(caller or anonymous, request, error, seen)
+        # Refused by or after validation (an authenticated caller's query is validated
+        # first): the record takes what validation found, not validating again.
+        await self._audit_refusal(
+            caller or anonymous, request, error, seen if caller is not None else None
+        )
         self._finish(caller, error.reason.lower(), started, safe_request_id(request))
         return await abort(context, error)

@@ -122,6 +122,8 @@ class QueryAuditor:
     ) -> None:
         self.log = audit_log
         self._key = pseudonym_key
+        # Built once: the record of every validated query with plain texts takes it.
+        self._free_scanned: Callable[[str], str] = functools.partial(self.free_text, scanned=True)
         self._origin = gateway_origin
         #: Purpose names recorded in clear even when a query did not validate;
         #: the gateway sets them from its purpose list.
@@ -265,7 +267,7 @@ class QueryAuditor:
         # they were screened clean they need no second screening.
         plain = query is not None and query.plain_text
         if plain:
-            free = functools.partial(self.free_text, scanned=True)
+            free = self._free_scanned
         elif query is None and any(texts) and joined_identifier(texts):
             # Together they make an identifier: none goes on the record as written.
             free = self.text_pseudonym

@@ -117,12 +117,12 @@ class Validated:
     """What step 2 made of a request (the query and its subject's pseudonym), kept by the
     entry point so that the record of a refusal takes it instead of validating and
     pseudonymising again. ``query`` and ``subject_key`` are unset until validation
-    passed; ``tried`` is set once validation ran, whatever it found: a request it
-    refused is recorded as the request came (no query, no subject), not validated twice."""
+    passed; validation is the first thing an authenticated caller's query meets, so for
+    one it has run, whatever it found: a request it refused is recorded as the request
+    came (no query, no subject), not validated twice."""
 
     query: ValidQuery | None = None
     subject_key: str | None = None
-    tried: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +311,7 @@ class QueryPipeline:
         if self._audit is None or isinstance(error, AuditUnavailableError):
             return
         query = subject_key = None
-        if seen is not None and seen.tried:
+        if seen is not None:
             query, subject_key = seen.query, seen.subject_key
         else:
             with contextlib.suppress(GatewayError):
@@ -361,10 +361,6 @@ class QueryPipeline:
         """Steps 2 to 9 for an authenticated caller. ``seen`` receives the validated
         query and its subject's pseudonym as soon as they are known, for the record of
         a refusal that comes later. Raises the step's GatewayError."""
-        if seen is not None:
-            # Set before validating: whatever validation finds (or raises), the refusal's
-            # record must not run it a second time.
-            seen.tried = True
         query = self._validator.validate(request)
         # The subject's pseudonym, once per query: the limiter's distinct-subject counter,
         # the booking's request digest, the consent archive, the objection marks and the

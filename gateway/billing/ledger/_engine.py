@@ -44,6 +44,7 @@ from gateway.billing.ledger._rules import (
     dump_lines,
     find_discrepancies,
     fold_balances,
+    free_lines,
     load_lines,
     quota_error,
 )
@@ -334,7 +335,7 @@ class SqlLedger(LedgerStore):
             if used < spec.quota_limit:
                 units = 1
                 free_remaining = spec.quota_limit - used - 1
-                lines = tuple(PricedLine(x.department, x.dataset, 0) for x in lines)
+                lines = free_lines(lines)
             elif basis == "self_allowance" and spec.paid_fallback:
                 basis = "paid"
             else:

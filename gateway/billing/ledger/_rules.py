@@ -35,12 +35,18 @@ __all__ = [
     "dump_lines",
     "find_discrepancies",
     "fold_balances",
+    "free_lines",
     "load_lines",
     "quota_error",
 ]
 
 #: Bases that use a counted free unit (a daily quota, the yearly self-query allowance).
 QUOTA_BASES = ("free_quota", "self_allowance")
+
+
+def free_lines(lines: Sequence[PricedLine]) -> tuple[PricedLine, ...]:
+    """``lines`` as a free unit books them: the same lines at 0 fen."""
+    return tuple(PricedLine(x.department, x.dataset, 0) for x in lines)
 
 
 def dump_lines(lines: Sequence[PricedLine]) -> str:

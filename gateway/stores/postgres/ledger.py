@@ -53,14 +53,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.billing.ledger import (
     AccountState,
-    PricedLine,
     ReserveResult,
     ReserveSpec,
     SettleResult,
     SqlLedger,
 )
 from gateway.billing.ledger._engine import _REQUEST_COLS, Db
-from gateway.billing.ledger._rules import QUOTA_BASES, dump_lines
+from gateway.billing.ledger._rules import QUOTA_BASES, dump_lines, free_lines
 from gateway.errors import LedgerError
 
 __all__ = ["RETRIES", "PostgresLedger"]
@@ -104,15 +103,15 @@ class _PgDb:
 
     __slots__ = ("_conn", "_sql")
 
-    def __init__(self, conn: psycopg.Connection[Any], cache: dict[str, str]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], cache: dict[str, bytes]) -> None:
         self._conn = conn
         self._sql = cache
 
     def _pg(self, sql: str) -> bytes:
         pg = self._sql.get(sql)
         if pg is None:
-            pg = self._sql[sql] = _to_pg(sql)
-        return pg.encode()
+            pg = self._sql[sql] = _to_pg(sql).encode()
+        return pg
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> Any:
         return self._conn.execute(self._pg(sql), tuple(args))
@@ -139,7 +138,7 @@ class PostgresLedger(SqlLedger):
     ) -> None:
         self._pool = pool
         self._owns_pool = owns_pool
-        self._sql: dict[str, str] = {}
+        self._sql: dict[str, bytes] = {}
         self._closed = threading.Event()
 
     @property
@@ -187,9 +186,7 @@ class PostgresLedger(SqlLedger):
             [x.dataset for x in spec.lines],
             [x.amount_fen for x in spec.lines],
             dump_lines(spec.lines),
-            dump_lines([PricedLine(x.department, x.dataset, 0) for x in spec.lines])
-            if free
-            else "[]",
+            dump_lines(free_lines(spec.lines)) if free else "[]",
             self._ts(spec.at),
         )
         row = self._fast(_RESERVE_FAST, args)
