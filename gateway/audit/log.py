@@ -438,7 +438,8 @@ class AuditLog:
         size = self._size if tree_size is None else tree_size
         if size < 0:
             raise NotFoundError(f"tree size {size} is not a size")
-        self._provable(size, size)
+        # A root of ``size`` needs its last entry integrated: that is the one to name.
+        self._provable(size, max(size - 1, 0))
         return await self._off_loop(lambda tree: tree.root(size))
 
     def _provable(self, size: int, index: int) -> None:
