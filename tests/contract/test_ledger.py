@@ -6,6 +6,7 @@ processes."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -474,3 +475,51 @@ def test_the_fast_path_books_what_the_portable_transaction_books(pg_ledger: Ledg
     assert ledger.settle("fast-p", frozenset({("dept", "ds0")}), T0).replay
     assert ledger.settle("fast-z", frozenset(), T0).replay
     assert calls == ["slow"] * 4
+
+
+def test_on_postgresql_a_conflicting_write_is_tried_again_then_refused(
+    pg_ledger: LedgerStore, pg_url: str
+) -> None:
+    """A serialization failure (SQLSTATE 40001, what PostgreSQL raises when concurrent
+    transactions conflict) is retried, on the fast path and in the portable transaction
+    alike, up to RETRIES tries; then the write is refused as conflicting. The failures are
+    real: a trigger on the requests table raises them while a sequence (not rolled back
+    with the transaction) is below a bound."""
+    import psycopg
+
+    from gateway.billing.ledger import SqlLedger
+    from gateway.stores.postgres.ledger import RETRIES
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE ledger.conflicts")
+        conn.execute("CREATE TABLE ledger.conflict_bound (n bigint NOT NULL)")
+        conn.execute("INSERT INTO ledger.conflict_bound VALUES (0)")
+        conn.execute(
+            "CREATE FUNCTION ledger.conflict() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN IF nextval('ledger.conflicts') <= (SELECT n FROM ledger.conflict_bound)"
+            " THEN RAISE EXCEPTION 'forced conflict' USING ERRCODE = '40001'; END IF;"
+            " RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER conflict BEFORE INSERT ON ledger.requests"
+            " FOR EACH ROW EXECUTE FUNCTION ledger.conflict()"
+        )
+
+        def conflicts(n: int) -> None:
+            conn.execute("SELECT setval('ledger.conflicts', 1, false)")
+            conn.execute("UPDATE ledger.conflict_bound SET n = %s", (n,))
+
+        pg_ledger.top_up("bank", 10_000, "fund", T0, create=True)
+        portable = functools.partial(SqlLedger.reserve, pg_ledger)
+        for way, reserve in (("fast", pg_ledger.reserve), ("slow", portable)):
+            conflicts(RETRIES - 1)  # every try but the last conflicts
+            s = spec(f"{way}-1", "bank", 100)
+            r = reserve(s)
+            assert r.record.state == "reserved" and not r.replay
+            conflicts(RETRIES)  # every try conflicts
+            s = spec(f"{way}-2", "bank", 100)
+            with pytest.raises(LedgerError, match="kept conflicting"):
+                reserve(s)
+            assert pg_ledger.request(f"{way}-2") is None
+        conn.execute("DROP TRIGGER conflict ON ledger.requests")
+    assert pg_ledger.check() == []

@@ -222,41 +222,38 @@ class PostgresLedger(SqlLedger):
     def _fast(self, sql: bytes, args: Sequence[Any]) -> Any:
         """Run one fast-path statement in its own (autocommitted) transaction: its row,
         or None where the portable transaction must decide. Raises LedgerError."""
+
+        def run(conn: psycopg.Connection[Any]) -> Any:
+            conn.autocommit = True
+            try:
+                return conn.execute(sql, args).fetchone()
+            except psycopg.Error as exc:
+                if exc.sqlstate == _SLOW_PATH:
+                    return None
+                raise
+            finally:
+                conn.autocommit = False
+
+        return self._retrying("write", run)
+
+    def _transaction(self, fn: Callable[[Db], _T], *, write: bool) -> _T:
+        def run(conn: psycopg.Connection[Any]) -> _T:
+            with conn.transaction():
+                if not write:
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return fn(_PgDb(conn, self._sql))
+
+        return self._retrying("write" if write else "read", run)
+
+    def _retrying(self, what: str, run: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """``run(conn)`` on a pooled connection, run again after a serialization failure
+        or a deadlock (:data:`RETRIES` tries in all). Raises LedgerError."""
         if self._closed.is_set():
             raise LedgerError("the ledger is closed")
         for attempt in range(1, RETRIES + 1):
             try:
                 with self._pool.connection() as conn:
-                    conn.autocommit = True
-                    try:
-                        return conn.execute(sql, args).fetchone()
-                    finally:
-                        conn.autocommit = False
-            except _RETRYABLE as exc:
-                if attempt == RETRIES:
-                    raise LedgerError(
-                        f"ledger database: write kept conflicting ({_describe(exc)})"
-                    ) from None
-            except PoolTimeout:
-                raise LedgerError(
-                    f"ledger database: no connection within {self._pool.timeout:g} s"
-                ) from None
-            except psycopg.Error as exc:
-                if exc.sqlstate == _SLOW_PATH:
-                    return None
-                raise LedgerError(f"ledger database: write failed ({_describe(exc)})") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _transaction(self, fn: Callable[[Db], _T], *, write: bool) -> _T:
-        what = "write" if write else "read"
-        if self._closed.is_set():
-            raise LedgerError("the ledger is closed")
-        for attempt in range(1, RETRIES + 1):
-            try:
-                with self._pool.connection() as conn, conn.transaction():
-                    if not write:
-                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    return fn(_PgDb(conn, self._sql))
+                    return run(conn)
             except _RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise LedgerError(
