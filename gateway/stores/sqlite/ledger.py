@@ -54,8 +54,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.billing.ledger import AccountState, ReserveResult, ReserveSpec, SqlLedger
-from gateway.billing.ledger._engine import _REQUEST_COLS, Db
+from gateway.billing.ledger import (
+    AccountState,
+    RequestRecord,
+    ReserveResult,
+    ReserveSpec,
+    SqlLedger,
+)
+from gateway.billing.ledger._engine import Db
 from gateway.billing.ledger._rules import QUOTA_BASES, dump_lines, free_lines
 from gateway.errors import LedgerError
 from gateway.stores.sqlite import SQLiteSetupError, ensure_format, open_durable
@@ -170,7 +176,7 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 # it. No row back: the portable transaction decides (a replay, a reuse, a retry after
 # a release, the quota used up). ?1 id, ?2 account, ?3 basis, ?4 digest, ?5 quota key,
 # ?6 period, ?7 quota limit, ?8 the zero-priced lines, ?9 the time.
-_RESERVE_FREE = f"""
+_RESERVE_FREE = """
 INSERT INTO requests (request_id, account_id, basis, state, digest, quota_key, period,
     quota_limit, quota_units, lines, delivered, reserved_fen, charged_fen, balance_fen,
     free_remaining, attempts, created_at, updated_at)
@@ -181,11 +187,10 @@ FROM (SELECT COALESCE((SELECT used FROM quota_usage
         WHERE basis = ?3 AND quota_key = ?5 AND period = ?6), 0) AS used) AS q
 WHERE q.used < ?7
 ON CONFLICT (request_id) DO NOTHING
-RETURNING {_REQUEST_COLS},
+RETURNING free_remaining, balance_fen,
     (SELECT held_fen FROM accounts WHERE account_id = ?2),
     (SELECT credit_limit_fen FROM accounts WHERE account_id = ?2)
 """
-_NCOLS = len(_REQUEST_COLS.split(","))
 
 
 class SQLiteLedger(SqlLedger):
@@ -239,7 +244,8 @@ class SQLiteLedger(SqlLedger):
         if spec.basis not in QUOTA_BASES:
             return super().reserve(spec)
         at = self._ts(spec.at)
-        lines = dump_lines(free_lines(spec.lines))
+        lines = free_lines(spec.lines)
+        stored_lines = dump_lines(lines)
 
         def run(db: Db) -> ReserveResult:
             row = db.execute(
@@ -252,21 +258,39 @@ class SQLiteLedger(SqlLedger):
                     spec.quota_key,
                     spec.period,
                     spec.quota_limit,
-                    lines,
+                    stored_lines,
                     at,
                 ),
             ).fetchone()
             if row is None:
                 return self._reserve(db, spec, at)
             self._mark(db, "request", spec.request_id, at)
-            record = self._request(row[:_NCOLS])
-            held, credit = row[_NCOLS:]
-            account = (
-                None
-                if held is None
-                else AccountState(spec.account_id, record.balance_fen, held, credit)
+            free_remaining, balance, held, credit = row
+            # Built from what was just written, not read back through _request: parsing
+            # the lines' JSON and the times again was ~10 of this path's ~36 us. The
+            # side-by-side test holds it equal to the stored row.
+            when = self._from_db_time(at)
+            record = RequestRecord(
+                request_id=spec.request_id,
+                account_id=spec.account_id,
+                basis=spec.basis,
+                state="reserved",
+                digest=spec.digest,
+                quota_key=spec.quota_key,
+                period=spec.period,
+                quota_limit=spec.quota_limit,
+                lines=lines,
+                delivered=(),
+                reserved_fen=0,
+                charged_fen=0,
+                balance_fen=balance,
+                free_remaining=free_remaining,
+                attempts=1,
+                created_at=when,
+                updated_at=when,
             )
-            return ReserveResult(record, False, account, record.free_remaining)
+            account = None if held is None else AccountState(spec.account_id, balance, held, credit)
+            return ReserveResult(record, False, account, free_remaining)
 
         return self._transaction(run, write=True)
 
