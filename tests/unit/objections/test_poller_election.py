@@ -83,6 +83,7 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         "market",
         {ENTERPRISE: {PENALTIES: [StoredRecord(str(n), {}) for n in (17, 18)]}},
     )
+    assert isinstance(department, CountingDepartment)  # from_catalog builds the class called
     server = await serve(department, "127.0.0.1:0", server_credentials=None, allowed_clients=None)
     client = DepartmentClient("market", f"127.0.0.1:{bound_port(server)}", credentials=None)
     client.state = DepartmentState.SERVING
