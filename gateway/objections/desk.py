@@ -26,7 +26,12 @@ callable returning an aware datetime, so tests and demos move time (:class:`Manu
 **Routing and polling.** Filing routes the objection at once (``ReceiveObjection``); a
 department that is down gets it from the poller, which every ``poll_interval_s`` seconds
 (default 60) routes what is unrouted and asks each routed, open objection's department for
-its answer (``ObjectionAnswer``). The mark does not wait for the department: it is set when
+its answer (``ObjectionAnswer``). One process polls among all sharing the store (every
+worker of ``serve --workers N`` on one SQLite file, every host on PostgreSQL): the one the
+store elects (:meth:`~gateway.objections.store.ObjectionStore.polls`, asked each round), so a
+department gets each call once a round, not once per process; the others only refresh their
+metrics, and take over at their next round once the poller is gone. A filing is still routed
+at once by the process that took it. The mark does not wait for the department: it is set when
 the objection is stored, before routing, and shown by the gateway whatever the department's
 own ``disputed`` flag says.
 
@@ -767,9 +772,16 @@ class ObjectionDesk:
         )
 
     async def poll_once(self) -> None:
-        """One round: route what is unrouted, read answers, notice what became overdue,
-        refresh the metrics. Never raises for one objection's failure."""
+        """One round: where this process is the elected poller (:meth:`ObjectionStore.polls`),
+        route what is unrouted, read answers and notice what became overdue; everywhere,
+        refresh the metrics (gauges read from the shared store, so every process shows the
+        same). A process that cannot tell whether it is the poller (the store failed) does
+        not poll this round: another may be. Never raises for one objection's failure."""
         async with self._poll_lock:
+            if not await self._elected():
+                rows = await asyncio.to_thread(self.store.unfinished)
+                self._set_metrics(self._overdue_counts(rows), rows)
+                return
             rows = await asyncio.to_thread(self.store.unfinished)
             for row in rows:
                 try:
@@ -781,14 +793,28 @@ class ObjectionDesk:
                     log.warning("objection poll failed", extra={"reason": err.reason})
             await self._notice_overdue()
 
+    async def _elected(self) -> bool:
+        try:
+            return await asyncio.to_thread(self.store.polls)
+        except GatewayError as err:
+            log.warning("objection poller election failed", extra={"reason": err.reason})
+            return False
+
+    def _overdue_counts(self, rows: Iterable[ObjectionRow]) -> dict[str, int]:
+        """Overdue objections per department among ``rows`` (Beijing today)."""
+        today = self.today().isoformat()
+        counts: dict[str, int] = {}
+        for row in rows:
+            if row.overdue(today):
+                counts[row.department] = counts.get(row.department, 0) + 1
+        return counts
+
     async def _notice_overdue(self) -> None:
         today = self.today().isoformat()
         rows = await asyncio.to_thread(self.store.unfinished)
-        counts: dict[str, int] = {}
         for row in rows:
             if not row.overdue(today):
                 continue
-            counts[row.department] = counts.get(row.department, 0) + 1
             if await asyncio.to_thread(self.store.note_overdue, row.objection_id):
                 with contextlib.suppress(GatewayError):
                     await self._record(
@@ -798,7 +824,7 @@ class ObjectionDesk:
                         due_on=row.due_on,
                         **self._row_fields(row),
                     )
-        self._set_metrics(counts, rows)
+        self._set_metrics(self._overdue_counts(rows), rows)
 
     def _set_metrics(self, overdue: Mapping[str, int], rows: Iterable[ObjectionRow]) -> None:
         if self._metrics is None:

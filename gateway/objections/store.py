@@ -22,10 +22,16 @@ when that integer changed (one primary-key read, a few microseconds), so a mark 
 gateway process sharing the file is shown by every other on its next query. Times are Unix
 seconds; dates ``YYYY-MM-DD`` in Beijing time (UTC+8, no daylight saving).
 
+**One poller.** :meth:`ObjectionStore.polls` elects the process that polls departments: on
+SQLite the holder of an exclusive ``flock`` on ``<store>.poller.lock`` (the gateway processes
+of ``serve --workers N`` share the file; the SQLite audit log's writer lock in
+:mod:`gateway.stores.sqlite.audit` is the same kernel lock, but refuses a second writer at
+its start, where a poller waits its turn), on PostgreSQL a session advisory lock.
+
 Errors: :class:`ObjectionStoreError` (UNAVAILABLE) when the file cannot be read or written;
 messages never name a path or an identifier.
 
-Why one module (some 640 lines): the interface, the row and marks types and the SQL both
+Why one module (some 700 lines): the interface, the row and marks types and the SQL both
 backends share (marks and listing statements, the folding of marks, the updates of
 :class:`SQLObjectionStore`) change together, and the SQLite store beside them is the
 reference the PostgreSQL one follows; split, each change would touch every part.
@@ -34,7 +40,9 @@ reference the PostgreSQL one follows; split, each change would touch every part.
 from __future__ import annotations
 
 import abc
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
@@ -216,6 +224,16 @@ class ObjectionStore(abc.ABC):
     def set_statement(self, objection_id: str, statement: str) -> ObjectionRow:
         """Attach (or with ``""`` remove) the subject's statement; the updated row.
         Raises KeyError for an unknown id."""
+
+    @abc.abstractmethod
+    def polls(self) -> bool:
+        """Whether this process is, now, the one that polls departments (routes what is
+        unrouted, asks for answers, notes what is overdue): True for one process among those
+        sharing the store, elected by a lock the process holds while it lives, so another
+        takes over at its next call once the holder is gone. Called by the poller every
+        round (it keeps a session alive where the lock needs one). The poller's work is
+        idempotent, so the election saves duplicate calls to departments; it is not what
+        keeps the records right."""
 
     @abc.abstractmethod
     def marks(self) -> Marks:
@@ -495,6 +513,11 @@ class SQLiteObjectionStore(SQLObjectionStore):
         self._lock = threading.Lock()
         self._rlock = threading.Lock()
         self._marks = Marks(version=-1)
+        path = Path(path)
+        self._poll_path = path.with_name(path.name + ".poller.lock")
+        self._poll_guard = threading.Lock()
+        self._poll_fd: int | None = None
+        self._polling = False
 
     def _fail(self, exc: sqlite3.Error) -> ObjectionStoreError:
         return ObjectionStoreError(f"the objection store failed: {type(exc).__name__}")
@@ -601,6 +624,38 @@ class SQLiteObjectionStore(SQLObjectionStore):
                 raise self._fail(exc) from None
         return int(n)
 
+    def polls(self) -> bool:
+        """See :meth:`ObjectionStore.polls`: one process polls per store file. With
+        ``serve --workers N`` several processes share the file; the poller is the one holding
+        an exclusive ``flock`` on ``<store>.poller.lock`` beside it (taken without waiting,
+        tried again on each call by the others, kept while the store is open: the kernel
+        releases it when the process ends, however it ends). The lock file is made on the
+        first call, not at opening, so a tool reading the store makes none. Raises
+        ObjectionStoreError when the lock file cannot be made (naming no path)."""
+        with self._poll_guard:
+            if self._poll_fd is None:
+                try:
+                    self._poll_fd = os.open(
+                        self._poll_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                    )
+                except OSError as exc:
+                    raise ObjectionStoreError(
+                        f"cannot make the poller's lock file ({exc.strerror})"
+                    ) from None
+            if not self._polling:
+                try:
+                    # Per open file description: a second store in this very process is
+                    # refused as another process is.
+                    fcntl.flock(self._poll_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                except OSError as exc:
+                    raise ObjectionStoreError(
+                        f"cannot lock the poller's lock file ({exc.strerror})"
+                    ) from None
+                self._polling = True
+            return True
+
     def marks(self) -> Marks:
         """See :class:`Marks`: one integer read, a reload when the version moved."""
         with self._rlock:
@@ -632,7 +687,13 @@ class SQLiteObjectionStore(SQLObjectionStore):
         return updated_marks(old, version, rows)
 
     def close(self) -> None:
-        """Close the connections."""
+        """Close the connections and give up the poller's lock (idempotent): closing the
+        descriptor releases the ``flock``, so another process polls at its next round."""
         with self._lock, self._rlock:
             self._conn.close()
             self._r.close()
+        with self._poll_guard:
+            if self._poll_fd is not None:
+                os.close(self._poll_fd)
+                self._poll_fd = None
+            self._polling = False

@@ -69,7 +69,11 @@ class Backend:
         if self.url is None:
             store = SQLiteObjectionStore(self.tmp / "objections.sqlite")
         else:
-            store = PgObjectionStore(open_pool(PgTarget(self.url), max_size=4))
+            # With a target, as a serving process opens it: it takes part in the poller's
+            # election.
+            store = PgObjectionStore(
+                open_pool(PgTarget(self.url), max_size=4), target=PgTarget(self.url)
+            )
         self.opened.append(store)
         return store
 

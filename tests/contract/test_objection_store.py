@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -331,5 +333,87 @@ def test_the_database_refuses_a_routed_row_that_keeps_the_identifier(pg_url: str
         with psycopg.connect(pg_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE objections SET routed_at = 1 WHERE objection_id = %s",
                          (row.objection_id,))  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_one_handle_polls_at_a_time_and_another_takes_over_when_it_closes(
+    backend: Backend,
+) -> None:
+    """The poller's election (SQLite: a flock beside the file; PostgreSQL: a session
+    lock): two handles on one store are two processes; one polls, the other takes over at
+    its next try once the first is closed."""
+    a, b = backend.objections(), backend.objections()
+    assert a.polls()
+    assert a.polls()  # still the poller (PostgreSQL: its session checked alive)
+    assert not b.polls()
+    assert not b.polls()
+    a.close()  # its process ends: the lock goes with it
+    assert b.polls()
+    c = backend.objections()
+    assert not c.polls()
+    b.close()
+    assert c.polls()
+
+
+def test_a_killed_pollers_lock_goes_with_its_process(backend: Backend) -> None:
+    """A poller SIGKILLed in another process: its lock is freed by the kernel (SQLite's
+    flock) or with its session (PostgreSQL), and a survivor polls at its next round."""
+    opener = (
+        "from gateway.objections.store import SQLiteObjectionStore;"
+        f"s = SQLiteObjectionStore({str(backend.tmp / 'objections.sqlite')!r})"
+        if backend.url is None
+        else "from gateway.stores.postgres.connect import open_pool;"
+        "from gateway.stores.postgres.objections import PgObjectionStore;"
+        "from gateway.stores.postgres.url import PgTarget;"
+        f"t = PgTarget({backend.url!r});"
+        "s = PgObjectionStore(open_pool(t, max_size=1), target=t)"
+    )
+    code = f"import time; {opener}; print(s.polls(), flush=True); time.sleep(120)"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        _take_over_from(proc, backend)
+
+
+def _take_over_from(proc: subprocess.Popen[str], backend: Backend) -> None:
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "True"
+        survivor = backend.objections()
+        assert not survivor.polls()
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 5.0  # the server notices the closed socket at once
+        while not survivor.polls():
+            assert time.monotonic() < deadline, "the killed poller's lock was not freed"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_postgres_handle_without_a_target_always_polls(pg_url: str) -> None:
+    """Tools and tests open the store without a target: no election, it polls, as every
+    host did before (duplicates are harmless; a round nobody runs is not)."""
+    from gateway.stores.postgres.connect import open_pool
+    from gateway.stores.postgres.objections import PgObjectionStore
+    from gateway.stores.postgres.url import PgTarget
+
+    elected = PgObjectionStore(open_pool(PgTarget(pg_url), max_size=1), target=PgTarget(pg_url))
+    plain = PgObjectionStore(open_pool(PgTarget(pg_url), max_size=1))
+    try:
+        assert elected.polls()
+        assert plain.polls()
+    finally:
+        elected.close()
+        plain.close()
+
+
+def test_a_lock_file_that_cannot_be_made_is_unavailable_naming_no_path(tmp_path: Path) -> None:
+    store = SQLiteObjectionStore(tmp_path / "objections.sqlite")
+    try:
+        (tmp_path / "objections.sqlite.poller.lock").mkdir()  # in the way: not a file
+        with pytest.raises(ObjectionStoreError) as caught:
+            store.polls()
+        assert str(tmp_path) not in str(caught.value)
     finally:
         store.close()

@@ -22,13 +22,15 @@ returned as stored, only the rest is numbered (duplicates are removed before
 numbering). The unique append id is the backstop if the old statement was still in
 flight: one of the two fails and the lookup finds the other.
 
-Integration. The integrator holds a session advisory lock on a dedicated connection
-(never a pooled one) with TCP keepalives and ``idle_session_timeout`` set, so the lock
-is freed when its process dies (at once for a killed process, within about 15 s for a
-vanished host, see :data:`LEADER_SESSION_TIMEOUT_S`). Every integration re-checks, in
-its writing transaction, that this session still holds the lock and takes the tree row
-with ``FOR UPDATE NOWAIT``; the checkpoint table refuses a smaller size or a second
-root for a size (a trigger).
+Integration. The integrator holds a session advisory lock (:data:`LEADER_LOCK`) on a
+dedicated connection (never a pooled one) with TCP keepalives and ``idle_session_timeout``
+set, so the lock is freed when its process dies (at once for a killed process, within
+about 15 s for a vanished host, see :data:`LEADER_SESSION_TIMEOUT_S`): a
+:class:`~gateway.stores.postgres.election.SessionLock`, whose session the other processes
+keep too and try the lock on every ``lead_interval``, never connecting anew each time.
+Every integration re-checks, in its writing transaction, that this session still holds
+the lock and takes the tree row with ``FOR UPDATE NOWAIT``; the checkpoint table refuses
+a smaller size or a second root for a size (a trigger).
 
 Reads go through a third connection; ``snapshot=True`` (``credit-audit``) reads
 everything in one REPEATABLE READ READ ONLY transaction, so checkpoints and entries
@@ -59,6 +61,7 @@ from gateway.audit.store import (
     StoredEntry,
     dense_run,
 )
+from gateway.stores.postgres.election import LockNotHeld, SessionLock
 from gateway.stores.postgres.migrate import SchemaMismatch, require_current
 from gateway.stores.postgres.url import PgConfigError, PgTarget
 
@@ -71,10 +74,6 @@ LEADER_LOCK = (0x6367_6175, 1)
 #: The server ends an integrator session idle this long (seconds; the integrator
 #: speaks every 50 ms), freeing its lock if its process hangs.
 LEADER_SESSION_TIMEOUT_S = 10
-#: libpq and server keepalives of the integrator's connection: idle 5 s, then 3
-#: probes 2 s apart, so a vanished host's lock is freed within about 11 s.
-_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-              "keepalives_count": 3}  # fmt: skip
 #: Attempts of one batch across lost connections before the log fails closed.
 _APPEND_ATTEMPTS = 3
 _CHUNK = 10_000
@@ -130,10 +129,17 @@ class PostgresAuditStore(SharedAuditStore):
         self.identity = identity
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
-        self._llock = threading.Lock()
         self._writer: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
-        self._leader: psycopg.Connection[Any] | None = None
+        #: The integrator's lock, on a session of its own (none is opened until tried).
+        self._leader = SessionLock(
+            target,
+            LEADER_LOCK,
+            idle_timeout_s=LEADER_SESSION_TIMEOUT_S,
+            fail=lambda what, code: StorageError(
+                f"audit log on PostgreSQL: integrator's lock: {what}: {code}"
+            ),
+        )
         with self._rlock:
             conn = self._read_conn()
             try:
@@ -187,13 +193,14 @@ class PostgresAuditStore(SharedAuditStore):
                 conn.close()
 
     def _close_all(self) -> None:
-        for conn in (self._writer, self._reader, self._leader):
+        for conn in (self._writer, self._reader):
             self._drop(conn)
-        self._writer = self._reader = self._leader = None
+        self._writer = self._reader = None
+        self._leader.close()
 
     def recover(self) -> None:
         """See :meth:`SharedAuditStore.recover`; the integrator's lock is given up."""
-        with self._wlock, self._rlock, self._llock:
+        with self._wlock, self._rlock:
             self._close_all()
         with self._rlock:
             try:
@@ -205,7 +212,7 @@ class PostgresAuditStore(SharedAuditStore):
 
     def close(self) -> None:
         """Close every connection (idempotent); the integrator's lock goes with them."""
-        with self._wlock, self._rlock, self._llock:
+        with self._wlock, self._rlock:
             self._close_all()
 
     def _read(
@@ -435,101 +442,81 @@ class PostgresAuditStore(SharedAuditStore):
     # --- integration -------------------------------------------------------------------
 
     def try_lead(self) -> bool:
-        """See :meth:`SharedAuditStore.try_lead`."""
+        """See :meth:`SharedAuditStore.try_lead`: the integrator's lock, tried (or, once
+        held, checked alive) on one session of this store's own kept between tries (a
+        process that does not integrate asks every ``lead_interval`` on that session, not
+        on a new connection). Raises StorageError when the database cannot be reached."""
         if self._snapshot:
             return False
-        with self._llock:
-            if self._leader is not None and not self._leader.closed:
-                return True
-            conn = self._open(**_KEEPALIVE)
-            try:
-                # The server notices a vanished client too (these apply to TCP
-                # connections only), and ends a hung integrator's session.
-                conn.execute("SET tcp_keepalives_idle = 5")
-                conn.execute("SET tcp_keepalives_interval = 2")
-                conn.execute("SET tcp_keepalives_count = 3")
-                conn.execute(f"SET idle_session_timeout = '{LEADER_SESSION_TIMEOUT_S}s'")
-                row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEADER_LOCK).fetchone()
-            except psycopg.Error as err:
-                self._drop(conn)
-                raise _fail("cannot contend for the integrator's lock", err) from None
-            if row is None or not row[0]:
-                self._drop(conn)
-                return False
-            self._leader = conn
-            return True
+        return self._leader.try_acquire()
 
     def resign(self) -> None:
-        """See :meth:`SharedAuditStore.resign`."""
-        with self._llock:
-            self._drop(self._leader)
-            self._leader = None
+        """See :meth:`SharedAuditStore.resign`: the lock is free when this returns (the
+        session is kept for the next try, or closed if it cannot unlock)."""
+        self._leader.release()
 
     @property
     def leading(self) -> bool:
-        """Whether this store holds the integrator's connection (as far as it knows)."""
-        return self._leader is not None and not self._leader.closed
+        """Whether this store holds the integrator's lock (as far as it knows)."""
+        return self._leader.held
 
     def integrate(
         self, step: Callable[[LogState, list[bytes], str], Integration | None], limit: int
     ) -> Integration | None:
         """See :meth:`SharedAuditStore.integrate`; None as well when the tree row is
         busy for a moment (a process creating the log)."""
-        with self._llock:
-            conn = self._leader
-            if conn is None or conn.closed:
-                raise NotLeaderError("not the integrator")
-            try:
-                with conn.transaction():
-                    row = conn.execute(
-                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND pid = pg_backend_pid() AND classid = %s AND objid = %s "
-                        "AND objsubid = 2 AND granted)",
-                        LEADER_LOCK,
-                    ).fetchone()
-                    if row is None or not row[0]:
-                        raise NotLeaderError("the integrator's lock was lost")
-                    conn.execute("SELECT 1 FROM audit_tree WHERE id = 1 FOR UPDATE NOWAIT")
-                    head, size, root, who = conn.execute(_STATE).fetchone() or (0, 0, b"", "")
-                    state = LogState(int(head), int(size), bytes(root), str(who))
-                    end = min(state.head, state.tree_size + limit)
-                    hashes = [
-                        bytes(r[0])
-                        for r in conn.execute(
-                            "SELECT leaf_hash FROM audit_entries WHERE idx >= %s AND idx < %s "
-                            "ORDER BY idx",
-                            (state.tree_size, end),
-                        ).fetchall()
-                    ]
-                    if len(hashes) != end - state.tree_size:
-                        raise StorageError("audit log on PostgreSQL: entries missing below head")
-                    latest = conn.execute(
-                        "SELECT note FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-                    ).fetchone()
-                    result = step(state, hashes, str(latest[0]) if latest else "")
-                    if result is None:
-                        return None
-                    with conn.cursor() as cur:
-                        cur.executemany(
-                            "INSERT INTO audit_checkpoints (size, root, note) VALUES (%s, %s, %s)",
-                            list(result.checkpoints),
-                        )
-                        if result.tiles:
-                            cur.executemany(_ADD_TILES, list(result.tiles))
-                    conn.execute(
-                        "UPDATE audit_tree SET size = %s, root = %s, integrator = %s, "
-                        "updated_at = now() WHERE id = 1",
-                        (result.size, result.root, self.identity),
+        try:
+            with self._leader.holding() as conn, conn.transaction():
+                row = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid() AND classid = %s AND objid = %s "
+                    "AND objsubid = 2 AND granted)",
+                    LEADER_LOCK,
+                ).fetchone()
+                if row is None or not row[0]:
+                    raise NotLeaderError("the integrator's lock was lost")
+                conn.execute("SELECT 1 FROM audit_tree WHERE id = 1 FOR UPDATE NOWAIT")
+                head, size, root, who = conn.execute(_STATE).fetchone() or (0, 0, b"", "")
+                state = LogState(int(head), int(size), bytes(root), str(who))
+                end = min(state.head, state.tree_size + limit)
+                hashes = [
+                    bytes(r[0])
+                    for r in conn.execute(
+                        "SELECT leaf_hash FROM audit_entries WHERE idx >= %s AND idx < %s "
+                        "ORDER BY idx",
+                        (state.tree_size, end),
+                    ).fetchall()
+                ]
+                if len(hashes) != end - state.tree_size:
+                    raise StorageError("audit log on PostgreSQL: entries missing below head")
+                latest = conn.execute(
+                    "SELECT note FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                result = step(state, hashes, str(latest[0]) if latest else "")
+                if result is None:
+                    return None
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO audit_checkpoints (size, root, note) VALUES (%s, %s, %s)",
+                        list(result.checkpoints),
                     )
-                return result
-            except pg_errors.LockNotAvailable:
-                # A process creating the log holds the row for a moment: try again
-                # next tick, still the integrator.
-                return None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as err:
-                self._drop(conn)
-                self._leader = None
-                reason = type(err).__name__
-                raise NotLeaderError(f"the integrator's connection failed ({reason})") from None
-            except psycopg.Error as err:
-                raise _fail("integration failed", err) from None
+                    if result.tiles:
+                        cur.executemany(_ADD_TILES, list(result.tiles))
+                conn.execute(
+                    "UPDATE audit_tree SET size = %s, root = %s, integrator = %s, "
+                    "updated_at = now() WHERE id = 1",
+                    (result.size, result.root, self.identity),
+                )
+            return result
+        except LockNotHeld:
+            raise NotLeaderError("not the integrator") from None
+        except pg_errors.LockNotAvailable:
+            # A process creating the log holds the row for a moment: try again
+            # next tick, still the integrator.
+            return None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+            # holding() dropped the session, and the lock with it.
+            reason = type(err).__name__
+            raise NotLeaderError(f"the integrator's connection failed ({reason})") from None
+        except psycopg.Error as err:
+            raise _fail("integration failed", err) from None

@@ -111,7 +111,7 @@ class SharedStores:
         (a filing on any host marks this host's answers within the freshness bound; a
         stale listener refuses them). Raises ConfigError, ObjectionStoreError."""
         assert self.objections is not None
-        store = PgObjectionStore(self._pool(self.objections, "objections"))
+        store = PgObjectionStore(self._pool(self.objections, "objections"), target=self.objections)
         self._closables.append(store)
         listener = self._listener(self.objections)
         listener.subscribe("objections", store.refresh)

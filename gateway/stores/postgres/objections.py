@@ -31,6 +31,12 @@ same request get one row; two filing against the same record get one open object
 other the existing one's id (:class:`~gateway.objections.store.OpenObjectionExists`).
 Commits are durable before the caller is answered (``synchronous_commit`` on).
 
+**One poller.** Every host runs the desk's poller, but only the holder of a session advisory
+lock (:data:`POLLER_LOCK`, a :class:`~gateway.stores.postgres.election.SessionLock` on a
+session of its own, never pooled) routes, asks departments and notes overdue objections
+(:meth:`PgObjectionStore.polls`): one host sends each department one round of calls, not
+one per host. The others try the lock each round on the session they keep.
+
 Errors: :class:`~gateway.objections.store.ObjectionStoreError` (UNAVAILABLE) naming the
 SQLSTATE only, never the server's text (it can name hosts).
 """
@@ -61,9 +67,21 @@ from gateway.objections.store import (
     objection_row,
     updated_marks,
 )
+from gateway.stores.postgres.election import SessionLock
 from gateway.stores.postgres.notify import LiveListener, LiveStateStaleError
+from gateway.stores.postgres.url import PgTarget
 
-__all__ = ["PgObjectionStore"]
+__all__ = ["POLLER_LOCK", "POLLER_SESSION_TIMEOUT_S", "PgObjectionStore"]
+
+#: pg_try_advisory_lock(classid, objid) of the objection desk's poller ("cgob", 1).
+POLLER_LOCK = (0x6367_6F62, 1)
+#: The server ends the poller's session idle this long (seconds), freeing the lock if its
+#: process hangs. The poller speaks once a round (``poll_interval_s``, 60 s by default, and
+#: soon after each filing), so this is five default rounds: short enough that a hung poller
+#: costs minutes, not the 20-day clock; long enough that a round slow on departments does
+#: not lose the lock midway. With a longer interval the session is simply replaced each
+#: round (still one poller at a time).
+POLLER_SESSION_TIMEOUT_S = 300
 
 _NAMES = [n.strip() for n in OBJECTION_COLUMNS.split(",")]
 _INSERT = (
@@ -88,10 +106,27 @@ class PgObjectionStore(SQLObjectionStore):
     placeholder = "%s"
 
     def __init__(
-        self, pool: ConnectionPool[psycopg.Connection[Any]], *, owns_pool: bool = True
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        *,
+        target: PgTarget | None = None,
+        owns_pool: bool = True,
     ) -> None:
         self._pool = pool
         self._owns_pool = owns_pool
+        #: The poller's lock (None: no election, this handle always polls).
+        self._election = (
+            None
+            if target is None
+            else SessionLock(
+                target,
+                POLLER_LOCK,
+                idle_timeout_s=POLLER_SESSION_TIMEOUT_S,
+                fail=lambda what, code: ObjectionStoreError(
+                    f"the objection poller's election: {what} ({code})"
+                ),
+            )
+        )
         self._live: LiveListener | None = None
         self._reload_lock = threading.Lock()
         self._marks = Marks(version=-1)
@@ -240,7 +275,23 @@ class PgObjectionStore(SQLObjectionStore):
             self.refresh()
         return int(n)
 
+    def polls(self) -> bool:
+        """See :meth:`ObjectionStore.polls`: True while this process holds the poller's
+        lock (:data:`POLLER_LOCK`), tried (and, once held, checked alive) on one session of
+        this store's own kept between rounds (a
+        :class:`~gateway.stores.postgres.election.SessionLock`); when the holder's session
+        ends (its process died, or it closed) another takes over at its next round. A store
+        opened without a ``target`` (tools, tests) always polls, as every host did before
+        the election: duplicates are harmless, a round nobody runs is not. Raises
+        ObjectionStoreError when the database cannot be reached."""
+        if self._election is None:
+            return True
+        return self._election.try_acquire()
+
     def close(self) -> None:
-        """Close the pool when this store owns it (idempotent)."""
+        """Give up the poller's lock (free when this returns) and close the pool when this
+        store owns it (idempotent)."""
+        if self._election is not None:
+            self._election.close()
         if self._owns_pool:
             self._pool.close()

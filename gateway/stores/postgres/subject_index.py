@@ -13,7 +13,8 @@ it is one too, so a subject listing on any host lists the queries every host ans
 of a session advisory lock (:data:`FOLLOWER_LOCK`) on a connection of its own, never a
 pooled one, with TCP keepalives and ``idle_session_timeout``, so the lock is freed when its
 process dies (at once for a killed one; within about 15 s for a vanished host) and another
-process takes over at its next round (:meth:`PgQueryIndex.follows`). The others try the
+process takes over at its next round (:meth:`PgQueryIndex.follows`; the lock is a
+:class:`~gateway.stores.postgres.election.SessionLock`). The others try the
 lock each round (about once a second) on one session of their own kept open between rounds,
 not on a new connection each time: a connection costs the server a process and an
 authentication, and a host holding one idle session is what the follower does anyway. They
@@ -31,15 +32,15 @@ crash is read again from the log. Errors are
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gateway.stores.postgres.url import PgConfigError, PgTarget
+from gateway.stores.postgres.election import SessionLock
+from gateway.stores.postgres.url import PgTarget
 from gateway.subject.errors import SubjectStoreError
 from gateway.subject.index import (
     INDEX_COLUMNS,
@@ -58,8 +59,6 @@ FOLLOWER_LOCK = (0x6367_7369, 1)
 #: The server ends a follower's session idle this long (seconds; the follower speaks
 #: about once a second), freeing the lock if its process hangs.
 FOLLOWER_SESSION_TIMEOUT_S = 15
-_KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-              "keepalives_count": 3}  # fmt: skip
 _TYPES = [
     "bigint",
     "bytea",
@@ -99,10 +98,19 @@ class PgQueryIndex(QueryIndex):
         self._pool = pool
         self._target = target
         self._owns_pool = owns_pool
-        self._flock = threading.Lock()
-        #: The session the follower's lock is tried on (and held on, when ``_holds``).
-        self._session: psycopg.Connection[Any] | None = None
-        self._holds = False
+        #: The follower's lock and the session it is tried on (None: never follows).
+        self._election = (
+            None
+            if target is None
+            else SessionLock(
+                target,
+                FOLLOWER_LOCK,
+                idle_timeout_s=FOLLOWER_SESSION_TIMEOUT_S,
+                fail=lambda what, code: SubjectStoreError(
+                    f"subject index follower election: {what} ({code})"
+                ),
+            )
+        )
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[psycopg.Connection[Any]]:
@@ -240,80 +248,20 @@ class PgQueryIndex(QueryIndex):
     def follows(self) -> bool:
         """See :meth:`QueryIndex.follows`: True while this process holds the follower's
         lock. The lock is tried (and, once held, checked alive) on one session connection
-        of this index's own, kept between calls: a host that does not follow asks again on
-        the same session rather than connecting once a second, and takes over on the call
-        after the holder's session ends. A session found dead is replaced once per call.
-        Raises SubjectStoreError when the database cannot be reached."""
-        if self._target is None:
+        of this index's own, kept between calls (a
+        :class:`~gateway.stores.postgres.election.SessionLock`): a host that does not follow
+        asks again on the same session rather than connecting once a second, and takes over
+        on the call after the holder's session ends. A session found dead is replaced once
+        per call. Raises SubjectStoreError when the database cannot be reached."""
+        if self._election is None:
             return False
-        with self._flock:
-            conn = self._session
-            if conn is not None and not conn.closed:
-                try:
-                    return self._elect(conn)
-                except psycopg.Error:
-                    self._drop()  # ended (idle timeout, server restart): a new one below
-            conn = self._connect_session(self._target)
-            try:
-                held = self._elect(conn)
-            except psycopg.Error as err:
-                conn.close()
-                raise SubjectStoreError(
-                    f"subject index follower election failed (SQLSTATE {err.sqlstate or 'none'})"
-                ) from None
-            self._session = conn
-            return held
-
-    def _elect(self, conn: psycopg.Connection[Any]) -> bool:
-        """On the session ``conn``: the holder checks it is alive, anyone else tries the
-        lock (a session lock: never taken twice, so never held twice over). Raises
-        psycopg.Error."""
-        if self._holds:
-            conn.execute("SELECT 1")
-            return True
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", FOLLOWER_LOCK).fetchone()
-        self._holds = row is not None and bool(row[0])
-        return self._holds
-
-    @staticmethod
-    def _connect_session(target: PgTarget) -> psycopg.Connection[Any]:
-        """A new session for the lock: never a pooled connection (the lock must end with
-        this process), with keepalives both ways and an idle timeout. Raises
-        SubjectStoreError."""
-        try:
-            conn = psycopg.connect(target.url, autocommit=True, **target.kwargs(), **_KEEPALIVE)
-        except (psycopg.Error, PgConfigError) as err:
-            code = getattr(err, "sqlstate", None) or type(err).__name__
-            raise SubjectStoreError(f"subject index follower cannot connect ({code})") from None
-        try:
-            # The server notices a vanished client too, and ends a hung one's session.
-            conn.execute("SET tcp_keepalives_idle = 5")
-            conn.execute("SET tcp_keepalives_interval = 2")
-            conn.execute("SET tcp_keepalives_count = 3")
-            conn.execute(f"SET idle_session_timeout = '{FOLLOWER_SESSION_TIMEOUT_S}s'")
-        except psycopg.Error as err:
-            conn.close()
-            raise SubjectStoreError(
-                f"subject index follower election failed (SQLSTATE {err.sqlstate or 'none'})"
-            ) from None
-        return conn
-
-    def _drop(self) -> None:
-        if self._session is not None:
-            with suppress(psycopg.Error):
-                self._session.close()
-            self._session = None
-        self._holds = False
+        return self._election.try_acquire()
 
     def close(self) -> None:
-        """Give up the follower's lock and close the pool when this index owns it."""
-        with self._flock:
-            if self._holds and self._session is not None:
-                # Unlocked before the session closes: the lock is free when this returns,
-                # not when the server's backend gets round to exiting, so another host
-                # takes over on its very next try.
-                with suppress(psycopg.Error):
-                    self._session.execute("SELECT pg_advisory_unlock(%s, %s)", FOLLOWER_LOCK)
-            self._drop()
+        """Give up the follower's lock (unlocked before its session closes: the lock is
+        free when this returns, so another host takes over on its very next try) and close
+        the pool when this index owns it."""
+        if self._election is not None:
+            self._election.close()
         if self._owns_pool:
             self._pool.close()
