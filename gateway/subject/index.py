@@ -59,6 +59,7 @@ __all__ = [
     "entry_from_record",
     "index_row",
     "indexed_query",
+    "listing_sql",
     "subject_key",
     "sync_index",
 ]
@@ -276,6 +277,28 @@ def before_bound(before: int | None) -> int:
     return (1 << 62) if before is None else before
 
 
+def listing_sql(table: str, mark: str) -> tuple[str, str]:
+    """The two listings over ``table`` (``mark``: the backend's placeholder), newest
+    first: a subject's queries, not confidential on ``today`` (args: subject key,
+    :func:`before_bound`, today, limit), and a legal basis's (args: basis,
+    :func:`before_bound`, limit). Written once for both backends."""
+    for_subject = (
+        f"SELECT {INDEX_COLUMNS} FROM {table} "
+        f"WHERE subject = {mark} AND log_index < {mark} "
+        f"AND (confidential_until = '' OR confidential_until <= {mark}) "
+        f"ORDER BY log_index DESC LIMIT {mark}"
+    )
+    for_basis = (
+        f"SELECT {INDEX_COLUMNS} FROM {table} "
+        f"WHERE legal_basis = {mark} AND legal_basis <> '' AND log_index < {mark} "
+        f"ORDER BY log_index DESC LIMIT {mark}"
+    )
+    return for_subject, for_basis
+
+
+_FOR_SUBJECT, _FOR_BASIS = listing_sql("queries", "?")
+
+
 class SQLiteQueryIndex(QueryIndex):
     """The index in one SQLite file (see the module docstring)."""
 
@@ -381,21 +404,12 @@ class SQLiteQueryIndex(QueryIndex):
         """See :meth:`QueryIndex.for_subject`. One range read: the table is clustered by
         (subject, log index), so a subject's rows lie together on disk."""
         return self._select(
-            f"SELECT {INDEX_COLUMNS} FROM queries "
-            "WHERE subject = ? AND log_index < ? "
-            "AND (confidential_until = '' OR confidential_until <= ?) "
-            "ORDER BY log_index DESC LIMIT ?",
-            (subject_key(subject), before_bound(before), today, limit),
+            _FOR_SUBJECT, (subject_key(subject), before_bound(before), today, limit)
         )
 
     def for_basis(self, basis: str, *, before: int | None, limit: int) -> list[IndexedQuery]:
         """See :meth:`QueryIndex.for_basis`."""
-        return self._select(
-            f"SELECT {INDEX_COLUMNS} FROM queries "
-            "WHERE legal_basis = ? AND legal_basis != '' AND log_index < ? "
-            "ORDER BY log_index DESC LIMIT ?",
-            (basis, before_bound(before), limit),
-        )
+        return self._select(_FOR_BASIS, (basis, before_bound(before), limit))
 
     def reset(self, *, expect: tuple[int, str] | None = None) -> bool:
         """See :meth:`QueryIndex.reset`."""

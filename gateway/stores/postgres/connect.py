@@ -16,6 +16,8 @@ the server's text, a host or a folder. :func:`check_current` does the schema che
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -33,6 +35,7 @@ __all__ = [
     "connect",
     "open_pool",
     "open_store_pool",
+    "pooled_transaction",
 ]
 
 
@@ -105,6 +108,30 @@ def open_store_pool(
         pool.close()
         raise
     return pool
+
+
+@contextmanager
+def pooled_transaction(
+    pool: ConnectionPool[psycopg.Connection[Any]],
+    error: Callable[[str], Exception],
+    what: str,
+    *,
+    passes: tuple[type[psycopg.Error], ...] = (),
+) -> Iterator[psycopg.Connection[Any]]:
+    """One pooled connection in one transaction (committed on leaving, rolled back on an
+    exception): a store's unit of work. The pool timing out raises ``error("<what>: its
+    database cannot be reached")``, a driver error ``error("<what>: its database failed
+    (SQLSTATE ...)")``: the SQLSTATE names the failure's class without the server's text
+    (which may quote a row). ``passes``: driver errors left to the caller to map."""
+    try:
+        with pool.connection() as conn, conn.transaction():
+            yield conn
+    except passes:
+        raise
+    except PoolTimeout:
+        raise error(f"{what}: its database cannot be reached") from None
+    except psycopg.Error as err:
+        raise error(f"{what}: its database failed (SQLSTATE {err.sqlstate or 'none'})") from None
 
 
 def check_current(target: PgTarget, store: str) -> None:

@@ -26,13 +26,14 @@ Errors: :class:`~gateway.subject.errors.SubjectStoreError` naming the SQLSTATE o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
+from gateway.stores.postgres.connect import pooled_transaction
 from gateway.subject.consents import (
     DEFAULT_RETENTION_DAYS,
     ConsentArchive,
@@ -55,19 +56,8 @@ class PgConsentRows(ConsentRows):
         self._pool = pool
         self._owns_pool = owns_pool
 
-    @contextmanager
-    def _tx(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except PoolTimeout:
-            raise SubjectStoreError(
-                f"consent archive {what} failed: database unreachable"
-            ) from None
-        except psycopg.Error as err:
-            raise SubjectStoreError(
-                f"consent archive {what} failed (SQLSTATE {err.sqlstate or 'none'})"
-            ) from None
+    def _tx(self, what: str) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return pooled_transaction(self._pool, SubjectStoreError, f"consent archive {what}")
 
     def insert(self, consent_id: str, row: ConsentRow) -> None:
         """See :meth:`ConsentRows.insert`: durable once the commit returns."""

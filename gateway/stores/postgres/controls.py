@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from gateway.controls.store import (
     CertificateRevocation,
@@ -42,6 +42,7 @@ from gateway.controls.store import (
     consent_status_of,
 )
 from gateway.errors import ConflictError, NotFoundError, PermissionDeniedError
+from gateway.stores.postgres.connect import pooled_transaction
 from gateway.stores.postgres.notify import LiveListener
 
 __all__ = ["PgControlsStore"]
@@ -83,17 +84,8 @@ class PgControlsStore(ControlsStore):
                 conn.execute("SELECT live_bump('controls')")
         self.refresh()
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except PoolTimeout:
-            raise ControlsStoreError("the controls store's database cannot be reached") from None
-        except psycopg.Error as err:
-            raise ControlsStoreError(
-                f"the controls store's database failed (SQLSTATE {err.sqlstate or 'none'})"
-            ) from None
+    def _tx(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return pooled_transaction(self._pool, ControlsStoreError, "the controls store")
 
     def close(self) -> None:
         """Close the pool when this store owns it (idempotent)."""

@@ -45,12 +45,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from gateway.objections.store import (
     ALL_MARKS_SQL,
@@ -67,6 +67,7 @@ from gateway.objections.store import (
     objection_row,
     updated_marks,
 )
+from gateway.stores.postgres.connect import pooled_transaction
 from gateway.stores.postgres.election import SessionLock
 from gateway.stores.postgres.notify import LiveListener, LiveStateStaleError
 from gateway.stores.postgres.url import PgTarget
@@ -132,17 +133,8 @@ class PgObjectionStore(SQLObjectionStore):
         self._marks = Marks(version=-1)
         self.refresh()
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except PoolTimeout:
-            raise ObjectionStoreError("the objection store's database cannot be reached") from None
-        except psycopg.Error as err:
-            raise ObjectionStoreError(
-                f"the objection store's database failed (SQLSTATE {err.sqlstate or 'none'})"
-            ) from None
+    def _tx(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return pooled_transaction(self._pool, ObjectionStoreError, "the objection store")
 
     # --- the marks -------------------------------------------------------------------------
 

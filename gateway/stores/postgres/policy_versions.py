@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from gateway.policyadmin.errors import PolicyStoreError
 from gateway.policyadmin.store import (
@@ -42,6 +42,7 @@ from gateway.policyadmin.store import (
     StoreRefusal,
     VersionStore,
 )
+from gateway.stores.postgres.connect import pooled_transaction
 
 __all__ = ["PgVersionStore"]
 
@@ -61,23 +62,15 @@ class PgVersionStore(VersionStore):
         self._pool = pool
         self._owns_pool = owns_pool
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """One pooled connection in one transaction (committed on leaving, rolled back on
-        an exception). Driver errors other than integrity refusals become
-        PolicyStoreError; those propagate for the caller to map."""
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except psycopg.errors.IntegrityError:
-            raise
-        except PoolTimeout:
-            raise PolicyStoreError("the policy store's database cannot be reached") from None
-        except psycopg.Error as err:
-            # The SQLSTATE names the failure class without repeating server text.
-            raise PolicyStoreError(
-                f"the policy store's database failed (SQLSTATE {err.sqlstate or 'none'})"
-            ) from None
+    def _tx(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """One pooled connection in one transaction; integrity refusals propagate for the
+        caller to map, other driver errors become PolicyStoreError."""
+        return pooled_transaction(
+            self._pool,
+            PolicyStoreError,
+            "the policy store",
+            passes=(psycopg.errors.IntegrityError,),
+        )
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._tx() as conn:

@@ -32,13 +32,14 @@ crash is read again from the log. Errors are
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
+from gateway.stores.postgres.connect import pooled_transaction
 from gateway.stores.postgres.election import SessionLock
 from gateway.stores.postgres.url import PgTarget
 from gateway.subject.errors import SubjectStoreError
@@ -49,10 +50,13 @@ from gateway.subject.index import (
     before_bound,
     index_row,
     indexed_query,
+    listing_sql,
     subject_key,
 )
 
 __all__ = ["FOLLOWER_LOCK", "FOLLOWER_SESSION_TIMEOUT_S", "PgQueryIndex"]
+
+_FOR_SUBJECT, _FOR_BASIS = listing_sql("subject_queries", "%s")
 
 #: pg_try_advisory_lock(classid, objid) of the index's follower ("cgsi", 1).
 FOLLOWER_LOCK = (0x6367_7369, 1)
@@ -112,17 +116,8 @@ class PgQueryIndex(QueryIndex):
             )
         )
 
-    @contextmanager
-    def _tx(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except PoolTimeout:
-            raise SubjectStoreError(f"subject index {what} failed: database unreachable") from None
-        except psycopg.Error as err:
-            raise SubjectStoreError(
-                f"subject index {what} failed (SQLSTATE {err.sqlstate or 'none'})"
-            ) from None
+    def _tx(self, what: str) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return pooled_transaction(self._pool, SubjectStoreError, f"subject index {what}")
 
     # --- the watermark ---------------------------------------------------------------------
 
@@ -221,21 +216,12 @@ class PgQueryIndex(QueryIndex):
     ) -> list[IndexedQuery]:
         """See :meth:`QueryIndex.for_subject`: one range read of the primary key."""
         return self._select(
-            f"SELECT {INDEX_COLUMNS} FROM subject_queries "
-            "WHERE subject = %s AND log_index < %s "
-            "AND (confidential_until = '' OR confidential_until <= %s) "
-            "ORDER BY log_index DESC LIMIT %s",
-            (subject_key(subject), before_bound(before), today, limit),
+            _FOR_SUBJECT, (subject_key(subject), before_bound(before), today, limit)
         )
 
     def for_basis(self, basis: str, *, before: int | None, limit: int) -> list[IndexedQuery]:
         """See :meth:`QueryIndex.for_basis`."""
-        return self._select(
-            f"SELECT {INDEX_COLUMNS} FROM subject_queries "
-            "WHERE legal_basis = %s AND legal_basis <> '' AND log_index < %s "
-            "ORDER BY log_index DESC LIMIT %s",
-            (basis, before_bound(before), limit),
-        )
+        return self._select(_FOR_BASIS, (basis, before_bound(before), limit))
 
     def count(self) -> int:
         """How many queries are indexed (tests, the benchmark)."""

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.errors import StorageError
+from gateway.audit.log import AuditLog
+from gateway.audit.note import Signer
 from gateway.stores.sqlite.audit import SQLiteStore
 
 #: Test vectors kept in the repository (tests/vectors, with their
@@ -64,3 +66,17 @@ async def wait_until_held(store: GatedStore, timeout_s: float = 10.0) -> None:
         while not store.entered.is_set():
             assert not store.on_loop, "a tile was read on the event loop"
             await asyncio.sleep(0.002)
+
+
+def numbered_record(i: int) -> dict[str, object]:
+    """A small query-shaped record, the ``i``-th of a run."""
+    return {"kind": "query", "agency_id": f"agency-{i % 3}", "n": i}
+
+
+async def fill_log(path: Path, signer: Signer, n: int) -> list[bytes]:
+    """A new SQLite log at ``path`` holding ``n`` numbered records (appended at once,
+    batches of 100), closed; their leaf hashes in order."""
+    log = await AuditLog.open(path, signer, max_batch=100)
+    receipts = await asyncio.gather(*(log.append(numbered_record(i)) for i in range(n)))
+    await log.close()
+    return [r.leaf_hash for r in receipts]

@@ -19,20 +19,9 @@ from gateway.audit.store import MemoryStore, StoredEntry
 from gateway.audit.tiles import fill_tiles
 from gateway.errors import AuditUnavailableError
 from gateway.stores.sqlite.audit import SQLiteStore
-from tests.unit.audit.audit_testkit import ORIGIN
+from tests.unit.audit.audit_testkit import ORIGIN, fill_log, numbered_record
 
 N = 3 * TILE_WIDTH + 17  # three full level-0 tiles and a partial one
-
-
-def _record(i: int) -> dict[str, object]:
-    return {"kind": "query", "agency_id": f"agency-{i % 3}", "n": i}
-
-
-async def _fill(path: Path, signer: Ed25519Signer, n: int = N) -> list[bytes]:
-    log = await AuditLog.open(path, signer, max_batch=100)
-    receipts = await asyncio.gather(*(log.append(_record(i)) for i in range(n)))
-    await log.close()
-    return [r.leaf_hash for r in receipts]
 
 
 def _tile_rows(path: Path) -> list[tuple[int, int, bytes]]:
@@ -66,7 +55,7 @@ class CountingStore(SQLiteStore):
 async def test_tile_hashes_are_stored_with_their_entries(
     tmp_path: Path, signer: Ed25519Signer
 ) -> None:
-    hashes = await _fill(tmp_path / "audit.db", signer)
+    hashes = await fill_log(tmp_path / "audit.db", signer, N)
     tree = MerkleTree(hashes)
     assert _tile_rows(tmp_path / "audit.db") == [
         (1, i, tree.range_hash(i * TILE_WIDTH, (i + 1) * TILE_WIDTH)) for i in range(3)
@@ -77,7 +66,7 @@ async def test_open_reads_the_right_edge_only_and_proofs_match_the_tree(
     tmp_path: Path, signer: Ed25519Signer
 ) -> None:
     path = tmp_path / "audit.db"
-    hashes = await _fill(path, signer)
+    hashes = await fill_log(path, signer, N)
     tree = MerkleTree(hashes)
     store = CountingStore(path)
     log = await AuditLog.open(None, signer, store=store)
@@ -90,7 +79,7 @@ async def test_open_reads_the_right_edge_only_and_proofs_match_the_tree(
             for index in {0, size // 2, size - 1}:
                 assert await log.inclusion_proof(index, size) == tree.inclusion_proof(index, size)
             assert await log.consistency_proof(size, N) == tree.consistency_proof(size, N)
-        more = await asyncio.gather(*(log.append(_record(i)) for i in range(N, N + 300)))
+        more = await asyncio.gather(*(log.append(numbered_record(i)) for i in range(N, N + 300)))
         tree.extend(r.leaf_hash for r in more)
         assert await log.root() == tree.root()
         assert await log.inclusion_proof(N + 5, N + 300) == tree.inclusion_proof(N + 5, N + 300)
@@ -102,7 +91,7 @@ async def test_a_log_made_before_tiles_is_filled_in_once(
     tmp_path: Path, signer: Ed25519Signer
 ) -> None:
     path = tmp_path / "audit.db"
-    hashes = await _fill(path, signer)
+    hashes = await fill_log(path, signer, N)
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE tile_hashes")  # as a log of the previous build has none
     conn.commit()
@@ -130,7 +119,7 @@ async def test_a_tampered_tile_hash_is_refused_at_open(
     tmp_path: Path, signer: Ed25519Signer, sql: Callable[[Path, str], None]
 ) -> None:
     path = tmp_path / "audit.db"
-    await _fill(path, signer)
+    await fill_log(path, signer, N)
     sql(path, "UPDATE tile_hashes SET hash = zeroblob(32) WHERE level = 1 AND idx = 2")
     with pytest.raises(AuditUnavailableError, match="do not match the checkpoint of size"):
         await AuditLog.open(path, signer)
@@ -140,7 +129,7 @@ async def test_a_crash_tail_is_rehashed_and_checked_against_its_tile_hashes(
     tmp_path: Path, signer: Ed25519Signer, sql: Callable[[Path, str], None]
 ) -> None:
     path = tmp_path / "audit.db"
-    hashes = await _fill(path, signer, 300)
+    hashes = await fill_log(path, signer, 300)
     # The last checkpoint back at 0, as if the process died before signing any:
     # the 300 entries and tile hash 0 (leaves 0..255) are its tail.
     sql(path, "DELETE FROM checkpoints WHERE size > 0")
@@ -165,7 +154,7 @@ async def test_memory_of_the_tree_is_bounded(tmp_path: Path, signer: Ed25519Sign
     log = await AuditLog.open(tmp_path / "audit.db", signer, max_batch=2048)
     try:
         n = 40 * TILE_WIDTH
-        await asyncio.gather(*(log.append(_record(i)) for i in range(n)))
+        await asyncio.gather(*(log.append(numbered_record(i)) for i in range(n)))
         for index in range(0, n, 37):  # proofs all over the log: tiles come and go
             await log.inclusion_proof(index, n)
         tree = log._tree

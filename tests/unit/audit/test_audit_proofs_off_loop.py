@@ -17,20 +17,9 @@ from gateway.audit.log import AuditLog
 from gateway.audit.merkle import TILE_WIDTH, MerkleTree, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519Signer
 from gateway.errors import AuditUnavailableError
-from tests.unit.audit.audit_testkit import GatedStore, wait_until_held
+from tests.unit.audit.audit_testkit import GatedStore, fill_log, numbered_record, wait_until_held
 
 N = 3 * TILE_WIDTH + 17  # three full level-0 tiles (read from the store) and a partial one
-
-
-def _record(i: int) -> dict[str, object]:
-    return {"kind": "query", "agency_id": f"agency-{i % 3}", "n": i}
-
-
-async def _fill(path: Path, signer: Ed25519Signer, n: int = N) -> list[bytes]:
-    log = await AuditLog.open(path, signer, max_batch=100)
-    receipts = await asyncio.gather(*(log.append(_record(i)) for i in range(n)))
-    await log.close()
-    return [r.leaf_hash for r in receipts]
 
 
 _CALLS: dict[str, Callable[[AuditLog], Coroutine[Any, Any, object]]] = {
@@ -50,7 +39,7 @@ async def test_a_proof_reading_tiles_leaves_the_event_loop_free(
     tmp_path: Path, signer: Ed25519Signer, what: str
 ) -> None:
     path = tmp_path / "audit.db"
-    tree = MerkleTree(await _fill(path, signer))
+    tree = MerkleTree(await fill_log(path, signer, N))
     store = GatedStore(path)
     log = await AuditLog.open(None, signer, store=store)  # a cold tile cache
     try:
@@ -59,7 +48,7 @@ async def test_a_proof_reading_tiles_leaves_the_event_loop_free(
         await wait_until_held(store)
         # The tile read is held: the loop still serves other requests meanwhile (an
         # append is a round trip through the writer thread and back to the loop).
-        receipt = await asyncio.wait_for(log.append(_record(N)), 10)
+        receipt = await asyncio.wait_for(log.append(numbered_record(N)), 10)
         assert receipt.index == N
         assert not proof.done()
         store.gate.set()
@@ -88,7 +77,7 @@ async def test_proofs_while_appending_are_those_of_the_tree_of_their_size(
     async def writer() -> None:
         for first in range(0, total, 45):
             batch = range(first, min(first + 45, total))
-            for r in await asyncio.gather(*(log.append(_record(i)) for i in batch)):
+            for r in await asyncio.gather(*(log.append(numbered_record(i)) for i in batch)):
                 leaf_hashes[r.index] = r.leaf_hash
             await asyncio.sleep(0)
         done.set()
@@ -129,7 +118,7 @@ async def test_close_waits_for_the_proofs_under_way_and_refuses_later_ones(
     store (a read after closing would open a connection again, never to be closed),
     even if its caller went away meanwhile; a proof asked for after that is refused."""
     path = tmp_path / "audit.db"
-    tree = MerkleTree(await _fill(path, signer))
+    tree = MerkleTree(await fill_log(path, signer, N))
     store = GatedStore(path)
     log = await AuditLog.open(None, signer, store=store)
     store.armed = True
